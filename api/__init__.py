@@ -1,0 +1,1 @@
+"""HTTP: routes, auth, errors as JSON, idempotency."""

@@ -1,0 +1,88 @@
+"""Who is calling: a server key (any account) or a user token (its own account only)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from starlette.requests import HTTPConnection
+
+from api.errors import ApiError
+from api.tokens import TokenError, TokenSigner
+from storage.keys import SERVER_KEY_PREFIX, find_server_key, hash_key
+from storage.sql import Database
+
+KEY_CACHE_S = 30.0
+
+
+@dataclass(frozen=True)
+class Principal:
+    kind: str  # "server" | "user"
+    subject: str  # key id, or the account id of a user token
+    expires: int | None = None
+
+    @property
+    def is_server(self) -> bool:
+        return self.kind == "server"
+
+    @property
+    def scope(self) -> str:
+        """Idempotency keys are scoped per caller, as Stripe scopes them per API key."""
+        return f"{self.kind}:{self.subject}"
+
+    def require_server(self) -> None:
+        if not self.is_server:
+            raise ApiError(403, "forbidden", "This operation needs a server key")
+
+    def require_access(self, account_id: str) -> None:
+        if not self.is_server and self.subject != account_id:
+            raise ApiError(403, "forbidden", f"This token may not act on account {account_id}")
+
+    def own_account(self, account_id: str | None) -> str:
+        """The account a request acts on: named, or implied by a user token."""
+        if account_id is None:
+            if self.is_server:
+                raise ApiError(422, "validation_error", "account_id: Field required")
+            return self.subject
+        return account_id
+
+
+class Authenticator:
+    def __init__(self, db: Database, signer: TokenSigner) -> None:
+        self.db = db
+        self.signer = signer
+        self._known_keys: dict[str, tuple[str, float]] = {}
+
+    async def principal(self, conn: HTTPConnection, allow_query_token: bool = False) -> Principal:
+        token = bearer_token(conn)
+        if token is None and allow_query_token:
+            token = conn.query_params.get("token")
+        if not token:
+            raise ApiError(401, "unauthorized", "Missing credentials: send Authorization: "
+                           "Bearer <server key or user token>")
+        if token.startswith(SERVER_KEY_PREFIX):
+            return Principal("server", await self._server_key_id(token))
+        try:
+            account_id, expires = self.signer.verify(token)
+        except TokenError as exc:
+            raise ApiError(401, exc.code, exc.message) from exc
+        return Principal("user", account_id, expires)
+
+    async def _server_key_id(self, key: str) -> str:
+        digest = hash_key(key)
+        cached = self._known_keys.get(digest)
+        if cached and cached[1] > time.monotonic():
+            return cached[0]
+        key_id = await find_server_key(self.db, key)
+        if key_id is None:
+            raise ApiError(401, "invalid_key", "Unknown or revoked server key")
+        self._known_keys[digest] = (key_id, time.monotonic() + KEY_CACHE_S)
+        return key_id
+
+
+def bearer_token(conn: HTTPConnection) -> str | None:
+    header = conn.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return value.strip() or None

@@ -1,0 +1,85 @@
+"""Request bodies: size limit, JSON decoding and schema validation, each with its own 4xx."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+
+from api.errors import ApiError
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 32
+
+Schema = TypeVar("Schema", bound=BaseModel)
+
+
+async def read_raw(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _too_large()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode_json(raw: bytes) -> Any:
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "invalid_json", "Request body is not valid UTF-8") from exc
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, "invalid_json", f"Request body is not valid JSON: {exc}") from exc
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise ApiError(422, "validation_error", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def validate(schema: type[Schema], value: Any) -> Schema:
+    if not isinstance(value, dict):
+        raise ApiError(422, "validation_error",
+                       f"Expected a JSON object, got {type(value).__name__}")
+    try:
+        return schema.model_validate(value)
+    except ValidationError as exc:
+        problems = [{"field": ".".join(str(p) for p in err["loc"]) or "body",
+                     "message": err["msg"]} for err in exc.errors()]
+        first = problems[0]
+        raise ApiError(422, "validation_error", f"{first['field']}: {first['message']}",
+                       errors=problems) from exc
+
+
+async def parse(request: Request, schema: type[Schema]) -> tuple[Schema, bytes]:
+    """The validated body, and its canonical bytes for idempotency fingerprints."""
+    value = decode_json(await read_raw(request))
+    parsed = validate(schema, value)
+    return parsed, json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _too_large() -> ApiError:
+    return ApiError(413, "payload_too_large",
+                    f"Request body exceeds the limit of {MAX_BODY_BYTES} bytes",
+                    limit=MAX_BODY_BYTES)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _depth(value: Any, level: int = 1) -> int:
+    if level > MAX_JSON_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level)
+    return level

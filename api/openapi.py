@@ -1,0 +1,82 @@
+"""The OpenAPI 3.1 document, built from the route table and the request schemas."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from api.routes import ApiRoute
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "object", "required": ["code", "message"],
+                             "properties": {"code": {"type": "string"},
+                                            "message": {"type": "string"}}}},
+}
+QUERY_TYPES = {"after": "integer", "limit": "integer", "after_seq": "integer", "wait": "number",
+               "period": "string", "status": "string", "account_id": "string",
+               "token": "string"}
+
+
+def build(routes: list[ApiRoute], version: str) -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    components: dict[str, Any] = {"Error": ERROR_SCHEMA}
+    for route in routes:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, components)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "creditstream", "version": version,
+                 "description": "Prepaid credits with holds, pay-on-success jobs and live push."},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "A server key (sk_…) or a user "
+                                           "token (HS256 JWT)"}},
+        },
+    }
+
+
+def _operation(route: ApiRoute, components: dict[str, Any]) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": route.summary,
+        "operationId": f"{route.method.lower()}_{re.sub(r'[^a-z0-9]+', '_', route.path.lower())}"
+        .strip("_"),
+        "parameters": [{"name": name, "in": "path", "required": True,
+                        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.:@-]{1,128}$"
+                                   if name == "account_id" else "^.{1,64}$"}}
+                       for name in re.findall(r"{(\w+)}", route.path)]
+        + [{"name": q, "in": "query", "required": False,
+            "schema": {"type": QUERY_TYPES.get(q, "string")}} for q in route.query],
+        "responses": {str(route.success): {"description": "Success",
+                                           "content": {"application/json": {"schema": {}}}}},
+    }
+    if route.auth != "none":
+        op["security"] = [{"bearer": []}]
+        op["description"] = ("Server key only." if route.auth == "server" else
+                             "Server key, or a user token of the account itself.")
+    if route.method == "POST":
+        op["parameters"].append({"name": "Idempotency-Key", "in": "header", "required": False,
+                                 "schema": {"type": "string", "maxLength": 255}})
+    if route.body is not None:
+        schema = route.body.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, definition in schema.pop("$defs", {}).items():
+            components[name] = definition
+        components[route.body.__name__] = schema
+        op["requestBody"] = {"required": True, "content": {"application/json": {
+            "schema": {"$ref": f"#/components/schemas/{route.body.__name__}"}}}}
+    for status in route.errors:
+        op["responses"][str(status)] = {"description": "Error", "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return op
+
+
+def endpoint(document: dict[str, Any]) -> Any:
+    async def openapi_json(request: Request) -> Response:
+        return JSONResponse(document)
+
+    return openapi_json

@@ -1,0 +1,89 @@
+"""The route table: each route with its OpenAPI description, so the document cannot drift."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from api import routes_accounts as accounts
+from api import routes_holds as holds
+from api import routes_misc as misc
+from api import schemas
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class ApiRoute:
+    method: str
+    path: str
+    endpoint: Endpoint
+    summary: str
+    auth: str  # "none" | "server" | "owner" (server key or the account's own user token)
+    body: type[BaseModel] | None = None
+    success: int = 200
+    errors: tuple[int, ...] = ()
+    query: tuple[str, ...] = ()
+
+
+A = "/v1/accounts/{account_id}"
+MUTATING = (400, 401, 402, 403, 409, 413, 422, 429, 503)
+
+API_ROUTES: list[ApiRoute] = [
+    ApiRoute("PUT", A, accounts.ensure_account, "Ensure an account (201 new with trial, 200 "
+             "existing)", "server", success=201, errors=(401, 403, 422, 503)),
+    ApiRoute("GET", A, accounts.get_account, "Account snapshot", "owner",
+             errors=(401, 403, 404, 422)),
+    ApiRoute("GET", A + "/entries", accounts.list_entries, "Journal lines, oldest first",
+             "owner", errors=(401, 403, 404, 422), query=("after", "limit")),
+    ApiRoute("GET", A + "/events", accounts.list_events, "Stream events after a seq", "owner",
+             errors=(401, 403, 404, 422), query=("after_seq", "limit", "wait")),
+    ApiRoute("GET", A + "/usage", accounts.usage, "Credits used and jobs in a period", "owner",
+             errors=(401, 403, 404, 422), query=("period",)),
+    ApiRoute("GET", A + "/jobs", accounts.list_jobs, "The account's jobs, newest first",
+             "owner", errors=(401, 403, 404, 422), query=("status", "limit")),
+    ApiRoute("POST", A + "/grants", accounts.create_grant, "Grant credits (amount, plan or "
+             "tier)", "server", schemas.GrantBody, 201, MUTATING),
+    ApiRoute("POST", A + "/charges", accounts.create_charge, "One-step charge", "server",
+             schemas.ChargeBody, 201, MUTATING),
+    ApiRoute("POST", "/v1/holds", holds.create_hold, "Open a hold (reservation)", "owner",
+             schemas.HoldBody, 201, MUTATING),
+    ApiRoute("GET", "/v1/holds/{hold_id}", holds.get_hold, "A hold", "owner",
+             errors=(401, 403, 404)),
+    ApiRoute("POST", "/v1/holds/{hold_id}/capture", holds.capture_hold, "Capture a hold, "
+             "fully or partly", "server", schemas.CaptureBody, 200, (*MUTATING, 404)),
+    ApiRoute("POST", "/v1/holds/{hold_id}/release", holds.release_hold, "Release a hold",
+             "owner", schemas.ReleaseBody, 200, (*MUTATING, 404)),
+    ApiRoute("GET", "/v1/pricing", misc.pricing, "The price catalogue", "none"),
+    ApiRoute("POST", "/v1/quote", misc.quote, "Price of a generation, and whether the account "
+             "can afford it", "owner", schemas.QuoteBody, 200, (400, 401, 403, 413, 422)),
+    ApiRoute("POST", "/v1/tokens", misc.create_token, "Issue a user token for a browser",
+             "server", schemas.TokenBody, 200, (400, 401, 403, 413, 422)),
+    ApiRoute("GET", "/healthz", misc.healthz, "Liveness", "none"),
+    ApiRoute("GET", "/readyz", misc.readyz, "Readiness: database and broker", "none",
+             errors=(503,)),
+]
+
+
+def starlette_routes(extra: list[ApiRoute] | None = None) -> list[Route]:
+    table = API_ROUTES + (extra or [])
+    by_path: dict[str, dict[str, Endpoint]] = {}
+    for route in table:
+        by_path.setdefault(route.path, {})[route.method] = route.endpoint
+    return [Route(path, _dispatch(methods), methods=list(methods))
+            for path, methods in by_path.items()]
+
+
+def _dispatch(methods: dict[str, Endpoint]) -> Endpoint:
+    if len(methods) == 1:
+        return next(iter(methods.values()))
+
+    async def endpoint(request: Request) -> Response:
+        return await methods[request.method](request)
+
+    return endpoint

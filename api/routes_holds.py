@@ -1,0 +1,84 @@
+"""Hold routes: open, read, capture, release."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from api.body import parse
+from api.routes_accounts import ctx_of
+from api.schemas import CaptureBody, HoldBody, ReleaseBody
+from core.errors import NotFound
+from core.model import normalise_account_id
+from storage.sql import SqlUnitOfWork
+
+
+async def create_hold(request: Request) -> Response:
+    ctx = ctx_of(request)
+    principal = await ctx.principal(request)
+    body, canonical = await parse(request, HoldBody)
+    account_id = normalise_account_id(principal.own_account(body.account_id))
+    principal.require_access(account_id)
+
+    async def action(uow: SqlUnitOfWork) -> tuple[int, dict[str, Any]]:
+        price = body.price.request() if body.price else None
+        amount = body.amount if price is None else ctx.service.quote(price)
+        hold, account = await ctx.service.hold(
+            uow, account_id, amount, body.ttl_seconds, body.ref,
+            request.headers.get("idempotency-key"), metadata=price.metadata() if price else None)
+        return 201, {"hold": hold.to_dict(), "account": account.snapshot(ctx.service.now())}
+
+    return await ctx.execute(request, principal, canonical, action)
+
+
+async def get_hold(request: Request) -> Response:
+    ctx = ctx_of(request)
+    principal = await ctx.principal(request)
+    hold_id = request.path_params["hold_id"]
+    async with ctx.db.read() as uow:
+        hold = await uow.holds.get(hold_id)
+    if hold is None:
+        raise NotFound(f"No hold {hold_id}", hold_id=hold_id)
+    principal.require_access(hold.account_id)
+    return JSONResponse(hold.to_dict())
+
+
+async def _hold_owner(request: Request, hold_id: str) -> str:
+    async with ctx_of(request).db.read() as uow:
+        hold = await uow.holds.get(hold_id)
+    if hold is None:
+        raise NotFound(f"No hold {hold_id}", hold_id=hold_id)
+    return hold.account_id
+
+
+async def capture_hold(request: Request) -> Response:
+    ctx = ctx_of(request)
+    principal = await ctx.principal(request)
+    principal.require_server()
+    hold_id = request.path_params["hold_id"]
+    body, canonical = await parse(request, CaptureBody)
+    await _hold_owner(request, hold_id)
+
+    async def action(uow: SqlUnitOfWork) -> tuple[int, dict[str, Any]]:
+        hold, account = await ctx.service.capture(uow, hold_id, body.amount,
+                                                  request.headers.get("idempotency-key"))
+        return 200, {"hold": hold.to_dict(), "account": account.snapshot(ctx.service.now())}
+
+    return await ctx.execute(request, principal, canonical, action)
+
+
+async def release_hold(request: Request) -> Response:
+    ctx = ctx_of(request)
+    principal = await ctx.principal(request)
+    hold_id = request.path_params["hold_id"]
+    body, canonical = await parse(request, ReleaseBody)
+    principal.require_access(await _hold_owner(request, hold_id))
+
+    async def action(uow: SqlUnitOfWork) -> tuple[int, dict[str, Any]]:
+        hold, account = await ctx.service.release(uow, hold_id, body.reason,
+                                                  request.headers.get("idempotency-key"))
+        return 200, {"hold": hold.to_dict(), "account": account.snapshot(ctx.service.now())}
+
+    return await ctx.execute(request, principal, canonical, action)

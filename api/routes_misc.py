@@ -1,0 +1,74 @@
+"""Pricing, quotes, user tokens and health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from api.body import parse
+from api.routes_accounts import ctx_of
+from api.schemas import QuoteBody, TokenBody
+from api.tokens import DEFAULT_TTL_S
+from core.events import iso
+from core.model import normalise_account_id
+from core.plans import TRIAL
+
+
+async def pricing(request: Request) -> Response:
+    return JSONResponse(ctx_of(request).service.catalogue.to_dict())
+
+
+async def quote(request: Request) -> Response:
+    ctx = ctx_of(request)
+    principal = await ctx.principal(request)
+    body, _ = await parse(request, QuoteBody)
+    cost = ctx.service.quote(body.request())
+    if body.account_id is None and principal.is_server:
+        return JSONResponse({"cost": cost})
+    account_id = normalise_account_id(principal.own_account(body.account_id))
+    principal.require_access(account_id)
+    async with ctx.db.read() as uow:
+        account = await uow.accounts.get(account_id)
+    # an account never used yet would be opened with its trial grant by the first hold
+    available = TRIAL.credits if account is None else account.available
+    answer: dict[str, Any] = {"cost": cost, "account_id": account_id, "available": available,
+                              "affordable": cost <= available,
+                              "shortfall": max(0, cost - available)}
+    return JSONResponse(answer)
+
+
+async def create_token(request: Request) -> Response:
+    ctx = ctx_of(request)
+    principal = await ctx.principal(request)
+    principal.require_server()
+    body, _ = await parse(request, TokenBody)
+    account_id = normalise_account_id(body.account_id)
+    token, expires_at = ctx.signer.issue(account_id, ctx.service.now(),
+                                         body.ttl_seconds or DEFAULT_TTL_S)
+    return JSONResponse({"token": token, "account_id": account_id,
+                         "expires_at": iso(expires_at)})
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    ctx = ctx_of(request)
+    checks: dict[str, str] = {}
+    try:
+        await ctx.db.ping()
+        checks["database"] = "ok"
+    except Exception as exc:  # any failure means not ready; the reason is reported
+        checks["database"] = f"unavailable: {type(exc).__name__}"
+    for name, probe in ctx.readiness_probes.items():
+        try:
+            await probe()
+            checks[name] = "ok"
+        except Exception as exc:
+            checks[name] = f"unavailable: {type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse({"status": "ready" if ready else "unavailable", "checks": checks},
+                        status_code=200 if ready else 503)

@@ -1,0 +1,90 @@
+"""Request bodies. Strict: a string or a float where an integer belongs is an error, as is an
+unknown field, so a typo never silently changes what a request does."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from core.model import MAX_AMOUNT
+from core.service import MAX_HOLD_TTL_S, PriceRequest
+
+Amount = Field(ge=1, le=MAX_AMOUNT)
+Ref = Field(default=None, min_length=1, max_length=256)
+Reason = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:@ -]+$")
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class PriceBody(Body):
+    operation: str = Field(min_length=1, max_length=64)
+    model: str | None = Field(default=None, min_length=1, max_length=128)
+    params: dict[str, Any] | None = None
+
+    def request(self) -> PriceRequest:
+        return PriceRequest(self.operation, self.model, self.params)
+
+
+class AmountOrPrice(Body):
+    amount: int | None = Field(default=None, ge=1, le=MAX_AMOUNT)
+    price: PriceBody | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> AmountOrPrice:
+        if (self.amount is None) == (self.price is None):
+            raise ValueError("give exactly one of amount or price")
+        return self
+
+
+class GrantBody(Body):
+    amount: int | None = Field(default=None, ge=1, le=MAX_AMOUNT)
+    reason: str = Field(default="grant", min_length=1, max_length=64,
+                        pattern=r"^[A-Za-z0-9_.:@ -]+$")
+    # JSON has no datetime type: this one field parses an ISO 8601 string
+    expires_at: datetime | None = Field(default=None, strict=False)
+    ref: str | None = Ref
+    plan: str | None = Field(default=None, min_length=1, max_length=32)
+    tier: int | str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> GrantBody:
+        given = [name for name in ("amount", "plan", "tier") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of amount, plan or tier")
+        if self.expires_at is not None and self.expires_at.tzinfo is None:
+            raise ValueError("expires_at needs a timezone, e.g. 2030-01-01T00:00:00Z")
+        return self
+
+
+class ChargeBody(AmountOrPrice):
+    reason: str = Field(default="charge", min_length=1, max_length=64,
+                        pattern=r"^[A-Za-z0-9_.:@ -]+$")
+    ref: str | None = Ref
+
+
+class HoldBody(AmountOrPrice):
+    account_id: str | None = Field(default=None, min_length=1, max_length=128)
+    ref: str | None = Ref
+    ttl_seconds: int | None = Field(default=None, ge=1, le=MAX_HOLD_TTL_S)
+
+
+class CaptureBody(Body):
+    amount: int | None = Field(default=None, ge=1, le=MAX_AMOUNT)
+
+
+class ReleaseBody(Body):
+    reason: str = Field(default="released", min_length=1, max_length=64,
+                        pattern=r"^[A-Za-z0-9_.:@ -]+$")
+
+
+class QuoteBody(PriceBody):
+    account_id: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+class TokenBody(Body):
+    account_id: str = Field(min_length=1, max_length=128)
+    ttl_seconds: int | None = Field(default=None, ge=1, le=30 * 24 * 3600)

@@ -1,0 +1,99 @@
+"""Composition root: settings from the environment, resources opened in the lifespan, routes.
+
+Run with `uvicorn asgi:app` (or `creditstream serve`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Route
+
+from api import openapi
+from api.auth import Authenticator
+from api.context import AppContext
+from api.errors import EXCEPTION_HANDLERS
+from api.routes import API_ROUTES, starlette_routes
+from api.tokens import TokenSigner
+from config import Settings
+from core.ports import Clock, SystemClock
+from core.pricing import Catalogue
+from core.service import CreditService
+from storage.idempotency import IdempotencyStore
+from storage.keys import create_server_key, stored_secret
+from storage.migrate import upgrade_async
+from storage.sql import Database
+from sweeper import Sweeper
+
+VERSION = "0.1.0"
+log = logging.getLogger("creditstream")
+
+
+def load_catalogue(path: str | None) -> Catalogue:
+    """The price catalogue, validated now so a bad file stops the start, not a request."""
+    text = (Path(path).read_text(encoding="utf-8") if path else
+            resources.files("core").joinpath("pricing.toml").read_text(encoding="utf-8"))
+    return Catalogue.from_toml(text)
+
+
+def create_app(settings: Settings | None = None, clock: Clock | None = None,
+               run_sweeper: bool = True, auto_migrate: bool = True) -> Starlette:
+    settings = settings or Settings.from_env()
+    catalogue = load_catalogue(settings.pricing_file)
+    clock = clock or SystemClock()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if auto_migrate:
+            await upgrade_async(settings.database_url)
+        db = Database.from_url(settings.database_url, settings.db_pool_size)
+        secret = settings.user_token_secret or await stored_secret(db, "user_token_secret")
+        signer = TokenSigner(secret)
+        service = CreditService(clock, catalogue, timedelta(seconds=settings.hold_ttl_s))
+        ctx = AppContext(settings, db, service, signer, Authenticator(db, signer),
+                         IdempotencyStore(db))
+        app.state.ctx = ctx
+        tasks: list[asyncio.Task[Any]] = []
+        if run_sweeper:
+            sweeper = Sweeper(db, service, ctx.idempotency, ctx.publish)
+            tasks.append(asyncio.create_task(sweeper.run_forever(settings.sweep_interval_s)))
+        if settings.dev:
+            key = await create_server_key(db, "dev")
+            print(f"creditstream dev mode: server key for this run:\n{key}", flush=True)
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await db.dispose()
+
+    document = openapi.build(API_ROUTES, VERSION)
+    routes = starlette_routes() + [Route("/openapi.json", openapi.endpoint(document))]
+    middleware = []
+    if settings.cors_origins:
+        middleware.append(Middleware(
+            CORSMiddleware, allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "PUT", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+            expose_headers=["Idempotent-Replayed", "Retry-After"]))
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
+                     exception_handlers=EXCEPTION_HANDLERS)
+
+
+def __getattr__(name: str) -> Any:
+    # `uvicorn asgi:app` builds the app on first access, not at import time
+    if name == "app":
+        application = create_app()
+        globals()["app"] = application
+        return application
+    raise AttributeError(name)

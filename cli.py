@@ -1,0 +1,182 @@
+"""The `creditstream` command: serve, migrate, keys, token, grant, balance, audit, sweep."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from config import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    settings = Settings.from_env()
+    handler: Callable[[argparse.Namespace, Settings], int] = args.handler
+    try:
+        return handler(args, settings)
+    except Exception as exc:  # the CLI reports failures as one line, not a traceback
+        print(f"creditstream: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="creditstream", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+
+    serve = sub.add_parser("serve", help="run the HTTP and WebSocket server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(handler=_serve)
+
+    sub.add_parser("migrate", help="bring the database to the newest schema").set_defaults(
+        handler=_migrate)
+
+    keys = sub.add_parser("keys", help="server keys").add_subparsers(dest="keys_command")
+    create = keys.add_parser("create", help="create a server key (printed once)")
+    create.add_argument("--name", required=True)
+    create.set_defaults(handler=_keys_create)
+
+    token = sub.add_parser("token", help="issue a user token for ACCOUNT")
+    token.add_argument("account")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
+    token.set_defaults(handler=_token)
+
+    grant = sub.add_parser("grant", help="grant AMOUNT credits to ACCOUNT")
+    grant.add_argument("account")
+    grant.add_argument("amount", type=int)
+    grant.add_argument("--reason", default="grant")
+    grant.add_argument("--expires-in-days", type=float, default=None)
+    grant.set_defaults(handler=_grant)
+
+    balance = sub.add_parser("balance", help="print ACCOUNT's snapshot as JSON")
+    balance.add_argument("account")
+    balance.set_defaults(handler=_balance)
+
+    sub.add_parser("audit", help="check balance = Σ entries and held = Σ open holds for every "
+                   "account; exits 1 on any mismatch").set_defaults(handler=_audit)
+    sub.add_parser("sweep", help="release expired holds and expire grants once").set_defaults(
+        handler=_sweep)
+    return parser
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    uvicorn.run("asgi:app", host=args.host, port=args.port, ws="websockets",
+                ws_per_message_deflate=False, lifespan="on", log_level="info",
+                timeout_graceful_shutdown=10)
+    return 0
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from storage.migrate import upgrade
+
+    upgrade(settings.database_url)
+    print("database is at the newest schema")
+    return 0
+
+
+def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    from storage.keys import create_server_key
+
+    key = _with_db(settings, lambda db: create_server_key(db, args.name))
+    print(f"Created server key {args.name!r}. It is shown only once; store it now:")
+    print(key)
+    return 0
+
+
+def _token(args: argparse.Namespace, settings: Settings) -> int:
+    from api.tokens import TokenSigner
+    from storage.keys import stored_secret
+
+    secret = settings.user_token_secret or _with_db(
+        settings, lambda db: stored_secret(db, "user_token_secret"))
+    token, _ = TokenSigner(secret).issue(args.account, datetime.now(UTC), args.ttl)
+    print(token)
+    return 0
+
+
+def _grant(args: argparse.Namespace, settings: Settings) -> int:
+    async def run(db: Any) -> dict[str, Any]:
+        service = _service(settings)
+        expires = (None if args.expires_in_days is None
+                   else service.now() + timedelta(days=args.expires_in_days))
+        async with db.transaction() as uow:
+            grant, account = await service.grant(uow, args.account, args.amount, args.reason,
+                                                 expires)
+        return {"grant": grant.to_dict(), "account": account.snapshot(service.now())}
+
+    print(json.dumps(_with_db(settings, run), indent=2))
+    return 0
+
+
+def _balance(args: argparse.Namespace, settings: Settings) -> int:
+    async def run(db: Any) -> dict[str, Any]:
+        service = _service(settings)
+        async with db.read() as uow:
+            account = await service.read_account(uow, args.account)
+        return account.snapshot(service.now())
+
+    print(json.dumps(_with_db(settings, run), indent=2))
+    return 0
+
+
+def _audit(args: argparse.Namespace, settings: Settings) -> int:
+    from storage.queries import audit
+
+    async def run(db: Any) -> Any:
+        async with db.read() as uow:
+            return await audit(uow.conn)
+
+    checked, mismatches = _with_db(settings, run)
+    for mismatch in mismatches:
+        print(f"MISMATCH {mismatch.describe()}")
+    print(f"audited {checked} accounts: {len(mismatches)} mismatches")
+    return 1 if mismatches else 0
+
+
+def _sweep(args: argparse.Namespace, settings: Settings) -> int:
+    from storage.idempotency import IdempotencyStore
+    from sweeper import Sweeper
+
+    async def run(db: Any) -> Any:
+        return await Sweeper(db, _service(settings), IdempotencyStore(db)).run_once()
+
+    report = _with_db(settings, run)
+    print(json.dumps(report.__dict__))
+    return 0
+
+
+def _service(settings: Settings) -> Any:
+    from asgi import load_catalogue
+    from core.ports import SystemClock
+    from core.service import CreditService
+
+    return CreditService(SystemClock(), load_catalogue(settings.pricing_file),
+                         timedelta(seconds=settings.hold_ttl_s))
+
+
+def _with_db(settings: Settings, use: Callable[[Any], Awaitable[Any]]) -> Any:
+    from storage.sql import Database
+
+    async def run() -> Any:
+        db = Database.from_url(settings.database_url)
+        try:
+            return await use(db)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

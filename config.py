@@ -1,0 +1,75 @@
+"""Settings from CREDITSTREAM_* environment variables; every one is documented in the README."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from storage.sql import DEFAULT_DATABASE_URL
+
+
+class ConfigError(ValueError):
+    """An environment variable holds a value creditstream cannot use."""
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str | None = None
+    user_token_secret: str | None = None
+    webhook_secret: str | None = None
+    webhook_secrets: dict[str, str] = field(default_factory=dict)
+    s3_endpoint_url: str | None = None
+    s3_bucket: str | None = None
+    s3_public_url: str | None = None
+    results_dir: str = "data/results"
+    hold_ttl_s: int = 300
+    dev: bool = False
+    cors_origins: tuple[str, ...] = ()
+    pricing_file: str | None = None
+    sweep_interval_s: float = 1.0
+    idempotency_wait_s: float = 10.0
+    db_pool_size: int = 10
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        prefix = "CREDITSTREAM_WEBHOOK_SECRET_"
+        return cls(
+            database_url=env.get("CREDITSTREAM_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            redis_url=env.get("CREDITSTREAM_REDIS_URL") or None,
+            user_token_secret=env.get("CREDITSTREAM_USER_TOKEN_SECRET") or None,
+            webhook_secret=env.get("CREDITSTREAM_WEBHOOK_SECRET") or None,
+            webhook_secrets={k[len(prefix):].lower(): v for k, v in env.items()
+                             if k.startswith(prefix) and v},
+            s3_endpoint_url=env.get("CREDITSTREAM_S3_ENDPOINT_URL") or None,
+            s3_bucket=env.get("CREDITSTREAM_S3_BUCKET") or None,
+            s3_public_url=env.get("CREDITSTREAM_S3_PUBLIC_URL") or None,
+            results_dir=env.get("CREDITSTREAM_RESULTS_DIR") or "data/results",
+            hold_ttl_s=int(_number(env, "CREDITSTREAM_HOLD_TTL_S", 300, 1)),
+            dev=_flag(env, "CREDITSTREAM_DEV"),
+            cors_origins=tuple(o.strip() for o in env.get("CREDITSTREAM_CORS_ORIGINS", "")
+                               .split(",") if o.strip()),
+            pricing_file=env.get("CREDITSTREAM_PRICING_FILE") or None,
+            sweep_interval_s=_number(env, "CREDITSTREAM_SWEEP_INTERVAL_S", 1.0, 0.05),
+            idempotency_wait_s=_number(env, "CREDITSTREAM_IDEMPOTENCY_WAIT_S", 10.0, 0),
+            db_pool_size=int(_number(env, "CREDITSTREAM_DB_POOL_SIZE", 10, 1)),
+        )

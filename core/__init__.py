@@ -1,0 +1,1 @@
+"""The credit engine: plain Python rules with no framework and no I/O."""

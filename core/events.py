@@ -1,0 +1,52 @@
+"""Stream events: what an account's subscribers receive, in `seq` order."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+def iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Event:
+    account_id: str
+    seq: int
+
+    type = "event"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class BalanceUpdated(Event):
+    balance: int = 0
+    held: int = 0
+    available: int = 0
+    delta: int = 0
+    reason: str = ""
+    ref: str | None = None
+    at: str | None = None
+
+    type = "balance.updated"
+
+
+@dataclass(frozen=True)
+class JobUpdated(Event):
+    job: dict[str, Any] = field(default_factory=dict)
+    at: str | None = None
+
+    type = "job.updated"
+
+
+@dataclass(frozen=True)
+class CreditsLow(Event):
+    available: int = 0
+    threshold: int = 0
+    at: str | None = None
+
+    type = "credits.low"

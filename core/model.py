@@ -1,0 +1,428 @@
+"""Accounts, grants, holds and journal entries. The money rules live in these methods.
+
+Every change to an account goes through `Account._record`, which appends one journal entry and
+one stream event with the next `seq`; the unit of work persists both in the same transaction.
+Invariants kept here and checked by `creditstream audit`:
+  balance == sum(entry.delta) == sum(grant.remaining);  held == sum(open hold amounts);  held <= balance.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from core.errors import (
+    AmountTooLarge,
+    DailyLimitExceeded,
+    InsufficientCredits,
+    InvalidAccountId,
+    InvalidInput,
+    InvalidState,
+)
+from core.events import BalanceUpdated, Event, iso
+from core.plans import TRIAL
+
+MAX_AMOUNT = 10**12  # largest amount one operation may move
+MAX_BALANCE = 10**15  # keeps every sum far inside BIGINT
+FAR_FUTURE = datetime.max.replace(tzinfo=UTC)
+
+_ACCOUNT_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
+_WALLET = re.compile(r"0x[0-9a-fA-F]{40}")
+PROMOTIONAL_REASONS = frozenset({"trial", "promo", "promotion", "bonus", "referral"})
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def normalise_account_id(raw: object) -> str:
+    """Validate an account id; EVM wallet addresses are case-insensitive, so they are lowered."""
+    if not isinstance(raw, str) or not _ACCOUNT_ID.fullmatch(raw):
+        raise InvalidAccountId(
+            "Expected an account id of 1-128 characters from [A-Za-z0-9_.:@-], "
+            f"got {str(raw)[:140]!r}"
+        )
+    return raw.lower() if _WALLET.fullmatch(raw) else raw
+
+
+def check_amount(amount: object, name: str = "amount") -> int:
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise InvalidInput(f"Expected {name} to be an integer number of credits, got {amount!r}")
+    if amount < 1:
+        raise InvalidInput(f"Expected {name} to be at least 1, got {amount}")
+    if amount > MAX_AMOUNT:
+        raise AmountTooLarge(f"Expected {name} to be at most {MAX_AMOUNT}, got {amount}")
+    return amount
+
+
+def grant_kind(reason: str) -> str:
+    """Trial and promotional credits are spent before paid ones at equal expiry."""
+    head = reason.split(":", 1)[0].lower()
+    if head == "trial":
+        return "trial"
+    return "promo" if head in PROMOTIONAL_REASONS else "paid"
+
+
+def seconds_until_next_utc_day(now: datetime) -> int:
+    tomorrow = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return max(1, int((tomorrow - now).total_seconds() + 0.999))
+
+
+@dataclass
+class Grant:
+    grant_id: str
+    account_id: str
+    amount: int
+    remaining: int
+    reason: str
+    kind: str
+    expires_at: datetime | None
+    created_at: datetime
+    ref: str | None = None
+
+    def consumption_key(self) -> tuple[datetime, int, datetime, str]:
+        # soonest expiry first, never-expiring last; then trial/promo before paid; then oldest
+        return (
+            self.expires_at or FAR_FUTURE,
+            1 if self.kind == "paid" else 0,
+            self.created_at,
+            self.grant_id,
+        )
+
+    def is_due(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now and self.remaining > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "grant_id": self.grant_id,
+            "account_id": self.account_id,
+            "amount": self.amount,
+            "remaining": self.remaining,
+            "reason": self.reason,
+            "kind": self.kind,
+            "ref": self.ref,
+            "expires_at": iso(self.expires_at),
+            "created_at": iso(self.created_at),
+        }
+
+
+@dataclass
+class Hold:
+    hold_id: str
+    account_id: str
+    amount: int
+    status: str
+    created_at: datetime
+    expires_at: datetime
+    ref: str | None = None
+    captured_amount: int | None = None
+    release_reason: str | None = None
+    closed_at: datetime | None = None
+    job_id: str | None = None
+    funding: list[dict[str, Any]] = field(default_factory=list)
+
+    OPEN = "open"
+    CAPTURED = "captured"
+    RELEASED = "released"
+    EXPIRED = "expired"
+
+    def is_due(self, now: datetime) -> bool:
+        return self.status == Hold.OPEN and self.expires_at <= now
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "hold_id": self.hold_id,
+            "account_id": self.account_id,
+            "amount": self.amount,
+            "status": self.status,
+            "ref": self.ref,
+            "captured_amount": self.captured_amount,
+            "release_reason": self.release_reason,
+            "funding": self.funding,
+            "job_id": self.job_id,
+            "created_at": iso(self.created_at),
+            "expires_at": iso(self.expires_at),
+            "closed_at": iso(self.closed_at),
+        }
+
+
+@dataclass(frozen=True)
+class Entry:
+    account_id: str
+    seq: int
+    type: str
+    amount: int
+    delta: int
+    held_delta: int
+    reason: str
+    ref: str | None
+    op_id: str
+    metadata: dict[str, Any]
+    at: datetime
+    idempotency_key: str | None = None
+
+
+@dataclass
+class Account:
+    account_id: str
+    balance: int
+    held: int
+    seq: int
+    created_at: datetime
+    plan: str | None = None
+    paid: bool = False
+    trial_expires_at: datetime | None = None
+    trial_day: str | None = None
+    trial_used: int = 0
+    grants: list[Grant] = field(default_factory=list)
+    # what this transaction changed, for the unit of work to persist
+    loaded_seq: int = 0
+    new_entries: list[Entry] = field(default_factory=list)
+    new_events: list[Event] = field(default_factory=list)
+    new_grants: list[Grant] = field(default_factory=list)
+    touched_grants: dict[str, Grant] = field(default_factory=dict)
+    idempotency_key: str | None = None
+
+    @classmethod
+    def open(cls, account_id: str, now: datetime) -> Account:
+        """A new account with its trial grant, as seed 001's ensureUser creates it."""
+        account = cls(
+            account_id=account_id,
+            balance=0,
+            held=0,
+            seq=0,
+            created_at=now,
+            trial_expires_at=now + TRIAL.duration,
+        )
+        account.add_grant(
+            new_id("grt"), TRIAL.credits, "trial", now, expires_at=account.trial_expires_at
+        )
+        return account
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.held
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.new_entries or self.new_events)
+
+    def trial_active(self, now: datetime) -> bool:
+        return (
+            not self.paid and self.trial_expires_at is not None and now < self.trial_expires_at
+        )
+
+    def spent_today(self, now: datetime) -> int:
+        return self.trial_used if self.trial_day == now.date().isoformat() else 0
+
+    def snapshot(self, now: datetime) -> dict[str, Any]:
+        return {
+            "account_id": self.account_id,
+            "balance": self.balance,
+            "held": self.held,
+            "available": self.available,
+            "plan": self.plan,
+            "trial": {
+                "active": self.trial_active(now),
+                "expires_at": iso(self.trial_expires_at),
+                "daily_limit": TRIAL.daily_limit,
+                "spent_today": self.spent_today(now),
+            },
+            "seq": self.seq,
+            "created_at": iso(self.created_at),
+        }
+
+    # -- grants -------------------------------------------------------------------------------
+
+    def add_grant(
+        self,
+        grant_id: str,
+        amount: int,
+        reason: str,
+        now: datetime,
+        expires_at: datetime | None = None,
+        ref: str | None = None,
+        plan: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Grant:
+        check_amount(amount)
+        if expires_at is not None and expires_at <= now:
+            raise InvalidInput(f"Expected expires_at in the future, got {iso(expires_at)}")
+        if self.balance + amount > MAX_BALANCE:
+            raise AmountTooLarge(
+                f"A balance may hold at most {MAX_BALANCE} credits; this grant would exceed it"
+            )
+        grant = Grant(grant_id, self.account_id, amount, amount, reason, grant_kind(reason),
+                      expires_at, now, ref)
+        self.grants.append(grant)
+        self.new_grants.append(grant)
+        self.balance += amount
+        if grant.kind == "paid":
+            self.paid = True
+        if plan is not None:
+            self.plan = plan
+        meta = {"kind": grant.kind, "expires_at": iso(expires_at), **(metadata or {})}
+        if plan is not None:
+            meta["plan"] = plan
+        self._record("grant", amount, amount, 0, reason, ref, grant_id, meta, now)
+        return grant
+
+    def expire_due_grants(self, now: datetime) -> int:
+        """Expire the unconsumed remainder of grants past `expires_at`, sparing what backs open holds.
+
+        Open holds are deemed funded soonest-expiring first, which is also the order in which
+        a capture will consume them, so the credits a hold will take are never expired.
+        """
+        due = sorted((g for g in self.grants if g.is_due(now)), key=Grant.consumption_key)
+        backing_left = self.held
+        expired_total = 0
+        for grant in due:
+            backing = min(grant.remaining, backing_left)
+            backing_left -= backing
+            expiring = grant.remaining - backing
+            if expiring <= 0:
+                continue
+            grant.remaining -= expiring
+            self.touched_grants[grant.grant_id] = grant
+            self.balance -= expiring
+            expired_total += expiring
+            self._record("expire", expiring, -expiring, 0, grant.reason, grant.ref,
+                         grant.grant_id, {"grant_id": grant.grant_id, "kind": grant.kind}, now)
+        return expired_total
+
+    # -- spending -----------------------------------------------------------------------------
+
+    def open_hold(
+        self, hold_id: str, amount: int, ttl: timedelta, now: datetime, ref: str | None = None,
+        job_id: str | None = None, metadata: dict[str, Any] | None = None,
+    ) -> Hold:
+        check_amount(amount)
+        self._check_spendable(amount, now)
+        hold = Hold(hold_id, self.account_id, amount, Hold.OPEN, now, now + ttl, ref, job_id=job_id)
+        self.held += amount
+        self._count_trial_spend(amount, now)
+        self._record("hold", amount, 0, amount, "hold", ref, hold_id, dict(metadata or {}), now)
+        return hold
+
+    def capture(self, hold: Hold, amount: int | None, now: datetime) -> None:
+        """Take `amount` (default: all) of an open hold and free the rest. Repeats are no-ops."""
+        self._check_owns(hold)
+        if amount is not None:
+            check_amount(amount)
+        if hold.status == Hold.CAPTURED and amount in (None, hold.captured_amount):
+            return
+        if hold.status != Hold.OPEN:
+            raise InvalidState(f"Hold {hold.hold_id} is {hold.status}; only an open hold can be "
+                               "captured", hold_status=hold.status)
+        if hold.is_due(now):
+            raise InvalidState(f"Hold {hold.hold_id} expired at {iso(hold.expires_at)}",
+                               hold_status="expired")
+        take = hold.amount if amount is None else amount
+        if take > hold.amount:
+            raise InvalidInput(f"Expected a capture of at most the held {hold.amount}, got {take}")
+        funding = self._consume(take)
+        self.held -= hold.amount
+        self.balance -= take
+        self._uncount_trial_spend(hold, hold.amount - take, now)
+        hold.status, hold.captured_amount, hold.closed_at, hold.funding = (
+            Hold.CAPTURED, take, now, funding)
+        meta = {"hold_id": hold.hold_id, "released": hold.amount - take, "funding": funding}
+        self._record("capture", take, -take, -hold.amount, "capture", hold.ref, hold.hold_id,
+                     meta, now)
+
+    def release(self, hold: Hold, reason: str, now: datetime) -> None:
+        """Free an open hold in full. Releasing a released or expired hold again is a no-op."""
+        self._check_owns(hold)
+        if hold.status in (Hold.RELEASED, Hold.EXPIRED):
+            return
+        if hold.status != Hold.OPEN:
+            raise InvalidState(f"Hold {hold.hold_id} is {hold.status}; only an open hold can be "
+                               "released", hold_status=hold.status)
+        self._free(hold, Hold.RELEASED, reason, now)
+
+    def expire_hold(self, hold: Hold, now: datetime) -> bool:
+        """The sweeper's release of a hold past its TTL; False when there was nothing to do."""
+        self._check_owns(hold)
+        if not hold.is_due(now):
+            return False
+        self._free(hold, Hold.EXPIRED, "timeout", now)
+        return True
+
+    def charge(
+        self, charge_id: str, amount: int, reason: str, now: datetime, ref: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """One-step debit: hold and capture in one transaction. Returns the grants that funded it."""
+        check_amount(amount)
+        self._check_spendable(amount, now)
+        funding = self._consume(amount)
+        self.balance -= amount
+        self._count_trial_spend(amount, now)
+        self._record("charge", amount, -amount, 0, reason, ref, charge_id,
+                     {**(metadata or {}), "funding": funding}, now)
+        return funding
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _check_owns(self, hold: Hold) -> None:
+        if hold.account_id != self.account_id:
+            raise InvalidState(f"Hold {hold.hold_id} belongs to another account")
+
+    def _check_spendable(self, amount: int, now: datetime) -> None:
+        if self.trial_active(now):
+            used = self.spent_today(now)
+            if used + amount > TRIAL.daily_limit:
+                raise DailyLimitExceeded(TRIAL.daily_limit, used, amount,
+                                         seconds_until_next_utc_day(now))
+        if amount > self.available:
+            raise InsufficientCredits(required=amount, available=self.available)
+
+    def _count_trial_spend(self, amount: int, now: datetime) -> None:
+        if not self.trial_active(now):
+            return
+        self.trial_used = self.spent_today(now) + amount
+        self.trial_day = now.date().isoformat()
+
+    def _uncount_trial_spend(self, hold: Hold, freed: int, now: datetime) -> None:
+        # credits held and then given back today were never spent
+        today = now.date().isoformat()
+        if freed and self.trial_day == today and hold.created_at.date().isoformat() == today:
+            self.trial_used = max(0, self.trial_used - freed)
+
+    def _consume(self, amount: int) -> list[dict[str, Any]]:
+        funding: list[dict[str, Any]] = []
+        left = amount
+        for grant in sorted(self.grants, key=Grant.consumption_key):
+            if left == 0:
+                break
+            take = min(grant.remaining, left)
+            if take == 0:
+                continue
+            grant.remaining -= take
+            left -= take
+            self.touched_grants[grant.grant_id] = grant
+            funding.append({"grant_id": grant.grant_id, "kind": grant.kind, "amount": take})
+        if left:
+            raise InvalidState(f"Grants of {self.account_id} do not cover its balance")
+        return funding
+
+    def _free(self, hold: Hold, status: str, reason: str, now: datetime) -> None:
+        self.held -= hold.amount
+        self._uncount_trial_spend(hold, hold.amount, now)
+        hold.status, hold.release_reason, hold.closed_at = status, reason, now
+        self._record("release", hold.amount, 0, -hold.amount, reason, hold.ref, hold.hold_id,
+                     {"hold_id": hold.hold_id}, now)
+
+    def _record(
+        self, type_: str, amount: int, delta: int, held_delta: int, reason: str,
+        ref: str | None, op_id: str, metadata: dict[str, Any], now: datetime,
+    ) -> None:
+        self.seq += 1
+        self.new_entries.append(Entry(self.account_id, self.seq, type_, amount, delta, held_delta,
+                                      reason, ref, op_id, metadata, now, self.idempotency_key))
+        self.new_events.append(BalanceUpdated(
+            self.account_id, self.seq, balance=self.balance, held=self.held,
+            available=self.available, delta=delta, reason=type_, ref=ref, at=iso(now)))

@@ -1,0 +1,51 @@
+"""The interfaces core needs from the outside world; storage/ and realtime/ implement them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Protocol
+
+from core.model import Account, Hold
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class AccountRepository(Protocol):
+    async def insert_new(self, account: Account) -> bool:
+        """Persist a just-opened account; False (and nothing written) when the id exists."""
+
+    async def get(self, account_id: str) -> Account | None:
+        """A read-only snapshot, without grants."""
+
+    async def lock(self, account_id: str) -> Account | None:
+        """The account with its live grants, locked until the transaction ends."""
+
+    async def save(self, account: Account) -> None:
+        """Write what changed: the row (guarded by its seq), grants, entries and events."""
+
+    async def with_due_grants(self, now: datetime, limit: int) -> list[str]: ...
+
+
+class HoldRepository(Protocol):
+    async def add(self, hold: Hold) -> None: ...
+
+    async def get(self, hold_id: str) -> Hold | None: ...
+
+    async def save(self, hold: Hold, expected_status: str) -> None:
+        """Update a hold only if it is still in `expected_status`."""
+
+    async def due(self, now: datetime, limit: int) -> list[str]: ...
+
+
+class UnitOfWork(Protocol):
+    """One database transaction; the caller commits by leaving its context without an error."""
+
+    accounts: AccountRepository
+    holds: HoldRepository

@@ -1,0 +1,176 @@
+"""Use cases: each loads what it needs inside the caller's unit of work, applies the domain rules,
+and saves. Committing belongs to the caller, so an idempotency record or a second operation can
+share the same transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from core.errors import InvalidInput, NotFound
+from core.model import Account, Grant, Hold, check_amount, new_id, normalise_account_id
+from core.plans import plan_for
+from core.ports import Clock, UnitOfWork
+from core.pricing import Catalogue
+
+MAX_HOLD_TTL_S = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class PriceRequest:
+    operation: str
+    model: str | None = None
+    params: dict[str, Any] | None = None
+
+    def metadata(self) -> dict[str, Any]:
+        return {"operation": self.operation, "model": self.model, "params": self.params or {}}
+
+
+@dataclass
+class CreditService:
+    clock: Clock
+    catalogue: Catalogue
+    hold_ttl: timedelta = timedelta(seconds=300)
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def quote(self, price: PriceRequest) -> int:
+        return self.catalogue.quote(price.operation, price.model, price.params)
+
+    async def ensure_account(self, uow: UnitOfWork, account_id: str,
+                             key: str | None = None) -> tuple[Account, bool]:
+        """The account locked for this transaction, created with its trial on first use."""
+        account_id = normalise_account_id(account_id)
+        now = self.now()
+        created = await uow.accounts.insert_new(Account.open(account_id, now))
+        account = await uow.accounts.lock(account_id)
+        if account is None:
+            raise NotFound(f"Account {account_id} vanished during its creation")
+        account.idempotency_key = key
+        account.expire_due_grants(now)
+        return account, created
+
+    async def read_account(self, uow: UnitOfWork, account_id: str) -> Account:
+        account_id = normalise_account_id(account_id)
+        account = await uow.accounts.get(account_id)
+        if account is None:
+            raise NotFound(f"No account {account_id}", account_id=account_id)
+        return account
+
+    async def grant(
+        self, uow: UnitOfWork, account_id: str, amount: int, reason: str,
+        expires_at: datetime | None = None, ref: str | None = None, key: str | None = None,
+        plan: str | None = None, metadata: dict[str, Any] | None = None,
+    ) -> tuple[Grant, Account]:
+        check_amount(amount)
+        account, _ = await self.ensure_account(uow, account_id, key)
+        grant = account.add_grant(new_id("grt"), amount, reason, self.now(), expires_at, ref,
+                                  plan, metadata)
+        await uow.accounts.save(account)
+        return grant, account
+
+    async def grant_plan(self, uow: UnitOfWork, account_id: str, tier_or_plan: object,
+                         ref: str | None = None, key: str | None = None,
+                         metadata: dict[str, Any] | None = None) -> tuple[Grant, Account]:
+        plan = plan_for(tier_or_plan)
+        return await self.grant(uow, account_id, plan.credits, f"plan:{plan.name}", ref=ref,
+                                key=key, plan=plan.name,
+                                metadata={"price_usd": plan.price_usd, **(metadata or {})})
+
+    async def hold(
+        self, uow: UnitOfWork, account_id: str, amount: int, ttl_seconds: int | None = None,
+        ref: str | None = None, key: str | None = None, job_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> tuple[Hold, Account]:
+        check_amount(amount)
+        ttl = self._ttl(ttl_seconds)
+        account, _ = await self.ensure_account(uow, account_id, key)
+        hold = account.open_hold(new_id("hold"), amount, ttl, self.now(), ref, job_id, metadata)
+        await uow.holds.add(hold)
+        await uow.accounts.save(account)
+        return hold, account
+
+    async def capture(self, uow: UnitOfWork, hold_id: str, amount: int | None = None,
+                      key: str | None = None) -> tuple[Hold, Account]:
+        hold, account = await self._locked_hold(uow, hold_id, key)
+        status_before = hold.status
+        account.capture(hold, amount, self.now())
+        await self._save_hold(uow, hold, account, status_before)
+        return hold, account
+
+    async def release(self, uow: UnitOfWork, hold_id: str, reason: str = "released",
+                      key: str | None = None) -> tuple[Hold, Account]:
+        hold, account = await self._locked_hold(uow, hold_id, key)
+        status_before = hold.status
+        account.release(hold, reason, self.now())
+        await self._save_hold(uow, hold, account, status_before)
+        return hold, account
+
+    async def charge(
+        self, uow: UnitOfWork, account_id: str, amount: int, reason: str,
+        ref: str | None = None, key: str | None = None, metadata: dict[str, Any] | None = None,
+    ) -> tuple[dict[str, Any], Account]:
+        check_amount(amount)
+        account, _ = await self.ensure_account(uow, account_id, key)
+        charge_id = new_id("chg")
+        now = self.now()
+        funding = account.charge(charge_id, amount, reason, now, ref, metadata)
+        await uow.accounts.save(account)
+        charge = {"charge_id": charge_id, "account_id": account.account_id, "amount": amount,
+                  "reason": reason, "ref": ref, "funding": funding,
+                  "metadata": metadata or {}, "created_at": now.isoformat().replace("+00:00", "Z")}
+        return charge, account
+
+    # -- sweeper ------------------------------------------------------------------------------
+
+    async def expire_hold(self, uow: UnitOfWork, hold_id: str) -> bool:
+        """Release one hold past its TTL. False when another sweeper or a capture got there first."""
+        hold = await uow.holds.get(hold_id)
+        if hold is None:
+            return False
+        account = await uow.accounts.lock(hold.account_id)
+        hold = await uow.holds.get(hold_id)  # re-read under the account lock
+        if account is None or hold is None or not account.expire_hold(hold, self.now()):
+            return False
+        await uow.holds.save(hold, expected_status=Hold.OPEN)
+        await uow.accounts.save(account)
+        return True
+
+    async def expire_grants(self, uow: UnitOfWork, account_id: str) -> int:
+        account = await uow.accounts.lock(account_id)
+        if account is None:
+            return 0
+        expired = account.expire_due_grants(self.now())
+        await uow.accounts.save(account)
+        return expired
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _ttl(self, ttl_seconds: int | None) -> timedelta:
+        if ttl_seconds is None:
+            return self.hold_ttl
+        if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int) or not (
+                1 <= ttl_seconds <= MAX_HOLD_TTL_S):
+            raise InvalidInput(f"Expected ttl_seconds between 1 and {MAX_HOLD_TTL_S}, "
+                               f"got {ttl_seconds!r}")
+        return timedelta(seconds=ttl_seconds)
+
+    async def _locked_hold(self, uow: UnitOfWork, hold_id: str,
+                           key: str | None) -> tuple[Hold, Account]:
+        found = await uow.holds.get(hold_id)
+        if found is None:
+            raise NotFound(f"No hold {hold_id}", hold_id=hold_id)
+        account, _ = await self.ensure_account(uow, found.account_id, key)
+        hold = await uow.holds.get(hold_id)  # re-read: it may have changed before the lock
+        if hold is None:
+            raise NotFound(f"No hold {hold_id}", hold_id=hold_id)
+        return hold, account
+
+    async def _save_hold(self, uow: UnitOfWork, hold: Hold, account: Account,
+                         status_before: str) -> None:
+        if hold.status != status_before:
+            await uow.holds.save(hold, expected_status=status_before)
+        await uow.accounts.save(account)

@@ -1,0 +1,1 @@
+"""Live push: brokers, the local hub, WebSocket and SSE endpoints."""

@@ -1,0 +1,1 @@
+"""Adapters that implement core's ports: SQL (PostgreSQL, SQLite) and object stores."""

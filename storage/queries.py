@@ -1,0 +1,140 @@
+"""Read models: journal pages, the event stream, usage figures and the conservation audit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from core.events import iso
+from core.model import Hold
+from storage.tables import accounts, entries, events, grants, holds, jobs
+
+
+def entry_to_dict(row: Any) -> dict[str, Any]:
+    return {
+        "entry_id": row.id, "account_id": row.account_id, "seq": row.seq, "type": row.type,
+        "amount": row.amount, "delta": row.delta, "held_delta": row.held_delta,
+        "reason": row.reason, "ref": row.ref, "op_id": row.op_id,
+        "idempotency_key": row.idempotency_key, "metadata": row.metadata or {},
+        "created_at": iso(row.created_at),
+    }
+
+
+async def entries_page(conn: AsyncConnection, account_id: str, after: int,
+                       limit: int) -> list[dict[str, Any]]:
+    rows = await conn.execute(
+        sa.select(entries).where(entries.c.account_id == account_id, entries.c.id > after)
+        .order_by(entries.c.id).limit(limit))
+    return [entry_to_dict(r) for r in rows]
+
+
+async def events_after(conn: AsyncConnection, account_id: str, after_seq: int,
+                       limit: int) -> list[dict[str, Any]]:
+    rows = await conn.execute(
+        sa.select(events.c.payload).where(events.c.account_id == account_id,
+                                          events.c.seq > after_seq)
+        .order_by(events.c.seq).limit(limit))
+    return [dict(r.payload) for r in rows]
+
+
+async def oldest_retained_seq(conn: AsyncConnection, account_id: str) -> int | None:
+    return (await conn.execute(sa.select(sa.func.min(events.c.seq))
+                               .where(events.c.account_id == account_id))).scalar_one_or_none()
+
+
+async def usage(conn: AsyncConnection, account_id: str, since: datetime) -> dict[str, Any]:
+    spent = await conn.execute(
+        sa.select(entries.c.type, entries.c.amount, entries.c.metadata)
+        .where(entries.c.account_id == account_id, entries.c.created_at >= since,
+               entries.c.type.in_(("capture", "charge"))))
+    per_operation: dict[str, dict[str, int]] = {}
+    used = 0
+    for row in spent:
+        used += row.amount
+        operation = (row.metadata or {}).get("operation") or "other"
+        slot = per_operation.setdefault(operation, {"count": 0, "credits": 0})
+        slot["count"] += 1
+        slot["credits"] += row.amount
+    by_status = await conn.execute(
+        sa.select(jobs.c.status, sa.func.count()).where(
+            jobs.c.account_id == account_id, jobs.c.created_at >= since)
+        .group_by(jobs.c.status))
+    job_counts = {"processing": 0, "success": 0, "failed": 0}
+    job_counts.update({status: int(count) for status, count in by_status})
+    return {"credits_used": used, "operations": per_operation, "jobs": job_counts}
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    account_id: str
+    field: str
+    stored: int
+    computed: int
+
+    def describe(self) -> str:
+        return (f"{self.account_id}: {self.field} is {self.stored} but the journal says "
+                f"{self.computed}")
+
+
+async def audit(conn: AsyncConnection) -> tuple[int, list[Mismatch]]:
+    """Check G2 for every account: balance = Σ entries = Σ grant remainders, held = Σ open holds."""
+    entry_sums = (sa.select(entries.c.account_id, sa.func.sum(entries.c.delta).label("delta"),
+                            sa.func.sum(entries.c.held_delta).label("held"))
+                  .group_by(entries.c.account_id).subquery())
+    event_seqs = (sa.select(events.c.account_id, sa.func.max(events.c.seq).label("seq"),
+                            sa.func.count().label("n"))
+                  .group_by(events.c.account_id).subquery())
+    open_holds = (sa.select(holds.c.account_id, sa.func.sum(holds.c.amount).label("held"))
+                  .where(holds.c.status == Hold.OPEN).group_by(holds.c.account_id).subquery())
+    remaining = (sa.select(grants.c.account_id, sa.func.sum(grants.c.remaining).label("left"))
+                 .group_by(grants.c.account_id).subquery())
+    rows = await conn.execute(
+        sa.select(accounts.c.id, accounts.c.balance, accounts.c.held, accounts.c.seq,
+                  entry_sums.c.delta, entry_sums.c.held.label("entry_held"),
+                  event_seqs.c.seq.label("event_seq"), event_seqs.c.n.label("event_count"),
+                  open_holds.c.held.label("hold_held"),
+                  remaining.c.left)
+        .outerjoin(entry_sums, entry_sums.c.account_id == accounts.c.id)
+        .outerjoin(event_seqs, event_seqs.c.account_id == accounts.c.id)
+        .outerjoin(open_holds, open_holds.c.account_id == accounts.c.id)
+        .outerjoin(remaining, remaining.c.account_id == accounts.c.id))
+    mismatches: list[Mismatch] = []
+    checked = 0
+    for row in rows:
+        checked += 1
+        checks = [("balance", row.balance, int(row.delta or 0)),
+                  ("balance (grant remainders)", row.balance, int(row.left or 0)),
+                  ("held", row.held, int(row.entry_held or 0)),
+                  ("held (open holds)", row.held, int(row.hold_held or 0)),
+                  ("seq", row.seq, int(row.event_seq or 0)),
+                  ("events (gap-free seq)", row.seq, int(row.event_count or 0))]
+        mismatches += [Mismatch(row.id, name, stored, computed)
+                       for name, stored, computed in checks if stored != computed]
+        if row.held > row.balance or row.held < 0:
+            mismatches.append(Mismatch(row.id, "available", row.balance - row.held, 0))
+    return checked, mismatches
+
+
+def job_to_dict(row: Any) -> dict[str, Any]:
+    return {
+        "job_id": row.id, "account_id": row.account_id, "operation": row.operation,
+        "model": row.model, "params": row.params or {}, "cost": row.cost, "status": row.status,
+        "result_url": row.result_url, "error": row.error, "provider": row.provider,
+        "provider_task_id": row.provider_task_id, "hold_id": row.hold_id,
+        "created_at": iso(row.created_at), "updated_at": iso(row.updated_at),
+        "expires_at": iso(row.expires_at), "completed_at": iso(row.completed_at),
+    }
+
+
+async def jobs_of(conn: AsyncConnection, account_id: str, status: str | None,
+                  limit: int) -> list[dict[str, Any]]:
+    stmt = sa.select(jobs).where(jobs.c.account_id == account_id)
+    if status is not None:
+        stmt = stmt.where(jobs.c.status == status)
+    rows = await conn.execute(stmt.order_by(jobs.c.created_at.desc(), jobs.c.id.desc())
+                              .limit(limit))
+    return [job_to_dict(r) for r in rows]

@@ -1,0 +1,182 @@
+"""Repositories: core's AccountRepository and HoldRepository on one SQL connection."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from core.errors import ConcurrentUpdate
+from core.events import Event
+from core.model import Account, Grant, Hold
+from storage.tables import accounts, entries, events, grants, holds
+
+
+def dialect_insert(conn: AsyncConnection, table: sa.Table) -> Any:
+    """An INSERT that supports ON CONFLICT on both PostgreSQL and SQLite."""
+    module = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return module.insert(table)
+
+
+def account_from_row(row: Any) -> Account:
+    return Account(
+        account_id=row.id, balance=row.balance, held=row.held, seq=row.seq,
+        created_at=row.created_at, plan=row.plan, paid=row.paid,
+        trial_expires_at=row.trial_expires_at, trial_day=row.trial_day,
+        trial_used=row.trial_used, loaded_seq=row.seq,
+    )
+
+
+def grant_from_row(row: Any) -> Grant:
+    return Grant(row.id, row.account_id, row.amount, row.remaining, row.reason, row.kind,
+                 row.expires_at, row.created_at, row.ref)
+
+
+def hold_from_row(row: Any) -> Hold:
+    return Hold(
+        hold_id=row.id, account_id=row.account_id, amount=row.amount, status=row.status,
+        created_at=row.created_at, expires_at=row.expires_at, ref=row.ref,
+        captured_amount=row.captured_amount, release_reason=row.release_reason,
+        closed_at=row.closed_at, job_id=row.job_id, funding=list(row.funding or []),
+    )
+
+
+class SqlAccounts:
+    def __init__(self, conn: AsyncConnection, saved_events: list[Event]) -> None:
+        self.conn = conn
+        self.saved_events = saved_events  # published by the caller once the commit succeeds
+
+    async def insert_new(self, account: Account) -> bool:
+        stmt = (
+            dialect_insert(self.conn, accounts)
+            .values(**self._row(account), created_at=account.created_at)
+            .on_conflict_do_nothing(index_elements=["id"])
+            .returning(accounts.c.id)
+        )
+        inserted = (await self.conn.execute(stmt)).scalar_one_or_none()
+        if inserted is None:
+            return False
+        await self._write_changes(account)
+        return True
+
+    async def get(self, account_id: str) -> Account | None:
+        row = (await self.conn.execute(
+            sa.select(accounts).where(accounts.c.id == account_id))).one_or_none()
+        return None if row is None else account_from_row(row)
+
+    async def lock(self, account_id: str) -> Account | None:
+        # FOR UPDATE on PostgreSQL; on SQLite the BEGIN IMMEDIATE of every write already locks
+        row = (await self.conn.execute(
+            sa.select(accounts).where(accounts.c.id == account_id).with_for_update()
+        )).one_or_none()
+        if row is None:
+            return None
+        account = account_from_row(row)
+        live = await self.conn.execute(
+            sa.select(grants).where(grants.c.account_id == account_id, grants.c.remaining > 0))
+        account.grants = [grant_from_row(g) for g in live]
+        return account
+
+    async def save(self, account: Account) -> None:
+        if not account.changed and not account.touched_grants:
+            return
+        result = await self.conn.execute(
+            sa.update(accounts)
+            .where(accounts.c.id == account.account_id, accounts.c.seq == account.loaded_seq)
+            .values(**self._row(account))
+        )
+        if result.rowcount != 1:
+            raise ConcurrentUpdate(f"Account {account.account_id} changed under its lock")
+        await self._write_changes(account)
+
+    async def with_due_grants(self, now: datetime, limit: int) -> list[str]:
+        # an account whose available credits are all held has nothing that may expire
+        stmt = (
+            sa.select(grants.c.account_id).distinct()
+            .join(accounts, accounts.c.id == grants.c.account_id)
+            .where(grants.c.expires_at <= now, grants.c.remaining > 0,
+                   accounts.c.balance > accounts.c.held)
+            .limit(limit)
+        )
+        return list((await self.conn.execute(stmt)).scalars())
+
+    @staticmethod
+    def _row(account: Account) -> dict[str, Any]:
+        return {
+            "id": account.account_id, "balance": account.balance, "held": account.held,
+            "seq": account.seq, "plan": account.plan, "paid": account.paid,
+            "trial_expires_at": account.trial_expires_at, "trial_day": account.trial_day,
+            "trial_used": account.trial_used, "low_notified": False,
+            "updated_at": account.new_entries[-1].at if account.new_entries else
+            account.created_at,
+        }
+
+    async def _write_changes(self, account: Account) -> None:
+        new_ids = {g.grant_id for g in account.new_grants}
+        if account.new_grants:
+            await self.conn.execute(sa.insert(grants), [_grant_row(g) for g in account.new_grants])
+        for grant in account.touched_grants.values():
+            if grant.grant_id not in new_ids:
+                await self.conn.execute(sa.update(grants).where(grants.c.id == grant.grant_id)
+                                        .values(remaining=grant.remaining))
+        if account.new_entries:
+            await self.conn.execute(sa.insert(entries), [
+                {"account_id": e.account_id, "seq": e.seq, "type": e.type, "amount": e.amount,
+                 "delta": e.delta, "held_delta": e.held_delta, "reason": e.reason, "ref": e.ref,
+                 "op_id": e.op_id, "idempotency_key": e.idempotency_key, "metadata": e.metadata,
+                 "created_at": e.at}
+                for e in account.new_entries])
+        if account.new_events:
+            at = account.new_entries[-1].at if account.new_entries else account.created_at
+            await self.conn.execute(sa.insert(events), [
+                {"account_id": ev.account_id, "seq": ev.seq, "type": ev.type,
+                 "payload": ev.to_dict(), "created_at": at}
+                for ev in account.new_events])
+        self.saved_events.extend(account.new_events)
+        account.new_entries.clear()
+        account.new_events.clear()
+        account.new_grants.clear()
+        account.touched_grants.clear()
+        account.loaded_seq = account.seq
+
+
+def _grant_row(grant: Grant) -> dict[str, Any]:
+    return {"id": grant.grant_id, "account_id": grant.account_id, "amount": grant.amount,
+            "remaining": grant.remaining, "reason": grant.reason, "kind": grant.kind,
+            "ref": grant.ref, "expires_at": grant.expires_at, "created_at": grant.created_at}
+
+
+class SqlHolds:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def add(self, hold: Hold) -> None:
+        await self.conn.execute(sa.insert(holds).values(**self._row(hold)))
+
+    async def get(self, hold_id: str) -> Hold | None:
+        row = (await self.conn.execute(
+            sa.select(holds).where(holds.c.id == hold_id))).one_or_none()
+        return None if row is None else hold_from_row(row)
+
+    async def save(self, hold: Hold, expected_status: str) -> None:
+        result = await self.conn.execute(
+            sa.update(holds).where(holds.c.id == hold.hold_id, holds.c.status == expected_status)
+            .values(**self._row(hold)))
+        if result.rowcount != 1:
+            raise ConcurrentUpdate(f"Hold {hold.hold_id} left {expected_status} under its lock")
+
+    async def due(self, now: datetime, limit: int) -> list[str]:
+        stmt = (sa.select(holds.c.id).where(holds.c.status == Hold.OPEN, holds.c.expires_at <= now)
+                .order_by(holds.c.expires_at).limit(limit))
+        return list((await self.conn.execute(stmt)).scalars())
+
+    @staticmethod
+    def _row(hold: Hold) -> dict[str, Any]:
+        return {"id": hold.hold_id, "account_id": hold.account_id, "amount": hold.amount,
+                "status": hold.status, "ref": hold.ref, "captured_amount": hold.captured_amount,
+                "release_reason": hold.release_reason, "job_id": hold.job_id,
+                "funding": hold.funding, "created_at": hold.created_at,
+                "expires_at": hold.expires_at, "closed_at": hold.closed_at}

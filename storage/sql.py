@@ -1,0 +1,138 @@
+"""The SQL unit of work on an AsyncEngine, for PostgreSQL (asyncpg) and SQLite (aiosqlite)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from core.events import Event
+from storage.repositories import SqlAccounts, SqlHolds
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///data/creditstream.db"
+
+
+class StorageError(Exception):
+    """Base of the storage adapter's own errors."""
+
+
+class DatabaseUnavailable(StorageError):
+    """The database could not be reached or answered too slowly; nothing was committed."""
+
+
+class SqlUnitOfWork:
+    """One transaction. Repositories share its connection; events saved are listed for publishing."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self.saved_events: list[Event] = []
+        self.accounts = SqlAccounts(conn, self.saved_events)
+        self.holds = SqlHolds(conn)
+
+
+def normalise_url(url: str) -> str:
+    """Accept the plain driver names operators tend to write and pick the async drivers."""
+    for plain, async_ in (("postgresql://", "postgresql+asyncpg://"),
+                          ("postgres://", "postgresql+asyncpg://"),
+                          ("sqlite://", "sqlite+aiosqlite://")):
+        if url.startswith(plain):
+            return async_ + url[len(plain):]
+    return url
+
+
+class Database:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def from_url(cls, url: str, pool_size: int = 10) -> Database:
+        url = normalise_url(url)
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            return cls(_sqlite_engine(url))
+        engine = create_async_engine(
+            url, pool_size=pool_size, max_overflow=pool_size * 2, pool_timeout=5,
+            pool_pre_ping=True,
+            # a dead database must produce a quick 503, not a request that hangs
+            connect_args={"timeout": 3, "command_timeout": 15},
+        )
+        return cls(engine)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SqlUnitOfWork]:
+        """A write transaction; commits when the block ends without an exception."""
+        async with _unavailable_on_connection_errors():
+            async with self.engine.connect() as conn:
+                await conn.execution_options(creditstream_write=True)
+                async with conn.begin():
+                    yield SqlUnitOfWork(conn)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[SqlUnitOfWork]:
+        async with _unavailable_on_connection_errors():
+            async with self.engine.connect() as conn:
+                async with conn.begin():
+                    yield SqlUnitOfWork(conn)
+
+    async def ping(self) -> None:
+        async with self.read() as uow:
+            await uow.conn.execute(sa.text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+@asynccontextmanager
+async def _unavailable_on_connection_errors() -> AsyncIterator[None]:
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        raise DatabaseUnavailable(f"database unavailable: {_first_line(exc)}") from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise DatabaseUnavailable(f"database connection lost: {_first_line(exc)}") from exc
+        raise
+    except (OSError, asyncio.TimeoutError) as exc:
+        raise DatabaseUnavailable(f"database unreachable: {exc!r}") from exc
+
+
+def _first_line(exc: Exception) -> str:
+    return str(getattr(exc, "orig", exc)).splitlines()[0][:200] if str(exc) else type(exc).__name__
+
+
+def _sqlite_engine(url: str) -> AsyncEngine:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url, pool_size=5, max_overflow=10, pool_timeout=30)
+
+    @sa_event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # let SQLAlchemy, not the driver, emit BEGIN, so writes can say BEGIN IMMEDIATE
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in ("journal_mode=WAL", "busy_timeout=30000", "foreign_keys=ON",
+                       "synchronous=NORMAL"):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @sa_event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # a write takes the write lock up front: concurrent writers queue on busy_timeout
+        # instead of failing with "database is locked" when upgrading a read lock
+        write = conn.get_execution_options().get("creditstream_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine

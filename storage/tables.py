@@ -1,0 +1,167 @@
+"""SQLAlchemy Core tables. Migrations (storage/migrations) are generated from and checked against these."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+metadata = sa.MetaData()
+
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class UtcDateTime(sa.types.TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, also on SQLite, which stores them naive."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"Expected an aware datetime, got naive {value!r}")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+accounts = sa.Table(
+    "accounts", metadata,
+    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("balance", sa.BigInteger, nullable=False),
+    sa.Column("held", sa.BigInteger, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("plan", sa.String(32)),
+    sa.Column("paid", sa.Boolean, nullable=False, default=False),
+    sa.Column("trial_expires_at", UtcDateTime),
+    sa.Column("trial_day", sa.String(10)),
+    sa.Column("trial_used", sa.BigInteger, nullable=False, default=0),
+    sa.Column("low_notified", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    # the last line of defence for G1: the database itself refuses an overdraft
+    sa.CheckConstraint("held >= 0 AND held <= balance", name="ck_accounts_no_overdraft"),
+)
+
+grants = sa.Table(
+    "grants", metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("account_id", sa.String(128), sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("remaining", sa.BigInteger, nullable=False),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("ref", sa.String(256)),
+    sa.Column("expires_at", UtcDateTime),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.CheckConstraint("remaining >= 0 AND remaining <= amount", name="ck_grants_remaining"),
+    sa.Index("ix_grants_account_live", "account_id", "remaining"),
+    sa.Index("ix_grants_expires_at", "expires_at"),
+)
+
+holds = sa.Table(
+    "holds", metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("account_id", sa.String(128), sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("ref", sa.String(256)),
+    sa.Column("captured_amount", sa.BigInteger),
+    sa.Column("release_reason", sa.String(64)),
+    sa.Column("job_id", sa.String(40)),
+    sa.Column("funding", sa.JSON),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+    sa.Column("closed_at", UtcDateTime),
+    sa.Index("ix_holds_status_expires", "status", "expires_at"),
+    sa.Index("ix_holds_account", "account_id"),
+)
+
+entries = sa.Table(
+    "entries", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.String(128), sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("delta", sa.BigInteger, nullable=False),
+    sa.Column("held_delta", sa.BigInteger, nullable=False),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("ref", sa.String(256)),
+    sa.Column("op_id", sa.String(64), nullable=False),
+    sa.Column("idempotency_key", sa.String(255)),
+    sa.Column("metadata", sa.JSON),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("account_id", "seq", name="uq_entries_account_seq"),
+)
+
+events = sa.Table(
+    "events", metadata,
+    sa.Column("account_id", sa.String(128), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Index("ix_events_created_at", "created_at"),
+)
+
+jobs = sa.Table(
+    "jobs", metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("account_id", sa.String(128), sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("operation", sa.String(64), nullable=False),
+    sa.Column("model", sa.String(128)),
+    sa.Column("params", sa.JSON),
+    sa.Column("input", sa.JSON),
+    sa.Column("cost", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("result_url", sa.String(2048)),
+    sa.Column("error", sa.String(1024)),
+    sa.Column("provider", sa.String(64), nullable=False),
+    sa.Column("provider_task_id", sa.String(255)),
+    sa.Column("hold_id", sa.String(40)),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+    sa.Column("completed_at", UtcDateTime),
+    sa.UniqueConstraint("provider", "provider_task_id", name="uq_jobs_provider_task"),
+    sa.Index("ix_jobs_account_created", "account_id", "created_at"),
+    sa.Index("ix_jobs_status_expires", "status", "expires_at"),
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys", metadata,
+    sa.Column("scope", sa.String(160), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("response_status", sa.Integer),
+    sa.Column("response_body", sa.Text),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("locked_at", UtcDateTime, nullable=False),
+    sa.Index("ix_idempotency_created_at", "created_at"),
+)
+
+api_keys = sa.Table(
+    "api_keys", metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("revoked_at", UtcDateTime),
+)
+
+settings = sa.Table(
+    "settings", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
