@@ -1,0 +1,86 @@
+"""Helpers shared by the test tiers: a settable clock, free ports, a live uvicorn process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUIRE_SERVICES = os.environ.get("CREDITSTREAM_REQUIRE_SERVICES") == "1"
+PG_ADMIN_DSN = os.environ.get("CREDITSTREAM_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("CREDITSTREAM_TEST_REDIS", "redis://127.0.0.1:6379/0")
+TEST_SECRET = "test-user-token-secret-that-is-long-enough-for-hs256"
+
+
+@dataclass
+class MutableClock:
+    """A clock tests move by hand, so "7 days later" takes no time."""
+
+    current: datetime = field(default_factory=lambda: datetime(2030, 1, 15, 12, 0, tzinfo=UTC))
+
+    def now(self) -> datetime:
+        return self.current
+
+    def advance(self, **delta: float) -> None:
+        self.current += timedelta(**delta)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LiveServer:
+    """`uvicorn asgi:app` in its own process, as production runs it."""
+
+    def __init__(self, env: dict[str, str], port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "CREDITSTREAM_USER_TOKEN_SECRET": TEST_SECRET, **env}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = Path(env.get("CREDITSTREAM_RESULTS_DIR", "/tmp")) / f"server-{self.port}.log"
+
+    def start(self, timeout: float = 30.0) -> LiveServer:
+        with open(self.log_path, "ab") as log:
+            self.process = self._spawn(log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}: "
+                                   f"{self.log_path.read_text()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=0.5).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError(f"server did not start: {self.log_path.read_text()[-2000:]}")
+
+    def _spawn(self, log: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "asgi:app", "--host", "127.0.0.1",
+             "--port", str(self.port), "--ws", "websockets", "--ws-per-message-deflate", "false",
+             "--log-level", "warning", "--timeout-graceful-shutdown", "5"],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+    def stop(self, kill: bool = False) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        if kill:
+            self.process.kill()
+        else:
+            self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
