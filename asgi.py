@@ -16,7 +16,6 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.routing import Route
 
 from api import openapi
 from api.auth import Authenticator
@@ -57,7 +56,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
             await upgrade_async(settings.database_url)
         db = Database.from_url(settings.database_url, settings.db_pool_size)
         secret = settings.user_token_secret or await stored_secret(db, "user_token_secret")
-        signer = TokenSigner(secret)
+        signer = TokenSigner(secret, clock)
         service = CreditService(clock, catalogue, timedelta(seconds=settings.hold_ttl_s))
         ctx = AppContext(settings, db, service, signer, Authenticator(db, signer),
                          IdempotencyStore(db))
@@ -77,8 +76,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
             await asyncio.gather(*tasks, return_exceptions=True)
             await db.dispose()
 
-    document = openapi.build(API_ROUTES, VERSION)
-    routes = starlette_routes() + [Route("/openapi.json", openapi.endpoint(document))]
+    routes = starlette_routes()
     middleware = []
     if settings.cors_origins:
         middleware.append(Middleware(
@@ -86,8 +84,10 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
             allow_methods=["GET", "POST", "PUT", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
             expose_headers=["Idempotent-Replayed", "Retry-After"]))
-    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
-                     exception_handlers=EXCEPTION_HANDLERS)
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
+                    exception_handlers=EXCEPTION_HANDLERS)
+    app.state.openapi = openapi.build(API_ROUTES, VERSION)
+    return app
 
 
 def __getattr__(name: str) -> Any:

@@ -5,9 +5,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-
 from api.routes import ApiRoute
 
 ERROR_SCHEMA = {
@@ -73,10 +70,3 @@ def _operation(route: ApiRoute, components: dict[str, Any]) -> dict[str, Any]:
         op["responses"][str(status)] = {"description": "Error", "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     return op
-
-
-def endpoint(document: dict[str, Any]) -> Any:
-    async def openapi_json(request: Request) -> Response:
-        return JSONResponse(document)
-
-    return openapi_json

@@ -67,6 +67,7 @@ API_ROUTES: list[ApiRoute] = [
     ApiRoute("GET", "/healthz", misc.healthz, "Liveness", "none"),
     ApiRoute("GET", "/readyz", misc.readyz, "Readiness: database and broker", "none",
              errors=(503,)),
+    ApiRoute("GET", "/openapi.json", misc.openapi_document, "This OpenAPI document", "none"),
 ]
 
 
