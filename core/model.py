@@ -3,7 +3,10 @@
 Every change to an account goes through `Account._record`, which appends one journal entry and
 one stream event with the next `seq`; the unit of work persists both in the same transaction.
 Invariants kept here and checked by `creditstream audit`:
-  balance == sum(entry.delta) == sum(grant.remaining);  held == sum(open hold amounts);  held <= balance.
+  balance == sum(entry.delta) == sum(grant.remaining);
+  held == sum(open hold amounts) == sum(grant.reserved);  held <= balance.
+An open hold reserves credits of specific grants (soonest-expiring first) when it opens, so a
+grant's expiry never takes credits a hold will capture, and those credits fund nothing else.
 """
 
 from __future__ import annotations
@@ -82,6 +85,11 @@ class Grant:
     expires_at: datetime | None
     created_at: datetime
     ref: str | None = None
+    reserved: int = 0  # part of `remaining` allocated to open holds
+
+    @property
+    def free(self) -> int:
+        return self.remaining - self.reserved
 
     def consumption_key(self) -> tuple[datetime, int, datetime, str]:
         # soonest expiry first, never-expiring last; then trial/promo before paid; then oldest
@@ -93,7 +101,7 @@ class Grant:
         )
 
     def is_due(self, now: datetime) -> bool:
-        return self.expires_at is not None and self.expires_at <= now and self.remaining > 0
+        return self.expires_at is not None and self.expires_at <= now and self.free > 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -101,6 +109,7 @@ class Grant:
             "account_id": self.account_id,
             "amount": self.amount,
             "remaining": self.remaining,
+            "reserved": self.reserved,
             "reason": self.reason,
             "kind": self.kind,
             "ref": self.ref,
@@ -123,6 +132,8 @@ class Hold:
     closed_at: datetime | None = None
     job_id: str | None = None
     funding: list[dict[str, Any]] = field(default_factory=list)
+    # which grants' credits this hold reserved, in the order a capture consumes them
+    allocation: list[dict[str, Any]] = field(default_factory=list)
 
     OPEN = "open"
     CAPTURED = "captured"
@@ -142,6 +153,7 @@ class Hold:
             "captured_amount": self.captured_amount,
             "release_reason": self.release_reason,
             "funding": self.funding,
+            "allocation": self.allocation,
             "job_id": self.job_id,
             "created_at": iso(self.created_at),
             "expires_at": iso(self.expires_at),
@@ -271,20 +283,14 @@ class Account:
         return grant
 
     def expire_due_grants(self, now: datetime) -> int:
-        """Expire the unconsumed remainder of grants past `expires_at`, sparing what backs open holds.
+        """Expire the unconsumed, unreserved remainder of grants past `expires_at`.
 
-        Open holds are deemed funded soonest-expiring first, which is also the order in which
-        a capture will consume them, so the credits a hold will take are never expired.
+        Credits reserved by open holds stay until the hold ends: a capture consumes them, and a
+        release frees them, at which point they expire too.
         """
-        due = sorted((g for g in self.grants if g.is_due(now)), key=Grant.consumption_key)
-        backing_left = self.held
         expired_total = 0
-        for grant in due:
-            backing = min(grant.remaining, backing_left)
-            backing_left -= backing
-            expiring = grant.remaining - backing
-            if expiring <= 0:
-                continue
+        for grant in sorted((g for g in self.grants if g.is_due(now)), key=Grant.consumption_key):
+            expiring = grant.free
             grant.remaining -= expiring
             self.touched_grants[grant.grant_id] = grant
             self.balance -= expiring
@@ -302,6 +308,7 @@ class Account:
         check_amount(amount)
         self._check_spendable(amount, now)
         hold = Hold(hold_id, self.account_id, amount, Hold.OPEN, now, now + ttl, ref, job_id=job_id)
+        hold.allocation = self._reserve(amount)
         self.held += amount
         self._count_trial_spend(amount, now)
         self._record("hold", amount, 0, amount, "hold", ref, hold_id, dict(metadata or {}), now)
@@ -323,7 +330,7 @@ class Account:
         take = hold.amount if amount is None else amount
         if take > hold.amount:
             raise InvalidInput(f"Expected a capture of at most the held {hold.amount}, got {take}")
-        funding = self._consume(take)
+        funding = self._unreserve(hold, consume=take)
         self.held -= hold.amount
         self.balance -= take
         self._uncount_trial_spend(hold, hold.amount - take, now)
@@ -332,6 +339,7 @@ class Account:
         meta = {"hold_id": hold.hold_id, "released": hold.amount - take, "funding": funding}
         self._record("capture", take, -take, -hold.amount, "capture", hold.ref, hold.hold_id,
                      meta, now)
+        self.expire_due_grants(now)  # the freed rest may belong to a grant already expired
 
     def release(self, hold: Hold, reason: str, now: datetime) -> None:
         """Free an open hold in full. Releasing a released or expired hold again is a no-op."""
@@ -393,28 +401,59 @@ class Account:
             self.trial_used = max(0, self.trial_used - freed)
 
     def _consume(self, amount: int) -> list[dict[str, Any]]:
-        funding: list[dict[str, Any]] = []
+        """Spend unreserved credits, soonest-expiring first; returns what funded it."""
+        funding = []
+        for grant, take in self._allocate(amount):
+            grant.remaining -= take
+            funding.append({"grant_id": grant.grant_id, "kind": grant.kind, "amount": take})
+        return funding
+
+    def _reserve(self, amount: int) -> list[dict[str, Any]]:
+        allocation = []
+        for grant, take in self._allocate(amount):
+            grant.reserved += take
+            allocation.append({"grant_id": grant.grant_id, "kind": grant.kind, "amount": take})
+        return allocation
+
+    def _allocate(self, amount: int) -> list[tuple[Grant, int]]:
+        parts: list[tuple[Grant, int]] = []
         left = amount
         for grant in sorted(self.grants, key=Grant.consumption_key):
-            if left == 0:
-                break
-            take = min(grant.remaining, left)
-            if take == 0:
+            take = min(grant.free, left)
+            if take <= 0:
                 continue
-            grant.remaining -= take
-            left -= take
+            parts.append((grant, take))
             self.touched_grants[grant.grant_id] = grant
-            funding.append({"grant_id": grant.grant_id, "kind": grant.kind, "amount": take})
-        if left:
-            raise InvalidState(f"Grants of {self.account_id} do not cover its balance")
+            left -= take
+            if left == 0:
+                return parts
+        raise InvalidState(f"Grants of {self.account_id} do not cover {amount} credits")
+
+    def _unreserve(self, hold: Hold, consume: int) -> list[dict[str, Any]]:
+        """Give back a hold's reservation, consuming the first `consume` credits of it."""
+        by_id = {grant.grant_id: grant for grant in self.grants}
+        funding = []
+        for part in hold.allocation:
+            grant = by_id.get(part["grant_id"])
+            if grant is None:
+                raise InvalidState(f"Hold {hold.hold_id} reserved unknown grant {part['grant_id']}")
+            grant.reserved -= part["amount"]
+            take = min(part["amount"], consume)
+            consume -= take
+            grant.remaining -= take
+            self.touched_grants[grant.grant_id] = grant
+            if take:
+                funding.append({"grant_id": grant.grant_id, "kind": grant.kind, "amount": take})
         return funding
 
     def _free(self, hold: Hold, status: str, reason: str, now: datetime) -> None:
+        self._unreserve(hold, consume=0)
         self.held -= hold.amount
         self._uncount_trial_spend(hold, hold.amount, now)
         hold.status, hold.release_reason, hold.closed_at = status, reason, now
         self._record("release", hold.amount, 0, -hold.amount, reason, hold.ref, hold.hold_id,
                      {"hold_id": hold.hold_id}, now)
+        self.expire_due_grants(now)
 
     def _record(
         self, type_: str, amount: int, delta: int, held_delta: int, reason: str,

@@ -90,14 +90,15 @@ async def audit(conn: AsyncConnection) -> tuple[int, list[Mismatch]]:
                   .group_by(events.c.account_id).subquery())
     open_holds = (sa.select(holds.c.account_id, sa.func.sum(holds.c.amount).label("held"))
                   .where(holds.c.status == Hold.OPEN).group_by(holds.c.account_id).subquery())
-    remaining = (sa.select(grants.c.account_id, sa.func.sum(grants.c.remaining).label("left"))
+    remaining = (sa.select(grants.c.account_id, sa.func.sum(grants.c.remaining).label("left"),
+                           sa.func.sum(grants.c.reserved).label("reserved"))
                  .group_by(grants.c.account_id).subquery())
     rows = await conn.execute(
         sa.select(accounts.c.id, accounts.c.balance, accounts.c.held, accounts.c.seq,
                   entry_sums.c.delta, entry_sums.c.held.label("entry_held"),
                   event_seqs.c.seq.label("event_seq"), event_seqs.c.n.label("event_count"),
                   open_holds.c.held.label("hold_held"),
-                  remaining.c.left)
+                  remaining.c.left, remaining.c.reserved)
         .outerjoin(entry_sums, entry_sums.c.account_id == accounts.c.id)
         .outerjoin(event_seqs, event_seqs.c.account_id == accounts.c.id)
         .outerjoin(open_holds, open_holds.c.account_id == accounts.c.id)
@@ -110,6 +111,7 @@ async def audit(conn: AsyncConnection) -> tuple[int, list[Mismatch]]:
                   ("balance (grant remainders)", row.balance, int(row.left or 0)),
                   ("held", row.held, int(row.entry_held or 0)),
                   ("held (open holds)", row.held, int(row.hold_held or 0)),
+                  ("held (grant reservations)", row.held, int(row.reserved or 0)),
                   ("seq", row.seq, int(row.event_seq or 0)),
                   ("events (gap-free seq)", row.seq, int(row.event_count or 0))]
         mismatches += [Mismatch(row.id, name, stored, computed)

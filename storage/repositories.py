@@ -32,7 +32,7 @@ def account_from_row(row: Any) -> Account:
 
 def grant_from_row(row: Any) -> Grant:
     return Grant(row.id, row.account_id, row.amount, row.remaining, row.reason, row.kind,
-                 row.expires_at, row.created_at, row.ref)
+                 row.expires_at, row.created_at, row.ref, row.reserved)
 
 
 def hold_from_row(row: Any) -> Hold:
@@ -41,6 +41,7 @@ def hold_from_row(row: Any) -> Hold:
         created_at=row.created_at, expires_at=row.expires_at, ref=row.ref,
         captured_amount=row.captured_amount, release_reason=row.release_reason,
         closed_at=row.closed_at, job_id=row.job_id, funding=list(row.funding or []),
+        allocation=list(row.allocation or []),
     )
 
 
@@ -93,12 +94,9 @@ class SqlAccounts:
         await self._write_changes(account)
 
     async def with_due_grants(self, now: datetime, limit: int) -> list[str]:
-        # an account whose available credits are all held has nothing that may expire
         stmt = (
             sa.select(grants.c.account_id).distinct()
-            .join(accounts, accounts.c.id == grants.c.account_id)
-            .where(grants.c.expires_at <= now, grants.c.remaining > 0,
-                   accounts.c.balance > accounts.c.held)
+            .where(grants.c.expires_at <= now, grants.c.remaining > grants.c.reserved)
             .limit(limit)
         )
         return list((await self.conn.execute(stmt)).scalars())
@@ -121,7 +119,8 @@ class SqlAccounts:
         for grant in account.touched_grants.values():
             if grant.grant_id not in new_ids:
                 await self.conn.execute(sa.update(grants).where(grants.c.id == grant.grant_id)
-                                        .values(remaining=grant.remaining))
+                                        .values(remaining=grant.remaining,
+                                                reserved=grant.reserved))
         if account.new_entries:
             await self.conn.execute(sa.insert(entries), [
                 {"account_id": e.account_id, "seq": e.seq, "type": e.type, "amount": e.amount,
@@ -145,7 +144,8 @@ class SqlAccounts:
 
 def _grant_row(grant: Grant) -> dict[str, Any]:
     return {"id": grant.grant_id, "account_id": grant.account_id, "amount": grant.amount,
-            "remaining": grant.remaining, "reason": grant.reason, "kind": grant.kind,
+            "remaining": grant.remaining, "reserved": grant.reserved, "reason": grant.reason,
+            "kind": grant.kind,
             "ref": grant.ref, "expires_at": grant.expires_at, "created_at": grant.created_at}
 
 
@@ -178,5 +178,6 @@ class SqlHolds:
         return {"id": hold.hold_id, "account_id": hold.account_id, "amount": hold.amount,
                 "status": hold.status, "ref": hold.ref, "captured_amount": hold.captured_amount,
                 "release_reason": hold.release_reason, "job_id": hold.job_id,
-                "funding": hold.funding, "created_at": hold.created_at,
+                "funding": hold.funding, "allocation": hold.allocation,
+                "created_at": hold.created_at,
                 "expires_at": hold.expires_at, "closed_at": hold.closed_at}

@@ -143,7 +143,7 @@ async def test_trial_expires_after_seven_days_sparing_held_credits(
     await assert_audit_clean(db)
 
 
-async def test_released_credits_of_an_expired_grant_expire_on_the_next_sweep(
+async def test_released_credits_of_an_expired_grant_expire_with_the_release(
         db: Database, service: CreditService, clock: MutableClock) -> None:
     async with db.transaction() as uow:
         await service.ensure_account(uow, "late")
@@ -155,7 +155,7 @@ async def test_released_credits_of_an_expired_grant_expire_on_the_next_sweep(
     assert (await sweeper.run_once()).grants_expired == 24
     async with db.transaction() as uow:
         await service.release(uow, hold.hold_id)
-    assert (await sweeper.run_once()).grants_expired == 4
+    assert (await sweeper.run_once()).grants_expired == 0
     async with db.read() as uow:
         account = await uow.accounts.get("late")
     assert account is not None and account.balance == 0

@@ -30,9 +30,16 @@ REFUSALS = (InsufficientCredits, DailyLimitExceeded, InvalidState, InvalidInput)
 
 DAY_MINUTES = 24 * 60
 amounts = st.one_of(st.integers(1, 4), st.integers(1, 200))
-expiries = st.none() | st.integers(1, 3 * DAY_MINUTES)
-ttls = st.one_of(st.integers(1, 60), st.integers(1, 10 * DAY_MINUTES))
-steps = st.one_of(st.integers(1, 120), st.integers(1, 8 * DAY_MINUTES))
+
+
+def durations(*typical: int, longest: int) -> st.SearchStrategy[int]:
+    """Minutes: mostly the given landmarks, sometimes any value up to `longest`."""
+    return st.one_of(st.sampled_from(typical), st.integers(1, longest))
+
+
+expiries = st.none() | durations(5, 60, DAY_MINUTES, 3 * DAY_MINUTES, longest=10 * DAY_MINUTES)
+ttls = durations(5, 60, 8 * DAY_MINUTES, longest=10 * DAY_MINUTES)
+steps = durations(1, 5, 60, 12 * 60, DAY_MINUTES, 7 * DAY_MINUTES, longest=8 * DAY_MINUTES)
 
 
 class LedgerMachine(RuleBasedStateMachine):
@@ -80,7 +87,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.opened.append(hold)
         return hold
 
-    @rule(hold=holds, amount=st.none() | st.integers(1, 220))
+    @rule(hold=holds, amount=st.none() | amounts)
     def capture(self, hold: Hold, amount: int | None) -> None:
         was_open = hold.status == Hold.OPEN
         self.attempt(lambda: self.account.capture(hold, amount, self.clock.now()))
@@ -156,8 +163,8 @@ class LedgerMachine(RuleBasedStateMachine):
 
 
 LedgerMachine.TestCase.settings = settings(
-    max_examples=150,
-    stateful_step_count=40,
+    max_examples=200,
+    stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )

@@ -506,8 +506,10 @@ def test_spared_credits_expire_once_their_hold_is_released(
 
     trial.release(hold, "provider_failed", clock.now())
 
-    assert trial.expire_due_grants(clock.now()) == 4
+    assert [e.type for e in trial.new_entries[-2:]] == ["release", "expire"]
+    assert trial.new_entries[-1].amount == 4
     assert (trial.balance, trial.held) == (0, 0)
+    assert trial.expire_due_grants(clock.now()) == 0
 
 
 def test_what_a_partial_capture_leaves_of_spared_credits_expires(
@@ -518,7 +520,7 @@ def test_what_a_partial_capture_leaves_of_spared_credits_expires(
 
     trial.capture(hold, 1, clock.now())
 
-    assert trial.expire_due_grants(clock.now()) == 3
+    assert [(e.type, e.amount) for e in trial.new_entries[-2:]] == [("capture", 1), ("expire", 3)]
     assert trial.balance == 0
 
 
@@ -841,11 +843,12 @@ def test_no_op_operations_append_nothing(paid: Account, clock: MutableClock) -> 
 
 def test_refused_operations_append_nothing(trial: Account, clock: MutableClock) -> None:
     before = state(trial)
+    fractional: Any = 2.5
     refusals: list[tuple[type[Exception], Callable[[], object]]] = [
         (DailyLimitExceeded, lambda: trial.charge("c", 5, "use", clock.now())),
         (InvalidInput, lambda: trial.charge("c", 0, "use", clock.now())),
         (InvalidInput, lambda: trial.open_hold("h", -3, TTL, clock.now())),
-        (InvalidInput, lambda: trial.add_grant("g", 2.5, "promo", clock.now())),  # type: ignore[arg-type]
+        (InvalidInput, lambda: trial.add_grant("g", fractional, "promo", clock.now())),
     ]
 
     for error, action in refusals:

@@ -96,12 +96,14 @@ def upgrade() -> None:
     sa.Column('account_id', sa.String(length=128), nullable=False),
     sa.Column('amount', sa.BigInteger(), nullable=False),
     sa.Column('remaining', sa.BigInteger(), nullable=False),
+    sa.Column('reserved', sa.BigInteger(), nullable=False),
     sa.Column('reason', sa.String(length=64), nullable=False),
     sa.Column('kind', sa.String(length=16), nullable=False),
     sa.Column('ref', sa.String(length=256), nullable=True),
     sa.Column('expires_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.CheckConstraint('remaining >= 0 AND remaining <= amount', name='ck_grants_remaining'),
+    sa.CheckConstraint('reserved >= 0 AND reserved <= remaining', name='ck_grants_reserved'),
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
@@ -119,6 +121,7 @@ def upgrade() -> None:
     sa.Column('release_reason', sa.String(length=64), nullable=True),
     sa.Column('job_id', sa.String(length=40), nullable=True),
     sa.Column('funding', sa.JSON(), nullable=True),
+    sa.Column('allocation', sa.JSON(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('closed_at', sa.DateTime(timezone=True), nullable=True),

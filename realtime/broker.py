@@ -1,0 +1,215 @@
+"""Fan-out between instances: a Redis pub/sub broker and the in-process one, behind one interface.
+
+Delivery through a broker is best effort by design: the hub repairs any loss from the journal
+(gap-fill on a skipped seq, a periodic head check, and a full resync after a reconnect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+log = logging.getLogger("creditstream.broker")
+
+CHANNEL_PREFIX = "creditstream:account:"
+OUTBOX_SIZE = 50_000
+PUBLISH_BATCH = 200
+
+OnMessage = Callable[[str, str], Awaitable[None]]
+OnResync = Callable[[], Awaitable[None]]
+
+
+def channel_for(account_id: str) -> str:
+    return CHANNEL_PREFIX + account_id
+
+
+class Broker(Protocol):
+    state: str
+    reconnects: int
+
+    async def start(self, on_message: OnMessage, on_resync: OnResync) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def subscribe(self, account_id: str) -> None: ...
+
+    async def unsubscribe(self, account_id: str) -> None: ...
+
+    def publish(self, account_id: str, payload: str) -> None:
+        """Queue a message for other instances; never blocks, never raises."""
+
+    async def ping(self) -> None: ...
+
+
+class InProcessBroker:
+    """The embedded default: one instance, so the local hub already has every event."""
+
+    state = "local"
+    reconnects = 0
+
+    async def start(self, on_message: OnMessage, on_resync: OnResync) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def subscribe(self, account_id: str) -> None:
+        return None
+
+    async def unsubscribe(self, account_id: str) -> None:
+        return None
+
+    def publish(self, account_id: str, payload: str) -> None:
+        return None
+
+    async def ping(self) -> None:
+        return None
+
+
+class RedisBroker:
+    """Redis pub/sub with a supervised listener that reconnects, resubscribes and resyncs."""
+
+    def __init__(self, url: str, drop_first_publish: bool = False) -> None:
+        self.url = url
+        self.state = "starting"
+        self.reconnects = 0
+        self.published = 0
+        self.publish_failures = 0
+        self._channels: set[str] = set()
+        self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue(OUTBOX_SIZE)
+        self._drop_next_publish = drop_first_publish  # fault injection for the gap-fill tests
+        self._client: aioredis.Redis | None = None
+        self._pubsub: aioredis.client.PubSub | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._on_message: OnMessage | None = None
+        self._on_resync: OnResync | None = None
+        self._write_lock = asyncio.Lock()
+
+    async def start(self, on_message: OnMessage, on_resync: OnResync) -> None:
+        self._on_message, self._on_resync = on_message, on_resync
+        # no hidden retries inside redis-py: the listener below owns reconnection and resync
+        self._client = aioredis.Redis.from_url(
+            self.url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=1.0,
+            socket_timeout=2.0, health_check_interval=5)
+        self._tasks = [asyncio.create_task(self._listen_forever(), name="redis-listener"),
+                       asyncio.create_task(self._publish_forever(), name="redis-publisher")]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._close_pubsub()
+        if self._client is not None:
+            await self._client.aclose()
+        self.state = "stopped"
+
+    async def subscribe(self, account_id: str) -> None:
+        channel = channel_for(account_id)
+        self._channels.add(channel)
+        await self._send_subscription("subscribe", channel)
+
+    async def unsubscribe(self, account_id: str) -> None:
+        channel = channel_for(account_id)
+        self._channels.discard(channel)
+        await self._send_subscription("unsubscribe", channel)
+
+    def publish(self, account_id: str, payload: str) -> None:
+        if self._drop_next_publish:
+            self._drop_next_publish = False
+            return
+        try:
+            self._outbox.put_nowait((channel_for(account_id), payload))
+        except asyncio.QueueFull:  # Redis is far behind; the journal repairs what is dropped
+            self.publish_failures += 1
+
+    async def ping(self) -> None:
+        if self._client is None:
+            raise ConnectionError("broker not started")
+        await asyncio.wait_for(self._client.ping(), timeout=1.0)
+
+    async def _send_subscription(self, command: str, channel: str) -> None:
+        if self._pubsub is None or self.state != "connected":
+            return  # the listener subscribes to every wanted channel when it (re)connects
+        try:
+            async with self._write_lock:
+                await getattr(self._pubsub, command)(channel)
+        except (RedisError, OSError):
+            log.warning("redis %s %s failed; the listener will retry", command, channel)
+
+    async def _listen_forever(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self._connect()
+                delay = 0.1
+                await self._read_messages()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError, RuntimeError) as exc:
+                if self.state == "connected":
+                    log.warning("redis listener lost its connection: %r", exc)
+                self.state = "disconnected"
+            await self._close_pubsub()
+            await asyncio.sleep(delay * (0.5 + random.random() / 2))
+            delay = min(delay * 2, 5.0)
+
+    async def _connect(self) -> None:
+        assert self._client is not None
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        async with self._write_lock:
+            # a placeholder channel keeps the connection in subscribed mode while no account is
+            await pubsub.subscribe(CHANNEL_PREFIX + "_", *self._channels)
+        self._pubsub = pubsub
+        first = self.state == "starting"
+        self.state = "connected"
+        if not first:
+            self.reconnects += 1
+            log.info("redis listener reconnected; resyncing subscribers from the journal")
+        if self._on_resync is not None:
+            await self._on_resync()
+
+    async def _read_messages(self) -> None:
+        assert self._pubsub is not None and self._on_message is not None
+        while True:
+            message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if message is None or message.get("type") != "message":
+                continue
+            channel = _text(message["channel"])
+            await self._on_message(channel[len(CHANNEL_PREFIX):], _text(message["data"]))
+
+    async def _close_pubsub(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            try:
+                await pubsub.aclose()
+            except (RedisError, OSError):
+                pass
+
+    async def _publish_forever(self) -> None:
+        while True:
+            batch = [await self._outbox.get()]
+            while len(batch) < PUBLISH_BATCH and not self._outbox.empty():
+                batch.append(self._outbox.get_nowait())
+            try:
+                assert self._client is not None
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for channel, payload in batch:
+                        pipe.publish(channel, payload)
+                    await pipe.execute()
+                self.published += len(batch)
+            except (RedisError, OSError) as exc:
+                self.publish_failures += len(batch)
+                log.warning("redis publish of %d messages failed: %r", len(batch), exc)
+                await asyncio.sleep(0.2)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,254 @@
+"""Local subscriptions: every subscriber gets its accounts' events exactly once, in seq order.
+
+All subscribers of an account on this instance share one `Feed` whose `head` is the last seq
+delivered to them. An event is pushed only when it is `head + 1`; a duplicate (the same event
+from the local publish and from Redis) is dropped; a skipped seq is filled from the journal.
+A periodic head check and a resync after a broker reconnect recover events that were committed
+but never published (a crash between commit and publish, a lost pub/sub message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from realtime.broker import Broker
+
+log = logging.getLogger("creditstream.hub")
+REPLAY_PAGE = 500
+
+
+class EventJournal(Protocol):
+    """What the hub reads from the database (implemented in storage/journal.py)."""
+
+    async def events_after(self, account_id: str, after_seq: int,
+                           limit: int) -> list[dict[str, Any]]: ...
+
+    async def heads(self, account_ids: list[str]) -> dict[str, int]: ...
+
+    async def snapshot(self, account_id: str) -> dict[str, Any] | None: ...
+
+
+class Sink(Protocol):
+    """A connection's outgoing side: a bounded queue that reports overflow."""
+
+    def offer(self, text: str) -> bool: ...
+
+
+class QueueSink:
+    def __init__(self, maxsize: int, on_overflow: Callable[[], None]) -> None:
+        self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize)
+        self.overflowed = False
+        self._on_overflow = on_overflow
+
+    def offer(self, text: str) -> bool:
+        if self.overflowed:
+            return False
+        try:
+            self.queue.put_nowait(text)
+            return True
+        except asyncio.QueueFull:
+            self.overflowed = True
+            self._on_overflow()
+            return False
+
+
+@dataclass(eq=False)
+class Subscription:
+    account_id: str
+    sink: Sink
+    skip_through: int = 0  # a snapshot already covered the events up to this seq
+
+
+@dataclass(eq=False)
+class Feed:
+    account_id: str
+    head: int
+    subscriptions: set[Subscription] = field(default_factory=set)
+    waiters: set[asyncio.Future[None]] = field(default_factory=set)  # long-polls
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def _dump(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"))
+
+
+class Hub:
+    def __init__(self, journal: EventJournal, broker: Broker, poll_interval_s: float = 0.5,
+                 on_deliver: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.journal = journal
+        self.broker = broker
+        self.poll_interval_s = poll_interval_s
+        self.feeds: dict[str, Feed] = {}
+        self.on_deliver = on_deliver
+        self._poller: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.broker.start(self.on_message, self.resync)
+        self._poller = asyncio.create_task(self._poll_forever(), name="hub-poller")
+
+    async def stop(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
+        await self.broker.stop()
+
+    @property
+    def subscription_count(self) -> int:
+        return sum(len(feed.subscriptions) for feed in self.feeds.values())
+
+    # -- subscribing --------------------------------------------------------------------------
+
+    async def subscribe(self, account_id: str, sink: Sink,
+                        after_seq: int | None) -> Subscription:
+        """Send `subscribed`, then the replay (or a snapshot), then live events, in order."""
+        feed = await self._feed(account_id)
+        subscription = Subscription(account_id, sink)
+        async with feed.lock:
+            sink.offer(_dump({"type": "subscribed", "account_id": account_id, "seq": feed.head}))
+            if after_seq is None or after_seq > feed.head:
+                subscription.skip_through = await self._send_snapshot(
+                    feed, sink, reset=after_seq is not None)
+            else:
+                await self._replay(feed, sink, after_seq)
+            feed.subscriptions.add(subscription)
+            if self.feeds.get(account_id) is not feed:  # the feed was dropped meanwhile
+                self.feeds[account_id] = feed
+                await self.broker.subscribe(account_id)
+        return subscription
+
+    async def unsubscribe(self, subscription: Subscription) -> None:
+        feed = self.feeds.get(subscription.account_id)
+        if feed is None:
+            return
+        feed.subscriptions.discard(subscription)
+        await self._drop_if_unused(feed)
+
+    async def wait_beyond(self, account_id: str, seq: int, timeout_s: float) -> None:
+        """Return once the account's stream passes `seq`, or after the timeout (long-poll)."""
+        feed = await self._feed(account_id)
+        if feed.head > seq:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        feed.waiters.add(waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout_s)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            feed.waiters.discard(waiter)
+            await self._drop_if_unused(feed)
+
+    async def _drop_if_unused(self, feed: Feed) -> None:
+        if feed.subscriptions or feed.waiters or self.feeds.get(feed.account_id) is not feed:
+            return
+        self.feeds.pop(feed.account_id, None)
+        await self.broker.unsubscribe(feed.account_id)
+
+    async def _feed(self, account_id: str) -> Feed:
+        feed = self.feeds.get(account_id)
+        if feed is not None:
+            return feed
+        # subscribe before reading the head: an event committed in between arrives either in
+        # the journal read or as a message, and the seq check drops the duplicate
+        await self.broker.subscribe(account_id)
+        head = (await self.journal.heads([account_id])).get(account_id, 0)
+        return self.feeds.setdefault(account_id, Feed(account_id, head))
+
+    async def _send_snapshot(self, feed: Feed, sink: Sink, reset: bool) -> int:
+        """Send the account's state; returns the seq it covers."""
+        account = await self.journal.snapshot(feed.account_id)
+        if account is not None and account["seq"] > feed.head:
+            await self._fill(feed)
+        seq = feed.head if account is None else account["seq"]
+        message: dict[str, Any] = {"type": "snapshot", "account_id": feed.account_id,
+                                   "account": account, "seq": seq}
+        if reset:
+            message["reset"] = True
+        sink.offer(_dump(message))
+        return seq
+
+    async def _replay(self, feed: Feed, sink: Sink, after_seq: int) -> None:
+        cursor = after_seq
+        while cursor < feed.head:
+            page = await self.journal.events_after(feed.account_id, cursor, REPLAY_PAGE)
+            page = [e for e in page if e["seq"] <= feed.head]
+            if not page:
+                break
+            for event in page:
+                if not sink.offer(_dump(event)):
+                    return
+            cursor = page[-1]["seq"]
+
+    # -- delivering ---------------------------------------------------------------------------
+
+    async def on_message(self, account_id: str, text: str) -> None:
+        """An event from the local publish or from the broker."""
+        feed = self.feeds.get(account_id)
+        if feed is None:
+            return
+        try:
+            seq = int(json.loads(text)["seq"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("dropping a malformed broker message for %s", account_id)
+            return
+        if seq <= feed.head:
+            return
+        async with feed.lock:
+            if seq == feed.head + 1:
+                self._push(feed, seq, text)
+            elif seq > feed.head + 1:
+                await self._fill(feed)
+
+    async def publish_local(self, events: list[dict[str, Any]]) -> None:
+        """Deliver committed events on this instance and hand them to the broker for the rest."""
+        for event in events:
+            text = _dump(event)
+            self.broker.publish(event["account_id"], text)
+            await self.on_message(event["account_id"], text)
+
+    async def resync(self) -> None:
+        """Bring every local feed up to the journal's head."""
+        if not self.feeds:
+            return
+        heads = await self.journal.heads(list(self.feeds))
+        for account_id, head in heads.items():
+            feed = self.feeds.get(account_id)
+            if feed is not None and head > feed.head:
+                async with feed.lock:
+                    await self._fill(feed)
+
+    async def _fill(self, feed: Feed) -> None:
+        while True:
+            page = await self.journal.events_after(feed.account_id, feed.head, REPLAY_PAGE)
+            for event in page:
+                if event["seq"] == feed.head + 1:
+                    self._push(feed, event["seq"], _dump(event))
+            if len(page) < REPLAY_PAGE:
+                return
+
+    def _push(self, feed: Feed, seq: int, text: str) -> None:
+        feed.head = seq
+        for subscription in list(feed.subscriptions):
+            if seq > subscription.skip_through:
+                subscription.sink.offer(text)
+        for waiter in feed.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        if self.on_deliver is not None:
+            self.on_deliver({"account_id": feed.account_id, "seq": seq,
+                             "subscribers": len(feed.subscriptions)})
+
+    async def _poll_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval_s)
+            try:
+                await self.resync()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database may be down; the next tick tries again
+                log.warning("hub resync failed", exc_info=True)

@@ -1,0 +1,95 @@
+"""What the stream endpoints share: who the viewer is, limits, and the live connections."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from starlette.requests import HTTPConnection
+
+from core.events import Event
+from realtime.hub import Hub
+
+CLOSE_BAD_TOKEN = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_HEARTBEAT = 4408
+CLOSE_BAD_MESSAGE = 1008
+CLOSE_RESTARTING = 1012
+CLOSE_SLOW_CONSUMER = 1013
+
+
+class StreamAuthError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+class Viewer(Protocol):
+    """The caller of a stream: a server key or a user token (see api/auth.Principal)."""
+
+    kind: str
+    subject: str
+    expires: int | None
+
+    @property
+    def is_server(self) -> bool: ...
+
+
+Authenticate = Callable[[HTTPConnection], Awaitable[Viewer]]
+VerifyToken = Callable[[str], Awaitable[Viewer]]
+
+
+def may_read(viewer: Viewer, account_id: str) -> bool:
+    return viewer.is_server or viewer.subject == account_id
+
+
+def seconds_until_expiry(viewer: Viewer) -> float | None:
+    return None if viewer.expires is None else viewer.expires - time.time()
+
+
+class Closable(Protocol):
+    def request_close(self, code: int, reason: str) -> None: ...
+
+
+@dataclass
+class StreamConfig:
+    authenticate: Authenticate
+    verify_token: VerifyToken
+    allowed_origins: frozenset[str] = frozenset()
+    heartbeat_s: float = 25.0
+    queue_size: int = 1000
+    max_subscriptions: int = 1000
+    clock: Callable[[], float] = time.time
+
+
+@dataclass
+class Realtime:
+    hub: Hub
+    config: StreamConfig
+    connections: set[Closable] = field(default_factory=set)
+    shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def publish(self, events: list[Event]) -> None:
+        await self.hub.publish_local([event.to_dict() for event in events])
+
+    def begin_shutdown(self) -> None:
+        """Close every stream with 1012 so clients reconnect (to another instance) and resume."""
+        self.shutting_down.set()
+        for connection in list(self.connections):
+            connection.request_close(CLOSE_RESTARTING, "server restarting")
+
+    def origin_allowed(self, conn: HTTPConnection) -> bool:
+        origin = conn.headers.get("origin")
+        if origin is None:  # not a browser: nothing to check
+            return True
+        if origin in self.config.allowed_origins:
+            return True
+        host = conn.headers.get("host", "")
+        return origin.split("://", 1)[-1] == host
+
+
+def json_error(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
