@@ -7,27 +7,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.requests import HTTPConnection
+from starlette.routing import Route, WebSocketRoute
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from api import openapi
 from api.auth import Authenticator
 from api.context import AppContext
-from api.errors import EXCEPTION_HANDLERS
+from api.errors import EXCEPTION_HANDLERS, ApiError
 from api.routes import API_ROUTES, starlette_routes
 from api.tokens import TokenSigner
 from config import Settings
 from core.ports import Clock, SystemClock
 from core.pricing import Catalogue
 from core.service import CreditService
+from realtime.broker import Broker, InProcessBroker, RedisBroker
+from realtime.hub import Hub
+from realtime.sse import sse_endpoint
+from realtime.streams import Realtime, StreamAuthError, StreamConfig, Viewer
+from realtime.websocket import stream_endpoint
 from storage.idempotency import IdempotencyStore
+from storage.journal import SqlEventJournal
 from storage.keys import create_server_key, stored_secret
 from storage.migrate import upgrade_async
 from storage.sql import Database
@@ -61,6 +71,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
         ctx = AppContext(settings, db, service, signer, Authenticator(db, signer),
                          IdempotencyStore(db))
         app.state.ctx = ctx
+        realtime = await _start_realtime(settings, ctx, db, clock)
+        app.state.realtime = realtime
+        _chain_sigterm(realtime.begin_shutdown)
         tasks: list[asyncio.Task[Any]] = []
         if run_sweeper:
             sweeper = Sweeper(db, service, ctx.idempotency, ctx.publish)
@@ -74,9 +87,14 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            realtime.begin_shutdown()
+            await realtime.hub.stop()
             await db.dispose()
 
-    routes = starlette_routes()
+    routes = starlette_routes() + [
+        Route("/v1/stream/sse", sse_endpoint, methods=["GET"]),
+        WebSocketRoute("/v1/stream", stream_endpoint),
+    ]
     middleware = []
     if settings.cors_origins:
         middleware.append(Middleware(
@@ -88,6 +106,52 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
                     exception_handlers=EXCEPTION_HANDLERS)
     app.state.openapi = openapi.build(API_ROUTES, VERSION)
     return app
+
+
+async def _start_realtime(settings: Settings, ctx: AppContext, db: Database,
+                          clock: Clock) -> Realtime:
+    broker: Broker = (RedisBroker(settings.redis_url, "drop_publish_once" in settings.faults)
+                      if settings.redis_url else InProcessBroker())
+    hub = Hub(SqlEventJournal(db, clock), broker, settings.resync_interval_s)
+
+    async def authenticate(conn: HTTPConnection) -> Viewer:
+        try:
+            return await ctx.auth.principal(conn, allow_query_token=True)
+        except ApiError as exc:
+            raise StreamAuthError(exc.code, exc.message) from exc
+
+    async def verify_token(token: str) -> Viewer:
+        try:
+            return await ctx.auth.from_token(token)
+        except ApiError as exc:
+            raise StreamAuthError(exc.code, exc.message) from exc
+
+    config = StreamConfig(authenticate, verify_token, frozenset(settings.cors_origins),
+                          settings.heartbeat_s, settings.stream_queue_size,
+                          clock=lambda: clock.now().timestamp())
+    realtime = Realtime(hub, config)
+    await hub.start()
+    ctx.publishers.append(realtime.publish)
+    ctx.wait_for_events = hub.wait_beyond
+    if settings.redis_url:
+        ctx.readiness_probes["redis"] = broker.ping
+    return realtime
+
+
+def _chain_sigterm(before: Callable[[], None]) -> None:
+    """Close streams with 1012 as soon as SIGTERM arrives, then let the server shut down."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if not callable(previous):
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        loop.call_soon_threadsafe(before)
+        previous(signum, frame)
+
+    loop = asyncio.get_running_loop()
+    signal.signal(signal.SIGTERM, handler)
 
 
 def __getattr__(name: str) -> Any:

@@ -48,6 +48,10 @@ class Settings:
     sweep_interval_s: float = 1.0
     idempotency_wait_s: float = 10.0
     db_pool_size: int = 10
+    heartbeat_s: float = 25.0
+    stream_queue_size: int = 1000
+    resync_interval_s: float = 0.5
+    faults: frozenset[str] = frozenset()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -72,4 +76,9 @@ class Settings:
             sweep_interval_s=_number(env, "CREDITSTREAM_SWEEP_INTERVAL_S", 1.0, 0.05),
             idempotency_wait_s=_number(env, "CREDITSTREAM_IDEMPOTENCY_WAIT_S", 10.0, 0),
             db_pool_size=int(_number(env, "CREDITSTREAM_DB_POOL_SIZE", 10, 1)),
+            heartbeat_s=_number(env, "CREDITSTREAM_HEARTBEAT_S", 25.0, 0.1),
+            stream_queue_size=int(_number(env, "CREDITSTREAM_STREAM_QUEUE", 1000, 1)),
+            resync_interval_s=_number(env, "CREDITSTREAM_RESYNC_INTERVAL_S", 0.5, 0.05),
+            faults=frozenset(f.strip() for f in env.get("CREDITSTREAM_FAULTS", "").split(",")
+                             if f.strip()),
         )

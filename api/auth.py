@@ -60,6 +60,9 @@ class Authenticator:
         if not token:
             raise ApiError(401, "unauthorized", "Missing credentials: send Authorization: "
                            "Bearer <server key or user token>")
+        return await self.from_token(token)
+
+    async def from_token(self, token: str) -> Principal:
         if token.startswith(SERVER_KEY_PREFIX):
             return Principal("server", await self._server_key_id(token))
         try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
+import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +31,7 @@ Action = Callable[[SqlUnitOfWork], Awaitable[tuple[int, dict[str, Any]]]]
 Publisher = Callable[[list[Event]], Awaitable[None]]
 TRANSACTION_ATTEMPTS = 3
 MAX_KEY_LENGTH = 255
+CRASH_REF = "fault:crash-after-commit"
 
 
 @dataclass
@@ -41,6 +44,7 @@ class AppContext:
     idempotency: IdempotencyStore
     publishers: list[Publisher] = field(default_factory=list)
     readiness_probes: dict[str, Callable[[], Awaitable[Any]]] = field(default_factory=dict)
+    wait_for_events: Callable[[str, int, float], Awaitable[None]] | None = None
 
     async def principal(self, conn: HTTPConnection, allow_query_token: bool = False) -> Principal:
         return await self.auth.principal(conn, allow_query_token)
@@ -76,6 +80,9 @@ class AppContext:
     async def publish(self, events: list[Event]) -> None:
         if not events:
             return
+        if "crash_after_commit" in self.settings.faults and any(
+                getattr(e, "ref", None) == CRASH_REF for e in events):
+            os.kill(os.getpid(), signal.SIGKILL)  # fault injection: die between commit and publish
         for publisher in self.publishers:
             try:
                 await publisher(events)

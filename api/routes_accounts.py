@@ -17,6 +17,7 @@ from storage import queries
 from storage.sql import SqlUnitOfWork
 
 MAX_PAGE = 500
+MAX_WAIT_S = 30
 PERIODS = {"day": timedelta(days=1), "week": timedelta(days=7), "month": timedelta(days=30)}
 
 
@@ -35,6 +36,19 @@ def int_param(request: Request, name: str, default: int, low: int, high: int) ->
         raise ApiError(422, "validation_error", f"{name}: expected an integer, got {raw!r}") from exc
     if not low <= value <= high:
         raise ApiError(422, "validation_error", f"{name}: expected {low}..{high}, got {value}")
+    return value
+
+
+def float_param(request: Request, name: str, default: float, low: float, high: float) -> float:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ApiError(422, "validation_error", f"{name}: expected a number, got {raw!r}") from exc
+    if not low <= value <= high:  # also refuses nan
+        raise ApiError(422, "validation_error", f"{name}: expected {low}..{high}, got {raw}")
     return value
 
 
@@ -84,9 +98,15 @@ async def list_events(request: Request) -> Response:
     ctx, _, account_id = await path_account(request)
     after_seq = int_param(request, "after_seq", 0, 0, 2**62)
     limit = int_param(request, "limit", 100, 1, MAX_PAGE)
+    wait = float_param(request, "wait", 0.0, 0.0, MAX_WAIT_S)
     async with ctx.db.read() as uow:
         account = await ctx.service.read_account(uow, account_id)
         events = await queries.events_after(uow.conn, account_id, after_seq, limit)
+    if not events and wait and ctx.wait_for_events is not None:
+        await ctx.wait_for_events(account_id, after_seq, wait)
+        async with ctx.db.read() as uow:
+            account = await ctx.service.read_account(uow, account_id)
+            events = await queries.events_after(uow.conn, account_id, after_seq, limit)
     return JSONResponse({"account_id": account_id, "events": events, "seq": account.seq,
                          "next_after_seq": events[-1]["seq"] if events else after_seq})
 

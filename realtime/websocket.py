@@ -1,0 +1,232 @@
+"""`GET /v1/stream`: the WebSocket protocol of SPEC §4.
+
+One task reads client messages; one drains the connection's bounded queue to the socket. Every
+outgoing message (replies and events) goes through that queue, so order is preserved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from core.errors import InvalidAccountId
+from core.model import normalise_account_id
+from realtime.hub import QueueSink, Subscription, _dump
+from realtime.streams import (
+    CLOSE_BAD_MESSAGE,
+    CLOSE_BAD_TOKEN,
+    CLOSE_FORBIDDEN,
+    CLOSE_HEARTBEAT,
+    CLOSE_SLOW_CONSUMER,
+    Realtime,
+    StreamAuthError,
+    Viewer,
+    may_read,
+)
+
+log = logging.getLogger("creditstream.websocket")
+CLOSE_TIMEOUT_S = 2.0
+MISSED_HEARTBEATS = 2
+
+
+class ProtocolViolation(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+async def stream_endpoint(websocket: WebSocket) -> None:
+    realtime: Realtime = websocket.app.state.realtime
+    if not realtime.origin_allowed(websocket) or realtime.shutting_down.is_set():
+        await websocket.close(code=CLOSE_BAD_MESSAGE)  # before accept: a 403 at the handshake
+        return
+    await websocket.accept()
+    try:
+        viewer = await realtime.config.authenticate(websocket)
+    except StreamAuthError as exc:
+        await websocket.close(code=CLOSE_BAD_TOKEN, reason=exc.code)
+        return
+    session = StreamSession(websocket, realtime, viewer)
+    realtime.connections.add(session)
+    try:
+        await session.run()
+    finally:
+        realtime.connections.discard(session)
+        await session.cleanup()
+
+
+class StreamSession:
+    def __init__(self, websocket: WebSocket, realtime: Realtime, viewer: Viewer) -> None:
+        self.websocket = websocket
+        self.realtime = realtime
+        self.viewer = viewer
+        self.config = realtime.config
+        self.connection_id = uuid.uuid4().hex
+        self.sink = QueueSink(self.config.queue_size, self._on_overflow)
+        self.subscriptions: dict[str, Subscription] = {}
+        self.close_request: tuple[int, str] | None = None
+        self._wake = asyncio.Event()
+        self._last_heard = time.monotonic()
+
+    def request_close(self, code: int, reason: str) -> None:
+        if self.close_request is None:
+            self.close_request = (code, reason)
+        self._wake.set()
+
+    def _on_overflow(self) -> None:
+        self.request_close(CLOSE_SLOW_CONSUMER, "slow consumer: resume from your last seq")
+
+    async def run(self) -> None:
+        self.sink.offer(_dump({"type": "hello", "connection_id": self.connection_id,
+                               "heartbeat_s": self.config.heartbeat_s}))
+        sender = asyncio.create_task(self._send_forever())
+        receiver = asyncio.create_task(self._receive_forever())
+        waker = asyncio.create_task(self._wake.wait())
+        try:
+            await asyncio.wait({sender, receiver, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sender, receiver, waker):
+                task.cancel()
+            await asyncio.gather(sender, receiver, waker, return_exceptions=True)
+        for task in (receiver, sender):
+            if task.done() and not task.cancelled() and isinstance(task.exception(),
+                                                                   ProtocolViolation):
+                violation = task.exception()
+                assert isinstance(violation, ProtocolViolation)
+                self.request_close(violation.code, violation.reason)
+        if self.close_request is not None:
+            await self._close(*self.close_request)
+
+    async def cleanup(self) -> None:
+        for subscription in self.subscriptions.values():
+            await self.realtime.hub.unsubscribe(subscription)
+        self.subscriptions.clear()
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    async def _receive_forever(self) -> None:
+        while True:
+            timeout = self._time_left()
+            try:
+                message = await asyncio.wait_for(self.websocket.receive(), timeout)
+            except asyncio.TimeoutError:
+                self._on_silence()
+                continue
+            if message["type"] == "websocket.disconnect":
+                return
+            self._last_heard = time.monotonic()
+            text = message.get("text")
+            if text is None:
+                raise ProtocolViolation(CLOSE_BAD_MESSAGE, "expected JSON text messages")
+            await self._handle(_parse(text))
+
+    def _time_left(self) -> float:
+        heartbeat_deadline = (self._last_heard + self.config.heartbeat_s * MISSED_HEARTBEATS
+                              - time.monotonic())
+        expiry = self._seconds_to_expiry()
+        return max(0.01, heartbeat_deadline if expiry is None else min(heartbeat_deadline, expiry))
+
+    def _seconds_to_expiry(self) -> float | None:
+        expires = self.viewer.expires
+        return None if expires is None else expires - self.config.clock()
+
+    def _on_silence(self) -> None:
+        expiry = self._seconds_to_expiry()
+        if expiry is not None and expiry <= 0:
+            raise ProtocolViolation(CLOSE_BAD_TOKEN, "token expired")
+        if time.monotonic() - self._last_heard >= self.config.heartbeat_s * MISSED_HEARTBEATS:
+            raise ProtocolViolation(CLOSE_HEARTBEAT, "heartbeat missed")
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        if op == "ping":
+            self.sink.offer(_dump({"type": "pong"}))
+        elif op == "subscribe":
+            await self._subscribe(message)
+        elif op == "unsubscribe":
+            await self._unsubscribe(message)
+        elif op == "refresh":
+            await self._refresh(message)
+        else:
+            raise ProtocolViolation(CLOSE_BAD_MESSAGE, f"unknown op {op!r}")
+
+    async def _subscribe(self, message: dict[str, Any]) -> None:
+        account_id = self._account_of(message)
+        after_seq = message.get("after_seq")
+        if after_seq is not None and (isinstance(after_seq, bool) or not isinstance(after_seq, int)
+                                      or after_seq < 0):
+            raise ProtocolViolation(CLOSE_BAD_MESSAGE, "after_seq must be a non-negative integer")
+        if not may_read(self.viewer, account_id):
+            raise ProtocolViolation(CLOSE_FORBIDDEN, f"no access to account {account_id}")
+        previous = self.subscriptions.pop(account_id, None)
+        if previous is not None:
+            await self.realtime.hub.unsubscribe(previous)
+        elif len(self.subscriptions) >= self.config.max_subscriptions:
+            self.sink.offer(_dump({"type": "error", "code": "too_many_subscriptions",
+                                   "message": f"at most {self.config.max_subscriptions} "
+                                   "subscriptions per connection", "account_id": account_id}))
+            return
+        self.subscriptions[account_id] = await self.realtime.hub.subscribe(
+            account_id, self.sink, after_seq)
+
+    async def _unsubscribe(self, message: dict[str, Any]) -> None:
+        account_id = self._account_of(message)
+        subscription = self.subscriptions.pop(account_id, None)
+        if subscription is not None:
+            await self.realtime.hub.unsubscribe(subscription)
+        self.sink.offer(_dump({"type": "unsubscribed", "account_id": account_id}))
+
+    async def _refresh(self, message: dict[str, Any]) -> None:
+        token = message.get("token")
+        if not isinstance(token, str) or not token:
+            raise ProtocolViolation(CLOSE_BAD_MESSAGE, "refresh needs a token")
+        try:
+            fresh = await self.config.verify_token(token)
+        except StreamAuthError as exc:
+            raise ProtocolViolation(CLOSE_BAD_TOKEN, exc.code) from exc
+        if (fresh.kind, fresh.subject) != (self.viewer.kind, self.viewer.subject):
+            raise ProtocolViolation(CLOSE_FORBIDDEN, "a refresh token must name the same account")
+        self.viewer = fresh
+        self.sink.offer(_dump({"type": "refreshed", "expires_at": fresh.expires}))
+
+    def _account_of(self, message: dict[str, Any]) -> str:
+        raw = message.get("account_id")
+        if raw is None and not self.viewer.is_server:
+            return self.viewer.subject
+        try:
+            return normalise_account_id(raw)
+        except InvalidAccountId as exc:
+            raise ProtocolViolation(CLOSE_BAD_MESSAGE, "a valid account_id is needed") from exc
+
+    # -- sending ------------------------------------------------------------------------------
+
+    async def _send_forever(self) -> None:
+        queue = self.sink.queue
+        while True:
+            text = await queue.get()
+            await self.websocket.send_text(text)
+
+    async def _close(self, code: int, reason: str) -> None:
+        if self.websocket.client_state != WebSocketState.CONNECTED:
+            return
+        try:
+            await asyncio.wait_for(self.websocket.close(code=code, reason=reason[:120]),
+                                   CLOSE_TIMEOUT_S)
+        except (asyncio.TimeoutError, WebSocketDisconnect, RuntimeError, OSError):
+            pass  # the peer is gone or stuck; leaving the handler drops the connection
+
+
+def _parse(text: str) -> dict[str, Any]:
+    try:
+        message = json.loads(text)
+    except ValueError as exc:
+        raise ProtocolViolation(CLOSE_BAD_MESSAGE, "message is not JSON") from exc
+    if not isinstance(message, dict):
+        raise ProtocolViolation(CLOSE_BAD_MESSAGE, "message must be a JSON object")
+    return message
