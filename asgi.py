@@ -32,6 +32,7 @@ from core.ports import Clock, SystemClock
 from core.pricing import Catalogue
 from core.service import CreditService
 from realtime.broker import Broker, InProcessBroker, RedisBroker
+from realtime.demo import demo_routes
 from realtime.hub import Hub
 from realtime.sse import sse_endpoint
 from realtime.streams import Realtime, StreamAuthError, StreamConfig, Viewer
@@ -94,7 +95,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     routes = starlette_routes() + [
         Route("/v1/stream/sse", sse_endpoint, methods=["GET"]),
         WebSocketRoute("/v1/stream", stream_endpoint),
-    ]
+    ] + demo_routes(dev=settings.dev)
     middleware = []
     if settings.cors_origins:
         middleware.append(Middleware(

@@ -20,6 +20,7 @@ from realtime.broker import Broker
 
 log = logging.getLogger("creditstream.hub")
 REPLAY_PAGE = 500
+REPLAY_PATIENCE_S = 5.0
 
 
 class EventJournal(Protocol):
@@ -38,12 +39,23 @@ class Sink(Protocol):
 
     def offer(self, text: str) -> bool: ...
 
+    async def wait_for_room(self, count: int, timeout_s: float) -> None: ...
+
 
 class QueueSink:
     def __init__(self, maxsize: int, on_overflow: Callable[[], None]) -> None:
         self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize)
         self.overflowed = False
         self._on_overflow = on_overflow
+
+    async def wait_for_room(self, count: int, timeout_s: float) -> None:
+        """Let a long replay proceed at the client's pace instead of overflowing at once."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        room = min(count, self.queue.maxsize)
+        while self.queue.maxsize - self.queue.qsize() < room:
+            if asyncio.get_running_loop().time() > deadline or self.overflowed:
+                return
+            await asyncio.sleep(0.005)
 
     def offer(self, text: str) -> bool:
         if self.overflowed:
@@ -180,6 +192,7 @@ class Hub:
             if not page:
                 break
             for event in page:
+                await sink.wait_for_room(1, REPLAY_PATIENCE_S)
                 if not sink.offer(_dump(event)):
                     return
             cursor = page[-1]["seq"]

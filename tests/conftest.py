@@ -20,10 +20,12 @@ from storage.migrate import upgrade_async
 from storage.sql import Database
 from tests.support import (
     PG_ADMIN_DSN,
+    REDIS_URL,
     REQUIRE_SERVICES,
     TEST_SECRET,
     LiveServer,
     MutableClock,
+    PrivateRedis,
 )
 
 
@@ -172,3 +174,27 @@ def live_server_factory(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
     yield make
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The shared Redis server (fails in CI when it is down)."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        unavailable("Redis", exc)
+    return REDIS_URL
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A redis-server of this test's own, which the test may stop and start."""
+    import shutil
+
+    if shutil.which("redis-server") is None:
+        unavailable("redis-server", FileNotFoundError("redis-server"))
+    server = PrivateRedis().start()
+    yield server
+    server.stop()
