@@ -15,9 +15,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
@@ -30,7 +33,10 @@ from api.tokens import TokenSigner
 from config import Settings
 from core.ports import Clock, SystemClock
 from core.pricing import Catalogue
+from core.job_service import JobService
 from core.service import CreditService
+from providers.simulated import NAME as SIMULATED
+from providers.simulated import SimulatedProvider
 from realtime.broker import Broker, InProcessBroker, RedisBroker
 from realtime.demo import demo_routes
 from realtime.hub import Hub
@@ -41,6 +47,7 @@ from storage.idempotency import IdempotencyStore
 from storage.journal import SqlEventJournal
 from storage.keys import create_server_key, stored_secret
 from storage.migrate import upgrade_async
+from storage.objects import LocalDirectoryStore, S3Store
 from storage.sql import Database
 from sweeper import Sweeper
 
@@ -68,16 +75,19 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
         db = Database.from_url(settings.database_url, settings.db_pool_size)
         secret = settings.user_token_secret or await stored_secret(db, "user_token_secret")
         signer = TokenSigner(secret, clock)
-        service = CreditService(clock, catalogue, timedelta(seconds=settings.hold_ttl_s))
+        service = CreditService(clock, catalogue, timedelta(seconds=settings.hold_ttl_s),
+                                settings.low_credits_threshold)
         ctx = AppContext(settings, db, service, signer, Authenticator(db, signer),
                          IdempotencyStore(db))
         app.state.ctx = ctx
+        http = httpx.AsyncClient(follow_redirects=True)
+        await _start_jobs(settings, ctx, db, http)
         realtime = await _start_realtime(settings, ctx, db, clock)
         app.state.realtime = realtime
         _chain_sigterm(realtime.begin_shutdown)
         tasks: list[asyncio.Task[Any]] = []
         if run_sweeper:
-            sweeper = Sweeper(db, service, ctx.idempotency, ctx.publish)
+            sweeper = Sweeper(db, service, ctx.idempotency, ctx.publish, ctx.jobs)
             tasks.append(asyncio.create_task(sweeper.run_forever(settings.sweep_interval_s)))
         if settings.dev:
             key = await create_server_key(db, "dev")
@@ -89,12 +99,17 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             realtime.begin_shutdown()
+            for provider in ctx.providers.values():
+                await provider.stop()
             await realtime.hub.stop()
+            await http.aclose()
             await db.dispose()
 
     routes = starlette_routes() + [
         Route("/v1/stream/sse", sse_endpoint, methods=["GET"]),
         WebSocketRoute("/v1/stream", stream_endpoint),
+        Mount("/results", StaticFiles(directory=settings.results_dir, check_dir=False),
+              name="results"),
     ] + demo_routes(dev=settings.dev)
     middleware = []
     if settings.cors_origins:
@@ -107,6 +122,23 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
                     exception_handlers=EXCEPTION_HANDLERS)
     app.state.openapi = openapi.build(API_ROUTES, VERSION)
     return app
+
+
+async def _start_jobs(settings: Settings, ctx: AppContext, db: Database,
+                      http: httpx.AsyncClient) -> None:
+    ctx.jobs = JobService(ctx.service, timedelta(seconds=settings.hold_ttl_s))
+    ctx.http = http
+    ctx.store = (S3Store(settings.s3_bucket, settings.s3_endpoint_url, settings.s3_public_url)
+                 if settings.s3_bucket else
+                 LocalDirectoryStore(settings.results_dir, (settings.public_url or "") + "/results"))
+    generated = await stored_secret(db, "webhook_secret")
+
+    def secret_for(provider: str) -> str | None:
+        return (settings.webhook_secrets.get(provider) or settings.webhook_secret
+                or (generated if provider == SIMULATED else None))
+
+    ctx.webhook_secrets = secret_for
+    ctx.providers[SIMULATED] = SimulatedProvider(lambda: secret_for(SIMULATED) or generated, http)
 
 
 async def _start_realtime(settings: Settings, ctx: AppContext, db: Database,

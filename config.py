@@ -52,6 +52,8 @@ class Settings:
     stream_queue_size: int = 1000
     resync_interval_s: float = 0.5
     faults: frozenset[str] = frozenset()
+    public_url: str | None = None
+    low_credits_threshold: int = 5
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -79,6 +81,8 @@ class Settings:
             heartbeat_s=_number(env, "CREDITSTREAM_HEARTBEAT_S", 25.0, 0.1),
             stream_queue_size=int(_number(env, "CREDITSTREAM_STREAM_QUEUE", 1000, 1)),
             resync_interval_s=_number(env, "CREDITSTREAM_RESYNC_INTERVAL_S", 0.5, 0.05),
+            public_url=(env.get("CREDITSTREAM_PUBLIC_URL") or "").rstrip("/") or None,
+            low_credits_threshold=int(_number(env, "CREDITSTREAM_LOW_CREDITS_THRESHOLD", 5, 0)),
             faults=frozenset(f.strip() for f in env.get("CREDITSTREAM_FAULTS", "").split(",")
                              if f.strip()),
         )

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from core.errors import ConcurrentUpdate
 from core.events import Event
+from core.job_service import JobService
 from core.service import CreditService
 from storage.idempotency import IdempotencyStore
 from storage.sql import Database
@@ -27,18 +28,25 @@ Publish = Callable[[list[Event]], Awaitable[None]]
 class SweepReport:
     holds_expired: int = 0
     grants_expired: int = 0
+    jobs_timed_out: int = 0
     keys_purged: int = 0
 
 
 class Sweeper:
     def __init__(self, db: Database, service: CreditService, idempotency: IdempotencyStore,
-                 publish: Publish | None = None) -> None:
+                 publish: Publish | None = None, jobs: JobService | None = None) -> None:
         self.db, self.service, self.idempotency = db, service, idempotency
+        self.jobs = jobs or JobService(service)
         self.publish = publish
         self.runs = 0
 
     async def run_once(self) -> SweepReport:
         report = SweepReport()
+        async with self.db.read() as uow:
+            job_ids = await uow.jobs.due(self.service.now(), BATCH)
+        for job_id in job_ids:  # before holds: a job's timeout releases its own hold
+            report.jobs_timed_out += await self._one(
+                lambda uow, j=job_id: self.jobs.expire(uow, j))
         async with self.db.read() as uow:
             hold_ids = await uow.holds.due(self.service.now(), BATCH)
         for hold_id in hold_ids:
@@ -58,9 +66,8 @@ class Sweeper:
         while True:
             try:
                 report = await self.run_once()
-                if report.holds_expired or report.grants_expired:
-                    log.info("sweep", extra={"holds_expired": report.holds_expired,
-                                             "grants_expired": report.grants_expired})
+                if report.holds_expired or report.grants_expired or report.jobs_timed_out:
+                    log.info("sweep", extra=dict(report.__dict__))
             except asyncio.CancelledError:
                 raise
             except Exception:  # a failed sweep (database down) is retried on the next tick

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from sqlalchemy.exc import IntegrityError
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
@@ -21,6 +22,8 @@ from api.tokens import TokenSigner
 from config import Settings
 from core.errors import ConcurrentUpdate, CreditError, RequestInProgress
 from core.events import Event
+from core.job_service import JobService
+from core.ports import ObjectStore
 from core.service import CreditService
 from storage.idempotency import IdempotencyStore
 from storage.sql import Database, SqlUnitOfWork
@@ -45,6 +48,14 @@ class AppContext:
     publishers: list[Publisher] = field(default_factory=list)
     readiness_probes: dict[str, Callable[[], Awaitable[Any]]] = field(default_factory=dict)
     wait_for_events: Callable[[str, int, float], Awaitable[None]] | None = None
+    jobs: JobService | None = None
+    store: ObjectStore | None = None
+    http: httpx.AsyncClient | None = None
+    providers: dict[str, Any] = field(default_factory=dict)
+    webhook_secrets: Callable[[str], str | None] = lambda provider: None
+
+    def count_webhook_rejection(self, provider: str, reason: str) -> None:
+        log.warning("webhook from %s rejected: %s", provider, reason)
 
     async def principal(self, conn: HTTPConnection, allow_query_token: bool = False) -> Principal:
         return await self.auth.principal(conn, allow_query_token)
@@ -70,6 +81,8 @@ class AppContext:
                     if before_commit is not None:
                         await before_commit(uow)
                 await self.publish(uow.saved_events)
+                for callback in uow.after_commit:
+                    callback()
                 return status, body
             except (ConcurrentUpdate, IntegrityError) as exc:
                 if attempt == TRANSACTION_ATTEMPTS:

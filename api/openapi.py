@@ -52,7 +52,12 @@ def _operation(route: ApiRoute, components: dict[str, Any]) -> dict[str, Any]:
         "responses": {str(route.success): {"description": "Success",
                                            "content": {"application/json": {"schema": {}}}}},
     }
-    if route.auth != "none":
+    if route.auth == "signed":
+        op["description"] = ("Signed: X-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "
+                             "'t.body'> with the provider's webhook secret.")
+        op["parameters"].append({"name": "X-Signature", "in": "header", "required": True,
+                                 "schema": {"type": "string"}})
+    elif route.auth != "none":
         op["security"] = [{"bearer": []}]
         op["description"] = ("Server key only." if route.auth == "server" else
                              "Server key, or a user token of the account itself.")

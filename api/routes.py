@@ -12,8 +12,9 @@ from starlette.routing import Route
 
 from api import routes_accounts as accounts
 from api import routes_holds as holds
+from api import routes_jobs as jobs
 from api import routes_misc as misc
-from api import schemas
+from api import schemas, webhooks
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -22,13 +23,14 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 class ApiRoute:
     method: str
     path: str
-    endpoint: Endpoint
+    endpoint: Endpoint | None
     summary: str
     auth: str  # "none" | "server" | "owner" (server key or the account's own user token)
     body: type[BaseModel] | None = None
     success: int = 200
     errors: tuple[int, ...] = ()
     query: tuple[str, ...] = ()
+    routed: bool = True  # False: served elsewhere (realtime/), listed here for the document
 
 
 A = "/v1/accounts/{account_id}"
@@ -59,11 +61,30 @@ API_ROUTES: list[ApiRoute] = [
              "fully or partly", "server", schemas.CaptureBody, 200, (*MUTATING, 404)),
     ApiRoute("POST", "/v1/holds/{hold_id}/release", holds.release_hold, "Release a hold",
              "owner", schemas.ReleaseBody, 200, (*MUTATING, 404)),
+    ApiRoute("POST", "/v1/jobs", jobs.create_job, "Create a generation job: quote, hold, "
+             "dispatch", "owner", schemas.JobBody, 202, MUTATING),
+    ApiRoute("GET", "/v1/jobs/{job_id}", jobs.get_job, "A job", "owner",
+             errors=(401, 403, 404)),
+    ApiRoute("POST", "/v1/jobs/{job_id}/result", jobs.report_result, "An in-house worker "
+             "reports a job's outcome", "server", schemas.JobResultBody, 200,
+             (400, 401, 403, 404, 409, 413, 422)),
+    ApiRoute("POST", "/v1/webhooks/providers/{provider}", webhooks.provider_webhook,
+             "Provider callback (X-Signature)", "signed", schemas.ProviderCallback, 200,
+             (400, 401, 404, 409, 413, 422)),
+    ApiRoute("POST", "/v1/webhooks/payments/{provider}", webhooks.payment_webhook,
+             "Payment confirmed (X-Signature): award once per event_id", "signed",
+             schemas.PaymentEvent, 200, (400, 401, 404, 413, 422)),
     ApiRoute("GET", "/v1/pricing", misc.pricing, "The price catalogue", "none"),
     ApiRoute("POST", "/v1/quote", misc.quote, "Price of a generation, and whether the account "
              "can afford it", "owner", schemas.QuoteBody, 200, (400, 401, 403, 413, 422)),
     ApiRoute("POST", "/v1/tokens", misc.create_token, "Issue a user token for a browser",
              "server", schemas.TokenBody, 200, (400, 401, 403, 413, 422)),
+    ApiRoute("GET", "/v1/stream", None, "WebSocket stream (upgrade); token in "
+             "Authorization or ?token=", "owner", errors=(401, 403), query=("token",),
+             routed=False),
+    ApiRoute("GET", "/v1/stream/sse", None, "Server-Sent Events stream, resumable with "
+             "Last-Event-ID", "owner", errors=(401, 403, 422),
+             query=("account_id", "after_seq", "token"), routed=False),
     ApiRoute("GET", "/healthz", misc.healthz, "Liveness", "none"),
     ApiRoute("GET", "/readyz", misc.readyz, "Readiness: database and broker", "none",
              errors=(503,)),
@@ -75,7 +96,8 @@ def starlette_routes(extra: list[ApiRoute] | None = None) -> list[Route]:
     table = API_ROUTES + (extra or [])
     by_path: dict[str, dict[str, Endpoint]] = {}
     for route in table:
-        by_path.setdefault(route.path, {})[route.method] = route.endpoint
+        if route.routed and route.endpoint is not None:
+            by_path.setdefault(route.path, {})[route.method] = route.endpoint
     return [Route(path, _dispatch(methods), methods=list(methods))
             for path, methods in by_path.items()]
 

@@ -4,7 +4,7 @@ unknown field, so a typo never silently changes what a request does."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -88,3 +88,43 @@ class QuoteBody(PriceBody):
 class TokenBody(Body):
     account_id: str = Field(min_length=1, max_length=128)
     ttl_seconds: int | None = Field(default=None, ge=1, le=30 * 24 * 3600)
+
+
+class JobBody(PriceBody):
+    account_id: str | None = Field(default=None, min_length=1, max_length=128)
+    input: dict[str, Any] | None = None
+    provider: str = Field(default="simulated", pattern=r"^[a-z0-9_-]{1,32}$")
+    provider_task_id: str | None = Field(default=None, min_length=1, max_length=255)
+    ttl_seconds: int | None = Field(default=None, ge=1, le=MAX_HOLD_TTL_S - 60)
+
+
+class JobResultBody(Body):
+    status: Literal["success", "failed"]
+    result_url: str | None = Field(default=None, min_length=1, max_length=60_000)
+    error: str | None = Field(default=None, max_length=1000)
+
+
+class ProviderCallback(BaseModel):
+    """A provider's webhook. Providers add fields of their own, so unknown ones are ignored."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    task_id: str = Field(min_length=1, max_length=255)
+    status: str = Field(min_length=1, max_length=32)
+    result_url: str | None = Field(default=None, min_length=1, max_length=60_000)
+    error: str | None = Field(default=None, max_length=1000)
+    result: dict[str, Any] | None = None  # BFL puts the URL in result.sample
+
+
+class PaymentEvent(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    event_id: str = Field(min_length=1, max_length=255)
+    account_id: str = Field(min_length=1, max_length=128)
+    tier: int | str | None = None
+    plan: str | None = Field(default=None, min_length=1, max_length=32)
+    points: int | None = Field(default=None, ge=1, le=MAX_AMOUNT)
+
+    @model_validator(mode="after")
+    def _one_award(self) -> PaymentEvent:
+        if sum(v is not None for v in (self.tier, self.plan, self.points)) != 1:
+            raise ValueError("give exactly one of tier, plan or points")
+        return self

@@ -25,7 +25,7 @@ from core.errors import (
     InvalidInput,
     InvalidState,
 )
-from core.events import BalanceUpdated, Event, iso
+from core.events import BalanceUpdated, CreditsLow, Event, JobUpdated, iso
 from core.plans import TRIAL
 
 MAX_AMOUNT = 10**12  # largest amount one operation may move
@@ -134,6 +134,7 @@ class Hold:
     funding: list[dict[str, Any]] = field(default_factory=list)
     # which grants' credits this hold reserved, in the order a capture consumes them
     allocation: list[dict[str, Any]] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)  # e.g. the priced operation
 
     OPEN = "open"
     CAPTURED = "captured"
@@ -154,6 +155,7 @@ class Hold:
             "release_reason": self.release_reason,
             "funding": self.funding,
             "allocation": self.allocation,
+            "metadata": self.metadata,
             "job_id": self.job_id,
             "created_at": iso(self.created_at),
             "expires_at": iso(self.expires_at),
@@ -197,6 +199,8 @@ class Account:
     new_grants: list[Grant] = field(default_factory=list)
     touched_grants: dict[str, Grant] = field(default_factory=dict)
     idempotency_key: str | None = None
+    low_notified: bool = False
+    low_threshold: int | None = None  # set by the service from configuration
 
     @classmethod
     def open(cls, account_id: str, now: datetime) -> Account:
@@ -309,6 +313,7 @@ class Account:
         self._check_spendable(amount, now)
         hold = Hold(hold_id, self.account_id, amount, Hold.OPEN, now, now + ttl, ref, job_id=job_id)
         hold.allocation = self._reserve(amount)
+        hold.metadata = dict(metadata or {})
         self.held += amount
         self._count_trial_spend(amount, now)
         self._record("hold", amount, 0, amount, "hold", ref, hold_id, dict(metadata or {}), now)
@@ -336,7 +341,8 @@ class Account:
         self._uncount_trial_spend(hold, hold.amount - take, now)
         hold.status, hold.captured_amount, hold.closed_at, hold.funding = (
             Hold.CAPTURED, take, now, funding)
-        meta = {"hold_id": hold.hold_id, "released": hold.amount - take, "funding": funding}
+        meta = {**hold.metadata, "hold_id": hold.hold_id, "released": hold.amount - take,
+                "funding": funding}
         self._record("capture", take, -take, -hold.amount, "capture", hold.ref, hold.hold_id,
                      meta, now)
         self.expire_due_grants(now)  # the freed rest may belong to a grant already expired
@@ -380,13 +386,14 @@ class Account:
             raise InvalidState(f"Hold {hold.hold_id} belongs to another account")
 
     def _check_spendable(self, amount: int, now: datetime) -> None:
+        # "you cannot afford this at all" says more than "not today", so it is checked first
+        if amount > self.available:
+            raise InsufficientCredits(required=amount, available=self.available)
         if self.trial_active(now):
             used = self.spent_today(now)
             if used + amount > TRIAL.daily_limit:
                 raise DailyLimitExceeded(TRIAL.daily_limit, used, amount,
                                          seconds_until_next_utc_day(now))
-        if amount > self.available:
-            raise InsufficientCredits(required=amount, available=self.available)
 
     def _count_trial_spend(self, amount: int, now: datetime) -> None:
         if not self.trial_active(now):
@@ -455,6 +462,11 @@ class Account:
                      {"hold_id": hold.hold_id}, now)
         self.expire_due_grants(now)
 
+    def record_job(self, job: dict[str, Any], now: datetime) -> None:
+        """A job's status change joins the account's stream, between its balance changes."""
+        self.seq += 1
+        self.new_events.append(JobUpdated(self.account_id, self.seq, job=job, at=iso(now)))
+
     def _record(
         self, type_: str, amount: int, delta: int, held_delta: int, reason: str,
         ref: str | None, op_id: str, metadata: dict[str, Any], now: datetime,
@@ -465,3 +477,16 @@ class Account:
         self.new_events.append(BalanceUpdated(
             self.account_id, self.seq, balance=self.balance, held=self.held,
             available=self.available, delta=delta, reason=type_, ref=ref, at=iso(now)))
+        self._check_low_credits(now)
+
+    def _check_low_credits(self, now: datetime) -> None:
+        # once per downward crossing: re-armed only when available climbs back to the threshold
+        if self.low_threshold is None:
+            return
+        if self.available >= self.low_threshold:
+            self.low_notified = False
+        elif not self.low_notified:
+            self.low_notified = True
+            self.seq += 1
+            self.new_events.append(CreditsLow(self.account_id, self.seq, available=self.available,
+                                              threshold=self.low_threshold, at=iso(now)))

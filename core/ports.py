@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Protocol
 
+from core.jobs import Job
 from core.model import Account, Hold
 
 
@@ -44,8 +45,34 @@ class HoldRepository(Protocol):
     async def due(self, now: datetime, limit: int) -> list[str]: ...
 
 
+class JobRepository(Protocol):
+    async def add(self, job: Job) -> None: ...
+
+    async def get(self, job_id: str) -> Job | None: ...
+
+    async def by_task(self, provider: str, task_id: str) -> Job | None: ...
+
+    async def save(self, job: Job, expected_status: str) -> None: ...
+
+    async def due(self, now: datetime, limit: int) -> list[str]: ...
+
+
 class UnitOfWork(Protocol):
     """One database transaction; the caller commits by leaving its context without an error."""
 
     accounts: AccountRepository
     holds: HoldRepository
+    jobs: JobRepository
+
+
+class ObjectStore(Protocol):
+    """Where generation results are kept (S3/R2 via boto3, or a local directory)."""
+
+    async def put(self, key: str, data: bytes, content_type: str) -> str:
+        """Store the object and return its public URL. Raises StorageFailed."""
+
+    async def delete(self, key: str) -> None: ...
+
+
+class StorageFailed(Exception):
+    """The object store could not keep a result; the job fails and its hold is released."""

@@ -33,6 +33,7 @@ class CreditService:
     clock: Clock
     catalogue: Catalogue
     hold_ttl: timedelta = timedelta(seconds=300)
+    low_credits_threshold: int | None = None
 
     def now(self) -> datetime:
         return self.clock.now()
@@ -46,7 +47,7 @@ class CreditService:
         account_id = normalise_account_id(account_id)
         now = self.now()
         created = await uow.accounts.insert_new(Account.open(account_id, now))
-        account = await uow.accounts.lock(account_id)
+        account = await self._lock(uow, account_id)
         if account is None:
             raise NotFound(f"Account {account_id} vanished during its creation")
         account.idempotency_key = key
@@ -131,7 +132,7 @@ class CreditService:
         hold = await uow.holds.get(hold_id)
         if hold is None:
             return False
-        account = await uow.accounts.lock(hold.account_id)
+        account = await self._lock(uow, hold.account_id)
         hold = await uow.holds.get(hold_id)  # re-read under the account lock
         if account is None or hold is None or not account.expire_hold(hold, self.now()):
             return False
@@ -140,7 +141,7 @@ class CreditService:
         return True
 
     async def expire_grants(self, uow: UnitOfWork, account_id: str) -> int:
-        account = await uow.accounts.lock(account_id)
+        account = await self._lock(uow, account_id)
         if account is None:
             return 0
         expired = account.expire_due_grants(self.now())
@@ -148,6 +149,12 @@ class CreditService:
         return expired
 
     # -- internals ----------------------------------------------------------------------------
+
+    async def _lock(self, uow: UnitOfWork, account_id: str) -> Account | None:
+        account = await uow.accounts.lock(account_id)
+        if account is not None:
+            account.low_threshold = self.low_credits_threshold
+        return account
 
     def _ttl(self, ttl_seconds: int | None) -> timedelta:
         if ttl_seconds is None:

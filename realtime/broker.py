@@ -22,6 +22,7 @@ log = logging.getLogger("creditstream.broker")
 CHANNEL_PREFIX = "creditstream:account:"
 OUTBOX_SIZE = 50_000
 PUBLISH_BATCH = 200
+PUBLISH_RETRY_PAUSES_S = (0.05, 0.25, 0.0)
 
 OnMessage = Callable[[str, str], Awaitable[None]]
 OnResync = Callable[[], Awaitable[None]]
@@ -198,6 +199,11 @@ class RedisBroker:
             batch = [await self._outbox.get()]
             while len(batch) < PUBLISH_BATCH and not self._outbox.empty():
                 batch.append(self._outbox.get_nowait())
+            await self._publish_batch(batch)
+
+    async def _publish_batch(self, batch: list[tuple[str, str]]) -> None:
+        # a pooled connection may be stale after a Redis restart: retry on a fresh one
+        for attempt, pause in enumerate(PUBLISH_RETRY_PAUSES_S):
             try:
                 assert self._client is not None
                 async with self._client.pipeline(transaction=False) as pipe:
@@ -205,10 +211,13 @@ class RedisBroker:
                         pipe.publish(channel, payload)
                     await pipe.execute()
                 self.published += len(batch)
+                return
             except (RedisError, OSError) as exc:
-                self.publish_failures += len(batch)
-                log.warning("redis publish of %d messages failed: %r", len(batch), exc)
-                await asyncio.sleep(0.2)
+                if attempt == len(PUBLISH_RETRY_PAUSES_S) - 1:
+                    self.publish_failures += len(batch)
+                    log.warning("redis publish of %d messages failed: %r", len(batch), exc)
+                    return
+                await asyncio.sleep(pause)
 
 
 def _text(value: bytes | str) -> str:

@@ -59,7 +59,8 @@ async def _events(realtime: Realtime, viewer: Viewer, account_id: str,
             if viewer.expires is not None:
                 timeout = min(timeout, viewer.expires - realtime.config.clock())
                 if timeout <= 0:
-                    yield _frame("error", json.dumps({"type": "error", "code": "token_expired"}))
+                    # not "error": EventSource uses that name for its own connection errors
+                    yield _frame("token_expired", json.dumps({"type": "token_expired"}))
                     return
             getter = asyncio.create_task(sink.queue.get())
             done, _ = await asyncio.wait({getter, *stop_waiters}, timeout=timeout,

@@ -11,8 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.errors import ConcurrentUpdate
 from core.events import Event
+from core.jobs import PROCESSING, Job
 from core.model import Account, Grant, Hold
-from storage.tables import accounts, entries, events, grants, holds
+from storage.tables import accounts, entries, events, grants, holds, jobs
 
 
 def dialect_insert(conn: AsyncConnection, table: sa.Table) -> Any:
@@ -26,7 +27,7 @@ def account_from_row(row: Any) -> Account:
         account_id=row.id, balance=row.balance, held=row.held, seq=row.seq,
         created_at=row.created_at, plan=row.plan, paid=row.paid,
         trial_expires_at=row.trial_expires_at, trial_day=row.trial_day,
-        trial_used=row.trial_used, loaded_seq=row.seq,
+        trial_used=row.trial_used, loaded_seq=row.seq, low_notified=row.low_notified,
     )
 
 
@@ -41,7 +42,7 @@ def hold_from_row(row: Any) -> Hold:
         created_at=row.created_at, expires_at=row.expires_at, ref=row.ref,
         captured_amount=row.captured_amount, release_reason=row.release_reason,
         closed_at=row.closed_at, job_id=row.job_id, funding=list(row.funding or []),
-        allocation=list(row.allocation or []),
+        allocation=list(row.allocation or []), metadata=dict(row.metadata or {}),
     )
 
 
@@ -107,8 +108,8 @@ class SqlAccounts:
             "id": account.account_id, "balance": account.balance, "held": account.held,
             "seq": account.seq, "plan": account.plan, "paid": account.paid,
             "trial_expires_at": account.trial_expires_at, "trial_day": account.trial_day,
-            "trial_used": account.trial_used, "low_notified": False,
-            "updated_at": account.new_entries[-1].at if account.new_entries else
+            "trial_used": account.trial_used, "low_notified": account.low_notified,
+            "updated_at": _event_time(account.new_events[-1]) if account.new_events else
             account.created_at,
         }
 
@@ -129,10 +130,9 @@ class SqlAccounts:
                  "created_at": e.at}
                 for e in account.new_entries])
         if account.new_events:
-            at = account.new_entries[-1].at if account.new_entries else account.created_at
             await self.conn.execute(sa.insert(events), [
                 {"account_id": ev.account_id, "seq": ev.seq, "type": ev.type,
-                 "payload": ev.to_dict(), "created_at": at}
+                 "payload": ev.to_dict(), "created_at": _event_time(ev)}
                 for ev in account.new_events])
         self.saved_events.extend(account.new_events)
         account.new_entries.clear()
@@ -140,6 +140,13 @@ class SqlAccounts:
         account.new_grants.clear()
         account.touched_grants.clear()
         account.loaded_seq = account.seq
+
+
+def _event_time(event: Event) -> datetime:
+    at = getattr(event, "at", None)
+    if not isinstance(at, str):
+        raise ValueError(f"Expected event {event.type} to carry its time, got {at!r}")
+    return datetime.fromisoformat(at.replace("Z", "+00:00"))
 
 
 def _grant_row(grant: Grant) -> dict[str, Any]:
@@ -179,5 +186,56 @@ class SqlHolds:
                 "status": hold.status, "ref": hold.ref, "captured_amount": hold.captured_amount,
                 "release_reason": hold.release_reason, "job_id": hold.job_id,
                 "funding": hold.funding, "allocation": hold.allocation,
+                "metadata": hold.metadata,
                 "created_at": hold.created_at,
                 "expires_at": hold.expires_at, "closed_at": hold.closed_at}
+
+
+def job_from_row(row: Any) -> Job:
+    return Job(
+        job_id=row.id, account_id=row.account_id, operation=row.operation, model=row.model,
+        cost=row.cost, status=row.status, provider=row.provider, created_at=row.created_at,
+        updated_at=row.updated_at, expires_at=row.expires_at, params=dict(row.params or {}),
+        input=dict(row.input or {}), provider_task_id=row.provider_task_id,
+        hold_id=row.hold_id, result_url=row.result_url, error=row.error,
+        completed_at=row.completed_at,
+    )
+
+
+class SqlJobs:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def add(self, job: Job) -> None:
+        await self.conn.execute(sa.insert(jobs).values(**self._row(job)))
+
+    async def get(self, job_id: str) -> Job | None:
+        row = (await self.conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).one_or_none()
+        return None if row is None else job_from_row(row)
+
+    async def by_task(self, provider: str, task_id: str) -> Job | None:
+        row = (await self.conn.execute(sa.select(jobs).where(
+            jobs.c.provider == provider, jobs.c.provider_task_id == task_id))).one_or_none()
+        return None if row is None else job_from_row(row)
+
+    async def save(self, job: Job, expected_status: str) -> None:
+        result = await self.conn.execute(
+            sa.update(jobs).where(jobs.c.id == job.job_id, jobs.c.status == expected_status)
+            .values(**self._row(job)))
+        if result.rowcount != 1:
+            raise ConcurrentUpdate(f"Job {job.job_id} left {expected_status} under its lock")
+
+    async def due(self, now: datetime, limit: int) -> list[str]:
+        stmt = (sa.select(jobs.c.id).where(jobs.c.status == PROCESSING, jobs.c.expires_at <= now)
+                .order_by(jobs.c.expires_at).limit(limit))
+        return list((await self.conn.execute(stmt)).scalars())
+
+    @staticmethod
+    def _row(job: Job) -> dict[str, Any]:
+        return {"id": job.job_id, "account_id": job.account_id, "operation": job.operation,
+                "model": job.model, "params": job.params, "input": job.input, "cost": job.cost,
+                "status": job.status, "result_url": job.result_url, "error": job.error,
+                "provider": job.provider, "provider_task_id": job.provider_task_id,
+                "hold_id": job.hold_id, "created_at": job.created_at,
+                "updated_at": job.updated_at, "expires_at": job.expires_at,
+                "completed_at": job.completed_at}

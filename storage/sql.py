@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from core.events import Event
-from storage.repositories import SqlAccounts, SqlHolds
+from storage.repositories import SqlAccounts, SqlHolds, SqlJobs
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///data/creditstream.db"
 
@@ -34,8 +34,10 @@ class SqlUnitOfWork:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
         self.saved_events: list[Event] = []
+        self.after_commit: list[Callable[[], None]] = []  # e.g. hand a new job to its provider
         self.accounts = SqlAccounts(conn, self.saved_events)
         self.holds = SqlHolds(conn)
+        self.jobs = SqlJobs(conn)
 
 
 def normalise_url(url: str) -> str:

@@ -82,6 +82,7 @@ holds = sa.Table(
     sa.Column("job_id", sa.String(40)),
     sa.Column("funding", sa.JSON),
     sa.Column("allocation", sa.JSON),
+    sa.Column("metadata", sa.JSON),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("expires_at", UtcDateTime, nullable=False),
     sa.Column("closed_at", UtcDateTime),
@@ -167,4 +168,12 @@ settings = sa.Table(
     "settings", metadata,
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
+)
+
+processed_webhooks = sa.Table(
+    "processed_webhooks", metadata,
+    sa.Column("provider", sa.String(64), primary_key=True),
+    sa.Column("event_id", sa.String(255), primary_key=True),
+    sa.Column("response", sa.JSON),
+    sa.Column("created_at", UtcDateTime, nullable=False),
 )

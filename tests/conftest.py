@@ -103,7 +103,7 @@ def settings_for(tmp_path: Path) -> Callable[..., Settings]:
     def make(database_url: str, **overrides: Any) -> Settings:
         values: dict[str, Any] = {"database_url": database_url, "user_token_secret": TEST_SECRET,
                                   "results_dir": str(tmp_path / "results"),
-                                  "sweep_interval_s": 0.2}
+                                  "sweep_interval_s": 0.05}
         values.update(overrides)
         return Settings(**values)
 
@@ -182,7 +182,8 @@ def redis_url() -> str:
     import redis
 
     try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+        with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2) as client:
+            client.ping()
     except redis.RedisError as exc:
         unavailable("Redis", exc)
     return REDIS_URL

@@ -18,6 +18,13 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_table('processed_webhooks',
+    sa.Column('provider', sa.String(length=64), nullable=False),
+    sa.Column('event_id', sa.String(length=255), nullable=False),
+    sa.Column('response', sa.JSON(), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('provider', 'event_id')
+    )
     op.create_table('accounts',
     sa.Column('id', sa.String(length=128), nullable=False),
     sa.Column('balance', sa.BigInteger(), nullable=False),
@@ -122,6 +129,7 @@ def upgrade() -> None:
     sa.Column('job_id', sa.String(length=40), nullable=True),
     sa.Column('funding', sa.JSON(), nullable=True),
     sa.Column('allocation', sa.JSON(), nullable=True),
+    sa.Column('metadata', sa.JSON(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('closed_at', sa.DateTime(timezone=True), nullable=True),
@@ -161,6 +169,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table('processed_webhooks')
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.drop_index('ix_jobs_status_expires')
         batch_op.drop_index('ix_jobs_account_created')

@@ -1,0 +1,104 @@
+"""Signed webhooks from generation providers and payment providers. A bad signature or a stale
+timestamp is refused before anything is read or written; redeliveries have one effect."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from api.body import decode_json, read_raw, validate
+from api.completion import complete_job
+from api.context import AppContext
+from api.errors import ApiError
+from api.routes_accounts import ctx_of
+from api.routes_jobs import public_base
+from api.schemas import PaymentEvent, ProviderCallback
+from core.errors import NotFound
+from core.jobs import FAILED, SUCCESS
+from core.signatures import BadSignature, verify
+from storage.repositories import dialect_insert
+from storage.sql import SqlUnitOfWork
+from storage.tables import processed_webhooks
+
+PROVIDER_NAME = re.compile(r"^[a-z0-9_-]{1,32}$")
+STATUS_WORDS = {"success": SUCCESS, "succeeded": SUCCESS, "ready": SUCCESS, "completed": SUCCESS,
+                "failed": FAILED, "failure": FAILED, "error": FAILED}
+
+
+async def signed_body(request: Request, ctx: AppContext) -> tuple[str, Any]:
+    provider = request.path_params["provider"]
+    if not PROVIDER_NAME.fullmatch(provider):
+        raise ApiError(404, "not_found", f"Unknown provider {provider[:40]!r}")
+    raw = await read_raw(request)
+    secret = ctx.webhook_secrets(provider)
+    if secret is None:
+        ctx.count_webhook_rejection(provider, "no_secret")
+        raise ApiError(401, "invalid_signature", f"No webhook secret is configured for {provider}")
+    try:
+        verify(secret, raw, request.headers.get("x-signature"), time.time())
+    except BadSignature as exc:
+        ctx.count_webhook_rejection(provider, "bad_signature")
+        raise ApiError(401, "invalid_signature", str(exc)) from exc
+    return provider, decode_json(raw)
+
+
+async def provider_webhook(request: Request) -> Response:
+    ctx = ctx_of(request)
+    provider, payload = await signed_body(request, ctx)
+    callback = validate(ProviderCallback, payload)
+    status = STATUS_WORDS.get(callback.status.lower())
+    if status is None:
+        raise ApiError(422, "validation_error", f"status: expected SUCCESS or FAILED, got "
+                       f"{callback.status!r}")
+    result_url = callback.result_url
+    if result_url is None and callback.result and isinstance(callback.result.get("sample"), str):
+        result_url = callback.result["sample"]
+    async with ctx.db.read() as uow:
+        job = await uow.jobs.by_task(provider, callback.task_id)
+    if job is None:
+        raise NotFound(f"No {provider} job with task_id {callback.task_id}")
+    outcome = await complete_job(ctx, job.job_id, status, result_url, callback.error,
+                                 public_base(ctx, request))
+    return JSONResponse({"status": "processed" if outcome["changed"] else "duplicate",
+                         "job": outcome["job"]})
+
+
+async def payment_webhook(request: Request) -> Response:
+    ctx = ctx_of(request)
+    provider, payload = await signed_body(request, ctx)
+    event = validate(PaymentEvent, payload)
+
+    async def action(uow: SqlUnitOfWork) -> tuple[int, dict[str, Any]]:
+        claimed = (await uow.conn.execute(
+            dialect_insert(uow.conn, processed_webhooks)
+            .values(provider=provider, event_id=event.event_id, created_at=ctx.service.now())
+            .on_conflict_do_nothing(index_elements=["provider", "event_id"])
+            .returning(processed_webhooks.c.event_id))).scalar_one_or_none()
+        if claimed is None:  # a redelivery: answer as the first delivery was answered
+            first = (await uow.conn.execute(sa.select(processed_webhooks.c.response).where(
+                processed_webhooks.c.provider == provider,
+                processed_webhooks.c.event_id == event.event_id))).scalar_one()
+            return 200, {**(first or {}), "status": "duplicate"}
+        audit = {"payment_provider": provider, "event_id": event.event_id}
+        if event.points is not None:
+            grant, account = await ctx.service.grant(
+                uow, event.account_id, event.points, "points", ref=event.event_id,
+                metadata=audit)
+        else:
+            grant, account = await ctx.service.grant_plan(
+                uow, event.account_id, event.plan if event.plan is not None else event.tier,
+                ref=event.event_id, metadata=audit)
+        body = {"status": "awarded", "grant": grant.to_dict(),
+                "account": account.snapshot(ctx.service.now())}
+        await uow.conn.execute(sa.update(processed_webhooks).where(
+            processed_webhooks.c.provider == provider,
+            processed_webhooks.c.event_id == event.event_id).values(response=body))
+        return 200, body
+
+    status, body = await ctx.transact(action)
+    return JSONResponse(body, status_code=status)

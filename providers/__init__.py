@@ -1,0 +1,1 @@
+"""Generation providers: the built-in simulated one, and fetching results they produce."""
