@@ -28,6 +28,7 @@ from api import openapi
 from api.auth import Authenticator
 from api.context import AppContext
 from api.errors import EXCEPTION_HANDLERS, ApiError
+from api.observability import ObservabilityMiddleware, configure_logging
 from api.routes import API_ROUTES, starlette_routes
 from api.tokens import TokenSigner
 from config import Settings
@@ -65,12 +66,14 @@ def load_catalogue(path: str | None) -> Catalogue:
 def create_app(settings: Settings | None = None, clock: Clock | None = None,
                run_sweeper: bool = True, auto_migrate: bool = True) -> Starlette:
     settings = settings or Settings.from_env()
+    if settings.log_format == "json":
+        configure_logging(settings.log_level)
     catalogue = load_catalogue(settings.pricing_file)
     clock = clock or SystemClock()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if auto_migrate:
+        if auto_migrate and settings.auto_migrate:
             await upgrade_async(settings.database_url)
         db = Database.from_url(settings.database_url, settings.db_pool_size)
         secret = settings.user_token_secret or await stored_secret(db, "user_token_secret")
@@ -111,7 +114,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
         Mount("/results", StaticFiles(directory=settings.results_dir, check_dir=False),
               name="results"),
     ] + demo_routes(dev=settings.dev)
-    middleware = []
+    middleware = [Middleware(ObservabilityMiddleware)]
     if settings.cors_origins:
         middleware.append(Middleware(
             CORSMiddleware, allow_origins=list(settings.cors_origins),

@@ -53,6 +53,9 @@ class Settings:
     resync_interval_s: float = 0.5
     faults: frozenset[str] = frozenset()
     public_url: str | None = None
+    log_format: str = "text"
+    auto_migrate: bool = True
+    log_level: str = "INFO"
     low_credits_threshold: int = 5
 
     @classmethod
@@ -81,6 +84,10 @@ class Settings:
             heartbeat_s=_number(env, "CREDITSTREAM_HEARTBEAT_S", 25.0, 0.1),
             stream_queue_size=int(_number(env, "CREDITSTREAM_STREAM_QUEUE", 1000, 1)),
             resync_interval_s=_number(env, "CREDITSTREAM_RESYNC_INTERVAL_S", 0.5, 0.05),
+            auto_migrate=env.get("CREDITSTREAM_AUTO_MIGRATE", "1").strip().lower()
+            not in {"0", "false", "no", "off"},
+            log_format=env.get("CREDITSTREAM_LOG_FORMAT", "json").lower(),
+            log_level=env.get("CREDITSTREAM_LOG_LEVEL", "INFO"),
             public_url=(env.get("CREDITSTREAM_PUBLIC_URL") or "").rstrip("/") or None,
             low_credits_threshold=int(_number(env, "CREDITSTREAM_LOW_CREDITS_THRESHOLD", 5, 0)),
             faults=frozenset(f.strip() for f in env.get("CREDITSTREAM_FAULTS", "").split(",")

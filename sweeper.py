@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+import metrics
 from core.errors import ConcurrentUpdate
 from core.events import Event
 from core.job_service import JobService
@@ -66,11 +67,16 @@ class Sweeper:
         while True:
             try:
                 report = await self.run_once()
+                metrics.SWEEPS.labels("ok").inc()
+                for kind, count in report.__dict__.items():
+                    if count:
+                        metrics.SWEPT.labels(kind).inc(count)
                 if report.holds_expired or report.grants_expired or report.jobs_timed_out:
                     log.info("sweep", extra=dict(report.__dict__))
             except asyncio.CancelledError:
                 raise
             except Exception:  # a failed sweep (database down) is retried on the next tick
+                metrics.SWEEPS.labels("failed").inc()
                 log.warning("sweep failed; retrying", exc_info=True)
             await asyncio.sleep(interval_s)
 

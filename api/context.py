@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import signal
@@ -19,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from api.auth import Authenticator, Principal
 from api.errors import ApiError, to_status_and_body
 from api.tokens import TokenSigner
+import metrics
 from config import Settings
 from core.errors import ConcurrentUpdate, CreditError, RequestInProgress
 from core.events import Event
@@ -55,6 +57,7 @@ class AppContext:
     webhook_secrets: Callable[[str], str | None] = lambda provider: None
 
     def count_webhook_rejection(self, provider: str, reason: str) -> None:
+        metrics.WEBHOOK_REJECTIONS.labels(provider, reason).inc()
         log.warning("webhook from %s rejected: %s", provider, reason)
 
     async def principal(self, conn: HTTPConnection, allow_query_token: bool = False) -> Principal:
@@ -63,6 +66,18 @@ class AppContext:
     async def execute(self, request: Request, principal: Principal, canonical_body: bytes,
                       action: Action) -> Response:
         """Run a mutating action in one transaction, exactly once per Idempotency-Key."""
+        operation = operation_name(request)
+        try:
+            response = await self._execute(request, principal, canonical_body, action)
+        except (CreditError, ApiError) as exc:
+            metrics.OPERATIONS.labels(operation, getattr(exc, "code", "error")).inc()
+            raise
+        outcome = "ok" if response.status_code < 400 else _error_code(response)
+        metrics.OPERATIONS.labels(operation, outcome).inc()
+        return response
+
+    async def _execute(self, request: Request, principal: Principal, canonical_body: bytes,
+                       action: Action) -> Response:
         key = request.headers.get("idempotency-key")
         if key is None:
             status, body = await self.transact(action)
@@ -121,6 +136,7 @@ class AppContext:
             raise ApiError(409, "request_in_progress", "A request with this Idempotency-Key "
                            "is still running; retry later")
         if claim.outcome == "replay":
+            metrics.IDEMPOTENT_REPLAYS.inc()
             return JSONResponse(claim.body, status_code=claim.status or 200,
                                 headers={"Idempotent-Replayed": "true"})
         assert claim.locked_at is not None
@@ -149,6 +165,20 @@ class AppContext:
             await _quietly(store.abandon(scope, key, locked_at))
             raise
         return JSONResponse(body, status_code=status)
+
+
+def operation_name(request: Request) -> str:
+    """`hold`, `capture`, `charge`, … from the route template, for the operations metric."""
+    path = getattr(request.scope.get("route"), "path", request.url.path)
+    words = [w for w in path.split("/") if w and not w.startswith("{")]
+    return words[-1].removesuffix("s") if words else "unknown"
+
+
+def _error_code(response: Response) -> str:
+    try:
+        return str(json.loads(bytes(response.body))["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return str(response.status_code)
 
 
 async def _quietly(awaitable: Awaitable[Any]) -> None:

@@ -88,6 +88,7 @@ API_ROUTES: list[ApiRoute] = [
     ApiRoute("GET", "/healthz", misc.healthz, "Liveness", "none"),
     ApiRoute("GET", "/readyz", misc.readyz, "Readiness: database and broker", "none",
              errors=(503,)),
+    ApiRoute("GET", "/metrics", misc.prometheus_metrics, "Prometheus metrics", "none"),
     ApiRoute("GET", "/openapi.json", misc.openapi_document, "This OpenAPI document", "none"),
 ]
 
@@ -110,3 +111,8 @@ def _dispatch(methods: dict[str, Endpoint]) -> Endpoint:
         return await methods[request.method](request)
 
     return endpoint
+
+
+from api.routes_seed import SEED_ROUTES  # noqa: E402 - after ApiRoute, which it uses
+
+API_ROUTES += SEED_ROUTES

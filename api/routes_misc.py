@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+import metrics
 from api.body import parse
 from api.routes_accounts import ctx_of
 from api.schemas import QuoteBody, TokenBody
@@ -72,6 +74,10 @@ async def readyz(request: Request) -> Response:
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ready" if ready else "unavailable", "checks": checks},
                         status_code=200 if ready else 503)
+
+
+async def prometheus_metrics(request: Request) -> Response:
+    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
 async def openapi_document(request: Request) -> Response:

@@ -17,6 +17,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+import metrics
+
 log = logging.getLogger("creditstream.broker")
 
 CHANNEL_PREFIX = "creditstream:account:"
@@ -158,6 +160,7 @@ class RedisBroker:
                 if self.state == "connected":
                     log.warning("redis listener lost its connection: %r", exc)
                 self.state = "disconnected"
+                metrics.REDIS_CONNECTED.set(0)
             await self._close_pubsub()
             await asyncio.sleep(delay * (0.5 + random.random() / 2))
             delay = min(delay * 2, 5.0)
@@ -171,8 +174,10 @@ class RedisBroker:
         self._pubsub = pubsub
         first = self.state == "starting"
         self.state = "connected"
+        metrics.REDIS_CONNECTED.set(1)
         if not first:
             self.reconnects += 1
+            metrics.REDIS_RECONNECTS.inc()
             log.info("redis listener reconnected; resyncing subscribers from the journal")
         if self._on_resync is not None:
             await self._on_resync()

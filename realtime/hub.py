@@ -12,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+from datetime import datetime
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import metrics
 from realtime.broker import Broker
 
 log = logging.getLogger("creditstream.hub")
@@ -85,6 +88,13 @@ class Feed:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
+def _observe_latency(event: dict[str, Any]) -> None:
+    at = event.get("at")
+    if isinstance(at, str):
+        committed = datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
+        metrics.PUSH_LATENCY.observe(max(0.0, time.time() - committed))
+
+
 def _dump(message: dict[str, Any]) -> str:
     return json.dumps(message, separators=(",", ":"))
 
@@ -128,6 +138,7 @@ class Hub:
             else:
                 await self._replay(feed, sink, after_seq)
             feed.subscriptions.add(subscription)
+            metrics.SUBSCRIPTIONS.inc()
             if self.feeds.get(account_id) is not feed:  # the feed was dropped meanwhile
                 self.feeds[account_id] = feed
                 await self.broker.subscribe(account_id)
@@ -137,7 +148,9 @@ class Hub:
         feed = self.feeds.get(subscription.account_id)
         if feed is None:
             return
-        feed.subscriptions.discard(subscription)
+        if subscription in feed.subscriptions:
+            feed.subscriptions.discard(subscription)
+            metrics.SUBSCRIPTIONS.dec()
         await self._drop_if_unused(feed)
 
     async def wait_beyond(self, account_id: str, seq: int, timeout_s: float) -> None:
@@ -205,7 +218,8 @@ class Hub:
         if feed is None:
             return
         try:
-            seq = int(json.loads(text)["seq"])
+            event = json.loads(text)
+            seq = int(event["seq"])
         except (ValueError, KeyError, TypeError):
             log.warning("dropping a malformed broker message for %s", account_id)
             return
@@ -214,6 +228,7 @@ class Hub:
         async with feed.lock:
             if seq == feed.head + 1:
                 self._push(feed, seq, text)
+                _observe_latency(event)
             elif seq > feed.head + 1:
                 await self._fill(feed)
 
@@ -221,6 +236,7 @@ class Hub:
         """Deliver committed events on this instance and hand them to the broker for the rest."""
         for event in events:
             text = _dump(event)
+            metrics.EVENTS_PUBLISHED.inc()
             self.broker.publish(event["account_id"], text)
             await self.on_message(event["account_id"], text)
 
@@ -241,14 +257,15 @@ class Hub:
             for event in page:
                 if event["seq"] == feed.head + 1:
                     self._push(feed, event["seq"], _dump(event))
+                    metrics.EVENTS_FILLED.inc()
             if len(page) < REPLAY_PAGE:
                 return
 
     def _push(self, feed: Feed, seq: int, text: str) -> None:
         feed.head = seq
         for subscription in list(feed.subscriptions):
-            if seq > subscription.skip_through:
-                subscription.sink.offer(text)
+            if seq > subscription.skip_through and subscription.sink.offer(text):
+                metrics.EVENTS_DELIVERED.inc()
         for waiter in feed.waiters:
             if not waiter.done():
                 waiter.set_result(None)

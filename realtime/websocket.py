@@ -15,6 +15,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+import metrics
 from core.errors import InvalidAccountId
 from core.model import normalise_account_id
 from realtime.hub import QueueSink, Subscription, _dump
@@ -54,9 +55,11 @@ async def stream_endpoint(websocket: WebSocket) -> None:
         return
     session = StreamSession(websocket, realtime, viewer)
     realtime.connections.add(session)
+    metrics.CONNECTIONS.inc()
     try:
         await session.run()
     finally:
+        metrics.CONNECTIONS.dec()
         realtime.connections.discard(session)
         await session.cleanup()
 
@@ -80,6 +83,7 @@ class StreamSession:
         self._wake.set()
 
     def _on_overflow(self) -> None:
+        metrics.SLOW_CONSUMERS.inc()
         self.request_close(CLOSE_SLOW_CONSUMER, "slow consumer: resume from your last seq")
 
     async def run(self) -> None:

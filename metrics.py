@@ -1,0 +1,41 @@
+"""Prometheus metrics, served at /metrics. One registry for the process; names in one place."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry()
+
+HTTP_REQUESTS = Counter("creditstream_http_requests", "HTTP requests by route and status",
+                        ["method", "route", "status"], registry=REGISTRY)
+HTTP_SECONDS = Histogram("creditstream_http_request_seconds", "HTTP request duration",
+                         ["method", "route"], registry=REGISTRY,
+                         buckets=(.002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+OPERATIONS = Counter("creditstream_operations", "Holds, charges, captures, releases, grants "
+                     "and jobs by outcome (ok, insufficient_credits, daily_limit_exceeded, …)",
+                     ["operation", "outcome"], registry=REGISTRY)
+IDEMPOTENT_REPLAYS = Counter("creditstream_idempotent_replays", "Requests answered from a stored "
+                             "Idempotency-Key response", registry=REGISTRY)
+WEBHOOK_REJECTIONS = Counter("creditstream_webhook_rejections", "Webhooks refused before any "
+                             "effect", ["provider", "reason"], registry=REGISTRY)
+CONNECTIONS = Gauge("creditstream_stream_connections", "Open WebSocket connections",
+                    registry=REGISTRY)
+SUBSCRIPTIONS = Gauge("creditstream_stream_subscriptions", "Local account subscriptions",
+                      registry=REGISTRY)
+EVENTS_PUBLISHED = Counter("creditstream_events_published", "Committed events published by this "
+                           "instance", registry=REGISTRY)
+EVENTS_DELIVERED = Counter("creditstream_events_delivered", "Events queued to local subscribers",
+                           registry=REGISTRY)
+EVENTS_FILLED = Counter("creditstream_events_gap_filled", "Events recovered from the journal "
+                        "(gap-fill, resync)", registry=REGISTRY)
+PUSH_LATENCY = Histogram("creditstream_push_latency_seconds", "From the event's commit to its "
+                         "delivery to local subscribers", registry=REGISTRY,
+                         buckets=(.001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5))
+SLOW_CONSUMERS = Counter("creditstream_slow_consumer_closes", "Streams closed with 1013",
+                         registry=REGISTRY)
+SWEEPS = Counter("creditstream_sweeper_runs", "Sweeper passes", ["result"], registry=REGISTRY)
+SWEPT = Counter("creditstream_swept", "What the sweeper expired", ["kind"], registry=REGISTRY)
+REDIS_CONNECTED = Gauge("creditstream_redis_listener_connected", "1 when the Redis listener is "
+                        "connected", registry=REGISTRY)
+REDIS_RECONNECTS = Counter("creditstream_redis_reconnects", "Redis listener reconnections",
+                           registry=REGISTRY)
