@@ -164,6 +164,7 @@ async def _start_realtime(settings: Settings, ctx: AppContext, db: Database,
 
     config = StreamConfig(authenticate, verify_token, frozenset(settings.cors_origins),
                           settings.heartbeat_s, settings.stream_queue_size,
+                          max_connections_per_account=settings.max_streams_per_account,
                           clock=lambda: clock.now().timestamp())
     realtime = Realtime(hub, config)
     await hub.start()

@@ -50,6 +50,7 @@ class Settings:
     db_pool_size: int = 10
     heartbeat_s: float = 25.0
     stream_queue_size: int = 1000
+    max_streams_per_account: int = 100
     resync_interval_s: float = 0.5
     faults: frozenset[str] = frozenset()
     public_url: str | None = None
@@ -82,6 +83,8 @@ class Settings:
             idempotency_wait_s=_number(env, "CREDITSTREAM_IDEMPOTENCY_WAIT_S", 10.0, 0),
             db_pool_size=int(_number(env, "CREDITSTREAM_DB_POOL_SIZE", 10, 1)),
             heartbeat_s=_number(env, "CREDITSTREAM_HEARTBEAT_S", 25.0, 0.1),
+            max_streams_per_account=int(_number(env, "CREDITSTREAM_MAX_STREAMS_PER_ACCOUNT",
+                                                100, 1)),
             stream_queue_size=int(_number(env, "CREDITSTREAM_STREAM_QUEUE", 1000, 1)),
             resync_interval_s=_number(env, "CREDITSTREAM_RESYNC_INTERVAL_S", 0.5, 0.05),
             auto_migrate=env.get("CREDITSTREAM_AUTO_MIGRATE", "1").strip().lower()

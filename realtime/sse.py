@@ -40,6 +40,10 @@ async def sse_endpoint(request: Request) -> Response:
         return JSONResponse(json_error("validation_error", "after_seq / Last-Event-ID must be a "
                                        "non-negative integer"), status_code=422)
     after_seq = int(resume) if resume is not None else None
+    if not realtime.admit(viewer):
+        return JSONResponse(json_error("too_many_connections", "This account has "
+                                       f"{realtime.config.max_connections_per_account} streams "
+                                       "open already"), status_code=429)
     return StreamingResponse(
         _events(realtime, viewer, account_id, after_seq), media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -75,6 +79,7 @@ async def _events(realtime: Realtime, viewer: Viewer, account_id: str,
     finally:
         for task in stop_waiters:
             task.cancel()
+        realtime.release(viewer)
         await realtime.hub.unsubscribe(subscription)
 
 

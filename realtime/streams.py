@@ -62,6 +62,7 @@ class StreamConfig:
     heartbeat_s: float = 25.0
     queue_size: int = 1000
     max_subscriptions: int = 1000
+    max_connections_per_account: int = 100  # per user token's account; server keys unlimited
     clock: Callable[[], float] = time.time
 
 
@@ -70,6 +71,7 @@ class Realtime:
     hub: Hub
     config: StreamConfig
     connections: set[Closable] = field(default_factory=set)
+    per_account: dict[str, int] = field(default_factory=dict)
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def publish(self, events: list[Event]) -> None:
@@ -80,6 +82,25 @@ class Realtime:
         self.shutting_down.set()
         for connection in list(self.connections):
             connection.request_close(CLOSE_RESTARTING, "server restarting")
+
+    def admit(self, viewer: Viewer) -> bool:
+        """Whether one more stream fits the viewer's per-account connection limit."""
+        if viewer.is_server:
+            return True
+        count = self.per_account.get(viewer.subject, 0)
+        if count >= self.config.max_connections_per_account:
+            return False
+        self.per_account[viewer.subject] = count + 1
+        return True
+
+    def release(self, viewer: Viewer) -> None:
+        if viewer.is_server:
+            return
+        left = self.per_account.get(viewer.subject, 1) - 1
+        if left > 0:
+            self.per_account[viewer.subject] = left
+        else:
+            self.per_account.pop(viewer.subject, None)
 
     def origin_allowed(self, conn: HTTPConnection) -> bool:
         origin = conn.headers.get("origin")

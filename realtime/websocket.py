@@ -53,6 +53,9 @@ async def stream_endpoint(websocket: WebSocket) -> None:
     except StreamAuthError as exc:
         await websocket.close(code=CLOSE_BAD_TOKEN, reason=exc.code)
         return
+    if not realtime.admit(viewer):
+        await websocket.close(code=CLOSE_BAD_MESSAGE, reason="too_many_connections")
+        return
     session = StreamSession(websocket, realtime, viewer)
     realtime.connections.add(session)
     metrics.CONNECTIONS.inc()
@@ -61,6 +64,7 @@ async def stream_endpoint(websocket: WebSocket) -> None:
     finally:
         metrics.CONNECTIONS.dec()
         realtime.connections.discard(session)
+        realtime.release(session.viewer)
         await session.cleanup()
 
 

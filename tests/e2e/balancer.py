@@ -8,15 +8,16 @@ import itertools
 
 
 class TcpBalancer:
-    def __init__(self, upstreams: list[int]) -> None:
+    def __init__(self, upstreams: list[int], port: int = 0) -> None:
         self.upstreams = upstreams
         self._next = itertools.cycle(range(len(upstreams)))
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
-        self.port = 0
+        self.port = port
 
     async def start(self) -> TcpBalancer:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port,
+                                                  reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

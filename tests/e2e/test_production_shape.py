@@ -5,7 +5,6 @@ no request and no event: its streams close with 1012 and resume on the other rep
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -15,12 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
-import websockets
 
 from storage.migrate import upgrade_async
 from storage.queries import audit
 from storage.sql import Database
 from tests.e2e.balancer import TcpBalancer
+from tests.e2e.resuming import ResumingSubscriber
 from tests.support import ROOT, LiveServer, make_server_key
 
 ACCOUNTS = [f"replica-{uuid.uuid4().hex[:8]}-{i}" for i in range(4)]
@@ -42,35 +41,6 @@ def s3_bucket_env() -> Iterator[dict[str, str]]:
            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_DEFAULT_REGION": "us-east-1"}
     server.stop()
-
-
-class ResumingSubscriber:
-    """Follows one account through the balancer, reconnecting and resuming by seq."""
-
-    def __init__(self, url: str, key: str, account: str) -> None:
-        self.url = url.replace("http://", "ws://") + f"/v1/stream?token={key}"
-        self.account = account
-        self.seqs: list[int] = []
-        self.close_codes: list[int | None] = []
-        self.stopping = False
-
-    async def run(self) -> None:
-        while not self.stopping:
-            try:
-                async with websockets.connect(self.url, open_timeout=5) as ws:
-                    await ws.recv()  # hello
-                    after = self.seqs[-1] if self.seqs else 0
-                    await ws.send(json.dumps({"op": "subscribe", "account_id": self.account,
-                                              "after_seq": after}))
-                    async for raw in ws:
-                        message = json.loads(raw)
-                        if message.get("type") == "balance.updated":
-                            self.seqs.append(message["seq"])
-            except websockets.ConnectionClosed as closed:
-                self.close_codes.append(closed.rcvd.code if closed.rcvd else None)
-            except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake):
-                self.close_codes.append(None)
-            await asyncio.sleep(0.1)
 
 
 async def load(url: str, key: str, stop: asyncio.Event, succeeded: list[str]) -> None:

@@ -1,0 +1,39 @@
+"""A stream client that follows one account, reconnecting and resuming by seq forever."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import websockets
+
+EVENT_TYPES = ("balance.updated", "job.updated", "credits.low")
+
+
+class ResumingSubscriber:
+    """Follows one account through the balancer, reconnecting and resuming by seq."""
+
+    def __init__(self, url: str, key: str, account: str) -> None:
+        self.url = url.replace("http://", "ws://") + f"/v1/stream?token={key}"
+        self.account = account
+        self.seqs: list[int] = []
+        self.close_codes: list[int | None] = []
+        self.stopping = False
+
+    async def run(self) -> None:
+        while not self.stopping:
+            try:
+                async with websockets.connect(self.url, open_timeout=5) as ws:
+                    await ws.recv()  # hello
+                    after = self.seqs[-1] if self.seqs else 0
+                    await ws.send(json.dumps({"op": "subscribe", "account_id": self.account,
+                                              "after_seq": after}))
+                    async for raw in ws:
+                        message = json.loads(raw)
+                        if message.get("type") in EVENT_TYPES:
+                            self.seqs.append(message["seq"])
+            except websockets.ConnectionClosed as closed:
+                self.close_codes.append(closed.rcvd.code if closed.rcvd else None)
+            except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake):
+                self.close_codes.append(None)
+            await asyncio.sleep(0.1)
