@@ -168,6 +168,13 @@ class Hub:
             feed.waiters.discard(waiter)
             await self._drop_if_unused(feed)
 
+    def release_waiters(self) -> None:
+        """End every long-poll now (on shutdown): each answers with what it has."""
+        for feed in self.feeds.values():
+            for waiter in feed.waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
     async def _drop_if_unused(self, feed: Feed) -> None:
         if feed.subscriptions or feed.waiters or self.feeds.get(feed.account_id) is not feed:
             return

@@ -56,6 +56,7 @@ async def _events(realtime: Realtime, viewer: Viewer, account_id: str,
     subscription = await realtime.hub.subscribe(account_id, sink, after_seq)
     stop_waiters = [asyncio.create_task(ended.wait()),
                     asyncio.create_task(realtime.shutting_down.wait())]
+    getter: asyncio.Task[str] | None = None
     try:
         yield f"retry: {RETRY_MS}\n\n"
         while True:
@@ -77,7 +78,8 @@ async def _events(realtime: Realtime, viewer: Viewer, account_id: str,
                 continue
             yield _message_frame(getter.result())
     finally:
-        for task in stop_waiters:
+        # a client gone mid-wait closes this generator there: its getter must not outlive it
+        for task in (*stop_waiters, *([getter] if getter is not None else [])):
             task.cancel()
         realtime.release(viewer)
         await realtime.hub.unsubscribe(subscription)

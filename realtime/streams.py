@@ -80,6 +80,7 @@ class Realtime:
     def begin_shutdown(self) -> None:
         """Close every stream with 1012 so clients reconnect (to another instance) and resume."""
         self.shutting_down.set()
+        self.hub.release_waiters()
         for connection in list(self.connections):
             connection.request_close(CLOSE_RESTARTING, "server restarting")
 
