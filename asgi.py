@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import HTTPConnection
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
-from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 
 from api import openapi
 from api.auth import Authenticator
@@ -32,9 +31,9 @@ from api.observability import ObservabilityMiddleware, configure_logging
 from api.routes import API_ROUTES, starlette_routes
 from api.tokens import TokenSigner
 from config import Settings
+from core.job_service import JobService
 from core.ports import Clock, SystemClock
 from core.pricing import Catalogue
-from core.job_service import JobService
 from core.service import CreditService
 from providers.simulated import NAME as SIMULATED
 from providers.simulated import SimulatedProvider

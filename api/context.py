@@ -17,10 +17,10 @@ from sqlalchemy.exc import IntegrityError
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 
+import metrics
 from api.auth import Authenticator, Principal
 from api.errors import ApiError, to_status_and_body
 from api.tokens import TokenSigner
-import metrics
 from config import Settings
 from core.errors import ConcurrentUpdate, CreditError, RequestInProgress
 from core.events import Event

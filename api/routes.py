@@ -38,7 +38,7 @@ MUTATING = (400, 401, 402, 403, 409, 413, 422, 429, 503)
 
 API_ROUTES: list[ApiRoute] = [
     ApiRoute("PUT", A, accounts.ensure_account, "Ensure an account (201 new with trial, 200 "
-             "existing)", "server", success=201, errors=(401, 403, 422, 503)),
+             "existing)", "server", success=201, errors=(200, 401, 403, 409, 422, 503)),
     ApiRoute("GET", A, accounts.get_account, "Account snapshot", "owner",
              errors=(401, 403, 404, 422)),
     ApiRoute("GET", A + "/entries", accounts.list_entries, "Journal lines, oldest first",
@@ -79,11 +79,13 @@ API_ROUTES: list[ApiRoute] = [
              "can afford it", "owner", schemas.QuoteBody, 200, (400, 401, 403, 413, 422)),
     ApiRoute("POST", "/v1/tokens", misc.create_token, "Issue a user token for a browser",
              "server", schemas.TokenBody, 200, (400, 401, 403, 413, 422)),
-    ApiRoute("GET", "/v1/stream", None, "WebSocket stream (upgrade); token in "
-             "Authorization or ?token=", "owner", errors=(401, 403), query=("token",),
-             routed=False),
+    ApiRoute("GET", "/v1/stream", misc.stream_upgrade_required, "WebSocket stream "
+             "(upgrade; served by realtime/, this endpoint answers a plain GET with 426); "
+             "token in Authorization or ?token=; a bad token closes with 4401, another "
+             "account with 4403, too many streams with 1008", "owner", success=101,
+             errors=(403, 426), query=("token",)),
     ApiRoute("GET", "/v1/stream/sse", None, "Server-Sent Events stream, resumable with "
-             "Last-Event-ID", "owner", errors=(401, 403, 422),
+             "Last-Event-ID", "owner", errors=(401, 403, 422, 429),
              query=("account_id", "after_seq", "token"), routed=False),
     ApiRoute("GET", "/healthz", misc.healthz, "Liveness", "none"),
     ApiRoute("GET", "/readyz", misc.readyz, "Readiness: database and broker", "none",

@@ -33,11 +33,17 @@ async def quote(request: Request) -> Response:
     principal.require_access(account_id)
     async with ctx.db.read() as uow:
         account = await uow.accounts.get(account_id)
+    now = ctx.service.now()
     # an account never used yet would be opened with its trial grant by the first hold
     available = TRIAL.credits if account is None else account.available
+    on_trial = account is None or account.trial_active(now)
+    spent_today = 0 if account is None else account.spent_today(now)
+    within_daily_limit = not on_trial or spent_today + cost <= TRIAL.daily_limit
     answer: dict[str, Any] = {"cost": cost, "account_id": account_id, "available": available,
-                              "affordable": cost <= available,
+                              "affordable": cost <= available and within_daily_limit,
                               "shortfall": max(0, cost - available)}
+    if on_trial:
+        answer["daily_limit_remaining"] = max(0, TRIAL.daily_limit - spent_today)
     return JSONResponse(answer)
 
 
@@ -51,6 +57,16 @@ async def create_token(request: Request) -> Response:
                                          body.ttl_seconds or DEFAULT_TTL_S)
     return JSONResponse({"token": token, "account_id": account_id,
                          "expires_at": iso(expires_at)})
+
+
+async def stream_upgrade_required(request: Request) -> Response:
+    """`GET /v1/stream` without a WebSocket upgrade: say what the endpoint speaks (RFC 9110
+    §15.5.22), rather than a 404 that suggests the route does not exist."""
+    return JSONResponse(
+        {"error": {"code": "upgrade_required", "message": "GET /v1/stream is a WebSocket "
+                   "endpoint: open it with a WebSocket client (Upgrade: websocket), or use "
+                   "GET /v1/stream/sse for Server-Sent Events"}},
+        status_code=426, headers={"Upgrade": "websocket", "Connection": "Upgrade"})
 
 
 async def healthz(request: Request) -> Response:

@@ -13,9 +13,9 @@ import asyncio
 import json
 import logging
 import time
-from datetime import datetime
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import metrics
@@ -162,7 +162,7 @@ class Hub:
         feed.waiters.add(waiter)
         try:
             await asyncio.wait_for(asyncio.shield(waiter), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         finally:
             feed.waiters.discard(waiter)

@@ -123,7 +123,7 @@ class StreamSession:
             timeout = self._time_left()
             try:
                 message = await asyncio.wait_for(self.websocket.receive(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._on_silence()
                 continue
             if message["type"] == "websocket.disconnect":
@@ -226,7 +226,7 @@ class StreamSession:
         try:
             await asyncio.wait_for(self.websocket.close(code=code, reason=reason[:120]),
                                    CLOSE_TIMEOUT_S)
-        except (asyncio.TimeoutError, WebSocketDisconnect, RuntimeError, OSError):
+        except (TimeoutError, WebSocketDisconnect, RuntimeError, OSError):
             pass  # the peer is gone or stuck; leaving the handler drops the connection
 
 

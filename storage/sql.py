@@ -106,7 +106,7 @@ async def _unavailable_on_connection_errors() -> AsyncIterator[None]:
         if exc.connection_invalidated:
             raise DatabaseUnavailable(f"database connection lost: {_first_line(exc)}") from exc
         raise
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError) as exc:
         raise DatabaseUnavailable(f"database unreachable: {exc!r}") from exc
 
 

@@ -127,3 +127,17 @@ async def make_server_key(database_url: str) -> str:
         return await create_server_key(db, "tests")
     finally:
         await db.dispose()
+
+
+async def audit_mismatches(database_url: str) -> list[str]:
+    """What `creditstream audit` would report for the database, one line per mismatch."""
+    from storage.queries import audit
+    from storage.sql import Database
+
+    db = Database.from_url(database_url)
+    try:
+        async with db.read() as uow:
+            _, mismatches = await audit(uow.conn)
+    finally:
+        await db.dispose()
+    return [m.describe() for m in mismatches]

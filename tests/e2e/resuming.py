@@ -37,3 +37,19 @@ class ResumingSubscriber:
             except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake):
                 self.close_codes.append(None)
             await asyncio.sleep(0.1)
+
+
+async def settle_and_stop(subscribers: list[ResumingSubscriber], readers: list[asyncio.Task[None]],
+                          heads: dict[str, int], timeout_s: float = 10) -> None:
+    """Give every subscriber time to reach its account's head, then stop them all."""
+    try:
+        for _ in range(int(timeout_s * 10)):
+            if all(s.seqs and s.seqs[-1] == heads[s.account] for s in subscribers):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        for subscriber in subscribers:
+            subscriber.stopping = True
+        for task in readers:
+            task.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)

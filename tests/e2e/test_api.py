@@ -118,7 +118,11 @@ async def test_quote(api: ApiClient) -> None:
     quoted = (await api.http.post("/v1/quote", headers=api.user("q"),
                                   json={"operation": "image", "model": "FLUX.1 [dev]"})).json()
     assert quoted == {"cost": 90, "account_id": "q", "available": 28, "affordable": False,
-                      "shortfall": 62}
+                      "shortfall": 62, "daily_limit_remaining": 4}
+    over_daily = (await api.http.post("/v1/quote", headers=api.user("q"),
+                                      json={"operation": "voice_creation"})).json()
+    assert over_daily["cost"] == 5 and over_daily["shortfall"] == 0
+    assert over_daily["affordable"] is False  # the trial's 4 a day, not the balance, forbids it
 
 
 async def test_pricing_and_openapi_cover_every_route(api: ApiClient) -> None:

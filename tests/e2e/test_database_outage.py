@@ -11,10 +11,8 @@ from collections.abc import Callable
 
 import httpx
 
-from storage.queries import audit
-from storage.sql import Database
 from tests.e2e.balancer import TcpBalancer
-from tests.support import LiveServer, free_port, make_server_key
+from tests.support import LiveServer, audit_mismatches, free_port, make_server_key
 
 
 async def test_database_outage_gives_fast_503_and_recovers(
@@ -61,10 +59,4 @@ async def test_database_outage_gives_fast_503_and_recovers(
     await proxy.stop()
     refs = [e["ref"] for e in entries if e["type"] == "grant" and e["reason"] == "purchase"]
     assert sorted(refs) == sorted(acknowledged)  # every 201 is there, and nothing else
-    db = Database.from_url(pg_url)
-    try:
-        async with db.read() as uow:
-            _, mismatches = await audit(uow.conn)
-    finally:
-        await db.dispose()
-    assert mismatches == []
+    assert await audit_mismatches(pg_url) == []

@@ -9,19 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from storage.keys import create_server_key
-from storage.migrate import upgrade_async
-from storage.sql import Database
-from tests.support import LiveServer
-
-
-async def server_key(database_url: str) -> str:
-    await upgrade_async(database_url)
-    db = Database.from_url(database_url)
-    try:
-        return await create_server_key(db, "load")
-    finally:
-        await db.dispose()
+from tests.support import LiveServer, make_server_key
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
@@ -34,7 +22,7 @@ def served_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
 
 async def test_200_parallel_holds_against_50_available(
         served_url: str, live_server_factory: Callable[..., LiveServer]) -> None:
-    key = await server_key(served_url)
+    key = await make_server_key(served_url)
     server = live_server_factory(served_url, CREDITSTREAM_DB_POOL_SIZE="20")
     auth = {"Authorization": f"Bearer {key}"}
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=0)
@@ -64,7 +52,7 @@ async def test_200_parallel_holds_against_50_available(
 
 async def test_one_idempotency_key_sent_20_times_concurrently(
         served_url: str, live_server_factory: Callable[..., LiveServer]) -> None:
-    key = await server_key(served_url)
+    key = await make_server_key(served_url)
     server = live_server_factory(served_url)
     auth = {"Authorization": f"Bearer {key}", "Idempotency-Key": "order-7781"}
     async with httpx.AsyncClient(base_url=server.url, headers=auth, timeout=60) as http:

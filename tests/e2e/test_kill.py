@@ -23,7 +23,7 @@ from storage.queries import audit
 from storage.sql import Database
 from storage.tables import entries, holds
 from tests.e2e.balancer import TcpBalancer
-from tests.e2e.resuming import ResumingSubscriber
+from tests.e2e.resuming import ResumingSubscriber, settle_and_stop
 from tests.support import LiveServer, make_server_key
 
 JOB_TTL_S = 4
@@ -150,16 +150,9 @@ async def test_sigkill_three_times_under_mixed_load(
         server_view = {t.account: (await http.get(f"/v1/accounts/{t.account}")).json()
                        for t in tallies}
     try:
-        for _ in range(100):
-            if all(s.seqs and s.seqs[-1] == server_view[s.account]["seq"] for s in subscribers):
-                break
-            await asyncio.sleep(0.1)
+        await settle_and_stop(subscribers, readers,
+                              {a: view["seq"] for a, view in server_view.items()})
     finally:
-        for subscriber in subscribers:
-            subscriber.stopping = True
-        for task in readers:
-            task.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
         await balancer.stop()
 
     for tally in tallies:

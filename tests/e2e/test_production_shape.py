@@ -10,17 +10,13 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import httpx
 import pytest
 
-from storage.migrate import upgrade_async
-from storage.queries import audit
-from storage.sql import Database
 from tests.e2e.balancer import TcpBalancer
-from tests.e2e.resuming import ResumingSubscriber
-from tests.support import ROOT, LiveServer, make_server_key
+from tests.e2e.resuming import ResumingSubscriber, settle_and_stop
+from tests.support import ROOT, LiveServer, audit_mismatches, make_server_key
 
 ACCOUNTS = [f"replica-{uuid.uuid4().hex[:8]}-{i}" for i in range(4)]
 
@@ -95,16 +91,8 @@ async def test_sigterm_restart_of_one_replica_loses_nothing(
             heads = {a: (await http.get(f"/v1/accounts/{a}")).json()["seq"] for a in ACCOUNTS}
             journal = {a: (await http.get(f"/v1/accounts/{a}/entries?limit=500")).json()
                        ["entries"] for a in ACCOUNTS}
-        for _ in range(100):
-            if all(s.seqs and s.seqs[-1] == heads[s.account] for s in subscribers):
-                break
-            await asyncio.sleep(0.1)
+        await settle_and_stop(subscribers, readers, heads)
     finally:
-        for subscriber in subscribers:
-            subscriber.stopping = True
-        for task in readers:
-            task.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
         await balancer.stop()
 
     assert any(1012 in s.close_codes for s in subscribers), "no stream saw the 1012 close"
@@ -115,11 +103,4 @@ async def test_sigterm_restart_of_one_replica_loses_nothing(
     assert sorted(refs) == sorted(set(refs)), "a retried request took effect twice"
     assert set(succeeded) <= set(refs), "an acknowledged request is missing from the journal"
     assert len(succeeded) > 20
-    await upgrade_async(pg_url)
-    db = Database.from_url(pg_url)
-    try:
-        async with db.read() as uow:
-            _, mismatches = await audit(uow.conn)
-    finally:
-        await db.dispose()
-    assert mismatches == []
+    assert await audit_mismatches(pg_url) == []
