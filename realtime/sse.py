@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from core.errors import InvalidAccountId
 from core.model import normalise_account_id
@@ -44,9 +46,25 @@ async def sse_endpoint(request: Request) -> Response:
         return JSONResponse(json_error("too_many_connections", "This account has "
                                        f"{realtime.config.max_connections_per_account} streams "
                                        "open already"), status_code=429)
-    return StreamingResponse(
-        _events(realtime, viewer, account_id, after_seq), media_type="text/event-stream",
+    return _AdmittedStream(
+        _events(realtime, viewer, account_id, after_seq), lambda: realtime.release(viewer),
+        media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+class _AdmittedStream(StreamingResponse):
+    """Gives the admission back however the response ends, even if its body never started."""
+
+    def __init__(self, content: AsyncIterator[str], on_close: Callable[[], None],
+                 **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
 
 
 async def _events(realtime: Realtime, viewer: Viewer, account_id: str,
@@ -81,7 +99,6 @@ async def _events(realtime: Realtime, viewer: Viewer, account_id: str,
         # a client gone mid-wait closes this generator there: its getter must not outlive it
         for task in (*stop_waiters, *([getter] if getter is not None else [])):
             task.cancel()
-        realtime.release(viewer)
         await realtime.hub.unsubscribe(subscription)
 
 
