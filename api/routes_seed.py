@@ -31,10 +31,11 @@ from api.context import AppContext
 from api.errors import ApiError, to_status_and_body
 from api.routes_accounts import ctx_of
 from api.routes_jobs import dispatch, public_base
+from core.account import Account
 from core.errors import InsufficientCredits, NotFound
 from core.events import iso
 from core.jobs import PROCESSING, SUCCESS, Job
-from core.model import MAX_AMOUNT, Account, normalise_account_id
+from core.model import MAX_AMOUNT, normalise_account_id
 from core.service import PriceRequest
 from providers.simulated import MAX_DELAY_MS
 from providers.simulated import NAME as SIMULATED

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from core.account import Account
 from core.errors import InvalidInput, NotFound
 from core.jobs import FAILED, PROCESSING, SUCCESS, Job
-from core.model import Account, new_id
+from core.model import new_id
 from core.ports import UnitOfWork
 from core.service import MAX_HOLD_TTL_S, CreditService, PriceRequest
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Protocol
 
+from core.account import Account
 from core.jobs import Job
-from core.model import Account, Hold
+from core.model import Hold
 
 
 class Clock(Protocol):

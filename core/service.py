@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from core.account import Account
 from core.errors import InvalidInput, NotFound
-from core.model import Account, Grant, Hold, check_amount, new_id, normalise_account_id
+from core.model import Grant, Hold, check_amount, new_id, normalise_account_id
 from core.plans import plan_for
 from core.ports import Clock, UnitOfWork
 from core.pricing import Catalogue

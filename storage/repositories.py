@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -9,11 +10,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from core.account import Account
 from core.errors import ConcurrentUpdate
 from core.events import Event
 from core.jobs import PROCESSING, Job
-from core.model import Account, Grant, Hold
+from core.model import Grant, Hold
 from storage.tables import accounts, entries, events, grants, holds, jobs
+
+UNPAIRED_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def dialect_insert(conn: AsyncConnection, table: sa.Table) -> Any:
@@ -164,6 +168,8 @@ class SqlHolds:
         await self.conn.execute(sa.insert(holds).values(**self._row(hold)))
 
     async def get(self, hold_id: str) -> Hold | None:
+        if not storable_key(hold_id):
+            return None
         row = (await self.conn.execute(
             sa.select(holds).where(holds.c.id == hold_id))).one_or_none()
         return None if row is None else hold_from_row(row)
@@ -191,6 +197,13 @@ class SqlHolds:
                 "expires_at": hold.expires_at, "closed_at": hold.closed_at}
 
 
+def storable_key(value: str) -> bool:
+    """Whether a looked-up id could have been stored at all. PostgreSQL text cannot hold NUL
+    (it refuses the whole query) and UTF-8 cannot encode a lone surrogate: such an id, e.g. a
+    hostile `%00` in a URL, names nothing, on SQLite and PostgreSQL alike."""
+    return "\x00" not in value and UNPAIRED_SURROGATE.search(value) is None
+
+
 def job_from_row(row: Any) -> Job:
     return Job(
         job_id=row.id, account_id=row.account_id, operation=row.operation, model=row.model,
@@ -210,10 +223,14 @@ class SqlJobs:
         await self.conn.execute(sa.insert(jobs).values(**self._row(job)))
 
     async def get(self, job_id: str) -> Job | None:
+        if not storable_key(job_id):
+            return None
         row = (await self.conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).one_or_none()
         return None if row is None else job_from_row(row)
 
     async def by_task(self, provider: str, task_id: str) -> Job | None:
+        if not (storable_key(provider) and storable_key(task_id)):
+            return None
         row = (await self.conn.execute(sa.select(jobs).where(
             jobs.c.provider == provider, jobs.c.provider_task_id == task_id))).one_or_none()
         return None if row is None else job_from_row(row)

@@ -21,8 +21,9 @@ from hypothesis.stateful import (
     rule,
 )
 
+from core.account import Account
 from core.errors import DailyLimitExceeded, InsufficientCredits, InvalidInput, InvalidState
-from core.model import Account, Hold, new_id
+from core.model import Hold, new_id
 from tests.support import MutableClock
 
 T = TypeVar("T")

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from core.account import Account
 from core.errors import (
     AmountTooLarge,
     DailyLimitExceeded,
@@ -17,7 +18,7 @@ from core.errors import (
     InvalidState,
 )
 from core.events import BalanceUpdated
-from core.model import MAX_AMOUNT, Account, Hold, check_amount, grant_kind, normalise_account_id
+from core.model import MAX_AMOUNT, Hold, check_amount, grant_kind, normalise_account_id
 from tests.support import MutableClock
 
 DAY = timedelta(days=1)

@@ -1,0 +1,344 @@
+"""An account and its money rules: grants, holds, captures, releases, charges, expiry.
+
+Every change goes through `Account._record`, which appends one journal entry and one stream
+event with the next `seq`; the unit of work persists both in the same transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from core.errors import (
+    AmountTooLarge,
+    DailyLimitExceeded,
+    InsufficientCredits,
+    InvalidInput,
+    InvalidState,
+)
+from core.events import BalanceUpdated, CreditsLow, Event, JobUpdated, iso
+from core.model import (
+    MAX_BALANCE,
+    Entry,
+    Grant,
+    Hold,
+    check_amount,
+    grant_kind,
+    new_id,
+    seconds_until_next_utc_day,
+)
+from core.plans import TRIAL
+
+
+@dataclass
+class Account:
+    account_id: str
+    balance: int
+    held: int
+    seq: int
+    created_at: datetime
+    plan: str | None = None
+    paid: bool = False
+    trial_expires_at: datetime | None = None
+    trial_day: str | None = None
+    trial_used: int = 0
+    grants: list[Grant] = field(default_factory=list)
+    # what this transaction changed, for the unit of work to persist
+    loaded_seq: int = 0
+    new_entries: list[Entry] = field(default_factory=list)
+    new_events: list[Event] = field(default_factory=list)
+    new_grants: list[Grant] = field(default_factory=list)
+    touched_grants: dict[str, Grant] = field(default_factory=dict)
+    idempotency_key: str | None = None
+    low_notified: bool = False
+    low_threshold: int | None = None  # set by the service from configuration
+
+    @classmethod
+    def open(cls, account_id: str, now: datetime) -> Account:
+        """A new account with its trial grant, as seed 001's ensureUser creates it."""
+        account = cls(
+            account_id=account_id,
+            balance=0,
+            held=0,
+            seq=0,
+            created_at=now,
+            trial_expires_at=now + TRIAL.duration,
+        )
+        account.add_grant(
+            new_id("grt"), TRIAL.credits, "trial", now, expires_at=account.trial_expires_at
+        )
+        return account
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.held
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.new_entries or self.new_events)
+
+    def trial_active(self, now: datetime) -> bool:
+        return (
+            not self.paid and self.trial_expires_at is not None and now < self.trial_expires_at
+        )
+
+    def spent_today(self, now: datetime) -> int:
+        return self.trial_used if self.trial_day == now.date().isoformat() else 0
+
+    def snapshot(self, now: datetime) -> dict[str, Any]:
+        return {
+            "account_id": self.account_id,
+            "balance": self.balance,
+            "held": self.held,
+            "available": self.available,
+            "plan": self.plan,
+            "trial": {
+                "active": self.trial_active(now),
+                "expires_at": iso(self.trial_expires_at),
+                "daily_limit": TRIAL.daily_limit,
+                "spent_today": self.spent_today(now),
+            },
+            "seq": self.seq,
+            "created_at": iso(self.created_at),
+        }
+
+    # -- grants -------------------------------------------------------------------------------
+
+    def add_grant(
+        self,
+        grant_id: str,
+        amount: int,
+        reason: str,
+        now: datetime,
+        expires_at: datetime | None = None,
+        ref: str | None = None,
+        plan: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Grant:
+        check_amount(amount)
+        if expires_at is not None and expires_at <= now:
+            raise InvalidInput(f"Expected expires_at in the future, got {iso(expires_at)}")
+        if self.balance + amount > MAX_BALANCE:
+            raise AmountTooLarge(
+                f"A balance may hold at most {MAX_BALANCE} credits; this grant would exceed it"
+            )
+        grant = Grant(grant_id, self.account_id, amount, amount, reason, grant_kind(reason),
+                      expires_at, now, ref)
+        self.grants.append(grant)
+        self.new_grants.append(grant)
+        self.balance += amount
+        if grant.kind == "paid":
+            self.paid = True
+        if plan is not None:
+            self.plan = plan
+        meta = {"kind": grant.kind, "expires_at": iso(expires_at), **(metadata or {})}
+        if plan is not None:
+            meta["plan"] = plan
+        self._record("grant", amount, amount, 0, reason, ref, grant_id, meta, now)
+        return grant
+
+    def expire_due_grants(self, now: datetime) -> int:
+        """Expire the unconsumed, unreserved remainder of grants past `expires_at`.
+
+        Credits reserved by open holds stay until the hold ends: a capture consumes them, and a
+        release frees them, at which point they expire too.
+        """
+        expired_total = 0
+        for grant in sorted((g for g in self.grants if g.is_due(now)), key=Grant.consumption_key):
+            expiring = grant.free
+            grant.remaining -= expiring
+            self.touched_grants[grant.grant_id] = grant
+            self.balance -= expiring
+            expired_total += expiring
+            self._record("expire", expiring, -expiring, 0, grant.reason, grant.ref,
+                         grant.grant_id, {"grant_id": grant.grant_id, "kind": grant.kind}, now)
+        return expired_total
+
+    # -- spending -----------------------------------------------------------------------------
+
+    def open_hold(
+        self, hold_id: str, amount: int, ttl: timedelta, now: datetime, ref: str | None = None,
+        job_id: str | None = None, metadata: dict[str, Any] | None = None,
+    ) -> Hold:
+        check_amount(amount)
+        self._check_spendable(amount, now)
+        hold = Hold(hold_id, self.account_id, amount, Hold.OPEN, now, now + ttl, ref, job_id=job_id)
+        hold.allocation = self._reserve(amount)
+        hold.metadata = dict(metadata or {})
+        self.held += amount
+        self._count_trial_spend(amount, now)
+        self._record("hold", amount, 0, amount, "hold", ref, hold_id, dict(metadata or {}), now)
+        return hold
+
+    def capture(self, hold: Hold, amount: int | None, now: datetime) -> None:
+        """Take `amount` (default: all) of an open hold and free the rest. Repeats are no-ops."""
+        self._check_owns(hold)
+        if amount is not None:
+            check_amount(amount)
+        if hold.status == Hold.CAPTURED and amount in (None, hold.captured_amount):
+            return
+        if hold.status != Hold.OPEN:
+            raise InvalidState(f"Hold {hold.hold_id} is {hold.status}; only an open hold can be "
+                               "captured", hold_status=hold.status)
+        if hold.is_due(now):
+            raise InvalidState(f"Hold {hold.hold_id} expired at {iso(hold.expires_at)}",
+                               hold_status="expired")
+        take = hold.amount if amount is None else amount
+        if take > hold.amount:
+            raise InvalidInput(f"Expected a capture of at most the held {hold.amount}, got {take}")
+        funding = self._unreserve(hold, consume=take)
+        self.held -= hold.amount
+        self.balance -= take
+        self._uncount_trial_spend(hold, hold.amount - take, now)
+        hold.status, hold.captured_amount, hold.closed_at, hold.funding = (
+            Hold.CAPTURED, take, now, funding)
+        meta = {**hold.metadata, "hold_id": hold.hold_id, "released": hold.amount - take,
+                "funding": funding}
+        self._record("capture", take, -take, -hold.amount, "capture", hold.ref, hold.hold_id,
+                     meta, now)
+        self.expire_due_grants(now)  # the freed rest may belong to a grant already expired
+
+    def release(self, hold: Hold, reason: str, now: datetime) -> None:
+        """Free an open hold in full. Releasing a released or expired hold again is a no-op."""
+        self._check_owns(hold)
+        if hold.status in (Hold.RELEASED, Hold.EXPIRED):
+            return
+        if hold.status != Hold.OPEN:
+            raise InvalidState(f"Hold {hold.hold_id} is {hold.status}; only an open hold can be "
+                               "released", hold_status=hold.status)
+        self._free(hold, Hold.RELEASED, reason, now)
+
+    def expire_hold(self, hold: Hold, now: datetime) -> bool:
+        """The sweeper's release of a hold past its TTL; False when there was nothing to do."""
+        self._check_owns(hold)
+        if not hold.is_due(now):
+            return False
+        self._free(hold, Hold.EXPIRED, "timeout", now)
+        return True
+
+    def charge(
+        self, charge_id: str, amount: int, reason: str, now: datetime, ref: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """One-step debit: hold and capture in one transaction. Returns the grants that funded it."""
+        check_amount(amount)
+        self._check_spendable(amount, now)
+        funding = self._consume(amount)
+        self.balance -= amount
+        self._count_trial_spend(amount, now)
+        self._record("charge", amount, -amount, 0, reason, ref, charge_id,
+                     {**(metadata or {}), "funding": funding}, now)
+        return funding
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _check_owns(self, hold: Hold) -> None:
+        if hold.account_id != self.account_id:
+            raise InvalidState(f"Hold {hold.hold_id} belongs to another account")
+
+    def _check_spendable(self, amount: int, now: datetime) -> None:
+        # "you cannot afford this at all" says more than "not today", so it is checked first
+        if amount > self.available:
+            raise InsufficientCredits(required=amount, available=self.available)
+        if self.trial_active(now):
+            used = self.spent_today(now)
+            if used + amount > TRIAL.daily_limit:
+                raise DailyLimitExceeded(TRIAL.daily_limit, used, amount,
+                                         seconds_until_next_utc_day(now))
+
+    def _count_trial_spend(self, amount: int, now: datetime) -> None:
+        if not self.trial_active(now):
+            return
+        self.trial_used = self.spent_today(now) + amount
+        self.trial_day = now.date().isoformat()
+
+    def _uncount_trial_spend(self, hold: Hold, freed: int, now: datetime) -> None:
+        # credits held and then given back today were never spent
+        today = now.date().isoformat()
+        if freed and self.trial_day == today and hold.created_at.date().isoformat() == today:
+            self.trial_used = max(0, self.trial_used - freed)
+
+    def _consume(self, amount: int) -> list[dict[str, Any]]:
+        """Spend unreserved credits, soonest-expiring first; returns what funded it."""
+        funding = []
+        for grant, take in self._allocate(amount):
+            grant.remaining -= take
+            funding.append({"grant_id": grant.grant_id, "kind": grant.kind, "amount": take})
+        return funding
+
+    def _reserve(self, amount: int) -> list[dict[str, Any]]:
+        allocation = []
+        for grant, take in self._allocate(amount):
+            grant.reserved += take
+            allocation.append({"grant_id": grant.grant_id, "kind": grant.kind, "amount": take})
+        return allocation
+
+    def _allocate(self, amount: int) -> list[tuple[Grant, int]]:
+        parts: list[tuple[Grant, int]] = []
+        left = amount
+        for grant in sorted(self.grants, key=Grant.consumption_key):
+            take = min(grant.free, left)
+            if take <= 0:
+                continue
+            parts.append((grant, take))
+            self.touched_grants[grant.grant_id] = grant
+            left -= take
+            if left == 0:
+                return parts
+        raise InvalidState(f"Grants of {self.account_id} do not cover {amount} credits")
+
+    def _unreserve(self, hold: Hold, consume: int) -> list[dict[str, Any]]:
+        """Give back a hold's reservation, consuming the first `consume` credits of it."""
+        by_id = {grant.grant_id: grant for grant in self.grants}
+        funding = []
+        for part in hold.allocation:
+            grant = by_id.get(part["grant_id"])
+            if grant is None:
+                raise InvalidState(f"Hold {hold.hold_id} reserved unknown grant {part['grant_id']}")
+            grant.reserved -= part["amount"]
+            take = min(part["amount"], consume)
+            consume -= take
+            grant.remaining -= take
+            self.touched_grants[grant.grant_id] = grant
+            if take:
+                funding.append({"grant_id": grant.grant_id, "kind": grant.kind, "amount": take})
+        return funding
+
+    def _free(self, hold: Hold, status: str, reason: str, now: datetime) -> None:
+        self._unreserve(hold, consume=0)
+        self.held -= hold.amount
+        self._uncount_trial_spend(hold, hold.amount, now)
+        hold.status, hold.release_reason, hold.closed_at = status, reason, now
+        self._record("release", hold.amount, 0, -hold.amount, reason, hold.ref, hold.hold_id,
+                     {"hold_id": hold.hold_id}, now)
+        self.expire_due_grants(now)
+
+    def record_job(self, job: dict[str, Any], now: datetime) -> None:
+        """A job's status change joins the account's stream, between its balance changes."""
+        self.seq += 1
+        self.new_events.append(JobUpdated(self.account_id, self.seq, job=job, at=iso(now)))
+
+    def _record(
+        self, type_: str, amount: int, delta: int, held_delta: int, reason: str,
+        ref: str | None, op_id: str, metadata: dict[str, Any], now: datetime,
+    ) -> None:
+        self.seq += 1
+        self.new_entries.append(Entry(self.account_id, self.seq, type_, amount, delta, held_delta,
+                                      reason, ref, op_id, metadata, now, self.idempotency_key))
+        self.new_events.append(BalanceUpdated(
+            self.account_id, self.seq, balance=self.balance, held=self.held,
+            available=self.available, delta=delta, reason=type_, ref=ref, at=iso(now)))
+        self._check_low_credits(now)
+
+    def _check_low_credits(self, now: datetime) -> None:
+        # once per downward crossing: re-armed only when available climbs back to the threshold
+        if self.low_threshold is None:
+            return
+        if self.available >= self.low_threshold:
+            self.low_notified = False
+        elif not self.low_notified:
+            self.low_notified = True
+            self.seq += 1
+            self.new_events.append(CreditsLow(self.account_id, self.seq, available=self.available,
+                                              threshold=self.low_threshold, at=iso(now)))
