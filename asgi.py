@@ -52,6 +52,7 @@ from storage.sql import Database
 from sweeper import Sweeper
 
 VERSION = "0.1.0"
+SHUTDOWN_PATIENCE_S = 5.0
 log = logging.getLogger("creditstream")
 
 
@@ -88,16 +89,20 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
         app.state.realtime = realtime
         _chain_sigterm(realtime.begin_shutdown)
         tasks: list[asyncio.Task[Any]] = []
+        stopping = asyncio.Event()
         if run_sweeper:
             sweeper = Sweeper(db, service, ctx.idempotency, ctx.publish, ctx.jobs)
-            tasks.append(asyncio.create_task(sweeper.run_forever(settings.sweep_interval_s)))
+            tasks.append(asyncio.create_task(
+                sweeper.run_forever(settings.sweep_interval_s, stopping)))
         if settings.dev:
             key = await create_server_key(db, "dev")
             print(f"creditstream dev mode: server key for this run:\n{key}", flush=True)
         try:
             yield
         finally:
-            for task in tasks:
+            stopping.set()
+            _, late = await asyncio.wait(tasks, timeout=SHUTDOWN_PATIENCE_S) if tasks else ((), ())
+            for task in late:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             realtime.begin_shutdown()
@@ -105,7 +110,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
                 await provider.stop()
             await realtime.hub.stop()
             await http.aclose()
-            await db.dispose()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(db.dispose(), SHUTDOWN_PATIENCE_S)
 
     routes = starlette_routes() + [
         Route("/v1/stream/sse", sse_endpoint, methods=["GET"]),

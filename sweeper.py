@@ -5,6 +5,7 @@ sweepers safe (each hold is released once)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -63,8 +64,10 @@ class Sweeper:
         self.runs += 1
         return report
 
-    async def run_forever(self, interval_s: float) -> None:
-        while True:
+    async def run_forever(self, interval_s: float, stopping: asyncio.Event) -> None:
+        """Sweep until `stopping` is set; a pass in progress finishes first, so shutdown never
+        cancels a transaction halfway (asyncpg connections cancelled mid-query can hang)."""
+        while not stopping.is_set():
             try:
                 report = await self.run_once()
                 metrics.SWEEPS.labels("ok").inc()
@@ -78,7 +81,8 @@ class Sweeper:
             except Exception:  # a failed sweep (database down) is retried on the next tick
                 metrics.SWEEPS.labels("failed").inc()
                 log.warning("sweep failed; retrying", exc_info=True)
-            await asyncio.sleep(interval_s)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stopping.wait(), interval_s)
 
     async def _one(self, use_case: Callable[..., Awaitable[int | bool]]) -> int:
         try:

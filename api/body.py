@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -12,6 +13,7 @@ from api.errors import ApiError
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 32
+_UNPAIRED_SURROGATE = re.compile("[\ud800-\udfff]")
 
 Schema = TypeVar("Schema", bound=BaseModel)
 
@@ -41,6 +43,11 @@ def decode_json(raw: bytes) -> Any:
         raise ApiError(400, "invalid_json", f"Request body is not valid JSON: {exc}") from exc
     if _depth(value) > MAX_JSON_DEPTH:
         raise ApiError(422, "validation_error", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    if _has_unstorable_text(value):
+        # valid JSON, but PostgreSQL cannot store NUL in text or JSON, and UTF-8 cannot encode a
+        # lone surrogate: refused here alike on every database, before anything is written
+        raise ApiError(422, "validation_error", "Strings may not contain NUL (\\u0000) or "
+                       "unpaired surrogates (\\ud800-\\udfff)")
     return value
 
 
@@ -73,6 +80,17 @@ def _too_large() -> ApiError:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
+
+
+def _has_unstorable_text(value: Any) -> bool:
+    """NUL or a lone surrogate in any string or key (depth is already bounded)."""
+    if isinstance(value, str):
+        return "\x00" in value or _UNPAIRED_SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_has_unstorable_text(k) or _has_unstorable_text(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_unstorable_text(v) for v in value)
+    return False
 
 
 def _depth(value: Any, level: int = 1) -> int:

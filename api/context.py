@@ -82,9 +82,10 @@ class AppContext:
         if key is None:
             status, body = await self.transact(action)
             return JSONResponse(body, status_code=status)
-        if not 1 <= len(key) <= MAX_KEY_LENGTH:
-            raise ApiError(400, "invalid_idempotency_key",
-                           f"Expected an Idempotency-Key of 1-{MAX_KEY_LENGTH} characters")
+        if not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isprintable():
+            # control characters (NUL above all: PostgreSQL cannot store it) name no request
+            raise ApiError(400, "invalid_idempotency_key", "Expected an Idempotency-Key of "
+                           f"1-{MAX_KEY_LENGTH} printable characters")
         return await self._execute_once(request, principal, key, canonical_body, action)
 
     async def transact(self, action: Action,

@@ -17,6 +17,9 @@ ERROR_SCHEMA = {
 QUERY_TYPES = {"after": "integer", "limit": "integer", "after_seq": "integer", "wait": "number",
                "period": "string", "status": "string", "account_id": "string",
                "token": "string"}
+ACCOUNT_ID_PATTERN = "^[A-Za-z0-9_.:@-]{1,128}$"
+# Routes whose success is not JSON: Prometheus text, an event stream, a WebSocket upgrade.
+SUCCESS_MEDIA_TYPES = {"/metrics": "text/plain", "/v1/stream/sse": "text/event-stream"}
 
 
 def build(routes: list[ApiRoute], version: str) -> dict[str, Any]:
@@ -44,13 +47,12 @@ def _operation(route: ApiRoute, components: dict[str, Any]) -> dict[str, Any]:
         "operationId": f"{route.method.lower()}_{re.sub(r'[^a-z0-9]+', '_', route.path.lower())}"
         .strip("_"),
         "parameters": [{"name": name, "in": "path", "required": True,
-                        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.:@-]{1,128}$"
+                        "schema": {"type": "string", "pattern": ACCOUNT_ID_PATTERN
                                    if name == "account_id" else "^.{1,64}$"}}
                        for name in re.findall(r"{(\w+)}", route.path)]
-        + [{"name": q, "in": "query", "required": False,
-            "schema": {"type": QUERY_TYPES.get(q, "string")}} for q in route.query],
-        "responses": {str(route.success): {"description": "Success",
-                                           "content": {"application/json": {"schema": {}}}}},
+        + [{"name": q, "in": "query", "required": False, "schema": _query_schema(q)}
+           for q in route.query],
+        "responses": {str(route.success): _success(route)},
     }
     if route.auth == "signed":
         op["description"] = ("Signed: X-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "
@@ -72,6 +74,23 @@ def _operation(route: ApiRoute, components: dict[str, Any]) -> dict[str, Any]:
         op["requestBody"] = {"required": True, "content": {"application/json": {
             "schema": {"$ref": f"#/components/schemas/{route.body.__name__}"}}}}
     for status in route.errors:
+        if status < 400:  # another success answer, e.g. 200 beside 201 for "already there"
+            op["responses"][str(status)] = _success(route)
+            continue
         op["responses"][str(status)] = {"description": "Error", "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     return op
+
+
+def _success(route: ApiRoute) -> dict[str, Any]:
+    if route.success == 101:
+        return {"description": "Switching Protocols: the WebSocket is open"}
+    media_type = SUCCESS_MEDIA_TYPES.get(route.path, "application/json")
+    return {"description": "Success", "content": {media_type: {"schema": {}}}}
+
+
+def _query_schema(name: str) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": QUERY_TYPES.get(name, "string")}
+    if name == "account_id":
+        schema["pattern"] = ACCOUNT_ID_PATTERN
+    return schema

@@ -316,7 +316,7 @@ def seed_routes() -> list[ApiRoute]:
     # imported here: api/routes.py appends these routes to its own table at its end
     from api.routes import MUTATING, ApiRoute
 
-    generating = (*MUTATING, 502)
+    generating = (*MUTATING, 202, 502)  # 202: still processing when the wait ran out
     return [
         ApiRoute("POST", "/api/v1/video/generate", video_generate, "Seed 000: start a video "
                  "generation, charged only on success → {id}", "owner", SeedVideoGenerateBody,

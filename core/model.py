@@ -29,6 +29,9 @@ FAR_FUTURE = datetime.max.replace(tzinfo=UTC)
 
 _ACCOUNT_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
 _WALLET = re.compile(r"0x[0-9a-fA-F]{40}")
+# dot segments: every URL normaliser drops them (RFC 3986 §5.2.4), so /v1/accounts/.. could never
+# name such an account, and a raw %2e%2e would reach it only by accident
+_DOT_SEGMENTS = frozenset({".", ".."})
 PROMOTIONAL_REASONS = frozenset({"trial", "promo", "promotion", "bonus", "referral"})
 
 
@@ -38,9 +41,9 @@ def new_id(prefix: str) -> str:
 
 def normalise_account_id(raw: object) -> str:
     """Validate an account id; EVM wallet addresses are case-insensitive, so they are lowered."""
-    if not isinstance(raw, str) or not _ACCOUNT_ID.fullmatch(raw):
+    if not isinstance(raw, str) or not _ACCOUNT_ID.fullmatch(raw) or raw in _DOT_SEGMENTS:
         raise InvalidAccountId(
-            "Expected an account id of 1-128 characters from [A-Za-z0-9_.:@-], "
+            "Expected an account id of 1-128 characters from [A-Za-z0-9_.:@-] (not . or ..), "
             f"got {str(raw)[:140]!r}"
         )
     return raw.lower() if _WALLET.fullmatch(raw) else raw

@@ -24,6 +24,7 @@ from realtime.broker import Broker
 log = logging.getLogger("creditstream.hub")
 REPLAY_PAGE = 500
 REPLAY_PATIENCE_S = 5.0
+STOP_PATIENCE_S = 5.0
 
 
 class EventJournal(Protocol):
@@ -108,15 +109,19 @@ class Hub:
         self.feeds: dict[str, Feed] = {}
         self.on_deliver = on_deliver
         self._poller: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def start(self) -> None:
         await self.broker.start(self.on_message, self.resync)
         self._poller = asyncio.create_task(self._poll_forever(), name="hub-poller")
 
     async def stop(self) -> None:
+        self._stopping.set()  # let a resync in progress finish rather than cancel its query
         if self._poller is not None:
-            self._poller.cancel()
-            await asyncio.gather(self._poller, return_exceptions=True)
+            try:
+                await asyncio.wait_for(self._poller, STOP_PATIENCE_S)
+            except asyncio.TimeoutError:
+                pass  # wait_for has cancelled it
         await self.broker.stop()
 
     @property
@@ -281,8 +286,12 @@ class Hub:
                              "subscribers": len(feed.subscriptions)})
 
     async def _poll_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.poll_interval_s)
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.poll_interval_s)
+                return
+            except asyncio.TimeoutError:
+                pass
             try:
                 await self.resync()
             except asyncio.CancelledError:

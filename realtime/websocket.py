@@ -25,6 +25,7 @@ from realtime.streams import (
     CLOSE_FORBIDDEN,
     CLOSE_HEARTBEAT,
     CLOSE_SLOW_CONSUMER,
+    CLOSE_TOO_BIG,
     Realtime,
     StreamAuthError,
     Viewer,
@@ -34,6 +35,7 @@ from realtime.streams import (
 log = logging.getLogger("creditstream.websocket")
 CLOSE_TIMEOUT_S = 2.0
 MISSED_HEARTBEATS = 3  # over a minute at 25 s: hidden browser tabs tick once a minute
+MAX_MESSAGE_CHARS = 64 * 1024  # client messages are small ops; as REST bodies, 64 KiB at most
 
 
 class ProtocolViolation(Exception):
@@ -231,9 +233,12 @@ class StreamSession:
 
 
 def _parse(text: str) -> dict[str, Any]:
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise ProtocolViolation(CLOSE_TOO_BIG, f"messages are at most {MAX_MESSAGE_CHARS} "
+                                "characters")
     try:
         message = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # deep nesting overflows the decoder's stack
         raise ProtocolViolation(CLOSE_BAD_MESSAGE, "message is not JSON") from exc
     if not isinstance(message, dict):
         raise ProtocolViolation(CLOSE_BAD_MESSAGE, "message must be a JSON object")

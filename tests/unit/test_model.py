@@ -782,7 +782,7 @@ def test_near_wallet_ids_keep_their_case(raw: str) -> None:
 
 @pytest.mark.parametrize("raw", [
     "", "x" * 129, "has space", "slash/", "back\\slash", "semi;colon", "pipe|", "ünïcode",
-    "line\n", "\nline", "tab\t", "null\x00", None, 42, b"bytes", ["user-1"],
+    "line\n", "\nline", "tab\t", "null\x00", None, 42, b"bytes", ["user-1"], ".", "..",
 ])
 def test_bad_account_ids_are_rejected(raw: object) -> None:
     with pytest.raises(InvalidAccountId):
