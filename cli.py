@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
                    "account; exits 1 on any mismatch").set_defaults(handler=_audit)
     sub.add_parser("sweep", help="release expired holds and expire grants once").set_defaults(
         handler=_sweep)
+    from bench.cli import add_parser  # imported here so that `creditstream` starts fast
+
+    add_parser(sub)
     return parser
 
 

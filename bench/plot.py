@@ -1,0 +1,146 @@
+"""PNG charts of a result (its JSON form), small enough to commit: matplotlib with Agg."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+CS_COLOR, CEILING_COLOR = "#1f77b4", "#bbbbbb"
+VARIANT_STYLE = {"asyncio": "-", "uvloop": "--"}
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 8, "axes.titlesize": 9, "legend.fontsize": 7,
+                         "figure.dpi": 100})
+    return plt
+
+
+def plot(result: dict[str, Any], out_dir: str) -> list[Path]:
+    target = Path(out_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    drawer = {"engine": _engine, "hot": _engine, "http": _http, "push": _push,
+              "connections": _connections}.get(result["benchmark"], _rows)
+    plt = _pyplot()
+    fig = drawer(plt, result)
+    fig.suptitle(result["title"], fontsize=9)
+    fig.tight_layout()
+    path = target / f"{result['benchmark']}.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return [path]
+
+
+def _bars(ax: Any, labels: list[str], cs: list[float | None], ceiling: list[float | None],
+          ylabel: str) -> None:
+    xs = range(len(labels))
+    width = 0.38
+    cs_values = [v or 0.0 for v in cs]
+    ceiling_values = [v or 0.0 for v in ceiling]
+    ax.bar([x - width / 2 for x in xs], cs_values, width, label="creditstream", color=CS_COLOR)
+    ax.bar([x + width / 2 for x in xs], ceiling_values, width, label="ceiling",
+           color=CEILING_COLOR)
+    for x, a, b in zip(xs, cs_values, ceiling_values):
+        if b:
+            ax.annotate(f"{a / b:.2f}×", (x, max(a, b)), ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(labels)
+    ax.set_ylabel(ylabel)
+    ax.margins(y=0.25)
+    ax.legend(loc="best")
+
+
+def _rows(plt: Any, result: dict[str, Any]) -> Any:
+    rows = [r for r in result["rows"] if r["goal"]]
+    fig, ax = plt.subplots(figsize=(6, 3))
+    _bars(ax, [r["metric"] for r in rows], [r["creditstream"] for r in rows],
+          [r["ceiling"] for r in rows], "value")
+    return fig
+
+
+def _engine(plt: Any, result: dict[str, Any]) -> Any:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.1))
+    rates = [r for r in result["rows"] if r["metric"].endswith("/s")]
+    _bars(left, [r["metric"].replace(" cycles", "\ncycles") for r in rates],
+          [r["creditstream"] for r in rates], [r["ceiling"] for r in rates], "operations/s")
+    left.set_title("throughput (best round)")
+    for workload, sides in result["details"]["phases"].items():
+        for side, runs in sides.items():
+            best = max(runs, key=lambda p: p["ops_per_s"])
+            right.plot(range(1, len(best["per_second"]) + 1), best["per_second"],
+                       color=CS_COLOR if side == "creditstream" else "#888888",
+                       linestyle="-" if workload == "hold" else ":", marker=".",
+                       label=f"{side} {workload}")
+    right.set_xlabel("second of the measured phase")
+    right.set_ylabel("operations completed")
+    right.set_ylim(bottom=0)
+    right.set_title("per second")
+    right.legend(loc="best")
+    return fig
+
+
+def _http(plt: Any, result: dict[str, Any]) -> Any:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.1))
+    runs = result["details"]["runs"]
+    variants = list(runs)
+    _bars(left, variants, [runs[v]["creditstream"]["req_per_s"] for v in variants],
+          [runs[v]["ceiling"]["req_per_s"] for v in variants], "requests/s")
+    left.set_title("POST /v1/holds, req/s")
+    labels, cs, ceiling = [], [], []
+    for v in variants:
+        for q in ("p50", "p99"):
+            labels.append(f"{v}\n{q}")
+            cs.append(runs[v]["creditstream"]["latency_ms"][q])
+            ceiling.append(runs[v]["ceiling"]["latency_ms"][q])
+    _bars(right, labels, cs, ceiling, "ms")
+    right.set_title("latency")
+    return fig
+
+
+def _push(plt: Any, result: dict[str, Any]) -> Any:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.1))
+    runs = result["details"]["runs"]
+    for variant, sides in runs.items():
+        for side, run in sides.items():
+            points = run.get("latency_cdf") or []
+            if points:
+                left.plot([p[0] for p in points], [p[1] for p in points],
+                          color=CS_COLOR if side == "creditstream" else "#888888",
+                          linestyle=VARIANT_STYLE.get(variant, "-"), label=f"{side} {variant}")
+    left.axvline(10, color="#d62728", linewidth=0.8, linestyle=":", label="goal p99 10 ms")
+    left.axhline(0.99, color="#999999", linewidth=0.5)
+    left.set_xscale("log")
+    left.set_xlabel("commit → client, ms (log)")
+    left.set_ylabel("fraction of events")
+    left.set_title("latency CDF")
+    left.legend(loc="lower right")
+    variants = list(runs)
+    _bars(right, variants, [runs[v]["creditstream"]["kib_per_connection"] for v in variants],
+          [runs[v]["ceiling"]["kib_per_connection"] for v in variants], "KiB per connection")
+    right.axhline(16, color="#d62728", linewidth=0.8, linestyle=":", label="goal 16 KiB")
+    right.legend(loc="best")
+    right.set_title("server RSS per idle WebSocket")
+    return fig
+
+
+def _connections(plt: Any, result: dict[str, Any]) -> Any:
+    fig, ax = plt.subplots(figsize=(6.5, 3.3))
+    runs = result["details"]["runs"]
+    for variant, sides in runs.items():
+        for side, run in sides.items():
+            steps = run["steps"]
+            ax.plot([s["connections"] for s in steps], [s["rss_kib"] / 1024 for s in steps],
+                    color=CS_COLOR if side == "creditstream" else "#888888",
+                    linestyle=VARIANT_STYLE.get(variant, "-"), marker=".",
+                    label=f"{side} {variant}")
+    ax.axhline(result["params"]["budget_mib"], color="#d62728", linewidth=0.8, linestyle=":",
+               label="budget")
+    ax.set_xlabel("idle subscribers connected")
+    ax.set_ylabel("server RSS, MiB")
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="upper left")
+    return fig

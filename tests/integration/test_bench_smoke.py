@@ -1,0 +1,115 @@
+"""`creditstream bench …` runs each benchmark with tiny parameters, so the tool cannot rot.
+
+These tests check that a benchmark produces results (numbers above zero, the JSON's keys, a PNG),
+never how fast anything is: speed is measured by the benchmarks themselves (SPEC §6).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cli import main
+
+ROW_KEYS = {"metric", "creditstream", "ceiling", "ratio", "goal", "reached"}
+TINY = ["--quiet"]
+
+
+def run_bench(tmp_path: Path, name: str, *options: str) -> dict[str, Any]:
+    out = tmp_path / f"{name}.json"
+    plots = tmp_path / "plots"
+    code = main(["bench", name, *TINY, "--json", str(out), "--plot", str(plots), *options])
+    assert code == 0
+    result: dict[str, Any] = json.loads(out.read_text())
+    assert result["benchmark"] == name
+    assert {"title", "machine", "params", "rows", "details", "notes"} <= set(result)
+    assert result["machine"]["nproc"] >= 1 and result["machine"]["postgresql"]
+    assert result["rows"]
+    for row in result["rows"]:
+        assert ROW_KEYS <= set(row), row
+    png = plots / f"{name}.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return result
+
+
+def row(result: dict[str, Any], prefix: str) -> dict[str, Any]:
+    matches = [r for r in result["rows"] if r["metric"].startswith(prefix)]
+    assert matches, f"no row {prefix!r} in {[r['metric'] for r in result['rows']]}"
+    return matches[0]
+
+
+def assert_positive(entry: dict[str, Any]) -> None:
+    assert entry["creditstream"] > 0 and entry["ceiling"] > 0, entry
+    assert entry["ratio"] > 0 and entry["goal"] and entry["reached"] in (True, False), entry
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("name", ["engine", "hot"])
+def test_engine_and_hot(tmp_path: Path, pg_url: str, name: str) -> None:
+    options = ["--database-url", pg_url, "--concurrency", "4", "--duration", "0.5",
+               "--warmup", "0.2"]
+    if name == "engine":
+        options += ["--accounts", "20"]
+    result = run_bench(tmp_path, name, *options)
+    assert_positive(row(result, "holds/s"))
+    assert_positive(row(result, "hold+capture cycles/s"))
+    assert result["details"]["audit"]["mismatches"] == 0
+    assert result["params"]["accounts"] == (1 if name == "hot" else 20)
+
+
+@pytest.mark.postgres
+def test_engine_profile(tmp_path: Path, pg_url: str) -> None:
+    profile = tmp_path / "engine.prof"
+    result = run_bench(tmp_path, "engine", "--database-url", pg_url, "--accounts", "5",
+                       "--concurrency", "2", "--duration", "0.3", "--warmup", "0.1",
+                       "--workloads", "hold", "--profile", str(profile))
+    assert profile.stat().st_size > 0
+    assert "tottime" in Path(str(profile) + ".txt").read_text()
+    assert [r["metric"] for r in result["rows"] if r["goal"]] == ["holds/s"]
+
+
+@pytest.mark.postgres
+def test_http(tmp_path: Path, pg_url: str) -> None:
+    result = run_bench(tmp_path, "http", "--database-url", pg_url, "--accounts", "20",
+                       "--connections", "4", "--duration", "0.7", "--warmup", "0.3",
+                       "--variants", "uvloop")
+    assert_positive(row(result, "req/s"))
+    latency = row(result, "latency p99")
+    assert latency["creditstream"] > 0 and latency["ceiling"] > 0
+    assert result["details"]["audit"]["mismatches"] == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_push(tmp_path: Path, pg_url: str, redis_url: str) -> None:
+    result = run_bench(tmp_path, "push", "--database-url", pg_url, "--redis-url", redis_url,
+                       "--subscribers", "20", "--rate", "100", "--duration", "0.5",
+                       "--warmup", "0.2", "--settle", "0.2", "--variants", "asyncio")
+    assert_positive(row(result, "commit→client p99"))
+    assert_positive(row(result, "server RSS per idle connection"))
+    delivered = row(result, "events delivered")
+    assert delivered["creditstream"] > 0 and delivered["ceiling"] > 0
+    run = result["details"]["runs"]["asyncio"]["creditstream"]
+    assert run["subscribers"] == 20 and run["events_received"] > 0
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_connections(tmp_path: Path, pg_url: str, redis_url: str) -> None:
+    result = run_bench(tmp_path, "connections", "--database-url", pg_url, "--redis-url",
+                       redis_url, "--target", "20", "--budget-mib", "1024", "--steps", "2",
+                       "--settle", "0.2", "--variants", "uvloop")
+    held = row(result, "subscribers held")
+    assert held["creditstream"] == 20 and held["ceiling"] == 20 and held["reached"] is True
+    per_connection = row(result, "RSS per idle connection")
+    assert per_connection["creditstream"] is not None and per_connection["ceiling"] is not None
+    steps = result["details"]["runs"]["uvloop"]["creditstream"]["steps"]
+    assert len(steps) >= 2 and all(s["rss_kib"] > 0 for s in steps)
+
+
+def test_bench_without_a_benchmark_prints_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench"]) == 2
+    assert "engine" in capsys.readouterr().out
