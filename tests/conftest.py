@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -31,6 +33,22 @@ from tests.support import (
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", help="also run the long variants")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # the reliability tests append their figures here; the summary below prints them
+    if not os.environ.get("CREDITSTREAM_RELIABILITY_REPORT"):
+        report = Path(tempfile.gettempdir()) / f"creditstream-reliability-{os.getpid()}.txt"
+        report.unlink(missing_ok=True)
+        os.environ["CREDITSTREAM_RELIABILITY_REPORT"] = str(report)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    report = Path(os.environ.get("CREDITSTREAM_RELIABILITY_REPORT", ""))
+    if report.is_file() and report.stat().st_size:
+        terminalreporter.section("reliability figures (docs/RELIABILITY.md)")
+        for line in report.read_text().splitlines():
+            terminalreporter.write_line(line)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

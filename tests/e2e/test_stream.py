@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import time
 import uuid
@@ -68,8 +69,12 @@ async def test_two_instances_deliver_every_event_in_order(
                  if m.get("type") == "balance.updated"]
     p50 = statistics.median(latencies)
     p99 = sorted(latencies)[int(len(latencies) * 0.99) - 1]
-    print(f"\ncross-instance push latency over {len(latencies)} events: "
-          f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(latencies):.1f} ms")
+    line = (f"cross-instance push latency over {len(latencies)} events: "
+            f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(latencies):.1f} ms")
+    print("\n" + line)
+    if path := os.environ.get("CREDITSTREAM_RELIABILITY_REPORT"):
+        with open(path, "a") as out:
+            out.write(line + "\n")
     await client.close()
 
 
