@@ -41,8 +41,11 @@ class StreamClient:
         if after_seq is not None:
             message["after_seq"] = after_seq
         count = len(self.of_type("subscribed"))
+        snapshots = len(self.of_type("snapshot"))
         await self.send(message)
         await self.wait_until(lambda: len(self.of_type("subscribed")) > count, timeout)
+        if after_seq is None:  # the snapshot follows `subscribed`: wait for it too
+            await self.wait_until(lambda: len(self.of_type("snapshot")) > snapshots, timeout)
         return self.of_type("subscribed")[-1]
 
     async def close(self) -> None:
