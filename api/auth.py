@@ -9,6 +9,7 @@ from starlette.requests import HTTPConnection
 
 from api.errors import ApiError
 from api.tokens import TokenError, TokenSigner
+from core.model import normalise_account_id
 from storage.keys import SERVER_KEY_PREFIX, find_server_key, hash_key
 from storage.sql import Database
 
@@ -39,12 +40,15 @@ class Principal:
             raise ApiError(403, "forbidden", f"This token may not act on account {account_id}")
 
     def own_account(self, account_id: str | None) -> str:
-        """The account a request acts on: named, or implied by a user token."""
+        """The account a request acts on, named or implied by a user token, normalised and
+        checked against what this caller may touch."""
         if account_id is None:
             if self.is_server:
                 raise ApiError(422, "validation_error", "account_id: Field required")
             return self.subject
-        return account_id
+        normalised = normalise_account_id(account_id)
+        self.require_access(normalised)
+        return normalised
 
 
 class Authenticator:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -18,6 +19,7 @@ from storage.sql import SqlUnitOfWork
 
 MAX_PAGE = 500
 MAX_WAIT_S = 30
+Number = TypeVar("Number", int, float)
 PERIODS = {"day": timedelta(days=1), "week": timedelta(days=7), "month": timedelta(days=30)}
 
 
@@ -27,26 +29,22 @@ def ctx_of(request: Request) -> AppContext:
 
 
 def int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ApiError(422, "validation_error", f"{name}: expected an integer, got {raw!r}") from exc
-    if not low <= value <= high:
-        raise ApiError(422, "validation_error", f"{name}: expected {low}..{high}, got {value}")
-    return value
+    return _number_param(request, name, default, low, high, int, "an integer")
 
 
 def float_param(request: Request, name: str, default: float, low: float, high: float) -> float:
+    return _number_param(request, name, default, low, high, float, "a number")
+
+
+def _number_param(request: Request, name: str, default: Number, low: Number, high: Number,
+                  parse: Callable[[str], Number], kind: str) -> Number:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = float(raw)
+        value = parse(raw)
     except ValueError as exc:
-        raise ApiError(422, "validation_error", f"{name}: expected a number, got {raw!r}") from exc
+        raise ApiError(422, "validation_error", f"{name}: expected {kind}, got {raw!r}") from exc
     if not low <= value <= high:  # also refuses nan
         raise ApiError(422, "validation_error", f"{name}: expected {low}..{high}, got {raw}")
     return value

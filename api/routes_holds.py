@@ -11,7 +11,6 @@ from api.body import parse
 from api.routes_accounts import ctx_of
 from api.schemas import CaptureBody, HoldBody, ReleaseBody
 from core.errors import NotFound
-from core.model import normalise_account_id
 from storage.sql import SqlUnitOfWork
 
 
@@ -19,8 +18,7 @@ async def create_hold(request: Request) -> Response:
     ctx = ctx_of(request)
     principal = await ctx.principal(request)
     body, canonical = await parse(request, HoldBody)
-    account_id = normalise_account_id(principal.own_account(body.account_id))
-    principal.require_access(account_id)
+    account_id = principal.own_account(body.account_id)
 
     async def action(uow: SqlUnitOfWork) -> tuple[int, dict[str, Any]]:
         price = body.price.request() if body.price else None

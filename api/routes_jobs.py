@@ -14,7 +14,6 @@ from api.routes_accounts import ctx_of
 from api.schemas import JobBody, JobResultBody
 from core.errors import NotFound
 from core.jobs import Job
-from core.model import normalise_account_id
 from storage.sql import SqlUnitOfWork
 
 
@@ -26,8 +25,7 @@ async def create_job(request: Request) -> Response:
     ctx = ctx_of(request)
     principal = await ctx.principal(request)
     body, canonical = await parse(request, JobBody)
-    account_id = normalise_account_id(principal.own_account(body.account_id))
-    principal.require_access(account_id)
+    account_id = principal.own_account(body.account_id)
     base_url = public_base(ctx, request)
 
     async def action(uow: SqlUnitOfWork) -> tuple[int, dict[str, Any]]:

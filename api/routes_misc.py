@@ -29,8 +29,7 @@ async def quote(request: Request) -> Response:
     cost = ctx.service.quote(body.request())
     if body.account_id is None and principal.is_server:
         return JSONResponse({"cost": cost})
-    account_id = normalise_account_id(principal.own_account(body.account_id))
-    principal.require_access(account_id)
+    account_id = principal.own_account(body.account_id)
     async with ctx.db.read() as uow:
         account = await uow.accounts.get(account_id)
     now = ctx.service.now()
