@@ -8,7 +8,10 @@ COPY realtime realtime
 COPY api api
 COPY providers providers
 COPY asgi.py cli.py config.py metrics.py sweeper.py ./
-RUN pip install --no-cache-dir . uvloop httptools
+# the runtime and uvicorn's uvloop/httptools (the `serve` extra); no test or benchmark packages.
+# tests/e2e/test_shipped_package.py installs exactly what is copied above into a clean venv and
+# runs migrate, keys create and serve from it
+RUN pip install --no-cache-dir ".[serve]"
 EXPOSE 8000
 # SIGTERM: streams close with 1012, in-flight requests finish, then the process exits
 STOPSIGNAL SIGTERM

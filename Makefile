@@ -1,26 +1,37 @@
-# make run  — install into .venv and serve on the embedded default (SQLite, in-process broker,
-#             local results directory) at http://127.0.0.1:8000, in dev mode (prints a server key)
-# make test — install and run the whole suite
+# make run  — install the runtime (and uvicorn's uvloop/httptools) into .venv and serve on the
+#             embedded default (SQLite, in-process broker, local results directory) at
+#             http://$(HOST):$(PORT) (default 127.0.0.1:8000), in dev mode (prints a server key)
+# make test — install the runtime with the test tools (.[test]) and run the whole suite
 VENV ?= .venv
 PYTHON ?= python3
 HOST ?= 127.0.0.1
 PORT ?= 8000
-STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed
 
-.PHONY: install run test migrate clean
+.PHONY: install install-run run test migrate clean
 
-$(STAMP): pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
+
+# runtime only: what the image installs (no test or benchmark dependencies)
+$(RUN_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet -e ".[serve]"
+	touch $(RUN_STAMP)
+
+$(TEST_STAMP): pyproject.toml | $(VENV)/bin/python
 	$(VENV)/bin/pip install --quiet -e ".[test]"
-	touch $(STAMP)
+	touch $(TEST_STAMP)
 
-install: $(STAMP)
+install-run: $(RUN_STAMP)
 
-migrate: install
+install: $(TEST_STAMP)
+
+migrate: install-run
 	$(VENV)/bin/creditstream migrate
 
-run: install migrate
+run: install-run migrate
 	CREDITSTREAM_DEV=$${CREDITSTREAM_DEV-1} $(VENV)/bin/creditstream serve --host $(HOST) --port $(PORT)
 
 test: install

@@ -14,7 +14,13 @@ from config import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        parser = _parser(with_bench=argv[:1] == ["bench"])
+    except ModuleNotFoundError as exc:  # only `bench` imports anything beyond the runtime
+        print(f"creditstream bench needs the benchmark package and its dependencies ({exc}): "
+              "install from a source checkout with pip install -e '.[bench]'", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()
@@ -28,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(with_bench: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="creditstream", description=__doc__)
     sub = parser.add_subparsers(dest="command")
 
@@ -65,9 +71,15 @@ def _parser() -> argparse.ArgumentParser:
                    "account; exits 1 on any mismatch").set_defaults(handler=_audit)
     sub.add_parser("sweep", help="release expired holds and expire grants once").set_defaults(
         handler=_sweep)
-    from bench.cli import add_parser  # imported here so that `creditstream` starts fast
+    if with_bench:
+        # only for `creditstream bench`: the runtime (and the image) ships without the
+        # benchmarks and their dependencies
+        from bench.cli import add_parser
 
-    add_parser(sub)
+        add_parser(sub)
+    else:
+        sub.add_parser("bench", help="benchmarks against measured ceilings (needs the bench "
+                       "extra: pip install -e '.[bench]')", add_help=False)
     return parser
 
 
