@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -10,10 +9,9 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
-from sqlalchemy.exc import IntegrityError
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 
@@ -22,19 +20,22 @@ from api.auth import Authenticator, Principal
 from api.errors import ApiError, to_status_and_body
 from api.tokens import TokenSigner
 from config import Settings
-from core.errors import ConcurrentUpdate, CreditError, RequestInProgress
+from core.errors import CreditError
 from core.events import Event
 from core.job_service import JobService
 from core.ports import ObjectStore
 from core.service import CreditService
-from storage.idempotency import IdempotencyStore
-from storage.sql import Database, SqlUnitOfWork
+from storage.batch import NOTHING, OperationUnitOfWork, Touches
+from storage.idempotency import IdempotencyKey, IdempotencyStore
+from storage.sql import Database
+from storage.writer import BatchWriter
 
 log = logging.getLogger("creditstream.api")
 
-Action = Callable[[SqlUnitOfWork], Awaitable[tuple[int, dict[str, Any]]]]
+UnitOfWork = OperationUnitOfWork
+Action = Callable[[UnitOfWork], Awaitable[tuple[int, dict[str, Any]]]]
 Publisher = Callable[[list[Event]], Awaitable[None]]
-TRANSACTION_ATTEMPTS = 3
+T = TypeVar("T")
 MAX_KEY_LENGTH = 255
 CRASH_REF = "fault:crash-after-commit"
 
@@ -47,6 +48,7 @@ class AppContext:
     signer: TokenSigner
     auth: Authenticator
     idempotency: IdempotencyStore
+    writer: BatchWriter
     publishers: list[Publisher] = field(default_factory=list)
     readiness_probes: dict[str, Callable[[], Awaitable[Any]]] = field(default_factory=dict)
     wait_for_events: Callable[[str, int, float], Awaitable[None]] | None = None
@@ -64,11 +66,11 @@ class AppContext:
         return await self.auth.principal(conn, allow_query_token)
 
     async def execute(self, request: Request, principal: Principal, canonical_body: bytes,
-                      action: Action) -> Response:
-        """Run a mutating action in one transaction, exactly once per Idempotency-Key."""
+                      action: Action, touches: Touches = NOTHING) -> Response:
+        """Run a mutating action in the next write batch, exactly once per Idempotency-Key."""
         operation = operation_name(request)
         try:
-            response = await self._execute(request, principal, canonical_body, action)
+            response = await self._execute(request, principal, canonical_body, action, touches)
         except (CreditError, ApiError) as exc:
             metrics.OPERATIONS.labels(operation, getattr(exc, "code", "error")).inc()
             raise
@@ -77,34 +79,27 @@ class AppContext:
         return response
 
     async def _execute(self, request: Request, principal: Principal, canonical_body: bytes,
-                       action: Action) -> Response:
+                       action: Action, touches: Touches) -> Response:
         key = request.headers.get("idempotency-key")
         if key is None:
-            status, body = await self.transact(action)
+            status, body = await self.transact(action, touches)
             return JSONResponse(body, status_code=status)
         if not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isprintable():
             # control characters (NUL above all: PostgreSQL cannot store it) name no request
             raise ApiError(400, "invalid_idempotency_key", "Expected an Idempotency-Key of "
                            f"1-{MAX_KEY_LENGTH} printable characters")
-        return await self._execute_once(request, principal, key, canonical_body, action)
+        fingerprint = hashlib.sha256(
+            b"%s %s\n%s" % (request.method.encode(), request.url.path.encode(), canonical_body)
+        ).hexdigest()
+        result = await self.writer.run_keyed(
+            action, IdempotencyKey(principal.scope, key, fingerprint), stored_refusal, touches)
+        headers = {"Idempotent-Replayed": "true"} if result.replayed else None
+        return JSONResponse(result.body, status_code=result.status, headers=headers)
 
-    async def transact(self, action: Action,
-                       before_commit: Action | None = None) -> tuple[int, dict[str, Any]]:
-        for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
-            try:
-                async with self.db.transaction() as uow:
-                    status, body = await action(uow)
-                    if before_commit is not None:
-                        await before_commit(uow)
-                await self.publish(uow.saved_events)
-                for callback in uow.after_commit:
-                    callback()
-                return status, body
-            except (ConcurrentUpdate, IntegrityError) as exc:
-                if attempt == TRANSACTION_ATTEMPTS:
-                    raise ConcurrentUpdate("The account changed concurrently; retry the "
-                                           "request") from exc
-        raise AssertionError("unreachable")
+    async def transact(self, action: Callable[[UnitOfWork], Awaitable[T]],
+                       touches: Touches = NOTHING) -> T:
+        """Run `action` in the next write batch (one transaction with its batch-mates)."""
+        return await self.writer.run(action, touches)
 
     async def publish(self, events: list[Event]) -> None:
         if not events:
@@ -118,54 +113,14 @@ class AppContext:
             except Exception:  # the journal repairs a lost push; a request must not fail for it
                 log.exception("publishing %d events failed", len(events))
 
-    async def _execute_once(self, request: Request, principal: Principal, key: str,
-                            canonical_body: bytes, action: Action) -> Response:
-        fingerprint = hashlib.sha256(
-            b"%s %s\n%s" % (request.method.encode(), request.url.path.encode(), canonical_body)
-        ).hexdigest()
-        store, scope = self.idempotency, principal.scope
-        claim = await store.claim(scope, key, fingerprint, self.service.now())
-        waited = 0.0
-        while claim.outcome == "busy" and waited < self.settings.idempotency_wait_s:
-            await asyncio.sleep(0.05)
-            waited += 0.05
-            claim = await store.claim(scope, key, fingerprint, self.service.now())
-        if claim.outcome == "mismatch":
-            raise ApiError(422, "idempotency_key_reused", "This Idempotency-Key was used with "
-                           "a different request; use a new key for a new request")
-        if claim.outcome == "busy":
-            raise ApiError(409, "request_in_progress", "A request with this Idempotency-Key "
-                           "is still running; retry later")
-        if claim.outcome == "replay":
-            metrics.IDEMPOTENT_REPLAYS.inc()
-            return JSONResponse(claim.body, status_code=claim.status or 200,
-                                headers={"Idempotent-Replayed": "true"})
-        assert claim.locked_at is not None
-        locked_at = claim.locked_at
-        outcome: list[Any] = []
 
-        async def run(uow: SqlUnitOfWork) -> tuple[int, dict[str, Any]]:
-            outcome[:] = await action(uow)
-            return outcome[0], outcome[1]
-
-        async def store_response(uow: SqlUnitOfWork) -> tuple[int, dict[str, Any]]:
-            await store.complete_in(uow.conn, scope, key, locked_at, outcome[0], outcome[1])
-            return outcome[0], outcome[1]
-
-        try:
-            status, body = await self.transact(run, before_commit=store_response)
-        except (ConcurrentUpdate, RequestInProgress):
-            await _quietly(store.abandon(scope, key, locked_at))  # transient: let a retry run
-            raise
-        except (CreditError, ApiError) as exc:
-            # a refusal is a result too: the same key gets the same answer
-            status, body, headers = to_status_and_body(exc)
-            await store.complete(scope, key, locked_at, status, body)
-            return JSONResponse(body, status_code=status, headers=headers)
-        except BaseException:
-            await _quietly(store.abandon(scope, key, locked_at))
-            raise
-        return JSONResponse(body, status_code=status)
+def stored_refusal(exc: Exception) -> tuple[int, Any] | None:
+    """A refusal is a result too: the same key gets the same answer. Other errors are not kept,
+    so a retry of the key runs again."""
+    if not isinstance(exc, (CreditError, ApiError)):
+        return None
+    status, body, _ = to_status_and_body(exc)
+    return status, body
 
 
 def operation_name(request: Request) -> str:
@@ -180,10 +135,3 @@ def _error_code(response: Response) -> str:
         return str(json.loads(bytes(response.body))["error"]["code"])
     except (ValueError, KeyError, TypeError):
         return str(response.status_code)
-
-
-async def _quietly(awaitable: Awaitable[Any]) -> None:
-    try:
-        await awaitable
-    except Exception:
-        log.warning("could not release an idempotency key after a failure", exc_info=True)

@@ -11,7 +11,7 @@ from api.body import parse
 from api.routes_accounts import ctx_of
 from api.schemas import CaptureBody, HoldBody, ReleaseBody
 from core.errors import NotFound
-from storage.sql import SqlUnitOfWork
+from storage.batch import OperationUnitOfWork, Touches
 
 
 async def create_hold(request: Request) -> Response:
@@ -20,7 +20,7 @@ async def create_hold(request: Request) -> Response:
     body, canonical = await parse(request, HoldBody)
     account_id = principal.own_account(body.account_id)
 
-    async def action(uow: SqlUnitOfWork) -> tuple[int, dict[str, Any]]:
+    async def action(uow: OperationUnitOfWork) -> tuple[int, dict[str, Any]]:
         price = body.price.request() if body.price else None
         amount = body.amount if price is None else ctx.service.quote(price)
         hold, account = await ctx.service.hold(
@@ -28,7 +28,8 @@ async def create_hold(request: Request) -> Response:
             request.headers.get("idempotency-key"), metadata=price.metadata() if price else None)
         return 201, {"hold": hold.to_dict(), "account": account.snapshot(ctx.service.now())}
 
-    return await ctx.execute(request, principal, canonical, action)
+    return await ctx.execute(request, principal, canonical, action,
+                             Touches(accounts=(account_id,)))
 
 
 async def get_hold(request: Request) -> Response:
@@ -59,12 +60,12 @@ async def capture_hold(request: Request) -> Response:
     body, canonical = await parse(request, CaptureBody)
     await _hold_owner(request, hold_id)
 
-    async def action(uow: SqlUnitOfWork) -> tuple[int, dict[str, Any]]:
+    async def action(uow: OperationUnitOfWork) -> tuple[int, dict[str, Any]]:
         hold, account = await ctx.service.capture(uow, hold_id, body.amount,
                                                   request.headers.get("idempotency-key"))
         return 200, {"hold": hold.to_dict(), "account": account.snapshot(ctx.service.now())}
 
-    return await ctx.execute(request, principal, canonical, action)
+    return await ctx.execute(request, principal, canonical, action, Touches(holds=(hold_id,)))
 
 
 async def release_hold(request: Request) -> Response:
@@ -74,9 +75,9 @@ async def release_hold(request: Request) -> Response:
     body, canonical = await parse(request, ReleaseBody)
     principal.require_access(await _hold_owner(request, hold_id))
 
-    async def action(uow: SqlUnitOfWork) -> tuple[int, dict[str, Any]]:
+    async def action(uow: OperationUnitOfWork) -> tuple[int, dict[str, Any]]:
         hold, account = await ctx.service.release(uow, hold_id, body.reason,
                                                   request.headers.get("idempotency-key"))
         return 200, {"hold": hold.to_dict(), "account": account.snapshot(ctx.service.now())}
 
-    return await ctx.execute(request, principal, canonical, action)
+    return await ctx.execute(request, principal, canonical, action, Touches(holds=(hold_id,)))

@@ -37,28 +37,34 @@ from bench.common import (
     summarize,
 )
 
-Op = Callable[[random.Random], Awaitable[None]]
+Op = Callable[[random.Random], Awaitable[Any]]  # may return how many operations it did
 
 
 def add_arguments(parser: argparse.ArgumentParser, hot: bool) -> None:
     if not hot:
         parser.add_argument("--accounts", type=int, default=1000,
                             help="accounts the operations are spread over (default 1000)")
-    parser.add_argument("--concurrency", type=int, default=16,
-                        help="concurrent tasks, and database connections on each side "
-                             "(default 16)")
+    parser.add_argument("--concurrency", default="16,64,256",
+                        help="comma-separated numbers of concurrent callers, one set of phases "
+                             "each (default 16,64,256)")
+    parser.add_argument("--lanes", type=int, default=2,
+                        help="the engine's write connections (CREDITSTREAM_WRITE_CONNECTIONS; "
+                             "default 2)")
+    parser.add_argument("--ceiling-pools", default="2,16",
+                        help="pool sizes tried for the one-statement ceiling; the best counts "
+                             "(default 2,16)")
+    parser.add_argument("--batch-size", type=int, default=100,
+                        help="holds per transaction of the batched ceiling (default 100)")
     parser.add_argument("--duration", type=float, default=5.0,
                         help="measured seconds per phase (default 5)")
     parser.add_argument("--warmup", type=float, default=1.0,
                         help="unmeasured seconds before each phase (default 1)")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="repeat the phases, alternating which side goes first; the best "
-                             "round of each side counts (default 1)")
     parser.add_argument("--workloads", default="hold,cycle",
                         help="comma-separated: hold, cycle (default both)")
     parser.add_argument("--profile", metavar="PATH", default=None,
-                        help="afterwards, run one more engine cycle phase under cProfile and "
-                             "write its stats to PATH (and a text summary to PATH.txt)")
+                        help="afterwards, run one more engine hold phase at the highest "
+                             "concurrency under cProfile and write its stats to PATH (and a "
+                             "text summary to PATH.txt)")
 
 
 async def measure(op: Op, concurrency: int, warmup: float, duration: float) -> dict[str, Any]:
@@ -69,6 +75,7 @@ async def measure(op: Op, concurrency: int, warmup: float, duration: float) -> d
     latencies: list[float] = []
     per_second = [0] * max(1, int(duration + 0.999))
     errors: list[str] = []
+    completed = [0]
     meter = CpuMeter()
 
     async def worker(seed: int) -> None:
@@ -76,15 +83,17 @@ async def measure(op: Op, concurrency: int, warmup: float, duration: float) -> d
         while loop.time() < stop_at:
             t0 = loop.time()
             try:
-                await op(rng)
+                done = await op(rng)
             except Exception as exc:  # counted and reported, never hidden
                 errors.append(repr(exc)[:200])
                 await asyncio.sleep(0.001)
                 continue
             t1 = loop.time()
             if measure_from <= t1 <= stop_at:
+                count = done if isinstance(done, int) else 1
                 latencies.append(t1 - t0)
-                per_second[min(int(t1 - measure_from), len(per_second) - 1)] += 1
+                completed[0] += count
+                per_second[min(int(t1 - measure_from), len(per_second) - 1)] += count
 
     async def metering() -> None:
         await asyncio.sleep(max(0.0, measure_from - loop.time()))
@@ -93,41 +102,63 @@ async def measure(op: Op, concurrency: int, warmup: float, duration: float) -> d
         meter.stop()
 
     await asyncio.gather(metering(), *(worker(seed) for seed in range(concurrency)))
-    return {"ops_per_s": len(latencies) / duration, "completed": len(latencies),
+    return {"ops_per_s": completed[0] / duration, "completed": completed[0],
             "latency_ms": summarize(latencies, 1000.0), "errors": len(errors),
             "first_errors": errors[:3], "cpu_cores": meter.cores, "per_second": per_second}
 
 
 class EngineSide:
-    """CreditService on a Database, as the API's routes use them."""
+    """CreditService through the group-commit writer, as the API's routes use them."""
 
-    def __init__(self, dsn: str, pool_size: int, ids: list[str]) -> None:
+    def __init__(self, dsn: str, lanes: int, ids: list[str]) -> None:
         from core.ports import SystemClock
         from core.pricing import Catalogue
         from core.service import CreditService
         from storage.sql import Database
+        from storage.writer import BatchWriter
 
         text = resources.files("core").joinpath("pricing.toml").read_text(encoding="utf-8")
         self.service = CreditService(SystemClock(), Catalogue.from_toml(text))
-        self.db = Database.from_url(dsn, pool_size=pool_size)
+        self.db = Database.from_url(dsn, pool_size=lanes)
+        self.writer = BatchWriter(self.db, self.service.now, _nowhere, lanes=lanes)
         self.ids = ids
+
+    async def hold(self, rng: random.Random) -> str:
+        from storage.batch import Touches
+
+        account_id = rng.choice(self.ids)
+        hold, _ = await self.writer.run(lambda uow: self.service.hold(uow, account_id, 1),
+                                        Touches(accounts=(account_id,)))
+        return hold.hold_id
+
+    async def cycle(self, rng: random.Random) -> None:
+        from storage.batch import Touches
+
+        hold_id = await self.hold(rng)
+        await self.writer.run(lambda uow: self.service.capture(uow, hold_id),
+                              Touches(holds=(hold_id,)))
+
+    async def close(self) -> None:
+        await self.writer.aclose()
+        await self.db.dispose()
+
+
+class TransactionPerOperation(EngineSide):
+    """The write path before group commit: one transaction and one connection per operation,
+    still what `storage.sql.Database.transaction` gives; the lone caller's yardstick."""
 
     async def hold(self, rng: random.Random) -> str:
         async with self.db.transaction() as uow:
             hold, _ = await self.service.hold(uow, rng.choice(self.ids), 1)
         return hold.hold_id
 
-    async def cycle(self, rng: random.Random) -> None:
-        hold_id = await self.hold(rng)
-        async with self.db.transaction() as uow:
-            await self.service.capture(uow, hold_id)
 
-    async def close(self) -> None:
-        await self.db.dispose()
+async def _nowhere(events: list[Any]) -> None:
+    """No subscribers here: the events stay in the journal."""
 
 
 class CeilingSide:
-    """The same statements by hand on an asyncpg pool of the same size."""
+    """Raw asyncpg: a hold as one statement; a cycle as the engine's statements by hand."""
 
     def __init__(self, dsn: str, pool_size: int, ids: list[str]) -> None:
         self.dsn, self.pool_size, self.ids = dsn, pool_size, ids
@@ -139,22 +170,41 @@ class CeilingSide:
                                               max_size=self.pool_size)
         return self
 
-    async def hold(self, rng: random.Random) -> str:
+    async def hold(self, rng: random.Random) -> None:
         async with self.pool.acquire() as conn:
-            done = await rawsql.hold(conn, rng.choice(self.ids), 1, datetime.now(UTC))
-        return str(done["hold"]["hold_id"])
+            await rawsql.hold_in_one_statement(conn, rng.choice(self.ids), 1, datetime.now(UTC))
 
     async def cycle(self, rng: random.Random) -> None:
-        hold_id = await self.hold(rng)
         async with self.pool.acquire() as conn:
-            await rawsql.capture(conn, hold_id, datetime.now(UTC))
+            done = await rawsql.hold(conn, rng.choice(self.ids), 1, datetime.now(UTC))
+        async with self.pool.acquire() as conn:
+            await rawsql.capture(conn, str(done["hold"]["hold_id"]), datetime.now(UTC))
 
     async def close(self) -> None:
         await self.pool.close()
 
 
-WORKLOADS = {"hold": ("holds/s", "hold latency"), "cycle": ("hold+capture cycles/s",
-                                                           "cycle latency")}
+class BatchedCeiling(CeilingSide):
+    """Raw asyncpg, `batch` holds per transaction, set-based (bench/rawsql.py `hold_batch`)."""
+
+    def __init__(self, dsn: str, pool_size: int, ids: list[str], batch: int) -> None:
+        super().__init__(dsn, pool_size, ids)
+        self.batch = batch
+
+    async def hold(self, rng: random.Random) -> int:  # type: ignore[override]
+        picked = [rng.choice(self.ids) for _ in range(self.batch)]
+        async with self.pool.acquire() as conn:
+            return await rawsql.hold_batch(conn, picked, 1, datetime.now(UTC))
+
+
+WORKLOADS = ("hold", "cycle")
+
+
+def _levels(text: str) -> list[int]:
+    levels = sorted({int(part) for part in text.split(",") if part.strip()})
+    if not levels or levels[0] < 1:
+        raise ValueError(f"Expected comma-separated positive numbers, got {text!r}")
+    return levels
 
 
 async def run(args: argparse.Namespace, hot: bool, say: Progress) -> Result:
@@ -164,79 +214,117 @@ async def run(args: argparse.Namespace, hot: bool, say: Progress) -> Result:
     for workload in workloads:
         if workload not in WORKLOADS:
             raise ValueError(f"unknown workload {workload!r}; expected hold, cycle")
-    goal = Goal("ratio", ">=", 1.0 if hot else 0.8)
-    params = {"accounts": accounts, "concurrency": args.concurrency, "duration_s": args.duration,
-              "warmup_s": args.warmup, "rounds": args.rounds, "workloads": workloads,
+    levels, pools = _levels(args.concurrency), _levels(args.ceiling_pools)
+    params = {"accounts": accounts, "concurrency": levels, "lanes": args.lanes,
+              "ceiling_pools": pools, "batch_size": args.batch_size,
+              "duration_s": args.duration, "warmup_s": args.warmup, "workloads": workloads,
               "loop": args.loop, "database": "PostgreSQL"}
     title = ("hot: every operation on one account" if hot else
              f"engine: operations over {accounts:,} accounts") + \
-        f" — {args.concurrency} tasks, PostgreSQL"
+        f" — {', '.join(map(str, levels))} callers, PostgreSQL"
     started = time.monotonic()
     async with bench_database(args.pg_admin, args.database_url) as dsn:
         pg_version, _ = await service_versions(dsn, None)
         ids = account_ids(f"b{name}", accounts)
         await seed_accounts(dsn, ids)
         say(f"{name}: seeded {accounts} account(s)")
-        engine = EngineSide(dsn, args.concurrency, ids)
-        ceiling = await CeilingSide(dsn, args.concurrency, ids).open()
-        phases: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        sides: dict[str, CeilingSide | EngineSide] = {
+            "creditstream": EngineSide(dsn, args.lanes, ids),
+            "per-operation": TransactionPerOperation(dsn, 1, ids),
+            "batched": await BatchedCeiling(dsn, args.lanes, ids, args.batch_size).open()}
+        for pool in pools:
+            sides[f"one-statement/{pool}"] = await CeilingSide(dsn, pool, ids).open()
+        phases: dict[str, dict[str, Any]] = {}
+
+        async def phase(label: str, side: str, workload: str, callers: int) -> dict[str, Any]:
+            result = await measure(getattr(sides[side], workload), callers, args.warmup,
+                                   args.duration)
+            phases[label] = result
+            say(f"{name} {label}: {result['ops_per_s']:,.0f}/s, p50 "
+                f"{result['latency_ms']['p50'] or 0:.2f} ms, p99 "
+                f"{result['latency_ms']['p99'] or 0:.1f} ms, errors {result['errors']}")
+            return result
+
+        profile = None
         try:
-            for workload in workloads:
-                phases[workload] = {"creditstream": [], "ceiling": []}
-                for round_no in range(args.rounds):
-                    order = [("ceiling", ceiling), ("creditstream", engine)]
-                    if round_no % 2:
-                        order.reverse()
-                    for side_name, side in order:
-                        op: Op = getattr(side, workload)
-                        phase = await measure(op, args.concurrency, args.warmup, args.duration)
-                        phases[workload][side_name].append(phase)
-                        say(f"{name} {workload} {side_name}: {phase['ops_per_s']:,.0f}/s, "
-                            f"p99 {phase['latency_ms']['p99'] or 0:.1f} ms, "
-                            f"cpu {phase['cpu_cores']}, errors {phase['errors']}")
-            profile = None
+            await phase("lone hold creditstream", "creditstream", "hold", 1)
+            await phase("lone hold per-operation", "per-operation", "hold", 1)
+            for callers in levels:
+                if "hold" in workloads:
+                    await phase(f"hold {callers} creditstream", "creditstream", "hold", callers)
+                    for pool in pools:
+                        await phase(f"hold {callers} one-statement/{pool}",
+                                    f"one-statement/{pool}", "hold", callers)
+                    await phase(f"hold {callers} batched", "batched", "hold", args.lanes)
+                if "cycle" in workloads:
+                    await phase(f"cycle {callers} creditstream", "creditstream", "cycle",
+                                callers)
+                    await phase(f"cycle {callers} by-hand", f"one-statement/{pools[-1]}",
+                                "cycle", callers)
             if args.profile:
-                profile = await _profile(engine, args, say)
+                profile = await _profile(sides["creditstream"], levels[-1], args, say)
         finally:
-            await engine.close()
-            await ceiling.close()
+            for side in sides.values():
+                await side.close()
         audit = await audit_database(dsn)
     result = Result(name, title, params, machine=machine_info(pg_version))
-    for workload in workloads:
-        best = {side: max(runs, key=lambda p: p["ops_per_s"])
-                for side, runs in phases[workload].items()}
-        rate_name, latency_name = WORKLOADS[workload]
-        cs, ce = best["creditstream"], best["ceiling"]
-        result.rows.append(Row(rate_name, cs["ops_per_s"], ce["ops_per_s"], goal))
-        for q in ("p50", "p99"):
-            result.rows.append(Row(f"{latency_name} {q}, ms", cs["latency_ms"][q],
-                                   ce["latency_ms"][q]))
-        result.rows.append(Row(f"client process CPU, cores ({workload})",
-                               cs["cpu_cores"].get("self"), ce["cpu_cores"].get("self")))
-        result.rows.append(Row(f"client CPU per {'hold' if workload == 'hold' else 'cycle'}, ms",
-                               per_op_ms(cs, "self"), per_op_ms(ce, "self")))
-        result.rows.append(Row(f"PostgreSQL CPU, cores ({workload})",
-                               cs["cpu_cores"].get("postgres"), ce["cpu_cores"].get("postgres")))
-        result.rows.append(Row(f"other processes' CPU, cores ({workload})",
-                               cs["cpu_cores"].get("other"), ce["cpu_cores"].get("other")))
-        for side, phase in best.items():
-            if phase["errors"]:
-                result.notes.append(f"{workload} {side}: {phase['errors']} failed operations, "
-                                    f"e.g. {phase['first_errors'][0]}")
-    others = [run["cpu_cores"].get("other") for sides in phases.values()
-              for runs in sides.values() for run in runs]
-    if note := contention_note(others):
-        result.notes.append(note)
+    _rows(result, phases, levels, pools, workloads, hot)
     result.details = {"phases": phases, "audit": audit, "profile": profile}
     if audit["mismatches"]:
         result.notes.append(f"AUDIT FAILED after the run: {audit['first']}")
     else:
         result.notes.append(f"audit after the run: {audit['accounts']} accounts, 0 mismatches "
-                            "(both sides wrote a sound ledger)")
-    result.notes.append("CPU in cores: 1.0 = one core busy for the whole phase; the machine has "
-                        f"{result.machine['nproc']}")
+                            "(every side wrote a sound ledger)")
+    result.notes.append(
+        f"one-statement ceiling: UPDATE … RETURNING + INSERTs in one CTE on raw asyncpg, best of "
+        f"pools {pools}; batched ceiling: {args.batch_size} holds per transaction, set-based, on "
+        f"{args.lanes} connections; creditstream: {args.lanes} write connections whatever the "
+        "callers")
+    if note := contention_note([p["cpu_cores"].get("other") for p in phases.values()]):
+        result.notes.append(note)
     result.elapsed_s = time.monotonic() - started
     return result
+
+
+def _rows(result: Result, phases: dict[str, Any], levels: list[int], pools: list[int],
+          workloads: list[str], hot: bool) -> None:
+    rate = {label: p["ops_per_s"] for label, p in phases.items()}
+    goal_callers = 64 if 64 in levels else levels[len(levels) // 2]
+    for callers in levels:
+        if "hold" in workloads:
+            best_pool = max(pools, key=lambda pool: rate[f"hold {callers} one-statement/{pool}"])
+            one_statement = phases[f"hold {callers} one-statement/{best_pool}"]
+            mine = phases[f"hold {callers} creditstream"]
+            goal = Goal("ratio", ">=", 3.0 if hot else 1.0) if callers == goal_callers else None
+            result.rows.append(Row(f"holds/s, {callers} callers (vs one statement, pool "
+                                   f"{best_pool})", mine["ops_per_s"],
+                                   one_statement["ops_per_s"], goal))
+            result.rows.append(Row(f"holds/s, {callers} callers (vs batched)",
+                                   mine["ops_per_s"], rate[f"hold {callers} batched"]))
+            for q in ("p50", "p99"):
+                result.rows.append(Row(f"hold latency {q}, {callers} callers, ms",
+                                       mine["latency_ms"][q], one_statement["latency_ms"][q]))
+            result.rows.append(Row(f"client CPU per hold, {callers} callers, ms",
+                                   per_op_ms(mine, "self"), per_op_ms(one_statement, "self")))
+            result.rows.append(Row(f"PostgreSQL CPU, cores ({callers} callers)",
+                                   mine["cpu_cores"].get("postgres"),
+                                   one_statement["cpu_cores"].get("postgres")))
+        if "cycle" in workloads:
+            cycles = phases[f"cycle {callers} creditstream"]
+            holds = rate.get(f"hold {callers} creditstream")
+            result.rows.append(Row(f"hold+capture cycles/s, {callers} callers (vs own holds/s)",
+                                   cycles["ops_per_s"], holds,
+                                   Goal("ratio", ">=", 0.5) if holds else None))
+            result.rows.append(Row(f"hold+capture cycles/s, {callers} callers (vs by hand)",
+                                   cycles["ops_per_s"], rate[f"cycle {callers} by-hand"]))
+    lone, before = phases["lone hold creditstream"], phases["lone hold per-operation"]
+    result.rows.append(Row("lone caller hold p50, ms (vs a transaction per operation)",
+                           lone["latency_ms"]["p50"], before["latency_ms"]["p50"],
+                           Goal("ratio", "<=", 1.0)))
+    for side, phase in phases.items():
+        if phase["errors"]:
+            result.notes.append(f"{side}: {phase['errors']} failed operations, "
+                                f"e.g. {phase['first_errors'][0]}")
 
 
 def per_op_ms(phase: dict[str, Any], process: str) -> float | None:
@@ -245,16 +333,17 @@ def per_op_ms(phase: dict[str, Any], process: str) -> float | None:
     return None if cores is None or not rate else 1000.0 * cores / rate
 
 
-async def _profile(engine: EngineSide, args: argparse.Namespace, say: Progress) -> dict[str, Any]:
+async def _profile(engine: CeilingSide | EngineSide, callers: int, args: argparse.Namespace,
+                   say: Progress) -> dict[str, Any]:
     profiler = cProfile.Profile()
     profiler.enable()
     try:
-        phase = await measure(engine.cycle, args.concurrency, 0.0, args.duration)
+        phase = await measure(engine.hold, callers, 0.0, args.duration)
     finally:
         profiler.disable()
     profiler.dump_stats(args.profile)
     with open(args.profile + ".txt", "w", encoding="utf-8") as fh:
         fh.write(profile_summary(args.profile))
-    say(f"profile: engine cycles under cProfile {phase['ops_per_s']:,.0f}/s; stats in "
+    say(f"profile: engine holds under cProfile {phase['ops_per_s']:,.0f}/s; stats in "
         f"{args.profile}(.txt)")
     return {"path": args.profile, "ops_per_s_under_profiler": phase["ops_per_s"]}

@@ -63,23 +63,38 @@ def _rows(plt: Any, result: dict[str, Any]) -> Any:
 
 
 def _engine(plt: Any, result: dict[str, Any]) -> Any:
-    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.1))
-    rates = [r for r in result["rows"] if r["metric"].endswith("/s")]
-    _bars(left, [r["metric"].replace(" cycles", "\ncycles") for r in rates],
-          [r["creditstream"] for r in rates], [r["ceiling"] for r in rates], "operations/s")
-    left.set_title("throughput (best round)")
-    for workload, sides in result["details"]["phases"].items():
-        for side, runs in sides.items():
-            best = max(runs, key=lambda p: p["ops_per_s"])
-            right.plot(range(1, len(best["per_second"]) + 1), best["per_second"],
-                       color=CS_COLOR if side == "creditstream" else "#888888",
-                       linestyle="-" if workload == "hold" else ":", marker=".",
-                       label=f"{side} {workload}")
-    right.set_xlabel("second of the measured phase")
-    right.set_ylabel("operations completed")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8.5, 3.2))
+    phases, levels = result["details"]["phases"], result["params"]["concurrency"]
+    pools = result["params"]["ceiling_pools"]
+
+    def rate(label: str) -> float:
+        phase = phases.get(label)
+        return float(phase["ops_per_s"]) if phase else 0.0
+
+    series = {
+        "creditstream": [rate(f"hold {c} creditstream") for c in levels],
+        "one statement (best pool)": [max(rate(f"hold {c} one-statement/{p}") for p in pools)
+                                      for c in levels],
+        "batched by hand": [rate(f"hold {c} batched") for c in levels],
+    }
+    width = 0.27
+    for i, (label, values) in enumerate(series.items()):
+        left.bar([x + (i - 1) * width for x in range(len(levels))], values, width, label=label,
+                 color=[CS_COLOR, CEILING_COLOR, "#bbbbbb"][i])
+    left.set_xticks(list(range(len(levels))))
+    left.set_xticklabels([f"{c} callers" for c in levels])
+    left.set_ylabel("holds/s")
+    left.set_title("holds/s")
+    left.legend(loc="best", fontsize=7)
+    cycles = [rate(f"cycle {c} creditstream") for c in levels]
+    right.plot(levels, series["creditstream"], marker="o", color=CS_COLOR, label="holds/s")
+    right.plot(levels, cycles, marker="o", color=CS_COLOR, linestyle=":",
+               label="hold+capture cycles/s")
+    right.set_xscale("log", base=2)
+    right.set_xlabel("concurrent callers")
     right.set_ylim(bottom=0)
-    right.set_title("per second")
-    right.legend(loc="best")
+    right.set_title("creditstream")
+    right.legend(loc="best", fontsize=7)
     return fig
 
 

@@ -89,3 +89,9 @@ class RequestInProgress(CreditError):
     """Another request with the same idempotency key is running, or took the key over."""
 
     code = "request_in_progress"
+
+
+class IdempotencyKeyReused(InvalidInput):
+    """The key was first used with a different request."""
+
+    code = "idempotency_key_reused"

@@ -47,8 +47,11 @@ class CreditService:
         """The account locked for this transaction, created with its trial on first use."""
         account_id = normalise_account_id(account_id)
         now = self.now()
-        created = await uow.accounts.insert_new(Account.open(account_id, now))
         account = await self._lock(uow, account_id)
+        created = False
+        if account is None:  # first use; a concurrent first use may win the insert
+            created = await uow.accounts.insert_new(Account.open(account_id, now))
+            account = await self._lock(uow, account_id)
         if account is None:
             raise NotFound(f"Account {account_id} vanished during its creation")
         account.idempotency_key = key

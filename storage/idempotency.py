@@ -1,21 +1,22 @@
-"""Idempotency keys in SQL, safe across instances.
+"""Idempotency keys in SQL, safe across instances, in the same transaction as the effect.
 
-A request first claims its key in a short transaction of its own. Its effect then commits in the
-same transaction as the stored response (`complete_in`), guarded by the claim's lock time, so a
-crash between the two leaves no effect and a stale claim that a retry may take over.
+A batch claims its keys first, with one INSERT … ON CONFLICT DO NOTHING in key order: a key that
+another transaction is claiming right now makes this INSERT wait for that transaction to end, so
+two instances never run the same key's effect. The response is written before the same commit, so
+a crash leaves neither the effect nor the key, and a retry runs as if for the first time.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from core.errors import RequestInProgress
 from storage.repositories import dialect_insert
 from storage.sql import Database
 from storage.tables import idempotency_keys as keys
@@ -23,71 +24,80 @@ from storage.tables import idempotency_keys as keys
 IN_PROGRESS = "in_progress"
 DONE = "done"
 
+KeyId = tuple[str, str]  # (scope, key)
+
 
 @dataclass(frozen=True)
-class Claim:
-    outcome: str  # "new" | "replay" | "mismatch" | "busy"
-    locked_at: datetime | None = None
-    status: int | None = None
-    body: Any = None
+class IdempotencyKey:
+    scope: str  # whose key it is: a server key's id or a user's account
+    key: str
+    fingerprint: str  # the request it was first used with
+
+    @property
+    def id(self) -> KeyId:
+        return (self.scope, self.key)
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    fingerprint: str
+    status: int | None  # None: claimed by an earlier version's request that is still running
+    body: Any
+
+
+async def claim(conn: AsyncConnection, wanted: Iterable[IdempotencyKey],
+                now: datetime) -> dict[KeyId, StoredResponse | None]:
+    """Claim each key in this transaction: None for a key now ours, else what it answered."""
+    by_id: dict[KeyId, IdempotencyKey] = {}
+    for k in wanted:
+        by_id.setdefault(k.id, k)  # a key twice in one batch: the first request owns it
+    if not by_id:
+        return {}
+    ordered = [by_id[i] for i in sorted(by_id)]  # one lock order everywhere: no deadlocks
+    inserted = await conn.execute(
+        dialect_insert(conn, keys)
+        .values([{"scope": k.scope, "key": k.key, "fingerprint": k.fingerprint,
+                  "status": IN_PROGRESS, "created_at": now, "locked_at": now} for k in ordered])
+        .on_conflict_do_nothing(index_elements=["scope", "key"])
+        .returning(keys.c.scope, keys.c.key))
+    claimed: dict[KeyId, StoredResponse | None] = {(r.scope, r.key): None for r in inserted}
+    taken = [i for i in by_id if i not in claimed]
+    if taken:
+        rows = await conn.execute(sa.select(keys).where(
+            sa.tuple_(keys.c.scope, keys.c.key).in_(taken)))
+        for row in rows:
+            done = row.status == DONE
+            claimed[(row.scope, row.key)] = StoredResponse(
+                row.fingerprint, row.response_status if done else None,
+                json.loads(row.response_body) if done else None)
+    return claimed
+
+
+async def record(conn: AsyncConnection, responses: dict[KeyId, tuple[int, Any]]) -> None:
+    """Store each claimed key's response, before the commit that makes its effect durable."""
+    if not responses:
+        return
+    await conn.execute(
+        sa.update(keys).where(keys.c.scope == sa.bindparam("k_scope"),
+                              keys.c.key == sa.bindparam("k_key")),
+        [{"k_scope": scope, "k_key": key, "status": DONE, "response_status": status,
+          "response_body": json.dumps(body)} for (scope, key), (status, body) in
+         responses.items()])
+
+
+async def unclaim(conn: AsyncConnection, released: Iterable[KeyId]) -> None:
+    """Give back the keys of operations that failed unexpectedly: a retry may run them again."""
+    for scope, key in released:
+        await conn.execute(sa.delete(keys).where(keys.c.scope == scope, keys.c.key == key))
 
 
 class IdempotencyStore:
-    def __init__(self, db: Database, stale_after: timedelta = timedelta(seconds=15)) -> None:
+    """What outlives a request: forgetting keys past their retention."""
+
+    def __init__(self, db: Database) -> None:
         self.db = db
-        self.stale_after = stale_after
-
-    async def claim(self, scope: str, key: str, fingerprint: str, now: datetime) -> Claim:
-        async with self.db.transaction() as uow:
-            inserted = (await uow.conn.execute(
-                dialect_insert(uow.conn, keys)
-                .values(scope=scope, key=key, fingerprint=fingerprint, status=IN_PROGRESS,
-                        created_at=now, locked_at=now)
-                .on_conflict_do_nothing(index_elements=["scope", "key"])
-                .returning(keys.c.key))).scalar_one_or_none()
-            if inserted is not None:
-                return Claim("new", locked_at=now)
-            return await self._existing(uow.conn, scope, key, fingerprint, now)
-
-    async def complete_in(self, conn: AsyncConnection, scope: str, key: str,
-                          locked_at: datetime, status: int, body: Any) -> None:
-        """Store the response inside the effect's own transaction."""
-        result = await conn.execute(
-            sa.update(keys)
-            .where(keys.c.scope == scope, keys.c.key == key, keys.c.status == IN_PROGRESS,
-                   keys.c.locked_at == locked_at)
-            .values(status=DONE, response_status=status, response_body=json.dumps(body)))
-        if result.rowcount != 1:
-            raise RequestInProgress(f"Idempotency key {key!r} was taken over by a retry")
-
-    async def complete(self, scope: str, key: str, locked_at: datetime, status: int,
-                       body: Any) -> None:
-        async with self.db.transaction() as uow:
-            await self.complete_in(uow.conn, scope, key, locked_at, status, body)
-
-    async def abandon(self, scope: str, key: str, locked_at: datetime) -> None:
-        async with self.db.transaction() as uow:
-            await uow.conn.execute(sa.delete(keys).where(
-                keys.c.scope == scope, keys.c.key == key, keys.c.status == IN_PROGRESS,
-                keys.c.locked_at == locked_at))
 
     async def purge(self, older_than: datetime) -> int:
         async with self.db.transaction() as uow:
             result = await uow.conn.execute(sa.delete(keys).where(keys.c.created_at < older_than))
             return int(result.rowcount or 0)
-
-    async def _existing(self, conn: AsyncConnection, scope: str, key: str, fingerprint: str,
-                        now: datetime) -> Claim:
-        row = (await conn.execute(
-            sa.select(keys).where(keys.c.scope == scope, keys.c.key == key).with_for_update()
-        )).one()
-        if row.fingerprint != fingerprint:
-            return Claim("mismatch")
-        if row.status == DONE:
-            return Claim("replay", status=row.response_status, body=json.loads(row.response_body))
-        if row.locked_at > now - self.stale_after:
-            return Claim("busy")
-        # the first attempt died without committing anything: this retry takes the key over
-        await conn.execute(sa.update(keys).where(keys.c.scope == scope, keys.c.key == key)
-                           .values(locked_at=now))
-        return Claim("new", locked_at=now)

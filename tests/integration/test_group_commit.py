@@ -1,0 +1,197 @@
+"""Group commit changes the shape of the write path, not its results: any sequence of operations
+run as one batch leaves exactly the rows, answers and events that running them one at a time in
+the same order leaves (both databases, hypothesis)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from asgi import load_catalogue
+from core import account as account_module
+from core import job_service as job_service_module
+from core import service as service_module
+from core.errors import CreditError
+from core.events import Event
+from core.service import CreditService
+from storage.batch import Touches
+from storage.idempotency import IdempotencyKey
+from storage.migrate import upgrade
+from storage.sql import Database
+from storage.tables import accounts, entries, events, grants, holds, idempotency_keys
+from storage.writer import BatchWriter, KeyedResult
+from tests.support import MutableClock
+
+ACCOUNTS = 3
+amounts = st.integers(1, 400)
+operation = st.one_of(
+    st.tuples(st.just("grant"), st.integers(0, ACCOUNTS - 1), amounts),
+    st.tuples(st.just("hold"), st.integers(0, ACCOUNTS - 1), amounts),
+    st.tuples(st.just("charge"), st.integers(0, ACCOUNTS - 1), amounts),
+    st.tuples(st.just("ensure"), st.integers(0, ACCOUNTS - 1), st.just(0)),
+    st.tuples(st.just("capture"), st.integers(0, 20), st.none() | amounts),
+    st.tuples(st.just("release"), st.integers(0, 20), st.just(0)),
+    st.tuples(st.just("keyed_hold"), st.integers(0, ACCOUNTS - 1), amounts, st.integers(0, 3)),
+)
+
+
+class Run:
+    """One way of running a sequence: its own account names and id counter, so two runs on one
+    database can be compared row for row once their tag is taken out."""
+
+    def __init__(self, db: Database, tag: str, clock: MutableClock) -> None:
+        self.tag, self.clock = tag, clock
+        self.service = CreditService(clock, load_catalogue(None))
+        self.published: list[Event] = []
+        self.writer = BatchWriter(db, clock.now, self._publish, lanes=1)
+        self.holds: list[str] = []
+        self.counter = itertools.count()
+
+    async def _publish(self, events: list[Event]) -> None:
+        self.published.extend(events)
+
+    def new_id(self, prefix: str) -> str:
+        return f"{prefix}_{self.tag}{next(self.counter):05d}"
+
+    def account(self, index: int) -> str:
+        return f"acct-{self.tag}-{index}"
+
+    def submit(self, op: tuple[Any, ...]) -> Coroutine[Any, Any, Any]:
+        kind, target, amount = op[0], op[1], op[2]
+        service, account = self.service, self.account(target)
+        if kind in ("capture", "release"):
+            hold_ref = target
+
+            async def settle(uow: Any) -> Any:
+                if hold_ref >= len(self.holds):
+                    return "no hold yet"
+                hold_id = self.holds[hold_ref]
+                if kind == "capture":
+                    return await service.capture(uow, hold_id, amount)
+                return await service.release(uow, hold_id)
+
+            return self.writer.run(settle)
+        if kind == "keyed_hold":
+            key = IdempotencyKey(self.tag, f"key-{op[3]}", f"hold {target} {amount}")
+
+            async def keyed(uow: Any) -> tuple[int, Any]:
+                hold, acct = await service.hold(uow, account, amount, key=key.key)
+                self.holds.append(hold.hold_id)
+                return 201, {"hold": hold.to_dict(), "account": acct.snapshot(self.clock.now())}
+
+            return self.writer.run_keyed(keyed, key, refusal, Touches(accounts=(account,)))
+        use_cases: dict[str, Callable[[Any], Coroutine[Any, Any, Any]]] = {
+            "grant": lambda uow: service.grant(uow, account, amount, "purchase"),
+            "charge": lambda uow: service.charge(uow, account, amount, "charge"),
+            "ensure": lambda uow: ensure(service, uow, account),
+        }
+        if kind == "hold":
+            async def hold(uow: Any) -> Any:
+                result = await service.hold(uow, account, amount)
+                self.holds.append(result[0].hold_id)
+                return result
+            return self.writer.run(hold, Touches(accounts=(account,)))
+        return self.writer.run(use_cases[kind], Touches(accounts=(account,)))
+
+
+async def ensure(service: CreditService, uow: Any, account_id: str) -> Any:
+    account, created = await service.ensure_account(uow, account_id)
+    await uow.accounts.save(account)
+    return account, created
+
+
+def refusal(exc: Exception) -> tuple[int, Any] | None:
+    return (409, {"error": exc.code}) if isinstance(exc, CreditError) else None
+
+
+def answer(result: Any, now: Any) -> Any:
+    """What a caller got, as plain data."""
+    if isinstance(result, BaseException):
+        return ["error", getattr(result, "code", type(result).__name__)]
+    if isinstance(result, KeyedResult):
+        return ["keyed", result.status, result.body, result.replayed]
+    if isinstance(result, tuple):
+        return [getattr(part, "to_dict", lambda: getattr(part, "snapshot", lambda n: part)(now))()
+                if not isinstance(part, (bool, dict)) else part for part in result]
+    return result
+
+
+async def table_rows(db: Database, tag: str) -> dict[str, Any]:
+    owned = f"acct-{tag}-%"
+    scope_column = {idempotency_keys: idempotency_keys.c.scope}
+    dump: dict[str, Any] = {}
+    async with db.read() as uow:
+        for table in (accounts, grants, holds, entries, events, idempotency_keys):
+            if table is accounts:
+                where = accounts.c.id.like(owned)
+            elif table in scope_column:
+                where = scope_column[table] == tag
+            else:
+                where = table.c.account_id.like(owned)
+            columns = [c for c in table.c if c.name not in ("id",) or table is not entries]
+            rows = await uow.conn.execute(sa.select(*columns).where(where))
+            dump[table.name] = sorted(json.dumps(dict(r._mapping), default=str, sort_keys=True)
+                                      for r in rows)
+    return dump
+
+
+def untagged(value: Any, tag: str) -> str:
+    return json.dumps(value, default=str, sort_keys=True).replace(tag, "T")
+
+
+async def compare(db: Database, ops: list[tuple[Any, ...]], example: int,
+                  monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = MutableClock()
+    one = Run(db, f"one{example}x", clock)
+    many = Run(db, f"all{example}x", clock)
+    answers: dict[str, list[Any]] = {}
+    for run, together in ((one, False), (many, True)):
+        for module in (service_module, account_module, job_service_module):
+            monkeypatch.setattr(module, "new_id", run.new_id)
+        if together:
+            results = await asyncio.gather(*(run.submit(op) for op in ops),
+                                           return_exceptions=True)
+        else:
+            results = []
+            for op in ops:
+                try:
+                    results.append(await run.submit(op))
+                except Exception as exc:
+                    results.append(exc)
+        answers[run.tag] = [answer(r, clock.now()) for r in results]
+        await run.writer.aclose()
+    duplicates = sum(1 for op in ops if op[0] == "keyed_hold") - len(
+        {op[3] for op in ops if op[0] == "keyed_hold"})
+    assert many.writer.commits <= 1 + duplicates, "the operations did not share a batch"
+    assert untagged(answers[many.tag], many.tag) == untagged(answers[one.tag], one.tag)
+    assert untagged([e.to_dict() for e in many.published], many.tag) == untagged(
+        [e.to_dict() for e in one.published], one.tag)
+    assert untagged(await table_rows(db, many.tag), many.tag) == untagged(
+        await table_rows(db, one.tag), one.tag)
+
+
+def test_a_batch_leaves_what_one_at_a_time_leaves(database_url: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    upgrade(database_url)
+    loop = asyncio.new_event_loop()
+    db = Database.from_url(database_url)
+    examples = itertools.count()
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(operation, min_size=1, max_size=30))
+    def check(ops: list[tuple[Any, ...]]) -> None:
+        loop.run_until_complete(compare(db, ops, next(examples), monkeypatch))
+
+    try:
+        check()
+    finally:
+        loop.run_until_complete(db.dispose())
+        loop.close()

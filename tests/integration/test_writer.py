@@ -1,0 +1,184 @@
+"""The group-commit writer: refusals and failures stay with their own operation, keys are
+claimed across writers (instances), and the connections used do not grow with the callers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+import metrics
+from core.errors import ConcurrentUpdate, CreditError, InsufficientCredits
+from core.events import Event
+from core.model import Hold
+from core.service import CreditService
+from storage.batch import Touches
+from storage.idempotency import IdempotencyKey
+from storage.sql import Database
+from storage.tables import entries, holds
+from storage.writer import BatchWriter
+from tests.support import MutableClock
+
+
+@pytest.fixture
+async def writer(db: Database, clock: MutableClock) -> AsyncIterator[BatchWriter]:
+    published: list[Event] = []
+
+    async def publish(events: list[Event]) -> None:
+        published.extend(events)
+
+    batch_writer = BatchWriter(db, clock.now, publish, lanes=2)
+    batch_writer.published = published  # type: ignore[attr-defined]
+    yield batch_writer
+    await batch_writer.aclose()
+
+
+def refusal(exc: Exception) -> tuple[int, Any] | None:
+    return (402, {"error": exc.code}) if isinstance(exc, CreditError) else None
+
+
+async def funded(writer: BatchWriter, service: CreditService, account_id: str,
+                 amount: int) -> None:
+    await writer.run(lambda uow: service.grant(uow, account_id, amount, "purchase"))
+
+
+async def entry_count(db: Database, account_id: str) -> int:
+    async with db.read() as uow:
+        return int((await uow.conn.execute(sa.select(sa.func.count()).select_from(entries).where(
+            entries.c.account_id == account_id))).scalar_one())
+
+
+async def test_a_refusal_leaves_its_batch_mates_alone(writer: BatchWriter,
+                                                      service: CreditService,
+                                                      db: Database) -> None:
+    await funded(writer, service, "acct-r", 100)
+    commits = writer.commits
+    results = await asyncio.gather(
+        writer.run(lambda uow: service.charge(uow, "acct-r", 60, "a")),
+        writer.run(lambda uow: service.charge(uow, "acct-r", 70, "b")),  # 402: 68 left
+        writer.run(lambda uow: service.charge(uow, "acct-r", 40, "c")),
+        return_exceptions=True)
+    assert writer.commits == commits + 1, "expected the three to share one transaction"
+    assert isinstance(results[1], InsufficientCredits)
+    assert not isinstance(results[0], BaseException)
+    assert not isinstance(results[2], BaseException)
+    async with db.read() as uow:
+        account = await uow.accounts.get("acct-r")
+    assert account is not None and account.balance == 128 - 100
+
+
+async def test_a_failing_write_splits_the_batch_and_nothing_is_applied_twice(
+        writer: BatchWriter, service: CreditService, db: Database) -> None:
+    await funded(writer, service, "acct-s", 1000)
+    existing, _ = await writer.run(lambda uow: service.hold(uow, "acct-s", 1))
+
+    async def duplicate_hold(uow: Any) -> None:
+        # a row the database refuses only at the commit: the same primary key again
+        account = await uow.accounts.lock("acct-s")
+        clone = Hold(existing.hold_id, "acct-s", 1, Hold.OPEN, existing.created_at,
+                     existing.expires_at)
+        await uow.holds.add(clone)
+        await uow.accounts.save(account)
+
+    splits = metrics.WRITE_BATCH_SPLITS._value.get()
+    before = await entry_count(db, "acct-s")
+    results = await asyncio.gather(
+        *(writer.run(lambda uow: service.charge(uow, "acct-s", 1, "ok"),
+                     Touches(accounts=("acct-s",))) for _ in range(5)),
+        writer.run(duplicate_hold),
+        *(writer.run(lambda uow: service.charge(uow, "acct-s", 1, "ok")) for _ in range(5)),
+        return_exceptions=True)
+    assert isinstance(results[5], ConcurrentUpdate)
+    assert [r for i, r in enumerate(results) if i != 5 and isinstance(r, BaseException)] == []
+    assert metrics.WRITE_BATCH_SPLITS._value.get() > splits
+    assert await entry_count(db, "acct-s") == before + 10  # each charge exactly once
+
+
+async def test_an_unexpected_error_gives_the_key_back(writer: BatchWriter,
+                                                      service: CreditService,
+                                                      db: Database) -> None:
+    await funded(writer, service, "acct-u", 100)
+    key = IdempotencyKey("scope-u", "k1", "fp")
+    attempts: list[int] = []
+
+    async def flaky(uow: Any) -> tuple[int, Any]:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("a bug, not a refusal")
+        charge, _ = await service.charge(uow, "acct-u", 5, "flaky")
+        return 201, {"charge_id": charge["charge_id"]}
+
+    mate = writer.run(lambda uow: service.charge(uow, "acct-u", 1, "mate"))
+    first = writer.run_keyed(flaky, key, refusal)
+    results = await asyncio.gather(first, mate, return_exceptions=True)
+    assert isinstance(results[0], RuntimeError) and not isinstance(results[1], BaseException)
+    retried = await writer.run_keyed(flaky, key, refusal)
+    replay = await writer.run_keyed(flaky, key, refusal)
+    assert retried.status == 201 and not retried.replayed
+    assert replay.replayed and replay.body == retried.body and len(attempts) == 2
+
+
+@pytest.mark.postgres
+async def test_one_key_on_two_instances_has_one_effect(pg_url: str, clock: MutableClock,
+                                                       service: CreditService) -> None:
+    from storage.migrate import upgrade_async
+
+    await upgrade_async(pg_url)
+    dbs = [Database.from_url(pg_url, pool_size=2) for _ in range(2)]
+
+    async def nowhere(events: list[Event]) -> None:
+        return None
+
+    writers = [BatchWriter(d, clock.now, nowhere, lanes=2) for d in dbs]
+    try:
+        await funded(writers[0], service, "acct-k", 1000)
+        key = IdempotencyKey("scope-k", "same-key", "fp")
+
+        async def charge(uow: Any) -> tuple[int, Any]:
+            charge, _ = await service.charge(uow, "acct-k", 7, "once")
+            return 201, {"charge_id": charge["charge_id"]}
+
+        results = await asyncio.gather(*(writers[i % 2].run_keyed(charge, key, refusal)
+                                         for i in range(20)))
+        assert len({str(r.body) for r in results}) == 1
+        assert sum(not r.replayed for r in results) == 1
+        assert await entry_count(dbs[0], "acct-k") == 3  # trial grant, purchase, one charge
+    finally:
+        for w in writers:
+            await w.aclose()
+        for d in dbs:
+            await d.dispose()
+
+
+async def test_connections_stay_few_whatever_the_callers(writer: BatchWriter,
+                                                         service: CreditService,
+                                                         db: Database) -> None:
+    accounts = [f"acct-c{i}" for i in range(50)]
+    most = 0
+    done = asyncio.Event()
+
+    async def sample() -> None:
+        nonlocal most
+        while not done.is_set():
+            most = max(most, db.engine.pool.checkedout())  # type: ignore[attr-defined]
+            await asyncio.sleep(0)
+
+    sampler = asyncio.create_task(sample())
+    await asyncio.gather(*(writer.run(lambda uow, a=a: service.hold(uow, a, 1),
+                                      Touches(accounts=(a,))) for a in accounts * 4))
+    done.set()
+    await sampler
+    assert 1 <= most <= writer.lane_count
+    async with db.read() as uow:
+        count = (await uow.conn.execute(sa.select(sa.func.count()).select_from(holds))).scalar()
+    assert count == 200
+
+
+@pytest.fixture
+def service(clock: MutableClock) -> CreditService:
+    from asgi import load_catalogue
+
+    return CreditService(clock, load_catalogue(None))
