@@ -39,6 +39,7 @@ from providers.simulated import NAME as SIMULATED
 from providers.simulated import SimulatedProvider
 from realtime.broker import Broker, InProcessBroker, RedisBroker
 from realtime.demo import demo_routes
+from realtime import supervision
 from realtime.hub import Hub
 from realtime.sse import sse_endpoint
 from realtime.streams import Realtime, StreamAuthError, StreamConfig, Viewer
@@ -90,16 +91,25 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
         _chain_sigterm(realtime.begin_shutdown)
         tasks: list[asyncio.Task[Any]] = []
         stopping = asyncio.Event()
+        heartbeats = list(realtime.hub.heartbeats)
         if run_sweeper:
             sweeper = Sweeper(db, service, ctx.idempotency, ctx.publish, ctx.jobs)
-            tasks.append(asyncio.create_task(
-                sweeper.run_forever(settings.sweep_interval_s, stopping)))
+            tasks.append(sweeper.heartbeat.watch(asyncio.create_task(
+                sweeper.run_forever(settings.sweep_interval_s, stopping))))
+            heartbeats.append(sweeper.heartbeat)
+
+        async def background_tasks() -> None:  # readiness: 503 while one is dead or stuck
+            supervision.check(heartbeats)
+
+        ctx.readiness_probes["background_tasks"] = background_tasks
         if settings.dev:
             key = await create_server_key(db, "dev")
             print(f"creditstream dev mode: server key for this run:\n{key}", flush=True)
         try:
             yield
         finally:
+            for heartbeat in heartbeats:
+                heartbeat.stopping = True
             stopping.set()
             _, late = await asyncio.wait(tasks, timeout=SHUTDOWN_PATIENCE_S) if tasks else ((), ())
             for task in late:

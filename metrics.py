@@ -39,3 +39,7 @@ REDIS_CONNECTED = Gauge("creditstream_redis_listener_connected", "1 when the Red
                         "connected", registry=REGISTRY)
 REDIS_RECONNECTS = Counter("creditstream_redis_reconnects", "Redis listener reconnections",
                            registry=REGISTRY)
+BACKGROUND_ERRORS = Counter("creditstream_background_task_errors", "Failed rounds of background "
+                            "tasks (redis-listener, redis-publisher, journal-check, sweeper), "
+                            "each retried with backoff; also a task that ended", ["task"],
+                            registry=REGISTRY)

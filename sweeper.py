@@ -16,12 +16,15 @@ from core.errors import ConcurrentUpdate
 from core.events import Event
 from core.job_service import JobService
 from core.service import CreditService
+from realtime.supervision import Backoff, Heartbeat
 from storage.idempotency import IdempotencyStore
 from storage.sql import Database
 
 log = logging.getLogger("creditstream.sweeper")
 BATCH = 200
 KEY_RETENTION = timedelta(hours=48)
+FAILURE_BACKOFF_CAP_S = 30.0
+STUCK_S = 300.0  # one pass of at most 3 × BATCH transactions, each bounded by the db's timeouts
 
 Publish = Callable[[list[Event]], Awaitable[None]]
 
@@ -41,6 +44,7 @@ class Sweeper:
         self.jobs = jobs or JobService(service)
         self.publish = publish
         self.runs = 0
+        self.heartbeat = Heartbeat("sweeper", STUCK_S)
 
     async def run_once(self) -> SweepReport:
         report = SweepReport()
@@ -66,10 +70,16 @@ class Sweeper:
 
     async def run_forever(self, interval_s: float, stopping: asyncio.Event) -> None:
         """Sweep until `stopping` is set; a pass in progress finishes first, so shutdown never
-        cancels a transaction halfway (asyncpg connections cancelled mid-query can hang)."""
+        cancels a transaction halfway (asyncpg connections cancelled mid-query can hang).
+        A failed pass (the database down) is logged, counted and retried after a backoff."""
+        backoff = Backoff(interval_s, max(interval_s, FAILURE_BACKOFF_CAP_S))
         while not stopping.is_set():
+            wait = interval_s
+            self.heartbeat.beat()
             try:
                 report = await self.run_once()
+                self.heartbeat.succeeded()
+                backoff.reset()
                 metrics.SWEEPS.labels("ok").inc()
                 for kind, count in report.__dict__.items():
                     if count:
@@ -78,11 +88,12 @@ class Sweeper:
                     log.info("sweep", extra=dict(report.__dict__))
             except asyncio.CancelledError:
                 raise
-            except Exception:  # a failed sweep (database down) is retried on the next tick
+            except Exception as exc:
                 metrics.SWEEPS.labels("failed").inc()
-                log.warning("sweep failed; retrying", exc_info=True)
+                self.heartbeat.failed(exc, "a sweep")
+                wait = backoff.next_delay()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stopping.wait(), interval_s)
+                await asyncio.wait_for(stopping.wait(), wait)
 
     async def _one(self, use_case: Callable[..., Awaitable[int | bool]]) -> int:
         try:

@@ -57,11 +57,13 @@ class ObservabilityMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _VALID_ID.fullmatch(incoming) else uuid.uuid4().hex
+        request_id = _request_id(scope)
         token = REQUEST_ID.set(request_id)
         started = time.perf_counter()
         status = 500
@@ -86,3 +88,25 @@ class ObservabilityMiddleware:
                             extra={"status": status, "route": route,
                                    "duration_ms": round(elapsed * 1000, 2)})
             REQUEST_ID.reset(token)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A stream connection gets a request id too: every line it logs carries it, and the
+        handshake's answer returns it (`X-Request-ID`)."""
+        request_id = _request_id(scope)
+        token = REQUEST_ID.set(request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "websocket.accept":
+                message["headers"] = [*message.get("headers", []),
+                                      (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(token)
+
+
+def _request_id(scope: Scope) -> str:
+    incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+    return incoming if _VALID_ID.fullmatch(incoming) else uuid.uuid4().hex

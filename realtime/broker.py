@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -18,6 +17,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 import metrics
+from realtime.supervision import Backoff, Heartbeat
 
 log = logging.getLogger("creditstream.broker")
 
@@ -25,6 +25,9 @@ CHANNEL_PREFIX = "creditstream:account:"
 OUTBOX_SIZE = 50_000
 PUBLISH_BATCH = 200
 PUBLISH_RETRY_PAUSES_S = (0.05, 0.25, 0.0)
+# the listener beats at least once a second while connected (get_message's timeout), and
+# every reconnect attempt; a resync waits for the database at most its own timeouts
+LISTENER_STUCK_S = 30.0
 
 OnMessage = Callable[[str, str], Awaitable[None]]
 OnResync = Callable[[], Awaitable[None]]
@@ -37,6 +40,7 @@ def channel_for(account_id: str) -> str:
 class Broker(Protocol):
     state: str
     reconnects: int
+    heartbeats: list[Heartbeat]  # its supervised background tasks
 
     async def start(self, on_message: OnMessage, on_resync: OnResync) -> None: ...
 
@@ -57,6 +61,9 @@ class InProcessBroker:
 
     state = "local"
     reconnects = 0
+
+    def __init__(self) -> None:
+        self.heartbeats: list[Heartbeat] = []
 
     async def start(self, on_message: OnMessage, on_resync: OnResync) -> None:
         return None
@@ -95,6 +102,9 @@ class RedisBroker:
         self._on_message: OnMessage | None = None
         self._on_resync: OnResync | None = None
         self._write_lock = asyncio.Lock()
+        self.listener = Heartbeat("redis-listener", LISTENER_STUCK_S)
+        self.publisher = Heartbeat("redis-publisher")  # idles while nothing is published
+        self.heartbeats = [self.listener, self.publisher]
 
     async def start(self, on_message: OnMessage, on_resync: OnResync) -> None:
         self._on_message, self._on_resync = on_message, on_resync
@@ -102,10 +112,14 @@ class RedisBroker:
         self._client = aioredis.Redis.from_url(
             self.url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=1.0,
             socket_timeout=2.0, health_check_interval=5)
-        self._tasks = [asyncio.create_task(self._listen_forever(), name="redis-listener"),
-                       asyncio.create_task(self._publish_forever(), name="redis-publisher")]
+        self._tasks = [
+            self.listener.watch(asyncio.create_task(self._listen_forever(), name="redis-listener")),
+            self.publisher.watch(asyncio.create_task(self._publish_forever(),
+                                                     name="redis-publisher"))]
 
     async def stop(self) -> None:
+        for heartbeat in self.heartbeats:
+            heartbeat.stopping = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -148,22 +162,27 @@ class RedisBroker:
             log.warning("redis %s %s failed; the listener will retry", command, channel)
 
     async def _listen_forever(self) -> None:
-        delay = 0.1
+        """Connect, resync, read; on any error reconnect after a backoff. Only cancellation
+        ends it: errors of the hub's handlers (the database down during a gap fill or the
+        resync) are caught where they happen and never take the listener down."""
+        backoff = Backoff(0.1, 5.0)
         while True:
+            self.listener.beat()
             try:
                 await self._connect()
-                delay = 0.1
+                backoff.reset()
                 await self._read_messages()
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError, RuntimeError) as exc:
                 if self.state == "connected":
                     log.warning("redis listener lost its connection: %r", exc)
-                self.state = "disconnected"
-                metrics.REDIS_CONNECTED.set(0)
+            except Exception as exc:  # a bug, not Redis: count it and start a fresh round
+                self.listener.failed(exc, "a round of listening")
+            self.state = "disconnected"
+            metrics.REDIS_CONNECTED.set(0)
             await self._close_pubsub()
-            await asyncio.sleep(delay * (0.5 + random.random() / 2))
-            delay = min(delay * 2, 5.0)
+            await asyncio.sleep(backoff.next_delay())
 
     async def _connect(self) -> None:
         assert self._client is not None
@@ -180,16 +199,29 @@ class RedisBroker:
             metrics.REDIS_RECONNECTS.inc()
             log.info("redis listener reconnected; resyncing subscribers from the journal")
         if self._on_resync is not None:
-            await self._on_resync()
+            try:
+                await self._on_resync()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # the database is down: the hub's periodic journal check catches the subscribers
+                # up once it is back; meanwhile live messages flow again
+                self.listener.failed(exc, "the resync after connecting")
 
     async def _read_messages(self) -> None:
         assert self._pubsub is not None and self._on_message is not None
         while True:
+            self.listener.beat()
             message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             if message is None or message.get("type") != "message":
                 continue
             channel = _text(message["channel"])
-            await self._on_message(channel[len(CHANNEL_PREFIX):], _text(message["data"]))
+            try:
+                await self._on_message(channel[len(CHANNEL_PREFIX):], _text(message["data"]))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the message is in the journal: the journal check has it
+                self.listener.failed(exc, f"handling a message on {channel}")
 
     async def _close_pubsub(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
@@ -204,7 +236,14 @@ class RedisBroker:
             batch = [await self._outbox.get()]
             while len(batch) < PUBLISH_BATCH and not self._outbox.empty():
                 batch.append(self._outbox.get_nowait())
-            await self._publish_batch(batch)
+            self.publisher.beat()
+            try:
+                await self._publish_batch(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # dropped: subscribers elsewhere repair from the journal
+                self.publish_failures += len(batch)
+                self.publisher.failed(exc, f"publishing {len(batch)} messages")
 
     async def _publish_batch(self, batch: list[tuple[str, str]]) -> None:
         # a pooled connection may be stale after a Redis restart: retry on a fresh one

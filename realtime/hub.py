@@ -20,11 +20,14 @@ from typing import Any, Protocol
 
 import metrics
 from realtime.broker import Broker
+from realtime.supervision import Backoff, Heartbeat
 
 log = logging.getLogger("creditstream.hub")
 REPLAY_PAGE = 500
 REPLAY_PATIENCE_S = 5.0
 STOP_PATIENCE_S = 5.0
+POLL_BACKOFF_CAP_S = 5.0  # the journal check, while the database is down
+POLL_STUCK_S = 60.0  # one check waits for the database at most its own timeouts
 
 
 class EventJournal(Protocol):
@@ -110,12 +113,21 @@ class Hub:
         self.on_deliver = on_deliver
         self._poller: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self.journal_check = Heartbeat("journal-check", POLL_STUCK_S)
+        self.gap_fill = Heartbeat("gap-fill")  # not a task: counts fills left to the check
+
+    @property
+    def heartbeats(self) -> list[Heartbeat]:
+        """The supervised background tasks of live push: the journal check and the broker's."""
+        return [self.journal_check, *self.broker.heartbeats]
 
     async def start(self) -> None:
         await self.broker.start(self.on_message, self.resync)
-        self._poller = asyncio.create_task(self._poll_forever(), name="hub-poller")
+        self._poller = self.journal_check.watch(
+            asyncio.create_task(self._poll_forever(), name="hub-poller"))
 
     async def stop(self) -> None:
+        self.journal_check.stopping = True
         self._stopping.set()  # let a resync in progress finish rather than cancel its query
         if self._poller is not None:
             try:
@@ -137,11 +149,15 @@ class Hub:
         subscription = Subscription(account_id, sink)
         async with feed.lock:
             sink.offer(_dump({"type": "subscribed", "account_id": account_id, "seq": feed.head}))
-            if after_seq is None or after_seq > feed.head:
-                subscription.skip_through = await self._send_snapshot(
-                    feed, sink, reset=after_seq is not None)
-            else:
-                await self._replay(feed, sink, after_seq)
+            try:
+                if after_seq is None or after_seq > feed.head:
+                    subscription.skip_through = await self._send_snapshot(
+                        feed, sink, reset=after_seq is not None)
+                else:
+                    await self._replay(feed, sink, after_seq)
+            except Exception:  # the database is down: leave no feed nobody uses behind
+                await self._drop_if_unused(feed)
+                raise
             feed.subscriptions.add(subscription)
             metrics.SUBSCRIPTIONS.inc()
             if self.feeds.get(account_id) is not feed:  # the feed was dropped meanwhile
@@ -193,7 +209,12 @@ class Hub:
         # subscribe before reading the head: an event committed in between arrives either in
         # the journal read or as a message, and the seq check drops the duplicate
         await self.broker.subscribe(account_id)
-        head = (await self.journal.heads([account_id])).get(account_id, 0)
+        try:
+            head = (await self.journal.heads([account_id])).get(account_id, 0)
+        except Exception:
+            if account_id not in self.feeds:
+                await self.broker.unsubscribe(account_id)
+            raise
         return self.feeds.setdefault(account_id, Feed(account_id, head))
 
     async def _send_snapshot(self, feed: Feed, sink: Sink, reset: bool) -> int:
@@ -242,7 +263,14 @@ class Hub:
                 self._push(feed, seq, text)
                 _observe_latency(event)
             elif seq > feed.head + 1:
-                await self._fill(feed)
+                try:
+                    await self._fill(feed)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    # the database is down: neither the Redis listener nor the publishing
+                    # request may fail for it; the journal check fills the gap once it is back
+                    self.gap_fill.failed(exc, f"filling a gap of {account_id} before seq {seq}")
 
     async def publish_local(self, events: list[dict[str, Any]]) -> None:
         """Deliver committed events on this instance and hand them to the broker for the rest."""
@@ -286,15 +314,24 @@ class Hub:
                              "subscribers": len(feed.subscriptions)})
 
     async def _poll_forever(self) -> None:
+        """The periodic journal check; while it fails (the database is down) it backs off up to
+        POLL_BACKOFF_CAP_S, and the first success after that catches every feed up."""
+        backoff = Backoff(self.poll_interval_s, POLL_BACKOFF_CAP_S)
+        wait = self.poll_interval_s
         while not self._stopping.is_set():
+            self.journal_check.beat()
             try:
-                await asyncio.wait_for(self._stopping.wait(), self.poll_interval_s)
+                await asyncio.wait_for(self._stopping.wait(), wait)
                 return
             except asyncio.TimeoutError:
                 pass
             try:
                 await self.resync()
+                self.journal_check.succeeded()
+                backoff.reset()
+                wait = self.poll_interval_s
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the database may be down; the next tick tries again
-                log.warning("hub resync failed", exc_info=True)
+            except Exception as exc:
+                self.journal_check.failed(exc, "checking the journal heads")
+                wait = backoff.next_delay()

@@ -31,8 +31,11 @@ from realtime.streams import (
     Viewer,
     may_read,
 )
+from storage.sql import DatabaseUnavailable
 
 log = logging.getLogger("creditstream.websocket")
+CLOSE_INTERNAL_ERROR = 1011  # an unexpected server error: the client may reconnect and resume
+CLOSE_TRY_AGAIN_LATER = 1013  # the database is unavailable: reconnect (with backoff) and resume
 CLOSE_TIMEOUT_S = 2.0
 MISSED_HEARTBEATS = 3  # over a minute at 25 s: hidden browser tabs tick once a minute
 MAX_MESSAGE_CHARS = 64 * 1024  # client messages are small ops; as REST bodies, 64 KiB at most
@@ -54,6 +57,10 @@ async def stream_endpoint(websocket: WebSocket) -> None:
         viewer = await realtime.config.authenticate(websocket)
     except StreamAuthError as exc:
         await websocket.close(code=CLOSE_BAD_TOKEN, reason=exc.code)
+        return
+    except Exception as exc:  # the key lookup needs the database
+        code, reason = close_for_error(exc, "authenticating a stream")
+        await websocket.close(code=code, reason=reason)
         return
     if not realtime.admit(viewer):
         await websocket.close(code=CLOSE_BAD_MESSAGE, reason="too_many_connections")
@@ -105,11 +112,17 @@ class StreamSession:
                 task.cancel()
             await asyncio.gather(sender, receiver, waker, return_exceptions=True)
         for task in (receiver, sender):
-            if task.done() and not task.cancelled() and isinstance(task.exception(),
-                                                                   ProtocolViolation):
-                violation = task.exception()
-                assert isinstance(violation, ProtocolViolation)
-                self.request_close(violation.code, violation.reason)
+            if not task.done() or task.cancelled() or task.exception() is None:
+                continue
+            error = task.exception()
+            if isinstance(error, ProtocolViolation):
+                self.request_close(error.code, error.reason)
+            elif task is receiver and not isinstance(error, WebSocketDisconnect):
+                # a failure of ours while handling a client message (the database down during
+                # a subscribe): logged with the request id, and the client told to come back
+                self.request_close(*close_for_error(
+                    error, f"handling a message of stream {self.connection_id}"))
+            # the sender fails only when the peer is gone: nothing to close, nothing to report
         if self.close_request is not None:
             await self._close(*self.close_request)
 
@@ -230,6 +243,18 @@ class StreamSession:
                                    CLOSE_TIMEOUT_S)
         except (TimeoutError, WebSocketDisconnect, RuntimeError, OSError):
             pass  # the peer is gone or stuck; leaving the handler drops the connection
+
+
+def close_for_error(error: BaseException, doing: str) -> tuple[int, str]:
+    """Log an unexpected error of a stream (the request id comes with every line) and choose
+    its close code: 1013 when retrying shortly is the right advice, 1011 otherwise."""
+    if isinstance(error, DatabaseUnavailable):
+        log.warning("%s failed: %s; closing with %d", doing, error, CLOSE_TRY_AGAIN_LATER,
+                    extra={"close_code": CLOSE_TRY_AGAIN_LATER})
+        return CLOSE_TRY_AGAIN_LATER, "database unavailable: reconnect and resume shortly"
+    log.error("%s failed; closing with %d", doing, CLOSE_INTERNAL_ERROR, exc_info=error,
+              extra={"close_code": CLOSE_INTERNAL_ERROR})
+    return CLOSE_INTERNAL_ERROR, "internal error: reconnect and resume"
 
 
 def _parse(text: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.test_database_outage import append_to_report
 from tests.support import ROOT, free_port
 
 NOT_SHIPPED = {"pytest", "pytest-asyncio", "pytest-timeout", "hypothesis", "moto", "playwright",
@@ -154,6 +155,9 @@ def test_the_package_as_shipped_migrates_creates_a_key_and_serves(
     # uvicorn re-raises SIGTERM after its graceful shutdown
     assert server.returncode in (0, -signal.SIGTERM), log_path.read_text()[-3000:]
     assert not re.search(r"Traceback|ModuleNotFoundError", log_path.read_text())
-    print(f"\nshipped package: {len(copied)} Dockerfile COPY sources → wheel → clean venv with "
-          f"{' '.join(install)!r} in {installed_s:.0f} s, {len(names)} packages, none of test/bench; "
-          "migrate (SQLite, PostgreSQL), keys create, serve → /readyz 200, POST /v1/holds 201")
+    line = (f"shipped package: {len(copied)} Dockerfile COPY sources → wheel → clean venv with "
+            f"{' '.join(install)!r} in {installed_s:.0f} s, {len(names)} packages, none of "
+            "test/bench; migrate (SQLite, PostgreSQL), keys create, serve → /readyz 200, "
+            "POST /v1/holds 201")
+    print("\n" + line)
+    append_to_report(line)
