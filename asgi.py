@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -21,16 +22,16 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import HTTPConnection
 from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.staticfiles import StaticFiles
 
 from api import openapi
 from api.auth import Authenticator
 from api.context import AppContext
 from api.errors import EXCEPTION_HANDLERS, ApiError
-from api.observability import ObservabilityMiddleware, configure_logging
+from api.observability import ObservabilityMiddleware, configure_logging, redact_tokens_in_logs
+from api.results import ResultFiles
 from api.routes import API_ROUTES, starlette_routes
 from api.tokens import TokenSigner
-from config import Settings
+from config import ConfigError, Settings
 from core.job_service import JobService
 from core.ports import Clock, SystemClock
 from core.pricing import Catalogue
@@ -67,8 +68,10 @@ def load_catalogue(path: str | None) -> Catalogue:
 def create_app(settings: Settings | None = None, clock: Clock | None = None,
                run_sweeper: bool = True, auto_migrate: bool = True) -> Starlette:
     settings = settings or Settings.from_env()
+    settings.check_secrets()
     if settings.log_format == "json":
         configure_logging(settings.log_level)
+    redact_tokens_in_logs()
     catalogue = load_catalogue(settings.pricing_file)
     clock = clock or SystemClock()
 
@@ -126,7 +129,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     routes = starlette_routes() + [
         Route("/v1/stream/sse", sse_endpoint, methods=["GET"]),
         WebSocketRoute("/v1/stream", stream_endpoint),
-        Mount("/results", StaticFiles(directory=settings.results_dir, check_dir=False),
+        Mount("/results", ResultFiles(directory=settings.results_dir, check_dir=False),
               name="results"),
     ] + demo_routes(dev=settings.dev)
     middleware = [Middleware(ObservabilityMiddleware)]
@@ -209,7 +212,11 @@ def _chain_sigterm(before: Callable[[], None]) -> None:
 def __getattr__(name: str) -> Any:
     # `uvicorn asgi:app` builds the app on first access, not at import time
     if name == "app":
-        application = create_app()
+        try:
+            application = create_app()
+        except ConfigError as exc:  # one clear line, not a traceback from inside uvicorn
+            print(f"creditstream: configuration error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
         globals()["app"] = application
         return application
     raise AttributeError(name)

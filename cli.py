@@ -12,6 +12,8 @@ from typing import Any
 
 from config import Settings
 
+KEEP_ALIVE_S = 5
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
@@ -50,6 +52,13 @@ def _parser(with_bench: bool = False) -> argparse.ArgumentParser:
     create = keys.add_parser("create", help="create a server key (printed once)")
     create.add_argument("--name", required=True)
     create.set_defaults(handler=_keys_create)
+    keys.add_parser("list", help="list server keys (ids, names, revoked or not)").set_defaults(
+        handler=_keys_list)
+    revoke = keys.add_parser("revoke", help="revoke a server key: every instance refuses it "
+                             "within a few seconds")
+    revoke.add_argument("key", help="the key's id (or a unique prefix of it), its name when "
+                        "unique, or the key itself")
+    revoke.set_defaults(handler=_keys_revoke)
 
     token = sub.add_parser("token", help="issue a user token for ACCOUNT")
     token.add_argument("account")
@@ -86,8 +95,11 @@ def _parser(with_bench: bool = False) -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    # api.serving: uvicorn's protocols with a deadline for request headers (slow or silent
+    # clients are cut off) and a cap on their size; idle keep-alive connections close after 5 s
     uvicorn.run("asgi:app", host=args.host, port=args.port, ws="websockets",
                 ws_per_message_deflate=False, lifespan="on", log_level="info",
+                http="api.serving:AutoProtocol", timeout_keep_alive=KEEP_ALIVE_S,
                 timeout_graceful_shutdown=10)
     return 0
 
@@ -106,6 +118,28 @@ def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
     key = _with_db(settings, lambda db: create_server_key(db, args.name))
     print(f"Created server key {args.name!r}. It is shown only once; store it now:")
     print(key)
+    return 0
+
+
+def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    from storage.keys import list_server_keys
+
+    for key in _with_db(settings, list_server_keys):
+        print(key.describe())
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from api.auth import KEY_CACHE_S
+    from storage.keys import KeyNotFound, revoke_server_key
+
+    try:
+        key = _with_db(settings, lambda db: revoke_server_key(db, args.key))
+    except KeyNotFound as exc:
+        print(f"creditstream: {exc}", file=sys.stderr)
+        return 1
+    print(f"Revoked server key {key.key_id} ({key.name!r}); every instance refuses it within "
+          f"{KEY_CACHE_S:g} s.")
     return 0
 
 

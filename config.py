@@ -9,8 +9,30 @@ from dataclasses import dataclass, field
 from storage.sql import DEFAULT_DATABASE_URL
 
 
+MIN_SECRET_BYTES = 32
+# fragments of the placeholders sample configurations ship with (docker-compose.yml used
+# "change-me-…"): a secret containing one was copied, not generated
+PLACEHOLDER_MARKERS = ("change-me", "changeme", "change_me", "replace-me", "replaceme",
+                       "replace_me", "placeholder", "your-secret", "your_secret", "yoursecret",
+                       "xxxxxxxx")
+MIN_DISTINCT_CHARACTERS = 8
+
+
 class ConfigError(ValueError):
     """An environment variable holds a value creditstream cannot use."""
+
+
+def secret_problem(value: str) -> str | None:
+    """Why a configured secret is unfit outside dev mode, or None."""
+    lowered = value.strip().lower()
+    marker = next((m for m in PLACEHOLDER_MARKERS if m in lowered), None)
+    if marker is not None:
+        return f"it looks like a placeholder (contains {marker!r})"
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        return f"it is {len(value.encode())} bytes long; use at least {MIN_SECRET_BYTES}"
+    if len(set(value)) < MIN_DISTINCT_CHARACTERS:
+        return f"it has fewer than {MIN_DISTINCT_CHARACTERS} distinct characters"
+    return None
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
@@ -37,6 +59,7 @@ class Settings:
     user_token_secret: str | None = None
     webhook_secret: str | None = None
     webhook_secrets: dict[str, str] = field(default_factory=dict)
+    payment_secrets: dict[str, str] = field(default_factory=dict)
     s3_endpoint_url: str | None = None
     s3_bucket: str | None = None
     s3_public_url: str | None = None
@@ -59,10 +82,33 @@ class Settings:
     log_level: str = "INFO"
     low_credits_threshold: int = 5
 
+    def named_secrets(self) -> dict[str, str]:
+        """Every configured secret by the environment variable that sets it."""
+        named = {"CREDITSTREAM_USER_TOKEN_SECRET": self.user_token_secret,
+                 "CREDITSTREAM_WEBHOOK_SECRET": self.webhook_secret}
+        named.update({f"CREDITSTREAM_WEBHOOK_SECRET_{k.upper()}": v
+                      for k, v in self.webhook_secrets.items()})
+        named.update({f"CREDITSTREAM_PAYMENT_SECRET_{k.upper()}": v
+                      for k, v in self.payment_secrets.items()})
+        return {name: value for name, value in named.items() if value}
+
+    def check_secrets(self) -> None:
+        """Outside dev mode, a short or placeholder secret stops the start (secrets that are
+        unset are generated and kept in the database instead)."""
+        if self.dev:
+            return
+        problems = [f"{name}: {problem}" for name, value in self.named_secrets().items()
+                    if (problem := secret_problem(value)) is not None]
+        if problems:
+            raise ConfigError("refusing to start with weak secrets (generate one with "
+                              "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`; "
+                              "CREDITSTREAM_DEV=1 allows them for local trials): "
+                              + "; ".join(problems))
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        prefix = "CREDITSTREAM_WEBHOOK_SECRET_"
+        prefix, payment_prefix = "CREDITSTREAM_WEBHOOK_SECRET_", "CREDITSTREAM_PAYMENT_SECRET_"
         return cls(
             database_url=env.get("CREDITSTREAM_DATABASE_URL") or DEFAULT_DATABASE_URL,
             redis_url=env.get("CREDITSTREAM_REDIS_URL") or None,
@@ -70,6 +116,8 @@ class Settings:
             webhook_secret=env.get("CREDITSTREAM_WEBHOOK_SECRET") or None,
             webhook_secrets={k[len(prefix):].lower(): v for k, v in env.items()
                              if k.startswith(prefix) and v},
+            payment_secrets={k[len(payment_prefix):].lower(): v for k, v in env.items()
+                             if k.startswith(payment_prefix) and v},
             s3_endpoint_url=env.get("CREDITSTREAM_S3_ENDPOINT_URL") or None,
             s3_bucket=env.get("CREDITSTREAM_S3_BUCKET") or None,
             s3_public_url=env.get("CREDITSTREAM_S3_PUBLIC_URL") or None,

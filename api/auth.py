@@ -13,7 +13,9 @@ from core.model import normalise_account_id
 from storage.keys import SERVER_KEY_PREFIX, find_server_key, hash_key
 from storage.sql import Database
 
-KEY_CACHE_S = 30.0
+# how long an instance trusts a server key it looked up: a revoked key (`creditstream keys
+# revoke`) is refused on every instance within this time
+KEY_CACHE_S = 2.0
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ Schema = TypeVar("Schema", bound=BaseModel)
 
 async def read_raw(request: Request) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    if declared is not None and declared.isascii() and declared.isdigit() \
+            and (len(declared) > 9 or int(declared) > MAX_BODY_BYTES):
         raise _too_large()
     chunks: list[bytes] = []
     size = 0

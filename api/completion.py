@@ -14,7 +14,7 @@ from storage.sql import SqlUnitOfWork
 
 
 async def complete_job(ctx: AppContext, job_id: str, status: str, result_url: str | None,
-                       error: str | None, base_url: str) -> dict[str, Any]:
+                       error: str | None) -> dict[str, Any]:
     async with ctx.db.read() as uow:
         job = await uow.jobs.get(job_id)
     if job is None:
@@ -25,7 +25,7 @@ async def complete_job(ctx: AppContext, job_id: str, status: str, result_url: st
             status, error = FAILED, "the provider reported success without a result_url"
         else:
             try:
-                stored = await store_result(ctx, job, result_url, base_url)
+                stored = await store_result(ctx, job, result_url)
             except (FetchFailed, StorageFailed) as exc:
                 status, error = FAILED, f"the result could not be stored: {exc}"
     outcome: dict[str, Any] = {}
@@ -52,15 +52,14 @@ async def complete_job(ctx: AppContext, job_id: str, status: str, result_url: st
     return outcome
 
 
-async def store_result(ctx: AppContext, job: Job, result_url: str,
-                       base_url: str) -> tuple[str, str]:
-    """Copy the result into our store; returns its public URL and key."""
+async def store_result(ctx: AppContext, job: Job, result_url: str) -> tuple[str, str]:
+    """Copy the result into our store; returns its public URL and key. The local store's URL
+    is relative (`/results/…`) unless CREDITSTREAM_PUBLIC_URL is set: never built from a
+    request's Host header."""
     assert ctx.store is not None and ctx.http is not None
     data, content_type = await fetch(result_url, ctx.http)
     key = f"{job.job_id}/result{extension_for(content_type)}"
     url = await ctx.store.put(key, data, content_type)
-    if url.startswith("/"):  # a local store without a configured public URL
-        url = base_url.rstrip("/") + url
     return url, key
 
 

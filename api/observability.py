@@ -17,7 +17,42 @@ import metrics
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id",
                                                                         default=None)
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# `?token=` carries user tokens of browsers (EventSource and WebSocket cannot set headers)
+_TOKEN_VALUE = re.compile(r"(?i)\b((?:access_)?token=)[^&\s\"'#]+")
+REDACTED = "[redacted]"
 access_log = logging.getLogger("creditstream.access")
+# the loggers whose handlers write lines: ours (through the root) and uvicorn's own
+LOGGERS_WITH_HANDLERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access", "creditstream")
+
+
+def redact(text: str) -> str:
+    """`token=<secret>` → `token=[redacted]` wherever it appears in a line."""
+    return _TOKEN_VALUE.sub(rf"\1{REDACTED}", text) if "oken=" in text.lower() else text
+
+
+class RedactTokens(logging.Filter):
+    """Redacts `token=` values in a record's message and arguments (uvicorn's access and
+    WebSocket lines carry the path with its query string as an argument)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: redact(v) if isinstance(v, str) else v
+                           for k, v in record.args.items()}
+        return True
+
+
+def redact_tokens_in_logs() -> None:
+    """Install the filter on every handler of the app's and uvicorn's loggers (and on the
+    loggers themselves, for handlers added later). Idempotent."""
+    for name in LOGGERS_WITH_HANDLERS:
+        logger = logging.getLogger(name)
+        for target in (logger, *logger.handlers):
+            if not any(isinstance(f, RedactTokens) for f in target.filters):
+                target.addFilter(RedactTokens())
 
 
 class JsonFormatter(logging.Formatter):
@@ -36,7 +71,7 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in vars(record).items() if k not in self.RESERVED})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return redact(json.dumps(entry, default=str))
 
 
 def configure_logging(level: str = "INFO") -> None:

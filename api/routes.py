@@ -43,8 +43,9 @@ API_ROUTES: list[ApiRoute] = [
              errors=(401, 403, 404, 422)),
     ApiRoute("GET", A + "/entries", accounts.list_entries, "Journal lines, oldest first",
              "owner", errors=(401, 403, 404, 422), query=("after", "limit")),
-    ApiRoute("GET", A + "/events", accounts.list_events, "Stream events after a seq", "owner",
-             errors=(401, 403, 404, 422), query=("after_seq", "limit", "wait")),
+    ApiRoute("GET", A + "/events", accounts.list_events, "Stream events after a seq; `wait` "
+             "long-polls, counted with the account's streams", "owner",
+             errors=(401, 403, 404, 422, 429), query=("after_seq", "limit", "wait")),
     ApiRoute("GET", A + "/usage", accounts.usage, "Credits used and jobs in a period", "owner",
              errors=(401, 403, 404, 422), query=("period",)),
     ApiRoute("GET", A + "/jobs", accounts.list_jobs, "The account's jobs, newest first",

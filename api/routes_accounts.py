@@ -93,10 +93,26 @@ async def list_entries(request: Request) -> Response:
 
 
 async def list_events(request: Request) -> Response:
-    ctx, _, account_id = await path_account(request)
+    ctx, principal, account_id = await path_account(request)
     after_seq = int_param(request, "after_seq", 0, 0, 2**62)
     limit = int_param(request, "limit", 100, 1, MAX_PAGE)
     wait = float_param(request, "wait", 0.0, 0.0, MAX_WAIT_S)
+    streams = getattr(request.app.state, "realtime", None)
+    if not wait or streams is None:
+        return await _events_page(ctx, account_id, after_seq, limit, wait)
+    # a long-poll holds a connection as a stream does: it counts in the same per-account limit
+    if not streams.admit(principal):
+        raise ApiError(429, "too_many_connections", "This account has "
+                       f"{streams.config.max_connections_per_account} streams (WebSocket, SSE "
+                       "and long-polls) open already", retry_after=1)
+    try:
+        return await _events_page(ctx, account_id, after_seq, limit, wait)
+    finally:
+        streams.release(principal)
+
+
+async def _events_page(ctx: AppContext, account_id: str, after_seq: int, limit: int,
+                       wait: float) -> Response:
     async with ctx.db.read() as uow:
         account = await ctx.service.read_account(uow, account_id)
         events = await queries.events_after(uow.conn, account_id, after_seq, limit)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Container
 from typing import Any
 
 from starlette.requests import Request
@@ -9,7 +10,9 @@ from starlette.responses import JSONResponse, Response
 
 from api.body import parse
 from api.completion import complete_job
+from api.auth import Principal
 from api.context import AppContext
+from api.errors import ApiError
 from api.routes_accounts import ctx_of
 from api.schemas import JobBody, JobResultBody
 from core.errors import NotFound
@@ -17,8 +20,31 @@ from core.jobs import Job
 from storage.sql import SqlUnitOfWork
 
 
-def public_base(ctx: AppContext, request: Request) -> str:
-    return ctx.settings.public_url or str(request.base_url)
+def callback_base(ctx: AppContext, request: Request) -> str:
+    """Where built-in providers call back: `CREDITSTREAM_PUBLIC_URL`, else this server's own
+    listening address (the socket that accepted the request, ASGI's `server`). Never the
+    request's Host header, which any caller chooses (that would let one aim our signed
+    callbacks at any host)."""
+    if ctx.settings.public_url:
+        return ctx.settings.public_url
+    host, port = request.scope.get("server") or ("127.0.0.1", None)
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}" + (f":{port}" if port else "")
+
+
+def check_provider_choice(principal: Principal, body: JobBody, built_in: Container[str]) -> None:
+    """A user token runs built-in providers only: naming an external provider's task would
+    let a browser pre-claim the task id of another account's job (the provider's webhook
+    would then complete the wrong job)."""
+    if principal.is_server:
+        return
+    if body.provider not in built_in or body.provider_task_id is not None:
+        raise ApiError(403, "external_provider_forbidden",
+                       "Only a server key may name an external provider or a provider_task_id; "
+                       "a user token may create jobs of the built-in providers "
+                       f"({', '.join(sorted(built_in))})")
 
 
 async def create_job(request: Request) -> Response:
@@ -26,10 +52,13 @@ async def create_job(request: Request) -> Response:
     principal = await ctx.principal(request)
     body, canonical = await parse(request, JobBody)
     account_id = principal.own_account(body.account_id)
-    base_url = public_base(ctx, request)
+    check_provider_choice(principal, body, ctx.providers)
+    base_url = callback_base(ctx, request)
 
     async def action(uow: SqlUnitOfWork) -> tuple[int, dict[str, Any]]:
         assert ctx.jobs is not None
+        if body.provider_task_id is not None:
+            await refuse_task_clash(uow, body.provider, body.provider_task_id)
         job, account = await ctx.jobs.create(
             uow, account_id, body.request(), body.provider, body.input, body.ttl_seconds,
             body.provider_task_id, request.headers.get("idempotency-key"))
@@ -37,6 +66,17 @@ async def create_job(request: Request) -> Response:
         return 202, {"job": job.to_dict(), "account": account.snapshot(ctx.service.now())}
 
     return await ctx.execute(request, principal, canonical, action)
+
+
+async def refuse_task_clash(uow: SqlUnitOfWork, provider: str, task_id: str) -> None:
+    """One job per (provider, provider_task_id): a second is a clear 409 naming the clash
+    (also when two race: the loser's retry finds the winner's committed job here)."""
+    clash = await uow.jobs.by_task(provider, task_id)
+    if clash is not None:
+        raise ApiError(409, "provider_task_conflict",
+                       f"A job for {provider} task {task_id!r} exists already ({clash.job_id}); "
+                       "a provider task completes one job", provider=provider,
+                       provider_task_id=task_id, job_id=clash.job_id)
 
 
 def dispatch(ctx: AppContext, job: Job, base_url: str) -> None:
@@ -64,5 +104,5 @@ async def report_result(request: Request) -> Response:
     principal.require_server()
     body, _ = await parse(request, JobResultBody)
     outcome = await complete_job(ctx, request.path_params["job_id"], body.status,
-                                 body.result_url, body.error, public_base(ctx, request))
+                                 body.result_url, body.error)
     return JSONResponse(outcome)

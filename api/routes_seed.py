@@ -30,7 +30,7 @@ from api.body import parse
 from api.context import AppContext
 from api.errors import ApiError, to_status_and_body
 from api.routes_accounts import ctx_of
-from api.routes_jobs import dispatch, public_base
+from api.routes_jobs import callback_base, dispatch
 from core.account import Account
 from core.errors import InsufficientCredits, NotFound
 from core.events import iso
@@ -102,7 +102,7 @@ async def start_job(request: Request, ctx: AppContext, principal: Principal,
     """Quote + hold + job in one transaction, dispatched to the simulated provider after the
     commit: what `POST /v1/jobs` does, under the same Idempotency-Key rules. Answers the
     v1 creation body `202 {job, account}` (or a stored refusal, when a key replays one)."""
-    base_url = public_base(ctx, request)
+    base_url = callback_base(ctx, request)
     key = request.headers.get("idempotency-key")
 
     async def action(uow: SqlUnitOfWork) -> tuple[int, dict[str, Any]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from datetime import datetime, timedelta
 
 import jwt
@@ -29,6 +31,12 @@ class TokenSigner:
         claims = {"sub": normalise_account_id(account_id), "iat": int(now.timestamp()),
                   "exp": int(expires_at.timestamp())}
         return jwt.encode(claims, self._secret, algorithm="HS256"), expires_at.replace(microsecond=0)
+
+    def mac(self, purpose: str, value: str) -> str:
+        """An HMAC of `value` under this secret, for other short signed values (the demo's
+        session cookie); `purpose` keeps them from standing in for one another."""
+        message = f"{purpose}\x00{value}".encode()
+        return hmac.new(self._secret.encode(), message, hashlib.sha256).hexdigest()
 
     def verify(self, token: str) -> tuple[str, int]:
         """The account id and expiry (unix seconds) of a valid token."""

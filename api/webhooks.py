@@ -16,11 +16,11 @@ from api.completion import complete_job
 from api.context import AppContext
 from api.errors import ApiError
 from api.routes_accounts import ctx_of
-from api.routes_jobs import public_base
 from api.schemas import PaymentEvent, ProviderCallback
 from core.errors import NotFound
 from core.jobs import FAILED, SUCCESS
 from core.signatures import BadSignature, verify
+from providers.simulated import NAME as SIMULATED
 from storage.repositories import dialect_insert
 from storage.sql import SqlUnitOfWork
 from storage.tables import processed_webhooks
@@ -30,26 +30,40 @@ STATUS_WORDS = {"success": SUCCESS, "succeeded": SUCCESS, "ready": SUCCESS, "com
                 "failed": FAILED, "failure": FAILED, "error": FAILED}
 
 
-async def signed_body(request: Request, ctx: AppContext) -> tuple[str, Any]:
+async def signed_body(request: Request, ctx: AppContext, kind: str) -> tuple[str, Any]:
+    """The provider's name and the decoded body of a validly signed webhook.
+
+    `kind` is "provider" (generation callbacks: `CREDITSTREAM_WEBHOOK_SECRET_<NAME>`, else the
+    global secret) or "payment" (only `CREDITSTREAM_PAYMENT_SECRET_<NAME>`: a generation
+    provider's secret or the global one never awards credits)."""
     provider = request.path_params["provider"]
     if not PROVIDER_NAME.fullmatch(provider):
         raise ApiError(404, "not_found", f"Unknown provider {provider[:40]!r}")
     raw = await read_raw(request)
-    secret = ctx.webhook_secrets(provider)
+    settings = ctx.settings
+    if kind == "payment":
+        secret = settings.payment_secrets.get(provider)
+        configured = secret is not None
+    else:
+        secret = ctx.webhook_secrets(provider)
+        configured = provider in settings.webhook_secrets or provider == SIMULATED
+    # metric labels come from configuration, never from the caller: one `other` for the rest
+    label = provider if configured else "other"
     if secret is None:
-        ctx.count_webhook_rejection(provider, "no_secret")
-        raise ApiError(401, "invalid_signature", f"No webhook secret is configured for {provider}")
+        ctx.count_webhook_rejection(label, "no_secret")
+        raise ApiError(401, "invalid_signature",
+                       f"No {kind} webhook secret is configured for {provider}")
     try:
         verify(secret, raw, request.headers.get("x-signature"), time.time())
     except BadSignature as exc:
-        ctx.count_webhook_rejection(provider, "bad_signature")
+        ctx.count_webhook_rejection(label, "bad_signature")
         raise ApiError(401, "invalid_signature", str(exc)) from exc
     return provider, decode_json(raw)
 
 
 async def provider_webhook(request: Request) -> Response:
     ctx = ctx_of(request)
-    provider, payload = await signed_body(request, ctx)
+    provider, payload = await signed_body(request, ctx, "provider")
     callback = validate(ProviderCallback, payload)
     status = STATUS_WORDS.get(callback.status.lower())
     if status is None:
@@ -62,15 +76,14 @@ async def provider_webhook(request: Request) -> Response:
         job = await uow.jobs.by_task(provider, callback.task_id)
     if job is None:
         raise NotFound(f"No {provider} job with task_id {callback.task_id}")
-    outcome = await complete_job(ctx, job.job_id, status, result_url, callback.error,
-                                 public_base(ctx, request))
+    outcome = await complete_job(ctx, job.job_id, status, result_url, callback.error)
     return JSONResponse({"status": "processed" if outcome["changed"] else "duplicate",
                          "job": outcome["job"]})
 
 
 async def payment_webhook(request: Request) -> Response:
     ctx = ctx_of(request)
-    provider, payload = await signed_body(request, ctx)
+    provider, payload = await signed_body(request, ctx, "payment")
     event = validate(PaymentEvent, payload)
 
     async def action(uow: SqlUnitOfWork) -> tuple[int, dict[str, Any]]:

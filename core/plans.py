@@ -38,7 +38,7 @@ def plan_for(tier_or_name: object) -> Plan:
         key = tier_or_name.strip().lower()
         if key in PLANS:
             return PLANS[key]
-        if key.isdigit() and int(key) in _BY_TIER:
+        if key.isascii() and key.isdigit() and len(key) <= 6 and int(key) in _BY_TIER:
             return _BY_TIER[int(key)]
     if isinstance(tier_or_name, int) and tier_or_name in _BY_TIER:
         return _BY_TIER[tier_or_name]

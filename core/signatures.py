@@ -6,6 +6,7 @@ import hashlib
 import hmac
 
 TOLERANCE_S = 300
+MAX_TIMESTAMP_DIGITS = 12  # unix seconds; a longer `t=` is malformed, not a huge number
 
 
 class BadSignature(Exception):
@@ -25,9 +26,11 @@ def verify(secret: str, body: bytes, header: str | None, now: float,
     candidates: list[str] = []
     for part in header.split(","):
         name, _, value = part.strip().partition("=")
-        if name == "t" and value.isdigit():
+        # ASCII digits only: "²".isdigit() is true, yet int("²") fails
+        if name == "t" and value.isascii() and value.isdigit() \
+                and len(value) <= MAX_TIMESTAMP_DIGITS:
             timestamp = int(value)
-        elif name == "v1":
+        elif name == "v1" and value.isascii():  # compare_digest refuses non-ASCII text
             candidates.append(value)
     if timestamp is None or not candidates:
         raise BadSignature("Expected X-Signature: t=<unix seconds>,v1=<hex digest>")

@@ -17,6 +17,17 @@ from realtime.hub import QueueSink
 from realtime.streams import Realtime, StreamAuthError, Viewer, json_error, may_read
 
 RETRY_MS = 2000
+MAX_SEQ = 2**62
+
+
+def parse_seq(raw: str | None) -> int | None:
+    """A stream position from a query or header, or None when absent or malformed: ASCII
+    digits only ("²".isdigit() is true, int("²") fails) and in range (5,000 digits would
+    exceed int()'s limit, and a bigint's)."""
+    if raw is None or not (raw.isascii() and raw.isdigit()) or len(raw) > 19:
+        return None
+    value = int(raw)
+    return value if value <= MAX_SEQ else None
 
 
 async def sse_endpoint(request: Request) -> Response:
@@ -38,10 +49,10 @@ async def sse_endpoint(request: Request) -> Response:
         return JSONResponse(json_error("forbidden", f"No access to account {account_id}"),
                             status_code=403)
     resume = request.headers.get("last-event-id") or request.query_params.get("after_seq")
-    if resume is not None and not resume.isdigit():
-        return JSONResponse(json_error("validation_error", "after_seq / Last-Event-ID must be a "
-                                       "non-negative integer"), status_code=422)
-    after_seq = int(resume) if resume is not None else None
+    after_seq = parse_seq(resume)
+    if resume is not None and after_seq is None:
+        return JSONResponse(json_error("validation_error", "after_seq / Last-Event-ID must be an "
+                                       f"integer from 0 to {MAX_SEQ}"), status_code=422)
     if not realtime.admit(viewer):
         return JSONResponse(json_error("too_many_connections", "This account has "
                                        f"{realtime.config.max_connections_per_account} streams "

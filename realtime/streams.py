@@ -110,8 +110,11 @@ class Realtime:
             return True
         if origin in self.config.allowed_origins:
             return True
+        # the server's own origin: scheme and host:port both (`evil://host` is not ours); a
+        # WebSocket's ws/wss is its page's http/https (and X-Forwarded-Proto behind a proxy)
+        scheme = {"ws": "http", "wss": "https"}.get(conn.url.scheme, conn.url.scheme)
         host = conn.headers.get("host", "")
-        return origin.split("://", 1)[-1] == host
+        return bool(host) and origin.lower() == f"{scheme}://{host}".lower()
 
 
 def json_error(code: str, message: str) -> dict[str, Any]:

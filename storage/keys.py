@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -36,6 +37,61 @@ async def find_server_key(db: Database, key: str) -> str | None:
             sa.select(api_keys.c.id).where(api_keys.c.key_hash == hash_key(key),
                                            api_keys.c.revoked_at.is_(None))
         )).scalar_one_or_none()
+
+
+@dataclass(frozen=True)
+class ServerKey:
+    key_id: str
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+    def describe(self) -> str:
+        state = f"revoked {self.revoked_at:%Y-%m-%d %H:%M:%S}" if self.revoked_at else "active"
+        return f"{self.key_id}  {self.name}  created {self.created_at:%Y-%m-%d %H:%M:%S}  {state}"
+
+
+class KeyNotFound(LookupError):
+    """No server key, or more than one, matches what was given."""
+
+
+async def list_server_keys(db: Database) -> list[ServerKey]:
+    async with db.read() as uow:
+        rows = (await uow.conn.execute(
+            sa.select(api_keys.c.id, api_keys.c.name, api_keys.c.created_at,
+                      api_keys.c.revoked_at).order_by(api_keys.c.created_at))).all()
+    return [ServerKey(*row) for row in rows]
+
+
+async def revoke_server_key(db: Database, which: str) -> ServerKey:
+    """Revoke one server key, named by its id, a unique prefix of its id, its name (when
+    unique) or the key itself. Instances stop accepting it within the authenticator's cache
+    time (api/auth.KEY_CACHE_S). Revoking a revoked key changes nothing."""
+    which = which.strip()
+    if not which:
+        raise KeyNotFound("Name a key: its id (or a unique prefix of it), its name, or the key")
+    condition = (api_keys.c.key_hash == hash_key(which) if which.startswith(SERVER_KEY_PREFIX)
+                 else sa.or_(api_keys.c.id == which,
+                             api_keys.c.id.startswith(which, autoescape=True),
+                             api_keys.c.name == which))
+    async with db.transaction() as uow:
+        rows = (await uow.conn.execute(
+            sa.select(api_keys.c.id, api_keys.c.name, api_keys.c.created_at,
+                      api_keys.c.revoked_at).where(condition))).all()
+        exact = [row for row in rows if row.id == which]
+        matches = exact or rows
+        if not matches:
+            raise KeyNotFound(f"No server key matches {which!r}")
+        if len(matches) > 1:
+            raise KeyNotFound(f"{len(matches)} server keys match {which!r} ("
+                              + ", ".join(row.id for row in matches) + "); give the key id")
+        row = matches[0]
+        revoked_at = row.revoked_at
+        if revoked_at is None:
+            revoked_at = datetime.now(UTC)
+            await uow.conn.execute(sa.update(api_keys).where(api_keys.c.id == row.id)
+                                   .values(revoked_at=revoked_at))
+    return ServerKey(row.id, row.name, row.created_at, revoked_at)
 
 
 async def stored_secret(db: Database, name: str) -> str:

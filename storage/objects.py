@@ -17,6 +17,19 @@ from botocore.exceptions import BotoCoreError, ClientError
 from core.ports import StorageFailed
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,511}$")
+# types a browser shows without running anything; any other (SVG, HTML, XML, JS, PDF, …) is
+# served as a download, since a result's type is the provider's choice
+INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif", "audio/wav",
+                          "audio/x-wav", "audio/wave", "audio/mpeg", "audio/ogg", "video/mp4",
+                          "video/webm", "text/plain", "application/json"})
+
+
+def disposition_for(content_type: str, filename: str) -> str | None:
+    """`Content-Disposition: attachment` for active content types, None for inline ones."""
+    if content_type.split(";")[0].strip().lower() in INLINE_TYPES:
+        return None
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", filename) or "result"
+    return f'attachment; filename="{safe}"'
 
 
 def check_key(key: str) -> str:
@@ -69,8 +82,12 @@ class S3Store:
     async def put(self, key: str, data: bytes, content_type: str) -> str:
         check_key(key)
         try:
+            extra = {}
+            disposition = disposition_for(content_type, key.rsplit("/", 1)[-1])
+            if disposition is not None:
+                extra["ContentDisposition"] = disposition
             await asyncio.to_thread(self.client.put_object, Bucket=self.bucket, Key=key,
-                                    Body=data, ContentType=content_type)
+                                    Body=data, ContentType=content_type, **extra)
         except (BotoCoreError, ClientError) as exc:
             raise StorageFailed(f"S3 put of {key} failed: {exc}") from exc
         return f"{self.public_base}/{key}"

@@ -39,7 +39,7 @@ from storage.tables import accounts, entries, events, grants, holds, jobs, proce
 from tests.conftest import ApiClient
 from tests.support import TEST_SECRET, LiveServer, make_server_key
 
-WEBHOOK_SECRET = "whsec-hostile-secret"
+WEBHOOK_SECRET = "whsec-hostile-secret-for-every-provider"
 HOSTILE_IDS = {
     "sql": "'; DROP TABLE accounts;--",
     "traversal": "../../etc/passwd",
@@ -75,7 +75,8 @@ async def row_counts(api: ApiClient) -> dict[str, int]:
 
 @pytest.fixture
 async def hostile_api(api_factory: Callable[..., Any], database_url: str) -> ApiClient:
-    client: ApiClient = await api_factory(database_url, webhook_secret=WEBHOOK_SECRET)
+    client: ApiClient = await api_factory(database_url, webhook_secret=WEBHOOK_SECRET,
+                                          payment_secrets={"bfl": WEBHOOK_SECRET})
     return client
 
 

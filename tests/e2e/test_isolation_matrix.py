@@ -79,7 +79,7 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("POST", "/v1/holds/{hold_id}/capture"): Row(server_only(200), {"amount": 1}),
     ("POST", "/v1/holds/{hold_id}/release"): Row(owner_or_server(200), {"reason": "matrix"}),
     ("POST", "/v1/jobs"): Row(owner_or_server(202), {"account_id": OWNER, "operation": "audio",
-                                                     "provider": "bfl"}),
+                                                     "input": {"simulate": "hang"}}),
     ("GET", "/v1/jobs/{job_id}"): Row(owner_or_server(200)),
     ("POST", "/v1/jobs/{job_id}/result"): Row(server_only(200), {"status": "failed",
                                                                  "error": "matrix"}),
@@ -272,8 +272,8 @@ async def test_stream_isolation_matrix(sqlite_url: str,
 
 # --- webhooks: signatures and replays -----------------------------------------------------------
 
-PROVIDER_SECRET = "whsec-matrix-provider-secret"
-PAYMENT_SECRET = "whsec-matrix-payment-secret"
+PROVIDER_SECRET = "whsec-matrix-provider-secret-for-bfl"
+PAYMENT_SECRET = "whsec-matrix-payment-secret-for-stripe"
 
 
 def signed(body: dict[str, Any], secret: str, at: float | None = None,
@@ -286,8 +286,8 @@ def signed(body: dict[str, Any], secret: str, at: float | None = None,
 
 async def test_webhook_signatures_and_replays(api_factory: Callable[..., Any],
                                               database_url: str) -> None:
-    api: ApiClient = await api_factory(database_url, webhook_secrets={
-        "bfl": PROVIDER_SECRET, "stripe": PAYMENT_SECRET})
+    api: ApiClient = await api_factory(database_url, webhook_secrets={"bfl": PROVIDER_SECRET},
+                                       payment_secrets={"stripe": PAYMENT_SECRET})
     h = api.server()
     await api.http.post(f"/v1/accounts/{OWNER}/grants", headers=h,
                         json={"amount": 1000, "reason": "purchase"})

@@ -20,7 +20,7 @@ from tests.conftest import ApiClient
 from tests.support import LiveServer, free_port, make_server_key
 
 SECRET = "whsec-test-secret-for-the-bfl-provider"
-PAY_SECRET = "whsec-test-secret-for-payments"
+PAY_SECRET = "whsec-test-secret-for-stripe-payments"
 
 
 def signed(body: dict[str, Any], secret: str = SECRET, at: float | None = None
@@ -34,7 +34,7 @@ def signed(body: dict[str, Any], secret: str = SECRET, at: float | None = None
 async def jobs_api(api_factory: Callable[..., Any], database_url: str) -> ApiClient:
     client: ApiClient = await api_factory(
         database_url, run_sweeper=True,
-        webhook_secrets={"bfl": SECRET, "stripe": PAY_SECRET})
+        webhook_secrets={"bfl": SECRET}, payment_secrets={"stripe": PAY_SECRET})
     return client
 
 
