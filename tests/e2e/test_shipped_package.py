@@ -77,6 +77,54 @@ def run(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 120,
     return done
 
 
+def dockerfile_cmd(port: int) -> list[str]:
+    """The Dockerfile's CMD (exec form), listening on 127.0.0.1:`port`."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    (line,) = [line for line in text.splitlines() if line.startswith("CMD ")]
+    command: list[str] = json.loads(line[len("CMD "):])
+    for flag, value in (("--host", "127.0.0.1"), ("--port", str(port))):
+        assert flag in command, f"the CMD names {flag}"
+        command[command.index(flag) + 1] = value
+    return command
+
+
+def serve_and_hold(command: list[str], port: int, cwd: Path, env: dict[str, str], key: str,
+                   log_path: Path) -> None:
+    """Start the server, wait for /readyz, open a hold with the key, stop it with SIGTERM."""
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        ready: httpx.Response | None = None
+        while time.monotonic() < deadline:
+            assert server.poll() is None, f"{command} exited: {log_path.read_text()[-3000:]}"
+            try:
+                ready = httpx.get(base + "/readyz", timeout=2)
+                if ready.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        assert ready is not None and ready.status_code == 200, log_path.read_text()[-3000:]
+        assert ready.json()["checks"]["redis"] == "ok"
+        account = f"shipped-{uuid.uuid4().hex[:8]}"
+        hold = httpx.post(base + "/v1/holds", headers={"Authorization": f"Bearer {key}"},
+                          json={"account_id": account, "amount": 1}, timeout=10)
+        assert hold.status_code == 201, hold.text
+        assert hold.json()["account"]["held"] == 1
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    # uvicorn re-raises SIGTERM after its graceful shutdown
+    assert server.returncode in (0, -signal.SIGTERM), log_path.read_text()[-3000:]
+    assert not re.search(r"Traceback|ModuleNotFoundError", log_path.read_text())
+
+
 @pytest.mark.timeout(INSTALL_TIMEOUT_S + 120)
 def test_the_package_as_shipped_migrates_creates_a_key_and_serves(
         tmp_path: Path, pg_url: str, redis_url: str) -> None:
@@ -114,50 +162,22 @@ def test_the_package_as_shipped_migrates_creates_a_key_and_serves(
               pg_env).stdout.strip().splitlines()[-1]
     assert key.startswith("sk_"), key
 
-    port = free_port()
     serve_env = clean_env(
         CREDITSTREAM_DATABASE_URL=pg_url, CREDITSTREAM_REDIS_URL=redis_url,
         CREDITSTREAM_AUTO_MIGRATE="0", CREDITSTREAM_USER_TOKEN_SECRET=secrets.token_urlsafe(48),
         CREDITSTREAM_WEBHOOK_SECRET=secrets.token_urlsafe(48),
         CREDITSTREAM_RESULTS_DIR=str(workdir / "results"))
-    log_path = tmp_path / "serve.log"
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen([creditstream, "serve", "--host", "127.0.0.1", "--port",
-                                   str(port)], cwd=workdir, env=serve_env, stdout=log,
-                                  stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        ready: httpx.Response | None = None
-        while time.monotonic() < deadline:
-            assert server.poll() is None, f"serve exited: {log_path.read_text()[-3000:]}"
-            try:
-                ready = httpx.get(base + "/readyz", timeout=2)
-                if ready.status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        assert ready is not None and ready.status_code == 200, log_path.read_text()[-3000:]
-        assert ready.json()["checks"]["redis"] == "ok"
-        account = f"shipped-{uuid.uuid4().hex[:8]}"
-        hold = httpx.post(base + "/v1/holds", headers={"Authorization": f"Bearer {key}"},
-                          json={"account_id": account, "amount": 1}, timeout=10)
-        assert hold.status_code == 201, hold.text
-        assert hold.json()["account"]["held"] == 1
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-    # uvicorn re-raises SIGTERM after its graceful shutdown
-    assert server.returncode in (0, -signal.SIGTERM), log_path.read_text()[-3000:]
-    assert not re.search(r"Traceback|ModuleNotFoundError", log_path.read_text())
+    port = free_port()
+    serve_and_hold([creditstream, "serve", "--host", "127.0.0.1", "--port", str(port)], port,
+                   workdir, serve_env, key, tmp_path / "serve.log")
+    # the image's own command, from its WORKDIR (the copied tree), with the venv's executables
+    port = free_port()
+    command = [str(venv / "bin" / word) if i == 0 else word
+               for i, word in enumerate(dockerfile_cmd(port))]
+    serve_and_hold(command, port, context, serve_env, key, tmp_path / "cmd.log")
     line = (f"shipped package: {len(copied)} Dockerfile COPY sources → wheel → clean venv with "
             f"{' '.join(install)!r} in {installed_s:.0f} s, {len(names)} packages, none of "
-            "test/bench; migrate (SQLite, PostgreSQL), keys create, serve → /readyz 200, "
-            "POST /v1/holds 201")
+            "test/bench; migrate (SQLite, PostgreSQL), keys create, then creditstream serve and "
+            "the Dockerfile's CMD each → /readyz 200, POST /v1/holds 201")
     print("\n" + line)
     append_to_report(line)
