@@ -32,6 +32,7 @@ from api.results import ResultFiles
 from api.routes import API_ROUTES, starlette_routes
 from api.tokens import TokenSigner
 from config import ConfigError, Settings
+from core.events import Event
 from core.job_service import JobService
 from core.ports import Clock, SystemClock
 from core.pricing import Catalogue
@@ -51,6 +52,7 @@ from storage.keys import create_server_key, stored_secret
 from storage.migrate import upgrade_async
 from storage.objects import LocalDirectoryStore, S3Store
 from storage.sql import Database
+from storage.writer import BatchWriter
 from sweeper import Sweeper
 
 VERSION = "0.1.0"
@@ -84,8 +86,13 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
         signer = TokenSigner(secret, clock)
         service = CreditService(clock, catalogue, timedelta(seconds=settings.hold_ttl_s),
                                 settings.low_credits_threshold)
+        async def publish(events: list[Event]) -> None:
+            await ctx.publish(events)  # after each batch's commit, before its callers hear
+
+        writer = BatchWriter(db, service.now, publish, settings.write_connections,
+                             settings.write_batch_max)
         ctx = AppContext(settings, db, service, signer, Authenticator(db, signer),
-                         IdempotencyStore(db))
+                         IdempotencyStore(db), writer)
         app.state.ctx = ctx
         http = httpx.AsyncClient(follow_redirects=True)
         await _start_jobs(settings, ctx, db, http)
@@ -96,7 +103,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
         stopping = asyncio.Event()
         heartbeats = list(realtime.hub.heartbeats)
         if run_sweeper:
-            sweeper = Sweeper(db, service, ctx.idempotency, ctx.publish, ctx.jobs)
+            sweeper = Sweeper(db, service, ctx.idempotency, jobs=ctx.jobs, writer=writer)
             tasks.append(sweeper.heartbeat.watch(asyncio.create_task(
                 sweeper.run_forever(settings.sweep_interval_s, stopping))))
             heartbeats.append(sweeper.heartbeat)
@@ -122,6 +129,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
             for provider in ctx.providers.values():
                 await provider.stop()
             await realtime.hub.stop()
+            await writer.aclose()
             await http.aclose()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(db.dispose(), SHUTDOWN_PATIENCE_S)

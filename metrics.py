@@ -43,3 +43,9 @@ BACKGROUND_ERRORS = Counter("creditstream_background_task_errors", "Failed round
                             "tasks (redis-listener, redis-publisher, journal-check, sweeper), "
                             "each retried with backoff; also a task that ended", ["task"],
                             registry=REGISTRY)
+WRITE_BATCH_SIZE = Histogram("creditstream_write_batch_size", "Operations per group-commit "
+                             "transaction", registry=REGISTRY,
+                             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024))
+WRITE_BATCH_SPLITS = Counter("creditstream_write_batch_splits", "Batches that failed for a "
+                             "non-domain reason and ran again one operation at a time",
+                             registry=REGISTRY)

@@ -19,6 +19,7 @@ from core.service import CreditService
 from realtime.supervision import Backoff, Heartbeat
 from storage.idempotency import IdempotencyStore
 from storage.sql import Database
+from storage.writer import BatchWriter
 
 log = logging.getLogger("creditstream.sweeper")
 BATCH = 200
@@ -39,10 +40,11 @@ class SweepReport:
 
 class Sweeper:
     def __init__(self, db: Database, service: CreditService, idempotency: IdempotencyStore,
-                 publish: Publish | None = None, jobs: JobService | None = None) -> None:
+                 publish: Publish | None = None, jobs: JobService | None = None,
+                 writer: BatchWriter | None = None) -> None:
         self.db, self.service, self.idempotency = db, service, idempotency
         self.jobs = jobs or JobService(service)
-        self.publish = publish
+        self.writer = writer or BatchWriter(db, service.now, publish or _nowhere, lanes=1)
         self.runs = 0
         self.heartbeat = Heartbeat("sweeper", STUCK_S)
 
@@ -97,10 +99,10 @@ class Sweeper:
 
     async def _one(self, use_case: Callable[..., Awaitable[int | bool]]) -> int:
         try:
-            async with self.db.transaction() as uow:
-                done = int(await use_case(uow))
+            return int(await self.writer.run(use_case))
         except ConcurrentUpdate:
             return 0
-        if self.publish is not None:
-            await self.publish(uow.saved_events)
-        return done
+
+
+async def _nowhere(events: list[Event]) -> None:
+    """Where a sweeper without a publisher sends its events: the journal has them."""

@@ -10,7 +10,7 @@ from core.errors import InvalidState, NotFound
 from core.jobs import FAILED, PROCESSING, SUCCESS, Job
 from core.ports import StorageFailed
 from providers.results import FetchFailed, extension_for, fetch
-from storage.sql import SqlUnitOfWork
+from storage.batch import OperationUnitOfWork, Touches
 
 
 async def complete_job(ctx: AppContext, job_id: str, status: str, result_url: str | None,
@@ -30,7 +30,7 @@ async def complete_job(ctx: AppContext, job_id: str, status: str, result_url: st
                 status, error = FAILED, f"the result could not be stored: {exc}"
     outcome: dict[str, Any] = {}
 
-    async def action(uow: SqlUnitOfWork) -> tuple[int, dict[str, Any]]:
+    async def action(uow: OperationUnitOfWork) -> tuple[int, dict[str, Any]]:
         assert ctx.jobs is not None
         finished, account, changed = await ctx.jobs.finish(
             uow, job_id, status, stored[0] if stored else None, error)
@@ -39,7 +39,7 @@ async def complete_job(ctx: AppContext, job_id: str, status: str, result_url: st
         return 200, outcome
 
     try:
-        await ctx.transact(action)
+        await ctx.transact(action, Touches(jobs=(job_id,)))
     except InvalidState:
         await _discard(ctx, stored)
         raise

@@ -15,7 +15,7 @@ from api.errors import ApiError
 from api.schemas import ChargeBody, GrantBody
 from core.model import normalise_account_id
 from storage import queries
-from storage.sql import SqlUnitOfWork
+from storage.batch import OperationUnitOfWork, Touches
 
 MAX_PAGE = 500
 MAX_WAIT_S = 30
@@ -63,18 +63,18 @@ async def path_account(request: Request, server_only: bool = False) -> tuple[App
 async def ensure_account(request: Request) -> Response:
     ctx, _, account_id = await path_account(request, server_only=True)
 
-    async def action(uow: SqlUnitOfWork) -> tuple[int, dict[str, Any]]:
+    async def action(uow: OperationUnitOfWork) -> tuple[int, dict[str, Any]]:
         account, created = await ctx.service.ensure_account(uow, account_id)
         await uow.accounts.save(account)  # applies any trial expiry found on the way
         return (201 if created else 200), account.snapshot(ctx.service.now())
 
-    status, body = await ctx.transact(action)
+    status, body = await ctx.transact(action, Touches(accounts=(account_id,)))
     return JSONResponse(body, status_code=status)
 
 
 async def get_account(request: Request) -> Response:
     ctx, _, account_id = await path_account(request)
-    async with ctx.db.read() as uow:
+    async with ctx.db.read(snapshot=False) as uow:
         account = await ctx.service.read_account(uow, account_id)
     return JSONResponse(account.snapshot(ctx.service.now()))
 
@@ -156,7 +156,7 @@ async def create_grant(request: Request) -> Response:
     ctx, principal, account_id = await path_account(request, server_only=True)
     body, canonical = await parse(request, GrantBody)
 
-    async def action(uow: SqlUnitOfWork) -> tuple[int, dict[str, Any]]:
+    async def action(uow: OperationUnitOfWork) -> tuple[int, dict[str, Any]]:
         key = request.headers.get("idempotency-key")
         if body.amount is not None:
             grant, account = await ctx.service.grant(
@@ -166,14 +166,15 @@ async def create_grant(request: Request) -> Response:
                 uow, account_id, body.plan if body.plan is not None else body.tier, body.ref, key)
         return 201, {"grant": grant.to_dict(), "account": account.snapshot(ctx.service.now())}
 
-    return await ctx.execute(request, principal, canonical, action)
+    return await ctx.execute(request, principal, canonical, action,
+                             Touches(accounts=(account_id,)))
 
 
 async def create_charge(request: Request) -> Response:
     ctx, principal, account_id = await path_account(request, server_only=True)
     body, canonical = await parse(request, ChargeBody)
 
-    async def action(uow: SqlUnitOfWork) -> tuple[int, dict[str, Any]]:
+    async def action(uow: OperationUnitOfWork) -> tuple[int, dict[str, Any]]:
         price = body.price.request() if body.price else None
         amount = body.amount if price is None else ctx.service.quote(price)
         charge, account = await ctx.service.charge(
@@ -181,4 +182,5 @@ async def create_charge(request: Request) -> Response:
             request.headers.get("idempotency-key"), price.metadata() if price else None)
         return 201, {"charge": charge, "account": account.snapshot(ctx.service.now())}
 
-    return await ctx.execute(request, principal, canonical, action)
+    return await ctx.execute(request, principal, canonical, action,
+                             Touches(accounts=(account_id,)))

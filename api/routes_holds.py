@@ -36,7 +36,7 @@ async def get_hold(request: Request) -> Response:
     ctx = ctx_of(request)
     principal = await ctx.principal(request)
     hold_id = request.path_params["hold_id"]
-    async with ctx.db.read() as uow:
+    async with ctx.db.read(snapshot=False) as uow:
         hold = await uow.holds.get(hold_id)
     if hold is None:
         raise NotFound(f"No hold {hold_id}", hold_id=hold_id)
@@ -45,7 +45,7 @@ async def get_hold(request: Request) -> Response:
 
 
 async def _hold_owner(request: Request, hold_id: str) -> str:
-    async with ctx_of(request).db.read() as uow:
+    async with ctx_of(request).db.read(snapshot=False) as uow:
         hold = await uow.holds.get(hold_id)
     if hold is None:
         raise NotFound(f"No hold {hold_id}", hold_id=hold_id)

@@ -17,7 +17,7 @@ from api.routes_accounts import ctx_of
 from api.schemas import JobBody, JobResultBody
 from core.errors import NotFound
 from core.jobs import Job
-from storage.sql import SqlUnitOfWork
+from storage.batch import OperationUnitOfWork, Touches
 
 
 def callback_base(ctx: AppContext, request: Request) -> str:
@@ -55,7 +55,7 @@ async def create_job(request: Request) -> Response:
     check_provider_choice(principal, body, ctx.providers)
     base_url = callback_base(ctx, request)
 
-    async def action(uow: SqlUnitOfWork) -> tuple[int, dict[str, Any]]:
+    async def action(uow: OperationUnitOfWork) -> tuple[int, dict[str, Any]]:
         assert ctx.jobs is not None
         if body.provider_task_id is not None:
             await refuse_task_clash(uow, body.provider, body.provider_task_id)
@@ -65,10 +65,11 @@ async def create_job(request: Request) -> Response:
         uow.after_commit.append(lambda: dispatch(ctx, job, base_url))
         return 202, {"job": job.to_dict(), "account": account.snapshot(ctx.service.now())}
 
-    return await ctx.execute(request, principal, canonical, action)
+    return await ctx.execute(request, principal, canonical, action,
+                             Touches(accounts=(account_id,)))
 
 
-async def refuse_task_clash(uow: SqlUnitOfWork, provider: str, task_id: str) -> None:
+async def refuse_task_clash(uow: OperationUnitOfWork, provider: str, task_id: str) -> None:
     """One job per (provider, provider_task_id): a second is a clear 409 naming the clash
     (also when two race: the loser's retry finds the winner's committed job here)."""
     clash = await uow.jobs.by_task(provider, task_id)

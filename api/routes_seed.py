@@ -39,7 +39,7 @@ from core.model import MAX_AMOUNT, normalise_account_id
 from core.service import PriceRequest
 from providers.simulated import MAX_DELAY_MS
 from providers.simulated import NAME as SIMULATED
-from storage.sql import SqlUnitOfWork
+from storage.batch import OperationUnitOfWork
 
 if TYPE_CHECKING:
     from api.routes import ApiRoute
@@ -105,7 +105,7 @@ async def start_job(request: Request, ctx: AppContext, principal: Principal,
     base_url = callback_base(ctx, request)
     key = request.headers.get("idempotency-key")
 
-    async def action(uow: SqlUnitOfWork) -> tuple[int, dict[str, Any]]:
+    async def action(uow: OperationUnitOfWork) -> tuple[int, dict[str, Any]]:
         assert ctx.jobs is not None
         job, account = await ctx.jobs.create(uow, account_id, PriceRequest(operation),
                                              SIMULATED, job_input, None, None, key)
@@ -130,7 +130,7 @@ async def ensured_account(ctx: AppContext, account_id: str) -> Account:
     grant expiry that is due applied and saved first (its `expireTrialsForWallet`)."""
     found: list[Account] = []
 
-    async def action(uow: SqlUnitOfWork) -> tuple[int, dict[str, Any]]:
+    async def action(uow: OperationUnitOfWork) -> tuple[int, dict[str, Any]]:
         account, _ = await ctx.service.ensure_account(uow, account_id)
         await uow.accounts.save(account)
         found[:] = [account]
@@ -234,7 +234,7 @@ async def award(request: Request) -> Response:
     key = request.headers.get("idempotency-key")
     audit = {"source": "api/payments/award", "server_key": principal.subject}
 
-    async def action(uow: SqlUnitOfWork) -> tuple[int, dict[str, Any]]:
+    async def action(uow: OperationUnitOfWork) -> tuple[int, dict[str, Any]]:
         if body.points is not None:
             grant, account = await ctx.service.grant(uow, wallet, body.points, "points",
                                                      key=key, metadata=audit)

@@ -7,7 +7,6 @@ import re
 import time
 from typing import Any
 
-import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -21,9 +20,7 @@ from core.errors import NotFound
 from core.jobs import FAILED, SUCCESS
 from core.signatures import BadSignature, verify
 from providers.simulated import NAME as SIMULATED
-from storage.repositories import dialect_insert
-from storage.sql import SqlUnitOfWork
-from storage.tables import processed_webhooks
+from storage.batch import OperationUnitOfWork, Touches
 
 PROVIDER_NAME = re.compile(r"^[a-z0-9_-]{1,32}$")
 STATUS_WORDS = {"success": SUCCESS, "succeeded": SUCCESS, "ready": SUCCESS, "completed": SUCCESS,
@@ -86,17 +83,10 @@ async def payment_webhook(request: Request) -> Response:
     provider, payload = await signed_body(request, ctx, "payment")
     event = validate(PaymentEvent, payload)
 
-    async def action(uow: SqlUnitOfWork) -> tuple[int, dict[str, Any]]:
-        claimed = (await uow.conn.execute(
-            dialect_insert(uow.conn, processed_webhooks)
-            .values(provider=provider, event_id=event.event_id, created_at=ctx.service.now())
-            .on_conflict_do_nothing(index_elements=["provider", "event_id"])
-            .returning(processed_webhooks.c.event_id))).scalar_one_or_none()
-        if claimed is None:  # a redelivery: answer as the first delivery was answered
-            first = (await uow.conn.execute(sa.select(processed_webhooks.c.response).where(
-                processed_webhooks.c.provider == provider,
-                processed_webhooks.c.event_id == event.event_id))).scalar_one()
-            return 200, {**(first or {}), "status": "duplicate"}
+    async def action(uow: OperationUnitOfWork) -> tuple[int, dict[str, Any]]:
+        first = await uow.webhooks.processed(provider, event.event_id)
+        if first is not None:  # a redelivery: answer as the first delivery was answered
+            return 200, {**first, "status": "duplicate"}
         audit = {"payment_provider": provider, "event_id": event.event_id}
         if event.points is not None:
             grant, account = await ctx.service.grant(
@@ -108,10 +98,8 @@ async def payment_webhook(request: Request) -> Response:
                 ref=event.event_id, metadata=audit)
         body = {"status": "awarded", "grant": grant.to_dict(),
                 "account": account.snapshot(ctx.service.now())}
-        await uow.conn.execute(sa.update(processed_webhooks).where(
-            processed_webhooks.c.provider == provider,
-            processed_webhooks.c.event_id == event.event_id).values(response=body))
+        await uow.webhooks.record(provider, event.event_id, body)
         return 200, body
 
-    status, body = await ctx.transact(action)
+    status, body = await ctx.transact(action, Touches(accounts=(event.account_id,)))
     return JSONResponse(body, status_code=status)

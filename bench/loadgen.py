@@ -16,6 +16,7 @@ import json
 import random
 import sys
 import time
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -75,6 +76,7 @@ async def raw_client(cfg: dict[str, Any], window: Window) -> None:
     head = (f"POST {cfg['path']} HTTP/1.1\r\nHost: {host}:{port}\r\n"
             f"Authorization: {cfg['authorization']}\r\nContent-Type: application/json\r\n")
     accounts = cfg["accounts"]
+    keyed = cfg.get("idempotency", False)
 
     async def worker(seed: int) -> None:
         rng = random.Random(seed)
@@ -83,7 +85,8 @@ async def raw_client(cfg: dict[str, Any], window: Window) -> None:
             if conn is None or conn.transport is None or conn.transport.is_closing():
                 _, conn = await loop.create_connection(RawConnection, host, port)
             body = json.dumps({"account_id": rng.choice(accounts), "amount": 1}).encode()
-            data = (head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+            key = f"Idempotency-Key: {uuid.uuid4().hex}\r\n" if keyed else ""
+            data = (head + key + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
             t0 = time.perf_counter()
             try:
                 status = await conn.request(data)

@@ -99,20 +99,28 @@ def _engine(plt: Any, result: dict[str, Any]) -> Any:
 
 
 def _http(plt: Any, result: dict[str, Any]) -> Any:
-    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.1))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8.5, 3.2))
     runs = result["details"]["runs"]
-    variants = list(runs)
-    _bars(left, variants, [runs[v]["creditstream"]["req_per_s"] for v in variants],
-          [runs[v]["ceiling"]["req_per_s"] for v in variants], "requests/s")
-    left.set_title("POST /v1/holds, req/s")
+    phases = ["echo", "uniform", "hot", "workers"]
+    names = {"echo": "bare echo", "uniform": "1,000 accounts", "hot": "one hot account",
+             "workers": f"{result['params']['workers']} workers"}
+    width = 0.8 / max(1, len(runs))
+    for i, (variant, run) in enumerate(runs.items()):
+        left.bar([x + i * width for x in range(len(phases))],
+                 [run[p]["req_per_s"] for p in phases], width, label=variant,
+                 color=[CEILING_COLOR, CS_COLOR, CS_COLOR, CS_COLOR])
+    left.set_xticks([x + width * (len(runs) - 1) / 2 for x in range(len(phases))])
+    left.set_xticklabels([names[p] for p in phases], fontsize=7)
+    left.set_ylabel("requests/s")
+    left.set_title("POST /v1/holds + Idempotency-Key")
     labels, cs, ceiling = [], [], []
-    for v in variants:
+    for variant, run in runs.items():
         for q in ("p50", "p99"):
-            labels.append(f"{v}\n{q}")
-            cs.append(runs[v]["creditstream"]["latency_ms"][q])
-            ceiling.append(runs[v]["ceiling"]["latency_ms"][q])
+            labels.append(f"{variant}\n{q}")
+            cs.append(run["uniform"]["latency_ms"][q])
+            ceiling.append(run["echo"]["latency_ms"][q])
     _bars(right, labels, cs, ceiling, "ms")
-    right.set_title("latency")
+    right.set_title("latency (creditstream vs echo)")
     return fig
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storage import pg_arrays
 from storage.repositories import dialect_insert
 from storage.sql import Database
 from storage.tables import idempotency_keys as keys
@@ -25,6 +26,18 @@ IN_PROGRESS = "in_progress"
 DONE = "done"
 
 KeyId = tuple[str, str]  # (scope, key)
+
+# PostgreSQL: the batch's keys as arrays, one statement each way
+CLAIM_SQL = (
+    "INSERT INTO idempotency_keys (scope, key, fingerprint, status, created_at, locked_at) "
+    "SELECT k.scope, k.key, k.fingerprint, $4, $5, $5 FROM unnest($1::text[], $2::text[], "
+    "$3::text[]) WITH ORDINALITY AS k(scope, key, fingerprint, n) ORDER BY k.n "
+    "ON CONFLICT (scope, key) DO NOTHING RETURNING scope, key")
+RECORD_SQL = (
+    "UPDATE idempotency_keys SET status = $3, response_status = r.status, "
+    "response_body = r.body FROM unnest($1::text[], $2::text[], $4::int[], $5::text[]) "
+    "AS r(scope, key, status, body) "
+    "WHERE idempotency_keys.scope = r.scope AND idempotency_keys.key = r.key")
 
 
 @dataclass(frozen=True)
@@ -54,13 +67,8 @@ async def claim(conn: AsyncConnection, wanted: Iterable[IdempotencyKey],
     if not by_id:
         return {}
     ordered = [by_id[i] for i in sorted(by_id)]  # one lock order everywhere: no deadlocks
-    inserted = await conn.execute(
-        dialect_insert(conn, keys)
-        .values([{"scope": k.scope, "key": k.key, "fingerprint": k.fingerprint,
-                  "status": IN_PROGRESS, "created_at": now, "locked_at": now} for k in ordered])
-        .on_conflict_do_nothing(index_elements=["scope", "key"])
-        .returning(keys.c.scope, keys.c.key))
-    claimed: dict[KeyId, StoredResponse | None] = {(r.scope, r.key): None for r in inserted}
+    claimed: dict[KeyId, StoredResponse | None] = {
+        key_id: None for key_id in await _insert_claims(conn, ordered, now)}
     taken = [i for i in by_id if i not in claimed]
     if taken:
         rows = await conn.execute(sa.select(keys).where(
@@ -73,9 +81,32 @@ async def claim(conn: AsyncConnection, wanted: Iterable[IdempotencyKey],
     return claimed
 
 
+async def _insert_claims(conn: AsyncConnection, ordered: list[IdempotencyKey],
+                         now: datetime) -> list[KeyId]:
+    """INSERT … ON CONFLICT DO NOTHING, in the given order; returns the keys inserted."""
+    if conn.dialect.name == "postgresql":
+        rows = await pg_arrays.fetch(conn, CLAIM_SQL, [k.scope for k in ordered],
+                                     [k.key for k in ordered], [k.fingerprint for k in ordered],
+                                     IN_PROGRESS, now)
+        return [(r["scope"], r["key"]) for r in rows]
+    inserted = await conn.execute(
+        dialect_insert(conn, keys)
+        .values([{"scope": k.scope, "key": k.key, "fingerprint": k.fingerprint,
+                  "status": IN_PROGRESS, "created_at": now, "locked_at": now} for k in ordered])
+        .on_conflict_do_nothing(index_elements=["scope", "key"])
+        .returning(keys.c.scope, keys.c.key))
+    return [(r.scope, r.key) for r in inserted]
+
+
 async def record(conn: AsyncConnection, responses: dict[KeyId, tuple[int, Any]]) -> None:
     """Store each claimed key's response, before the commit that makes its effect durable."""
     if not responses:
+        return
+    if conn.dialect.name == "postgresql":
+        await pg_arrays.fetch(conn, RECORD_SQL, [s for s, _ in responses],
+                              [k for _, k in responses], DONE,
+                              [status for status, _ in responses.values()],
+                              [json.dumps(body) for _, body in responses.values()])
         return
     await conn.execute(
         sa.update(keys).where(keys.c.scope == sa.bindparam("k_scope"),

@@ -65,9 +65,19 @@ async def _run(conn: AsyncConnection, sql: str, table: sa.Table, names: tuple[st
                rows: Sequence[dict[str, Any]]) -> None:
     columns = [table.c[n] for n in names]
     arrays = [[_value(c, row[n]) for row in rows] for n, c in zip(names, columns)]
+    await fetch(conn, sql, *arrays)
+
+
+async def fetch(conn: AsyncConnection, sql: str, *args: Any) -> list[Any]:
+    """A statement on the transaction's asyncpg connection, its errors as SQLAlchemy's."""
     raw = await conn.get_raw_connection()
+    driver: asyncpg.Connection = raw.driver_connection  # type: ignore[assignment]
+    if not driver.is_in_transaction():
+        # SQLAlchemy begins lazily, on its first statement: without it this one would
+        # autocommit on its own, outside the transaction SQLAlchemy later commits
+        await conn.execute(sa.text("SELECT 1"))
     try:
-        await raw.driver_connection.execute(sql, *arrays)  # type: ignore[union-attr]
+        return await driver.fetch(sql, *args)  # type: ignore[no-any-return]
     except asyncpg.IntegrityConstraintViolationError as exc:
         raise sa_exc.IntegrityError(sql, None, exc) from exc
     except asyncpg.PostgresError as exc:  # e.g. a deadlock: the writer retries by its sqlstate

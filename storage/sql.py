@@ -52,6 +52,9 @@ def normalise_url(url: str) -> str:
 class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        # the same pool; SQLite keeps its own BEGIN handling
+        self._autocommit = engine if engine.dialect.name == "sqlite" else engine.execution_options(
+            isolation_level="AUTOCOMMIT")
 
     @classmethod
     def from_url(cls, url: str, pool_size: int = 10) -> Database:
@@ -82,9 +85,12 @@ class Database:
                     yield SqlUnitOfWork(conn)
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[SqlUnitOfWork]:
+    async def read(self, snapshot: bool = True) -> AsyncIterator[SqlUnitOfWork]:
+        """A read; `snapshot=False` for a single statement, which then needs no transaction
+        around it on PostgreSQL (one round trip instead of BEGIN, the query and ROLLBACK)."""
+        engine = self.engine if snapshot else self._autocommit
         async with _unavailable_on_connection_errors():
-            async with self.engine.connect() as conn:
+            async with engine.connect() as conn:
                 async with conn.begin():
                     yield SqlUnitOfWork(conn)
 

@@ -81,6 +81,8 @@ def test_http(tmp_path: Path, pg_url: str) -> None:
                        "--connections", "4", "--duration", "0.7", "--warmup", "0.3",
                        "--variants", "uvloop")
     assert_positive(row(result, "req/s"))
+    assert_positive(row(result, "hot account req/s"))
+    assert_positive(row(result, "2 workers req/s"))
     latency = row(result, "latency p99")
     assert latency["creditstream"] > 0 and latency["ceiling"] > 0
     assert result["details"]["audit"]["mismatches"] == 0
