@@ -43,6 +43,9 @@ def _parser(with_bench: bool = False) -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP and WebSocket server")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1,
+                       help="worker processes sharing the port (default 1); more than one needs "
+                            "CREDITSTREAM_REDIS_URL, so every worker's streams hear every commit")
     serve.set_defaults(handler=_serve)
 
     sub.add_parser("migrate", help="bring the database to the newest schema").set_defaults(
@@ -95,12 +98,19 @@ def _parser(with_bench: bool = False) -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    if args.workers < 1:
+        print(f"--workers must be at least 1, got {args.workers}", file=sys.stderr)
+        return 2
+    if args.workers > 1 and not settings.redis_url:
+        print("--workers > 1 needs CREDITSTREAM_REDIS_URL: the in-process broker reaches only "
+              "the streams of its own worker", file=sys.stderr)
+        return 2
     # api.serving: uvicorn's protocols with a deadline for request headers (slow or silent
     # clients are cut off) and a cap on their size; idle keep-alive connections close after 5 s
     uvicorn.run("asgi:app", host=args.host, port=args.port, ws="websockets",
                 ws_per_message_deflate=False, lifespan="on", log_level="info",
                 http="api.serving:AutoProtocol", timeout_keep_alive=KEEP_ALIVE_S,
-                timeout_graceful_shutdown=10)
+                timeout_graceful_shutdown=10, workers=args.workers)
     return 0
 
 
