@@ -74,8 +74,19 @@ async def handle_http(request: Request, exc: Exception) -> Response:
                         headers=dict(exc.headers or {}))
 
 
+async def handle_invariant(request: Request, exc: Exception) -> Response:
+    # a bug in the engine, not a refusal: logged with its traceback, answered as any other 500
+    log.error("invariant violated on %s %s: %s", request.method, request.url.path, exc,
+              exc_info=exc)
+    return _internal_error()
+
+
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return _internal_error()
+
+
+def _internal_error() -> Response:
     return JSONResponse(error_body("internal_error", "An unexpected error occurred; nothing "
                                    "was committed."), status_code=500)
 
@@ -84,6 +95,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     ApiError: handle_known,
     domain.CreditError: handle_known,
     DatabaseUnavailable: handle_known,
+    domain.InvariantViolated: handle_invariant,
     HTTPException: handle_http,
     Exception: handle_unexpected,
 }

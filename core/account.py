@@ -16,6 +16,7 @@ from core.errors import (
     InsufficientCredits,
     InvalidInput,
     InvalidState,
+    InvariantViolated,
 )
 from core.events import BalanceUpdated, CreditsLow, Event, JobUpdated, iso
 from core.model import (
@@ -164,7 +165,7 @@ class Account:
         check_amount(amount)
         self._check_spendable(amount, now)
         hold = Hold(hold_id, self.account_id, amount, Hold.OPEN, now, now + ttl, ref, job_id=job_id)
-        hold.allocation = self._reserve(amount)
+        hold.allocation = self._take(amount, reserve=True)
         hold.metadata = dict(metadata or {})
         self.held += amount
         self._count_trial_spend(amount, now)
@@ -224,7 +225,7 @@ class Account:
         """One-step debit: hold and capture in one transaction. Returns the grants that funded it."""
         check_amount(amount)
         self._check_spendable(amount, now)
-        funding = self._consume(amount)
+        funding = self._take(amount, reserve=False)
         self.balance -= amount
         self._count_trial_spend(amount, now)
         self._record("charge", amount, -amount, 0, reason, ref, charge_id,
@@ -259,20 +260,17 @@ class Account:
         if freed and self.trial_day == today and hold.created_at.date().isoformat() == today:
             self.trial_used = max(0, self.trial_used - freed)
 
-    def _consume(self, amount: int) -> list[dict[str, Any]]:
-        """Spend unreserved credits, soonest-expiring first; returns what funded it."""
-        funding = []
+    def _take(self, amount: int, reserve: bool) -> list[dict[str, Any]]:
+        """Reserve (for a hold) or spend (a charge) unreserved credits, soonest-expiring first;
+        returns the grants it came from."""
+        parts = []
         for grant, take in self._allocate(amount):
-            grant.remaining -= take
-            funding.append({"grant_id": grant.grant_id, "kind": grant.kind, "amount": take})
-        return funding
-
-    def _reserve(self, amount: int) -> list[dict[str, Any]]:
-        allocation = []
-        for grant, take in self._allocate(amount):
-            grant.reserved += take
-            allocation.append({"grant_id": grant.grant_id, "kind": grant.kind, "amount": take})
-        return allocation
+            if reserve:
+                grant.reserved += take
+            else:
+                grant.remaining -= take
+            parts.append(_funding(grant, take))
+        return parts
 
     def _allocate(self, amount: int) -> list[tuple[Grant, int]]:
         parts: list[tuple[Grant, int]] = []
@@ -286,7 +284,9 @@ class Account:
             left -= take
             if left == 0:
                 return parts
-        raise InvalidState(f"Grants of {self.account_id} do not cover {amount} credits")
+        raise InvariantViolated(f"Grants of {self.account_id} do not cover {amount} credits "
+                                f"(available {self.available}): the balance and its grants "
+                                "disagree")
 
     def _unreserve(self, hold: Hold, consume: int) -> list[dict[str, Any]]:
         """Give back a hold's reservation, consuming the first `consume` credits of it."""
@@ -295,14 +295,15 @@ class Account:
         for part in hold.allocation:
             grant = by_id.get(part["grant_id"])
             if grant is None:
-                raise InvalidState(f"Hold {hold.hold_id} reserved unknown grant {part['grant_id']}")
+                raise InvariantViolated(f"Hold {hold.hold_id} reserved grant "
+                                        f"{part['grant_id']}, which {self.account_id} lacks")
             grant.reserved -= part["amount"]
             take = min(part["amount"], consume)
             consume -= take
             grant.remaining -= take
             self.touched_grants[grant.grant_id] = grant
             if take:
-                funding.append({"grant_id": grant.grant_id, "kind": grant.kind, "amount": take})
+                funding.append(_funding(grant, take))
         return funding
 
     def _free(self, hold: Hold, status: str, reason: str, now: datetime) -> None:
@@ -342,3 +343,8 @@ class Account:
             self.seq += 1
             self.new_events.append(CreditsLow(self.account_id, self.seq, available=self.available,
                                               threshold=self.low_threshold, at=iso(now)))
+
+
+def _funding(grant: Grant, amount: int) -> dict[str, Any]:
+    """One line of what funded a capture or charge (or what a hold reserved)."""
+    return {"grant_id": grant.grant_id, "kind": grant.kind, "amount": amount}

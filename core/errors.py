@@ -5,6 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 
+class InvariantViolated(Exception):
+    """A rule the engine relies on does not hold (grants that do not cover the balance, a hold
+    reserving an unknown grant): a bug, never the caller's doing. Not a CreditError, so it is
+    neither answered as a refusal nor stored as one; the API logs it and answers 500."""
+
+
 class CreditError(Exception):
     """Base of every error the engine raises on purpose."""
 

@@ -9,11 +9,12 @@ from typing import Any
 from core.account import Account
 from core.errors import InvalidInput, NotFound
 from core.jobs import FAILED, PROCESSING, SUCCESS, Job
-from core.model import new_id
+from core.model import checked_ttl, new_id
 from core.ports import UnitOfWork
 from core.service import MAX_HOLD_TTL_S, CreditService, PriceRequest
 
 HOLD_GRACE = timedelta(seconds=60)  # the job's own timeout releases its hold, not the hold's TTL
+MAX_JOB_TTL_S = MAX_HOLD_TTL_S - int(HOLD_GRACE.total_seconds())
 
 
 @dataclass
@@ -27,7 +28,7 @@ class JobService:
         provider_task_id: str | None = None, key: str | None = None,
     ) -> tuple[Job, Account]:
         cost = self.credits.quote(price)
-        ttl = self._ttl(ttl_seconds)
+        ttl = checked_ttl(ttl_seconds, self.job_ttl, MAX_JOB_TTL_S)
         job_id = new_id("job")
         hold, account = await self.credits.hold(
             uow, account_id, cost, int((ttl + HOLD_GRACE).total_seconds()), ref=job_id, key=key,
@@ -110,12 +111,3 @@ class JobService:
         account.record_job(job.to_dict(), job.updated_at)
         await uow.accounts.save(account)
 
-    def _ttl(self, ttl_seconds: int | None) -> timedelta:
-        if ttl_seconds is None:
-            return self.job_ttl
-        if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int) or not (
-                1 <= ttl_seconds <= MAX_HOLD_TTL_S - HOLD_GRACE.total_seconds()):
-            raise InvalidInput(f"Expected ttl_seconds between 1 and "
-                               f"{MAX_HOLD_TTL_S - int(HOLD_GRACE.total_seconds())}, "
-                               f"got {ttl_seconds!r}")
-        return timedelta(seconds=ttl_seconds)

@@ -59,6 +59,17 @@ def check_amount(amount: object, name: str = "amount") -> int:
     return amount
 
 
+def checked_ttl(ttl_seconds: object, default: timedelta, longest_s: int) -> timedelta:
+    """A caller's `ttl_seconds` (1..longest_s), or `default` when none was given."""
+    if ttl_seconds is None:
+        return default
+    if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int) or not (
+            1 <= ttl_seconds <= longest_s):
+        raise InvalidInput(f"Expected ttl_seconds between 1 and {longest_s}, "
+                           f"got {ttl_seconds!r}")
+    return timedelta(seconds=ttl_seconds)
+
+
 def grant_kind(reason: str) -> str:
     """Trial and promotional credits are spent before paid ones at equal expiry."""
     head = reason.split(":", 1)[0].lower()

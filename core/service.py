@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from core.account import Account
-from core.errors import InvalidInput, NotFound
-from core.model import Grant, Hold, check_amount, new_id, normalise_account_id
+from core.errors import NotFound
+from core.model import Grant, Hold, check_amount, checked_ttl, new_id, normalise_account_id
 from core.plans import plan_for
 from core.ports import Clock, UnitOfWork
 from core.pricing import Catalogue
@@ -91,7 +91,7 @@ class CreditService:
         metadata: dict[str, Any] | None = None,
     ) -> tuple[Hold, Account]:
         check_amount(amount)
-        ttl = self._ttl(ttl_seconds)
+        ttl = checked_ttl(ttl_seconds, self.hold_ttl, MAX_HOLD_TTL_S)
         account, _ = await self.ensure_account(uow, account_id, key)
         hold = account.open_hold(new_id("hold"), amount, ttl, self.now(), ref, job_id, metadata)
         await uow.holds.add(hold)
@@ -159,15 +159,6 @@ class CreditService:
         if account is not None:
             account.low_threshold = self.low_credits_threshold
         return account
-
-    def _ttl(self, ttl_seconds: int | None) -> timedelta:
-        if ttl_seconds is None:
-            return self.hold_ttl
-        if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int) or not (
-                1 <= ttl_seconds <= MAX_HOLD_TTL_S):
-            raise InvalidInput(f"Expected ttl_seconds between 1 and {MAX_HOLD_TTL_S}, "
-                               f"got {ttl_seconds!r}")
-        return timedelta(seconds=ttl_seconds)
 
     async def _locked_hold(self, uow: UnitOfWork, hold_id: str,
                            key: str | None) -> tuple[Hold, Account]:

@@ -16,6 +16,7 @@ from core.errors import (
     InvalidAccountId,
     InvalidInput,
     InvalidState,
+    InvariantViolated,
 )
 from core.events import BalanceUpdated
 from core.model import MAX_AMOUNT, Hold, check_amount, grant_kind, normalise_account_id
@@ -84,6 +85,7 @@ def test_open_gives_28_trial_credits_expiring_in_7_days(clock: MutableClock) -> 
 def test_open_records_the_trial_grant_as_seq_1(trial: Account) -> None:
     (entry,) = trial.new_entries
     (event,) = trial.new_events
+    assert isinstance(event, BalanceUpdated)
     assert trial.seq == 1
     assert (entry.seq, entry.type, entry.amount, entry.delta, entry.held_delta) == (
         1, "grant", 28, 28, 0)
@@ -870,3 +872,20 @@ def test_seq_stays_consecutive_over_many_changes(paid: Account, clock: MutableCl
     assert [e.seq for e in paid.new_entries] == list(range(1, paid.seq + 1))
     assert [e.seq for e in paid.new_events] == list(range(1, paid.seq + 1))
     assert paid.seq == 2 + 40
+
+
+def test_a_balance_its_grants_do_not_cover_is_a_bug_not_a_refusal(bare: Account,
+                                                                    clock: MutableClock) -> None:
+    bare.add_grant("grt_1", 10, "purchase", clock.now())
+    bare.balance += 5  # a corrupted row: the balance claims more than the grants hold
+    with pytest.raises(InvariantViolated, match="do not cover 15 credits"):
+        bare.charge("chg_1", 15, "usage", clock.now())
+    assert not issubclass(InvariantViolated, InvalidState)
+
+
+def test_a_hold_reserving_an_unknown_grant_is_a_bug(bare: Account, clock: MutableClock) -> None:
+    bare.add_grant("grt_1", 10, "purchase", clock.now())
+    hold = bare.open_hold("hold_1", 4, TTL, clock.now())
+    hold.allocation[0]["grant_id"] = "grt_gone"
+    with pytest.raises(InvariantViolated, match="grt_gone"):
+        bare.release(hold, "released", clock.now())
