@@ -10,7 +10,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
@@ -23,25 +23,28 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import HTTPConnection
 from starlette.routing import Mount, Route, WebSocketRoute
 
+import realtime
 from api import openapi
 from api.auth import Authenticator
 from api.context import AppContext
+from api.demo import demo_routes
 from api.errors import EXCEPTION_HANDLERS, ApiError
 from api.observability import ObservabilityMiddleware, configure_logging, redact_tokens_in_logs
 from api.results import ResultFiles
-from api.routes import API_ROUTES, starlette_routes
+from api.routes import V1_ROUTES
+from api.routes_seed import SEED_ROUTES
+from api.routing import starlette_routes
 from api.tokens import TokenSigner
 from config import ConfigError, Settings
 from core.events import Event
 from core.job_service import JobService
-from core.ports import Clock, SystemClock
+from core.ports import Clock, ObjectStore, SystemClock
 from core.pricing import Catalogue
 from core.service import CreditService
 from providers.simulated import NAME as SIMULATED
 from providers.simulated import SimulatedProvider
-from realtime.broker import Broker, InProcessBroker, RedisBroker
-from realtime.demo import demo_routes
 from realtime import supervision
+from realtime.broker import Broker, InProcessBroker, RedisBroker
 from realtime.hub import Hub
 from realtime.sse import sse_endpoint
 from realtime.streams import Realtime, StreamAuthError, StreamConfig, Viewer
@@ -58,6 +61,10 @@ from sweeper import Sweeper
 VERSION = "0.1.0"
 SHUTDOWN_PATIENCE_S = 5.0
 log = logging.getLogger("creditstream")
+STATIC_DIR = Path(realtime.__file__).resolve().parent / "static"  # the browser SDK, the demo page
+Probe = Callable[[], Awaitable[Any]]
+SecretFor = Callable[[str], str | None]
+API_ROUTES = V1_ROUTES + SEED_ROUTES  # the whole HTTP API, one table for routing and the document
 
 
 def load_catalogue(path: str | None) -> Catalogue:
@@ -81,65 +88,21 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if auto_migrate and settings.auto_migrate:
             await upgrade_async(settings.database_url)
-        db = Database.from_url(settings.database_url, settings.db_pool_size)
-        secret = settings.user_token_secret or await stored_secret(db, "user_token_secret")
-        signer = TokenSigner(secret, clock)
-        service = CreditService(clock, catalogue, timedelta(seconds=settings.hold_ttl_s),
-                                settings.low_credits_threshold)
-        async def publish(events: list[Event]) -> None:
-            await ctx.publish(events)  # after each batch's commit, before its callers hear
-
-        writer = BatchWriter(db, service.now, publish, settings.write_connections,
-                             settings.write_batch_max)
-        ctx = AppContext(settings, db, service, signer, Authenticator(db, signer),
-                         IdempotencyStore(db), writer)
-        app.state.ctx = ctx
-        http = httpx.AsyncClient(follow_redirects=True)
-        await _start_jobs(settings, ctx, db, http)
-        realtime = await _start_realtime(settings, ctx, db, clock)
-        app.state.realtime = realtime
-        _chain_sigterm(realtime.begin_shutdown)
-        tasks: list[asyncio.Task[Any]] = []
-        stopping = asyncio.Event()
-        heartbeats = list(realtime.hub.heartbeats)
-        if run_sweeper:
-            sweeper = Sweeper(db, service, ctx.idempotency, jobs=ctx.jobs, writer=writer)
-            tasks.append(sweeper.heartbeat.watch(asyncio.create_task(
-                sweeper.run_forever(settings.sweep_interval_s, stopping))))
-            heartbeats.append(sweeper.heartbeat)
-
-        async def background_tasks() -> None:  # readiness: 503 while one is dead or stuck
-            supervision.check(heartbeats)
-
-        ctx.readiness_probes["background_tasks"] = background_tasks
-        if settings.dev:
-            key = await create_server_key(db, "dev")
-            print(f"creditstream dev mode: server key for this run:\n{key}", flush=True)
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            ctx, realtime = await open_context(stack, settings, catalogue, clock, run_sweeper)
+            app.state.ctx, app.state.realtime = ctx, realtime
+            _chain_sigterm(realtime.begin_shutdown)
+            if settings.dev:
+                key = await create_server_key(ctx.db, "dev")
+                print(f"creditstream dev mode: server key for this run:\n{key}", flush=True)
             yield
-        finally:
-            for heartbeat in heartbeats:
-                heartbeat.stopping = True
-            stopping.set()
-            _, late = await asyncio.wait(tasks, timeout=SHUTDOWN_PATIENCE_S) if tasks else ((), ())
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            realtime.begin_shutdown()
-            for provider in ctx.providers.values():
-                await provider.stop()
-            await realtime.hub.stop()
-            await writer.aclose()
-            await http.aclose()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(db.dispose(), SHUTDOWN_PATIENCE_S)
 
-    routes = starlette_routes() + [
+    routes = starlette_routes(API_ROUTES) + [
         Route("/v1/stream/sse", sse_endpoint, methods=["GET"]),
         WebSocketRoute("/v1/stream", stream_endpoint),
         Mount("/results", ResultFiles(directory=settings.results_dir, check_dir=False),
               name="results"),
-    ] + demo_routes(dev=settings.dev)
+    ] + demo_routes(STATIC_DIR, dev=settings.dev)
     middleware = [Middleware(ObservabilityMiddleware)]
     if settings.cors_origins:
         middleware.append(Middleware(
@@ -153,38 +116,85 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     return app
 
 
-async def _start_jobs(settings: Settings, ctx: AppContext, db: Database,
-                      http: httpx.AsyncClient) -> None:
-    ctx.jobs = JobService(ctx.service, timedelta(seconds=settings.hold_ttl_s))
-    ctx.http = http
-    ctx.store = (S3Store(settings.s3_bucket, settings.s3_endpoint_url, settings.s3_public_url)
-                 if settings.s3_bucket else
-                 LocalDirectoryStore(settings.results_dir, (settings.public_url or "") + "/results"))
+async def open_context(stack: contextlib.AsyncExitStack, settings: Settings,
+                       catalogue: Catalogue, clock: Clock,
+                       run_sweeper: bool) -> tuple[AppContext, Realtime]:
+    """Everything the routes need, each resource opened inside `stack`: a failure at any step
+    closes what the steps before it opened, and shutdown closes all in reverse order."""
+    db = Database.from_url(settings.database_url, settings.db_pool_size)
+    stack.push_async_callback(_dispose, db)
+    signer = TokenSigner(
+        settings.user_token_secret or await stored_secret(db, "user_token_secret"), clock)
+    auth = Authenticator(db, signer)
+    service = CreditService(clock, catalogue, timedelta(seconds=settings.hold_ttl_s),
+                            settings.low_credits_threshold)
+    jobs = JobService(service, timedelta(seconds=settings.hold_ttl_s))
+    idempotency = IdempotencyStore(db)
+    http = await stack.enter_async_context(httpx.AsyncClient(follow_redirects=True))
+    realtime, probes = await _open_realtime(stack, settings, auth, db, clock)
+
+    async def publish(events: list[Event]) -> None:
+        await ctx.publish(events)  # after each batch's commit, before its callers hear
+
+    writer = BatchWriter(db, service.now, publish, settings.write_connections,
+                         settings.write_batch_max)
+    stack.push_async_callback(writer.aclose)
+    secret_for, providers = await _open_providers(stack, settings, db, http)
+    stack.callback(realtime.begin_shutdown)
+    heartbeats = list(realtime.hub.heartbeats)
+    if run_sweeper:
+        sweeper = Sweeper(db, service, idempotency, jobs=jobs, writer=writer)
+        _supervise(stack, sweeper, settings.sweep_interval_s)
+        heartbeats.append(sweeper.heartbeat)
+    stack.callback(_stopping, heartbeats)
+
+    async def background_tasks() -> None:  # readiness: 503 while one is dead or stuck
+        supervision.check(heartbeats)
+
+    ctx = AppContext(settings, db, service, signer, auth, idempotency, writer, jobs,
+                     _object_store(settings), http, realtime.hub.wait_beyond, providers,
+                     secret_for, publishers=[realtime.publish],
+                     readiness_probes={**probes, "background_tasks": background_tasks})
+    return ctx, realtime
+
+
+def _object_store(settings: Settings) -> ObjectStore:
+    if settings.s3_bucket:
+        return S3Store(settings.s3_bucket, settings.s3_endpoint_url, settings.s3_public_url)
+    return LocalDirectoryStore(settings.results_dir, (settings.public_url or "") + "/results")
+
+
+async def _open_providers(stack: contextlib.AsyncExitStack, settings: Settings, db: Database,
+                          http: httpx.AsyncClient) -> tuple[SecretFor, dict[str, Any]]:
+    """Each generation provider, and the webhook secret each one signs its callbacks with."""
     generated = await stored_secret(db, "webhook_secret")
 
     def secret_for(provider: str) -> str | None:
         return (settings.webhook_secrets.get(provider) or settings.webhook_secret
                 or (generated if provider == SIMULATED else None))
 
-    ctx.webhook_secrets = secret_for
-    ctx.providers[SIMULATED] = SimulatedProvider(lambda: secret_for(SIMULATED) or generated, http)
+    simulated = SimulatedProvider(lambda: secret_for(SIMULATED) or generated, http)
+    stack.push_async_callback(simulated.stop)
+    return secret_for, {SIMULATED: simulated}
 
 
-async def _start_realtime(settings: Settings, ctx: AppContext, db: Database,
-                          clock: Clock) -> Realtime:
+async def _open_realtime(stack: contextlib.AsyncExitStack, settings: Settings,
+                         auth: Authenticator, db: Database,
+                         clock: Clock) -> tuple[Realtime, dict[str, Probe]]:
+    """Live push, started, and its readiness probes."""
     broker: Broker = (RedisBroker(settings.redis_url, "drop_publish_once" in settings.faults)
                       if settings.redis_url else InProcessBroker())
     hub = Hub(SqlEventJournal(db, clock), broker, settings.resync_interval_s)
 
     async def authenticate(conn: HTTPConnection) -> Viewer:
         try:
-            return await ctx.auth.principal(conn, allow_query_token=True)
+            return await auth.principal(conn, allow_query_token=True)
         except ApiError as exc:
             raise StreamAuthError(exc.code, exc.message) from exc
 
     async def verify_token(token: str) -> Viewer:
         try:
-            return await ctx.auth.from_token(token)
+            return await auth.from_token(token)
         except ApiError as exc:
             raise StreamAuthError(exc.code, exc.message) from exc
 
@@ -192,13 +202,36 @@ async def _start_realtime(settings: Settings, ctx: AppContext, db: Database,
                           settings.heartbeat_s, settings.stream_queue_size,
                           max_connections_per_account=settings.max_streams_per_account,
                           clock=lambda: clock.now().timestamp())
-    realtime = Realtime(hub, config)
+    stack.push_async_callback(hub.stop)  # also after a start that failed halfway
     await hub.start()
-    ctx.publishers.append(realtime.publish)
-    ctx.wait_for_events = hub.wait_beyond
-    if settings.redis_url:
-        ctx.readiness_probes["redis"] = broker.ping
-    return realtime
+    return Realtime(hub, config), ({"redis": broker.ping} if settings.redis_url else {})
+
+
+def _supervise(stack: contextlib.AsyncExitStack, sweeper: Sweeper, interval_s: float) -> None:
+    """Run the sweeper until shutdown, which lets a pass in progress finish first."""
+    stopping = asyncio.Event()
+    task = sweeper.heartbeat.watch(asyncio.create_task(
+        sweeper.run_forever(interval_s, stopping)))
+
+    async def stop() -> None:
+        stopping.set()
+        _, late = await asyncio.wait([task], timeout=SHUTDOWN_PATIENCE_S)
+        for pending in late:
+            pending.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    stack.push_async_callback(stop)
+
+
+def _stopping(heartbeats: list[supervision.Heartbeat]) -> None:
+    # at shutdown an ended task is not a dead one
+    for heartbeat in heartbeats:
+        heartbeat.stopping = True
+
+
+async def _dispose(db: Database) -> None:
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(db.dispose(), SHUTDOWN_PATIENCE_S)
 
 
 def _chain_sigterm(before: Callable[[], None]) -> None:

@@ -28,18 +28,14 @@ async def complete_job(ctx: AppContext, job_id: str, status: str, result_url: st
                 stored = await store_result(ctx, job, result_url)
             except (FetchFailed, StorageFailed) as exc:
                 status, error = FAILED, f"the result could not be stored: {exc}"
-    outcome: dict[str, Any] = {}
-
-    async def action(uow: OperationUnitOfWork) -> tuple[int, dict[str, Any]]:
-        assert ctx.jobs is not None
+    async def action(uow: OperationUnitOfWork) -> dict[str, Any]:
         finished, account, changed = await ctx.jobs.finish(
             uow, job_id, status, stored[0] if stored else None, error)
-        outcome.update(job=finished.to_dict(), changed=changed,
-                       account=account.snapshot(ctx.service.now()))
-        return 200, outcome
+        return {"job": finished.to_dict(), "changed": changed,
+                "account": account.snapshot(ctx.service.now())}
 
     try:
-        await ctx.transact(action, Touches(jobs=(job_id,)))
+        outcome = await ctx.transact(action, Touches(jobs=(job_id,)))
     except InvalidState:
         await _discard(ctx, stored)
         raise
@@ -56,7 +52,6 @@ async def store_result(ctx: AppContext, job: Job, result_url: str) -> tuple[str,
     """Copy the result into our store; returns its public URL and key. The local store's URL
     is relative (`/results/…`) unless CREDITSTREAM_PUBLIC_URL is set: never built from a
     request's Host header."""
-    assert ctx.store is not None and ctx.http is not None
     data, content_type = await fetch(result_url, ctx.http)
     key = f"{job.job_id}/result{extension_for(content_type)}"
     url = await ctx.store.put(key, data, content_type)
@@ -64,5 +59,5 @@ async def store_result(ctx: AppContext, job: Job, result_url: str) -> tuple[str,
 
 
 async def _discard(ctx: AppContext, stored: tuple[str, str] | None) -> None:
-    if stored is not None and ctx.store is not None:
+    if stored is not None:
         await ctx.store.delete(stored[1])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import signal
@@ -28,7 +27,7 @@ from core.service import CreditService
 from storage.batch import NOTHING, OperationUnitOfWork, Touches
 from storage.idempotency import IdempotencyKey, IdempotencyStore
 from storage.sql import Database
-from storage.writer import BatchWriter
+from storage.writer import BatchWriter, KeyedResult
 
 log = logging.getLogger("creditstream.api")
 
@@ -49,14 +48,14 @@ class AppContext:
     auth: Authenticator
     idempotency: IdempotencyStore
     writer: BatchWriter
+    jobs: JobService
+    store: ObjectStore
+    http: httpx.AsyncClient
+    wait_for_events: Callable[[str, int, float], Awaitable[None]]
+    providers: dict[str, Any]
+    webhook_secrets: Callable[[str], str | None]
     publishers: list[Publisher] = field(default_factory=list)
     readiness_probes: dict[str, Callable[[], Awaitable[Any]]] = field(default_factory=dict)
-    wait_for_events: Callable[[str, int, float], Awaitable[None]] | None = None
-    jobs: JobService | None = None
-    store: ObjectStore | None = None
-    http: httpx.AsyncClient | None = None
-    providers: dict[str, Any] = field(default_factory=dict)
-    webhook_secrets: Callable[[str], str | None] = lambda provider: None
 
     def count_webhook_rejection(self, provider: str, reason: str) -> None:
         metrics.WEBHOOK_REJECTIONS.labels(provider, reason).inc()
@@ -68,22 +67,30 @@ class AppContext:
     async def execute(self, request: Request, principal: Principal, canonical_body: bytes,
                       action: Action, touches: Touches = NOTHING) -> Response:
         """Run a mutating action in the next write batch, exactly once per Idempotency-Key."""
+        result = await self.execute_once(request, principal, canonical_body, action, touches)
+        headers = {"Idempotent-Replayed": "true"} if result.replayed else None
+        return JSONResponse(result.body, status_code=result.status, headers=headers)
+
+    async def execute_once(self, request: Request, principal: Principal, canonical_body: bytes,
+                           action: Action, touches: Touches = NOTHING) -> KeyedResult:
+        """`execute`'s result before it becomes a response: for routes that answer in their
+        own shape."""
         operation = operation_name(request)
         try:
-            response = await self._execute(request, principal, canonical_body, action, touches)
+            result = await self._execute(request, principal, canonical_body, action, touches)
         except (CreditError, ApiError) as exc:
             metrics.OPERATIONS.labels(operation, getattr(exc, "code", "error")).inc()
             raise
-        outcome = "ok" if response.status_code < 400 else _error_code(response)
+        outcome = "ok" if result.status < 400 else _error_code(result)
         metrics.OPERATIONS.labels(operation, outcome).inc()
-        return response
+        return result
 
     async def _execute(self, request: Request, principal: Principal, canonical_body: bytes,
-                       action: Action, touches: Touches) -> Response:
+                       action: Action, touches: Touches) -> KeyedResult:
         key = request.headers.get("idempotency-key")
         if key is None:
             status, body = await self.transact(action, touches)
-            return JSONResponse(body, status_code=status)
+            return KeyedResult(status, body)
         if not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isprintable():
             # control characters (NUL above all: PostgreSQL cannot store it) name no request
             raise ApiError(400, "invalid_idempotency_key", "Expected an Idempotency-Key of "
@@ -91,10 +98,8 @@ class AppContext:
         fingerprint = hashlib.sha256(
             b"%s %s\n%s" % (request.method.encode(), request.url.path.encode(), canonical_body)
         ).hexdigest()
-        result = await self.writer.run_keyed(
+        return await self.writer.run_keyed(
             action, IdempotencyKey(principal.scope, key, fingerprint), stored_refusal, touches)
-        headers = {"Idempotent-Replayed": "true"} if result.replayed else None
-        return JSONResponse(result.body, status_code=result.status, headers=headers)
 
     async def transact(self, action: Callable[[UnitOfWork], Awaitable[T]],
                        touches: Touches = NOTHING) -> T:
@@ -130,8 +135,8 @@ def operation_name(request: Request) -> str:
     return words[-1].removesuffix("s") if words else "unknown"
 
 
-def _error_code(response: Response) -> str:
+def _error_code(result: KeyedResult) -> str:
     try:
-        return str(json.loads(bytes(response.body))["error"]["code"])
-    except (ValueError, KeyError, TypeError):
-        return str(response.status_code)
+        return str(result.body["error"]["code"])
+    except (KeyError, TypeError):
+        return str(result.status)

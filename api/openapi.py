@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from api.routes import ApiRoute
+from api.routing import ApiRoute
 
 ERROR_SCHEMA = {
     "type": "object",

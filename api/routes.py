@@ -1,42 +1,17 @@
-"""The route table: each route with its OpenAPI description, so the document cannot drift."""
+"""The `/v1` route table (the seed-compatible one is api/routes_seed.py; asgi.py joins them)."""
 
 from __future__ import annotations
-
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-
-from pydantic import BaseModel
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from api import routes_accounts as accounts
 from api import routes_holds as holds
 from api import routes_jobs as jobs
 from api import routes_misc as misc
 from api import schemas, webhooks
-
-Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-@dataclass(frozen=True)
-class ApiRoute:
-    method: str
-    path: str
-    endpoint: Endpoint | None
-    summary: str
-    auth: str  # "none" | "server" | "owner" (server key or the account's own user token)
-    body: type[BaseModel] | None = None
-    success: int = 200
-    errors: tuple[int, ...] = ()
-    query: tuple[str, ...] = ()
-    routed: bool = True  # False: served elsewhere (realtime/), listed here for the document
-
+from api.routing import MUTATING, ApiRoute
 
 A = "/v1/accounts/{account_id}"
-MUTATING = (400, 401, 402, 403, 409, 413, 422, 429, 503)
 
-API_ROUTES: list[ApiRoute] = [
+V1_ROUTES: list[ApiRoute] = [
     ApiRoute("PUT", A, accounts.ensure_account, "Ensure an account (201 new with trial, 200 "
              "existing)", "server", success=201, errors=(200, 401, 403, 409, 422, 503)),
     ApiRoute("GET", A, accounts.get_account, "Account snapshot", "owner",
@@ -95,27 +70,3 @@ API_ROUTES: list[ApiRoute] = [
     ApiRoute("GET", "/openapi.json", misc.openapi_document, "This OpenAPI document", "none"),
 ]
 
-
-def starlette_routes(extra: list[ApiRoute] | None = None) -> list[Route]:
-    table = API_ROUTES + (extra or [])
-    by_path: dict[str, dict[str, Endpoint]] = {}
-    for route in table:
-        if route.routed and route.endpoint is not None:
-            by_path.setdefault(route.path, {})[route.method] = route.endpoint
-    return [Route(path, _dispatch(methods), methods=list(methods))
-            for path, methods in by_path.items()]
-
-
-def _dispatch(methods: dict[str, Endpoint]) -> Endpoint:
-    if len(methods) == 1:
-        return next(iter(methods.values()))
-
-    async def endpoint(request: Request) -> Response:
-        return await methods[request.method](request)
-
-    return endpoint
-
-
-from api.routes_seed import SEED_ROUTES  # noqa: E402 - after ApiRoute, which it uses
-
-API_ROUTES += SEED_ROUTES

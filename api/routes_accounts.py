@@ -116,7 +116,7 @@ async def _events_page(ctx: AppContext, account_id: str, after_seq: int, limit: 
     async with ctx.db.read() as uow:
         account = await ctx.service.read_account(uow, account_id)
         events = await queries.events_after(uow.conn, account_id, after_seq, limit)
-    if not events and wait and ctx.wait_for_events is not None:
+    if not events and wait:
         await ctx.wait_for_events(account_id, after_seq, wait)
         async with ctx.db.read() as uow:
             account = await ctx.service.read_account(uow, account_id)
@@ -175,11 +175,9 @@ async def create_charge(request: Request) -> Response:
     body, canonical = await parse(request, ChargeBody)
 
     async def action(uow: OperationUnitOfWork) -> tuple[int, dict[str, Any]]:
-        price = body.price.request() if body.price else None
-        amount = body.amount if price is None else ctx.service.quote(price)
         charge, account = await ctx.service.charge(
-            uow, account_id, amount, body.reason, body.ref,
-            request.headers.get("idempotency-key"), price.metadata() if price else None)
+            uow, account_id, body.credits(ctx.service.quote), body.reason, body.ref,
+            request.headers.get("idempotency-key"), body.price_metadata())
         return 201, {"charge": charge, "account": account.snapshot(ctx.service.now())}
 
     return await ctx.execute(request, principal, canonical, action,

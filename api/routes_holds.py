@@ -21,11 +21,9 @@ async def create_hold(request: Request) -> Response:
     account_id = principal.own_account(body.account_id)
 
     async def action(uow: OperationUnitOfWork) -> tuple[int, dict[str, Any]]:
-        price = body.price.request() if body.price else None
-        amount = body.amount if price is None else ctx.service.quote(price)
         hold, account = await ctx.service.hold(
-            uow, account_id, amount, body.ttl_seconds, body.ref,
-            request.headers.get("idempotency-key"), metadata=price.metadata() if price else None)
+            uow, account_id, body.credits(ctx.service.quote), body.ttl_seconds, body.ref,
+            request.headers.get("idempotency-key"), metadata=body.price_metadata())
         return 201, {"hold": hold.to_dict(), "account": account.snapshot(ctx.service.now())}
 
     return await ctx.execute(request, principal, canonical, action,

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Collection
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from api.auth import Principal
 from api.body import parse
 from api.completion import complete_job
-from api.auth import Principal
 from api.context import AppContext
 from api.errors import ApiError
 from api.routes_accounts import ctx_of
@@ -34,7 +34,7 @@ def callback_base(ctx: AppContext, request: Request) -> str:
     return f"http://{host}" + (f":{port}" if port else "")
 
 
-def check_provider_choice(principal: Principal, body: JobBody, built_in: Container[str]) -> None:
+def check_provider_choice(principal: Principal, body: JobBody, built_in: Collection[str]) -> None:
     """A user token runs built-in providers only: naming an external provider's task would
     let a browser pre-claim the task id of another account's job (the provider's webhook
     would then complete the wrong job)."""
@@ -56,7 +56,6 @@ async def create_job(request: Request) -> Response:
     base_url = callback_base(ctx, request)
 
     async def action(uow: OperationUnitOfWork) -> tuple[int, dict[str, Any]]:
-        assert ctx.jobs is not None
         if body.provider_task_id is not None:
             await refuse_task_clash(uow, body.provider, body.provider_task_id)
         job, account = await ctx.jobs.create(

@@ -16,10 +16,9 @@ fields are added beside it where the seed shows them.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.requests import Request
@@ -31,6 +30,7 @@ from api.context import AppContext
 from api.errors import ApiError, to_status_and_body
 from api.routes_accounts import ctx_of
 from api.routes_jobs import callback_base, dispatch
+from api.routing import MUTATING, ApiRoute
 from core.account import Account
 from core.errors import InsufficientCredits, NotFound
 from core.events import iso
@@ -39,16 +39,13 @@ from core.model import MAX_AMOUNT, normalise_account_id
 from core.service import PriceRequest
 from providers.simulated import MAX_DELAY_MS
 from providers.simulated import NAME as SIMULATED
-from storage.batch import OperationUnitOfWork
-
-if TYPE_CHECKING:
-    from api.routes import ApiRoute
+from storage.batch import OperationUnitOfWork, Touches
+from storage.writer import KeyedResult
 
 # How long POST /api/generate waits for its job before answering 202 "processing".
 GENERATE_WAIT_S = 30.0
 # Each wait for the account's stream is bounded too, so a lost push only delays the answer.
 WAIT_STEP_S = 1.0
-POLL_FALLBACK_S = 0.1
 
 SimulateMode = Literal["success", "fail", "hang"]
 
@@ -98,7 +95,7 @@ class SeedGenerateBody(BaseModel):
 
 async def start_job(request: Request, ctx: AppContext, principal: Principal,
                     canonical: bytes, account_id: str, operation: str,
-                    job_input: dict[str, Any]) -> Response:
+                    job_input: dict[str, Any]) -> KeyedResult:
     """Quote + hold + job in one transaction, dispatched to the simulated provider after the
     commit: what `POST /v1/jobs` does, under the same Idempotency-Key rules. Answers the
     v1 creation body `202 {job, account}` (or a stored refusal, when a key replays one)."""
@@ -106,38 +103,29 @@ async def start_job(request: Request, ctx: AppContext, principal: Principal,
     key = request.headers.get("idempotency-key")
 
     async def action(uow: OperationUnitOfWork) -> tuple[int, dict[str, Any]]:
-        assert ctx.jobs is not None
         job, account = await ctx.jobs.create(uow, account_id, PriceRequest(operation),
                                              SIMULATED, job_input, None, None, key)
         uow.after_commit.append(lambda: dispatch(ctx, job, base_url))
         return 202, {"job": job.to_dict(), "account": account.snapshot(ctx.service.now())}
 
-    return await ctx.execute(request, principal, canonical, action)
+    return await ctx.execute_once(request, principal, canonical, action,
+                                  Touches(accounts=(account_id,)))
 
 
-def response_json(response: Response) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(bytes(response.body))
-    return body
-
-
-def replayed(response: Response) -> dict[str, str]:
-    flag = response.headers.get("idempotent-replayed")
-    return {"Idempotent-Replayed": flag} if flag else {}
+def replayed(result: KeyedResult) -> dict[str, str]:
+    return {"Idempotent-Replayed": "true"} if result.replayed else {}
 
 
 async def ensured_account(ctx: AppContext, account_id: str) -> Account:
     """The account, created with its trial on first sight (seed 001's `ensureUser`), with any
     grant expiry that is due applied and saved first (its `expireTrialsForWallet`)."""
-    found: list[Account] = []
 
-    async def action(uow: OperationUnitOfWork) -> tuple[int, dict[str, Any]]:
+    async def action(uow: OperationUnitOfWork) -> Account:
         account, _ = await ctx.service.ensure_account(uow, account_id)
         await uow.accounts.save(account)
-        found[:] = [account]
-        return 200, {}
+        return account
 
-    await ctx.transact(action)
-    return found[0]
+    return await ctx.transact(action, Touches(accounts=(account_id,)))
 
 
 async def read_job(ctx: AppContext, job_id: str) -> Job:
@@ -162,21 +150,17 @@ async def await_job(ctx: AppContext, job_id: str, account_id: str,
         left = deadline - time.monotonic()
         if job.status != PROCESSING or left <= 0:
             return job, account
-        if ctx.wait_for_events is not None:
-            await ctx.wait_for_events(account_id, account.seq, min(left, WAIT_STEP_S))
-        else:
-            await asyncio.sleep(min(left, POLL_FALLBACK_S))
+        await ctx.wait_for_events(account_id, account.seq, min(left, WAIT_STEP_S))
 
 
-def with_seed_shortfall(response: Response) -> Response:
-    """A 402 keeps the API's error object, plus the seed's own fields beside it."""
-    if response.status_code != 402:
-        return response
-    body = response_json(response)
-    error = body.get("error", {})
-    seed = {"message": error.get("message"), "creditsDeducted": 0,
-            "remainingCredits": error.get("available"), "shortfall": error.get("shortfall")}
-    return JSONResponse({**body, **seed}, status_code=402, headers=replayed(response))
+def with_seed_shortfall(result: KeyedResult) -> Response:
+    """A refusal keeps the API's error object; a 402 adds the seed's own fields beside it."""
+    body: dict[str, Any] = result.body
+    if result.status == 402:
+        error = body.get("error", {})
+        body = {**body, "message": error.get("message"), "creditsDeducted": 0,
+                "remainingCredits": error.get("available"), "shortfall": error.get("shortfall")}
+    return JSONResponse(body, status_code=result.status, headers=replayed(result))
 
 
 # --- seed 000 ------------------------------------------------------------------------------------
@@ -190,10 +174,10 @@ async def video_generate(request: Request) -> Response:
     job_input = json.loads(canonical)  # the whole request body, as the seed sends it
     created = await start_job(request, ctx, principal, canonical, account_id, "video",
                               job_input)
-    if created.status_code != 202:
-        return created
-    job = response_json(created)["job"]
-    return JSONResponse({"id": job["job_id"]}, status_code=202, headers=replayed(created))
+    if created.status != 202:
+        return JSONResponse(created.body, status_code=created.status, headers=replayed(created))
+    return JSONResponse({"id": created.body["job"]["job_id"]}, status_code=202,
+                        headers=replayed(created))
 
 
 def history_body(job: Job) -> dict[str, Any]:
@@ -274,11 +258,11 @@ async def generate(request: Request, operation: str, noun: str) -> Response:
         created = await start_job(request, ctx, principal, canonical, wallet, operation,
                                   job_input)
     except InsufficientCredits as exc:
-        status, error, headers = to_status_and_body(exc)
-        created = JSONResponse(error, status_code=status, headers=headers)
-    if created.status_code != 202:
+        status, error, _ = to_status_and_body(exc)
+        created = KeyedResult(status, error)
+    if created.status != 202:
         return with_seed_shortfall(created)
-    job_id = response_json(created)["job"]["job_id"]
+    job_id = created.body["job"]["job_id"]
     job, account = await await_job(ctx, job_id, wallet, GENERATE_WAIT_S)
     seed = {"jobId": job.job_id, "videoId": job.job_id, "resultUrl": job.result_url,
             "remainingCredits": account.available}
@@ -309,41 +293,28 @@ async def generate_audio(request: Request) -> Response:
 
 # --- the route table -----------------------------------------------------------------------------
 
-def seed_routes() -> list[ApiRoute]:
-    # imported here: api/routes.py appends these routes to its own table at its end
-    from api.routes import MUTATING, ApiRoute
+GENERATING = (*MUTATING, 202, 502)  # 202: still processing when the wait ran out
+SEED_ROUTES: list[ApiRoute] = [
+    ApiRoute("POST", "/api/v1/video/generate", video_generate, "Seed 000: start a video "
+             "generation, charged only on success → {id}", "owner", SeedVideoGenerateBody,
+             202, MUTATING),
+    ApiRoute("GET", "/api/v1/history/{id}", history, "Seed 000: a generation's status → "
+             "{id, status, resultUrl, errorMessage}", "owner", errors=(401, 403, 404)),
+    ApiRoute("GET", "/api/v1/user/profile", profile, "Seed 000: the caller's balance "
+             "(a server key names the account with ?account_id=)", "owner",
+             errors=(401, 403, 422, 503), query=("account_id",)),
+    ApiRoute("POST", "/api/payments/award", award, "Seed 001: award a tier or points "
+             "→ {walletAddress, awardedPoints, newTotalPoints, contentType, "
+             "contentCredits}", "server", SeedAwardBody, 200, MUTATING),
+    ApiRoute("GET", "/api/users/{walletAddress}/points", points, "Seed 001: points "
+             "after applying trial expiry (creates the user with its trial on first "
+             "sight) → {walletAddress, points, trial_expires_at}", "owner",
+             errors=(401, 403, 422, 503)),
+    ApiRoute("POST", "/api/generate", generate_video, "Seed 001: generate a video "
+             "(2 credits) and answer when it has finished (202 while still processing)",
+             "owner", SeedGenerateBody, 200, GENERATING),
+    ApiRoute("POST", "/api/generate/audio", generate_audio, "Seed 001: generate an audio "
+             "(1 credit) and answer when it has finished (202 while still processing)",
+             "owner", SeedGenerateBody, 200, GENERATING),
+]
 
-    generating = (*MUTATING, 202, 502)  # 202: still processing when the wait ran out
-    return [
-        ApiRoute("POST", "/api/v1/video/generate", video_generate, "Seed 000: start a video "
-                 "generation, charged only on success → {id}", "owner", SeedVideoGenerateBody,
-                 202, MUTATING),
-        ApiRoute("GET", "/api/v1/history/{id}", history, "Seed 000: a generation's status → "
-                 "{id, status, resultUrl, errorMessage}", "owner", errors=(401, 403, 404)),
-        ApiRoute("GET", "/api/v1/user/profile", profile, "Seed 000: the caller's balance "
-                 "(a server key names the account with ?account_id=)", "owner",
-                 errors=(401, 403, 422, 503), query=("account_id",)),
-        ApiRoute("POST", "/api/payments/award", award, "Seed 001: award a tier or points "
-                 "→ {walletAddress, awardedPoints, newTotalPoints, contentType, "
-                 "contentCredits}", "server", SeedAwardBody, 200, MUTATING),
-        ApiRoute("GET", "/api/users/{walletAddress}/points", points, "Seed 001: points "
-                 "after applying trial expiry (creates the user with its trial on first "
-                 "sight) → {walletAddress, points, trial_expires_at}", "owner",
-                 errors=(401, 403, 422, 503)),
-        ApiRoute("POST", "/api/generate", generate_video, "Seed 001: generate a video "
-                 "(2 credits) and answer when it has finished (202 while still processing)",
-                 "owner", SeedGenerateBody, 200, generating),
-        ApiRoute("POST", "/api/generate/audio", generate_audio, "Seed 001: generate an audio "
-                 "(1 credit) and answer when it has finished (202 while still processing)",
-                 "owner", SeedGenerateBody, 200, generating),
-    ]
-
-
-SEED_ROUTES: list[ApiRoute]  # built on first access (module __getattr__), after api.routes
-
-
-def __getattr__(name: str) -> Any:
-    if name == "SEED_ROUTES":
-        routes = seed_routes()
-        return globals().setdefault("SEED_ROUTES", routes)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

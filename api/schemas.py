@@ -3,17 +3,19 @@ unknown field, so a typo never silently changes what a request does."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from api.tokens import MAX_TTL_S as MAX_TOKEN_TTL_S
+from core.errors import InvalidInput
+from core.job_service import MAX_JOB_TTL_S
 from core.model import MAX_AMOUNT
 from core.service import MAX_HOLD_TTL_S, PriceRequest
 
-Amount = Field(ge=1, le=MAX_AMOUNT)
 Ref = Field(default=None, min_length=1, max_length=256)
-Reason = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:@ -]+$")
 
 
 class Body(BaseModel):
@@ -38,6 +40,17 @@ class AmountOrPrice(Body):
         if (self.amount is None) == (self.price is None):
             raise ValueError("give exactly one of amount or price")
         return self
+
+    def credits(self, quote: Callable[[PriceRequest], int]) -> int:
+        """The amount given, or the quote of the price given."""
+        if self.price is not None:
+            return quote(self.price.request())
+        if self.amount is None:
+            raise InvalidInput("Expected an amount or a price, got neither")
+        return self.amount
+
+    def price_metadata(self) -> dict[str, Any] | None:
+        return None if self.price is None else self.price.request().metadata()
 
 
 class GrantBody(Body):
@@ -87,7 +100,7 @@ class QuoteBody(PriceBody):
 
 class TokenBody(Body):
     account_id: str = Field(min_length=1, max_length=128)
-    ttl_seconds: int | None = Field(default=None, ge=1, le=30 * 24 * 3600)
+    ttl_seconds: int | None = Field(default=None, ge=1, le=MAX_TOKEN_TTL_S)
 
 
 class JobBody(PriceBody):
@@ -95,7 +108,7 @@ class JobBody(PriceBody):
     input: dict[str, Any] | None = None
     provider: str = Field(default="simulated", pattern=r"^[a-z0-9_-]{1,32}$")
     provider_task_id: str | None = Field(default=None, min_length=1, max_length=255)
-    ttl_seconds: int | None = Field(default=None, ge=1, le=MAX_HOLD_TTL_S - 60)
+    ttl_seconds: int | None = Field(default=None, ge=1, le=MAX_JOB_TTL_S)
 
 
 class JobResultBody(Body):

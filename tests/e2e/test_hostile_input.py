@@ -31,8 +31,8 @@ import sqlalchemy as sa
 import websockets
 
 from api.body import MAX_BODY_BYTES, MAX_JSON_DEPTH
-from api.routes import API_ROUTES
 from api.tokens import TokenSigner
+from asgi import API_ROUTES
 from core.signatures import sign
 from realtime.websocket import MAX_MESSAGE_CHARS
 from storage.tables import accounts, entries, events, grants, holds, jobs, processed_webhooks

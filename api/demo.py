@@ -25,12 +25,12 @@ from starlette.staticfiles import StaticFiles
 from api.body import parse
 from api.context import AppContext
 from api.errors import ApiError
+from api.routing import Endpoint
 from api.schemas import Body
 from core.events import iso
 from core.model import MAX_AMOUNT, normalise_account_id
-from storage.batch import OperationUnitOfWork
+from storage.batch import OperationUnitOfWork, Touches
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
 TOKEN_TTL_S = 3600
 SESSION_COOKIE = "creditstream_demo"
 SESSION_PURPOSE = "demo-session"
@@ -52,13 +52,17 @@ def _ctx(request: Request) -> AppContext:
     return ctx
 
 
-async def demo_page(request: Request) -> Response:
-    response = FileResponse(STATIC_DIR / "demo.html", headers={"Cache-Control": "no-store"})
-    nonce = secrets.token_urlsafe(16)
-    session = f"{nonce}.{_ctx(request).signer.mac(SESSION_PURPOSE, nonce)}"
-    response.set_cookie(SESSION_COOKIE, session, max_age=SESSION_TTL_S, path="/demo",
-                        httponly=True, samesite="strict", secure=request.url.scheme == "https")
-    return response
+def demo_page(static_dir: Path) -> Endpoint:
+    async def endpoint(request: Request) -> Response:
+        response = FileResponse(static_dir / "demo.html", headers={"Cache-Control": "no-store"})
+        nonce = secrets.token_urlsafe(16)
+        session = f"{nonce}.{_ctx(request).signer.mac(SESSION_PURPOSE, nonce)}"
+        response.set_cookie(SESSION_COOKIE, session, max_age=SESSION_TTL_S, path="/demo",
+                            httponly=True, samesite="strict",
+                            secure=request.url.scheme == "https")
+        return response
+
+    return endpoint
 
 
 def _require_demo_session(request: Request) -> None:
@@ -88,12 +92,11 @@ async def demo_session(request: Request) -> Response:
     body, _ = await parse(request, SessionBody)
     account_id = _demo_account(body.account_id or f"{DEMO_PREFIX}{secrets.token_hex(6)}")
 
-    async def action(uow: OperationUnitOfWork) -> tuple[int, dict[str, Any]]:
+    async def action(uow: OperationUnitOfWork) -> None:
         account, _ = await ctx.service.ensure_account(uow, account_id)
         await uow.accounts.save(account)  # the trial grant of a new account
-        return 200, {}
 
-    await ctx.transact(action)
+    await ctx.transact(action, Touches(accounts=(account_id,)))
     token, expires_at = ctx.signer.issue(account_id, ctx.service.now(), TOKEN_TTL_S)
     return JSONResponse({"account_id": account_id, "token": token,
                          "expires_at": iso(expires_at)})
@@ -110,16 +113,17 @@ async def demo_credits(request: Request) -> Response:
         grant, account = await ctx.service.grant(uow, account_id, body.amount, "promo")
         return 201, {"grant_id": grant.grant_id, "account": account.snapshot(ctx.service.now())}
 
-    status, payload = await ctx.transact(action)
+    status, payload = await ctx.transact(action, Touches(accounts=(account_id,)))
     return JSONResponse(payload, status_code=status)
 
 
-def demo_routes(dev: bool = True) -> list[BaseRoute]:
-    """The static SDK always; the demo page and its helpers only in dev mode."""
+def demo_routes(static_dir: Path, dev: bool = True) -> list[BaseRoute]:
+    """The static SDK (from `static_dir`) always; the demo page and its helpers only in dev
+    mode."""
     routes: list[BaseRoute] = []
     if dev:
-        routes += [Route("/demo", demo_page, methods=["GET"]),
+        routes += [Route("/demo", demo_page(static_dir), methods=["GET"]),
                    Route("/demo/session", demo_session, methods=["POST"]),
                    Route("/demo/credits", demo_credits, methods=["POST"])]
-    routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
+    routes.append(Mount("/static", StaticFiles(directory=static_dir), name="static"))
     return routes
