@@ -2,6 +2,7 @@
 #             embedded default (SQLite, in-process broker, local results directory) at
 #             http://$(HOST):$(PORT) (default 127.0.0.1:8000), in dev mode (prints a server key)
 # make test — install the runtime with the test tools (.[test]) and run the whole suite
+# make check — mypy --strict and ruff (versions pinned in the test extra) over the whole tree
 VENV ?= .venv
 PYTHON ?= python3
 HOST ?= 127.0.0.1
@@ -9,7 +10,7 @@ PORT ?= 8000
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed
 
-.PHONY: install install-run run test migrate clean
+.PHONY: install install-run run test check migrate clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +37,10 @@ run: install-run migrate
 
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+check: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy --strict .
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .hypothesis

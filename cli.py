@@ -8,9 +8,15 @@ import json
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from config import Settings
+
+if TYPE_CHECKING:  # the commands import the engine only when they run
+    from core.service import CreditService
+    from storage.sql import Database
+
+T = TypeVar("T")
 
 KEEP_ALIVE_S = 5
 
@@ -165,7 +171,7 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _grant(args: argparse.Namespace, settings: Settings) -> int:
-    async def run(db: Any) -> dict[str, Any]:
+    async def run(db: Database) -> dict[str, Any]:
         service = _service(settings)
         expires = (None if args.expires_in_days is None
                    else service.now() + timedelta(days=args.expires_in_days))
@@ -179,7 +185,7 @@ def _grant(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _balance(args: argparse.Namespace, settings: Settings) -> int:
-    async def run(db: Any) -> dict[str, Any]:
+    async def run(db: Database) -> dict[str, Any]:
         service = _service(settings)
         async with db.read() as uow:
             account = await service.read_account(uow, args.account)
@@ -192,7 +198,7 @@ def _balance(args: argparse.Namespace, settings: Settings) -> int:
 def _audit(args: argparse.Namespace, settings: Settings) -> int:
     from storage.queries import audit
 
-    async def run(db: Any) -> Any:
+    async def run(db: Database) -> Any:
         async with db.read() as uow:
             return await audit(uow.conn)
 
@@ -207,7 +213,7 @@ def _sweep(args: argparse.Namespace, settings: Settings) -> int:
     from storage.idempotency import IdempotencyStore
     from sweeper import Sweeper
 
-    async def run(db: Any) -> Any:
+    async def run(db: Database) -> Any:
         return await Sweeper(db, _service(settings), IdempotencyStore(db)).run_once()
 
     report = _with_db(settings, run)
@@ -215,7 +221,7 @@ def _sweep(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _service(settings: Settings) -> Any:
+def _service(settings: Settings) -> CreditService:
     from asgi import load_catalogue
     from core.ports import SystemClock
     from core.service import CreditService
@@ -224,10 +230,10 @@ def _service(settings: Settings) -> Any:
                          timedelta(seconds=settings.hold_ttl_s))
 
 
-def _with_db(settings: Settings, use: Callable[[Any], Awaitable[Any]]) -> Any:
+def _with_db(settings: Settings, use: Callable[[Database], Awaitable[T]]) -> T:
     from storage.sql import Database
 
-    async def run() -> Any:
+    async def run() -> T:
         db = Database.from_url(settings.database_url)
         try:
             return await use(db)

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 
 from storage.sql import DEFAULT_DATABASE_URL
 
-
 MIN_SECRET_BYTES = 32
 # fragments of the placeholders sample configurations ship with (docker-compose.yml used
 # "change-me-…"): a secret containing one was copied, not generated

@@ -61,9 +61,14 @@ class JobRepository(Protocol):
 class UnitOfWork(Protocol):
     """One database transaction; the caller commits by leaving its context without an error."""
 
-    accounts: AccountRepository
-    holds: HoldRepository
-    jobs: JobRepository
+    @property
+    def accounts(self) -> AccountRepository: ...
+
+    @property
+    def holds(self) -> HoldRepository: ...
+
+    @property
+    def jobs(self) -> JobRepository: ...
 
 
 class ObjectStore(Protocol):

@@ -41,11 +41,6 @@ async def events_after(conn: AsyncConnection, account_id: str, after_seq: int,
     return [dict(r.payload) for r in rows]
 
 
-async def oldest_retained_seq(conn: AsyncConnection, account_id: str) -> int | None:
-    return (await conn.execute(sa.select(sa.func.min(events.c.seq))
-                               .where(events.c.account_id == account_id))).scalar_one_or_none()
-
-
 async def usage(conn: AsyncConnection, account_id: str, since: datetime) -> dict[str, Any]:
     spent = await conn.execute(
         sa.select(entries.c.type, entries.c.amount, entries.c.metadata)

@@ -34,7 +34,7 @@ class ResumingSubscriber:
                             self.seqs.append(message["seq"])
             except websockets.ConnectionClosed as closed:
                 self.close_codes.append(closed.rcvd.code if closed.rcvd else None)
-            except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake):
+            except (TimeoutError, OSError, websockets.InvalidHandshake):
                 self.close_codes.append(None)
             await asyncio.sleep(0.1)
 

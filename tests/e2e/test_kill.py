@@ -55,7 +55,7 @@ class Client:
                    ok: tuple[int, ...] = (200, 201, 202)) -> dict[str, Any]:
         """POST with one Idempotency-Key, retried with the same key until it is answered."""
         key = f"k-{uuid.uuid4().hex}"
-        for attempt in range(400):
+        for _ in range(400):
             self.stats.requests += 1
             try:
                 response = await self.http.post(path, json=body, headers={"Idempotency-Key": key})
@@ -164,7 +164,7 @@ async def test_sigkill_three_times_under_mixed_load(
     try:
         async with db.read() as uow:
             checked, mismatches = await audit(uow.conn)
-            effects = defaultdict(int)
+            effects: defaultdict[str, int] = defaultdict(int)
             for key_used, in await uow.conn.execute(
                     sa.select(entries.c.idempotency_key).where(
                         entries.c.idempotency_key.is_not(None),

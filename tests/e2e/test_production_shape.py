@@ -76,7 +76,7 @@ async def test_sigterm_restart_of_one_replica_loses_nothing(
     balancer = await TcpBalancer([one.port, two.port]).start()
     subscribers = [ResumingSubscriber(balancer.url, key, a) for a in ACCOUNTS * 2]
     readers = [asyncio.create_task(s.run()) for s in subscribers]
-    stop, succeeded = asyncio.Event(), []
+    stop, succeeded = asyncio.Event(), list[str]()
     loaders = [asyncio.create_task(load(balancer.url, key, stop, succeeded)) for _ in range(4)]
     try:
         await asyncio.sleep(2)

@@ -409,7 +409,7 @@ async def test_odd_input_is_a_4xx_never_a_500(odd_api: ApiClient) -> None:
         for path in ("/v1/webhooks/providers/bfl", "/v1/webhooks/payments/stripe"):
             answers[f"{path} {number}"] = await api.http.post(
                 path, content=b'{"event_id": "e", "account_id": "odd", "points": 1}',
-                headers={"X-Signature": header, "Content-Type": "application/json"})
+                headers=[(b"X-Signature", header), (b"Content-Type", b"application/json")])
     for name, after_seq in (("superscript", "²"), ("5000 digits", "9" * 5000),
                             ("past bigint", str(2**63))):
         answers[f"sse after_seq {name}"] = await api.http.get(
@@ -465,7 +465,7 @@ def test_silent_and_slow_header_connections_are_cut_off(
             took[name] = time.monotonic() - started
             answers[name] = received
     assert all(elapsed < 5 for elapsed in took.values()), took
-    report(f"security (header deadline 1 s, {kind.__doc__.split(',')[0].strip()}): "
+    report(f"security (header deadline 1 s, {(kind.__doc__ or '').split(',')[0].strip()}): "
            + ", ".join(f"{name} cut off after {elapsed:.2f} s" for name, elapsed in took.items()))
     assert answers["silent"].startswith(b"HTTP/1.1 408"), answers
     assert answers["partial request line"].startswith(b"HTTP/1.1 408"), answers
@@ -592,7 +592,7 @@ async def test_results_are_served_inert(api_factory: Callable[..., Any],
             "status": "success", "result_url": data_url(data, content_type)})
         assert done.status_code == 200, done.text
         served_results[name] = await api.http.get(done.json()["job"]["result_url"])
-    for name, response in served_results.items():
+    for response in served_results.values():
         assert response.status_code == 200
         assert response.headers["x-content-type-options"] == "nosniff"
         csp = response.headers["content-security-policy"]

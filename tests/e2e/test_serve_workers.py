@@ -81,8 +81,8 @@ async def test_two_workers_share_the_write_path(tmp_path: Path, pg_url: str,
                 http.post("/v1/holds", json={"account_id": account, "amount": 1},
                           headers={"Idempotency-Key": k}) for k in keys + keys[:20]))
             assert [a.status_code for a in answers] == [201] * 80
-            first = {k: a.json() for k, a in zip(keys, answers)}
-            assert all(first[k] == a.json() for k, a in zip(keys[:20], answers[60:]))
+            first = {k: a.json() for k, a in zip(keys, answers[:60], strict=True)}
+            assert all(first[k] == a.json() for k, a in zip(keys[:20], answers[60:], strict=True))
             balance = (await http.get(f"/v1/accounts/{account}")).json()
             assert balance["held"] == 60  # each key exactly once, whichever worker answered
         assert await audit_mismatches(pg_url) == []

@@ -38,7 +38,8 @@ def run_bench(tmp_path: Path, name: str, *options: str) -> dict[str, Any]:
 def row(result: dict[str, Any], prefix: str) -> dict[str, Any]:
     matches = [r for r in result["rows"] if r["metric"].startswith(prefix)]
     assert matches, f"no row {prefix!r} in {[r['metric'] for r in result['rows']]}"
-    return matches[0]
+    first: dict[str, Any] = matches[0]
+    return first
 
 
 def assert_positive(entry: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ claimed across writers (instances), and the connections used do not grow with th
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -167,7 +168,7 @@ async def test_connections_stay_few_whatever_the_callers(writer: BatchWriter,
             await asyncio.sleep(0)
 
     sampler = asyncio.create_task(sample())
-    await asyncio.gather(*(writer.run(lambda uow, a=a: service.hold(uow, a, 1),
+    await asyncio.gather(*(writer.run(functools.partial(service.hold, account_id=a, amount=1),
                                       Touches(accounts=(a,))) for a in accounts * 4))
     done.set()
     await sampler
