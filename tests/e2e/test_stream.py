@@ -46,6 +46,27 @@ def assert_gap_free(seqs: list[int], first: int, last: int) -> None:
     assert seqs == list(range(first, last + 1)), seqs
 
 
+async def settle(http: httpx.AsyncClient, client: StreamClient, account: str, seq: int) -> None:
+    """One more event (`seq`), waited for: a stream is ordered, so whatever was sent before it
+    (a late duplicate too) has arrived by then."""
+    assert (await grant(http, account)).status_code == 201
+    await client.wait_for_seq(seq)
+
+
+async def wait_for_metric(server: LiveServer, name: str, at_least: float,
+                          timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
+        while True:
+            text = (await http.get("/metrics")).text
+            values = [float(line.split()[-1]) for line in text.splitlines()
+                      if line.startswith(name)]
+            if sum(values) >= at_least:
+                return
+            assert time.monotonic() < deadline, f"{name} stayed below {at_least}: {values}"
+            await asyncio.sleep(0.05)
+
+
 async def test_two_instances_deliver_every_event_in_order(
         pg_url: str, redis_url: str, live_server_factory: Factory) -> None:
     key = await make_server_key(pg_url)
@@ -63,8 +84,8 @@ async def test_two_instances_deliver_every_event_in_order(
         for _ in range(100):
             assert (await grant(http, account)).status_code == 201
         await client.wait_for_seq(101, timeout=10)
-    await asyncio.sleep(0.2)
-    assert_gap_free(client.seqs(account), 2, 101)
+        await settle(http, client, account, 102)
+    assert_gap_free(client.seqs(account), 2, 102)
     latencies = [(at - _parse_at(m["at"])) * 1000 for at, m in client.messages
                  if m.get("type") == "balance.updated"]
     p50 = statistics.median(latencies)
@@ -102,8 +123,8 @@ async def test_resume_after_disconnect_over_websocket_and_sse(
         await client.connect()
         await client.subscribe(account, after_seq=last)
         await client.wait_for_seq(last + 50)
-        await asyncio.sleep(0.3)
-        assert_gap_free(client.seqs(account), last + 1, last + 50)
+        await settle(http, client, account, last + 51)
+        assert_gap_free(client.seqs(account), last + 1, last + 51)
         await client.close()
 
         sse_events = await read_sse(http, account, last_event_id=last + 20, count=30)
@@ -169,11 +190,17 @@ async def test_a_dropped_redis_message_is_detected_and_filled(
             httpx.AsyncClient(base_url=two.url, headers={"Authorization": f"Bearer {key}"},
                               timeout=10) as http_two:
         await http_one.put(f"/v1/accounts/{account}")
+        marker = new_account()
+        await http_one.put(f"/v1/accounts/{marker}")
         client = StreamClient(one.url, key)
         await client.connect()
         await client.subscribe(account, after_seq=1)
+        await client.subscribe(marker, after_seq=1)
         await grant(http_two, account)  # its publish is dropped
-        await asyncio.sleep(0.5)
+        # the next publish leaves instance two after it, in order on the same connection:
+        # once the marker has arrived, the dropped event would have arrived before it
+        await grant(http_two, marker)
+        await client.wait_until(lambda: client.seqs(marker) == [2], timeout=5)
         assert client.seqs(account) == []
         await grant(http_two, account)  # seq 3 arrives: seq 2 is missing, and is filled
         await client.wait_for_seq(3)
@@ -227,7 +254,8 @@ async def test_a_client_that_never_reads_is_closed_with_1013_and_resumes(
     stalled = await websockets.connect(ws_url, max_queue=1)  # stops reading when 1 is buffered
     await stalled.send(json.dumps({"op": "subscribe", "account_id": account, "after_seq": 1}))
     await commit_grants_in_one_transaction(pg_url, account, 300)
-    await asyncio.sleep(3)  # the server notices the burst, overflows the queue of 20, closes
+    # not reading until the server has noticed the burst and overflowed the queue of 20
+    await wait_for_metric(server, "creditstream_slow_consumer_closes_total", 1)
     received: list[dict[str, Any]] = []
     with pytest.raises(websockets.ConnectionClosed) as closed:
         while True:
