@@ -1,0 +1,145 @@
+"""The Hub's ordering and repair, on an in-memory journal and broker: gap-fill, duplicates,
+resync, replay, and a database that fails in the middle."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from realtime.hub import Hub
+from tests.unit.fakes import ListSink, MemoryBroker, MemoryJournal
+
+ACCOUNT = "acct-1"
+
+
+class DatabaseDown(Exception):
+    pass
+
+
+@pytest.fixture
+def journal() -> MemoryJournal:
+    return MemoryJournal()
+
+
+@pytest.fixture
+def broker() -> MemoryBroker:
+    return MemoryBroker()
+
+
+@pytest.fixture
+def hub(journal: MemoryJournal, broker: MemoryBroker) -> Hub:
+    return Hub(journal, broker, poll_interval_s=60)
+
+
+def received(sink: ListSink) -> list[dict[str, Any]]:
+    return [json.loads(m) for m in sink.messages]
+
+
+def seqs(sink: ListSink) -> list[int]:
+    return [m["seq"] for m in received(sink) if m["type"] == "balance.updated"]
+
+
+async def deliver(hub: Hub, events: list[dict[str, Any]]) -> None:
+    for event in events:
+        await hub.on_message(event["account_id"], json.dumps(event))
+
+
+async def test_a_skipped_seq_is_filled_from_the_journal(hub: Hub, journal: MemoryJournal,
+                                                        broker: MemoryBroker) -> None:
+    journal.append(ACCOUNT)
+    sink = ListSink()
+    await hub.subscribe(ACCOUNT, sink, after_seq=1)
+    assert broker.subscribed == {ACCOUNT}
+    one, two, three = journal.append(ACCOUNT, 3)
+    await deliver(hub, [one, three])  # two was lost on the way
+    await deliver(hub, [two, three])  # late and duplicate copies
+    assert seqs(sink) == [2, 3, 4]
+    assert [m["type"] for m in received(sink)][0] == "subscribed"
+
+
+async def test_subscribing_replays_from_after_seq_then_goes_live(
+        hub: Hub, journal: MemoryJournal) -> None:
+    journal.append(ACCOUNT, 5)
+    sink = ListSink()
+    await hub.subscribe(ACCOUNT, sink, after_seq=2)
+    await deliver(hub, journal.append(ACCOUNT))
+    assert seqs(sink) == [3, 4, 5, 6]
+
+
+async def test_without_after_seq_a_snapshot_comes_first(hub: Hub,
+                                                        journal: MemoryJournal) -> None:
+    journal.append(ACCOUNT, 2)
+    sink = ListSink()
+    await hub.subscribe(ACCOUNT, sink, after_seq=None)
+    await deliver(hub, journal.append(ACCOUNT))
+    kinds = [(m["type"], m["seq"]) for m in received(sink)]
+    assert kinds == [("subscribed", 2), ("snapshot", 2), ("balance.updated", 3)]
+
+
+async def test_resync_brings_feeds_up_to_the_journal(hub: Hub, journal: MemoryJournal) -> None:
+    sink = ListSink()
+    await hub.subscribe(ACCOUNT, sink, after_seq=0)
+    journal.append(ACCOUNT, 3)  # committed, never published (a crash before the publish)
+    await hub.resync()
+    assert seqs(sink) == [1, 2, 3]
+
+
+async def test_a_failed_gap_fill_is_counted_and_repaired_later(
+        hub: Hub, journal: MemoryJournal) -> None:
+    sink = ListSink()
+    await hub.subscribe(ACCOUNT, sink, after_seq=0)
+    one, two = journal.append(ACCOUNT, 2)
+    journal.failing = DatabaseDown("database unreachable")
+    await deliver(hub, [two])  # must not raise into the broker's listener
+    assert (hub.gap_fill.errors, seqs(sink)) == (1, [])
+    with pytest.raises(DatabaseDown):
+        await hub.resync()  # the journal check fails too, and retries on its own backoff
+    journal.failing = None
+    await hub.resync()
+    assert seqs(sink) == [1, 2]
+
+
+async def test_a_subscribe_the_database_refuses_leaves_no_feed(
+        hub: Hub, journal: MemoryJournal, broker: MemoryBroker) -> None:
+    journal.failing = DatabaseDown("database unreachable")
+    with pytest.raises(DatabaseDown):
+        await hub.subscribe(ACCOUNT, ListSink(), after_seq=0)
+    assert (hub.feeds, broker.subscribed) == ({}, set())
+
+
+async def test_the_last_unsubscribe_leaves_the_broker_channel(
+        hub: Hub, journal: MemoryJournal, broker: MemoryBroker) -> None:
+    first = await hub.subscribe(ACCOUNT, ListSink(), after_seq=0)
+    second = await hub.subscribe(ACCOUNT, ListSink(), after_seq=0)
+    await hub.unsubscribe(first)
+    assert broker.subscribed == {ACCOUNT}
+    await hub.unsubscribe(second)
+    assert (hub.feeds, broker.subscribed) == ({}, set())
+
+
+async def test_local_publish_delivers_here_and_hands_to_the_broker(
+        hub: Hub, journal: MemoryJournal, broker: MemoryBroker) -> None:
+    sink = ListSink()
+    await hub.subscribe(ACCOUNT, sink, after_seq=0)
+    await hub.publish_local(journal.append(ACCOUNT, 2))
+    assert seqs(sink) == [1, 2]
+    assert [account for account, _ in broker.published] == [ACCOUNT, ACCOUNT]
+
+
+async def test_a_malformed_broker_message_is_dropped(hub: Hub, journal: MemoryJournal) -> None:
+    sink = ListSink()
+    await hub.subscribe(ACCOUNT, sink, after_seq=0)
+    await hub.on_message(ACCOUNT, "not json")
+    await hub.on_message(ACCOUNT, json.dumps({"seq": "x"}))
+    await deliver(hub, journal.append(ACCOUNT))
+    assert seqs(sink) == [1]
+
+
+async def test_a_long_poll_returns_once_the_stream_passes_its_seq(
+        hub: Hub, journal: MemoryJournal) -> None:
+    journal.append(ACCOUNT, 2)
+    await hub.wait_beyond(ACCOUNT, 1, timeout_s=5)  # already beyond: at once
+    await hub.wait_beyond(ACCOUNT, 2, timeout_s=0.01)  # nothing new: the timeout
+    assert ACCOUNT not in hub.feeds  # a finished long-poll leaves no feed behind
