@@ -3,8 +3,11 @@
 All subscribers of an account on this instance share one `Feed` whose `head` is the last seq
 delivered to them. An event is pushed only when it is `head + 1`; a duplicate (the same event
 from the local publish and from Redis) is dropped; a skipped seq is filled from the journal.
-A periodic head check and a resync after a broker reconnect recover events that were committed
-but never published (a crash between commit and publish, a lost pub/sub message).
+A periodic journal check and a resync after a broker reconnect recover events that were
+committed but never published (a crash between commit and publish, a lost pub/sub message). The
+periodic check asks the journal only which accounts had events since the previous check (minus
+`CHECK_OVERLAP`, for commits still in flight and clock skew between instances): its cost follows
+the rate of writes, not the number of subscribed accounts, so idle subscribers cost nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import metrics
@@ -28,6 +31,9 @@ REPLAY_PATIENCE_S = 5.0
 STOP_PATIENCE_S = 5.0
 POLL_BACKOFF_CAP_S = 5.0  # the journal check, while the database is down
 POLL_STUCK_S = 60.0  # one check waits for the database at most its own timeouts
+# an event becomes visible at its commit, after its created_at (the writer's clock): every check
+# looks this far back before the previous one, so a late commit or a skewed clock is still seen
+CHECK_OVERLAP = timedelta(seconds=2)
 
 
 class EventJournal(Protocol):
@@ -37,6 +43,12 @@ class EventJournal(Protocol):
                            limit: int) -> list[dict[str, Any]]: ...
 
     async def heads(self, account_ids: list[str]) -> dict[str, int]: ...
+
+    def now(self) -> datetime: ...
+
+    async def moved_since(self, since: datetime) -> dict[str, int]:
+        """The accounts with events created at or after `since`, and their last seq."""
+        ...
 
     async def snapshot(self, account_id: str) -> dict[str, Any] | None: ...
 
@@ -115,6 +127,7 @@ class Hub:
         self._stopping = asyncio.Event()
         self.journal_check = Heartbeat("journal-check", POLL_STUCK_S)
         self.gap_fill = Heartbeat("gap-fill")  # not a task: counts fills left to the check
+        self._checked_from: datetime | None = None  # the journal check's next window starts here
 
     @property
     def heartbeats(self) -> list[Heartbeat]:
@@ -122,6 +135,7 @@ class Hub:
         return [self.journal_check, *self.broker.heartbeats]
 
     async def start(self) -> None:
+        self._checked_from = self.journal.now()
         await self.broker.start(self.on_message, self.resync)
         self._poller = self.journal_check.watch(
             asyncio.create_task(self._poll_forever(), name="hub-poller"))
@@ -291,6 +305,18 @@ class Hub:
                 async with feed.lock:
                     await self._fill(feed)
 
+    async def check_journal(self) -> None:
+        """Catch up every local feed whose account had an event since the last check."""
+        started = self.journal.now()
+        since = (started if self._checked_from is None else self._checked_from) - CHECK_OVERLAP
+        moved = await self.journal.moved_since(since) if self.feeds else {}
+        for account_id, head in moved.items():
+            feed = self.feeds.get(account_id)
+            if feed is not None and head > feed.head:
+                async with feed.lock:
+                    await self._fill(feed)
+        self._checked_from = started  # only once it succeeded: a failed check is retried whole
+
     async def _fill(self, feed: Feed) -> None:
         while True:
             page = await self.journal.events_after(feed.account_id, feed.head, REPLAY_PAGE)
@@ -326,7 +352,7 @@ class Hub:
             except asyncio.TimeoutError:
                 pass
             try:
-                await self.resync()
+                await self.check_journal()
                 self.journal_check.succeeded()
                 backoff.reset()
                 wait = self.poll_interval_s
