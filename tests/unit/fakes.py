@@ -17,6 +17,7 @@ from core.jobs import Job
 from core.model import Entry, Hold
 from realtime.broker import OnMessage, OnResync
 from realtime.supervision import Heartbeat
+from tests.support import MutableClock
 
 Row = TypeVar("Row", Account, Hold, Job)
 
@@ -168,6 +169,8 @@ class MemoryJournal:
 
     def __init__(self) -> None:
         self.events: dict[str, list[dict[str, Any]]] = {}
+        self.appended_at: dict[str, datetime] = {}
+        self.clock = MutableClock()
         self.failing: Exception | None = None
 
     def append(self, account_id: str, count: int = 1) -> list[dict[str, Any]]:
@@ -176,7 +179,15 @@ class MemoryJournal:
         added = [{"type": "balance.updated", "account_id": account_id, "seq": len(stream) + i}
                  for i in range(1, count + 1)]
         stream.extend(added)
+        self.appended_at[account_id] = self.clock.now()
         return added
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    async def moved_since(self, since: datetime) -> dict[str, int]:
+        self._check()
+        return {a: len(self.events[a]) for a, at in self.appended_at.items() if at >= since}
 
     async def events_after(self, account_id: str, after_seq: int,
                            limit: int) -> list[dict[str, Any]]:

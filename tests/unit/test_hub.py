@@ -143,3 +143,19 @@ async def test_a_long_poll_returns_once_the_stream_passes_its_seq(
     await hub.wait_beyond(ACCOUNT, 1, timeout_s=5)  # already beyond: at once
     await hub.wait_beyond(ACCOUNT, 2, timeout_s=0.01)  # nothing new: the timeout
     assert ACCOUNT not in hub.feeds  # a finished long-poll leaves no feed behind
+
+
+async def test_the_journal_check_catches_up_accounts_that_moved_and_retries_a_failure(
+        hub: Hub, journal: MemoryJournal) -> None:
+    sink = ListSink()
+    await hub.subscribe(ACCOUNT, sink, after_seq=0)
+    await hub.check_journal()  # nothing moved yet
+    journal.clock.advance(seconds=10)
+    journal.append(ACCOUNT, 2)  # committed, never published
+    journal.failing = DatabaseDown("database unreachable")
+    with pytest.raises(DatabaseDown):
+        await hub.check_journal()
+    journal.failing = None
+    journal.clock.advance(seconds=10)
+    await hub.check_journal()  # the failed window is checked again, whole
+    assert seqs(sink) == [1, 2]
