@@ -1,7 +1,10 @@
 """`GET /v1/stream`: the WebSocket protocol of SPEC §4.
 
-One task reads client messages; one drains the connection's bounded queue to the socket. Every
-outgoing message (replies and events) goes through that queue, so order is preserved.
+Two tasks per connection: the handler's own task reads client messages (its deadline an
+`asyncio.timeout`, not a task per receive), and one drains the connection's bounded queue to the
+socket. Every outgoing message (replies and events) goes through that queue, so order is
+preserved. A close request (slow consumer, shutdown) or the sender's end interrupts the reader by
+cancelling the handler's task, which then closes the connection.
 """
 
 from __future__ import annotations
@@ -87,13 +90,20 @@ class StreamSession:
         self.sink = QueueSink(self.config.queue_size, self._on_overflow)
         self.subscriptions: dict[str, Subscription] = {}
         self.close_request: tuple[int, str] | None = None
-        self._wake = asyncio.Event()
         self._last_heard = time.monotonic()
+        self._reader: asyncio.Task[Any] | None = None  # the handler's task, while it reads
+        self._interrupted = False
 
     def request_close(self, code: int, reason: str) -> None:
         if self.close_request is None:
             self.close_request = (code, reason)
-        self._wake.set()
+        self._interrupt()
+
+    def _interrupt(self, *_: object) -> None:
+        """Stop reading: cancel the handler's task, once; `run` takes the cancellation back."""
+        if self._reader is not None and not self._interrupted:
+            self._interrupted = True
+            self._reader.cancel()
 
     def _on_overflow(self) -> None:
         metrics.SLOW_CONSUMERS.inc()
@@ -103,26 +113,32 @@ class StreamSession:
         self.sink.offer(_dump({"type": "hello", "connection_id": self.connection_id,
                                "heartbeat_s": self.config.heartbeat_s}))
         sender = asyncio.create_task(self._send_forever())
-        receiver = asyncio.create_task(self._receive_forever())
-        waker = asyncio.create_task(self._wake.wait())
+        error: Exception | None = None
+        self._reader = asyncio.current_task()
+        sender.add_done_callback(self._interrupt)
+        if self.close_request is not None:  # asked for before the session ran
+            self._interrupt()
         try:
-            await asyncio.wait({sender, receiver, waker}, return_when=asyncio.FIRST_COMPLETED)
+            await self._receive_forever()
+        except asyncio.CancelledError:
+            assert self._reader is not None
+            if not self._interrupted or self._reader.uncancel() > 0:
+                raise  # the server's, not (only) ours
+        except Exception as exc:
+            error = exc
         finally:
-            for task in (sender, receiver, waker):
-                task.cancel()
-            await asyncio.gather(sender, receiver, waker, return_exceptions=True)
-        for task in (receiver, sender):
-            if not task.done() or task.cancelled() or task.exception() is None:
-                continue
-            error = task.exception()
-            if isinstance(error, ProtocolViolation):
-                self.request_close(error.code, error.reason)
-            elif task is receiver and not isinstance(error, WebSocketDisconnect):
-                # a failure of ours while handling a client message (the database down during
-                # a subscribe): logged with the request id, and the client told to come back
-                self.request_close(*close_for_error(
-                    error, f"handling a message of stream {self.connection_id}"))
-            # the sender fails only when the peer is gone: nothing to close, nothing to report
+            self._reader = None  # nothing interrupts the cleanup below
+            sender.remove_done_callback(self._interrupt)
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+        if isinstance(error, ProtocolViolation):
+            self.request_close(error.code, error.reason)
+        elif error is not None and not isinstance(error, WebSocketDisconnect):
+            # a failure of ours while handling a client message (the database down during a
+            # subscribe): logged with the request id, and the client told to come back
+            self.request_close(*close_for_error(
+                error, f"handling a message of stream {self.connection_id}"))
+        # the sender fails only when the peer is gone: nothing to close, nothing to report
         if self.close_request is not None:
             await self._close(*self.close_request)
 
@@ -135,9 +151,9 @@ class StreamSession:
 
     async def _receive_forever(self) -> None:
         while True:
-            timeout = self._time_left()
             try:
-                message = await asyncio.wait_for(self.websocket.receive(), timeout)
+                async with asyncio.timeout(self._time_left()):
+                    message = await self.websocket.receive()
             except TimeoutError:
                 self._on_silence()
                 continue
