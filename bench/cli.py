@@ -10,13 +10,15 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from bench.common import DEFAULT_PG_ADMIN, DEFAULT_REDIS, Progress, Result
+from bench.database import DEFAULT_PG_ADMIN
+from bench.results import Progress, Result
+from bench.servers import DEFAULT_REDIS
 
 BENCHMARKS = ("engine", "hot", "http", "push", "connections")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    bench = subparsers.add_parser(
+    bench: argparse.ArgumentParser = subparsers.add_parser(
         "bench", help="benchmarks: creditstream against its ceiling, measured in the same run",
         description="Benchmarks that measure creditstream and its ceiling in the same run "
                     "(SPEC §6; results in docs/PERFORMANCE.md).")
@@ -119,7 +121,8 @@ def _defaults_for(name: str, common: argparse.Namespace) -> argparse.Namespace:
 
 def _handler(name: str) -> Callable[[argparse.Namespace, Any], int]:
     def handle(args: argparse.Namespace, settings: Any) -> int:
-        from bench.common import print_table, run, write_json, write_markdown
+        from bench.results import print_table, write_json, write_markdown
+        from bench.servers import run
 
         say = Progress(args.quiet)
         names = list(BENCHMARKS) if name == "all" else [name]

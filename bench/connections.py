@@ -18,26 +18,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.common import (
-    BENCH_SECRET,
-    VARIANTS,
-    Goal,
-    Progress,
-    Result,
-    Row,
-    UvicornServer,
-    account_ids,
-    bench_database,
-    machine_info,
-    process_cpu_s,
-    raise_nofile,
-    rss_kib,
-    seed_accounts,
-    service_versions,
-    stop_servers,
-    user_tokens,
-)
+from bench.database import account_ids, bench_database, seed_accounts
 from bench.http_holds import parse_variants
+from bench.measure import machine_info, process_cpu_s, raise_nofile, rss_kib, service_versions
+from bench.results import Goal, Progress, Result, Row
+from bench.servers import BENCH_SECRET, VARIANTS, UvicornServer, stop_servers, user_tokens
 from bench.subscribers import FleetGroup
 
 
@@ -100,7 +85,7 @@ async def one_run(side: str, variant: str, args: argparse.Namespace, dsn: str, i
         await server.start()
         base = server.url.replace("http://", "ws://") + "/v1/stream"
         targets = [[f"{base}?token={t}" if side == "creditstream" else base, a]
-                   for a, t in zip(ids, tokens)]
+                   for a, t in zip(ids, tokens, strict=True)]
         fleet = await FleetGroup(targets, logs, f"fleet-{side}-{variant}",
                                  concurrency=args.connect_concurrency).start()
         target = len(targets)

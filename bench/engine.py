@@ -20,22 +20,10 @@ from importlib import resources
 from typing import Any
 
 from bench import rawsql
-from bench.common import (
-    CpuMeter,
-    Goal,
-    Progress,
-    Result,
-    Row,
-    account_ids,
-    audit_database,
-    bench_database,
-    contention_note,
-    machine_info,
-    profile_summary,
-    seed_accounts,
-    service_versions,
-    summarize,
-)
+from bench.database import account_ids, audit_database, bench_database, seed_accounts
+from bench.measure import CpuMeter, contention_note, machine_info, service_versions, summarize
+from bench.profiles import profile_summary
+from bench.results import Goal, Progress, Result, Row
 
 Op = Callable[[random.Random], Awaitable[Any]]  # may return how many operations it did
 

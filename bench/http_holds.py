@@ -18,27 +18,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import (
-    BENCH_SECRET,
-    ROOT,
-    VARIANTS,
-    CpuMeter,
-    Goal,
-    Progress,
-    Result,
-    Row,
-    UvicornServer,
+from bench.database import (
     account_ids,
     audit_database,
     bench_database,
-    contention_note,
     create_server_key,
-    machine_info,
-    profile_summary,
     seed_accounts,
-    service_versions,
-    stop_servers,
 )
+from bench.measure import CpuMeter, contention_note, machine_info, service_versions
+from bench.profiles import profile_summary
+from bench.results import Goal, Progress, Result, Row
+from bench.servers import BENCH_SECRET, ROOT, VARIANTS, UvicornServer, stop_servers
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -20,7 +20,8 @@ import uuid
 from collections import Counter
 from typing import Any
 
-from bench.common import cdf_points, raise_nofile, run, summarize
+from bench.measure import cdf_points, raise_nofile, summarize
+from bench.servers import run
 
 
 class Window:

@@ -44,7 +44,7 @@ def _bars(ax: Any, labels: list[str], cs: list[float | None], ceiling: list[floa
     ax.bar([x - width / 2 for x in xs], cs_values, width, label="creditstream", color=CS_COLOR)
     ax.bar([x + width / 2 for x in xs], ceiling_values, width, label="ceiling",
            color=CEILING_COLOR)
-    for x, a, b in zip(xs, cs_values, ceiling_values):
+    for x, a, b in zip(xs, cs_values, ceiling_values, strict=True):
         if b:
             ax.annotate(f"{a / b:.2f}×", (x, max(a, b)), ha="center", va="bottom", fontsize=7)
     ax.set_xticks(list(xs))

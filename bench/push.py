@@ -29,30 +29,20 @@ from pathlib import Path
 from typing import Any
 
 from bench import rawsql
-from bench.common import (
-    BENCH_SECRET,
-    VARIANTS,
+from bench.database import account_ids, audit_database, bench_database, seed_accounts
+from bench.http_holds import parse_variants
+from bench.measure import (
     CpuMeter,
-    Goal,
-    Progress,
-    Result,
-    Row,
-    UvicornServer,
-    account_ids,
-    audit_database,
-    bench_database,
     cdf_points,
     contention_note,
     machine_info,
     raise_nofile,
     rss_kib,
-    seed_accounts,
     service_versions,
-    stop_servers,
     summarize,
-    user_tokens,
 )
-from bench.http_holds import parse_variants
+from bench.results import Goal, Progress, Result, Row
+from bench.servers import BENCH_SECRET, VARIANTS, UvicornServer, stop_servers, user_tokens
 from bench.subscribers import FleetGroup
 
 P99_GOAL_MS = 10.0

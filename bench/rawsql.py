@@ -347,7 +347,7 @@ async def hold_batch(conn: asyncpg.Connection, account_ids: list[str], amount: i
         await conn.execute(UPDATE_ACCOUNTS, list(locked), [a["held"] for a in locked.values()],
                            [a["seq"] for a in locked.values()], now)
         await conn.execute(UPDATE_GRANTS, list(touched), [g["reserved"] for g in touched.values()])
-        await conn.execute(INSERT_HOLDS, *map(list, zip(*holds)), now, now + ttl)
-        await conn.execute(INSERT_ENTRIES, *map(list, zip(*entries)), now)
-        await conn.execute(INSERT_EVENTS, *map(list, zip(*events)), now)
+        await conn.execute(INSERT_HOLDS, *map(list, zip(*holds, strict=True)), now, now + ttl)
+        await conn.execute(INSERT_ENTRIES, *map(list, zip(*entries, strict=True)), now)
+        await conn.execute(INSERT_EVENTS, *map(list, zip(*events, strict=True)), now)
     return len(holds)

@@ -24,7 +24,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.common import raise_nofile, run
+from bench.measure import raise_nofile
+from bench.servers import run
 
 PING = json.dumps({"op": "ping"})
 
@@ -156,7 +157,7 @@ class FleetProcess:
         return self.proc.pid
 
     async def start(self) -> FleetProcess:
-        from bench.common import ROOT
+        from bench.servers import ROOT
 
         env = {**os.environ, "BENCH_SUBSCRIBERS": str(len(self.targets)),
                "BENCH_LOOP": self.loop,
@@ -206,7 +207,7 @@ class FleetProcess:
                 pass
             try:
                 await asyncio.wait_for(self.proc.wait(), 15)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
         if self.proc.stdin is not None:
@@ -245,7 +246,7 @@ class FleetGroup:
         n = len(self.fleets)
         shares = [count // n + (1 if i < count % n else 0) for i in range(n)]
         answers = await asyncio.gather(*(fleet.connect(share) for fleet, share
-                                         in zip(self.fleets, shares) if share))
+                                         in zip(self.fleets, shares, strict=True) if share))
         errors: Counter[str] = Counter()
         for answer in answers:
             errors.update(answer.get("errors", {}))

@@ -1,0 +1,124 @@
+"""The processes a benchmark runs: creditstream (or its ceiling) under uvicorn, the event loop
+it drives them from, and the credentials they accept."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_REDIS = os.environ.get("CREDITSTREAM_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+BENCH_SECRET = "bench-user-token-secret-that-is-long-enough-for-hs256"
+# uvicorn's event loop and HTTP parser: the stock pure-Python pair, and the C-accelerated one
+VARIANTS: dict[str, tuple[str, str]] = {"asyncio": ("asyncio", "h11"),
+                                        "uvloop": ("uvloop", "httptools")}
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class UvicornServer:
+    """An ASGI app under `uvicorn` in its own process, as production runs creditstream."""
+
+    def __init__(self, app: str, env: dict[str, str], variant: str, log_dir: Path,
+                 name: str = "server", extra_args: Sequence[str] = (), ws: str = "websockets",
+                 profile_path: str | None = None) -> None:
+        self.app, self.variant, self.name, self.ws = app, variant, name, ws
+        self.profile_path = profile_path  # run under cProfile, stats written at shutdown
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        # nothing of the caller's own creditstream configuration leaks into the server
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITSTREAM_")}
+        self.env.update(env)
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        self.log_path = log_dir / f"{name}-{self.port}.log"
+        self.extra_args = list(extra_args)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def command(self) -> list[str]:
+        loop, http = VARIANTS[self.variant]
+        runner = (["-m", "bench.profiled", self.profile_path] if self.profile_path else
+                  ["-m", "uvicorn"])
+        return [sys.executable, *runner, self.app, "--host", "127.0.0.1",
+                "--port", str(self.port), "--loop", loop, "--http", http, "--ws", self.ws,
+                "--ws-per-message-deflate", "false", "--lifespan", "on", "--log-level", "warning",
+                "--no-access-log", "--timeout-graceful-shutdown", "3", *self.extra_args]
+
+    async def start(self, timeout: float = 60.0) -> UvicornServer:
+        import httpx
+
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(self.command(), cwd=ROOT, env=self.env, stdout=log,
+                                            stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=1.0) as http:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited with {self.process.returncode}: "
+                                       f"{self.log_tail()}")
+                try:
+                    if (await http.get(self.url + "/healthz")).status_code == 200:
+                        return self
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not start within {timeout} s: {self.log_tail()}")
+
+    def log_tail(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-3000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+async def stop_servers(servers: Iterable[UvicornServer]) -> None:
+    await asyncio.gather(*(asyncio.to_thread(s.stop) for s in servers))
+
+
+def run(main: Callable[[], Coroutine[Any, Any, T]], loop: str = "asyncio") -> T:
+    """Run a benchmark's coroutine on the chosen event loop."""
+    if loop == "uvloop":
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(main())
+    return asyncio.run(main())
+
+
+def user_tokens(ids: Iterable[str], ttl_s: int = 6 * 3600) -> list[str]:
+    from api.tokens import TokenSigner
+    from core.ports import SystemClock
+
+    clock = SystemClock()
+    signer = TokenSigner(BENCH_SECRET, clock)
+    now = clock.now()
+    return [signer.issue(a, now, ttl_s)[0] for a in ids]
