@@ -55,12 +55,24 @@ def max_header_bytes() -> int:
     return int(_env_number("CREDITSTREAM_MAX_HEADER_BYTES", DEFAULT_MAX_HEADER_BYTES))
 
 
-class _HeaderDeadline:
-    """Mixed into a uvicorn protocol: `_awaiting_headers()` says whether a request's headers
-    are still incomplete; the rest is shared."""
+class _HeaderDeadline(asyncio.Protocol):
+    """Mixed into a uvicorn protocol (before it in the bases): `_awaiting_headers()` says
+    whether a request's headers are still incomplete; the rest is shared."""
 
     transport: asyncio.Transport
     loop: asyncio.AbstractEventLoop
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_deadline()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
 
     def _init_deadline(self) -> None:
         self._header_timeout_s = header_timeout_s()
@@ -108,18 +120,6 @@ class _HeaderDeadline:
 
 
 class H11Protocol(_HeaderDeadline, _H11Protocol):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_deadline()
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         if not self._ours():
@@ -144,16 +144,7 @@ else:
     class HttpToolsProtocol(_HeaderDeadline, _HttpToolsProtocol):  # type: ignore[no-redef]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self._init_deadline()
             self._reading_headers = True
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._arm()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
