@@ -170,7 +170,7 @@ async def one_run(side: str, variant: str, args: argparse.Namespace, dsn: str, i
     try:
         await asyncio.gather(*(s.start() for s in servers))
         targets = []
-        for i, (account_id, token) in enumerate(zip(ids, tokens)):
+        for i, (account_id, token) in enumerate(zip(ids, tokens, strict=True)):
             base = servers[i % 2].url.replace("http://", "ws://") + "/v1/stream"
             url = f"{base}?token={token}" if side == "creditstream" else base
             targets.append([url, account_id])

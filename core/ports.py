@@ -80,5 +80,10 @@ class ObjectStore(Protocol):
     async def delete(self, key: str) -> None: ...
 
 
+class ServiceUnavailable(Exception):
+    """A service behind a port (the database) could not be reached or answered too slowly;
+    nothing was changed, and retrying shortly is the right advice."""
+
+
 class StorageFailed(Exception):
     """The object store could not keep a result; the job fails and its hold is released."""

@@ -239,7 +239,7 @@ class RedisBroker:
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             try:
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
             except (RedisError, OSError):
                 pass
 
@@ -473,7 +473,7 @@ class RedisClusterBroker(RedisBroker):
         clients, self._shard_clients = self._shard_clients, []
         for pubsub in shards.values():
             try:
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
             except (RedisError, OSError):
                 pass
         for client in clients:

@@ -146,13 +146,9 @@ class Hub:
         if self._poller is not None:
             try:
                 await asyncio.wait_for(self._poller, STOP_PATIENCE_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass  # wait_for has cancelled it
         await self.broker.stop()
-
-    @property
-    def subscription_count(self) -> int:
-        return sum(len(feed.subscriptions) for feed in self.feeds.values())
 
     # -- subscribing --------------------------------------------------------------------------
 
@@ -349,7 +345,7 @@ class Hub:
             try:
                 await asyncio.wait_for(self._stopping.wait(), wait)
                 return
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             try:
                 await self.check_journal()

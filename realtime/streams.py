@@ -31,9 +31,14 @@ class StreamAuthError(Exception):
 class Viewer(Protocol):
     """The caller of a stream: a server key or a user token (see api/auth.Principal)."""
 
-    kind: str
-    subject: str
-    expires: int | None
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def subject(self) -> str: ...
+
+    @property
+    def expires(self) -> int | None: ...
 
     @property
     def is_server(self) -> bool: ...
@@ -45,10 +50,6 @@ VerifyToken = Callable[[str], Awaitable[Viewer]]
 
 def may_read(viewer: Viewer, account_id: str) -> bool:
     return viewer.is_server or viewer.subject == account_id
-
-
-def seconds_until_expiry(viewer: Viewer) -> float | None:
-    return None if viewer.expires is None else viewer.expires - time.time()
 
 
 class Closable(Protocol):

@@ -21,6 +21,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 import metrics
 from core.errors import InvalidAccountId
 from core.model import normalise_account_id
+from core.ports import ServiceUnavailable
 from realtime.hub import QueueSink, Subscription, _dump
 from realtime.streams import (
     CLOSE_BAD_MESSAGE,
@@ -34,7 +35,6 @@ from realtime.streams import (
     Viewer,
     may_read,
 )
-from storage.sql import DatabaseUnavailable
 
 log = logging.getLogger("creditstream.websocket")
 CLOSE_INTERNAL_ERROR = 1011  # an unexpected server error: the client may reconnect and resume
@@ -264,7 +264,7 @@ class StreamSession:
 def close_for_error(error: BaseException, doing: str) -> tuple[int, str]:
     """Log an unexpected error of a stream (the request id comes with every line) and choose
     its close code: 1013 when retrying shortly is the right advice, 1011 otherwise."""
-    if isinstance(error, DatabaseUnavailable):
+    if isinstance(error, ServiceUnavailable):
         log.warning("%s failed: %s; closing with %d", doing, error, CLOSE_TRY_AGAIN_LATER,
                     extra={"close_code": CLOSE_TRY_AGAIN_LATER})
         return CLOSE_TRY_AGAIN_LATER, "database unavailable: reconnect and resume shortly"

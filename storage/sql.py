@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from core.events import Event
+from core.ports import ServiceUnavailable
 from storage.repositories import SqlAccounts, SqlHolds, SqlJobs
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///data/creditstream.db"
@@ -23,7 +24,7 @@ class StorageError(Exception):
     """Base of the storage adapter's own errors."""
 
 
-class DatabaseUnavailable(StorageError):
+class DatabaseUnavailable(StorageError, ServiceUnavailable):
     """The database could not be reached or answered too slowly; nothing was committed."""
 
 
