@@ -119,9 +119,18 @@ def answer(result: Any, now: Any) -> Any:
     if isinstance(result, KeyedResult):
         return ["keyed", result.status, result.body, result.replayed]
     if isinstance(result, tuple):
-        return [getattr(part, "to_dict", lambda: getattr(part, "snapshot", lambda n: part)(now))()
-                if not isinstance(part, (bool, dict)) else part for part in result]
+        return [plain(part, now) for part in result]
     return result
+
+
+def plain(part: Any, now: Any) -> Any:
+    if isinstance(part, (bool, dict)):
+        return part
+    if hasattr(part, "to_dict"):
+        return part.to_dict()
+    if hasattr(part, "snapshot"):
+        return part.snapshot(now)
+    return part
 
 
 async def table_rows(db: Database, tag: str) -> dict[str, Any]:
@@ -130,6 +139,7 @@ async def table_rows(db: Database, tag: str) -> dict[str, Any]:
     dump: dict[str, Any] = {}
     async with db.read() as uow:
         for table in (accounts, grants, holds, entries, events, idempotency_keys):
+            where: sa.ColumnElement[bool]
             if table is accounts:
                 where = accounts.c.id.like(owned)
             elif table in scope_column:
