@@ -69,7 +69,7 @@ class Settings:
     pricing_file: str | None = None
     sweep_interval_s: float = 1.0
     db_pool_size: int = 10
-    write_connections: int = 2
+    write_connections: int = 1
     write_batch_max: int = 256
     heartbeat_s: float = 25.0
     stream_queue_size: int = 1000
@@ -129,7 +129,7 @@ class Settings:
             pricing_file=env.get("CREDITSTREAM_PRICING_FILE") or None,
             sweep_interval_s=_number(env, "CREDITSTREAM_SWEEP_INTERVAL_S", 1.0, 0.05),
             db_pool_size=int(_number(env, "CREDITSTREAM_DB_POOL_SIZE", 10, 1)),
-            write_connections=int(_number(env, "CREDITSTREAM_WRITE_CONNECTIONS", 2, 1)),
+            write_connections=int(_number(env, "CREDITSTREAM_WRITE_CONNECTIONS", 1, 1)),
             write_batch_max=int(_number(env, "CREDITSTREAM_WRITE_BATCH_MAX", 256, 1)),
             heartbeat_s=_number(env, "CREDITSTREAM_HEARTBEAT_S", 25.0, 0.1),
             max_streams_per_account=int(_number(env, "CREDITSTREAM_MAX_STREAMS_PER_ACCOUNT",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -58,6 +59,7 @@ class Authenticator:
         self.db = db
         self.signer = signer
         self._known_keys: dict[str, tuple[str, float]] = {}
+        self._lookups: dict[str, asyncio.Future[str | None]] = {}
 
     async def principal(self, conn: HTTPConnection, allow_query_token: bool = False) -> Principal:
         token = bearer_token(conn)
@@ -82,7 +84,13 @@ class Authenticator:
         cached = self._known_keys.get(digest)
         if cached and cached[1] > time.monotonic():
             return cached[0]
-        key_id = await find_server_key(self.db, key)
+        # one lookup per key at a time: when the entry expires under load, the requests that
+        # arrive meanwhile wait for it instead of each asking the database
+        lookup = self._lookups.get(digest)
+        if lookup is None:
+            lookup = self._lookups[digest] = asyncio.ensure_future(find_server_key(self.db, key))
+            lookup.add_done_callback(lambda _: self._lookups.pop(digest, None))
+        key_id = await asyncio.shield(lookup)
         if key_id is None:
             raise ApiError(401, "invalid_key", "Unknown or revoked server key")
         self._known_keys[digest] = (key_id, time.monotonic() + KEY_CACHE_S)

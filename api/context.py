@@ -130,7 +130,8 @@ def stored_refusal(exc: Exception) -> tuple[int, Any] | None:
 
 def operation_name(request: Request) -> str:
     """`hold`, `capture`, `charge`, … from the route template, for the operations metric."""
-    path = getattr(request.scope.get("route"), "path", request.url.path)
+    route = request.scope.get("route")
+    path = route.path if route is not None else request.scope["path"]
     words = [w for w in path.split("/") if w and not w.startswith("{")]
     return words[-1].removesuffix("s") if words else "unknown"
 

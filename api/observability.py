@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import itertools
 import json
 import logging
 import re
@@ -142,6 +143,16 @@ class ObservabilityMiddleware:
             REQUEST_ID.reset(token)
 
 
+# request ids: a random prefix per process and a counter, unique without a syscall per request
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_ID_COUNTER = itertools.count(1)
+
+
 def _request_id(scope: Scope) -> str:
-    incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-    return incoming if _VALID_ID.fullmatch(incoming) else uuid.uuid4().hex
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            incoming: str = value.decode("latin-1")
+            if _VALID_ID.fullmatch(incoming):
+                return incoming
+            break
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"

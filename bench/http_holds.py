@@ -48,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="worker processes of the last creditstream phase (default 2)")
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw",
                         help="load generator client (default raw: httptools on uvloop)")
+    parser.add_argument("--write-connections", type=int, default=None,
+                        help="CREDITSTREAM_WRITE_CONNECTIONS of the server (default: its own)")
     parser.add_argument("--db-pool", type=int, default=10,
                         help="CREDITSTREAM_DB_POOL_SIZE of the server, for its reads "
                              "(default 10)")
@@ -103,6 +105,7 @@ async def run(args: argparse.Namespace, say: Progress) -> Result:
     params = {"accounts": args.accounts, "connections": args.connections,
               "duration_s": args.duration, "warmup_s": args.warmup, "variants": variants,
               "client": args.client, "db_pool": args.db_pool, "workers": args.workers,
+              "write_connections": args.write_connections,
               "endpoint": "POST /v1/holds with a fresh Idempotency-Key"}
     title = (f"http: POST /v1/holds + Idempotency-Key, {args.connections} connections, "
              f"{args.accounts:,} accounts — uvicorn, PostgreSQL")
@@ -122,6 +125,8 @@ async def run(args: argparse.Namespace, say: Progress) -> Result:
                    "CREDITSTREAM_USER_TOKEN_SECRET": BENCH_SECRET,
                    "CREDITSTREAM_RESULTS_DIR": str(logs / "results"),
                    "CREDITSTREAM_DB_POOL_SIZE": str(args.db_pool)}
+            if args.write_connections:
+                env["CREDITSTREAM_WRITE_CONNECTIONS"] = str(args.write_connections)
             phases = {"echo": ("bench.bare_http:app", {}, ids, []),
                       "uniform": ("asgi:app", env, ids, []),
                       "hot": ("asgi:app", env, hot_ids, []),

@@ -11,26 +11,16 @@ front is read on demand, so every use case runs here unchanged.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
-
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
+from typing import Any, Protocol
 
 from core.account import Account
 from core.events import Event
 from core.jobs import Job
 from core.model import Entry, Grant, Hold
-from storage.repositories import (
-    account_from_row,
-    grant_from_row,
-    hold_from_row,
-    job_from_row,
-    storable_key,
-)
-from storage.tables import accounts, grants, holds, jobs, processed_webhooks
+from storage.repositories import storable_key
 
 
 @dataclass(frozen=True)
@@ -65,11 +55,25 @@ def _upsert(rows: dict[str, tuple[Any, bool]], row_id: str, value: Any, new: boo
     rows[row_id] = (value, new or (known is not None and known[1]))
 
 
+class BatchReads(Protocol):
+    """What a batch reads inside its transaction (storage/batch_session.py implements it)."""
+
+    async def lock_accounts(self, account_ids: Sequence[str]) -> list[Account]: ...
+
+    async def holds(self, hold_ids: Sequence[str]) -> list[Hold]: ...
+
+    async def jobs(self, job_ids: Sequence[str]) -> list[Job]: ...
+
+    async def job_by_task(self, provider: str, task_id: str) -> Job | None: ...
+
+    async def webhook_response(self, provider: str, event_id: str) -> dict[str, Any] | None: ...
+
+
 class Batch:
     """The state one transaction has locked and loaded, shared by its operations in turn."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
+    def __init__(self, reads: BatchReads) -> None:
+        self.reads = reads
         self.accounts: dict[str, Account] = {}  # locked by this transaction
         self.absent: set[str] = set()  # looked up under this transaction: no such account
         self.holds: dict[str, Hold] = {}  # read after their account was locked
@@ -91,22 +95,15 @@ class Batch:
             account_ids.update(h.account_id for h in await self._read_holds(hold_ids))
             account_ids.update(j.account_id for j in await self._read_jobs(job_ids))
         await self.lock_accounts(account_ids)
-        self._keep(await self._read_holds(hold_ids), await self._read_jobs(job_ids))
+        if hold_ids or job_ids:
+            self._keep(await self._read_holds(hold_ids), await self._read_jobs(job_ids))
 
     async def lock_accounts(self, account_ids: Iterable[str]) -> None:
         wanted = sorted({a for a in account_ids if a not in self.accounts and a not in self.absent
                          and storable_key(a)})
         if not wanted:
             return
-        rows = await self.conn.execute(
-            sa.select(accounts).where(accounts.c.id.in_(wanted)).order_by(accounts.c.id)
-            .with_for_update())
-        found = {row.id: account_from_row(row) for row in rows}
-        if found:
-            live = await self.conn.execute(sa.select(grants).where(
-                grants.c.account_id.in_(sorted(found)), grants.c.remaining > 0))
-            for row in live:
-                found[row.account_id].grants.append(grant_from_row(row))
+        found = {a.account_id: a for a in await self.reads.lock_accounts(wanted)}
         self.accounts.update(found)
         self.absent.update(a for a in wanted if a not in found)
 
@@ -134,19 +131,13 @@ class Batch:
                 return job
         if not (storable_key(provider) and storable_key(task_id)):
             return None
-        row = (await self.conn.execute(sa.select(jobs).where(
-            jobs.c.provider == provider, jobs.c.provider_task_id == task_id))).one_or_none()
-        return None if row is None else job_from_row(row)
+        return await self.reads.job_by_task(provider, task_id)
 
     async def webhook_response(self, provider: str, event_id: str) -> dict[str, Any] | None:
         """The stored answer to a payment event already processed, or None if it is new."""
         key = (provider, event_id)
         if key not in self.webhooks:
-            row = (await self.conn.execute(
-                sa.select(processed_webhooks.c.response).where(
-                    processed_webhooks.c.provider == provider,
-                    processed_webhooks.c.event_id == event_id).with_for_update())).one_or_none()
-            self.webhooks[key] = None if row is None else dict(row.response or {})
+            self.webhooks[key] = await self.reads.webhook_response(provider, event_id)
         return self.webhooks[key]
 
     def _keep(self, found_holds: Iterable[Hold], found_jobs: Iterable[Job]) -> None:
@@ -160,17 +151,11 @@ class Batch:
 
     async def _read_holds(self, hold_ids: Iterable[str]) -> list[Hold]:
         ids = sorted(hold_ids)
-        if not ids:
-            return []
-        rows = await self.conn.execute(sa.select(holds).where(holds.c.id.in_(ids)))
-        return [hold_from_row(row) for row in rows]
+        return await self.reads.holds(ids) if ids else []
 
     async def _read_jobs(self, job_ids: Iterable[str]) -> list[Job]:
         ids = sorted(job_ids)
-        if not ids:
-            return []
-        rows = await self.conn.execute(sa.select(jobs).where(jobs.c.id.in_(ids)))
-        return [job_from_row(row) for row in rows]
+        return await self.reads.jobs(ids) if ids else []
 
 
 def copy_account(account: Account) -> Account:

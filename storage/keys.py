@@ -32,7 +32,7 @@ async def create_server_key(db: Database, name: str) -> str:
 
 async def find_server_key(db: Database, key: str) -> str | None:
     """The key's id when it is a live server key."""
-    async with db.read() as uow:
+    async with db.read(snapshot=False) as uow:
         return (await uow.conn.execute(
             sa.select(api_keys.c.id).where(api_keys.c.key_hash == hash_key(key),
                                            api_keys.c.revoked_at.is_(None))

@@ -1,9 +1,9 @@
 """Set-based writes for PostgreSQL: one INSERT … SELECT FROM unnest(arrays) or one UPDATE … FROM
-unnest(arrays) per table, straight on the asyncpg connection under SQLAlchemy's transaction.
+unnest(arrays) per table, on the batch's asyncpg connection.
 
-SQLAlchemy's executemany binds and converts every row through its compiled statement; for the
-hundreds of rows a batch writes that is most of the batch's CPU. Here each column travels as one
-array, and asyncpg keeps the statement prepared on the connection.
+Each column travels as one array, so a batch of hundreds of rows is one statement per table, and
+asyncpg keeps the statement prepared on the connection. The SQL is derived from the SQLAlchemy
+tables, so the schema stays defined in one place.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from typing import Any
 
 import asyncpg
 import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.tables import UtcDateTime
 
@@ -36,66 +34,65 @@ def _array_type(column: sa.Column[Any]) -> str:
                     f"for {column.table.name}.{column.name}")
 
 
-def _value(column: sa.Column[Any], value: Any) -> Any:
-    return json.dumps(value) if isinstance(column.type, sa.JSON) else value
+def _is_json(column: sa.Column[Any]) -> bool:
+    return isinstance(column.type, sa.JSON)
 
 
-@lru_cache(maxsize=None)
-def _insert_sql(table: sa.Table, names: tuple[str, ...]) -> str:
+def _insert(table: sa.Table, names: tuple[str, ...], first: int) -> str:
     columns = [table.c[n] for n in names]
-    selected = ", ".join(f"v.{n}::json" if isinstance(c.type, sa.JSON) else f"v.{n}"
-                         for n, c in zip(names, columns))
-    arrays = ", ".join(f"${i}::{_array_type(c)}" for i, c in enumerate(columns, 1))
+    selected = ", ".join(f"v.{n}::json" if _is_json(c) else f"v.{n}"
+                         for n, c in zip(names, columns, strict=True))
+    params = ", ".join(f"${i}::{_array_type(c)}" for i, c in enumerate(columns, first))
     return (f"INSERT INTO {table.name} ({', '.join(names)}) SELECT {selected} "
-            f"FROM unnest({arrays}) AS v({', '.join(names)})")
+            f"FROM unnest({params}) AS v({', '.join(names)})")
 
 
-@lru_cache(maxsize=None)
-def _update_sql(table: sa.Table, names: tuple[str, ...]) -> str:
+def _update(table: sa.Table, names: tuple[str, ...], first: int) -> str:
     columns = [table.c[n] for n in names]
-    assignments = ", ".join(
-        f"{n} = v.{n}::json" if isinstance(c.type, sa.JSON) else f"{n} = v.{n}"
-        for n, c in zip(names, columns) if n != "id")
-    arrays = ", ".join(f"${i}::{_array_type(c)}" for i, c in enumerate(columns, 1))
-    return (f"UPDATE {table.name} SET {assignments} FROM unnest({arrays}) "
+    assignments = ", ".join(f"{n} = v.{n}::json" if _is_json(c) else f"{n} = v.{n}"
+                            for n, c in zip(names, columns, strict=True) if n != "id")
+    params = ", ".join(f"${i}::{_array_type(c)}" for i, c in enumerate(columns, first))
+    return (f"UPDATE {table.name} SET {assignments} FROM unnest({params}) "
             f"AS v({', '.join(names)}) WHERE {table.name}.id = v.id")
 
 
-async def _run(conn: AsyncConnection, sql: str, table: sa.Table, names: tuple[str, ...],
-               rows: Sequence[dict[str, Any]]) -> None:
-    columns = [table.c[n] for n in names]
-    arrays = [[_value(c, row[n]) for row in rows] for n, c in zip(names, columns)]
-    await fetch(conn, sql, *arrays)
+Part = tuple[sa.Table, str, tuple[str, ...]]  # (table, "insert" | "update", columns)
 
 
-async def fetch(conn: AsyncConnection, sql: str, *args: Any) -> list[Any]:
-    """A statement on the transaction's asyncpg connection, its errors as SQLAlchemy's."""
-    raw = await conn.get_raw_connection()
-    driver: asyncpg.Connection = raw.driver_connection  # type: ignore[assignment]
-    if not driver.is_in_transaction():
-        # SQLAlchemy begins lazily, on its first statement: without it this one would
-        # autocommit on its own, outside the transaction SQLAlchemy later commits
-        await conn.execute(sa.text("SELECT 1"))
-    try:
-        return await driver.fetch(sql, *args)  # type: ignore[no-any-return]
-    except asyncpg.IntegrityConstraintViolationError as exc:
-        raise sa_exc.IntegrityError(sql, None, exc) from exc
-    except asyncpg.PostgresError as exc:  # e.g. a deadlock: the writer retries by its sqlstate
-        raise sa_exc.DBAPIError(sql, None, exc) from exc
-    except (asyncpg.InterfaceError, OSError) as exc:
-        raise sa_exc.OperationalError(sql, None, exc) from exc
+@lru_cache(maxsize=256)
+def combined_sql(parts: tuple[Part, ...]) -> str:
+    """Every part as a data-modifying CTE of one statement: one round trip for all the writes.
+    PostgreSQL runs each CTE once, on one snapshot; the parts touch different rows, and foreign
+    keys are checked at the end of the statement, when the rows they point at are there."""
+    ctes, first = [], 1
+    for i, (table, kind, names) in enumerate(parts):
+        build = _insert if kind == "insert" else _update
+        ctes.append(f"w{i} AS ({build(table, names, first)})")
+        first += len(names)
+    return f"WITH {', '.join(ctes)} SELECT 1"
 
 
-async def insert_rows(conn: AsyncConnection, table: sa.Table,
-                      rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        names = tuple(rows[0])
-        await _run(conn, _insert_sql(table, names), table, names, rows)
+def arrays(table: sa.Table, names: tuple[str, ...],
+           rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
+    """The rows as one list per column, JSON columns serialised."""
+    out = []
+    for name in names:
+        if _is_json(table.c[name]):
+            out.append([json.dumps(row[name]) for row in rows])
+        else:
+            out.append([row[name] for row in rows])
+    return out
 
 
-async def update_rows(conn: AsyncConnection, table: sa.Table,
-                      rows: Sequence[dict[str, Any]]) -> None:
-    """Rows keyed by the table's `id` column, every given column set."""
-    if rows:
-        names = tuple(rows[0])
-        await _run(conn, _update_sql(table, names), table, names, rows)
+async def write(conn: asyncpg.Connection,
+                parts: Sequence[tuple[sa.Table, str, Sequence[dict[str, Any]]]]) -> None:
+    """Insert or update (by `id`) each part's rows, all in one statement."""
+    shaped: list[Part] = []
+    args: list[list[Any]] = []
+    for table, kind, rows in parts:
+        if rows:
+            names = tuple(rows[0])
+            shaped.append((table, kind, names))
+            args.extend(arrays(table, names, rows))
+    if shaped:
+        await conn.execute(combined_sql(tuple(shaped)), *args)

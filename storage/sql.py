@@ -79,7 +79,7 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqlUnitOfWork]:
         """A write transaction; commits when the block ends without an exception."""
-        async with _unavailable_on_connection_errors():
+        async with unavailable_on_connection_errors():
             async with self.engine.connect() as conn:
                 await conn.execution_options(creditstream_write=True)
                 async with conn.begin():
@@ -90,7 +90,7 @@ class Database:
         """A read; `snapshot=False` for a single statement, which then needs no transaction
         around it on PostgreSQL (one round trip instead of BEGIN, the query and ROLLBACK)."""
         engine = self.engine if snapshot else self._autocommit
-        async with _unavailable_on_connection_errors():
+        async with unavailable_on_connection_errors():
             async with engine.connect() as conn:
                 async with conn.begin():
                     yield SqlUnitOfWork(conn)
@@ -104,7 +104,7 @@ class Database:
 
 
 @asynccontextmanager
-async def _unavailable_on_connection_errors() -> AsyncIterator[None]:
+async def unavailable_on_connection_errors() -> AsyncIterator[None]:
     try:
         yield
     except (OperationalError, InterfaceError) as exc:

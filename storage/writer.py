@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 import metrics
 from core.errors import ConcurrentUpdate, IdempotencyKeyReused, RequestInProgress
 from core.events import Event
 from storage import idempotency
 from storage.batch import NOTHING, Batch, OperationUnitOfWork, Touches
-from storage.batch_writes import flush
+from storage.batch_session import DATABASE_ERRORS, BatchSession, batch_session
 from storage.idempotency import IdempotencyKey, KeyId
 from storage.sql import Database, DatabaseUnavailable
 
@@ -196,25 +196,26 @@ class BatchWriter:
         now = self.now()
         outcome = Outcome()
         metrics.WRITE_BATCH_SIZE.observe(len(ops))
-        async with self.db.transaction() as tx:
-            conn = tx.conn
-            batch = Batch(conn)
-            runnable = await self._claim(conn, ops, now, outcome)
+        async with batch_session(self.db) as session:
+            batch = Batch(session)
+            runnable = await self._claim(session, ops, now, outcome)
             await batch.load(op.touches for op in runnable)
             responses: dict[KeyId, tuple[int, Any]] = {}
             failed: list[KeyId] = []
             for op in runnable:
                 await self._apply(batch, op, outcome, responses, failed)
-            await flush(conn, batch.writes, now)
-            await idempotency.record(conn, responses)
-            await idempotency.unclaim(conn, failed)
+            await session.flush(batch.writes, now)
+            if responses:
+                await session.record(responses)
+            if failed:
+                await session.unclaim(failed)
         self.commits += 1
         return outcome
 
-    async def _claim(self, conn: Any, ops: list[Operation], now: datetime,
+    async def _claim(self, session: BatchSession, ops: list[Operation], now: datetime,
                      outcome: Outcome) -> list[Operation]:
         """Claim the batch's keys; answer replays and mismatches; return what must run."""
-        claims = await idempotency.claim(conn, (op.key for op in ops if op.key), now)
+        claims = await idempotency.claim(session, (op.key for op in ops if op.key), now)
         runnable: list[Operation] = []
         owners: set[KeyId] = set()
         for op in ops:
@@ -245,7 +246,7 @@ class BatchWriter:
         uow = OperationUnitOfWork(batch)
         try:
             value = await op.action(uow)
-        except (SQLAlchemyError, ConcurrentUpdate, DatabaseUnavailable):
+        except IN_DOUBT:
             raise  # the transaction itself is in doubt: the whole batch goes again
         except Exception as exc:
             stored = op.refusal(exc) if op.key and op.refusal else None

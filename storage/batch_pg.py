@@ -1,0 +1,135 @@
+"""A batch's reads and writes on PostgreSQL, straight on asyncpg.
+
+A batch is a handful of statements whatever its size: claim the keys, lock the accounts and read
+their live grants (one round trip), read the holds and jobs named, write each table from arrays,
+record the answers. SQLAlchemy would compile, bind and convert every one of them per batch and per
+row; here each is a fixed text that asyncpg prepares once per connection.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from core.account import Account
+from core.jobs import Job
+from core.model import Hold
+from storage import pg_arrays
+from storage.batch import PendingWrites
+from storage.batch_writes import planned_writes
+from storage.idempotency import DONE, IN_PROGRESS, IdempotencyKey, KeyId, StoredResponse
+from storage.repositories import account_from_row, grant_from_row, hold_from_row, job_from_row
+
+ACCOUNT_COLUMNS = ("id", "balance", "held", "seq", "plan", "paid", "trial_expires_at",
+                   "trial_day", "trial_used", "low_notified", "created_at", "updated_at")
+GRANT_COLUMNS = ("id", "account_id", "amount", "remaining", "reserved", "reason", "kind", "ref",
+                 "expires_at", "created_at")
+
+# the accounts locked in id order (MATERIALIZED: the lock order is the CTE's), with their live
+# grants joined, in one round trip
+LOCK_ACCOUNTS = (
+    f"WITH locked AS MATERIALIZED (SELECT {', '.join(ACCOUNT_COLUMNS)} FROM accounts "
+    "WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE) "
+    f"SELECT {', '.join(f'locked.{c}' for c in ACCOUNT_COLUMNS)}, "
+    f"{', '.join(f'g.{c} AS g_{c}' for c in GRANT_COLUMNS)} "
+    "FROM locked LEFT JOIN grants g ON g.account_id = locked.id AND g.remaining > 0 "
+    "ORDER BY locked.id")
+HOLDS = "SELECT * FROM holds WHERE id = ANY($1::text[])"
+JOBS = "SELECT * FROM jobs WHERE id = ANY($1::text[])"
+JOB_BY_TASK = "SELECT * FROM jobs WHERE provider = $1 AND provider_task_id = $2"
+WEBHOOK = "SELECT response FROM processed_webhooks WHERE provider = $1 AND event_id = $2"
+CLAIM = (
+    "INSERT INTO idempotency_keys (scope, key, fingerprint, status, created_at, locked_at) "
+    "SELECT k.scope, k.key, k.fingerprint, $4, $5, $5 FROM unnest($1::text[], $2::text[], "
+    "$3::text[]) WITH ORDINALITY AS k(scope, key, fingerprint, n) ORDER BY k.n "
+    "ON CONFLICT (scope, key) DO NOTHING RETURNING scope, key")
+STORED = (
+    "SELECT scope, key, fingerprint, status, response_status, response_body "
+    "FROM idempotency_keys WHERE (scope, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))")
+RECORD = (
+    "UPDATE idempotency_keys SET status = $3, response_status = r.status, "
+    "response_body = r.body FROM unnest($1::text[], $2::text[], $4::int[], $5::text[]) "
+    "AS r(scope, key, status, body) "
+    "WHERE idempotency_keys.scope = r.scope AND idempotency_keys.key = r.key")
+UNCLAIM = ("DELETE FROM idempotency_keys WHERE (scope, key) IN "
+           "(SELECT * FROM unnest($1::text[], $2::text[]))")
+
+
+class _Columns:
+    """Attribute access on an asyncpg record, as the row mappers expect of SQLAlchemy rows."""
+
+    __slots__ = ("_record", "_prefix")
+
+    def __init__(self, record: asyncpg.Record, prefix: str = "") -> None:
+        self._record, self._prefix = record, prefix
+
+    def __getattr__(self, name: str) -> Any:
+        return self._record[self._prefix + name]
+
+
+class PgBatchSession:
+    """One batch's transaction on an asyncpg connection."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    # -- reads --------------------------------------------------------------------------------
+
+    async def lock_accounts(self, account_ids: Sequence[str]) -> list[Account]:
+        found: dict[str, Account] = {}
+        for record in await self.conn.fetch(LOCK_ACCOUNTS, list(account_ids)):
+            account = found.get(record["id"])
+            if account is None:
+                account = found[record["id"]] = account_from_row(_Columns(record))
+            if record["g_id"] is not None:
+                account.grants.append(grant_from_row(_Columns(record, "g_")))
+        return list(found.values())
+
+    async def holds(self, hold_ids: Sequence[str]) -> list[Hold]:
+        return [hold_from_row(_Columns(r)) for r in await self.conn.fetch(HOLDS, list(hold_ids))]
+
+    async def jobs(self, job_ids: Sequence[str]) -> list[Job]:
+        return [job_from_row(_Columns(r)) for r in await self.conn.fetch(JOBS, list(job_ids))]
+
+    async def job_by_task(self, provider: str, task_id: str) -> Job | None:
+        record = await self.conn.fetchrow(JOB_BY_TASK, provider, task_id)
+        return None if record is None else job_from_row(_Columns(record))
+
+    async def webhook_response(self, provider: str, event_id: str) -> dict[str, Any] | None:
+        record = await self.conn.fetchrow(WEBHOOK, provider, event_id)
+        return None if record is None else dict(record["response"] or {})
+
+    # -- idempotency keys ---------------------------------------------------------------------
+
+    async def claim(self, ordered: list[IdempotencyKey], now: datetime) -> list[KeyId]:
+        rows = await self.conn.fetch(CLAIM, [k.scope for k in ordered], [k.key for k in ordered],
+                                     [k.fingerprint for k in ordered], IN_PROGRESS, now)
+        return [(r["scope"], r["key"]) for r in rows]
+
+    async def stored(self, key_ids: list[KeyId]) -> dict[KeyId, StoredResponse]:
+        rows = await self.conn.fetch(STORED, [s for s, _ in key_ids], [k for _, k in key_ids])
+        return {(r["scope"], r["key"]): StoredResponse(
+            r["fingerprint"], r["response_status"] if r["status"] == DONE else None,
+            json.loads(r["response_body"]) if r["status"] == DONE else None) for r in rows}
+
+    async def record(self, responses: dict[KeyId, tuple[int, Any]]) -> None:
+        await self.conn.execute(RECORD, [s for s, _ in responses], [k for _, k in responses],
+                                DONE, [status for status, _ in responses.values()],
+                                [json.dumps(body) for _, body in responses.values()])
+
+    async def unclaim(self, key_ids: Iterable[KeyId]) -> None:
+        ids = list(key_ids)
+        await self.conn.execute(UNCLAIM, [s for s, _ in ids], [k for _, k in ids])
+
+    # -- writes -------------------------------------------------------------------------------
+
+    async def flush(self, writes: PendingWrites, now: datetime) -> None:
+        parts: list[tuple[Any, str, Sequence[dict[str, Any]]]] = []
+        for planned in planned_writes(writes, now):
+            parts += [(planned.table, "insert", planned.inserts),
+                      (planned.table, "update", planned.updates)]
+        await pg_arrays.write(self.conn, parts)

@@ -1,0 +1,89 @@
+"""The transaction a batch runs in, and the reads and writes it needs, per database.
+
+`batch_session(db)` opens one write transaction and yields a `BatchSession`: on PostgreSQL the
+batch's own asyncpg statements (storage/batch_pg.py), elsewhere SQLAlchemy Core
+(storage/batch_sql.py). Errors leave it as the rest of storage raises them: a lost or refused
+connection as `DatabaseUnavailable`, a constraint as SQLAlchemy's `IntegrityError`, any other
+database error as `DBAPIError` (its `orig.sqlstate` tells a deadlock from the rest).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, Protocol
+
+import asyncpg
+from sqlalchemy import exc as sa_exc
+
+from core.account import Account
+from core.jobs import Job
+from core.model import Hold
+from storage.batch import PendingWrites
+from storage.batch_pg import PgBatchSession
+from storage.batch_sql import SqlBatchSession
+from storage.idempotency import IdempotencyKey, KeyId, StoredResponse
+from storage.sql import Database, DatabaseUnavailable, unavailable_on_connection_errors
+
+# SQLSTATE classes of a connection that is gone or a server that is going away
+UNAVAILABLE_CLASSES = ("08", "57")
+
+
+class BatchSession(Protocol):
+    async def lock_accounts(self, account_ids: Sequence[str]) -> list[Account]:
+        """The accounts that exist among these, locked in id order, with their live grants."""
+
+    async def holds(self, hold_ids: Sequence[str]) -> list[Hold]: ...
+
+    async def jobs(self, job_ids: Sequence[str]) -> list[Job]: ...
+
+    async def job_by_task(self, provider: str, task_id: str) -> Job | None: ...
+
+    async def webhook_response(self, provider: str, event_id: str) -> dict[str, Any] | None: ...
+
+    async def claim(self, ordered: list[IdempotencyKey], now: datetime) -> list[KeyId]:
+        """INSERT the keys in this order unless they exist; the ones inserted."""
+
+    async def stored(self, key_ids: list[KeyId]) -> dict[KeyId, StoredResponse]: ...
+
+    async def record(self, responses: dict[KeyId, tuple[int, Any]]) -> None: ...
+
+    async def unclaim(self, key_ids: Iterable[KeyId]) -> None: ...
+
+    async def flush(self, writes: PendingWrites, now: datetime) -> None: ...
+
+
+@asynccontextmanager
+async def batch_session(db: Database) -> AsyncIterator[BatchSession]:
+    """One write transaction; commits when the block ends without an exception."""
+    if db.dialect != "postgresql":
+        async with db.transaction() as uow:
+            yield SqlBatchSession(uow.conn)
+        return
+    async with unavailable_on_connection_errors():
+        async with db.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver: asyncpg.Connection = raw.driver_connection
+            try:
+                # asyncpg's own transaction: SQLAlchemy never began one on this connection, so
+                # its reset when the connection goes back to the pool has nothing to undo
+                async with driver.transaction():
+                    yield PgBatchSession(driver)
+            except (asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+                await conn.invalidate()
+                raise DatabaseUnavailable(f"database connection lost: {exc!r}"[:240]) from exc
+            except asyncpg.PostgresError as exc:
+                if (exc.sqlstate or "")[:2] in UNAVAILABLE_CLASSES:
+                    await conn.invalidate()
+                    raise DatabaseUnavailable(f"database unavailable: {exc}"[:240]) from exc
+                if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
+                    raise sa_exc.IntegrityError("batch", None, exc) from exc
+                raise sa_exc.DBAPIError("batch", None, exc) from exc
+
+
+# what, raised inside an operation, means the transaction itself is in doubt (the batch goes
+# again) rather than that one operation failed
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    sa_exc.SQLAlchemyError, DatabaseUnavailable, asyncpg.PostgresError, asyncpg.InterfaceError,
+    OSError)
