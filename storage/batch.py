@@ -199,9 +199,11 @@ class OperationUnitOfWork:
             batch.accounts[account_id] = account
             batch.absent.discard(account_id)
             _upsert(batch.writes.accounts, account_id, account, account_id in self.created)
-        for rows, mine, state in ((batch.writes.grants, saved.grants, None),
-                                  (batch.writes.holds, saved.holds, batch.holds),
-                                  (batch.writes.jobs, saved.jobs, batch.jobs)):
+        states: tuple[tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None], ...] = (
+            (batch.writes.grants, saved.grants, None),
+            (batch.writes.holds, saved.holds, batch.holds),
+            (batch.writes.jobs, saved.jobs, batch.jobs))
+        for rows, mine, state in states:
             for row_id, (value, new) in mine.items():
                 _upsert(rows, row_id, value, new)
                 if state is not None:

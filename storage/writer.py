@@ -37,6 +37,8 @@ Refusal = Callable[[Exception], tuple[int, Any] | None]
 Publish = Callable[[list[Event]], Awaitable[None]]
 ATTEMPTS = 3
 RETRY_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
+# errors that put the transaction itself in doubt: the whole batch goes again
+IN_DOUBT: tuple[type[BaseException], ...] = (ConcurrentUpdate, *DATABASE_ERRORS)
 
 
 @dataclass(frozen=True)
