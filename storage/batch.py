@@ -58,7 +58,10 @@ def _upsert(rows: dict[str, tuple[Any, bool]], row_id: str, value: Any, new: boo
 class BatchReads(Protocol):
     """What a batch reads inside its transaction (storage/batch_session.py implements it)."""
 
-    async def lock_accounts(self, account_ids: Sequence[str]) -> list[Account]: ...
+    async def lock_accounts(self, account_ids: Sequence[str], hold_ids: Sequence[str] = (),
+                            job_ids: Sequence[str] = ()) -> list[Account]:
+        """Lock these accounts and those of the holds and jobs named, in id order; return those
+        that exist, with their live grants."""
 
     async def holds(self, hold_ids: Sequence[str]) -> list[Hold]: ...
 
@@ -90,20 +93,19 @@ class Batch:
             account_ids.update(touch.accounts)
             hold_ids.update(h for h in touch.holds if storable_key(h))
             job_ids.update(j for j in touch.jobs if storable_key(j))
+        await self.lock_accounts(account_ids, sorted(hold_ids), sorted(job_ids))
         if hold_ids or job_ids:
-            # which accounts they belong to; their rows only change under that account's lock
-            account_ids.update(h.account_id for h in await self._read_holds(hold_ids))
-            account_ids.update(j.account_id for j in await self._read_jobs(job_ids))
-        await self.lock_accounts(account_ids)
-        if hold_ids or job_ids:
+            # read again now that their accounts are locked: until then they could change
             self._keep(await self._read_holds(hold_ids), await self._read_jobs(job_ids))
 
-    async def lock_accounts(self, account_ids: Iterable[str]) -> None:
+    async def lock_accounts(self, account_ids: Iterable[str], hold_ids: Sequence[str] = (),
+                            job_ids: Sequence[str] = ()) -> None:
         wanted = sorted({a for a in account_ids if a not in self.accounts and a not in self.absent
                          and storable_key(a)})
-        if not wanted:
+        if not (wanted or hold_ids or job_ids):
             return
-        found = {a.account_id: a for a in await self.reads.lock_accounts(wanted)}
+        found = {a.account_id: a for a in await self.reads.lock_accounts(wanted, hold_ids, job_ids)
+                 if a.account_id not in self.accounts}
         self.accounts.update(found)
         self.absent.update(a for a in wanted if a not in found)
 

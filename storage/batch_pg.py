@@ -29,15 +29,16 @@ ACCOUNT_COLUMNS = ("id", "balance", "held", "seq", "plan", "paid", "trial_expire
 GRANT_COLUMNS = ("id", "account_id", "amount", "remaining", "reserved", "reason", "kind", "ref",
                  "expires_at", "created_at")
 
-# the accounts locked in id order (MATERIALIZED: the lock order is the CTE's), with their live
-# grants joined, in one round trip
+# the accounts named, and those of the holds and jobs named, locked in id order
 LOCK_ACCOUNTS = (
-    f"WITH locked AS MATERIALIZED (SELECT {', '.join(ACCOUNT_COLUMNS)} FROM accounts "
-    "WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE) "
-    f"SELECT {', '.join(f'locked.{c}' for c in ACCOUNT_COLUMNS)}, "
-    f"{', '.join(f'g.{c} AS g_{c}' for c in GRANT_COLUMNS)} "
-    "FROM locked LEFT JOIN grants g ON g.account_id = locked.id AND g.remaining > 0 "
-    "ORDER BY locked.id")
+    f"SELECT {', '.join(ACCOUNT_COLUMNS)} FROM accounts WHERE id = ANY($1::text[]) "
+    "OR id IN (SELECT account_id FROM holds WHERE id = ANY($2::text[])) "
+    "OR id IN (SELECT account_id FROM jobs WHERE id = ANY($3::text[])) "
+    "ORDER BY id FOR UPDATE")
+# their live grants, in a statement of its own: one that waited for a lock reads other tables
+# as they were when it started, and a grant the lock's holder changed would be read stale
+LIVE_GRANTS = (f"SELECT {', '.join(GRANT_COLUMNS)} FROM grants "
+               "WHERE account_id = ANY($1::text[]) AND remaining > 0")
 HOLDS = "SELECT * FROM holds WHERE id = ANY($1::text[])"
 JOBS = "SELECT * FROM jobs WHERE id = ANY($1::text[])"
 JOB_BY_TASK = "SELECT * FROM jobs WHERE provider = $1 AND provider_task_id = $2"
@@ -62,13 +63,13 @@ UNCLAIM = ("DELETE FROM idempotency_keys WHERE (scope, key) IN "
 class _Columns:
     """Attribute access on an asyncpg record, as the row mappers expect of SQLAlchemy rows."""
 
-    __slots__ = ("_record", "_prefix")
+    __slots__ = ("_record",)
 
-    def __init__(self, record: asyncpg.Record, prefix: str = "") -> None:
-        self._record, self._prefix = record, prefix
+    def __init__(self, record: asyncpg.Record) -> None:
+        self._record = record
 
     def __getattr__(self, name: str) -> Any:
-        return self._record[self._prefix + name]
+        return self._record[name]
 
 
 class PgBatchSession:
@@ -79,14 +80,13 @@ class PgBatchSession:
 
     # -- reads --------------------------------------------------------------------------------
 
-    async def lock_accounts(self, account_ids: Sequence[str]) -> list[Account]:
-        found: dict[str, Account] = {}
-        for record in await self.conn.fetch(LOCK_ACCOUNTS, list(account_ids)):
-            account = found.get(record["id"])
-            if account is None:
-                account = found[record["id"]] = account_from_row(_Columns(record))
-            if record["g_id"] is not None:
-                account.grants.append(grant_from_row(_Columns(record, "g_")))
+    async def lock_accounts(self, account_ids: Sequence[str], hold_ids: Sequence[str] = (),
+                            job_ids: Sequence[str] = ()) -> list[Account]:
+        found = {r["id"]: account_from_row(_Columns(r)) for r in await self.conn.fetch(
+            LOCK_ACCOUNTS, list(account_ids), list(hold_ids), list(job_ids))}
+        if found:
+            for record in await self.conn.fetch(LIVE_GRANTS, list(found)):
+                found[record["account_id"]].grants.append(grant_from_row(_Columns(record)))
         return list(found.values())
 
     async def holds(self, hold_ids: Sequence[str]) -> list[Hold]:

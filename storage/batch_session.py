@@ -31,8 +31,10 @@ UNAVAILABLE_CLASSES = ("08", "57")
 
 
 class BatchSession(Protocol):
-    async def lock_accounts(self, account_ids: Sequence[str]) -> list[Account]:
-        """The accounts that exist among these, locked in id order, with their live grants."""
+    async def lock_accounts(self, account_ids: Sequence[str], hold_ids: Sequence[str] = (),
+                            job_ids: Sequence[str] = ()) -> list[Account]:
+        """These accounts and those of the holds and jobs named, locked in id order: the ones
+        that exist, with their live grants."""
 
     async def holds(self, hold_ids: Sequence[str]) -> list[Hold]: ...
 

@@ -38,9 +38,15 @@ class SqlBatchSession:
 
     # -- reads --------------------------------------------------------------------------------
 
-    async def lock_accounts(self, account_ids: Sequence[str]) -> list[Account]:
+    async def lock_accounts(self, account_ids: Sequence[str], hold_ids: Sequence[str] = (),
+                            job_ids: Sequence[str] = ()) -> list[Account]:
+        owners = set(account_ids)
+        if hold_ids:
+            owners.update(h.account_id for h in await self.holds(hold_ids))
+        if job_ids:
+            owners.update(j.account_id for j in await self.jobs(job_ids))
         rows = await self.conn.execute(
-            sa.select(accounts).where(accounts.c.id.in_(account_ids)).order_by(accounts.c.id)
+            sa.select(accounts).where(accounts.c.id.in_(sorted(owners))).order_by(accounts.c.id)
             .with_for_update())
         found = {row.id: account_from_row(row) for row in rows}
         if found:
