@@ -79,6 +79,7 @@ class BatchWriter:
         self._ready = asyncio.Event()
         self._lanes: list[asyncio.Task[None]] = []
         self.commits = 0  # transactions committed, for tests and benchmarks
+        self._in_flight = 0
 
     async def run(self, action: Callable[[OperationUnitOfWork], Awaitable[T]],
                   touches: Touches = NOTHING) -> T:
@@ -95,8 +96,9 @@ class BatchWriter:
         return result
 
     async def aclose(self) -> None:
-        """Finish what is queued, then stop the lanes."""
-        while self._queue:
+        """Finish what is queued and in flight, then stop the lanes (cancelling one mid-batch
+        would leave its callers waiting)."""
+        while self._queue or self._in_flight:
             await asyncio.sleep(0.01)
         for lane in self._lanes:
             lane.cancel()
@@ -120,12 +122,16 @@ class BatchWriter:
         while True:
             await self._ready.wait()
             ops = self._take()
-            if ops:
-                try:
-                    await self._commit(ops)
-                except Exception as exc:  # a lane must outlive any one batch
-                    log.exception("a write batch failed unexpectedly")
-                    _fail(ops, exc)
+            if not ops:
+                continue
+            self._in_flight += 1
+            try:
+                await self._commit(ops)
+            except Exception as exc:  # a lane must outlive any one batch
+                log.exception("a write batch failed unexpectedly")
+                _fail(ops, exc)
+            finally:
+                self._in_flight -= 1
 
     def _take(self) -> list[Operation]:
         ops: list[Operation] = []
