@@ -25,7 +25,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 
 import realtime
 from api import openapi
-from api.auth import Authenticator
+from api.auth import Authenticator, Principal
 from api.context import AppContext
 from api.demo import demo_routes
 from api.errors import EXCEPTION_HANDLERS, ApiError
@@ -198,10 +198,17 @@ async def _open_realtime(stack: contextlib.AsyncExitStack, settings: Settings,
         except ApiError as exc:
             raise StreamAuthError(exc.code, exc.message) from exc
 
+    async def recheck(viewer: Viewer) -> None:
+        if isinstance(viewer, Principal):
+            try:
+                await auth.recheck(viewer)
+            except ApiError as exc:
+                raise StreamAuthError(exc.code, exc.message) from exc
+
     config = StreamConfig(authenticate, verify_token, frozenset(settings.cors_origins),
                           settings.heartbeat_s, settings.stream_queue_size,
                           max_connections_per_account=settings.max_streams_per_account,
-                          clock=lambda: clock.now().timestamp())
+                          clock=lambda: clock.now().timestamp(), recheck=recheck)
     stack.push_async_callback(hub.stop)  # also after a start that failed halfway
     await hub.start()
     return Realtime(hub, config), ({"redis": broker.ping} if settings.redis_url else {})

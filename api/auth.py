@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 
 from starlette.requests import HTTPConnection
 
 from api.errors import ApiError
 from api.tokens import TokenError, TokenSigner
 from core.model import normalise_account_id
-from storage.keys import SERVER_KEY_PREFIX, find_server_key, hash_key
+from storage.keys import SERVER_KEY_PREFIX, find_server_key_by_hash, hash_key
 from storage.sql import Database
 
 # how long an instance trusts a server key it looked up: a revoked key (`creditstream keys
 # revoke`) is refused on every instance within this time
 KEY_CACHE_S = 2.0
+# user tokens verified once per token (a stream's reconnects and refreshes, every REST call with
+# the same token): at most this many, each trusted only until its own `exp`
+TOKEN_CACHE_SIZE = 16_384
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,8 @@ class Principal:
     kind: str  # "server" | "user"
     subject: str  # key id, or the account id of a user token
     expires: int | None = None
+    # a server key's hash, to check it is still live (`Authenticator.recheck`)
+    credential: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def is_server(self) -> bool:
@@ -60,6 +67,8 @@ class Authenticator:
         self.signer = signer
         self._known_keys: dict[str, tuple[str, float]] = {}
         self._lookups: dict[str, asyncio.Future[str | None]] = {}
+        # blake2b of a user token → its account id and expiry; oldest entries evicted first
+        self._verified: OrderedDict[bytes, tuple[str, int]] = OrderedDict()
 
     async def principal(self, conn: HTTPConnection, allow_query_token: bool = False) -> Principal:
         token = bearer_token(conn)
@@ -72,15 +81,35 @@ class Authenticator:
 
     async def from_token(self, token: str) -> Principal:
         if token.startswith(SERVER_KEY_PREFIX):
-            return Principal("server", await self._server_key_id(token))
+            digest = hash_key(token)
+            return Principal("server", await self._server_key_id(digest), credential=digest)
+        return self._user(token)
+
+    async def recheck(self, principal: Principal) -> None:
+        """Raise 401 when a server key has been revoked since `principal` was made from it (seen
+        within KEY_CACHE_S); a user token's expiry is its holder's to watch."""
+        if principal.is_server and principal.credential is not None:
+            await self._server_key_id(principal.credential)
+
+    def _user(self, token: str) -> Principal:
+        digest = hashlib.blake2b(token.encode(), digest_size=16).digest()
+        cached = self._verified.get(digest)
         try:
-            account_id, expires = self.signer.verify(token)
+            if cached is None:
+                account_id, expires = self.signer.verify(token)
+            else:
+                account_id, expires = cached
+                self.signer.check_expiry(expires)
         except TokenError as exc:
+            self._verified.pop(digest, None)
             raise ApiError(401, exc.code, exc.message) from exc
+        if cached is None:
+            if len(self._verified) >= TOKEN_CACHE_SIZE:
+                self._verified.popitem(last=False)
+            self._verified[digest] = (account_id, expires)
         return Principal("user", account_id, expires)
 
-    async def _server_key_id(self, key: str) -> str:
-        digest = hash_key(key)
+    async def _server_key_id(self, digest: str) -> str:
         cached = self._known_keys.get(digest)
         if cached and cached[1] > time.monotonic():
             return cached[0]
@@ -88,7 +117,8 @@ class Authenticator:
         # arrive meanwhile wait for it instead of each asking the database
         lookup = self._lookups.get(digest)
         if lookup is None:
-            lookup = self._lookups[digest] = asyncio.ensure_future(find_server_key(self.db, key))
+            lookup = self._lookups[digest] = asyncio.ensure_future(
+                find_server_key_by_hash(self.db, digest))
             lookup.add_done_callback(lambda _: self._lookups.pop(digest, None))
         key_id = await asyncio.shield(lookup)
         if key_id is None:

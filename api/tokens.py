@@ -50,6 +50,10 @@ class TokenSigner:
         subject, expires = claims.get("sub"), claims.get("exp")
         if not isinstance(subject, str) or not isinstance(expires, int):
             raise TokenError("invalid_token", "The token needs a string sub and an integer exp")
+        self.check_expiry(expires)
+        return subject, expires
+
+    def check_expiry(self, expires: int) -> None:
+        """Raise `token_expired` once `expires` (unix seconds) has passed on the engine's clock."""
         if expires <= self._clock.now().timestamp():
             raise TokenError("token_expired", "The token has expired")
-        return subject, expires

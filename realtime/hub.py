@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import metrics
 from realtime.broker import Broker
+from realtime.coalesce import Coalescer
 from realtime.supervision import Backoff, Heartbeat
 
 log = logging.getLogger("creditstream.hub")
@@ -44,13 +45,15 @@ class EventJournal(Protocol):
 
     async def heads(self, account_ids: list[str]) -> dict[str, int]: ...
 
+    async def snapshots(self, account_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The state of each existing account (its snapshot, whose `seq` is its head)."""
+        ...
+
     def now(self) -> datetime: ...
 
     async def moved_since(self, since: datetime) -> dict[str, int]:
         """The accounts with events created at or after `since`, and their last seq."""
         ...
-
-    async def snapshot(self, account_id: str) -> dict[str, Any] | None: ...
 
 
 class Sink(Protocol):
@@ -104,6 +107,16 @@ class Feed:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
+@dataclass(frozen=True)
+class State:
+    """An account's state as read from the journal; None when there is no such account."""
+    account: dict[str, Any] | None
+
+    @property
+    def seq(self) -> int:
+        return 0 if self.account is None else int(self.account["seq"])
+
+
 def _observe_latency(event: dict[str, Any]) -> None:
     at = event.get("at")
     if isinstance(at, str):
@@ -128,6 +141,8 @@ class Hub:
         self.journal_check = Heartbeat("journal-check", POLL_STUCK_S)
         self.gap_fill = Heartbeat("gap-fill")  # not a task: counts fills left to the check
         self._checked_from: datetime | None = None  # the journal check's next window starts here
+        # the one read of a subscribe (an account's state and head), many subscribes per query
+        self.states: Coalescer[dict[str, Any]] = Coalescer(journal.snapshots)
 
     @property
     def heartbeats(self) -> list[Heartbeat]:
@@ -155,14 +170,14 @@ class Hub:
     async def subscribe(self, account_id: str, sink: Sink,
                         after_seq: int | None) -> Subscription:
         """Send `subscribed`, then the replay (or a snapshot), then live events, in order."""
-        feed = await self._feed(account_id)
+        feed, state = await self._feed(account_id)
         subscription = Subscription(account_id, sink)
         async with feed.lock:
             sink.offer(_dump({"type": "subscribed", "account_id": account_id, "seq": feed.head}))
             try:
                 if after_seq is None or after_seq > feed.head:
                     subscription.skip_through = await self._send_snapshot(
-                        feed, sink, reset=after_seq is not None)
+                        feed, sink, reset=after_seq is not None, state=state)
                 else:
                     await self._replay(feed, sink, after_seq)
             except Exception:  # the database is down: leave no feed nobody uses behind
@@ -186,7 +201,7 @@ class Hub:
 
     async def wait_beyond(self, account_id: str, seq: int, timeout_s: float) -> None:
         """Return once the account's stream passes `seq`, or after the timeout (long-poll)."""
-        feed = await self._feed(account_id)
+        feed, _ = await self._feed(account_id)
         if feed.head > seq:
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -212,24 +227,29 @@ class Hub:
         self.feeds.pop(feed.account_id, None)
         await self.broker.unsubscribe(feed.account_id)
 
-    async def _feed(self, account_id: str) -> Feed:
+    async def _feed(self, account_id: str) -> tuple[Feed, State | None]:
+        """The account's feed; and when this call made it, the state it read for its head."""
         feed = self.feeds.get(account_id)
         if feed is not None:
-            return feed
+            return feed, None
         # subscribe before reading the head: an event committed in between arrives either in
         # the journal read or as a message, and the seq check drops the duplicate
         await self.broker.subscribe(account_id)
         try:
-            head = (await self.journal.heads([account_id])).get(account_id, 0)
+            state = State(await self.states.get(account_id))
         except Exception:
             if account_id not in self.feeds:
                 await self.broker.unsubscribe(account_id)
             raise
-        return self.feeds.setdefault(account_id, Feed(account_id, head))
+        return self.feeds.setdefault(account_id, Feed(account_id, state.seq)), state
 
-    async def _send_snapshot(self, feed: Feed, sink: Sink, reset: bool) -> int:
-        """Send the account's state; returns the seq it covers."""
-        account = await self.journal.snapshot(feed.account_id)
+    async def _send_snapshot(self, feed: Feed, sink: Sink, reset: bool,
+                             state: State | None = None) -> int:
+        """Send the account's state; returns the seq it covers. A state read before the feed's
+        lock was taken stands unless events went by meanwhile."""
+        if state is None or state.seq < feed.head:
+            state = State(await self.states.get(feed.account_id))
+        account = state.account
         if account is not None and account["seq"] > feed.head:
             await self._fill(feed)
         seq = feed.head if account is None else account["seq"]

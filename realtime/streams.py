@@ -46,6 +46,8 @@ class Viewer(Protocol):
 
 Authenticate = Callable[[HTTPConnection], Awaitable[Viewer]]
 VerifyToken = Callable[[str], Awaitable[Viewer]]
+# raises StreamAuthError when a viewer's credential no longer holds (a server key revoked)
+Recheck = Callable[[Viewer], Awaitable[None]]
 
 
 def may_read(viewer: Viewer, account_id: str) -> bool:
@@ -66,6 +68,7 @@ class StreamConfig:
     max_subscriptions: int = 1000
     max_connections_per_account: int = 100  # per user token's account; server keys unlimited
     clock: Callable[[], float] = time.time
+    recheck: Recheck | None = None  # before each subscribe of a server key's stream
 
 
 @dataclass

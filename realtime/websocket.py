@@ -203,6 +203,11 @@ class StreamSession:
             raise ProtocolViolation(CLOSE_BAD_MESSAGE, "after_seq must be a non-negative integer")
         if not may_read(self.viewer, account_id):
             raise ProtocolViolation(CLOSE_FORBIDDEN, f"no access to account {account_id}")
+        if self.viewer.is_server and self.config.recheck is not None:
+            try:  # a revoked key subscribes no more (its lookup is cached for seconds)
+                await self.config.recheck(self.viewer)
+            except StreamAuthError as exc:
+                raise ProtocolViolation(CLOSE_BAD_TOKEN, exc.code) from exc
         previous = self.subscriptions.pop(account_id, None)
         if previous is not None:
             await self.realtime.hub.unsubscribe(previous)

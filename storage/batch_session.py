@@ -9,7 +9,7 @@ database error as `DBAPIError` (its `orig.sqlstate` tells a deadlock from the re
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, Protocol
@@ -17,10 +17,7 @@ from typing import Any, Protocol
 import asyncpg
 from sqlalchemy import exc as sa_exc
 
-from core.account import Account
-from core.jobs import Job
-from core.model import Hold
-from storage.batch import PendingWrites
+from storage.batch import BatchReads, PendingWrites
 from storage.batch_pg import PgBatchSession
 from storage.batch_sql import SqlBatchSession
 from storage.idempotency import IdempotencyKey, KeyId, StoredResponse
@@ -30,19 +27,8 @@ from storage.sql import Database, DatabaseUnavailable, unavailable_on_connection
 UNAVAILABLE_CLASSES = ("08", "57")
 
 
-class BatchSession(Protocol):
-    async def lock_accounts(self, account_ids: Sequence[str], hold_ids: Sequence[str] = (),
-                            job_ids: Sequence[str] = ()) -> list[Account]:
-        """These accounts and those of the holds and jobs named, locked in id order: the ones
-        that exist, with their live grants."""
-
-    async def holds(self, hold_ids: Sequence[str]) -> list[Hold]: ...
-
-    async def jobs(self, job_ids: Sequence[str]) -> list[Job]: ...
-
-    async def job_by_task(self, provider: str, task_id: str) -> Job | None: ...
-
-    async def webhook_response(self, provider: str, event_id: str) -> dict[str, Any] | None: ...
+class BatchSession(BatchReads, Protocol):
+    """What a batch reads (BatchReads), and its keys and writes."""
 
     async def claim(self, ordered: list[IdempotencyKey], now: datetime) -> list[KeyId]:
         """INSERT the keys in this order unless they exist; the ones inserted."""

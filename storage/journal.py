@@ -6,9 +6,11 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from core.ports import Clock
 from storage import queries
+from storage.repositories import account_from_row
 from storage.sql import Database
 from storage.tables import accounts, events
 
@@ -48,7 +50,23 @@ class SqlEventJournal:
                 .where(events.c.created_at >= since).group_by(events.c.account_id))
             return {account_id: int(seq) for account_id, seq in rows}
 
-    async def snapshot(self, account_id: str) -> dict[str, Any] | None:
-        async with self.db.read() as uow:
-            account = await uow.accounts.get(account_id)
-        return None if account is None else account.snapshot(self.clock.now())
+    async def snapshots(self, account_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The state of each existing account (its snapshot, with its seq), many accounts per
+        statement: on PostgreSQL one prepared `id = ANY($1)` whatever their number, with no
+        transaction around it."""
+        now = self.clock.now()
+        found: dict[str, dict[str, Any]] = {}
+        async with self.db.read(snapshot=False) as uow:
+            for start in range(0, len(account_ids), HEADS_CHUNK):
+                chunk = account_ids[start:start + HEADS_CHUNK]
+                rows = await uow.conn.execute(
+                    sa.select(accounts).where(_among(chunk, self.db.dialect)))
+                found.update({row.id: account_from_row(row).snapshot(now) for row in rows})
+        return found
+
+
+def _among(account_ids: list[str], dialect: str) -> sa.ColumnElement[bool]:
+    if dialect == "postgresql":  # one statement text, one prepared statement, for any count
+        return accounts.c.id == sa.any_(
+            sa.bindparam("ids", account_ids, type_=postgresql.ARRAY(sa.String)))
+    return accounts.c.id.in_(account_ids)  # SQLite has no arrays

@@ -32,9 +32,14 @@ async def create_server_key(db: Database, name: str) -> str:
 
 async def find_server_key(db: Database, key: str) -> str | None:
     """The key's id when it is a live server key."""
+    return await find_server_key_by_hash(db, hash_key(key))
+
+
+async def find_server_key_by_hash(db: Database, key_hash: str) -> str | None:
+    """The id of the live server key with this hash (`hash_key`)."""
     async with db.read(snapshot=False) as uow:
         return (await uow.conn.execute(
-            sa.select(api_keys.c.id).where(api_keys.c.key_hash == hash_key(key),
+            sa.select(api_keys.c.id).where(api_keys.c.key_hash == key_hash,
                                            api_keys.c.revoked_at.is_(None))
         )).scalar_one_or_none()
 

@@ -576,6 +576,37 @@ async def test_revoked_server_key_is_refused_on_every_instance_within_seconds(
             ).status_code == 401
 
 
+async def test_a_revoked_server_keys_stream_subscribes_no_more_within_seconds(
+        served: Callable[..., tuple[LiveServer, str]], sqlite_url: str) -> None:
+    server, key = served()
+    ws_url = server.url.replace("http", "ws") + "/v1/stream"
+    auth = {"Authorization": f"Bearer {key}"}
+    async with websockets.connect(ws_url, additional_headers=auth) as ws:
+        assert json.loads(await ws.recv())["type"] == "hello"
+        await ws.send(json.dumps({"op": "subscribe", "account_id": "kept", "after_seq": 0}))
+        assert json.loads(await ws.recv())["type"] == "subscribed"
+        env = {**os.environ, "CREDITSTREAM_DATABASE_URL": sqlite_url}
+        revoked = subprocess.run([sys.executable, "cli.py", "keys", "revoke", key], cwd=ROOT,
+                                 env=env, capture_output=True, text=True, timeout=60)
+        assert revoked.returncode == 0, revoked.stderr
+        started = time.monotonic()
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            for number in range(100):  # a subscribe every 0.1 s until one is refused
+                await ws.send(json.dumps({"op": "subscribe", "account_id": f"new{number}",
+                                          "after_seq": 0}))
+                assert json.loads(await ws.recv())["type"] == "subscribed"
+                await asyncio.sleep(0.1)
+        refused_after = time.monotonic() - started
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4401, "invalid_key")
+    assert refused_after < 4, refused_after
+    with pytest.raises(websockets.ConnectionClosed) as new:  # and a new stream is refused
+        async with websockets.connect(ws_url, additional_headers=auth) as ws:
+            await ws.recv()
+            await ws.recv()
+    assert new.value.rcvd is not None and new.value.rcvd.code == 4401
+
+
 async def test_results_are_served_inert(api_factory: Callable[..., Any],
                                         sqlite_url: str) -> None:
     api: ApiClient = await api_factory(sqlite_url)

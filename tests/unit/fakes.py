@@ -172,6 +172,7 @@ class MemoryJournal:
         self.appended_at: dict[str, datetime] = {}
         self.clock = MutableClock()
         self.failing: Exception | None = None
+        self.snapshot_reads: list[list[str]] = []  # the accounts of each `snapshots` call
 
     def append(self, account_id: str, count: int = 1) -> list[dict[str, Any]]:
         """Commit `count` more events to the account's journal; returns them."""
@@ -198,10 +199,11 @@ class MemoryJournal:
         self._check()
         return {a: len(self.events[a]) for a in account_ids if self.events.get(a)}
 
-    async def snapshot(self, account_id: str) -> dict[str, Any] | None:
+    async def snapshots(self, account_ids: list[str]) -> dict[str, dict[str, Any]]:
         self._check()
-        stream = self.events.get(account_id)
-        return None if not stream else {"account_id": account_id, "seq": len(stream)}
+        self.snapshot_reads.append(list(account_ids))
+        return {a: {"account_id": a, "seq": len(self.events[a])}
+                for a in account_ids if self.events.get(a)}
 
     def _check(self) -> None:
         if self.failing is not None:

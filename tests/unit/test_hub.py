@@ -3,12 +3,13 @@ resync, replay, and a database that fails in the middle."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import pytest
 
-from realtime.hub import Hub
+from realtime.hub import Hub, State
 from tests.unit.fakes import ListSink, MemoryBroker, MemoryJournal
 
 ACCOUNT = "acct-1"
@@ -159,3 +160,52 @@ async def test_the_journal_check_catches_up_accounts_that_moved_and_retries_a_fa
     journal.clock.advance(seconds=10)
     await hub.check_journal()  # the failed window is checked again, whole
     assert seqs(sink) == [1, 2]
+
+
+async def test_concurrent_subscribes_get_their_snapshots_from_one_read(
+        hub: Hub, journal: MemoryJournal, broker: MemoryBroker) -> None:
+    accounts = [f"acct-{n}" for n in range(200)]
+    for number, account in enumerate(accounts):
+        journal.append(account, 1 + number % 3)
+    sinks = [ListSink() for _ in range(400)]  # two subscribers per account
+    await asyncio.gather(*(hub.subscribe(accounts[n % 200], sink, after_seq=None)
+                           for n, sink in enumerate(sinks)))
+    assert len(journal.snapshot_reads) == 1 and sorted(journal.snapshot_reads[0]) == sorted(
+        accounts)  # one read for all of them, each account asked once
+    for number, sink in enumerate(sinks):
+        account = accounts[number % 200]
+        subscribed, snapshot = received(sink)
+        assert subscribed == {"type": "subscribed", "account_id": account,
+                              "seq": 1 + number % 200 % 3}
+        assert snapshot["type"] == "snapshot" and snapshot["seq"] == 1 + number % 200 % 3
+        assert snapshot["account"]["account_id"] == account
+    assert broker.subscribed == set(accounts)
+    await hub.publish_local(journal.append(accounts[0]))
+    assert seqs(sinks[0]) == [2] and seqs(sinks[200]) == [2]
+
+
+async def test_a_state_read_before_events_went_by_is_read_again(
+        hub: Hub, journal: MemoryJournal) -> None:
+    journal.append(ACCOUNT)
+    stale = State({"account_id": ACCOUNT, "seq": 1})  # read when the head was 1
+    await hub.subscribe(ACCOUNT, ListSink(), after_seq=0)  # the feed, at head 1
+    await hub.publish_local(journal.append(ACCOUNT, 2))  # events go by: head 3
+    late = ListSink()
+    feed = hub.feeds[ACCOUNT]
+    async with feed.lock:
+        covered = await hub._send_snapshot(feed, late, reset=False, state=stale)
+    assert covered == 3 and received(late)[0]["seq"] == 3
+
+
+async def test_a_failed_read_fails_every_subscribe_that_shared_it(
+        hub: Hub, journal: MemoryJournal, broker: MemoryBroker) -> None:
+    journal.failing = DatabaseDown("database unreachable")
+    outcomes = await asyncio.gather(*(hub.subscribe(f"acct-{n}", ListSink(), after_seq=None)
+                                      for n in range(5)), return_exceptions=True)
+    assert all(isinstance(outcome, DatabaseDown) for outcome in outcomes)
+    assert (hub.feeds, broker.subscribed) == ({}, set())
+    journal.failing = None
+    journal.append("acct-0")
+    sink = ListSink()
+    await hub.subscribe("acct-0", sink, after_seq=None)
+    assert received(sink)[1]["seq"] == 1
