@@ -38,6 +38,7 @@ from api.tokens import TokenSigner
 from config import ConfigError, Settings
 from core.events import Event
 from core.job_service import JobService
+from core.plans import PlanCatalogue
 from core.ports import Clock, ObjectStore, SystemClock
 from core.pricing import Catalogue
 from core.service import CreditService
@@ -74,6 +75,16 @@ def load_catalogue(path: str | None) -> Catalogue:
     return Catalogue.from_toml(text)
 
 
+def load_plans(path: str | None, catalogue: Catalogue) -> PlanCatalogue:
+    """Plans and feature limits, validated now (also against the price catalogue's
+    operations) so a bad file stops the start."""
+    text = (Path(path).read_text(encoding="utf-8") if path else
+            resources.files("core").joinpath("plans.toml").read_text(encoding="utf-8"))
+    plans = PlanCatalogue.from_toml(text)
+    plans.check_operations(catalogue.operations)
+    return plans
+
+
 def create_app(settings: Settings | None = None, clock: Clock | None = None,
                run_sweeper: bool = True, auto_migrate: bool = True) -> Starlette:
     settings = settings or Settings.from_env()
@@ -82,6 +93,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
         configure_logging(settings.log_level)
     redact_tokens_in_logs()
     catalogue = load_catalogue(settings.pricing_file)
+    plans = load_plans(settings.plans_file, catalogue)
     clock = clock or SystemClock()
 
     @contextlib.asynccontextmanager
@@ -89,7 +101,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
         if auto_migrate and settings.auto_migrate:
             await upgrade_async(settings.database_url)
         async with contextlib.AsyncExitStack() as stack:
-            ctx, realtime = await open_context(stack, settings, catalogue, clock, run_sweeper)
+            ctx, realtime = await open_context(stack, settings, catalogue, clock, run_sweeper,
+                                               plans)
             app.state.ctx, app.state.realtime = ctx, realtime
             _chain_sigterm(realtime.begin_shutdown)
             if settings.dev:
@@ -117,8 +130,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
 
 
 async def open_context(stack: contextlib.AsyncExitStack, settings: Settings,
-                       catalogue: Catalogue, clock: Clock,
-                       run_sweeper: bool) -> tuple[AppContext, Realtime]:
+                       catalogue: Catalogue, clock: Clock, run_sweeper: bool,
+                       plans: PlanCatalogue | None = None) -> tuple[AppContext, Realtime]:
     """Everything the routes need, each resource opened inside `stack`: a failure at any step
     closes what the steps before it opened, and shutdown closes all in reverse order."""
     db = Database.from_url(settings.database_url, settings.db_pool_size)
@@ -127,7 +140,8 @@ async def open_context(stack: contextlib.AsyncExitStack, settings: Settings,
         settings.user_token_secret or await stored_secret(db, "user_token_secret"), clock)
     auth = Authenticator(db, signer)
     service = CreditService(clock, catalogue, timedelta(seconds=settings.hold_ttl_s),
-                            settings.low_credits_threshold)
+                            settings.low_credits_threshold,
+                            plans or load_plans(settings.plans_file, catalogue))
     jobs = JobService(service, timedelta(seconds=settings.hold_ttl_s))
     idempotency = IdempotencyStore(db)
     http = await stack.enter_async_context(httpx.AsyncClient(follow_redirects=True))

@@ -67,6 +67,7 @@ class Settings:
     dev: bool = False
     cors_origins: tuple[str, ...] = ()
     pricing_file: str | None = None
+    plans_file: str | None = None
     sweep_interval_s: float = 1.0
     db_pool_size: int = 10
     write_connections: int = 1
@@ -127,6 +128,7 @@ class Settings:
             cors_origins=tuple(o.strip() for o in env.get("CREDITSTREAM_CORS_ORIGINS", "")
                                .split(",") if o.strip()),
             pricing_file=env.get("CREDITSTREAM_PRICING_FILE") or None,
+            plans_file=env.get("CREDITSTREAM_PLANS_FILE") or None,
             sweep_interval_s=_number(env, "CREDITSTREAM_SWEEP_INTERVAL_S", 1.0, 0.05),
             db_pool_size=int(_number(env, "CREDITSTREAM_DB_POOL_SIZE", 10, 1)),
             write_connections=int(_number(env, "CREDITSTREAM_WRITE_CONNECTIONS", 1, 1)),

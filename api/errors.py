@@ -26,6 +26,7 @@ STATUS_BY_ERROR: list[tuple[type[Exception], int]] = [
     (domain.NotFound, 404),
     (domain.InsufficientCredits, 402),
     (domain.DailyLimitExceeded, 429),
+    (domain.FeatureLimitExceeded, 429),
     (domain.InvalidState, 409),
     (domain.ConcurrentUpdate, 409),
     (domain.RequestInProgress, 409),
@@ -48,7 +49,7 @@ def to_status_and_body(exc: Exception) -> tuple[int, dict[str, Any], dict[str, s
     if isinstance(exc, domain.CreditError):
         status = next(s for cls, s in STATUS_BY_ERROR if isinstance(exc, cls))
         headers = {}
-        if isinstance(exc, domain.DailyLimitExceeded):
+        if isinstance(exc, (domain.DailyLimitExceeded, domain.FeatureLimitExceeded)):
             headers["Retry-After"] = str(exc.details["retry_after"])
         return status, error_body(exc.code, exc.message, **exc.details), headers
     raise TypeError(f"Expected an API or domain error, got {type(exc).__name__}") from exc

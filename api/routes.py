@@ -21,7 +21,8 @@ V1_ROUTES: list[ApiRoute] = [
     ApiRoute("GET", A + "/events", accounts.list_events, "Stream events after a seq; `wait` "
              "long-polls, counted with the account's streams", "owner",
              errors=(401, 403, 404, 422, 429), query=("after_seq", "limit", "wait")),
-    ApiRoute("GET", A + "/usage", accounts.usage, "Credits used and jobs in a period", "owner",
+    ApiRoute("GET", A + "/usage", accounts.usage, "Credits used in a period, by operation, by "
+             "model and per UTC day, and jobs by status", "owner",
              errors=(401, 403, 404, 422), query=("period",)),
     ApiRoute("GET", A + "/jobs", accounts.list_jobs, "The account's jobs, newest first",
              "owner", errors=(401, 403, 404, 422), query=("status", "limit")),
@@ -51,8 +52,11 @@ V1_ROUTES: list[ApiRoute] = [
              "Payment confirmed (X-Signature): award once per event_id", "signed",
              schemas.PaymentEvent, 200, (400, 401, 404, 413, 422)),
     ApiRoute("GET", "/v1/pricing", misc.pricing, "The price catalogue", "none"),
-    ApiRoute("POST", "/v1/quote", misc.quote, "Price of a generation, and whether the account "
-             "can afford it", "owner", schemas.QuoteBody, 200, (400, 401, 403, 413, 422)),
+    ApiRoute("GET", "/v1/plans", misc.plans, "Plans (name, price, credits, how long their "
+             "credits last) and each plan's feature limits", "none"),
+    ApiRoute("POST", "/v1/quote", misc.quote, "Price of a generation, whether the account can "
+             "afford it, and what its plan's feature limit leaves", "owner", schemas.QuoteBody,
+             200, (400, 401, 403, 413, 422)),
     ApiRoute("POST", "/v1/tokens", misc.create_token, "Issue a user token for a browser",
              "server", schemas.TokenBody, 200, (400, 401, 403, 413, 422)),
     ApiRoute("GET", "/v1/stream", misc.stream_upgrade_required, "WebSocket stream "

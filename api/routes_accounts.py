@@ -131,10 +131,11 @@ async def usage(request: Request) -> Response:
     if period not in PERIODS:
         raise ApiError(422, "validation_error",
                        f"period: expected one of {', '.join(PERIODS)}, got {period!r}")
-    since = ctx.service.now() - PERIODS[period]
+    now = ctx.service.now()
+    since = now - PERIODS[period]
     async with ctx.db.read() as uow:
         await ctx.service.read_account(uow, account_id)
-        figures = await queries.usage(uow.conn, account_id, since)
+        figures = await queries.usage(uow.conn, account_id, since, now)
     return JSONResponse({"account_id": account_id, "period": period,
                          "since": since.isoformat().replace("+00:00", "Z"), **figures})
 
@@ -160,10 +161,12 @@ async def create_grant(request: Request) -> Response:
         key = request.headers.get("idempotency-key")
         if body.amount is not None:
             grant, account = await ctx.service.grant(
-                uow, account_id, body.amount, body.reason, body.expires_at, body.ref, key)
+                uow, account_id, body.amount, body.reason, body.expires_at, body.ref, key,
+                metadata=body.metadata)
         else:
             grant, account = await ctx.service.grant_plan(
-                uow, account_id, body.plan if body.plan is not None else body.tier, body.ref, key)
+                uow, account_id, body.plan if body.plan is not None else body.tier, body.ref, key,
+                metadata=body.metadata)
         return 201, {"grant": grant.to_dict(), "account": account.snapshot(ctx.service.now())}
 
     return await ctx.execute(request, principal, canonical, action,
@@ -177,7 +180,7 @@ async def create_charge(request: Request) -> Response:
     async def action(uow: OperationUnitOfWork) -> tuple[int, dict[str, Any]]:
         charge, account = await ctx.service.charge(
             uow, account_id, body.credits(ctx.service.quote), body.reason, body.ref,
-            request.headers.get("idempotency-key"), body.price_metadata())
+            request.headers.get("idempotency-key"), body.metadata, body.price_request())
         return 201, {"charge": charge, "account": account.snapshot(ctx.service.now())}
 
     return await ctx.execute(request, principal, canonical, action,

@@ -23,7 +23,8 @@ async def create_hold(request: Request) -> Response:
     async def action(uow: OperationUnitOfWork) -> tuple[int, dict[str, Any]]:
         hold, account = await ctx.service.hold(
             uow, account_id, body.credits(ctx.service.quote), body.ttl_seconds, body.ref,
-            request.headers.get("idempotency-key"), metadata=body.price_metadata())
+            request.headers.get("idempotency-key"), metadata=body.metadata,
+            price=body.price_request())
         return 201, {"hold": hold.to_dict(), "account": account.snapshot(ctx.service.now())}
 
     return await ctx.execute(request, principal, canonical, action,

@@ -60,7 +60,7 @@ async def create_job(request: Request) -> Response:
             await refuse_task_clash(uow, body.provider, body.provider_task_id)
         job, account = await ctx.jobs.create(
             uow, account_id, body.request(), body.provider, body.input, body.ttl_seconds,
-            body.provider_task_id, request.headers.get("idempotency-key"))
+            body.provider_task_id, request.headers.get("idempotency-key"), body.metadata)
         uow.after_commit.append(lambda: dispatch(ctx, job, base_url))
         return 202, {"job": job.to_dict(), "account": account.snapshot(ctx.service.now())}
 

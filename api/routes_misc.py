@@ -22,11 +22,16 @@ async def pricing(request: Request) -> Response:
     return JSONResponse(ctx_of(request).service.catalogue.to_dict())
 
 
+async def plans(request: Request) -> Response:
+    return JSONResponse(ctx_of(request).service.plans.to_dict())
+
+
 async def quote(request: Request) -> Response:
     ctx = ctx_of(request)
     principal = await ctx.principal(request)
     body, _ = await parse(request, QuoteBody)
-    cost = ctx.service.quote(body.request())
+    price = body.request()
+    cost = ctx.service.quote(price)
     if body.account_id is None and principal.is_server:
         return JSONResponse({"cost": cost})
     account_id = principal.own_account(body.account_id)
@@ -38,11 +43,19 @@ async def quote(request: Request) -> Response:
     on_trial = account is None or account.trial_active(now)
     spent_today = 0 if account is None else account.spent_today(now)
     within_daily_limit = not on_trial or spent_today + cost <= TRIAL.daily_limit
+    limit = ctx.service.feature_limit(price)
+    feature = None if limit is None else limit.status(
+        None if account is None else account.plan,
+        {} if account is None else account.feature_usage, now)
+    within_feature_limit = feature is None or feature["remaining"] > 0
     answer: dict[str, Any] = {"cost": cost, "account_id": account_id, "available": available,
-                              "affordable": cost <= available and within_daily_limit,
+                              "affordable": cost <= available and within_daily_limit
+                              and within_feature_limit,
                               "shortfall": max(0, cost - available)}
     if on_trial:
         answer["daily_limit_remaining"] = max(0, TRIAL.daily_limit - spent_today)
+    if feature is not None:
+        answer["feature_limit"] = feature  # seed 004's canPerformAction, on the plan's limit
     return JSONResponse(answer)
 
 

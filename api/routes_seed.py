@@ -221,10 +221,10 @@ async def award(request: Request) -> Response:
     async def action(uow: OperationUnitOfWork) -> tuple[int, dict[str, Any]]:
         if body.points is not None:
             grant, account = await ctx.service.grant(uow, wallet, body.points, "points",
-                                                     key=key, metadata=audit)
+                                                     key=key, details=audit)
         else:
             grant, account = await ctx.service.grant_plan(uow, wallet, body.tier, key=key,
-                                                          metadata=audit)
+                                                          details=audit)
         return 200, {"walletAddress": account.account_id, "awardedPoints": grant.amount,
                      "newTotalPoints": account.available, "contentType": None,
                      "contentCredits": None}

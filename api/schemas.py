@@ -5,17 +5,36 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from api.tokens import MAX_TTL_S as MAX_TOKEN_TTL_S
 from core.errors import InvalidInput
 from core.job_service import MAX_JOB_TTL_S
+from core.metadata import MAX_KEY_LENGTH, MAX_KEYS, MAX_VALUE_LENGTH, check_metadata
 from core.model import MAX_AMOUNT
 from core.service import MAX_HOLD_TTL_S, PriceRequest
 
 Ref = Field(default=None, min_length=1, max_length=256)
+
+
+def _metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    try:
+        return None if value is None else dict(check_metadata(value))
+    except InvalidInput as exc:
+        raise ValueError(exc.message) from exc
+
+
+# Stripe's rules: the caller's own key-value pairs, kept and returned as given
+Metadata = Annotated[dict[str, Any] | None, AfterValidator(_metadata), Field(
+    description="Your own key-value pairs, stored and returned as given: at most "
+    f"{MAX_KEYS} keys of 1-{MAX_KEY_LENGTH} characters; values are strings of at most "
+    f"{MAX_VALUE_LENGTH} characters, numbers, booleans or null",
+    json_schema_extra={"maxProperties": MAX_KEYS, "propertyNames": {
+        "minLength": 1, "maxLength": MAX_KEY_LENGTH}, "additionalProperties": {"anyOf": [
+            {"type": "string", "maxLength": MAX_VALUE_LENGTH}, {"type": "number"},
+            {"type": "boolean"}, {"type": "null"}]}})]
 
 
 class Body(BaseModel):
@@ -49,8 +68,8 @@ class AmountOrPrice(Body):
             raise InvalidInput("Expected an amount or a price, got neither")
         return self.amount
 
-    def price_metadata(self) -> dict[str, Any] | None:
-        return None if self.price is None else self.price.request().metadata()
+    def price_request(self) -> PriceRequest | None:
+        return None if self.price is None else self.price.request()
 
 
 class GrantBody(Body):
@@ -62,6 +81,7 @@ class GrantBody(Body):
     ref: str | None = Ref
     plan: str | None = Field(default=None, min_length=1, max_length=32)
     tier: int | str | None = None
+    metadata: Metadata = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> GrantBody:
@@ -77,12 +97,14 @@ class ChargeBody(AmountOrPrice):
     reason: str = Field(default="charge", min_length=1, max_length=64,
                         pattern=r"^[A-Za-z0-9_.:@ -]+$")
     ref: str | None = Ref
+    metadata: Metadata = None
 
 
 class HoldBody(AmountOrPrice):
     account_id: str | None = Field(default=None, min_length=1, max_length=128)
     ref: str | None = Ref
     ttl_seconds: int | None = Field(default=None, ge=1, le=MAX_HOLD_TTL_S)
+    metadata: Metadata = None
 
 
 class CaptureBody(Body):
@@ -109,6 +131,7 @@ class JobBody(PriceBody):
     provider: str = Field(default="simulated", pattern=r"^[a-z0-9_-]{1,32}$")
     provider_task_id: str | None = Field(default=None, min_length=1, max_length=255)
     ttl_seconds: int | None = Field(default=None, ge=1, le=MAX_JOB_TTL_S)
+    metadata: Metadata = None
 
 
 class JobResultBody(Body):

@@ -91,11 +91,11 @@ async def payment_webhook(request: Request) -> Response:
         if event.points is not None:
             grant, account = await ctx.service.grant(
                 uow, event.account_id, event.points, "points", ref=event.event_id,
-                metadata=audit)
+                details=audit)
         else:
             grant, account = await ctx.service.grant_plan(
                 uow, event.account_id, event.plan if event.plan is not None else event.tier,
-                ref=event.event_id, metadata=audit)
+                ref=event.event_id, details=audit)
         body = {"status": "awarded", "grant": grant.to_dict(),
                 "account": account.snapshot(ctx.service.now())}
         await uow.webhooks.record(provider, event.event_id, body)

@@ -19,6 +19,7 @@ from core.errors import (
     InvariantViolated,
 )
 from core.events import BalanceUpdated, CreditsLow, Event, JobUpdated, iso
+from core.limits import FeatureLimit, counted, uncounted
 from core.model import (
     MAX_BALANCE,
     Entry,
@@ -44,6 +45,9 @@ class Account:
     trial_expires_at: datetime | None = None
     trial_day: str | None = None
     trial_used: int = 0
+    # runs of limited operations counted in their current window (core.limits); replaced, never
+    # changed in place, as a working copy of the account may share it
+    feature_usage: dict[str, dict[str, Any]] = field(default_factory=dict)
     grants: list[Grant] = field(default_factory=list)
     # what this transaction changed, for the unit of work to persist
     loaded_seq: int = 0
@@ -115,8 +119,11 @@ class Account:
         expires_at: datetime | None = None,
         ref: str | None = None,
         plan: str | None = None,
+        details: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Grant:
+        """`details` are the engine's own notes for the journal (a payment's event id);
+        `metadata` is the caller's."""
         check_amount(amount)
         if expires_at is not None and expires_at <= now:
             raise InvalidInput(f"Expected expires_at in the future, got {iso(expires_at)}")
@@ -125,7 +132,7 @@ class Account:
                 f"A balance may hold at most {MAX_BALANCE} credits; this grant would exceed it"
             )
         grant = Grant(grant_id, self.account_id, amount, amount, reason, grant_kind(reason),
-                      expires_at, now, ref)
+                      expires_at, now, ref, metadata=dict(metadata or {}))
         self.grants.append(grant)
         self.new_grants.append(grant)
         self.balance += amount
@@ -133,10 +140,10 @@ class Account:
             self.paid = True
         if plan is not None:
             self.plan = plan
-        meta = {"kind": grant.kind, "expires_at": iso(expires_at), **(metadata or {})}
+        meta = {"kind": grant.kind, "expires_at": iso(expires_at), **(details or {})}
         if plan is not None:
             meta["plan"] = plan
-        self._record("grant", amount, amount, 0, reason, ref, grant_id, meta, now)
+        self._record("grant", amount, amount, 0, reason, ref, grant_id, meta, now, metadata)
         return grant
 
     def expire_due_grants(self, now: datetime) -> int:
@@ -161,15 +168,21 @@ class Account:
     def open_hold(
         self, hold_id: str, amount: int, ttl: timedelta, now: datetime, ref: str | None = None,
         job_id: str | None = None, metadata: dict[str, Any] | None = None,
+        price: dict[str, Any] | None = None, limit: FeatureLimit | None = None,
     ) -> Hold:
+        """`price` names the priced operation (and model, params), `limit` the feature limit
+        its operation has; `metadata` is the caller's."""
         check_amount(amount)
         self._check_spendable(amount, now)
-        hold = Hold(hold_id, self.account_id, amount, Hold.OPEN, now, now + ttl, ref, job_id=job_id)
+        usage = self._count_run(limit, now)
+        hold = Hold(hold_id, self.account_id, amount, Hold.OPEN, now, now + ttl, ref, job_id=job_id,
+                    metadata=dict(metadata or {}), price=dict(price or {}))
         hold.allocation = self._take(amount, reserve=True)
-        hold.metadata = dict(metadata or {})
         self.held += amount
         self._count_trial_spend(amount, now)
-        self._record("hold", amount, 0, amount, "hold", ref, hold_id, dict(metadata or {}), now)
+        self.feature_usage = usage
+        self._record("hold", amount, 0, amount, "hold", ref, hold_id, dict(price or {}), now,
+                     metadata)
         return hold
 
     def capture(self, hold: Hold, amount: int | None, now: datetime) -> None:
@@ -194,10 +207,10 @@ class Account:
         self._uncount_trial_spend(hold, hold.amount - take, now)
         hold.status, hold.captured_amount, hold.closed_at, hold.funding = (
             Hold.CAPTURED, take, now, funding)
-        meta = {**hold.metadata, "hold_id": hold.hold_id, "released": hold.amount - take,
+        meta = {**hold.price, "hold_id": hold.hold_id, "released": hold.amount - take,
                 "funding": funding}
         self._record("capture", take, -take, -hold.amount, "capture", hold.ref, hold.hold_id,
-                     meta, now)
+                     meta, now, hold.metadata)
         self.expire_due_grants(now)  # the freed rest may belong to a grant already expired
 
     def release(self, hold: Hold, reason: str, now: datetime) -> None:
@@ -220,16 +233,19 @@ class Account:
 
     def charge(
         self, charge_id: str, amount: int, reason: str, now: datetime, ref: str | None = None,
-        metadata: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None, price: dict[str, Any] | None = None,
+        limit: FeatureLimit | None = None,
     ) -> list[dict[str, Any]]:
         """One-step debit: hold and capture in one transaction. Returns the grants that funded it."""
         check_amount(amount)
         self._check_spendable(amount, now)
+        usage = self._count_run(limit, now)
         funding = self._take(amount, reserve=False)
         self.balance -= amount
         self._count_trial_spend(amount, now)
+        self.feature_usage = usage
         self._record("charge", amount, -amount, 0, reason, ref, charge_id,
-                     {**(metadata or {}), "funding": funding}, now)
+                     {**(price or {}), "funding": funding}, now, metadata)
         return funding
 
     # -- internals ----------------------------------------------------------------------------
@@ -247,6 +263,12 @@ class Account:
             if used + amount > TRIAL.daily_limit:
                 raise DailyLimitExceeded(TRIAL.daily_limit, used, amount,
                                          seconds_until_next_utc_day(now))
+
+    def _count_run(self, limit: FeatureLimit | None, now: datetime) -> dict[str, dict[str, Any]]:
+        """The feature usage with one more run counted; FeatureLimitExceeded past the plan's."""
+        if limit is None:
+            return self.feature_usage
+        return counted(limit, self.plan, self.feature_usage, now)
 
     def _count_trial_spend(self, amount: int, now: datetime) -> None:
         if not self.trial_active(now):
@@ -310,9 +332,13 @@ class Account:
         self._unreserve(hold, consume=0)
         self.held -= hold.amount
         self._uncount_trial_spend(hold, hold.amount, now)
+        operation = hold.price.get("operation")
+        if isinstance(operation, str):  # a released run never ran: it is given back
+            usage = uncounted(operation, hold.created_at, self.feature_usage, now)
+            self.feature_usage = self.feature_usage if usage is None else usage
         hold.status, hold.release_reason, hold.closed_at = status, reason, now
         self._record("release", hold.amount, 0, -hold.amount, reason, hold.ref, hold.hold_id,
-                     {"hold_id": hold.hold_id}, now)
+                     {"hold_id": hold.hold_id}, now, hold.metadata)
         self.expire_due_grants(now)
 
     def record_job(self, job: dict[str, Any], now: datetime) -> None:
@@ -322,14 +348,20 @@ class Account:
 
     def _record(
         self, type_: str, amount: int, delta: int, held_delta: int, reason: str,
-        ref: str | None, op_id: str, metadata: dict[str, Any], now: datetime,
+        ref: str | None, op_id: str, details: dict[str, Any], now: datetime,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
+        """One journal entry and its event. The entry's metadata holds the engine's `details`,
+        and the caller's `metadata` under its own key, so neither can overwrite the other."""
         self.seq += 1
+        user = dict(metadata or {})
+        entry_meta = {**details, "metadata": user} if user else details
         self.new_entries.append(Entry(self.account_id, self.seq, type_, amount, delta, held_delta,
-                                      reason, ref, op_id, metadata, now, self.idempotency_key))
+                                      reason, ref, op_id, entry_meta, now, self.idempotency_key))
         self.new_events.append(BalanceUpdated(
             self.account_id, self.seq, balance=self.balance, held=self.held,
-            available=self.available, delta=delta, reason=type_, ref=ref, at=iso(now)))
+            available=self.available, delta=delta, reason=type_, ref=ref, at=iso(now),
+            metadata=user))
         self._check_low_credits(now)
 
     def _check_low_credits(self, now: datetime) -> None:

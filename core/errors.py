@@ -81,6 +81,22 @@ class DailyLimitExceeded(CreditError):
         )
 
 
+class FeatureLimitExceeded(CreditError):
+    code = "feature_limit_exceeded"
+
+    def __init__(self, operation: str, plan: str, limit: int, used: int, period: str,
+                 retry_after: int) -> None:
+        super().__init__(
+            f"The {plan} plan allows {limit} {operation} per {period}; {used} used. "
+            f"Try again in {retry_after} s or upgrade the plan.",
+            operation=operation, plan=plan, period=period, limit=limit, used=used,
+            retry_after=retry_after)
+
+
+class InvalidMetadata(InvalidInput):
+    code = "invalid_metadata"
+
+
 class InvalidState(CreditError):
     code = "invalid_state"
 

@@ -33,6 +33,7 @@ class BalanceUpdated(Event):
     reason: str = ""
     ref: str | None = None
     at: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)  # the hold's, charge's or grant's
 
     type = "balance.updated"
 

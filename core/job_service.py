@@ -26,18 +26,19 @@ class JobService:
         self, uow: UnitOfWork, account_id: str, price: PriceRequest, provider: str,
         input: dict[str, Any] | None = None, ttl_seconds: int | None = None,
         provider_task_id: str | None = None, key: str | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> tuple[Job, Account]:
         cost = self.credits.quote(price)
         ttl = checked_ttl(ttl_seconds, self.job_ttl, MAX_JOB_TTL_S)
         job_id = new_id("job")
         hold, account = await self.credits.hold(
             uow, account_id, cost, int((ttl + HOLD_GRACE).total_seconds()), ref=job_id, key=key,
-            job_id=job_id, metadata=price.metadata())
+            job_id=job_id, metadata=metadata, price=price)
         now = self.credits.now()
         job = Job(job_id, account.account_id, price.operation, price.model, cost, PROCESSING,
                   provider, now, now, now + ttl, params=dict(price.params or {}),
                   input=dict(input or {}), provider_task_id=provider_task_id or job_id,
-                  hold_id=hold.hold_id)
+                  hold_id=hold.hold_id, metadata=dict(hold.metadata))
         await uow.jobs.add(job)
         account.record_job(job.to_dict(), now)
         await uow.accounts.save(account)

@@ -31,6 +31,7 @@ class Job:
     result_url: str | None = None
     error: str | None = None
     completed_at: datetime | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)  # the caller's
 
     def is_due(self, now: datetime) -> bool:
         return self.status == PROCESSING and self.expires_at <= now
@@ -64,5 +65,5 @@ class Job:
             "provider": self.provider, "provider_task_id": self.provider_task_id,
             "hold_id": self.hold_id, "created_at": iso(self.created_at),
             "updated_at": iso(self.updated_at), "expires_at": iso(self.expires_at),
-            "completed_at": iso(self.completed_at),
+            "completed_at": iso(self.completed_at), "metadata": self.metadata,
         }

@@ -95,6 +95,7 @@ class Grant:
     created_at: datetime
     ref: str | None = None
     reserved: int = 0  # part of `remaining` allocated to open holds
+    metadata: dict[str, Any] = field(default_factory=dict)  # the caller's (kept in its entry)
 
     @property
     def free(self) -> int:
@@ -122,6 +123,7 @@ class Grant:
             "reason": self.reason,
             "kind": self.kind,
             "ref": self.ref,
+            "metadata": self.metadata,
             "expires_at": iso(self.expires_at),
             "created_at": iso(self.created_at),
         }
@@ -143,7 +145,8 @@ class Hold:
     funding: list[dict[str, Any]] = field(default_factory=list)
     # which grants' credits this hold reserved, in the order a capture consumes them
     allocation: list[dict[str, Any]] = field(default_factory=list)
-    metadata: dict[str, Any] = field(default_factory=dict)  # e.g. the priced operation
+    metadata: dict[str, Any] = field(default_factory=dict)  # the caller's
+    price: dict[str, Any] = field(default_factory=dict)  # the priced operation, model, params
 
     OPEN = "open"
     CAPTURED = "captured"
@@ -165,6 +168,7 @@ class Hold:
             "funding": self.funding,
             "allocation": self.allocation,
             "metadata": self.metadata,
+            "price": self.price or None,
             "job_id": self.job_id,
             "created_at": iso(self.created_at),
             "expires_at": iso(self.expires_at),

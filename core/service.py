@@ -5,14 +5,16 @@ share the same transaction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from core.account import Account
 from core.errors import NotFound
+from core.limits import FeatureLimit
+from core.metadata import check_metadata
 from core.model import Grant, Hold, check_amount, checked_ttl, new_id, normalise_account_id
-from core.plans import plan_for
+from core.plans import PlanCatalogue, packaged_plans
 from core.ports import Clock, UnitOfWork
 from core.pricing import Catalogue
 
@@ -35,12 +37,16 @@ class CreditService:
     catalogue: Catalogue
     hold_ttl: timedelta = timedelta(seconds=300)
     low_credits_threshold: int | None = None
+    plans: PlanCatalogue = field(default_factory=packaged_plans)
 
     def now(self) -> datetime:
         return self.clock.now()
 
     def quote(self, price: PriceRequest) -> int:
         return self.catalogue.quote(price.operation, price.model, price.params)
+
+    def feature_limit(self, price: PriceRequest | None) -> FeatureLimit | None:
+        return None if price is None else self.plans.limits.get(price.operation)
 
     async def ensure_account(self, uow: UnitOfWork, account_id: str,
                              key: str | None = None) -> tuple[Account, bool]:
@@ -68,32 +74,43 @@ class CreditService:
     async def grant(
         self, uow: UnitOfWork, account_id: str, amount: int, reason: str,
         expires_at: datetime | None = None, ref: str | None = None, key: str | None = None,
-        plan: str | None = None, metadata: dict[str, Any] | None = None,
+        plan: str | None = None, details: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> tuple[Grant, Account]:
         check_amount(amount)
+        user = check_metadata(metadata)
         account, _ = await self.ensure_account(uow, account_id, key)
         grant = account.add_grant(new_id("grt"), amount, reason, self.now(), expires_at, ref,
-                                  plan, metadata)
+                                  plan, details, user)
         await uow.accounts.save(account)
         return grant, account
 
     async def grant_plan(self, uow: UnitOfWork, account_id: str, tier_or_plan: object,
                          ref: str | None = None, key: str | None = None,
+                         details: dict[str, Any] | None = None,
                          metadata: dict[str, Any] | None = None) -> tuple[Grant, Account]:
-        plan = plan_for(tier_or_plan)
-        return await self.grant(uow, account_id, plan.credits, f"plan:{plan.name}", ref=ref,
-                                key=key, plan=plan.name,
-                                metadata={"price_usd": plan.price_usd, **(metadata or {})})
+        plan = self.plans.plan_for(tier_or_plan)
+        expires_at = (None if plan.credit_days is None
+                      else self.now() + timedelta(days=plan.credit_days))
+        return await self.grant(uow, account_id, plan.credits, f"plan:{plan.name}", expires_at,
+                                ref=ref, key=key, plan=plan.name,
+                                details={"price_usd": plan.price_usd, **(details or {})},
+                                metadata=metadata)
 
     async def hold(
         self, uow: UnitOfWork, account_id: str, amount: int, ttl_seconds: int | None = None,
         ref: str | None = None, key: str | None = None, job_id: str | None = None,
-        metadata: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None, price: PriceRequest | None = None,
     ) -> tuple[Hold, Account]:
+        """`price`, when the amount was quoted, names the operation (its feature limit counts
+        this run); `metadata` is the caller's."""
         check_amount(amount)
         ttl = checked_ttl(ttl_seconds, self.hold_ttl, MAX_HOLD_TTL_S)
+        user = check_metadata(metadata)
         account, _ = await self.ensure_account(uow, account_id, key)
-        hold = account.open_hold(new_id("hold"), amount, ttl, self.now(), ref, job_id, metadata)
+        priced = None if price is None else price.metadata()
+        hold = account.open_hold(new_id("hold"), amount, ttl, self.now(), ref, job_id, user,
+                                 priced, self.feature_limit(price))
         await uow.holds.add(hold)
         await uow.accounts.save(account)
         return hold, account
@@ -117,16 +134,21 @@ class CreditService:
     async def charge(
         self, uow: UnitOfWork, account_id: str, amount: int, reason: str,
         ref: str | None = None, key: str | None = None, metadata: dict[str, Any] | None = None,
+        price: PriceRequest | None = None,
     ) -> tuple[dict[str, Any], Account]:
         check_amount(amount)
+        user = check_metadata(metadata)
         account, _ = await self.ensure_account(uow, account_id, key)
         charge_id = new_id("chg")
         now = self.now()
-        funding = account.charge(charge_id, amount, reason, now, ref, metadata)
+        priced = None if price is None else price.metadata()
+        funding = account.charge(charge_id, amount, reason, now, ref, user, priced,
+                                 self.feature_limit(price))
         await uow.accounts.save(account)
         charge = {"charge_id": charge_id, "account_id": account.account_id, "amount": amount,
-                  "reason": reason, "ref": ref, "funding": funding,
-                  "metadata": metadata or {}, "created_at": now.isoformat().replace("+00:00", "Z")}
+                  "reason": reason, "ref": ref, "funding": funding, "metadata": user,
+                  "price": priced,
+                  "created_at": now.isoformat().replace("+00:00", "Z")}
         return charge, account
 
     # -- sweeper ------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -41,26 +41,61 @@ async def events_after(conn: AsyncConnection, account_id: str, after_seq: int,
     return [dict(r.payload) for r in rows]
 
 
-async def usage(conn: AsyncConnection, account_id: str, since: datetime) -> dict[str, Any]:
+Tally = dict[str, int]
+
+
+def _add(tallies: dict[str, Tally], name: str, credits: int) -> None:
+    slot = tallies.setdefault(name, {"count": 0, "credits": 0})
+    slot["count"] += 1
+    slot["credits"] += credits
+
+
+def _days(since: datetime, until: datetime) -> dict[str, dict[str, Any]]:
+    """One empty tally per UTC day of the period, oldest first."""
+    days: dict[str, dict[str, Any]] = {}
+    day = since.date()
+    while day <= until.date():
+        days[day.isoformat()] = {"date": day.isoformat(), "count": 0, "credits": 0,
+                                 "operations": {}, "models": {}}
+        day += timedelta(days=1)
+    return days
+
+
+async def usage(conn: AsyncConnection, account_id: str, since: datetime,
+                until: datetime) -> dict[str, Any]:
+    """Credits spent (captures and charges) since `since`: in all, by operation, by model and
+    per UTC day; and jobs by status."""
     spent = await conn.execute(
-        sa.select(entries.c.type, entries.c.amount, entries.c.metadata)
+        sa.select(entries.c.amount, entries.c.metadata, entries.c.created_at)
         .where(entries.c.account_id == account_id, entries.c.created_at >= since,
                entries.c.type.in_(("capture", "charge"))))
-    per_operation: dict[str, dict[str, int]] = {}
+    per_operation: dict[str, Tally] = {}
+    per_model: dict[str, Tally] = {}
+    days = _days(since, until)
     used = 0
     for row in spent:
         used += row.amount
-        operation = (row.metadata or {}).get("operation") or "other"
-        slot = per_operation.setdefault(operation, {"count": 0, "credits": 0})
-        slot["count"] += 1
-        slot["credits"] += row.amount
+        details = row.metadata or {}
+        operation = details.get("operation") or "other"
+        model = details.get("model")
+        _add(per_operation, operation, row.amount)
+        day = days.get(row.created_at.date().isoformat())
+        if day is not None:
+            day["count"] += 1
+            day["credits"] += row.amount
+            _add(day["operations"], operation, row.amount)
+        if isinstance(model, str):
+            _add(per_model, model, row.amount)
+            if day is not None:
+                _add(day["models"], model, row.amount)
     by_status = await conn.execute(
         sa.select(jobs.c.status, sa.func.count()).where(
             jobs.c.account_id == account_id, jobs.c.created_at >= since)
         .group_by(jobs.c.status))
     job_counts = {"processing": 0, "success": 0, "failed": 0}
     job_counts.update({status: int(count) for status, count in by_status})
-    return {"credits_used": used, "operations": per_operation, "jobs": job_counts}
+    return {"credits_used": used, "operations": per_operation, "models": per_model,
+            "days": list(days.values()), "jobs": job_counts}
 
 
 @dataclass(frozen=True)
@@ -124,6 +159,7 @@ def job_to_dict(row: Any) -> dict[str, Any]:
         "provider_task_id": row.provider_task_id, "hold_id": row.hold_id,
         "created_at": iso(row.created_at), "updated_at": iso(row.updated_at),
         "expires_at": iso(row.expires_at), "completed_at": iso(row.completed_at),
+        "metadata": row.metadata or {},
     }
 
 

@@ -32,7 +32,18 @@ def account_from_row(row: Any) -> Account:
         created_at=row.created_at, plan=row.plan, paid=row.paid,
         trial_expires_at=row.trial_expires_at, trial_day=row.trial_day,
         trial_used=row.trial_used, loaded_seq=row.seq, low_notified=row.low_notified,
+        feature_usage=_feature_usage(row),
     )
+
+
+def _feature_usage(row: Any) -> dict[str, dict[str, Any]]:
+    # a reader that selects named columns may not name this one (storage/batch_pg.py's lock
+    # until it does): read as nothing counted rather than failing every write
+    try:
+        usage = row.feature_usage
+    except (AttributeError, KeyError):
+        return {}
+    return dict(usage) if isinstance(usage, dict) else {}
 
 
 def grant_from_row(row: Any) -> Grant:
@@ -47,6 +58,7 @@ def hold_from_row(row: Any) -> Hold:
         captured_amount=row.captured_amount, release_reason=row.release_reason,
         closed_at=row.closed_at, job_id=row.job_id, funding=list(row.funding or []),
         allocation=list(row.allocation or []), metadata=dict(row.metadata or {}),
+        price=dict(row.price or {}),
     )
 
 
@@ -113,6 +125,7 @@ class SqlAccounts:
             "seq": account.seq, "plan": account.plan, "paid": account.paid,
             "trial_expires_at": account.trial_expires_at, "trial_day": account.trial_day,
             "trial_used": account.trial_used, "low_notified": account.low_notified,
+            "feature_usage": account.feature_usage,
             "updated_at": _event_time(account.new_events[-1]) if account.new_events else
             account.created_at,
         }
@@ -192,7 +205,7 @@ class SqlHolds:
                 "status": hold.status, "ref": hold.ref, "captured_amount": hold.captured_amount,
                 "release_reason": hold.release_reason, "job_id": hold.job_id,
                 "funding": hold.funding, "allocation": hold.allocation,
-                "metadata": hold.metadata,
+                "metadata": hold.metadata, "price": hold.price,
                 "created_at": hold.created_at,
                 "expires_at": hold.expires_at, "closed_at": hold.closed_at}
 
@@ -211,7 +224,7 @@ def job_from_row(row: Any) -> Job:
         updated_at=row.updated_at, expires_at=row.expires_at, params=dict(row.params or {}),
         input=dict(row.input or {}), provider_task_id=row.provider_task_id,
         hold_id=row.hold_id, result_url=row.result_url, error=row.error,
-        completed_at=row.completed_at,
+        completed_at=row.completed_at, metadata=dict(row.metadata or {}),
     )
 
 
@@ -255,4 +268,4 @@ class SqlJobs:
                 "provider": job.provider, "provider_task_id": job.provider_task_id,
                 "hold_id": job.hold_id, "created_at": job.created_at,
                 "updated_at": job.updated_at, "expires_at": job.expires_at,
-                "completed_at": job.completed_at}
+                "completed_at": job.completed_at, "metadata": job.metadata}

@@ -47,6 +47,8 @@ accounts = sa.Table(
     sa.Column("trial_day", sa.String(10)),
     sa.Column("trial_used", sa.BigInteger, nullable=False, default=0),
     sa.Column("low_notified", sa.Boolean, nullable=False, default=False),
+    # runs of limited operations in their current window (core/limits.py), read under the lock
+    sa.Column("feature_usage", sa.JSON),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
     # the last line of defence for G1: the database itself refuses an overdraft
@@ -83,7 +85,8 @@ holds = sa.Table(
     sa.Column("job_id", sa.String(40)),
     sa.Column("funding", sa.JSON),
     sa.Column("allocation", sa.JSON),
-    sa.Column("metadata", sa.JSON),
+    sa.Column("metadata", sa.JSON),  # the caller's
+    sa.Column("price", sa.JSON),  # the priced operation, model and params
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("expires_at", UtcDateTime, nullable=False),
     sa.Column("closed_at", UtcDateTime),
@@ -138,6 +141,7 @@ jobs = sa.Table(
     sa.Column("updated_at", UtcDateTime, nullable=False),
     sa.Column("expires_at", UtcDateTime, nullable=False),
     sa.Column("completed_at", UtcDateTime),
+    sa.Column("metadata", sa.JSON),
     sa.UniqueConstraint("provider", "provider_task_id", name="uq_jobs_provider_task"),
     sa.Index("ix_jobs_account_created", "account_id", "created_at"),
     sa.Index("ix_jobs_status_expires", "status", "expires_at"),

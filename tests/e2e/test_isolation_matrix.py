@@ -51,6 +51,8 @@ def anyone(ok: int = 200) -> tuple[Any, ...]:
     return (ok,) * 6
 
 
+TAGS = {"matrix": "isolation"}  # metadata rides along: it changes no one's access
+
 # a bearer token is no webhook signature: every caller is refused (signatures: see below)
 SIGNED_ONLY = (401,) * 6
 
@@ -72,14 +74,18 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", A + "/events"): Row(owner_or_server(200)),
     ("GET", A + "/usage"): Row(owner_or_server(200)),
     ("GET", A + "/jobs"): Row(owner_or_server(200)),
-    ("POST", A + "/grants"): Row(server_only(201), {"amount": 1, "reason": "purchase"}),
-    ("POST", A + "/charges"): Row(server_only(201), {"amount": 1, "reason": "matrix"}),
-    ("POST", "/v1/holds"): Row(owner_or_server(201), {"account_id": OWNER, "amount": 1}),
+    ("POST", A + "/grants"): Row(server_only(201), {"amount": 1, "reason": "purchase",
+                                                    "metadata": TAGS}),
+    ("POST", A + "/charges"): Row(server_only(201), {"amount": 1, "reason": "matrix",
+                                                     "metadata": TAGS}),
+    ("POST", "/v1/holds"): Row(owner_or_server(201), {"account_id": OWNER, "amount": 1,
+                                                      "metadata": TAGS}),
     ("GET", "/v1/holds/{hold_id}"): Row(owner_or_server(200)),
     ("POST", "/v1/holds/{hold_id}/capture"): Row(server_only(200), {"amount": 1}),
     ("POST", "/v1/holds/{hold_id}/release"): Row(owner_or_server(200), {"reason": "matrix"}),
     ("POST", "/v1/jobs"): Row(owner_or_server(202), {"account_id": OWNER, "operation": "audio",
-                                                     "input": {"simulate": "hang"}}),
+                                                     "input": {"simulate": "hang"},
+                                                     "metadata": TAGS}),
     ("GET", "/v1/jobs/{job_id}"): Row(owner_or_server(200)),
     ("POST", "/v1/jobs/{job_id}/result"): Row(server_only(200), {"status": "failed",
                                                                  "error": "matrix"}),
@@ -88,6 +94,7 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("POST", "/v1/webhooks/payments/{provider}"): Row(SIGNED_ONLY, {
         "event_id": "matrix-event", "account_id": OWNER, "points": 1}),
     ("GET", "/v1/pricing"): Row(anyone()),
+    ("GET", "/v1/plans"): Row(anyone()),
     ("POST", "/v1/quote"): Row(owner_or_server(200), {"account_id": OWNER,
                                                       "operation": "audio"}),
     ("POST", "/v1/tokens"): Row(server_only(200), {"account_id": OWNER}),

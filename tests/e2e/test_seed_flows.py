@@ -90,15 +90,17 @@ async def test_seed002_validate_reserve_confirm_rollback(api: ApiClient) -> None
     assert validation.json() == {"cost": 1100, "account_id": "director", "available": 2028,
                                  "affordable": True, "shortfall": 0}
     # 2. reserveCredits({amount: 1100, reason: 'video-generation', metadata: {model}})
-    reserve = {"price": HAILUO_1080P_6S, "ref": "video-generation"}
+    reserve = {"price": HAILUO_1080P_6S, "ref": "video-generation",
+               "metadata": {"model": "MiniMax-Hailuo-02"}}
     key = {"Idempotency-Key": "reserve-1"}
     reservation = await api.http.post("/v1/holds", headers={**me, **key}, json=reserve)
     assert reservation.status_code == 201, reservation.text
     hold = reservation.json()["hold"]
     transaction_id = hold["hold_id"]
     assert hold["amount"] == 1100 and hold["status"] == "open"
-    assert hold["metadata"] == {"operation": "video", "model": "MiniMax-Hailuo-02",
-                                "params": {"resolution": "1080P", "duration": 6}}
+    assert hold["price"] == {"operation": "video", "model": "MiniMax-Hailuo-02",
+                             "params": {"resolution": "1080P", "duration": 6}}
+    assert hold["metadata"] == {"model": "MiniMax-Hailuo-02"}
     assert reservation.json()["account"]["available"] == 928  # the optimistic update
     retried = await api.http.post("/v1/holds", headers={**me, **key}, json=reserve)
     assert retried.headers["Idempotent-Replayed"] == "true"
@@ -325,8 +327,9 @@ async def test_seed004_cannot_perform_without_credits(api: ApiClient) -> None:
                                 json={"amount": 26})).status_code == 201
     check = (await api.http.post("/v1/quote", headers=h, json={
         "account_id": "broke", "operation": "voice_creation"})).json()
-    assert check == {"cost": 5, "account_id": "broke", "available": 3, "affordable": False,
-                     "shortfall": 2}
+    assert {k: v for k, v in check.items() if k != "feature_limit"} == {
+        "cost": 5, "account_id": "broke", "available": 3, "affordable": False, "shortfall": 2}
+    assert check["feature_limit"]["remaining"] == 1  # the credits are short, not the limit
     # the route answers 402 and performs nothing; a deduction anyway is refused atomically
     before = await entries_of(api, "broke")
     refused = await api.http.post("/v1/accounts/broke/charges", headers=h, json={

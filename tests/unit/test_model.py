@@ -168,10 +168,13 @@ def test_funding_names_the_kind_of_each_grant(bare: Account, clock: MutableClock
 def test_charge_records_its_funding_in_the_entry(bare: Account, clock: MutableClock) -> None:
     bare.add_grant("g", 10, "purchase", clock.now())
 
-    funding = bare.charge("chg", 4, "use", clock.now(), metadata={"feature": "chat"})
+    funding = bare.charge("chg", 4, "use", clock.now(), metadata={"service": "gemini"},
+                          price={"operation": "chat_refinement"})
 
     entry = bare.new_entries[-1]
-    assert entry.metadata == {"feature": "chat", "funding": funding}
+    # the engine's details at the top, the caller's metadata under its own key
+    assert entry.metadata == {"operation": "chat_refinement", "funding": funding,
+                              "metadata": {"service": "gemini"}}
     assert (entry.type, entry.op_id, entry.amount, entry.delta) == ("charge", "chg", 4, -4)
 
 
