@@ -47,10 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CREDITSTREAM_DB_POOL_SIZE of the instance (default 5)")
     parser.add_argument("--connect-concurrency", type=int, default=100,
                         help="WebSocket handshakes in flight while connecting (default 100)")
-    parser.add_argument("--ws", default="websockets",
+    parser.add_argument("--ws", default="websockets-sansio",
                         choices=("websockets", "websockets-sansio", "wsproto"),
                         help="uvicorn's WebSocket implementation on both sides (default "
-                             "websockets, as creditstream is deployed)")
+                             "websockets-sansio, as creditstream is deployed)")
 
 
 FDS_BESIDES_CONNECTIONS = 256
@@ -144,7 +144,7 @@ async def run(args: argparse.Namespace, say: Progress) -> Result:
               "ws": args.ws, "rlimit_nofile": nofile}
     title = (f"connections: idle subscribers on one instance within {args.budget_mib:,.0f} MiB "
              f"(target {args.target:,})" + (" (gc.freeze)" if args.gc_freeze else "")
-             + (f" (--ws {args.ws})" if args.ws != "websockets" else ""))
+             + (f" (--ws {args.ws})" if args.ws != "websockets-sansio" else ""))
     started = time.monotonic()
     runs: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="creditstream-bench-") as tmp:

@@ -79,10 +79,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CREDITSTREAM_RESYNC_INTERVAL_S of the instances (default: the "
                              "app's own, 0.5 s): how often each instance re-reads the journal "
                              "heads of all its feeds")
-    parser.add_argument("--ws", default="websockets",
+    parser.add_argument("--logs", type=Path, default=None,
+                        help="keep the instances' and fleets' logs in this directory (default: "
+                             "a temporary one, removed at the end)")
+    parser.add_argument("--ws", default="websockets-sansio",
                         choices=("websockets", "websockets-sansio", "wsproto"),
                         help="uvicorn's WebSocket implementation on both sides (default "
-                             "websockets, as creditstream is deployed)")
+                             "websockets-sansio, as creditstream is deployed)")
 
 
 class Writer:
@@ -242,12 +245,13 @@ async def run(args: argparse.Namespace, say: Progress) -> Result:
               "rlimit_nofile": nofile}
     title = (f"push: {args.subscribers:,} idle subscribers on 2 instances + Redis, "
              f"{args.rate:,.0f} events/s target" + (" (gc.freeze)" if args.gc_freeze else "")
-             + (f" (--ws {args.ws})" if args.ws != "websockets" else "")
+             + (f" (--ws {args.ws})" if args.ws != "websockets-sansio" else "")
              + (f" (resync every {args.resync_interval:g} s)" if args.resync_interval else ""))
     started = time.monotonic()
     runs: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="creditstream-bench-") as tmp:
-        logs = Path(tmp)
+        logs = args.logs or Path(tmp)
+        logs.mkdir(parents=True, exist_ok=True)
         async with bench_database(args.pg_admin, args.database_url) as dsn:
             pg_version, redis_version = await service_versions(dsn, args.redis_url)
             # a tag of this run in the account ids keeps its Redis channels its own

@@ -33,7 +33,7 @@ class UvicornServer:
     """An ASGI app under `uvicorn` in its own process, as production runs creditstream."""
 
     def __init__(self, app: str, env: dict[str, str], variant: str, log_dir: Path,
-                 name: str = "server", extra_args: Sequence[str] = (), ws: str = "websockets",
+                 name: str = "server", extra_args: Sequence[str] = (), ws: str = "websockets-sansio",
                  profile_path: str | None = None) -> None:
         self.app, self.variant, self.name, self.ws = app, variant, name, ws
         self.profile_path = profile_path  # run under cProfile, stats written at shutdown
