@@ -23,11 +23,11 @@ from storage.batch import PendingWrites
 from storage.batch_writes import planned_writes
 from storage.idempotency import DONE, IN_PROGRESS, IdempotencyKey, KeyId, StoredResponse
 from storage.repositories import account_from_row, grant_from_row, hold_from_row, job_from_row
+from storage.tables import accounts, grants
 
-ACCOUNT_COLUMNS = ("id", "balance", "held", "seq", "plan", "paid", "trial_expires_at",
-                   "trial_day", "trial_used", "low_notified", "created_at", "updated_at")
-GRANT_COLUMNS = ("id", "account_id", "amount", "remaining", "reserved", "reason", "kind", "ref",
-                 "expires_at", "created_at")
+# from the tables, so a new column reaches the batch without a second list to keep
+ACCOUNT_COLUMNS = tuple(c.name for c in accounts.c)
+GRANT_COLUMNS = tuple(c.name for c in grants.c)
 
 # the accounts named, and those of the holds and jobs named, locked in id order
 LOCK_ACCOUNTS = (

@@ -37,12 +37,7 @@ def account_from_row(row: Any) -> Account:
 
 
 def _feature_usage(row: Any) -> dict[str, dict[str, Any]]:
-    # a reader that selects named columns may not name this one (storage/batch_pg.py's lock
-    # until it does): read as nothing counted rather than failing every write
-    try:
-        usage = row.feature_usage
-    except (AttributeError, KeyError):
-        return {}
+    usage = row.feature_usage
     return dict(usage) if isinstance(usage, dict) else {}
 
 

@@ -13,20 +13,10 @@ import pytest
 
 from asgi import create_app
 from core.plans import PlansFileError
-from storage import batch_pg
 from tests.conftest import ApiClient
 from tests.support import MutableClock
 
 SCRIPT = {"price": {"operation": "script_generation"}, "reason": "script_generation"}
-# the batch writer's PostgreSQL lock must read the account's counters (storage/batch_pg.py)
-PG_READS_USAGE = "feature_usage" in batch_pg.ACCOUNT_COLUMNS
-
-
-@pytest.fixture
-def limited(request: pytest.FixtureRequest, database_url: str) -> None:
-    if database_url.startswith("postgresql") and not PG_READS_USAGE:
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="storage/batch_pg.py ACCOUNT_COLUMNS lacks feature_usage"))
 
 
 async def paid(api: ApiClient, account: str, body: dict[str, Any] | None = None) -> None:
@@ -47,7 +37,6 @@ async def quote(api: ApiClient, account: str, operation: str = "script_generatio
     return response.json()
 
 
-@pytest.mark.usefixtures("limited")
 async def test_past_the_free_limit_429_with_limit_used_and_retry_after(
         api: ApiClient, clock: MutableClock) -> None:
     await paid(api, "writer")  # paid, no plan: the "free" limits, without the trial's 4 a day
@@ -73,7 +62,6 @@ async def test_past_the_free_limit_429_with_limit_used_and_retry_after(
     assert (await charge(api, "writer")).status_code == 201  # a new UTC day
 
 
-@pytest.mark.usefixtures("limited")
 async def test_a_plan_lifts_the_limit_and_a_released_run_is_given_back(api: ApiClient) -> None:
     await paid(api, "team", {"plan": "pro"})
     for _ in range(4):
@@ -96,7 +84,6 @@ async def test_a_plan_lifts_the_limit_and_a_released_run_is_given_back(api: ApiC
     assert again.status_code == 202, again.text
 
 
-@pytest.mark.usefixtures("limited")
 async def test_parallel_requests_at_the_limit_exactly_the_allowed_number_succeed(
         api_factory: Callable[..., Any], database_url: str) -> None:
     api: ApiClient = await api_factory(database_url, write_connections=4)
@@ -144,8 +131,6 @@ async def test_a_plans_file_sets_credit_days_and_limits_per_month(
     none = await api.http.post("/v1/accounts/nobody/charges", headers=api.server(),
                                json={"price": {"operation": "audio"}})
     assert none.status_code == 429 and none.json()["error"]["limit"] == 0
-    if database_url.startswith("postgresql") and not PG_READS_USAGE:
-        return  # counting needs the PostgreSQL lock to read the counters (see `limited`)
     audio = {"price": {"operation": "audio"}}
     assert (await api.http.post("/v1/accounts/monthly/charges", headers=api.server(),
                                 json=audio)).status_code == 201
