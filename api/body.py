@@ -18,17 +18,17 @@ _UNPAIRED_SURROGATE = re.compile("[\ud800-\udfff]")
 Schema = TypeVar("Schema", bound=BaseModel)
 
 
-async def read_raw(request: Request) -> bytes:
+async def read_raw(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isascii() and declared.isdigit() \
-            and (len(declared) > 9 or int(declared) > MAX_BODY_BYTES):
-        raise _too_large()
+            and (len(declared) > 9 or int(declared) > limit):
+        raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise _too_large()
+        if size > limit:
+            raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -66,17 +66,17 @@ def validate(schema: type[Schema], value: Any) -> Schema:
                        errors=problems) from exc
 
 
-async def parse(request: Request, schema: type[Schema]) -> tuple[Schema, bytes]:
+async def parse(request: Request, schema: type[Schema],
+                limit: int = MAX_BODY_BYTES) -> tuple[Schema, bytes]:
     """The validated body, and its canonical bytes for idempotency fingerprints."""
-    value = decode_json(await read_raw(request))
+    value = decode_json(await read_raw(request, limit))
     parsed = validate(schema, value)
     return parsed, json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _too_large() -> ApiError:
+def _too_large(limit: int) -> ApiError:
     return ApiError(413, "payload_too_large",
-                    f"Request body exceeds the limit of {MAX_BODY_BYTES} bytes",
-                    limit=MAX_BODY_BYTES)
+                    f"Request body exceeds the limit of {limit} bytes", limit=limit)
 
 
 def _reject_constant(name: str) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from api import routes_accounts as accounts
+from api import routes_batch as batch
 from api import routes_holds as holds
 from api import routes_jobs as jobs
 from api import routes_misc as misc
@@ -32,6 +33,9 @@ V1_ROUTES: list[ApiRoute] = [
              schemas.ChargeBody, 201, MUTATING),
     ApiRoute("POST", "/v1/holds", holds.create_hold, "Open a hold (reservation)", "owner",
              schemas.HoldBody, 201, MUTATING),
+    ApiRoute("POST", "/v1/batch", batch.run_batch, "Up to 1,000 holds, captures, releases, "
+             "charges and grants in one transaction, each with its own result in order",
+             "server", batch.BatchBody, 200, MUTATING),
     ApiRoute("GET", "/v1/holds/{hold_id}", holds.get_hold, "A hold", "owner",
              errors=(401, 403, 404)),
     ApiRoute("POST", "/v1/holds/{hold_id}/capture", holds.capture_hold, "Capture a hold, "

@@ -215,7 +215,17 @@ class OperationUnitOfWork:
         for key, response in saved.webhooks.items():
             batch.webhooks[key] = response
             batch.writes.webhooks[key] = response
-        self.saved_events = list(saved.events)
+        self.saved_events.extend(saved.events)
+
+    def part(self) -> OperationUnitOfWork:
+        """A unit of work for one part of this operation (`POST /v1/batch`), on the same batch:
+        a part that fails leaves nothing behind; `adopt` one that succeeded."""
+        return OperationUnitOfWork(self.batch)
+
+    def adopt(self, part: OperationUnitOfWork) -> None:
+        part.commit()
+        self.saved_events.extend(part.saved_events)
+        self.after_commit.extend(part.after_commit)
 
     def save_account(self, account: Account) -> None:
         saved = self.saved

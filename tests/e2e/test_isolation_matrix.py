@@ -80,6 +80,8 @@ MATRIX: dict[tuple[str, str], Row] = {
                                                      "metadata": TAGS}),
     ("POST", "/v1/holds"): Row(owner_or_server(201), {"account_id": OWNER, "amount": 1,
                                                       "metadata": TAGS}),
+    ("POST", "/v1/batch"): Row(server_only(200), {"operations": [
+        {"op": "charge", "account_id": OWNER, "amount": 1}]}),
     ("GET", "/v1/holds/{hold_id}"): Row(owner_or_server(200)),
     ("POST", "/v1/holds/{hold_id}/capture"): Row(server_only(200), {"amount": 1}),
     ("POST", "/v1/holds/{hold_id}/release"): Row(owner_or_server(200), {"reason": "matrix"}),

@@ -1,0 +1,105 @@
+"""`POST /v1/batch`: many operations in one request and one transaction, each with its own
+result in order; a refused part leaves nothing behind and does not stop the others."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from tests.conftest import ApiClient
+
+
+async def grant(api: ApiClient, account: str, amount: int) -> None:
+    response = await api.http.post(f"/v1/accounts/{account}/grants", headers=api.server(),
+                                   json={"amount": amount, "reason": "purchase"})
+    assert response.status_code == 201, response.text
+
+
+async def snapshot(api: ApiClient, account: str) -> dict[str, Any]:
+    response = await api.http.get(f"/v1/accounts/{account}", headers=api.server())
+    assert response.status_code == 200
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_each_part_has_its_own_result_in_one_transaction(api: ApiClient) -> None:
+    alice, bob = f"alice-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
+    await grant(api, alice, 100)
+    await grant(api, bob, 10)
+    opened = await api.http.post("/v1/holds", headers=api.server(),
+                                 json={"account_id": alice, "amount": 30})
+    first_hold = opened.json()["hold"]["hold_id"]
+    before = await snapshot(api, bob)
+    commits = api.ctx.writer.commits
+    response = await api.http.post("/v1/batch", headers=api.server(), json={"operations": [
+        {"op": "hold", "account_id": alice, "amount": 5, "ref": "job-1"},
+        {"op": "capture", "hold_id": first_hold, "amount": 20},
+        {"op": "charge", "account_id": bob, "amount": 1000, "reason": "render"},  # 402
+        {"op": "grant", "account_id": bob, "amount": 7, "reason": "promo"},
+        {"op": "release", "hold_id": "hold_unknown"},  # 404
+        {"op": "charge", "account_id": bob, "amount": 3, "reason": "render"},
+    ]})
+    assert response.status_code == 200, response.text
+    assert api.ctx.writer.commits == commits + 1, "expected one transaction for the request"
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == [201, 200, 402, 201, 404, 201]
+    assert results[2]["body"]["error"]["code"] == "insufficient_credits"
+    assert results[4]["body"]["error"]["code"] == "not_found"
+    assert results[1]["body"]["hold"]["status"] == "captured"
+    after_bob = await snapshot(api, bob)
+    assert after_bob["balance"] == before["balance"] + 7 - 3  # the refused charge left nothing
+    assert after_bob["seq"] == before["seq"] + 2
+    alice_now = await snapshot(api, alice)
+    assert alice_now["balance"] == 128 - 20 and alice_now["held"] == 5
+
+
+async def test_the_request_is_idempotent_as_a_whole(api: ApiClient) -> None:
+    account = f"carol-{uuid.uuid4().hex[:6]}"
+    await grant(api, account, 50)
+    operations = {"operations": [{"op": "charge", "account_id": account, "amount": 2},
+                                 {"op": "charge", "account_id": account, "amount": 500}]}
+    headers = {**api.server(), "Idempotency-Key": uuid.uuid4().hex}
+    first = await api.http.post("/v1/batch", headers=headers, json=operations)
+    again = await api.http.post("/v1/batch", headers=headers, json=operations)
+    assert first.status_code == again.status_code == 200
+    assert first.content == again.content
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert (await snapshot(api, account))["balance"] == 78 - 2
+    other = await api.http.post("/v1/batch", headers=headers, json={"operations": [
+        {"op": "charge", "account_id": account, "amount": 1}]})
+    assert other.status_code == 422
+    assert other.json()["error"]["code"] == "idempotency_key_reused"
+
+
+async def test_bad_batches_are_refused_whole(api: ApiClient) -> None:
+    account = f"dave-{uuid.uuid4().hex[:6]}"
+    await grant(api, account, 50)
+    before = await snapshot(api, account)
+    too_many = {"operations": [{"op": "charge", "account_id": account, "amount": 1}] * 1001}
+    cases = [
+        ({"operations": []}, 422),
+        (too_many, 422),
+        ({"operations": [{"op": "explode", "account_id": account}]}, 422),
+        ({"operations": [{"op": "charge", "account_id": account, "amount": 0}]}, 422),
+        ({"operations": [{"op": "hold", "amount": 1}]}, 422),  # a batch hold names its account
+        ({"operations": [{"op": "charge", "account_id": account, "amount": 1, "x": 1}]}, 422),
+    ]
+    for body, status in cases:
+        response = await api.http.post("/v1/batch", headers=api.server(), json=body)
+        assert response.status_code == status, (body if body is not too_many else "1001",
+                                                response.text)
+        assert "error" in response.json()
+    user = await api.http.post("/v1/batch", headers=api.user(account), json={
+        "operations": [{"op": "grant", "account_id": account, "amount": 1000}]})
+    assert user.status_code == 403
+    assert await snapshot(api, account) == before
+
+
+async def test_a_thousand_parts_fit(api: ApiClient) -> None:
+    account = f"erin-{uuid.uuid4().hex[:6]}"
+    await grant(api, account, 5000)
+    response = await api.http.post("/v1/batch", headers=api.server(), json={"operations": [
+        {"op": "hold", "account_id": account, "amount": 1} for _ in range(1000)]})
+    assert response.status_code == 200, response.text[:500]
+    assert [r["status"] for r in response.json()["results"]] == [201] * 1000
+    assert (await snapshot(api, account))["held"] == 1000
