@@ -29,18 +29,22 @@ from storage.tables import accounts, grants
 ACCOUNT_COLUMNS = tuple(c.name for c in accounts.c)
 GRANT_COLUMNS = tuple(c.name for c in grants.c)
 
-# the accounts named, and those of the holds and jobs named, locked in id order
-LOCK_ACCOUNTS = (
-    f"SELECT {', '.join(ACCOUNT_COLUMNS)} FROM accounts WHERE id = ANY($1::text[]) "
-    "OR id IN (SELECT account_id FROM holds WHERE id = ANY($2::text[])) "
-    "OR id IN (SELECT account_id FROM jobs WHERE id = ANY($3::text[])) "
+# the accounts named, locked in id order; with holds or jobs named, their accounts too (joined
+# from the named ids, so the plan starts from the few ids, never from the whole table)
+LOCK_ACCOUNTS = (f"SELECT {', '.join(ACCOUNT_COLUMNS)} FROM accounts WHERE id = ANY($1::text[]) "
+                 "ORDER BY id FOR UPDATE")
+LOCK_ACCOUNTS_AND_OWNERS = (
+    f"SELECT {', '.join(ACCOUNT_COLUMNS)} FROM accounts WHERE id IN ("
+    "SELECT unnest($1::text[]) "
+    "UNION SELECT h.account_id FROM unnest($2::text[]) AS n(id) JOIN holds h ON h.id = n.id "
+    "UNION SELECT j.account_id FROM unnest($3::text[]) AS n(id) JOIN jobs j ON j.id = n.id) "
     "ORDER BY id FOR UPDATE")
 # their live grants, in a statement of its own: one that waited for a lock reads other tables
 # as they were when it started, and a grant the lock's holder changed would be read stale
 LIVE_GRANTS = (f"SELECT {', '.join(GRANT_COLUMNS)} FROM grants "
                "WHERE account_id = ANY($1::text[]) AND remaining > 0")
-HOLDS = "SELECT * FROM holds WHERE id = ANY($1::text[])"
-JOBS = "SELECT * FROM jobs WHERE id = ANY($1::text[])"
+HOLDS = "SELECT h.* FROM unnest($1::text[]) AS n(id) JOIN holds h ON h.id = n.id"
+JOBS = "SELECT j.* FROM unnest($1::text[]) AS n(id) JOIN jobs j ON j.id = n.id"
 JOB_BY_TASK = "SELECT * FROM jobs WHERE provider = $1 AND provider_task_id = $2"
 WEBHOOK = "SELECT response FROM processed_webhooks WHERE provider = $1 AND event_id = $2"
 CLAIM = (
@@ -82,8 +86,11 @@ class PgBatchSession:
 
     async def lock_accounts(self, account_ids: Sequence[str], hold_ids: Sequence[str] = (),
                             job_ids: Sequence[str] = ()) -> list[Account]:
-        found = {r["id"]: account_from_row(_Columns(r)) for r in await self.conn.fetch(
-            LOCK_ACCOUNTS, list(account_ids), list(hold_ids), list(job_ids))}
+        rows = (await self.conn.fetch(LOCK_ACCOUNTS_AND_OWNERS, list(account_ids),
+                                      list(hold_ids), list(job_ids))
+                if hold_ids or job_ids else
+                await self.conn.fetch(LOCK_ACCOUNTS, list(account_ids)))
+        found = {r["id"]: account_from_row(_Columns(r)) for r in rows}
         if found:
             for record in await self.conn.fetch(LIVE_GRANTS, list(found)):
                 found[record["account_id"]].grants.append(grant_from_row(_Columns(record)))
