@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 
 def iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
+@cache
+def _names(cls: type[Event]) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
 
 
 @dataclass(frozen=True)
@@ -21,7 +27,7 @@ class Event:
     def to_dict(self) -> dict[str, Any]:
         # shallow on purpose: events are frozen and their nested values are never changed after
         # the fact, so `dataclasses.asdict`'s deep copy would only cost time on every write
-        return {"type": self.type, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        return {"type": self.type, **{name: getattr(self, name) for name in _names(type(self))}}
 
 
 @dataclass(frozen=True)

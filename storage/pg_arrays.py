@@ -8,12 +8,12 @@ tables, so the schema stays defined in one place.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
 import asyncpg
+import orjson
 import sqlalchemy as sa
 
 from storage.tables import UtcDateTime
@@ -78,7 +78,7 @@ def arrays(table: sa.Table, names: tuple[str, ...],
     out = []
     for name in names:
         if _is_json(table.c[name]):
-            out.append([json.dumps(row[name]) for row in rows])
+            out.append([orjson.dumps(row[name]).decode() for row in rows])
         else:
             out.append([row[name] for row in rows])
     return out
