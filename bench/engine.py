@@ -35,9 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser, hot: bool) -> None:
     parser.add_argument("--concurrency", default="16,64,256",
                         help="comma-separated numbers of concurrent callers, one set of phases "
                              "each (default 16,64,256)")
-    parser.add_argument("--lanes", type=int, default=2,
+    parser.add_argument("--lanes", type=int, default=1,
                         help="the engine's write connections (CREDITSTREAM_WRITE_CONNECTIONS; "
-                             "default 2)")
+                             "default 1, as the server)")
     parser.add_argument("--ceiling-pools", default="2,16",
                         help="pool sizes tried for the one-statement ceiling; the best counts "
                              "(default 2,16)")

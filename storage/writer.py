@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -69,17 +69,45 @@ class Outcome:
     deferred: list[Operation] = field(default_factory=list)
 
 
+class _Lane:
+    """One write connection's queue: what arrives while its batch is in flight is its next."""
+
+    def __init__(self) -> None:
+        self.queue: collections.deque[Operation] = collections.deque()
+        self.ready = asyncio.Event()
+
+    def put(self, ops: Iterable[Operation], first: bool = False) -> None:
+        if first:
+            self.queue.extendleft(reversed(list(ops)))
+        else:
+            self.queue.extend(ops)
+        self.ready.set()
+
+    def take(self, most: int) -> list[Operation]:
+        ops: list[Operation] = []
+        while self.queue and len(ops) < most:
+            op = self.queue.popleft()
+            if not op.future.done():  # its caller went away before it ran
+                ops.append(op)
+        if not self.queue:
+            self.ready.clear()
+        return ops
+
+
 class BatchWriter:
     def __init__(self, db: Database, now: Callable[[], datetime], publish: Publish,
-                 lanes: int = 2, max_batch: int = 256) -> None:
+                 lanes: int = 1, max_batch: int = 256) -> None:
         self.db, self.now, self.publish = db, now, publish
-        self.lane_count = 1 if db.dialect == "sqlite" else max(1, lanes)  # SQLite: one writer
+        count = 1 if db.dialect == "sqlite" else max(1, lanes)  # SQLite: one writer at a time
+        self.lanes = [_Lane() for _ in range(count)]
         self.max_batch = max_batch
-        self._queue: collections.deque[Operation] = collections.deque()
-        self._ready = asyncio.Event()
-        self._lanes: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self.commits = 0  # transactions committed, for tests and benchmarks
         self._in_flight = 0
+
+    @property
+    def lane_count(self) -> int:
+        return len(self.lanes)
 
     async def run(self, action: Callable[[OperationUnitOfWork], Awaitable[T]],
                   touches: Touches = NOTHING) -> T:
@@ -98,12 +126,12 @@ class BatchWriter:
     async def aclose(self) -> None:
         """Finish what is queued and in flight, then stop the lanes (cancelling one mid-batch
         would leave its callers waiting)."""
-        while self._queue or self._in_flight:
+        while any(lane.queue for lane in self.lanes) or self._in_flight:
             await asyncio.sleep(0.01)
-        for lane in self._lanes:
-            lane.cancel()
-        await asyncio.gather(*self._lanes, return_exceptions=True)
-        self._lanes.clear()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -111,17 +139,23 @@ class BatchWriter:
         return asyncio.get_running_loop().create_future()
 
     async def _submit(self, op: Operation) -> Any:
-        if not self._lanes:
-            self._lanes = [asyncio.create_task(self._lane(), name=f"write-lane-{i}")
-                           for i in range(self.lane_count)]
-        self._queue.append(op)
-        self._ready.set()
+        if not self._tasks:
+            self._tasks = [asyncio.create_task(self._run_lane(lane), name=f"write-lane-{i}")
+                           for i, lane in enumerate(self.lanes)]
+        self._lane_for(op).put([op])
         return await op.future
 
-    async def _lane(self) -> None:
+    def _lane_for(self, op: Operation) -> _Lane:
+        # an account's operations always share a lane, so batches in flight at the same time
+        # touch different accounts and never wait for each other's row locks
+        if len(self.lanes) == 1 or not op.touches.accounts:
+            return self.lanes[0]
+        return self.lanes[hash(op.touches.accounts[0]) % len(self.lanes)]
+
+    async def _run_lane(self, lane: _Lane) -> None:
         while True:
-            await self._ready.wait()
-            ops = self._take()
+            await lane.ready.wait()
+            ops = lane.take(self.max_batch)
             if not ops:
                 continue
             self._in_flight += 1
@@ -132,16 +166,6 @@ class BatchWriter:
                 _fail(ops, exc)
             finally:
                 self._in_flight -= 1
-
-    def _take(self) -> list[Operation]:
-        ops: list[Operation] = []
-        while self._queue and len(ops) < self.max_batch:
-            op = self._queue.popleft()
-            if not op.future.done():  # its caller went away before it ran
-                ops.append(op)
-        if not self._queue:
-            self._ready.clear()
-        return ops
 
     async def _commit(self, ops: list[Operation]) -> None:
         try:
@@ -194,9 +218,8 @@ class BatchWriter:
         for op, error in outcome.errors.items():
             if not op.future.done():
                 op.future.set_exception(error)
-        if outcome.deferred:
-            self._queue.extendleft(reversed(outcome.deferred))
-            self._ready.set()
+        for op in reversed(outcome.deferred):  # first in line for their lane's next batch
+            self._lane_for(op).put([op], first=True)
 
     # -- one transaction ----------------------------------------------------------------------
 
