@@ -12,11 +12,12 @@ from typing import Any, TypeVar
 
 import httpx
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 import metrics
 from api.auth import Authenticator, Principal
 from api.errors import ApiError, to_status_and_body
+from api.responses import JSONResponse
 from api.tokens import TokenSigner
 from config import Settings
 from core.errors import CreditError

@@ -8,8 +8,9 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
+from api.responses import JSONResponse
 from core import errors as domain
 from storage.sql import DatabaseUnavailable
 

@@ -7,11 +7,12 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from api.body import parse
 from api.context import AppContext
 from api.errors import ApiError
+from api.responses import JSONResponse
 from api.schemas import ChargeBody, GrantBody
 from core.model import normalise_account_id
 from storage import queries

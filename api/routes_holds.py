@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from api.body import parse
+from api.responses import JSONResponse
 from api.routes_accounts import ctx_of
 from api.schemas import CaptureBody, HoldBody, ReleaseBody
 from core.errors import NotFound

@@ -6,13 +6,14 @@ from collections.abc import Collection
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from api.auth import Principal
 from api.body import parse
 from api.completion import complete_job
 from api.context import AppContext
 from api.errors import ApiError
+from api.responses import JSONResponse
 from api.routes_accounts import ctx_of
 from api.schemas import JobBody, JobResultBody
 from core.errors import NotFound

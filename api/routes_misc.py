@@ -6,10 +6,11 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 import metrics
 from api.body import parse
+from api.responses import JSONResponse
 from api.routes_accounts import ctx_of
 from api.schemas import QuoteBody, TokenBody
 from api.tokens import DEFAULT_TTL_S

@@ -22,12 +22,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from api.auth import Principal
 from api.body import parse
 from api.context import AppContext
 from api.errors import ApiError, to_status_and_body
+from api.responses import JSONResponse
 from api.routes_accounts import ctx_of
 from api.routes_jobs import callback_base, dispatch
 from api.routing import MUTATING, ApiRoute

@@ -8,12 +8,13 @@ import time
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from api.body import decode_json, read_raw, validate
 from api.completion import complete_job
 from api.context import AppContext
 from api.errors import ApiError
+from api.responses import JSONResponse
 from api.routes_accounts import ctx_of
 from api.schemas import PaymentEvent, ProviderCallback
 from core.errors import NotFound

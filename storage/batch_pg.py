@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from core.account import Account
 from core.jobs import Job
@@ -126,7 +127,7 @@ class PgBatchSession:
     async def record(self, responses: dict[KeyId, tuple[int, Any]]) -> None:
         await self.conn.execute(RECORD, [s for s, _ in responses], [k for _, k in responses],
                                 DONE, [status for status, _ in responses.values()],
-                                [json.dumps(body) for _, body in responses.values()])
+                                [orjson.dumps(body).decode() for _, body in responses.values()])
 
     async def unclaim(self, key_ids: Iterable[KeyId]) -> None:
         ids = list(key_ids)
