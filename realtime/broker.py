@@ -257,21 +257,27 @@ class RedisBroker:
                 self.publish_failures += len(batch)
                 self.publisher.failed(exc, f"publishing {len(batch)} messages")
 
+    publish_command = "PUBLISH"
+
+    def _publishing_client(self) -> Any:
+        assert self._client is not None
+        return self._client
+
     async def _publish_batch(self, batch: list[tuple[str, str]]) -> None:
         # a pooled connection may be stale after a Redis restart: retry on a fresh one
         for attempt, pause in enumerate(PUBLISH_RETRY_PAUSES_S):
             try:
-                assert self._client is not None
-                async with self._client.pipeline(transaction=False) as pipe:
+                async with self._publishing_client().pipeline(transaction=False) as pipe:
                     for channel, payload in batch:
-                        pipe.publish(channel, payload)
+                        pipe.execute_command(self.publish_command, channel, payload)
                     await pipe.execute()
                 self.published += len(batch)
                 return
             except (RedisError, OSError) as exc:
                 if attempt == len(PUBLISH_RETRY_PAUSES_S) - 1:
                     self.publish_failures += len(batch)
-                    log.warning("redis publish of %d messages failed: %r", len(batch), exc)
+                    log.warning("redis %s of %d messages failed: %r",
+                                self.publish_command.lower(), len(batch), exc)
                     return
                 await asyncio.sleep(pause)
 
@@ -482,19 +488,9 @@ class RedisClusterBroker(RedisBroker):
             except (RedisError, OSError):
                 pass
 
-    async def _publish_batch(self, batch: list[tuple[str, str]]) -> None:
-        for attempt, pause in enumerate(PUBLISH_RETRY_PAUSES_S):
-            try:
-                assert self._cluster is not None
-                async with self._cluster.pipeline(transaction=False) as pipe:
-                    for channel, payload in batch:
-                        pipe.execute_command("SPUBLISH", channel, payload)
-                    await pipe.execute()
-                self.published += len(batch)
-                return
-            except (RedisError, OSError) as exc:
-                if attempt == len(PUBLISH_RETRY_PAUSES_S) - 1:
-                    self.publish_failures += len(batch)
-                    log.warning("redis spublish of %d messages failed: %r", len(batch), exc)
-                    return
-                await asyncio.sleep(pause)
+    # sharded pub/sub: each message goes to the shard that owns its channel's slot
+    publish_command = "SPUBLISH"
+
+    def _publishing_client(self) -> Any:
+        assert self._cluster is not None
+        return self._cluster
