@@ -3,7 +3,6 @@ data (core/plans.toml), validated on load; the trial stays a policy of the engin
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -13,6 +12,7 @@ from typing import Any
 
 from core.errors import UnknownPlan
 from core.limits import NO_PLAN, PERIODS, FeatureLimit
+from core.pricing import parse_toml
 
 MAX_CREDIT_DAYS = 3660
 
@@ -50,11 +50,7 @@ class PlanCatalogue:
 
     @classmethod
     def from_toml(cls, text: str) -> PlanCatalogue:
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise PlansFileError(f"plans file is not valid TOML: {exc}") from exc
-        return cls.from_dict(data)
+        return cls.from_dict(parse_toml(text, "plans file", PlansFileError))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PlanCatalogue:

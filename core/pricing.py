@@ -17,6 +17,15 @@ class CatalogueError(ValueError):
     """The pricing file is not a valid catalogue; the message names the offending item."""
 
 
+
+
+def parse_toml(text: str, what: str, error: type[Exception]) -> dict[str, Any]:
+    """A data file's TOML, or `error` saying which file is not valid TOML."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{what} is not valid TOML: {exc}") from exc
+
 @dataclass(frozen=True)
 class Price:
     credits: int
@@ -77,11 +86,7 @@ class Catalogue:
 
     @classmethod
     def from_toml(cls, text: str) -> Catalogue:
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise CatalogueError(f"pricing file is not valid TOML: {exc}") from exc
-        return cls.from_dict(data)
+        return cls.from_dict(parse_toml(text, "pricing file", CatalogueError))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Catalogue:

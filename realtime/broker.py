@@ -227,13 +227,17 @@ class RedisBroker:
             message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             if message is None or message.get("type") != "message":
                 continue
-            channel = _text(message["channel"])
-            try:
-                await self._on_message(channel[len(CHANNEL_PREFIX):], _text(message["data"]))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the message is in the journal: the journal check has it
-                self.listener.failed(exc, f"handling a message on {channel}")
+            await self._hand_over(_text(message["channel"]), message["data"])
+
+    async def _hand_over(self, channel: str, data: bytes | str) -> None:
+        """One message to the hub; a failure is counted, never the end of the listener."""
+        assert self._on_message is not None
+        try:
+            await self._on_message(channel[len(CHANNEL_PREFIX):], _text(data))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the message is in the journal: the journal check has it
+            self.listener.failed(exc, f"handling a message on {channel}")
 
     async def _close_pubsub(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
@@ -465,14 +469,8 @@ class RedisClusterBroker(RedisBroker):
                     # Redis dropped it: its slot moved to another node
                     raise RuntimeError(f"the slot of {channel} moved")
                 continue
-            if kind != "smessage":
-                continue
-            try:
-                await self._on_message(channel[len(CHANNEL_PREFIX):], _text(message["data"]))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the message is in the journal: the journal check has it
-                self.listener.failed(exc, f"handling a message on {channel}")
+            if kind == "smessage":
+                await self._hand_over(channel, message["data"])
 
     async def _close_pubsub(self) -> None:
         shards, self._shards = self._shards, {}
