@@ -15,16 +15,26 @@ from typing import Any
 
 import asyncpg
 import orjson
+import sqlalchemy as sa
 
 from core.account import Account
 from core.jobs import Job
-from core.model import Hold
+from core.model import Entry, Grant, Hold
+from core.refunds import REFUND
 from storage import pg_arrays
 from storage.batch import PendingWrites
 from storage.batch_writes import planned_writes
 from storage.idempotency import DONE, IN_PROGRESS, IdempotencyKey, KeyId, StoredResponse
-from storage.repositories import account_from_row, grant_from_row, hold_from_row, job_from_row
-from storage.tables import accounts, grants
+from storage.repositories import (
+    account_from_row,
+    entry_from_row,
+    funding_grant_ids,
+    grant_from_row,
+    hold_from_row,
+    job_from_row,
+    storable_key,
+)
+from storage.tables import UtcDateTime, accounts, grants, holds
 
 # from the tables, so a new column reaches the batch without a second list to keep
 ACCOUNT_COLUMNS = tuple(c.name for c in accounts.c)
@@ -45,8 +55,38 @@ LOCK_ACCOUNTS_AND_OWNERS = (
 LIVE_GRANTS = (f"SELECT {', '.join(GRANT_COLUMNS)} FROM grants "
                "WHERE account_id = ANY($1::text[]) AND remaining > 0")
 HOLDS = "SELECT h.* FROM unnest($1::text[]) AS n(id) JOIN holds h ON h.id = n.id"
+SQL_TYPES: tuple[tuple[type[Any], str], ...] = (
+    (sa.JSON, "json"), (sa.Boolean, "boolean"), (sa.BigInteger, "bigint"),
+    (sa.Integer, "bigint"), (UtcDateTime, "timestamptz"), (sa.String, "text"), (sa.Text, "text"))
+
+
+def _typed_null(column: sa.Column[Any]) -> str:
+    sql_type = next(t for python_type, t in SQL_TYPES if isinstance(column.type, python_type))
+    return f"NULL::{sql_type}"
+
+
+def _columns(table: sa.Table, prefix: str, alias: str | None) -> str:
+    """The table's columns as `prefix_name`, from `alias`, or typed NULLs when alias is None."""
+    return ", ".join(f"{alias}.{c.name} AS {prefix}{c.name}" if alias is not None
+                     else f"{_typed_null(c)} AS {prefix}{c.name}" for c in table.c)
+
+
+def _live_grants_and_holds() -> str:
+    """The live grants of the locked accounts and the holds named, in one round trip: a row is
+    either a grant (g_ columns) or a hold (h_ columns); the other half is NULL."""
+    grant_half = (f"SELECT {_columns(grants, 'g_', 'g')}, {_columns(holds, 'h_', None)} "
+                  "FROM grants g WHERE g.account_id = ANY($1::text[]) AND g.remaining > 0")
+    hold_half = (f"SELECT {_columns(grants, 'g_', None)}, {_columns(holds, 'h_', 'h')} "
+                 "FROM unnest($2::text[]) AS n(id) JOIN holds h ON h.id = n.id")
+    return f"{grant_half} UNION ALL {hold_half}"
+
+
+LIVE_GRANTS_AND_HOLDS = _live_grants_and_holds()
 JOBS = "SELECT j.* FROM unnest($1::text[]) AS n(id) JOIN jobs j ON j.id = n.id"
 JOB_BY_TASK = "SELECT * FROM jobs WHERE provider = $1 AND provider_task_id = $2"
+# a spend's journal lines and its funders: read after the account's lock, as LIVE_GRANTS is
+SPEND_LINES = "SELECT * FROM entries WHERE op_id = $1 AND type = ANY($2::text[]) ORDER BY id"
+GRANTS = f"SELECT {', '.join(GRANT_COLUMNS)} FROM grants WHERE id = ANY($1::text[])"
 WEBHOOK = "SELECT response FROM processed_webhooks WHERE provider = $1 AND event_id = $2"
 CLAIM = (
     "INSERT INTO idempotency_keys (scope, key, fingerprint, status, created_at, locked_at) "
@@ -68,13 +108,13 @@ UNCLAIM = ("DELETE FROM idempotency_keys WHERE (scope, key) IN "
 class _Columns:
     """Attribute access on an asyncpg record, as the row mappers expect of SQLAlchemy rows."""
 
-    __slots__ = ("_record",)
+    __slots__ = ("_record", "_prefix")
 
-    def __init__(self, record: asyncpg.Record) -> None:
-        self._record = record
+    def __init__(self, record: asyncpg.Record, prefix: str = "") -> None:
+        self._record, self._prefix = record, prefix
 
     def __getattr__(self, name: str) -> Any:
-        return self._record[name]
+        return self._record[self._prefix + name]
 
 
 class PgBatchSession:
@@ -82,6 +122,7 @@ class PgBatchSession:
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
+        self._prefetched: dict[str, Hold] = {}  # read with the grants, just after the lock
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -92,12 +133,24 @@ class PgBatchSession:
                 if hold_ids or job_ids else
                 await self.conn.fetch(LOCK_ACCOUNTS, list(account_ids)))
         found = {r["id"]: account_from_row(_Columns(r)) for r in rows}
-        if found:
+        if hold_ids and found:
+            # the holds named come with the grants: read after the lock, like them
+            for record in await self.conn.fetch(LIVE_GRANTS_AND_HOLDS, list(found),
+                                                list(hold_ids)):
+                if record["g_id"] is not None:
+                    grant = grant_from_row(_Columns(record, "g_"))
+                    found[grant.account_id].grants.append(grant)
+                else:
+                    hold = hold_from_row(_Columns(record, "h_"))
+                    self._prefetched[hold.hold_id] = hold
+        elif found:
             for record in await self.conn.fetch(LIVE_GRANTS, list(found)):
                 found[record["account_id"]].grants.append(grant_from_row(_Columns(record)))
         return list(found.values())
 
     async def holds(self, hold_ids: Sequence[str]) -> list[Hold]:
+        if hold_ids and all(h in self._prefetched for h in hold_ids):
+            return [self._prefetched.pop(h) for h in hold_ids]
         return [hold_from_row(_Columns(r)) for r in await self.conn.fetch(HOLDS, list(hold_ids))]
 
     async def jobs(self, job_ids: Sequence[str]) -> list[Job]:
@@ -106,6 +159,17 @@ class PgBatchSession:
     async def job_by_task(self, provider: str, task_id: str) -> Job | None:
         record = await self.conn.fetchrow(JOB_BY_TASK, provider, task_id)
         return None if record is None else job_from_row(_Columns(record))
+
+    async def spend(self, spend_id: str, kind: str) -> tuple[list[Entry], list[Grant]]:
+        if not storable_key(spend_id):
+            return [], []
+        lines = [entry_from_row(_Columns(r)) for r in await self.conn.fetch(
+            SPEND_LINES, spend_id, [kind, REFUND])]
+        grant_ids = funding_grant_ids(lines, kind)
+        if not grant_ids:
+            return lines, []
+        return lines, [grant_from_row(_Columns(r))
+                       for r in await self.conn.fetch(GRANTS, grant_ids)]
 
     async def webhook_response(self, provider: str, event_id: str) -> dict[str, Any] | None:
         record = await self.conn.fetchrow(WEBHOOK, provider, event_id)
