@@ -10,8 +10,8 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from core.plans import PlanCatalogue
 from core.ports import Clock, ObjectStore, SystemClock
 from core.pricing import Catalogue
 from core.service import CreditService
+from outbound import Deliverer, Policy
 from providers.simulated import NAME as SIMULATED
 from providers.simulated import SimulatedProvider
 from realtime import supervision
@@ -56,6 +57,7 @@ from storage.keys import create_server_key, stored_secret
 from storage.migrate import upgrade_async
 from storage.objects import LocalDirectoryStore, S3Store
 from storage.sql import Database
+from storage.webhook_endpoints import WebhookEndpoints
 from storage.writer import BatchWriter
 from sweeper import Sweeper
 
@@ -156,10 +158,16 @@ async def open_context(stack: contextlib.AsyncExitStack, settings: Settings,
     secret_for, providers = await _open_providers(stack, settings, db, http)
     stack.callback(realtime.begin_shutdown)
     heartbeats = list(realtime.hub.heartbeats)
-    if run_sweeper:
+    publishers: list[Callable[[list[Event]], Awaitable[None]]] = [realtime.publish]
+    if run_sweeper:  # the instance's background work: the sweeper and outbound webhooks
         sweeper = Sweeper(db, service, idempotency, jobs=jobs, writer=writer)
-        _supervise(stack, sweeper, settings.sweep_interval_s)
-        heartbeats.append(sweeper.heartbeat)
+        _supervise(stack, sweeper.heartbeat,
+                   lambda stopping: sweeper.run_forever(settings.sweep_interval_s, stopping))
+        deliverer = Deliverer(WebhookEndpoints(db), http, webhook_policy(settings),
+                              service.now, lambda: datetime.now(UTC))
+        _supervise(stack, deliverer.heartbeat, deliverer.run_forever)
+        heartbeats += [sweeper.heartbeat, deliverer.heartbeat]
+        publishers.append(deliverer.wake)
     stack.callback(_stopping, heartbeats)
 
     async def background_tasks() -> None:  # readiness: 503 while one is dead or stuck
@@ -167,9 +175,15 @@ async def open_context(stack: contextlib.AsyncExitStack, settings: Settings,
 
     ctx = AppContext(settings, db, service, signer, auth, idempotency, writer, jobs,
                      _object_store(settings), http, realtime.hub.wait_beyond, providers,
-                     secret_for, publishers=[realtime.publish],
+                     secret_for, publishers=publishers,
                      readiness_probes={**probes, "background_tasks": background_tasks})
     return ctx, realtime
+
+
+def webhook_policy(settings: Settings) -> Policy:
+    return Policy(settings.webhook_allow_private, settings.webhook_timeout_s,
+                  settings.webhook_poll_s, settings.webhook_retry_first_s,
+                  settings.webhook_retry_cap_s, settings.webhook_retry_window_s)
 
 
 def _object_store(settings: Settings) -> ObjectStore:
@@ -228,11 +242,11 @@ async def _open_realtime(stack: contextlib.AsyncExitStack, settings: Settings,
     return Realtime(hub, config), ({"redis": broker.ping} if settings.redis_url else {})
 
 
-def _supervise(stack: contextlib.AsyncExitStack, sweeper: Sweeper, interval_s: float) -> None:
-    """Run the sweeper until shutdown, which lets a pass in progress finish first."""
+def _supervise(stack: contextlib.AsyncExitStack, heartbeat: supervision.Heartbeat,
+               run: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
+    """Run a background task until shutdown, which lets a pass in progress finish first."""
     stopping = asyncio.Event()
-    task = sweeper.heartbeat.watch(asyncio.create_task(
-        sweeper.run_forever(interval_s, stopping)))
+    task = heartbeat.watch(asyncio.create_task(run(stopping)))
 
     async def stop() -> None:
         stopping.set()

@@ -82,6 +82,13 @@ class Settings:
     auto_migrate: bool = True
     log_level: str = "INFO"
     low_credits_threshold: int = 5
+    # outbound webhooks (outbound.py)
+    webhook_allow_private: bool = False
+    webhook_timeout_s: float = 5.0
+    webhook_poll_s: float = 1.0
+    webhook_retry_first_s: float = 10.0
+    webhook_retry_cap_s: float = 3600.0
+    webhook_retry_window_s: float = 3 * 24 * 3600.0
 
     def named_secrets(self) -> dict[str, str]:
         """Every configured secret by the environment variable that sets it."""
@@ -144,6 +151,13 @@ class Settings:
             log_level=env.get("CREDITSTREAM_LOG_LEVEL", "INFO"),
             public_url=(env.get("CREDITSTREAM_PUBLIC_URL") or "").rstrip("/") or None,
             low_credits_threshold=int(_number(env, "CREDITSTREAM_LOW_CREDITS_THRESHOLD", 5, 0)),
+            webhook_allow_private=_flag(env, "CREDITSTREAM_WEBHOOK_ALLOW_PRIVATE"),
+            webhook_timeout_s=_number(env, "CREDITSTREAM_WEBHOOK_TIMEOUT_S", 5.0, 0.1),
+            webhook_poll_s=_number(env, "CREDITSTREAM_WEBHOOK_POLL_S", 1.0, 0.01),
+            webhook_retry_first_s=_number(env, "CREDITSTREAM_WEBHOOK_RETRY_FIRST_S", 10.0, 0.01),
+            webhook_retry_cap_s=_number(env, "CREDITSTREAM_WEBHOOK_RETRY_CAP_S", 3600.0, 0.01),
+            webhook_retry_window_s=_number(env, "CREDITSTREAM_WEBHOOK_RETRY_WINDOW_S",
+                                           3 * 24 * 3600.0, 0.01),
             faults=frozenset(f.strip() for f in env.get("CREDITSTREAM_FAULTS", "").split(",")
                              if f.strip()),
         )

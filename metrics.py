@@ -18,6 +18,9 @@ IDEMPOTENT_REPLAYS = Counter("creditstream_idempotent_replays", "Requests answer
                              "Idempotency-Key response", registry=REGISTRY)
 WEBHOOK_REJECTIONS = Counter("creditstream_webhook_rejections", "Webhooks refused before any "
                              "effect", ["provider", "reason"], registry=REGISTRY)
+WEBHOOK_DELIVERIES = Counter("creditstream_webhook_deliveries", "Outbound webhook attempts "
+                             "(ok, failed) and endpoints disabled", ["outcome"],
+                             registry=REGISTRY)
 CONNECTIONS = Gauge("creditstream_stream_connections", "Open WebSocket connections",
                     registry=REGISTRY)
 SUBSCRIPTIONS = Gauge("creditstream_stream_subscriptions", "Local account subscriptions",

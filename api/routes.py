@@ -7,6 +7,7 @@ from api import routes_batch as batch
 from api import routes_holds as holds
 from api import routes_jobs as jobs
 from api import routes_misc as misc
+from api import routes_webhook_endpoints as endpoints
 from api import schemas, webhooks
 from api.routing import MUTATING, ApiRoute
 
@@ -63,6 +64,19 @@ V1_ROUTES: list[ApiRoute] = [
              200, (400, 401, 403, 413, 422)),
     ApiRoute("POST", "/v1/tokens", misc.create_token, "Issue a user token for a browser",
              "server", schemas.TokenBody, 200, (400, 401, 403, 413, 422)),
+    ApiRoute("POST", "/v1/webhook-endpoints", endpoints.create_endpoint, "Register an "
+             "outbound webhook endpoint for some event types; the answer holds its signing "
+             "secret, shown only this once", "server", schemas.WebhookEndpointBody, 201,
+             (400, 401, 403, 409, 413, 422, 503)),
+    ApiRoute("GET", "/v1/webhook-endpoints", endpoints.list_endpoints, "Outbound webhook "
+             "endpoints, with their status (disabled: why)", "server", errors=(401, 403)),
+    ApiRoute("DELETE", "/v1/webhook-endpoints/{endpoint_id}", endpoints.delete_endpoint,
+             "Remove an outbound webhook endpoint: deliveries to it stop", "server",
+             errors=(401, 403, 404)),
+    ApiRoute("GET", "/v1/webhook-endpoints/{endpoint_id}/deliveries",
+             endpoints.list_deliveries, "An endpoint's delivery attempts, newest first "
+             "(event, status code, error, time, next retry)", "server",
+             errors=(401, 403, 404, 422), query=("limit",)),
     ApiRoute("GET", "/v1/stream", misc.stream_upgrade_required, "WebSocket stream "
              "(upgrade; served by realtime/, this endpoint answers a plain GET with 426); "
              "token in Authorization or ?token=; a bad token closes with 4401, another "

@@ -164,3 +164,11 @@ class PaymentEvent(BaseModel):
         if sum(v is not None for v in (self.tier, self.plan, self.points)) != 1:
             raise ValueError("give exactly one of tier, plan or points")
         return self
+
+
+class WebhookEndpointBody(Body):
+    url: str = Field(min_length=1, max_length=2048, pattern=r"^https?://",
+                     description="Where deliveries are POSTed: http(s), a public address "
+                     "unless the operator allows private ones")
+    events: list[Literal["balance.updated", "job.updated", "credits.low"]] = Field(
+        min_length=1, max_length=3, description="The event types to deliver")

@@ -182,3 +182,46 @@ processed_webhooks = sa.Table(
     sa.Column("response", sa.JSON),
     sa.Column("created_at", UtcDateTime, nullable=False),
 )
+
+# outbound webhooks (outbound.py): endpoints, each one's position in every account's stream,
+# and the attempts it has seen
+webhook_endpoints = sa.Table(
+    "webhook_endpoints", metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("url", sa.String(2048), nullable=False),
+    sa.Column("events", sa.JSON, nullable=False),
+    sa.Column("secret", sa.String(128), nullable=False),  # signs deliveries, so kept in clear
+    sa.Column("status", sa.String(16), nullable=False),  # enabled | disabled
+    sa.Column("disabled_reason", sa.String(1024)),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("disabled_at", UtcDateTime),
+    sa.Column("failing_since", UtcDateTime),  # first failure of the current streak
+    sa.Column("failures", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", UtcDateTime),
+    # one instance at a time delivers to an endpoint: it holds the lease until `lease_until`
+    sa.Column("lease_owner", sa.String(64)),
+    sa.Column("lease_until", UtcDateTime),
+)
+
+webhook_cursors = sa.Table(
+    "webhook_cursors", metadata,
+    sa.Column("endpoint_id", sa.String(40), sa.ForeignKey("webhook_endpoints.id"),
+              primary_key=True),
+    sa.Column("account_id", sa.String(128), primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),  # the last seq delivered (or skipped)
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries", metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("endpoint_id", sa.String(40), nullable=False),
+    sa.Column("account_id", sa.String(128), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("event_type", sa.String(32), nullable=False),
+    sa.Column("status_code", sa.Integer),
+    sa.Column("error", sa.String(1024)),
+    sa.Column("duration_ms", sa.Integer, nullable=False),
+    sa.Column("attempted_at", UtcDateTime, nullable=False),
+    sa.Column("next_retry_at", UtcDateTime),
+    sa.Index("ix_webhook_deliveries_endpoint", "endpoint_id", "id"),
+)

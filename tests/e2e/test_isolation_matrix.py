@@ -100,6 +100,12 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("POST", "/v1/quote"): Row(owner_or_server(200), {"account_id": OWNER,
                                                       "operation": "audio"}),
     ("POST", "/v1/tokens"): Row(server_only(200), {"account_id": OWNER}),
+    # a public address literal: registering it asks no DNS, and no test instance delivers
+    ("POST", "/v1/webhook-endpoints"): Row(server_only(201), {
+        "url": "https://93.184.215.14/matrix", "events": ["balance.updated"]}),
+    ("GET", "/v1/webhook-endpoints"): Row(server_only(200)),
+    ("DELETE", "/v1/webhook-endpoints/{endpoint_id}"): Row(server_only(200)),
+    ("GET", "/v1/webhook-endpoints/{endpoint_id}/deliveries"): Row(server_only(200)),
     ("GET", "/v1/stream"): Row(("4401", "4401", "4401", "4403", "subscribed", "subscribed"),
                                via="websocket"),
     ("GET", "/v1/stream/sse"): Row(owner_or_server(200), query=f"account_id={OWNER}",
@@ -154,6 +160,11 @@ def rest_principals(api: ApiClient, clock: MutableClock) -> dict[str, dict[str, 
 
 
 async def fresh(api: ApiClient, kind: str) -> str:
+    if kind == "endpoint":
+        response = await api.http.post("/v1/webhook-endpoints", headers=api.server(), json={
+            "url": "https://93.184.215.14/matrix", "events": ["job.updated"]})
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
     if kind == "hold":
         response = await api.http.post("/v1/holds", headers=api.server(),
                                        json={"account_id": OWNER, "amount": 1})
@@ -172,6 +183,8 @@ async def concrete_path(api: ApiClient, template: str) -> str:
         values["hold_id"] = await fresh(api, "hold")
     if "{job_id}" in template or "{id}" in template:
         values["job_id"] = values["id"] = await fresh(api, "job")
+    if "{endpoint_id}" in template:
+        values["endpoint_id"] = await fresh(api, "endpoint")
     return template.format(**values)
 
 
