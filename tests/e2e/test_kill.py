@@ -122,8 +122,7 @@ async def test_sigkill_three_times_under_mixed_load(
         run_s: int, pg_url: str, redis_url: str,
         live_server_factory: Callable[..., LiveServer]) -> None:
     key = await make_server_key(pg_url)
-    env = {"CREDITSTREAM_REDIS_URL": redis_url, "CREDITSTREAM_SWEEP_INTERVAL_S": "0.5",
-           "CREDITSTREAM_IDEMPOTENCY_WAIT_S": "2"}
+    env = {"CREDITSTREAM_REDIS_URL": redis_url, "CREDITSTREAM_SWEEP_INTERVAL_S": "0.5"}
     one, two = live_server_factory(pg_url, **env), live_server_factory(pg_url, **env)
     balancer = await TcpBalancer([one.port, two.port]).start()
     tallies = [Tally(f"kill-{uuid.uuid4().hex[:8]}-{i}") for i in range(6)]
