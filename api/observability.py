@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextvars
 import itertools
-import json
 import logging
 import re
 import time
 import uuid
 from typing import Any
 
+import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import metrics
@@ -72,7 +72,7 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in vars(record).items() if k not in self.RESERVED})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return redact(json.dumps(entry, default=str))
+        return redact(orjson.dumps(entry, default=str).decode())
 
 
 def configure_logging(level: str = "INFO") -> None:
