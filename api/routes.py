@@ -7,6 +7,7 @@ from api import routes_batch as batch
 from api import routes_holds as holds
 from api import routes_jobs as jobs
 from api import routes_misc as misc
+from api import routes_refunds as refunds
 from api import routes_webhook_endpoints as endpoints
 from api import schemas, webhooks
 from api.routing import MUTATING, ApiRoute
@@ -43,6 +44,9 @@ V1_ROUTES: list[ApiRoute] = [
              "fully or partly", "server", schemas.CaptureBody, 200, (*MUTATING, 404)),
     ApiRoute("POST", "/v1/holds/{hold_id}/release", holds.release_hold, "Release a hold",
              "owner", schemas.ReleaseBody, 200, (*MUTATING, 404)),
+    ApiRoute("POST", "/v1/refunds", refunds.create_refund, "Refund a charge or a captured "
+             "hold, fully or partly, to the grants that funded it", "server",
+             schemas.RefundBody, 201, (*MUTATING, 404)),
     ApiRoute("POST", "/v1/jobs", jobs.create_job, "Create a generation job: quote, hold, "
              "dispatch", "owner", schemas.JobBody, 202, MUTATING),
     ApiRoute("GET", "/v1/jobs/{job_id}", jobs.get_job, "A job", "owner",

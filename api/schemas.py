@@ -14,6 +14,7 @@ from core.errors import InvalidInput
 from core.job_service import MAX_JOB_TTL_S
 from core.metadata import MAX_KEY_LENGTH, MAX_KEYS, MAX_VALUE_LENGTH, check_metadata
 from core.model import MAX_AMOUNT
+from core.refunds import CAPTURE, CHARGE
 from core.service import MAX_HOLD_TTL_S, PriceRequest
 
 Ref = Field(default=None, min_length=1, max_length=256)
@@ -114,6 +115,31 @@ class CaptureBody(Body):
 class ReleaseBody(Body):
     reason: str = Field(default="released", min_length=1, max_length=64,
                         pattern=r"^[A-Za-z0-9_.:@ -]+$")
+
+
+class RefundBody(Body):
+    charge_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    hold_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$",
+                                description="A captured hold: its capture is refunded")
+    amount: int | None = Field(default=None, ge=1, le=MAX_AMOUNT,
+                               description="Default: all that is left to refund")
+    reason: str = Field(default="refund", min_length=1, max_length=64,
+                        pattern=r"^[A-Za-z0-9_.:@ -]+$")
+    metadata: Metadata = None
+
+    @model_validator(mode="after")
+    def _one_spend(self) -> RefundBody:
+        if (self.charge_id is None) == (self.hold_id is None):
+            raise ValueError("give exactly one of charge_id or hold_id")
+        return self
+
+    def spend(self) -> tuple[str, str]:
+        """The spend's id and kind: a charge, or a hold's capture."""
+        if self.charge_id is not None:
+            return self.charge_id, CHARGE
+        if self.hold_id is None:
+            raise InvalidInput("Expected a charge_id or a hold_id, got neither")
+        return self.hold_id, CAPTURE
 
 
 class QuoteBody(PriceBody):

@@ -101,6 +101,17 @@ class InvalidState(CreditError):
     code = "invalid_state"
 
 
+class RefundExceedsSpend(InvalidState):
+    code = "refund_exceeds_spend"
+
+    def __init__(self, spend_id: str, spent: int, refunded: int, requested: int) -> None:
+        left = spent - refunded
+        super().__init__(
+            f"{spend_id} spent {spent} credits and {refunded} were refunded already: at most "
+            f"{left} more can be refunded, {requested} were asked for.",
+            spent=spent, refunded=refunded, refundable=left, requested=requested)
+
+
 class ConcurrentUpdate(CreditError):
     """A row changed under a lock that should have prevented it; the transaction is retried."""
 

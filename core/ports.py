@@ -8,6 +8,7 @@ from typing import Protocol
 from core.account import Account
 from core.jobs import Job
 from core.model import Hold
+from core.refunds import Spend
 
 
 class Clock(Protocol):
@@ -58,6 +59,13 @@ class JobRepository(Protocol):
     async def due(self, now: datetime, limit: int) -> list[str]: ...
 
 
+class SpendRepository(Protocol):
+    async def find(self, spend_id: str, kind: str) -> Spend | None:
+        """The `kind` ("charge" or "capture") journal line of operation `spend_id` (a charge_id
+        or a hold_id), the refunds of it so far and the grants its funding names, as this
+        transaction sees them; None if there is no such spend."""
+
+
 class UnitOfWork(Protocol):
     """One database transaction; the caller commits by leaving its context without an error."""
 
@@ -69,6 +77,13 @@ class UnitOfWork(Protocol):
 
     @property
     def jobs(self) -> JobRepository: ...
+
+
+class RefundUnitOfWork(UnitOfWork, Protocol):
+    """A unit of work that can also find a spend, for refunds."""
+
+    @property
+    def spends(self) -> SpendRepository: ...
 
 
 class ObjectStore(Protocol):

@@ -10,13 +10,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from core.account import Account
-from core.errors import NotFound
+from core.errors import InvalidInput, InvalidState, InvariantViolated, NotFound
+from core.events import iso
 from core.limits import FeatureLimit
 from core.metadata import check_metadata
 from core.model import Grant, Hold, check_amount, checked_ttl, new_id, normalise_account_id
 from core.plans import PlanCatalogue, packaged_plans
-from core.ports import Clock, UnitOfWork
+from core.ports import Clock, RefundUnitOfWork, UnitOfWork
 from core.pricing import Catalogue
+from core.refunds import CAPTURE, CHARGE, Spend
 
 MAX_HOLD_TTL_S = 7 * 24 * 3600
 
@@ -151,6 +153,30 @@ class CreditService:
                   "created_at": now.isoformat().replace("+00:00", "Z")}
         return charge, account
 
+    async def refund(
+        self, uow: RefundUnitOfWork, spend_id: str, kind: str, amount: int | None = None,
+        reason: str = "refund", key: str | None = None, metadata: dict[str, Any] | None = None,
+    ) -> tuple[dict[str, Any], Account]:
+        """Give back credits of a charge (`kind` "charge", by its charge_id) or of a captured
+        hold ("capture", by its hold_id) to the grants that funded it (core.refunds)."""
+        if amount is not None:
+            check_amount(amount)
+        user = check_metadata(metadata)
+        found = await self._spend(uow, spend_id, kind)
+        account, _ = await self.ensure_account(uow, found.account_id, key)
+        spend = await self._spend(uow, spend_id, kind)  # re-read: refunds serialise on the lock
+        refund_id, now = new_id("rfd"), self.now()
+        funding = account.refund(spend, refund_id, amount, reason, now, user)
+        await uow.accounts.save(account)
+        taken = sum(part["amount"] for part in funding)
+        refund = {"refund_id": refund_id, "account_id": account.account_id,
+                  "charge_id": spend_id if kind == CHARGE else None,
+                  "hold_id": spend_id if kind == CAPTURE else None, "amount": taken,
+                  "reason": reason, "funding": funding, "spent": spend.amount,
+                  "refunded": spend.refunded + taken, "refundable": spend.refundable - taken,
+                  "metadata": user, "created_at": iso(now)}
+        return refund, account
+
     # -- sweeper ------------------------------------------------------------------------------
 
     async def expire_hold(self, uow: UnitOfWork, hold_id: str) -> bool:
@@ -192,6 +218,25 @@ class CreditService:
         if hold is None:
             raise NotFound(f"No hold {hold_id}", hold_id=hold_id)
         return hold, account
+
+    async def _spend(self, uow: RefundUnitOfWork, spend_id: str, kind: str) -> Spend:
+        if kind == CAPTURE:
+            hold = await uow.holds.get(spend_id)
+            if hold is None:
+                raise NotFound(f"No hold {spend_id}", hold_id=spend_id)
+            if hold.status != Hold.CAPTURED:
+                raise InvalidState(f"Hold {spend_id} is {hold.status}; only a captured hold can "
+                                   "be refunded (a released one gave its credits back already)",
+                                   hold_status=hold.status)
+        elif kind != CHARGE:
+            raise InvalidInput(f"Expected a refund of a {CHARGE} or a {CAPTURE}, got {kind!r}")
+        spend = await uow.spends.find(spend_id, kind)
+        if spend is not None:
+            return spend
+        if kind == CAPTURE:
+            raise InvariantViolated(f"Hold {spend_id} is captured but its capture is not in "
+                                    "the journal")
+        raise NotFound(f"No charge {spend_id}", charge_id=spend_id)
 
     async def _save_hold(self, uow: UnitOfWork, hold: Hold, account: Account,
                          status_before: str) -> None:

@@ -19,7 +19,8 @@ from core.account import Account
 from core.events import Event
 from core.jobs import Job
 from core.model import Entry, Grant, Hold
-from storage.repositories import storable_key
+from core.refunds import Spend
+from storage.repositories import funding_grant_ids, storable_key
 
 T = TypeVar("T")
 
@@ -72,6 +73,9 @@ class BatchReads(Protocol):
 
     async def webhook_response(self, provider: str, event_id: str) -> dict[str, Any] | None: ...
 
+    async def spend(self, spend_id: str, kind: str) -> tuple[list[Entry], list[Grant]]:
+        """A spend's journal lines (the spend and its refunds) and the grants that funded it."""
+
 
 class Batch:
     """The state one transaction has locked and loaded, shared by its operations in turn."""
@@ -83,6 +87,7 @@ class Batch:
         self.holds: dict[str, Hold] = {}  # read after their account was locked
         self.jobs: dict[str, Job] = {}
         self.webhooks: dict[tuple[str, str], dict[str, Any] | None] = {}
+        self.spends: dict[tuple[str, str], tuple[list[Entry], list[Grant]]] = {}
         self.writes = PendingWrites()
 
     async def load(self, touches: Iterable[Touches]) -> None:
@@ -143,6 +148,16 @@ class Batch:
             self.webhooks[key] = await self.reads.webhook_response(provider, event_id)
         return self.webhooks[key]
 
+    async def spend(self, spend_id: str, kind: str) -> tuple[list[Entry], list[Grant]]:
+        """As stored, without what this batch has changed since (the operation adds that)."""
+        if (spend_id, kind) in self.spends:
+            return self.spends[(spend_id, kind)]
+        found = await self.reads.spend(spend_id, kind)
+        lines, _ = found
+        if lines and lines[0].account_id in self.accounts:  # read under its account's lock
+            self.spends[(spend_id, kind)] = found
+        return found
+
     def _keep(self, found_holds: Iterable[Hold], found_jobs: Iterable[Job]) -> None:
         # only rows whose account this transaction has locked can be trusted for the batch
         for hold in found_holds:
@@ -199,6 +214,7 @@ class OperationUnitOfWork:
         self.holds = _OperationHolds(self)
         self.jobs = _OperationJobs(self)
         self.webhooks = _OperationWebhooks(self)
+        self.spends = _OperationSpends(self)
         self.working: dict[str, Account] = {}
         self.created: set[str] = set()
         self.saved = PendingWrites()
@@ -337,6 +353,22 @@ class _OperationJobs:
 
     async def due(self, now: datetime, limit: int) -> list[str]:
         raise NotImplementedError("the sweeper finds due jobs with a read, not in a batch")
+
+
+class _OperationSpends:
+    def __init__(self, uow: OperationUnitOfWork) -> None:
+        self.uow = uow
+
+    async def find(self, spend_id: str, kind: str) -> Spend | None:
+        """The stored spend with what the batch and this operation wrote since: their refunds,
+        and their grants' current state."""
+        stored, funders = await self.uow.batch.spend(spend_id, kind)
+        batch, saved = self.uow.batch.writes, self.uow.saved
+        lines = stored + [e for e in (*batch.entries, *saved.entries) if e.op_id == spend_id]
+        current = {g.grant_id: g for g in funders}
+        current.update((k, g) for k, (g, _) in (*batch.grants.items(), *saved.grants.items()))
+        grants = [_shallow(current[i]) for i in funding_grant_ids(lines, kind) if i in current]
+        return Spend.from_journal(spend_id, kind, lines, grants)
 
 
 class _OperationWebhooks:

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.account import Account
 from core.jobs import Job
-from core.model import Hold
+from core.model import Entry, Grant, Hold
 from storage.batch import PendingWrites
 from storage.batch_writes import planned_writes
 from storage.idempotency import DONE, IN_PROGRESS, IdempotencyKey, KeyId, StoredResponse
@@ -26,6 +26,7 @@ from storage.repositories import (
     grant_from_row,
     hold_from_row,
     job_from_row,
+    spend_rows,
 )
 from storage.tables import accounts, grants, holds, idempotency_keys, jobs, processed_webhooks
 
@@ -68,6 +69,9 @@ class SqlBatchSession:
         row = (await self.conn.execute(sa.select(jobs).where(
             jobs.c.provider == provider, jobs.c.provider_task_id == task_id))).one_or_none()
         return None if row is None else job_from_row(row)
+
+    async def spend(self, spend_id: str, kind: str) -> tuple[list[Entry], list[Grant]]:
+        return await spend_rows(self.conn, spend_id, kind)
 
     async def webhook_response(self, provider: str, event_id: str) -> dict[str, Any] | None:
         row = (await self.conn.execute(sa.select(processed_webhooks.c.response).where(

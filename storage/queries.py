@@ -44,9 +44,9 @@ async def events_after(conn: AsyncConnection, account_id: str, after_seq: int,
 Tally = dict[str, int]
 
 
-def _add(tallies: dict[str, Tally], name: str, credits: int) -> None:
+def _add(tallies: dict[str, Tally], name: str, credits: int, runs: int = 1) -> None:
     slot = tallies.setdefault(name, {"count": 0, "credits": 0})
-    slot["count"] += 1
+    slot["count"] += runs
     slot["credits"] += credits
 
 
@@ -63,38 +63,49 @@ def _days(since: datetime, until: datetime) -> dict[str, dict[str, Any]]:
 
 async def usage(conn: AsyncConnection, account_id: str, since: datetime,
                 until: datetime) -> dict[str, Any]:
-    """Credits spent (captures and charges) since `since`: in all, by operation, by model and
-    per UTC day; and jobs by status."""
+    """Credits spent (captures and charges) since `since`, net of their refunds: in all, by
+    operation, by model and per UTC day; and jobs by status. A refund counts against its
+    spend's operation, model and day (a refund comes after its spend, so one made in the
+    period of a spend made before it is left out); counts are of runs, refunded or not."""
     spent = await conn.execute(
-        sa.select(entries.c.amount, entries.c.metadata, entries.c.created_at)
+        sa.select(entries.c.type, entries.c.amount, entries.c.metadata, entries.c.created_at)
         .where(entries.c.account_id == account_id, entries.c.created_at >= since,
-               entries.c.type.in_(("capture", "charge"))))
+               entries.c.type.in_(("capture", "charge", "refund"))))
     per_operation: dict[str, Tally] = {}
     per_model: dict[str, Tally] = {}
     days = _days(since, until)
-    used = 0
+    used = refunded = 0
     for row in spent:
-        used += row.amount
         details = row.metadata or {}
+        at, credits, runs = row.created_at, row.amount, 1
+        if row.type == "refund":
+            spent_at = details.get("spent_at")
+            if isinstance(spent_at, str):
+                at = datetime.fromisoformat(spent_at.replace("Z", "+00:00"))
+            if at < since:
+                continue
+            credits, runs = -row.amount, 0
+            refunded += row.amount
+        used += credits
         operation = details.get("operation") or "other"
         model = details.get("model")
-        _add(per_operation, operation, row.amount)
-        day = days.get(row.created_at.date().isoformat())
+        _add(per_operation, operation, credits, runs)
+        day = days.get(at.date().isoformat())
         if day is not None:
-            day["count"] += 1
-            day["credits"] += row.amount
-            _add(day["operations"], operation, row.amount)
+            day["count"] += runs
+            day["credits"] += credits
+            _add(day["operations"], operation, credits, runs)
         if isinstance(model, str):
-            _add(per_model, model, row.amount)
+            _add(per_model, model, credits, runs)
             if day is not None:
-                _add(day["models"], model, row.amount)
+                _add(day["models"], model, credits, runs)
     by_status = await conn.execute(
         sa.select(jobs.c.status, sa.func.count()).where(
             jobs.c.account_id == account_id, jobs.c.created_at >= since)
         .group_by(jobs.c.status))
     job_counts = {"processing": 0, "success": 0, "failed": 0}
     job_counts.update({status: int(count) for status, count in by_status})
-    return {"credits_used": used, "operations": per_operation, "models": per_model,
+    return {"credits_used": used, "credits_refunded": refunded, "operations": per_operation, "models": per_model,
             "days": list(days.values()), "jobs": job_counts}
 
 

@@ -14,7 +14,8 @@ from core.account import Account
 from core.errors import ConcurrentUpdate
 from core.events import Event
 from core.jobs import PROCESSING, Job
-from core.model import Grant, Hold
+from core.model import Entry, Grant, Hold
+from core.refunds import REFUND, Spend
 from storage.tables import accounts, entries, events, grants, holds, jobs
 
 UNPAIRED_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -55,6 +56,19 @@ def hold_from_row(row: Any) -> Hold:
         allocation=list(row.allocation or []), metadata=dict(row.metadata or {}),
         price=dict(row.price or {}),
     )
+
+
+def entry_from_row(row: Any) -> Entry:
+    return Entry(row.account_id, row.seq, row.type, row.amount, row.delta, row.held_delta,
+                 row.reason, row.ref, row.op_id, dict(row.metadata or {}), row.created_at,
+                 row.idempotency_key)
+
+
+def funding_grant_ids(lines: list[Entry], kind: str) -> list[str]:
+    """The grants a spend's journal line says funded it (none when the spend is not there)."""
+    spent = next((e for e in lines if e.type == kind), None)
+    funding = spent.metadata.get("funding") if spent is not None else None
+    return sorted({str(p["grant_id"]) for p in funding}) if isinstance(funding, list) else []
 
 
 class SqlAccounts:
@@ -203,6 +217,30 @@ class SqlHolds:
                 "metadata": hold.metadata, "price": hold.price,
                 "created_at": hold.created_at,
                 "expires_at": hold.expires_at, "closed_at": hold.closed_at}
+
+
+class SqlSpends:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def find(self, spend_id: str, kind: str) -> Spend | None:
+        lines, funders = await spend_rows(self.conn, spend_id, kind)
+        return Spend.from_journal(spend_id, kind, lines, funders)
+
+
+async def spend_rows(conn: AsyncConnection, spend_id: str,
+                     kind: str) -> tuple[list[Entry], list[Grant]]:
+    """A spend's journal lines (the spend and its refunds) and the grants that funded it."""
+    if not storable_key(spend_id):
+        return [], []
+    rows = await conn.execute(sa.select(entries).where(
+        entries.c.op_id == spend_id, entries.c.type.in_((kind, REFUND))).order_by(entries.c.id))
+    lines = [entry_from_row(row) for row in rows]
+    grant_ids = funding_grant_ids(lines, kind)
+    if not grant_ids:
+        return lines, []
+    found = await conn.execute(sa.select(grants).where(grants.c.id.in_(grant_ids)))
+    return lines, [grant_from_row(row) for row in found]
 
 
 def storable_key(value: str) -> bool:

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from core.events import Event
 from core.ports import ServiceUnavailable
-from storage.repositories import SqlAccounts, SqlHolds, SqlJobs
+from storage.repositories import SqlAccounts, SqlHolds, SqlJobs, SqlSpends
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///data/creditstream.db"
 
@@ -38,6 +38,7 @@ class SqlUnitOfWork:
         self.accounts = SqlAccounts(conn, self.saved_events)
         self.holds = SqlHolds(conn)
         self.jobs = SqlJobs(conn)
+        self.spends = SqlSpends(conn)
 
 
 def normalise_url(url: str) -> str:

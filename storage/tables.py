@@ -110,6 +110,7 @@ entries = sa.Table(
     sa.Column("metadata", sa.JSON),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.UniqueConstraint("account_id", "seq", name="uq_entries_account_seq"),
+    sa.Index("ix_entries_op_id", "op_id"),  # a charge's or hold's lines, for its refunds
 )
 
 events = sa.Table(

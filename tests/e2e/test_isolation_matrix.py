@@ -66,7 +66,8 @@ class Row:
 
 
 # (method, path) → the outcome for each caller, in PRINCIPALS order. Path parameters name the
-# owner's account, a fresh hold or job of the owner, or the provider `bfl`.
+# owner's account, a fresh hold or job of the owner, or the provider `bfl`; a body's `{charge_id}`
+# a fresh charge of the owner.
 MATRIX: dict[tuple[str, str], Row] = {
     ("PUT", A): Row(server_only(200)),
     ("GET", A): Row(owner_or_server(200)),
@@ -85,6 +86,8 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/v1/holds/{hold_id}"): Row(owner_or_server(200)),
     ("POST", "/v1/holds/{hold_id}/capture"): Row(server_only(200), {"amount": 1}),
     ("POST", "/v1/holds/{hold_id}/release"): Row(owner_or_server(200), {"reason": "matrix"}),
+    ("POST", "/v1/refunds"): Row(server_only(201), {"charge_id": "{charge_id}", "amount": 1,
+                                                    "metadata": TAGS}),
     ("POST", "/v1/jobs"): Row(owner_or_server(202), {"account_id": OWNER, "operation": "audio",
                                                      "input": {"simulate": "hang"},
                                                      "metadata": TAGS}),
@@ -188,6 +191,16 @@ async def concrete_path(api: ApiClient, template: str) -> str:
     return template.format(**values)
 
 
+async def concrete_body(api: ApiClient, body: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The row's body, naming a fresh charge of the owner where it says `{charge_id}`."""
+    if body is None or body.get("charge_id") != "{charge_id}":
+        return body
+    response = await api.http.post(f"/v1/accounts/{OWNER}/charges", headers=api.server(),
+                                   json={"amount": 1})
+    assert response.status_code == 201, response.text
+    return {**body, "charge_id": response.json()["charge"]["charge_id"]}
+
+
 async def owner_seq(api: ApiClient) -> int:
     snapshot = (await api.http.get(f"/v1/accounts/{OWNER}", headers=api.server())).json()
     return int(snapshot["seq"])
@@ -209,9 +222,10 @@ async def test_rest_isolation_matrix(api: ApiClient, clock: MutableClock) -> Non
         for principal, expected in zip(PRINCIPALS, row.expected, strict=True):
             path = await concrete_path(api, route.path)
             url = path + (f"?{row.query}" if row.query else "")
+            body = await concrete_body(api, row.body)
             before = await owner_seq(api)
             response = await api.http.request(route.method, url, headers=callers[principal],
-                                              json=row.body)
+                                              json=body)
             cells += 1
             refused = response.status_code >= 400
             problems = []

@@ -40,6 +40,7 @@ operation = st.one_of(
     st.tuples(st.just("capture"), st.integers(0, 20), st.none() | amounts),
     st.tuples(st.just("release"), st.integers(0, 20), st.just(0)),
     st.tuples(st.just("keyed_hold"), st.integers(0, ACCOUNTS - 1), amounts, st.integers(0, 3)),
+    st.tuples(st.just("refund"), st.integers(0, 10), st.none() | amounts),
 )
 
 
@@ -53,6 +54,7 @@ class Run:
         self.published: list[Event] = []
         self.writer = BatchWriter(db, clock.now, self._publish, lanes=1)
         self.holds: list[str] = []
+        self.spends: list[tuple[str, str]] = []  # (charge_id or hold_id, "charge" or "capture")
         self.counter = itertools.count()
 
     async def _publish(self, events: list[Event]) -> None:
@@ -75,10 +77,22 @@ class Run:
                     return "no hold yet"
                 hold_id = self.holds[hold_ref]
                 if kind == "capture":
-                    return await service.capture(uow, hold_id, amount)
+                    captured = await service.capture(uow, hold_id, amount)
+                    self.spends.append((hold_id, "capture"))
+                    return captured
                 return await service.release(uow, hold_id)
 
             return self.writer.run(settle)
+        if kind == "refund":
+            spend_ref = target
+
+            async def refund(uow: Any) -> Any:
+                if spend_ref >= len(self.spends):
+                    return "no spend yet"
+                spend_id, spent = self.spends[spend_ref]
+                return await service.refund(uow, spend_id, spent, amount)
+
+            return self.writer.run(refund)
         if kind == "keyed_hold":
             key = IdempotencyKey(self.tag, f"key-{op[3]}", f"hold {target} {amount}")
 
@@ -88,9 +102,14 @@ class Run:
                 return 201, {"hold": hold.to_dict(), "account": acct.snapshot(self.clock.now())}
 
             return self.writer.run_keyed(keyed, key, refusal, Touches(accounts=(account,)))
+        async def charge(uow: Any) -> Any:
+            result = await service.charge(uow, account, amount, "charge")
+            self.spends.append((result[0]["charge_id"], "charge"))
+            return result
+
         use_cases: dict[str, Callable[[Any], Coroutine[Any, Any, Any]]] = {
             "grant": lambda uow: service.grant(uow, account, amount, "purchase"),
-            "charge": lambda uow: service.charge(uow, account, amount, "charge"),
+            "charge": charge,
             "ensure": lambda uow: ensure(service, uow, account),
         }
         if kind == "hold":
