@@ -34,7 +34,7 @@ from storage.repositories import (
     job_from_row,
     storable_key,
 )
-from storage.tables import UtcDateTime, accounts, grants, holds
+from storage.tables import UtcDateTime, accounts, grants, holds, idempotency_keys
 
 # from the tables, so a new column reaches the batch without a second list to keep
 ACCOUNT_COLUMNS = tuple(c.name for c in accounts.c)
@@ -96,11 +96,6 @@ CLAIM = (
 STORED = (
     "SELECT scope, key, fingerprint, status, response_status, response_body "
     "FROM idempotency_keys WHERE (scope, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))")
-RECORD = (
-    "UPDATE idempotency_keys SET status = $3, response_status = r.status, "
-    "response_body = r.body FROM unnest($1::text[], $2::text[], $4::int[], $5::text[]) "
-    "AS r(scope, key, status, body) "
-    "WHERE idempotency_keys.scope = r.scope AND idempotency_keys.key = r.key")
 UNCLAIM = ("DELETE FROM idempotency_keys WHERE (scope, key) IN "
            "(SELECT * FROM unnest($1::text[], $2::text[]))")
 
@@ -123,6 +118,7 @@ class PgBatchSession:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
         self._prefetched: dict[str, Hold] = {}  # read with the grants, just after the lock
+        self._answers: list[dict[str, Any]] = []  # keys' answers, written by flush
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -189,9 +185,10 @@ class PgBatchSession:
             json.loads(r["response_body"]) if r["status"] == DONE else None) for r in rows}
 
     async def record(self, responses: dict[KeyId, tuple[int, Any]]) -> None:
-        await self.conn.execute(RECORD, [s for s, _ in responses], [k for _, k in responses],
-                                DONE, [status for status, _ in responses.values()],
-                                [orjson.dumps(body).decode() for _, body in responses.values()])
+        # written with the batch's rows, in the same statement (flush)
+        self._answers = [{"scope": scope, "key": key, "status": DONE, "response_status": status,
+                          "response_body": orjson.dumps(body).decode()}
+                         for (scope, key), (status, body) in responses.items()]
 
     async def unclaim(self, key_ids: Iterable[KeyId]) -> None:
         ids = list(key_ids)
@@ -204,4 +201,5 @@ class PgBatchSession:
         for planned in planned_writes(writes, now):
             parts += [(planned.table, "insert", planned.inserts),
                       (planned.table, "update", planned.updates)]
+        parts.append((idempotency_keys, "update", self._answers))
         await pg_arrays.write(self.conn, parts)

@@ -35,7 +35,8 @@ class BatchSession(BatchReads, Protocol):
 
     async def stored(self, key_ids: list[KeyId]) -> dict[KeyId, StoredResponse]: ...
 
-    async def record(self, responses: dict[KeyId, tuple[int, Any]]) -> None: ...
+    async def record(self, responses: dict[KeyId, tuple[int, Any]]) -> None:
+        """Store the keys' answers, at the latest with the batch's rows (flush)."""
 
     async def unclaim(self, key_ids: Iterable[KeyId]) -> None: ...
 

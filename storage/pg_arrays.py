@@ -48,12 +48,15 @@ def _insert(table: sa.Table, names: tuple[str, ...], first: int) -> str:
 
 
 def _update(table: sa.Table, names: tuple[str, ...], first: int) -> str:
+    """Rows matched on the table's primary key; every other column given is set."""
+    keys = [c.name for c in table.primary_key.columns]
     columns = [table.c[n] for n in names]
     assignments = ", ".join(f"{n} = v.{n}::json" if _is_json(c) else f"{n} = v.{n}"
-                            for n, c in zip(names, columns, strict=True) if n != "id")
+                            for n, c in zip(names, columns, strict=True) if n not in keys)
     params = ", ".join(f"${i}::{_array_type(c)}" for i, c in enumerate(columns, first))
+    match = " AND ".join(f"{table.name}.{k} = v.{k}" for k in keys)
     return (f"UPDATE {table.name} SET {assignments} FROM unnest({params}) "
-            f"AS v({', '.join(names)}) WHERE {table.name}.id = v.id")
+            f"AS v({', '.join(names)}) WHERE {match}")
 
 
 Part = tuple[sa.Table, str, tuple[str, ...]]  # (table, "insert" | "update", columns)

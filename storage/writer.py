@@ -235,9 +235,9 @@ class BatchWriter:
             failed: list[KeyId] = []
             for op in runnable:
                 await self._apply(batch, op, outcome, responses, failed)
-            await session.flush(batch.writes, now)
             if responses:
                 await session.record(responses)
+            await session.flush(batch.writes, now)
             if failed:
                 await session.unclaim(failed)
         self.commits += 1
