@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core.events import iso
 from core.model import new_id
 from storage.idempotency import DONE, IdempotencyKey
-from storage.repositories import dialect_insert
+from storage.repositories import dialect_insert, storable_key
 from storage.sql import Database
 from storage.tables import accounts, events, idempotency_keys
 from storage.tables import webhook_cursors as cursors
@@ -141,6 +141,8 @@ class WebhookEndpoints:
             return [_endpoint(row) for row in rows]
 
     async def get(self, endpoint_id: str) -> Endpoint | None:
+        if not storable_key(endpoint_id):
+            return None
         async with self.db.read(snapshot=False) as uow:
             row = (await uow.conn.execute(
                 sa.select(endpoints).where(endpoints.c.id == endpoint_id))).first()
@@ -149,6 +151,8 @@ class WebhookEndpoints:
     async def delete(self, endpoint_id: str) -> Endpoint | None:
         """Remove an endpoint with its cursors and attempts; None when there was none. An
         instance delivering to it right now finishes its attempt and then finds it gone."""
+        if not storable_key(endpoint_id):
+            return None
         async with self.db.transaction() as uow:
             row = (await uow.conn.execute(
                 sa.select(endpoints).where(endpoints.c.id == endpoint_id))).first()
@@ -161,6 +165,8 @@ class WebhookEndpoints:
 
     async def attempts(self, endpoint_id: str, limit: int) -> list[dict[str, Any]]:
         """The endpoint's latest attempts, newest first."""
+        if not storable_key(endpoint_id):
+            return []
         async with self.db.read(snapshot=False) as uow:
             rows = await uow.conn.execute(
                 sa.select(deliveries).where(deliveries.c.endpoint_id == endpoint_id)
