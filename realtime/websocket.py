@@ -22,6 +22,7 @@ import metrics
 from core.errors import InvalidAccountId
 from core.model import normalise_account_id
 from core.ports import ServiceUnavailable
+from realtime import gc_policy
 from realtime.hub import QueueSink, Subscription, _dump
 from realtime.streams import (
     CLOSE_BAD_MESSAGE,
@@ -71,6 +72,7 @@ async def stream_endpoint(websocket: WebSocket) -> None:
     session = StreamSession(websocket, realtime, viewer)
     realtime.connections.add(session)
     metrics.CONNECTIONS.inc()
+    gc_policy.stream_opened()
     try:
         await session.run()
     finally:
