@@ -25,8 +25,9 @@ from core.events import Event
 from core.job_service import JobService
 from core.ports import ObjectStore
 from core.service import CreditService
-from storage.batch import NOTHING, OperationUnitOfWork, Touches
+from storage.batch import NOTHING, Touches
 from storage.idempotency import IdempotencyKey, IdempotencyStore
+from storage.operation import OperationUnitOfWork
 from storage.sql import Database
 from storage.writer import BatchWriter, KeyedResult
 

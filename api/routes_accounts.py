@@ -16,7 +16,8 @@ from api.responses import JSONResponse
 from api.schemas import ChargeBody, GrantBody
 from core.model import normalise_account_id
 from storage import queries
-from storage.batch import OperationUnitOfWork, Touches
+from storage.batch import Touches
+from storage.operation import OperationUnitOfWork
 
 MAX_PAGE = 500
 MAX_WAIT_S = 30

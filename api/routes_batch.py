@@ -21,7 +21,8 @@ from api.errors import ApiError, error_body, to_status_and_body
 from api.routes_accounts import ctx_of
 from api.schemas import Body, CaptureBody, ChargeBody, GrantBody, HoldBody, ReleaseBody
 from core.errors import CreditError
-from storage.batch import OperationUnitOfWork, Touches
+from storage.batch import Touches
+from storage.operation import OperationUnitOfWork
 
 log = logging.getLogger("creditstream.api")
 MAX_OPERATIONS = 1000

@@ -12,7 +12,8 @@ from api.responses import JSONResponse
 from api.routes_accounts import ctx_of
 from api.schemas import CaptureBody, HoldBody, ReleaseBody
 from core.errors import NotFound
-from storage.batch import OperationUnitOfWork, Touches
+from storage.batch import Touches
+from storage.operation import OperationUnitOfWork
 
 
 async def create_hold(request: Request) -> Response:

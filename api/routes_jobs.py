@@ -18,7 +18,8 @@ from api.routes_accounts import ctx_of
 from api.schemas import JobBody, JobResultBody
 from core.errors import NotFound
 from core.jobs import Job
-from storage.batch import OperationUnitOfWork, Touches
+from storage.batch import Touches
+from storage.operation import OperationUnitOfWork
 
 
 def callback_base(ctx: AppContext, request: Request) -> str:

@@ -11,7 +11,8 @@ from api.body import parse
 from api.routes_accounts import ctx_of
 from api.schemas import RefundBody
 from core.refunds import CHARGE
-from storage.batch import OperationUnitOfWork, Touches
+from storage.batch import Touches
+from storage.operation import OperationUnitOfWork
 
 
 async def create_refund(request: Request) -> Response:

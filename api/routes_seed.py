@@ -40,7 +40,8 @@ from core.model import MAX_AMOUNT, normalise_account_id
 from core.service import PriceRequest
 from providers.simulated import MAX_DELAY_MS
 from providers.simulated import NAME as SIMULATED
-from storage.batch import OperationUnitOfWork, Touches
+from storage.batch import Touches
+from storage.operation import OperationUnitOfWork
 from storage.writer import KeyedResult
 
 # How long POST /api/generate waits for its job before answering 202 "processing".

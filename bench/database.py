@@ -71,7 +71,8 @@ async def seed_accounts(dsn: str, ids: Sequence[str], balance: int = SEED_BALANC
     from core.account import Account
     from core.events import Event
     from core.model import new_id
-    from storage.batch import OperationUnitOfWork, Touches
+    from storage.batch import Touches
+    from storage.operation import OperationUnitOfWork
     from storage.sql import Database
     from storage.writer import BatchWriter
 

@@ -3,24 +3,21 @@
 The accounts a batch touches are locked in one statement, in id order, and loaded with their live
 grants; the holds and jobs it names are read in bulk once their accounts are locked. Each
 operation then runs core's use cases against that state through its own unit of work
-(`OperationUnitOfWork`): it works on copies, so an operation that is refused leaves nothing behind,
-and what it saved joins the batch's pending writes only when it succeeds. Anything not loaded up
-front is read on demand, so every use case runs here unchanged.
+(storage/operation.py), whose saved changes join the batch's pending writes only when it
+succeeds. Anything not loaded up front is read on demand, so every use case runs unchanged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from core.account import Account
 from core.events import Event
 from core.jobs import Job
 from core.model import Entry, Grant, Hold
-from core.refunds import Spend
-from storage.repositories import funding_grant_ids, storable_key
+from storage.repositories import storable_key
 
 T = TypeVar("T")
 
@@ -51,7 +48,7 @@ class PendingWrites:
     webhooks: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
 
-def _upsert(rows: dict[str, tuple[Any, bool]], row_id: str, value: Any, new: bool) -> None:
+def upsert_row(rows: dict[str, tuple[Any, bool]], row_id: str, value: Any, new: bool) -> None:
     """Keep the latest state of a row; a row inserted earlier in the batch stays an insert."""
     known = rows.get(row_id)
     rows[row_id] = (value, new or (known is not None and known[1]))
@@ -176,7 +173,7 @@ class Batch:
         return await self.reads.jobs(ids) if ids else []
 
 
-def _shallow(value: T) -> T:
+def shallow_copy(value: T) -> T:
     # copy.copy through __reduce_ex__ costs more than the rest of a hold; these are plain
     # dataclasses, so their attributes are their whole state
     clone = object.__new__(type(value))
@@ -186,8 +183,8 @@ def _shallow(value: T) -> T:
 
 def copy_account(account: Account) -> Account:
     """A working copy an operation may change freely; the original stays as it was."""
-    clone = _shallow(account)
-    clone.grants = [_shallow(g) for g in account.grants if g.remaining > 0]
+    clone = shallow_copy(account)
+    clone.grants = [shallow_copy(g) for g in account.grants if g.remaining > 0]
     clone.new_entries, clone.new_events, clone.new_grants = [], [], []
     clone.touched_grants = {}
     return clone
@@ -200,186 +197,3 @@ def copy_hold(hold: Hold) -> Hold:
 
 def copy_job(job: Job) -> Job:
     return replace(job, params=dict(job.params), input=dict(job.input))
-
-
-class OperationUnitOfWork:
-    """core's UnitOfWork for one operation of a batch: reads see the batch as the operations
-    before it left it; changes stay here until `commit` hands them to the batch."""
-
-    def __init__(self, batch: Batch) -> None:
-        self.batch = batch
-        self.saved_events: list[Event] = []
-        self.after_commit: list[Callable[[], None]] = []
-        self.accounts = _OperationAccounts(self)
-        self.holds = _OperationHolds(self)
-        self.jobs = _OperationJobs(self)
-        self.webhooks = _OperationWebhooks(self)
-        self.spends = _OperationSpends(self)
-        self.working: dict[str, Account] = {}
-        self.created: set[str] = set()
-        self.saved = PendingWrites()
-
-    def commit(self) -> None:
-        """The operation succeeded: what it saved becomes the batch's state and pending writes."""
-        batch, saved = self.batch, self.saved
-        for account_id, (account, _) in saved.accounts.items():
-            batch.accounts[account_id] = account
-            batch.absent.discard(account_id)
-            _upsert(batch.writes.accounts, account_id, account, account_id in self.created)
-        states: tuple[tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None], ...] = (
-            (batch.writes.grants, saved.grants, None),
-            (batch.writes.holds, saved.holds, batch.holds),
-            (batch.writes.jobs, saved.jobs, batch.jobs))
-        for rows, mine, state in states:
-            for row_id, (value, new) in mine.items():
-                _upsert(rows, row_id, value, new)
-                if state is not None:
-                    state[row_id] = value
-        batch.writes.entries.extend(saved.entries)
-        batch.writes.events.extend(saved.events)
-        for key, response in saved.webhooks.items():
-            batch.webhooks[key] = response
-            batch.writes.webhooks[key] = response
-        self.saved_events.extend(saved.events)
-
-    def part(self) -> OperationUnitOfWork:
-        """A unit of work for one part of this operation (`POST /v1/batch`), on the same batch:
-        a part that fails leaves nothing behind; `adopt` one that succeeded."""
-        return OperationUnitOfWork(self.batch)
-
-    def adopt(self, part: OperationUnitOfWork) -> None:
-        part.commit()
-        self.saved_events.extend(part.saved_events)
-        self.after_commit.extend(part.after_commit)
-
-    def save_account(self, account: Account) -> None:
-        saved = self.saved
-        for grant in account.new_grants:
-            _upsert(saved.grants, grant.grant_id, grant, True)
-        for grant in account.touched_grants.values():
-            _upsert(saved.grants, grant.grant_id, grant, False)
-        saved.entries.extend(account.new_entries)
-        saved.events.extend(account.new_events)
-        saved.accounts[account.account_id] = (account, False)
-        account.new_entries, account.new_events, account.new_grants = [], [], []
-        account.touched_grants = {}
-        account.loaded_seq = account.seq
-
-
-class _OperationAccounts:
-    def __init__(self, uow: OperationUnitOfWork) -> None:
-        self.uow = uow
-
-    async def insert_new(self, account: Account) -> bool:
-        uow, batch = self.uow, self.uow.batch
-        account_id = account.account_id
-        if account_id in uow.working:
-            return False
-        await batch.lock_accounts([account_id])
-        if account_id not in batch.absent:
-            return False
-        uow.working[account_id] = account
-        uow.created.add(account_id)
-        uow.save_account(account)
-        return True
-
-    async def get(self, account_id: str) -> Account | None:
-        return await self.lock(account_id)
-
-    async def lock(self, account_id: str) -> Account | None:
-        uow = self.uow
-        if account_id in uow.working:
-            return uow.working[account_id]
-        await uow.batch.lock_accounts([account_id])
-        current = uow.batch.accounts.get(account_id)
-        if current is None:
-            return None
-        account = uow.working[account_id] = copy_account(current)
-        return account
-
-    async def save(self, account: Account) -> None:
-        if account.changed or account.touched_grants or account.account_id in self.uow.created:
-            self.uow.save_account(account)
-
-    async def with_due_grants(self, now: datetime, limit: int) -> list[str]:
-        raise NotImplementedError("the sweeper finds due grants with a read, not in a batch")
-
-
-class _OperationHolds:
-    def __init__(self, uow: OperationUnitOfWork) -> None:
-        self.uow = uow
-
-    async def add(self, hold: Hold) -> None:
-        _upsert(self.uow.saved.holds, hold.hold_id, hold, True)
-
-    async def get(self, hold_id: str) -> Hold | None:
-        mine = self.uow.saved.holds.get(hold_id)
-        if mine is not None:
-            return copy_hold(mine[0])
-        found = await self.uow.batch.hold(hold_id)
-        return None if found is None else copy_hold(found)
-
-    async def save(self, hold: Hold, expected_status: str) -> None:
-        # the account's lock, held since the hold was read, keeps its status as read
-        _upsert(self.uow.saved.holds, hold.hold_id, hold, False)
-
-    async def due(self, now: datetime, limit: int) -> list[str]:
-        raise NotImplementedError("the sweeper finds due holds with a read, not in a batch")
-
-
-class _OperationJobs:
-    def __init__(self, uow: OperationUnitOfWork) -> None:
-        self.uow = uow
-
-    async def add(self, job: Job) -> None:
-        _upsert(self.uow.saved.jobs, job.job_id, job, True)
-
-    async def get(self, job_id: str) -> Job | None:
-        mine = self.uow.saved.jobs.get(job_id)
-        if mine is not None:
-            return copy_job(mine[0])
-        found = await self.uow.batch.job(job_id)
-        return None if found is None else copy_job(found)
-
-    async def by_task(self, provider: str, task_id: str) -> Job | None:
-        for job, _ in self.uow.saved.jobs.values():
-            if job.provider == provider and job.provider_task_id == task_id:
-                return copy_job(job)
-        found = await self.uow.batch.job_by_task(provider, task_id)
-        return None if found is None else copy_job(found)
-
-    async def save(self, job: Job, expected_status: str) -> None:
-        _upsert(self.uow.saved.jobs, job.job_id, job, False)
-
-    async def due(self, now: datetime, limit: int) -> list[str]:
-        raise NotImplementedError("the sweeper finds due jobs with a read, not in a batch")
-
-
-class _OperationSpends:
-    def __init__(self, uow: OperationUnitOfWork) -> None:
-        self.uow = uow
-
-    async def find(self, spend_id: str, kind: str) -> Spend | None:
-        """The stored spend with what the batch and this operation wrote since: their refunds,
-        and their grants' current state."""
-        stored, funders = await self.uow.batch.spend(spend_id, kind)
-        batch, saved = self.uow.batch.writes, self.uow.saved
-        lines = stored + [e for e in (*batch.entries, *saved.entries) if e.op_id == spend_id]
-        current = {g.grant_id: g for g in funders}
-        current.update((k, g) for k, (g, _) in (*batch.grants.items(), *saved.grants.items()))
-        grants = [_shallow(current[i]) for i in funding_grant_ids(lines, kind) if i in current]
-        return Spend.from_journal(spend_id, kind, lines, grants)
-
-
-class _OperationWebhooks:
-    def __init__(self, uow: OperationUnitOfWork) -> None:
-        self.uow = uow
-
-    async def processed(self, provider: str, event_id: str) -> dict[str, Any] | None:
-        mine = self.uow.saved.webhooks.get((provider, event_id))
-        if mine is not None:
-            return mine
-        return await self.uow.batch.webhook_response(provider, event_id)
-
-    async def record(self, provider: str, event_id: str, response: dict[str, Any]) -> None:
-        self.uow.saved.webhooks[(provider, event_id)] = response

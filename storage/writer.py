@@ -25,9 +25,10 @@ import metrics
 from core.errors import ConcurrentUpdate, IdempotencyKeyReused, RequestInProgress
 from core.events import Event
 from storage import idempotency
-from storage.batch import NOTHING, Batch, OperationUnitOfWork, Touches
+from storage.batch import NOTHING, Batch, Touches
 from storage.batch_session import DATABASE_ERRORS, BatchSession, batch_session
 from storage.idempotency import IdempotencyKey, KeyId
+from storage.operation import OperationUnitOfWork
 from storage.sql import Database, DatabaseUnavailable
 
 log = logging.getLogger("creditstream.writer")
