@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
-from bench import rawsql
+from bench import rawsql, rawsql_batch
 from bench.database import account_ids, audit_database, bench_database, seed_accounts
 from bench.measure import CpuMeter, contention_note, machine_info, service_versions, summarize
 from bench.profiles import profile_summary
@@ -182,7 +182,7 @@ class BatchedCeiling(CeilingSide):
     async def hold(self, rng: random.Random) -> int:  # type: ignore[override]
         picked = [rng.choice(self.ids) for _ in range(self.batch)]
         async with self.pool.acquire() as conn:
-            return await rawsql.hold_batch(conn, picked, 1, datetime.now(UTC))
+            return await rawsql_batch.hold_batch(conn, picked, 1, datetime.now(UTC))
 
 
 WORKLOADS = ("hold", "cycle")
