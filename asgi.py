@@ -22,6 +22,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import HTTPConnection
 from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 
 import realtime
 from api import openapi
@@ -29,7 +30,12 @@ from api.auth import Authenticator, Principal
 from api.context import AppContext
 from api.demo import demo_routes
 from api.errors import EXCEPTION_HANDLERS, ApiError
-from api.observability import ObservabilityMiddleware, configure_logging, redact_tokens_in_logs
+from api.observability import (
+    ObservabilityMiddleware,
+    configure_logging,
+    observe_websocket,
+    redact_tokens_in_logs,
+)
 from api.results import ResultFiles
 from api.routes import V1_ROUTES
 from api.routes_seed import SEED_ROUTES
@@ -50,7 +56,7 @@ from realtime.broker import Broker, InProcessBroker, RedisBroker
 from realtime.hub import Hub
 from realtime.sse import sse_endpoint
 from realtime.streams import Realtime, StreamAuthError, StreamConfig, Viewer
-from realtime.websocket import stream_endpoint
+from realtime.websocket import stream_app, stream_endpoint
 from storage.idempotency import IdempotencyStore
 from storage.journal import SqlEventJournal
 from storage.keys import create_server_key, stored_secret
@@ -62,6 +68,7 @@ from storage.writer import BatchWriter
 from sweeper import Sweeper
 
 VERSION = "0.1.0"
+STREAM_PATH = "/v1/stream"
 SHUTDOWN_PATIENCE_S = 5.0
 log = logging.getLogger("creditstream")
 STATIC_DIR = Path(realtime.__file__).resolve().parent / "static"  # the browser SDK, the demo page
@@ -114,7 +121,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
 
     routes = starlette_routes(API_ROUTES) + [
         Route("/v1/stream/sse", sse_endpoint, methods=["GET"]),
-        WebSocketRoute("/v1/stream", stream_endpoint),
+        WebSocketRoute(STREAM_PATH, stream_endpoint),
         Mount("/results", ResultFiles(directory=settings.results_dir, check_dir=False),
               name="results"),
     ] + demo_routes(STATIC_DIR, dev=settings.dev)
@@ -125,10 +132,30 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
             allow_methods=["GET", "POST", "PUT", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
             expose_headers=["Idempotent-Replayed", "Retry-After"]))
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
-                    exception_handlers=EXCEPTION_HANDLERS)
+    app = CreditstreamApp(routes=routes, middleware=middleware, lifespan=lifespan,
+                          exception_handlers=EXCEPTION_HANDLERS)
     app.state.openapi = openapi.build(API_ROUTES, VERSION)
     return app
+
+
+class CreditstreamApp(Starlette):
+    """Starlette, with `/v1/stream` WebSockets handed straight to their endpoint. A stream stays
+    open for hours: through the middleware stack and the router it would keep a dozen coroutine
+    frames alive (~4 KiB a connection) and pass every message it sends through each layer. The
+    request id and its `X-Request-ID` stay; CORS and the error pages concern HTTP only."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and _route_path(scope) == STREAM_PATH:
+            scope["app"] = self
+            await observe_websocket(stream_app, scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
 
 
 async def open_context(stack: contextlib.AsyncExitStack, settings: Settings,

@@ -94,7 +94,7 @@ class ObservabilityMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
-            await self._websocket(scope, receive, send)
+            await observe_websocket(self.app, scope, receive, send)
             return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -125,22 +125,23 @@ class ObservabilityMiddleware:
                                    "duration_ms": round(elapsed * 1000, 2)})
             REQUEST_ID.reset(token)
 
-    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """A stream connection gets a request id too: every line it logs carries it, and the
-        handshake's answer returns it (`X-Request-ID`)."""
-        request_id = _request_id(scope)
-        token = REQUEST_ID.set(request_id)
 
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "websocket.accept":
-                message["headers"] = [*message.get("headers", []),
-                                      (b"x-request-id", request_id.encode())]
-            await send(message)
+async def observe_websocket(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """A stream connection gets a request id too: every line it logs carries it, and the
+    handshake's answer returns it (`X-Request-ID`)."""
+    request_id = _request_id(scope)
+    token = REQUEST_ID.set(request_id)
 
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            REQUEST_ID.reset(token)
+    async def send_with_id(message: Message) -> None:
+        if message["type"] == "websocket.accept":
+            message["headers"] = [*message.get("headers", []),
+                                  (b"x-request-id", request_id.encode())]
+        await send(message)
+
+    try:
+        await app(scope, receive, send_with_id)
+    finally:
+        REQUEST_ID.reset(token)
 
 
 # request ids: a random prefix per process and a counter, unique without a syscall per request

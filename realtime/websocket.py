@@ -1,10 +1,10 @@
 """`GET /v1/stream`: the WebSocket protocol of SPEC §4.
 
-Two tasks per connection: the handler's own task reads client messages (its deadline an
-`asyncio.timeout`, not a task per receive), and one drains the connection's bounded queue to the
-socket. Every outgoing message (replies and events) goes through that queue, so order is
-preserved. A close request (slow consumer, shutdown) or the sender's end interrupts the reader by
-cancelling the handler's task, which then closes the connection.
+One task per idle connection: the handler's own task reads client messages (its deadline an
+`asyncio.timeout`, not a task per receive). Every outgoing message (replies and events) goes
+through the connection's bounded `Outbox`, in order; it writes from a task that lives only while
+something is pending. A close request (slow consumer, shutdown) or a failed write interrupts the
+reader by cancelling the handler's task, which then closes the connection.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import time
 import uuid
 from typing import Any
 
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 import metrics
@@ -23,7 +24,8 @@ from core.errors import InvalidAccountId
 from core.model import normalise_account_id
 from core.ports import ServiceUnavailable
 from realtime import gc_policy
-from realtime.hub import QueueSink, Subscription, _dump
+from realtime.hub import Subscription, _dump
+from realtime.outbox import Outbox
 from realtime.streams import (
     CLOSE_BAD_MESSAGE,
     CLOSE_BAD_TOKEN,
@@ -49,6 +51,11 @@ class ProtocolViolation(Exception):
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
         self.code, self.reason = code, reason
+
+
+async def stream_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """The endpoint as a bare ASGI app, for a server that routes streams past its middleware."""
+    await stream_endpoint(WebSocket(scope, receive, send))
 
 
 async def stream_endpoint(websocket: WebSocket) -> None:
@@ -89,7 +96,8 @@ class StreamSession:
         self.viewer = viewer
         self.config = realtime.config
         self.connection_id = uuid.uuid4().hex
-        self.sink = QueueSink(self.config.queue_size, self._on_overflow)
+        self.sink = Outbox(self.config.queue_size, websocket.send_text, self._on_overflow,
+                           self._interrupt)
         self.subscriptions: dict[str, Subscription] = {}
         self.close_request: tuple[int, str] | None = None
         self._last_heard = time.monotonic()
@@ -114,10 +122,8 @@ class StreamSession:
     async def run(self) -> None:
         self.sink.offer(_dump({"type": "hello", "connection_id": self.connection_id,
                                "heartbeat_s": self.config.heartbeat_s}))
-        sender = asyncio.create_task(self._send_forever())
         error: Exception | None = None
         self._reader = asyncio.current_task()
-        sender.add_done_callback(self._interrupt)
         if self.close_request is not None:  # asked for before the session ran
             self._interrupt()
         try:
@@ -130,9 +136,7 @@ class StreamSession:
             error = exc
         finally:
             self._reader = None  # nothing interrupts the cleanup below
-            sender.remove_done_callback(self._interrupt)
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
+            await self.sink.close()
         if isinstance(error, ProtocolViolation):
             self.request_close(error.code, error.reason)
         elif error is not None and not isinstance(error, WebSocketDisconnect):
@@ -140,7 +144,7 @@ class StreamSession:
             # subscribe): logged with the request id, and the client told to come back
             self.request_close(*close_for_error(
                 error, f"handling a message of stream {self.connection_id}"))
-        # the sender fails only when the peer is gone: nothing to close, nothing to report
+        # a write fails only when the peer is gone: nothing to close, nothing to report
         if self.close_request is not None:
             await self._close(*self.close_request)
 
@@ -251,12 +255,6 @@ class StreamSession:
             raise ProtocolViolation(CLOSE_BAD_MESSAGE, "a valid account_id is needed") from exc
 
     # -- sending ------------------------------------------------------------------------------
-
-    async def _send_forever(self) -> None:
-        queue = self.sink.queue
-        while True:
-            text = await queue.get()
-            await self.websocket.send_text(text)
 
     async def _close(self, code: int, reason: str) -> None:
         if self.websocket.client_state != WebSocketState.CONNECTED:
