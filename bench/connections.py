@@ -5,7 +5,9 @@ process (bench/subscribers.py: one account each, user tokens, the SDK's handshak
 after each step its VmRSS is read. The run stops at the target or when RSS passes the budget.
 Reported: subscribers held with RSS within the budget, RSS per connection (slope of a
 least-squares line through the steps), and the projection budget ÷ slope. The ceiling is the
-bare relay (bench/bare_push.py) under the same uvicorn, measured the same way.
+bare relay (bench/bare_push.py) under the same server, measured the same way, or with
+`--ceiling picows` the same relay on picows (bench/picows_relay.py: the WebSocket layer alone,
+no ASGI). `--server granian` runs both ASGI apps under granian instead of uvicorn.
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ from bench.database import account_ids, bench_database, seed_accounts
 from bench.http_holds import parse_variants
 from bench.measure import machine_info, process_cpu_s, raise_nofile, rss_kib, service_versions
 from bench.results import Goal, Progress, Result, Row
-from bench.servers import BENCH_SECRET, VARIANTS, UvicornServer, stop_servers, user_tokens
+from bench.servers import (
+    BENCH_SECRET,
+    VARIANTS,
+    GranianServer,
+    PicowsRelayServer,
+    UvicornServer,
+    stop_servers,
+    user_tokens,
+)
 from bench.subscribers import FleetGroup
 
 
@@ -51,6 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         choices=("websockets", "websockets-sansio", "wsproto"),
                         help="uvicorn's WebSocket implementation on both sides (default "
                              "websockets-sansio, as creditstream is deployed)")
+    parser.add_argument("--server", default="uvicorn", choices=("uvicorn", "granian"),
+                        help="the ASGI server of both sides (default uvicorn; granian: its own "
+                             "HTTP and WebSocket layer, the variant's event loop, one worker)")
+    parser.add_argument("--ceiling", default="bare", choices=("bare", "picows"),
+                        help="bare: bench/bare_push.py under --server (default); picows: the same "
+                             "relay on picows, no ASGI (bench/picows_relay.py)")
 
 
 FDS_BESIDES_CONNECTIONS = 256
@@ -77,7 +93,9 @@ async def one_run(side: str, variant: str, args: argparse.Namespace, dsn: str, i
                "CREDITSTREAM_DB_POOL_SIZE": str(args.db_pool)}
     else:
         app, env = "bench.bare_push:app", {"BENCH_REDIS_URL": args.redis_url}
-    server = UvicornServer(app, env, variant, logs, f"conn-{side}-{variant}", ws=args.ws)
+    kind = (PicowsRelayServer if side == "ceiling" and args.ceiling == "picows" else
+            GranianServer if args.server == "granian" else UvicornServer)
+    server = kind(app, env, variant, logs, f"conn-{side}-{variant}", ws=args.ws)
     budget_kib = args.budget_mib * 1024
     fleet: FleetGroup | None = None
     steps: list[dict[str, Any]] = []
@@ -141,10 +159,13 @@ async def run(args: argparse.Namespace, say: Progress) -> Result:
     params = {"target": args.target, "connected_at_most": reachable,
               "budget_mib": args.budget_mib, "steps": args.steps,
               "variants": variants, "gc_freeze": args.gc_freeze, "db_pool": args.db_pool,
-              "ws": args.ws, "rlimit_nofile": nofile}
+              "ws": args.ws, "server": args.server, "ceiling": args.ceiling,
+              "rlimit_nofile": nofile}
     title = (f"connections: idle subscribers on one instance within {args.budget_mib:,.0f} MiB "
              f"(target {args.target:,})" + (" (gc.freeze)" if args.gc_freeze else "")
-             + (f" (--ws {args.ws})" if args.ws != "websockets-sansio" else ""))
+             + (f" (--ws {args.ws})" if args.ws != "websockets-sansio" else "")
+             + (f" (--server {args.server})" if args.server != "uvicorn" else "")
+             + (f" (--ceiling {args.ceiling})" if args.ceiling != "bare" else ""))
     started = time.monotonic()
     runs: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="creditstream-bench-") as tmp:
@@ -162,7 +183,8 @@ async def run(args: argparse.Namespace, say: Progress) -> Result:
     result = Result("connections", title, params,
                     machine=machine_info(pg_version, redis_version))
     for variant in variants:
-        label = "+".join(VARIANTS[variant])
+        label = ("+".join(VARIANTS[variant]) if args.server == "uvicorn" else
+                 f"{args.server}+{VARIANTS[variant][0]}")
         cs, ce = runs[variant]["creditstream"], runs[variant]["ceiling"]
         result.rows += [
             Row(f"subscribers held within {args.budget_mib:,.0f} MiB ({label})",

@@ -1,10 +1,12 @@
-"""The processes a benchmark runs: creditstream (or its ceiling) under uvicorn, the event loop
-it drives them from, and the credentials they accept."""
+"""The processes a benchmark runs: creditstream (or its ceiling) under uvicorn or granian, the
+picows relay, the event loop it drives them from, and the credentials they accept."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -98,6 +100,63 @@ class UvicornServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def child_pids(pid: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(entry.name))
+    return children
+
+
+class GranianServer(UvicornServer):
+    """The same ASGI app under `granian` (its Rust HTTP and WebSocket layer, the variant's event
+    loop; `ws` and the HTTP parser do not apply). granian's main process only supervises: `pid`
+    is its one worker's, whose RSS and CPU are the server's."""
+
+    worker: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.worker or super().pid
+
+    def command(self) -> list[str]:
+        if self.profile_path:
+            raise ValueError("profiling runs under uvicorn only")
+        return [sys.executable, "-m", "granian", "--interface", "asgi", "--loop",
+                VARIANTS[self.variant][0], "--host", "127.0.0.1", "--port", str(self.port),
+                "--workers", "1", "--ws", "--log-level", "warning", "--no-access-log",
+                "--workers-kill-timeout", "3", *self.extra_args, self.app]
+
+    async def start(self, timeout: float = 60.0) -> GranianServer:
+        await super().start(timeout)
+        workers = child_pids(super().pid)
+        if len(workers) != 1:
+            self.stop()
+            raise RuntimeError(f"{self.name}: expected one granian worker, found {workers}")
+        self.worker = workers[0]
+        return self
+
+    def stop(self) -> None:
+        super().stop()
+        if self.worker is not None:
+            with contextlib.suppress(ProcessLookupError):  # orphaned by a killed supervisor
+                os.kill(self.worker, signal.SIGKILL)
+
+
+class PicowsRelayServer(UvicornServer):
+    """The relay on picows (bench/picows_relay.py), no ASGI: `app`, `ws` and the HTTP parser do
+    not apply."""
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "bench.picows_relay", "--port", str(self.port),
+                "--loop", VARIANTS[self.variant][0], *self.extra_args]
 
 
 async def stop_servers(servers: Iterable[UvicornServer]) -> None:
