@@ -101,7 +101,8 @@ class RedisBroker:
         self.reconnects = 0
         self.published = 0
         self.publish_failures = 0
-        self._channels: set[str] = set()
+        self._channels: set[str] = set()  # wanted: every local feed's channel
+        self._changed: set[str] = set()  # wanted or unwanted since the last SUBSCRIBE went out
         self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue(OUTBOX_SIZE)
         self._drop_next_publish = drop_first_publish  # fault injection for the gap-fill tests
         self._client: aioredis.Redis | None = None
@@ -161,11 +162,27 @@ class RedisBroker:
         await asyncio.wait_for(self._client.ping(), timeout=1.0)
 
     async def _send_subscription(self, command: str, channel: str) -> None:
+        """Channels changed while a SUBSCRIBE is on its way go out together in the next one
+        (and one UNSUBSCRIBE): a reconnect storm of thousands of subscribers costs a few
+        commands, not one each. Each channel goes out as `_channels` wants it then, so a
+        subscribe and an unsubscribe of one channel in quick succession end as the last said."""
         if self._pubsub is None or self.state != "connected":
             return  # the listener subscribes to every wanted channel when it (re)connects
+        self._changed.add(channel)
+        await asyncio.sleep(0)  # the subscribes of this turn of the loop join this one
         try:
             async with self._write_lock:
-                await getattr(self._pubsub, command)(channel)
+                if channel not in self._changed:
+                    return  # it went out with the round before
+                changed, self._changed = self._changed, set()
+                if self._pubsub is None or self.state != "connected":
+                    return
+                wanted = [c for c in changed if c in self._channels]
+                unwanted = [c for c in changed if c not in self._channels]
+                if wanted:
+                    await self._pubsub.subscribe(*wanted)
+                if unwanted:
+                    await self._pubsub.unsubscribe(*unwanted)
         except (RedisError, OSError):
             log.warning("redis %s %s failed; the listener will retry", command, channel)
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+import orjson
+
 import metrics
 from realtime.broker import Broker
 from realtime.coalesce import Coalescer
@@ -125,7 +127,10 @@ def _observe_latency(event: dict[str, Any]) -> None:
 
 
 def _dump(message: dict[str, Any]) -> str:
-    return json.dumps(message, separators=(",", ":"))
+    try:
+        return orjson.dumps(message).decode()
+    except orjson.JSONEncodeError:  # what orjson refuses (a lone surrogate) json escapes
+        return json.dumps(message, separators=(",", ":"))
 
 
 class Hub:
