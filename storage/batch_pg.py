@@ -26,6 +26,7 @@ from storage.batch import PendingWrites
 from storage.batch_writes import planned_writes
 from storage.idempotency import DONE, IN_PROGRESS, IdempotencyKey, KeyId, StoredResponse
 from storage.repositories import (
+    RecordColumns,
     account_from_row,
     entry_from_row,
     funding_grant_ids,
@@ -100,18 +101,6 @@ UNCLAIM = ("DELETE FROM idempotency_keys WHERE (scope, key) IN "
            "(SELECT * FROM unnest($1::text[], $2::text[]))")
 
 
-class _Columns:
-    """Attribute access on an asyncpg record, as the row mappers expect of SQLAlchemy rows."""
-
-    __slots__ = ("_record", "_prefix")
-
-    def __init__(self, record: asyncpg.Record, prefix: str = "") -> None:
-        self._record, self._prefix = record, prefix
-
-    def __getattr__(self, name: str) -> Any:
-        return self._record[self._prefix + name]
-
-
 class PgBatchSession:
     """One batch's transaction on an asyncpg connection."""
 
@@ -128,43 +117,43 @@ class PgBatchSession:
                                       list(hold_ids), list(job_ids))
                 if hold_ids or job_ids else
                 await self.conn.fetch(LOCK_ACCOUNTS, list(account_ids)))
-        found = {r["id"]: account_from_row(_Columns(r)) for r in rows}
+        found = {r["id"]: account_from_row(RecordColumns(r)) for r in rows}
         if hold_ids and found:
             # the holds named come with the grants: read after the lock, like them
             for record in await self.conn.fetch(LIVE_GRANTS_AND_HOLDS, list(found),
                                                 list(hold_ids)):
                 if record["g_id"] is not None:
-                    grant = grant_from_row(_Columns(record, "g_"))
+                    grant = grant_from_row(RecordColumns(record, "g_"))
                     found[grant.account_id].grants.append(grant)
                 else:
-                    hold = hold_from_row(_Columns(record, "h_"))
+                    hold = hold_from_row(RecordColumns(record, "h_"))
                     self._prefetched[hold.hold_id] = hold
         elif found:
             for record in await self.conn.fetch(LIVE_GRANTS, list(found)):
-                found[record["account_id"]].grants.append(grant_from_row(_Columns(record)))
+                found[record["account_id"]].grants.append(grant_from_row(RecordColumns(record)))
         return list(found.values())
 
     async def holds(self, hold_ids: Sequence[str]) -> list[Hold]:
         if hold_ids and all(h in self._prefetched for h in hold_ids):
             return [self._prefetched.pop(h) for h in hold_ids]
-        return [hold_from_row(_Columns(r)) for r in await self.conn.fetch(HOLDS, list(hold_ids))]
+        return [hold_from_row(RecordColumns(r)) for r in await self.conn.fetch(HOLDS, list(hold_ids))]
 
     async def jobs(self, job_ids: Sequence[str]) -> list[Job]:
-        return [job_from_row(_Columns(r)) for r in await self.conn.fetch(JOBS, list(job_ids))]
+        return [job_from_row(RecordColumns(r)) for r in await self.conn.fetch(JOBS, list(job_ids))]
 
     async def job_by_task(self, provider: str, task_id: str) -> Job | None:
         record = await self.conn.fetchrow(JOB_BY_TASK, provider, task_id)
-        return None if record is None else job_from_row(_Columns(record))
+        return None if record is None else job_from_row(RecordColumns(record))
 
     async def spend(self, spend_id: str, kind: str) -> tuple[list[Entry], list[Grant]]:
         if not storable_key(spend_id):
             return [], []
-        lines = [entry_from_row(_Columns(r)) for r in await self.conn.fetch(
+        lines = [entry_from_row(RecordColumns(r)) for r in await self.conn.fetch(
             SPEND_LINES, spend_id, [kind, REFUND])]
         grant_ids = funding_grant_ids(lines, kind)
         if not grant_ids:
             return lines, []
-        return lines, [grant_from_row(_Columns(r))
+        return lines, [grant_from_row(RecordColumns(r))
                        for r in await self.conn.fetch(GRANTS, grant_ids)]
 
     async def webhook_response(self, provider: str, event_id: str) -> dict[str, Any] | None:

@@ -21,10 +21,7 @@ from storage.batch import BatchReads, PendingWrites
 from storage.batch_pg import PgBatchSession
 from storage.batch_sql import SqlBatchSession
 from storage.idempotency import IdempotencyKey, KeyId, StoredResponse
-from storage.sql import Database, DatabaseUnavailable, unavailable_on_connection_errors
-
-# SQLSTATE classes of a connection that is gone or a server that is going away
-UNAVAILABLE_CLASSES = ("08", "57")
+from storage.sql import Database, DatabaseUnavailable
 
 
 class BatchSession(BatchReads, Protocol):
@@ -50,25 +47,11 @@ async def batch_session(db: Database) -> AsyncIterator[BatchSession]:
         async with db.transaction() as uow:
             yield SqlBatchSession(uow.conn)
         return
-    async with unavailable_on_connection_errors():
-        async with db.engine.connect() as conn:
-            raw = await conn.get_raw_connection()
-            driver: asyncpg.Connection = raw.driver_connection
-            try:
-                # asyncpg's own transaction: SQLAlchemy never began one on this connection, so
-                # its reset when the connection goes back to the pool has nothing to undo
-                async with driver.transaction():
-                    yield PgBatchSession(driver)
-            except (asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-                await conn.invalidate()
-                raise DatabaseUnavailable(f"database connection lost: {exc!r}"[:240]) from exc
-            except asyncpg.PostgresError as exc:
-                if (exc.sqlstate or "")[:2] in UNAVAILABLE_CLASSES:
-                    await conn.invalidate()
-                    raise DatabaseUnavailable(f"database unavailable: {exc}"[:240]) from exc
-                if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
-                    raise sa_exc.IntegrityError("batch", None, exc) from exc
-                raise sa_exc.DBAPIError("batch", None, exc) from exc
+    async with db.driver() as driver:
+        # asyncpg's own transaction: SQLAlchemy never began one on this connection, so its
+        # reset when the connection goes back to the pool has nothing to undo
+        async with driver.transaction():
+            yield PgBatchSession(driver)
 
 
 # what, raised inside an operation, means the transaction itself is in doubt (the batch goes

@@ -27,6 +27,18 @@ def dialect_insert(conn: AsyncConnection, table: sa.Table) -> Any:
     return module.insert(table)
 
 
+class RecordColumns:
+    """Attribute access on an asyncpg record, as the row mappers expect of SQLAlchemy rows."""
+
+    __slots__ = ("_record", "_prefix")
+
+    def __init__(self, record: Any, prefix: str = "") -> None:
+        self._record, self._prefix = record, prefix
+
+    def __getattr__(self, name: str) -> Any:
+        return self._record[self._prefix + name]
+
+
 def account_from_row(row: Any) -> Account:
     return Account(
         account_id=row.id, balance=row.balance, held=row.held, seq=row.seq,

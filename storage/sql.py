@@ -7,10 +7,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from core.events import Event
@@ -18,6 +19,8 @@ from core.ports import ServiceUnavailable
 from storage.repositories import SqlAccounts, SqlHolds, SqlJobs, SqlSpends
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///data/creditstream.db"
+# SQLSTATE classes of a connection that is gone or a server that is going away
+UNAVAILABLE_CLASSES = ("08", "57")
 
 
 class StorageError(Exception):
@@ -95,6 +98,29 @@ class Database:
             async with engine.connect() as conn:
                 async with conn.begin():
                     yield SqlUnitOfWork(conn)
+
+    @asynccontextmanager
+    async def driver(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection's own asyncpg connection (PostgreSQL only), for the statements
+        that SQLAlchemy's layers would cost more than they run. Its errors leave as the rest of
+        storage raises them: a lost or refused connection as `DatabaseUnavailable`, a
+        constraint as `IntegrityError`, any other as `DBAPIError` (`orig.sqlstate` tells a
+        deadlock from the rest)."""
+        async with unavailable_on_connection_errors():
+            async with self.engine.connect() as conn:
+                raw = await conn.get_raw_connection()
+                try:
+                    yield raw.driver_connection
+                except (asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+                    await conn.invalidate()
+                    raise DatabaseUnavailable(f"database connection lost: {exc!r}"[:240]) from exc
+                except asyncpg.PostgresError as exc:
+                    if (exc.sqlstate or "")[:2] in UNAVAILABLE_CLASSES:
+                        await conn.invalidate()
+                        raise DatabaseUnavailable(f"database unavailable: {exc}"[:240]) from exc
+                    if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
+                        raise IntegrityError("driver", None, exc) from exc
+                    raise DBAPIError("driver", None, exc) from exc
 
     async def ping(self) -> None:
         async with self.read() as uow:
