@@ -1,8 +1,9 @@
 """`bench connections`: how many idle subscribers one instance holds within a memory budget.
 
 One instance (`uvicorn asgi:app`, PostgreSQL, Redis) takes subscribers in steps from a separate
-process (bench/subscribers.py: one account each, user tokens, the SDK's handshake and pings);
-after each step its VmRSS is read. The run stops at the target or when RSS passes the budget.
+process (bench/subscribers.py: one account each, user tokens, the SDK's handshake and pings;
+a picows client, or `--client websockets`); after each step its VmRSS is read. The run stops at
+the target or when RSS passes the budget.
 Reported: subscribers held with RSS within the budget, RSS per connection (slope of a
 least-squares line through the steps), and the projection budget ÷ slope. The ceiling is the
 bare relay (bench/bare_push.py) under the same server, measured the same way, or with
@@ -33,7 +34,7 @@ from bench.servers import (
     stop_servers,
     user_tokens,
 )
-from bench.subscribers import FleetGroup
+from bench.subscribers import CLIENTS, DEFAULT_CLIENT, FleetGroup
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,6 +68,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ceiling", default="bare", choices=("bare", "picows"),
                         help="bare: bench/bare_push.py under --server (default); picows: the same "
                              "relay on picows, no ASGI (bench/picows_relay.py)")
+    parser.add_argument("--client", default=DEFAULT_CLIENT, choices=CLIENTS,
+                        help="WebSocket client of the subscriber fleet (default picows: a "
+                             "Cython protocol, no task per connection, so the fleet's own CPU "
+                             "takes little from the servers; websockets: its asyncio client)")
 
 
 FDS_BESIDES_CONNECTIONS = 256
@@ -105,7 +110,8 @@ async def one_run(side: str, variant: str, args: argparse.Namespace, dsn: str, i
         targets = [[f"{base}?token={t}" if side == "creditstream" else base, a]
                    for a, t in zip(ids, tokens, strict=True)]
         fleet = await FleetGroup(targets, logs, f"fleet-{side}-{variant}",
-                                 concurrency=args.connect_concurrency).start()
+                                 concurrency=args.connect_concurrency,
+                                 client=args.client).start()
         target = len(targets)
         warm = max(1, min(20, target // 20))
         await fleet.connect(warm)
@@ -116,10 +122,12 @@ async def one_run(side: str, variant: str, args: argparse.Namespace, dsn: str, i
         failed = 0
         cpu_before = process_cpu_s(server.pid)
         connecting_s = 0.0
+        fleet_cpu_s = 0.0
         while connected < target:
             answer = await fleet.connect(min(per_step, target - connected))
             connected, failed = answer["total"], answer["failed"]
             connecting_s += answer["seconds"]
+            fleet_cpu_s += answer["cpu_s"]
             subscribe_cpu_s = process_cpu_s(server.pid) - cpu_before
             await asyncio.sleep(args.settle)
             steps.append({"connections": connected, "rss_kib": rss_kib(server.pid),
@@ -139,7 +147,8 @@ async def one_run(side: str, variant: str, args: argparse.Namespace, dsn: str, i
     added = max(1, connected - warm)
     cpu_per_subscribe_ms = 1000.0 * subscribe_cpu_s / added
     say(f"connections {variant} {side}: {connected} connected ({failed} failed) at "
-        f"{added / max(1e-9, connecting_s):.0f}/s, {cpu_per_subscribe_ms:.1f} ms server CPU each")
+        f"{added / max(1e-9, connecting_s):.0f}/s, {cpu_per_subscribe_ms:.1f} ms server CPU each, "
+        f"{1000.0 * fleet_cpu_s / added:.2f} ms fleet CPU each ({args.client})")
     say(f"connections {variant} {side}: {connected} connected ({failed} failed), RSS "
         f"{steps[-1]['rss_kib'] / 1024:.0f} MiB, {per_conn or 0:.1f} KiB each, "
         f"{held} within {args.budget_mib:.0f} MiB, projected {projected or 0:,.0f}")
@@ -147,7 +156,8 @@ async def one_run(side: str, variant: str, args: argparse.Namespace, dsn: str, i
             "failed": failed, "errors": errors, "kib_per_connection": per_conn,
             "baseline_rss_mib": baseline / 1024, "projected_within_budget": projected,
             "subscribes_per_s": added / max(1e-9, connecting_s),
-            "server_cpu_per_subscribe_ms": cpu_per_subscribe_ms}
+            "server_cpu_per_subscribe_ms": cpu_per_subscribe_ms,
+            "fleet_cpu_per_subscribe_ms": 1000.0 * fleet_cpu_s / added}
 
 
 async def run(args: argparse.Namespace, say: Progress) -> Result:
@@ -160,12 +170,13 @@ async def run(args: argparse.Namespace, say: Progress) -> Result:
               "budget_mib": args.budget_mib, "steps": args.steps,
               "variants": variants, "gc_freeze": args.gc_freeze, "db_pool": args.db_pool,
               "ws": args.ws, "server": args.server, "ceiling": args.ceiling,
-              "rlimit_nofile": nofile}
+              "client": args.client, "rlimit_nofile": nofile}
     title = (f"connections: idle subscribers on one instance within {args.budget_mib:,.0f} MiB "
              f"(target {args.target:,})" + (" (gc.freeze)" if args.gc_freeze else "")
              + (f" (--ws {args.ws})" if args.ws != "websockets-sansio" else "")
              + (f" (--server {args.server})" if args.server != "uvicorn" else "")
-             + (f" (--ceiling {args.ceiling})" if args.ceiling != "bare" else ""))
+             + (f" (--ceiling {args.ceiling})" if args.ceiling != "bare" else "")
+             + (f" (--client {args.client})" if args.client != DEFAULT_CLIENT else ""))
     started = time.monotonic()
     runs: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="creditstream-bench-") as tmp:

@@ -3,7 +3,8 @@ per idle WebSocket, against a bare Redis-to-WebSocket relay (bench/bare_push.py)
 
 Set-up per side and uvicorn variant: two instances (`uvicorn asgi:app`, PostgreSQL, Redis), N
 subscribers (one account each, user tokens, the SDK's handshake and pings) spread evenly over
-them from a separate process (bench/subscribers.py). Memory: VmRSS of each instance after a few
+them from a separate process (bench/subscribers.py; a picows client, or `--client websockets`,
+whose CPU per connection is in the details). Memory: VmRSS of each instance after a few
 warm-up connections and again once all N are connected and idle, divided by the connections.
 
 Latency: this process acts as a third instance. At the target rate it commits a hold (the rows
@@ -43,7 +44,7 @@ from bench.measure import (
 )
 from bench.results import Goal, Progress, Result, Row
 from bench.servers import BENCH_SECRET, VARIANTS, UvicornServer, stop_servers, user_tokens
-from bench.subscribers import FleetGroup
+from bench.subscribers import CLIENTS, DEFAULT_CLIENT, FleetGroup
 
 P99_GOAL_MS = 10.0
 KIB_PER_CONNECTION_GOAL = 16.0
@@ -86,6 +87,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         choices=("websockets", "websockets-sansio", "wsproto"),
                         help="uvicorn's WebSocket implementation on both sides (default "
                              "websockets-sansio, as creditstream is deployed)")
+    parser.add_argument("--client", default=DEFAULT_CLIENT, choices=CLIENTS,
+                        help="WebSocket client of the subscriber fleet (default picows: a "
+                             "Cython protocol, no task per connection, so the fleet's own CPU "
+                             "takes little from the servers; websockets: its asyncio client)")
 
 
 class Writer:
@@ -178,7 +183,8 @@ async def one_run(side: str, variant: str, args: argparse.Namespace, dsn: str, i
             url = f"{base}?token={token}" if side == "creditstream" else base
             targets.append([url, account_id])
         fleet = await FleetGroup(targets, logs, f"fleet-{side}-{variant}",
-                                 concurrency=args.connect_concurrency).start()
+                                 concurrency=args.connect_concurrency,
+                                 client=args.client).start()
         warm = max(2, min(100, len(ids) // 10))
         first = await fleet.connect(warm)
         await asyncio.sleep(args.settle)
@@ -191,9 +197,11 @@ async def one_run(side: str, variant: str, args: argparse.Namespace, dsn: str, i
         after = {s.pid: rss_kib(s.pid) for s in servers}
         added = len(ids) - warm
         kib_per_connection = sum(after[p] - before[p] for p in after) / max(1, added)
+        fleet_cpu_ms = 1000.0 * connected["cpu_s"] / max(1, added)
         say(f"push {variant} {side}: {connected['total']} subscribers in "
             f"{first['seconds'] + connected['seconds']:.1f} s, "
-            f"{kib_per_connection:.1f} KiB per connection")
+            f"{kib_per_connection:.1f} KiB per connection, fleet CPU "
+            f"{fleet_cpu_ms:.2f} ms per connection ({args.client})")
 
         meter = CpuMeter({"instance_1": servers[0].pid, "instance_2": servers[1].pid,
                           **fleet.pids})
@@ -219,6 +227,7 @@ async def one_run(side: str, variant: str, args: argparse.Namespace, dsn: str, i
     measured = {"subscribers": connected["total"], "kib_per_connection": kib_per_connection,
                 "rss_kib_before": before, "rss_kib_after": after,
                 "connect_seconds": first["seconds"] + connected["seconds"],
+                "fleet_cpu_ms_per_connection": fleet_cpu_ms,
                 "events_measured": len(commits), "events_received": len(latencies),
                 "delivered_pct": delivered, "achieved_per_s": driven["achieved_per_s"],
                 "writer_failures": driven["failures"][:3],
@@ -242,10 +251,11 @@ async def run(args: argparse.Namespace, say: Progress) -> Result:
               "duration_s": args.duration, "warmup_s": args.warmup, "variants": variants,
               "gc_freeze": args.gc_freeze, "writers": args.writers, "db_pool": args.db_pool,
               "ws": args.ws, "resync_interval_s": args.resync_interval,
-              "rlimit_nofile": nofile}
+              "client": args.client, "rlimit_nofile": nofile}
     title = (f"push: {args.subscribers:,} idle subscribers on 2 instances + Redis, "
              f"{args.rate:,.0f} events/s target" + (" (gc.freeze)" if args.gc_freeze else "")
              + (f" (--ws {args.ws})" if args.ws != "websockets-sansio" else "")
+             + (f" (--client {args.client})" if args.client != DEFAULT_CLIENT else "")
              + (f" (resync every {args.resync_interval:g} s)" if args.resync_interval else ""))
     started = time.monotonic()
     runs: dict[str, dict[str, Any]] = {}
