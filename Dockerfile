@@ -17,8 +17,9 @@ EXPOSE 8000
 STOPSIGNAL SIGTERM
 # api.serving:HttpToolsProtocol is uvicorn's httptools protocol with a deadline for request
 # headers (CREDITSTREAM_HEADER_TIMEOUT_S, 10 s) and a cap on their size: silent or slow-header
-# clients are cut off; idle keep-alive connections close after 5 s
-CMD ["uvicorn", "asgi:app", "--host", "0.0.0.0", "--port", "8000", "--ws", "websockets-sansio", \
+# clients are cut off; idle keep-alive connections close after 5 s. api.ws_protocol is
+# uvicorn's sans-I/O WebSocket protocol keeping less of each idle stream
+CMD ["uvicorn", "asgi:app", "--host", "0.0.0.0", "--port", "8000", "--ws", "api.ws_protocol:WebSocketProtocol", \
      "--ws-per-message-deflate", "false", "--loop", "uvloop", \
      "--http", "api.serving:HttpToolsProtocol", "--timeout-keep-alive", "5", \
      "--timeout-graceful-shutdown", "20", "--proxy-headers", "--forwarded-allow-ips", "*"]

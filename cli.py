@@ -113,9 +113,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     # api.serving: uvicorn's protocols with a deadline for request headers (slow or silent
     # clients are cut off) and a cap on their size; idle keep-alive connections close after 5 s;
-    # websockets' sans-I/O protocol: ~8 KiB less per connection than the legacy one, and no
-    # task of its own per connection (docs/PERFORMANCE.md)
-    uvicorn.run("asgi:app", host=args.host, port=args.port, ws="websockets-sansio",
+    # api.ws_protocol: websockets' sans-I/O protocol (no task of its own per connection), minus
+    # what it keeps of each connection's handshake and queues: ~15 KiB less per idle stream
+    # than the legacy protocol (docs/PERFORMANCE.md)
+    uvicorn.run("asgi:app", host=args.host, port=args.port, ws="api.ws_protocol:WebSocketProtocol",
                 ws_per_message_deflate=False, lifespan="on", log_level="info",
                 http="api.serving:AutoProtocol", timeout_keep_alive=KEEP_ALIVE_S,
                 timeout_graceful_shutdown=10, workers=args.workers)

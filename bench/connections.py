@@ -31,8 +31,10 @@ from bench.servers import (
     GranianServer,
     PicowsRelayServer,
     UvicornServer,
+    add_ws_argument,
     stop_servers,
     user_tokens,
+    ws_label,
 )
 from bench.subscribers import CLIENTS, DEFAULT_CLIENT, FleetGroup
 
@@ -58,10 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CREDITSTREAM_DB_POOL_SIZE of the instance (default 5)")
     parser.add_argument("--connect-concurrency", type=int, default=100,
                         help="WebSocket handshakes in flight while connecting (default 100)")
-    parser.add_argument("--ws", default="websockets-sansio",
-                        choices=("websockets", "websockets-sansio", "wsproto"),
-                        help="uvicorn's WebSocket implementation on both sides (default "
-                             "websockets-sansio, as creditstream is deployed)")
+    add_ws_argument(parser)
     parser.add_argument("--server", default="uvicorn", choices=("uvicorn", "granian"),
                         help="the ASGI server of both sides (default uvicorn; granian: its own "
                              "HTTP and WebSocket layer, the variant's event loop, one worker)")
@@ -173,7 +172,7 @@ async def run(args: argparse.Namespace, say: Progress) -> Result:
               "client": args.client, "rlimit_nofile": nofile}
     title = (f"connections: idle subscribers on one instance within {args.budget_mib:,.0f} MiB "
              f"(target {args.target:,})" + (" (gc.freeze)" if args.gc_freeze else "")
-             + (f" (--ws {args.ws})" if args.ws != "websockets-sansio" else "")
+             + ws_label(args.ws)
              + (f" (--server {args.server})" if args.server != "uvicorn" else "")
              + (f" (--ceiling {args.ceiling})" if args.ceiling != "bare" else "")
              + (f" (--client {args.client})" if args.client != DEFAULT_CLIENT else ""))

@@ -43,7 +43,15 @@ from bench.measure import (
     summarize,
 )
 from bench.results import Goal, Progress, Result, Row
-from bench.servers import BENCH_SECRET, VARIANTS, UvicornServer, stop_servers, user_tokens
+from bench.servers import (
+    BENCH_SECRET,
+    VARIANTS,
+    UvicornServer,
+    add_ws_argument,
+    stop_servers,
+    user_tokens,
+    ws_label,
+)
 from bench.subscribers import CLIENTS, DEFAULT_CLIENT, FleetGroup
 
 P99_GOAL_MS = 10.0
@@ -83,10 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--logs", type=Path, default=None,
                         help="keep the instances' and fleets' logs in this directory (default: "
                              "a temporary one, removed at the end)")
-    parser.add_argument("--ws", default="websockets-sansio",
-                        choices=("websockets", "websockets-sansio", "wsproto"),
-                        help="uvicorn's WebSocket implementation on both sides (default "
-                             "websockets-sansio, as creditstream is deployed)")
+    add_ws_argument(parser)
     parser.add_argument("--client", default=DEFAULT_CLIENT, choices=CLIENTS,
                         help="WebSocket client of the subscriber fleet (default picows: a "
                              "Cython protocol, no task per connection, so the fleet's own CPU "
@@ -254,7 +259,7 @@ async def run(args: argparse.Namespace, say: Progress) -> Result:
               "client": args.client, "rlimit_nofile": nofile}
     title = (f"push: {args.subscribers:,} idle subscribers on 2 instances + Redis, "
              f"{args.rate:,.0f} events/s target" + (" (gc.freeze)" if args.gc_freeze else "")
-             + (f" (--ws {args.ws})" if args.ws != "websockets-sansio" else "")
+             + ws_label(args.ws)
              + (f" (--client {args.client})" if args.client != DEFAULT_CLIENT else "")
              + (f" (resync every {args.resync_interval:g} s)" if args.resync_interval else ""))
     started = time.monotonic()

@@ -20,7 +20,23 @@ BENCH_SECRET = "bench-user-token-secret-that-is-long-enough-for-hs256"
 # uvicorn's event loop and HTTP parser: the stock pure-Python pair, and the C-accelerated one
 VARIANTS: dict[str, tuple[str, str]] = {"asyncio": ("asyncio", "h11"),
                                         "uvloop": ("uvloop", "httptools")}
+# uvicorn's WebSocket protocols: creditstream's own (as `creditstream serve` and the image run
+# it) first, then uvicorn's
+DEPLOYED_WS = "api.ws_protocol:WebSocketProtocol"
+WS_PROTOCOLS = (DEPLOYED_WS, "websockets-sansio", "websockets", "wsproto")
 T = TypeVar("T")
+
+
+def add_ws_argument(parser: Any) -> None:
+    parser.add_argument("--ws", default=DEPLOYED_WS, choices=WS_PROTOCOLS,
+                        help="uvicorn's WebSocket protocol on both sides (default "
+                             f"{DEPLOYED_WS}, as creditstream is deployed: websockets-sansio "
+                             "keeping less per connection)")
+
+
+def ws_label(ws: str) -> str:
+    """The title's note on a protocol other than the deployed one."""
+    return "" if ws == DEPLOYED_WS else f" (--ws {ws})"
 
 
 def free_port() -> int:
@@ -35,7 +51,7 @@ class UvicornServer:
     """An ASGI app under `uvicorn` in its own process, as production runs creditstream."""
 
     def __init__(self, app: str, env: dict[str, str], variant: str, log_dir: Path,
-                 name: str = "server", extra_args: Sequence[str] = (), ws: str = "websockets-sansio",
+                 name: str = "server", extra_args: Sequence[str] = (), ws: str = DEPLOYED_WS,
                  profile_path: str | None = None) -> None:
         self.app, self.variant, self.name, self.ws = app, variant, name, ws
         self.profile_path = profile_path  # run under cProfile, stats written at shutdown

@@ -68,7 +68,8 @@ class LiveServer:
     def _spawn(self, log: Any) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "asgi:app", "--host", "127.0.0.1",
-             "--port", str(self.port), "--ws", "websockets-sansio", "--ws-per-message-deflate", "false",
+             "--port", str(self.port), "--ws", "api.ws_protocol:WebSocketProtocol",
+             "--ws-per-message-deflate", "false",
              "--log-level", "warning", "--timeout-graceful-shutdown", "5"],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
