@@ -286,7 +286,7 @@ class Hub:
         if feed is None:
             return
         try:
-            event = json.loads(text)
+            event = orjson.loads(text)
             seq = int(event["seq"])
         except (ValueError, KeyError, TypeError):
             log.warning("dropping a malformed broker message for %s", account_id)
