@@ -36,7 +36,7 @@ from bench.servers import (
     user_tokens,
     ws_label,
 )
-from bench.subscribers import CLIENTS, DEFAULT_CLIENT, FleetGroup
+from bench.subscribers import DEFAULT_CLIENT, FleetGroup, add_client_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,10 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ceiling", default="bare", choices=("bare", "picows"),
                         help="bare: bench/bare_push.py under --server (default); picows: the same "
                              "relay on picows, no ASGI (bench/picows_relay.py)")
-    parser.add_argument("--client", default=DEFAULT_CLIENT, choices=CLIENTS,
-                        help="WebSocket client of the subscriber fleet (default picows: a "
-                             "Cython protocol, no task per connection, so the fleet's own CPU "
-                             "takes little from the servers; websockets: its asyncio client)")
+    add_client_argument(parser)
 
 
 FDS_BESIDES_CONNECTIONS = 256

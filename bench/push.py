@@ -52,7 +52,7 @@ from bench.servers import (
     user_tokens,
     ws_label,
 )
-from bench.subscribers import CLIENTS, DEFAULT_CLIENT, FleetGroup
+from bench.subscribers import DEFAULT_CLIENT, FleetGroup, add_client_argument
 
 P99_GOAL_MS = 10.0
 KIB_PER_CONNECTION_GOAL = 16.0
@@ -92,10 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep the instances' and fleets' logs in this directory (default: "
                              "a temporary one, removed at the end)")
     add_ws_argument(parser)
-    parser.add_argument("--client", default=DEFAULT_CLIENT, choices=CLIENTS,
-                        help="WebSocket client of the subscriber fleet (default picows: a "
-                             "Cython protocol, no task per connection, so the fleet's own CPU "
-                             "takes little from the servers; websockets: its asyncio client)")
+    add_client_argument(parser)
 
 
 class Writer:

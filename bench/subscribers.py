@@ -40,6 +40,13 @@ CLIENTS = ("picows", "websockets")
 DEFAULT_CLIENT = "picows"
 
 
+def add_client_argument(parser: Any) -> None:
+    parser.add_argument("--client", default=DEFAULT_CLIENT, choices=CLIENTS,
+                        help="WebSocket client of the subscriber fleet (default picows: a "
+                             "Cython protocol, no task per connection, so the fleet's own CPU "
+                             "takes little from the servers; websockets: its asyncio client)")
+
+
 class Fleet:
     def __init__(self, targets: list[list[str]], concurrency: int,
                  client: str = DEFAULT_CLIENT) -> None:
