@@ -19,7 +19,8 @@ import httpx
 import pytest
 from redis.crc import key_slot
 
-from realtime.broker import CHANNEL_PREFIX, parse_cluster_url
+from realtime.broker import CHANNEL_PREFIX
+from realtime.redis_cluster import parse_cluster_url
 from tests.conftest import unavailable
 from tests.e2e.stream_client import StreamClient
 from tests.e2e.test_database_outage import append_to_report
