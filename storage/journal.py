@@ -14,6 +14,8 @@ from storage.sql import Database
 from storage.tables import accounts, events
 
 HEADS_CHUNK = 1000
+MOVED_SINCE = ("SELECT account_id, max(seq) FROM events WHERE created_at >= $1 "
+               "GROUP BY account_id")
 SNAPSHOTS = f"SELECT {', '.join(accounts.c.keys())} FROM accounts WHERE id = ANY($1::text[])"
 
 
@@ -44,6 +46,9 @@ class SqlEventJournal:
     async def moved_since(self, since: datetime) -> dict[str, int]:
         """The accounts with an event created at or after `since`, with their last seq: one range
         scan of `ix_events_created_at`, whatever the number of accounts subscribed to."""
+        if self.db.dialect == "postgresql":  # every 0.5 s on every instance: straight on asyncpg
+            async with self.db.driver() as driver:
+                return {r[0]: int(r[1]) for r in await driver.fetch(MOVED_SINCE, since)}
         async with self.db.read() as uow:
             rows = await uow.conn.execute(
                 sa.select(events.c.account_id, sa.func.max(events.c.seq))
