@@ -37,7 +37,7 @@ from api.routes import V1_ROUTES
 from api.routes_seed import SEED_ROUTES
 from api.routing import starlette_routes
 from config import ConfigError, Settings
-from core.plans import PlanCatalogue
+from core.plans import PlanCatalogue, packaged_plans
 from core.ports import Clock, SystemClock
 from core.pricing import Catalogue
 from realtime.sse import sse_endpoint
@@ -63,9 +63,8 @@ def load_catalogue(path: str | None) -> Catalogue:
 def load_plans(path: str | None, catalogue: Catalogue) -> PlanCatalogue:
     """Plans and feature limits, validated now (also against the price catalogue's
     operations) so a bad file stops the start."""
-    text = (Path(path).read_text(encoding="utf-8") if path else
-            resources.files("core").joinpath("plans.toml").read_text(encoding="utf-8"))
-    plans = PlanCatalogue.from_toml(text)
+    plans = (PlanCatalogue.from_toml(Path(path).read_text(encoding="utf-8")) if path
+             else packaged_plans())
     plans.check_operations(catalogue.operations)
     return plans
 

@@ -7,13 +7,14 @@ import hashlib
 from datetime import UTC, datetime
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from api import webhook_urls
 from api.auth import Principal
 from api.body import parse
 from api.context import MAX_KEY_LENGTH, AppContext
 from api.errors import ApiError
+from api.responses import JSONResponse
 from api.routes_accounts import MAX_PAGE, ctx_of, int_param
 from api.schemas import WebhookEndpointBody
 from core.errors import NotFound

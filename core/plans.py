@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib import resources
 from typing import Any
 
@@ -77,9 +77,13 @@ class PlanCatalogue:
             raise PlansFileError(f"plans file limits unknown operations {unknown}; the price "
                                  f"catalogue has {sorted(operations)}")
 
+    @cached_property
+    def _by_tier(self) -> dict[int, Plan]:
+        return {plan.price_usd: plan for plan in self.plans.values()}
+
     def plan_for(self, tier_or_name: object) -> Plan:
         """A plan by its name (`"growth"`) or its price tier (`10` or `"10"`)."""
-        by_tier = {plan.price_usd: plan for plan in self.plans.values()}
+        by_tier = self._by_tier
         if isinstance(tier_or_name, str):
             key = tier_or_name.strip().lower()
             if key in self.plans:

@@ -24,8 +24,6 @@ class Coalescer(Generic[V]):
         self._max_batch = max_batch
         self._pending: dict[str, list[asyncio.Future[V | None]]] = {}
         self._runner: asyncio.Task[None] | None = None
-        self.fetches = 0  # calls of `fetch`, and the keys they asked for: batching at a glance
-        self.keys_fetched = 0
 
     async def get(self, key: str) -> V | None:
         """The value `fetch` gives for `key`, None when it gives none; its exception if it fails."""
@@ -42,8 +40,6 @@ class Coalescer(Generic[V]):
             while self._pending:
                 keys = list(itertools.islice(self._pending, self._max_batch))
                 waiting = {key: self._pending.pop(key) for key in keys}
-                self.fetches += 1
-                self.keys_fetched += len(keys)
                 try:
                     found = await self._fetch(keys)
                 except Exception as exc:

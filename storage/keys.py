@@ -30,11 +30,6 @@ async def create_server_key(db: Database, name: str) -> str:
     return key
 
 
-async def find_server_key(db: Database, key: str) -> str | None:
-    """The key's id when it is a live server key."""
-    return await find_server_key_by_hash(db, hash_key(key))
-
-
 async def find_server_key_by_hash(db: Database, key_hash: str) -> str | None:
     """The id of the live server key with this hash (`hash_key`)."""
     async with db.read(snapshot=False) as uow:

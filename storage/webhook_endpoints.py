@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.events import iso
 from core.model import new_id
-from storage.idempotency import DONE, IdempotencyKey
+from storage.idempotency import DONE, IN_PROGRESS, IdempotencyKey
 from storage.repositories import dialect_insert, storable_key
 from storage.sql import Database
 from storage.tables import accounts, events, idempotency_keys
@@ -233,7 +233,7 @@ class WebhookEndpoints:
         position = sa.func.coalesce(cursors.c.seq, 0)
         query = (sa.select(accounts.c.id, position.label("after"))
                  .select_from(accounts.outerjoin(cursors, condition))
-                 .where(accounts.c.seq > position).order_by(accounts.c.id).limit(limit))
+                 .where(accounts.c.seq > position).order_by(accounts.c.id))
         found: list[tuple[str, int]] = []
         async with self.db.read() as uow:
             for chunk in _chunks(among):
@@ -311,7 +311,7 @@ async def _claim(conn: AsyncConnection, key: IdempotencyKey, now: datetime) -> K
     """None when the key is now ours; else the first answer (or a refusal) to send back."""
     claimed = await conn.execute(
         dialect_insert(conn, idempotency_keys)
-        .values(scope=key.scope, key=key.key, fingerprint=key.fingerprint, status="in_progress",
+        .values(scope=key.scope, key=key.key, fingerprint=key.fingerprint, status=IN_PROGRESS,
                 created_at=now, locked_at=now)
         .on_conflict_do_nothing(index_elements=["scope", "key"]))
     if claimed.rowcount:
