@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from config import Settings
+from core.version import VERSION
 
 if TYPE_CHECKING:  # the commands import the engine only when they run
     from core.service import CreditService
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser(with_bench: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="creditstream", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"creditstream {VERSION}")
     sub = parser.add_subparsers(dest="command")
 
     serve = sub.add_parser("serve", help="run the HTTP and WebSocket server")

@@ -29,7 +29,7 @@ from outbound import Deliverer, Policy
 from providers.simulated import NAME as SIMULATED
 from providers.simulated import SimulatedProvider
 from realtime import supervision
-from realtime.broker import Broker, InProcessBroker, RedisBroker
+from realtime.brokers import broker_for
 from realtime.hub import Hub
 from realtime.streams import Realtime, StreamAuthError, StreamConfig, Viewer
 from storage.idempotency import IdempotencyStore
@@ -125,8 +125,7 @@ async def _open_realtime(stack: contextlib.AsyncExitStack, settings: Settings,
                          auth: Authenticator, db: Database,
                          clock: Clock) -> tuple[Realtime, dict[str, Probe]]:
     """Live push, started, and its readiness probes."""
-    broker: Broker = (RedisBroker(settings.redis_url, "drop_publish_once" in settings.faults)
-                      if settings.redis_url else InProcessBroker())
+    broker = broker_for(settings.redis_url, "drop_publish_once" in settings.faults)
     hub = Hub(SqlEventJournal(db, clock), broker, settings.resync_interval_s)
 
     async def authenticate(conn: HTTPConnection) -> Viewer:

@@ -17,6 +17,7 @@ from api.tokens import DEFAULT_TTL_S
 from core.events import iso
 from core.model import normalise_account_id
 from core.plans import TRIAL
+from core.version import VERSION
 
 
 async def pricing(request: Request) -> Response:
@@ -83,7 +84,7 @@ async def stream_upgrade_required(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
+    return JSONResponse({"status": "ok", "version": VERSION})
 
 
 async def readyz(request: Request) -> Response:

@@ -104,7 +104,7 @@ class Writer:
     async def open(self) -> Writer:
         import asyncpg
 
-        from realtime.broker import RedisBroker
+        from realtime.brokers import broker_for
 
         self.pool = await asyncpg.create_pool(self.dsn, min_size=self.concurrency,
                                               max_size=self.concurrency)
@@ -115,7 +115,7 @@ class Writer:
         async def ignore_resync() -> None:
             return None
 
-        self.broker = RedisBroker(self.redis_url)
+        self.broker = broker_for(self.redis_url)
         await self.broker.start(ignore_message, ignore_resync)
         return self
 
