@@ -34,7 +34,7 @@ from api.observability import (
 )
 from api.results import ResultFiles
 from api.routes import V1_ROUTES
-from api.routes_seed import SEED_ROUTES
+from api.routes.seeds import SEED_ROUTES
 from api.routing import starlette_routes
 from config import ConfigError, Settings
 from core.plans import PlanCatalogue, packaged_plans

@@ -26,7 +26,7 @@ import httpx
 import pytest
 import websockets
 
-import api.routes_seed
+import api.routes.seeds.seed_001
 from api.tokens import TokenSigner
 from asgi import API_ROUTES
 from core.signatures import TOLERANCE_S, sign
@@ -117,7 +117,7 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/readyz"): Row(anyone()),
     ("GET", "/metrics"): Row(anyone()),
     ("GET", "/openapi.json"): Row(anyone()),
-    # seed-compatible routes (api/routes_seed.py); `hang` keeps the generation processing
+    # seed-compatible routes (api/routes/seeds/); `hang` keeps the generation processing
     ("POST", "/api/v1/video/generate"): Row(owner_or_server(202), {"account_id": OWNER,
                                                                    "simulate": "hang"}),
     ("GET", "/api/v1/history/{id}"): Row(owner_or_server(200)),
@@ -150,7 +150,7 @@ def report(line: str) -> None:
 @pytest.fixture
 def short_seed_generate_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     """`hang` never finishes: the seed routes' 30 s wait for it is cut short."""
-    monkeypatch.setattr(api.routes_seed, "GENERATE_WAIT_S", 0.05)
+    monkeypatch.setattr(api.routes.seeds.seed_001, "GENERATE_WAIT_S", 0.05)
 
 
 # --- REST, in-process on both databases ----------------------------------------------------

@@ -1,15 +1,16 @@
-"""The `/v1` route table (the seed-compatible one is api/routes_seed.py; asgi.py joins them)."""
+"""The `/v1` route table (the seed-compatible one is api/routes/seeds.py; asgi.py joins them)."""
 
 from __future__ import annotations
 
-from api import routes_accounts as accounts
-from api import routes_batch as batch
-from api import routes_holds as holds
-from api import routes_jobs as jobs
-from api import routes_misc as misc
-from api import routes_refunds as refunds
-from api import routes_webhook_endpoints as endpoints
-from api import schemas, webhooks
+from api import schemas
+from api.routes import accounts as accounts
+from api.routes import batch as batch
+from api.routes import holds as holds
+from api.routes import jobs as jobs
+from api.routes import misc as misc
+from api.routes import refunds as refunds
+from api.routes import webhook_endpoints as endpoints
+from api.routes import webhooks
 from api.routing import MUTATING, ApiRoute
 
 A = "/v1/accounts/{account_id}"

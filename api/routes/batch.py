@@ -18,7 +18,7 @@ from starlette.responses import Response
 from api.body import parse
 from api.context import AppContext
 from api.errors import ApiError, error_body, to_status_and_body
-from api.routes_accounts import ctx_of
+from api.request import ctx_of
 from api.schemas import Body, CaptureBody, ChargeBody, GrantBody, HoldBody, ReleaseBody
 from core.errors import CreditError
 from storage.batch import Touches

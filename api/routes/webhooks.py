@@ -14,8 +14,8 @@ from api.body import decode_json, read_raw, validate
 from api.completion import complete_job
 from api.context import AppContext
 from api.errors import ApiError
+from api.request import ctx_of
 from api.responses import JSONResponse
-from api.routes_accounts import ctx_of
 from api.schemas import PaymentEvent, ProviderCallback
 from core.errors import NotFound
 from core.jobs import FAILED, SUCCESS

@@ -8,8 +8,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.body import parse
+from api.request import ctx_of
 from api.responses import JSONResponse
-from api.routes_accounts import ctx_of
 from api.schemas import CaptureBody, HoldBody, ReleaseBody
 from core.errors import NotFound
 from storage.batch import Touches

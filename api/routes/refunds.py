@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.body import parse
-from api.routes_accounts import ctx_of
+from api.request import ctx_of
 from api.schemas import RefundBody
 from core.refunds import CHARGE
 from storage.batch import Touches

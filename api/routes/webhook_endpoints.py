@@ -14,8 +14,8 @@ from api.auth import Principal
 from api.body import parse
 from api.context import MAX_KEY_LENGTH, AppContext
 from api.errors import ApiError
+from api.request import MAX_PAGE, ctx_of, int_param
 from api.responses import JSONResponse
-from api.routes_accounts import MAX_PAGE, ctx_of, int_param
 from api.schemas import WebhookEndpointBody
 from core.errors import NotFound
 from storage.idempotency import IdempotencyKey

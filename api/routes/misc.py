@@ -10,8 +10,8 @@ from starlette.responses import Response
 
 import metrics
 from api.body import parse
+from api.request import ctx_of
 from api.responses import JSONResponse
-from api.routes_accounts import ctx_of
 from api.schemas import QuoteBody, TokenBody
 from api.tokens import DEFAULT_TTL_S
 from core.events import iso

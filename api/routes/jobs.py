@@ -11,29 +11,14 @@ from starlette.responses import Response
 from api.auth import Principal
 from api.body import parse
 from api.completion import complete_job
-from api.context import AppContext
+from api.dispatch import callback_base, dispatch
 from api.errors import ApiError
+from api.request import ctx_of
 from api.responses import JSONResponse
-from api.routes_accounts import ctx_of
 from api.schemas import JobBody, JobResultBody
 from core.errors import NotFound
-from core.jobs import Job
 from storage.batch import Touches
 from storage.operation import OperationUnitOfWork
-
-
-def callback_base(ctx: AppContext, request: Request) -> str:
-    """Where built-in providers call back: `CREDITSTREAM_PUBLIC_URL`, else this server's own
-    listening address (the socket that accepted the request, ASGI's `server`). Never the
-    request's Host header, which any caller chooses (that would let one aim our signed
-    callbacks at any host)."""
-    if ctx.settings.public_url:
-        return ctx.settings.public_url
-    host, port = request.scope.get("server") or ("127.0.0.1", None)
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}" + (f":{port}" if port else "")
 
 
 def check_provider_choice(principal: Principal, body: JobBody, built_in: Collection[str]) -> None:
@@ -79,13 +64,6 @@ async def refuse_task_clash(uow: OperationUnitOfWork, provider: str, task_id: st
                        f"A job for {provider} task {task_id!r} exists already ({clash.job_id}); "
                        "a provider task completes one job", provider=provider,
                        provider_task_id=task_id, job_id=clash.job_id)
-
-
-def dispatch(ctx: AppContext, job: Job, base_url: str) -> None:
-    """Hand a committed job to its provider; external providers were called by the client."""
-    provider = ctx.providers.get(job.provider)
-    if provider is not None:
-        provider.submit(job, base_url)
 
 
 async def get_job(request: Request) -> Response:
