@@ -224,8 +224,8 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _sweep(args: argparse.Namespace, settings: Settings) -> int:
+    from background.sweeper import Sweeper
     from storage.idempotency import IdempotencyStore
-    from sweeper import Sweeper
 
     async def run(db: Database) -> Any:
         return await Sweeper(db, _service(settings), IdempotencyStore(db)).run_once()

@@ -82,7 +82,7 @@ class Settings:
     auto_migrate: bool = True
     log_level: str = "INFO"
     low_credits_threshold: int = 5
-    # outbound webhooks (outbound.py)
+    # outbound webhooks (background/webhook_delivery.py)
     webhook_allow_private: bool = False
     webhook_timeout_s: float = 5.0
     webhook_poll_s: float = 1.0

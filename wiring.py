@@ -18,6 +18,9 @@ from api.auth import Authenticator, Principal
 from api.context import AppContext
 from api.errors import ApiError
 from api.tokens import TokenSigner
+from background import supervision
+from background.sweeper import Sweeper
+from background.webhook_delivery import Deliverer, Policy
 from config import Settings
 from core.events import Event
 from core.job_service import JobService
@@ -25,10 +28,8 @@ from core.plans import PlanCatalogue
 from core.ports import Clock, ObjectStore
 from core.pricing import Catalogue
 from core.service import CreditService
-from outbound import Deliverer, Policy
 from providers.simulated import NAME as SIMULATED
 from providers.simulated import SimulatedProvider
-from realtime import supervision
 from realtime.brokers import broker_for
 from realtime.hub import Hub
 from realtime.streams import Realtime, StreamAuthError, StreamConfig, Viewer
@@ -39,7 +40,6 @@ from storage.objects import LocalDirectoryStore, S3Store
 from storage.sql import Database
 from storage.webhook_endpoints import WebhookEndpoints
 from storage.writer import BatchWriter
-from sweeper import Sweeper
 
 SHUTDOWN_PATIENCE_S = 5.0
 Probe = Callable[[], Awaitable[Any]]

@@ -18,7 +18,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 import metrics
-from realtime.supervision import Backoff, Heartbeat
+from background.supervision import Backoff, Heartbeat
 
 log = logging.getLogger("creditstream.broker")
 

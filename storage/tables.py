@@ -184,7 +184,7 @@ processed_webhooks = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
 )
 
-# outbound webhooks (outbound.py): endpoints, each one's position in every account's stream,
+# outbound webhooks (background/webhook_delivery.py): endpoints, each one's position in every account's stream,
 # and the attempts it has seen
 webhook_endpoints = sa.Table(
     "webhook_endpoints", metadata,

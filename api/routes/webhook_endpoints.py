@@ -1,5 +1,5 @@
 """Outbound webhook endpoints (server key): register one (its signing secret is shown once),
-list them, remove one, and see an endpoint's delivery attempts. Delivery is outbound.py."""
+list them, remove one, and see an endpoint's delivery attempts. Delivery is background/webhook_delivery.py."""
 
 from __future__ import annotations
 

@@ -25,9 +25,9 @@ import httpx
 
 import metrics
 from api import webhook_urls
+from background.supervision import Backoff, Heartbeat
 from core.events import Event
 from core.signatures import sign
-from realtime.supervision import Backoff, Heartbeat
 from storage.webhook_endpoints import Attempt, Endpoint, Outcome, WebhookEndpoints
 
 log = logging.getLogger("creditstream.outbound")

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import metrics
+from background.supervision import Backoff, Heartbeat
 from core.errors import ConcurrentUpdate
 from core.events import Event
 from core.job_service import JobService
 from core.service import CreditService
-from realtime.supervision import Backoff, Heartbeat
 from storage.idempotency import IdempotencyStore
 from storage.sql import Database
 from storage.writer import BatchWriter
