@@ -177,7 +177,7 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
 
 def _grant(args: argparse.Namespace, settings: Settings) -> int:
     async def run(db: Database) -> dict[str, Any]:
-        from storage.writer import BatchWriter
+        from storage.writes.writer import BatchWriter
 
         service = _service(settings)
         expires = (None if args.expires_in_days is None
@@ -225,7 +225,7 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
 
 def _sweep(args: argparse.Namespace, settings: Settings) -> int:
     from background.sweeper import Sweeper
-    from storage.idempotency import IdempotencyStore
+    from storage.writes.idempotency import IdempotencyStore
 
     async def run(db: Database) -> Any:
         return await Sweeper(db, _service(settings), IdempotencyStore(db)).run_once()

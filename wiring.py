@@ -33,13 +33,13 @@ from providers.simulated import SimulatedProvider
 from realtime.brokers import broker_for
 from realtime.hub import Hub
 from realtime.streams import Realtime, StreamAuthError, StreamConfig, Viewer
-from storage.idempotency import IdempotencyStore
 from storage.journal import SqlEventJournal
 from storage.keys import stored_secret
 from storage.objects import LocalDirectoryStore, S3Store
 from storage.sql import Database
 from storage.webhook_endpoints import WebhookEndpoints
-from storage.writer import BatchWriter
+from storage.writes.idempotency import IdempotencyStore
+from storage.writes.writer import BatchWriter
 
 SHUTDOWN_PATIENCE_S = 5.0
 Probe = Callable[[], Awaitable[Any]]

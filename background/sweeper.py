@@ -17,9 +17,9 @@ from core.errors import ConcurrentUpdate
 from core.events import Event
 from core.job_service import JobService
 from core.service import CreditService
-from storage.idempotency import IdempotencyStore
 from storage.sql import Database
-from storage.writer import BatchWriter
+from storage.writes.idempotency import IdempotencyStore
+from storage.writes.writer import BatchWriter
 
 log = logging.getLogger("creditstream.sweeper")
 BATCH = 200

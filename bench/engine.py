@@ -103,7 +103,7 @@ class EngineSide:
         from core.pricing import Catalogue
         from core.service import CreditService
         from storage.sql import Database
-        from storage.writer import BatchWriter
+        from storage.writes.writer import BatchWriter
 
         text = resources.files("core").joinpath("pricing.toml").read_text(encoding="utf-8")
         self.service = CreditService(SystemClock(), Catalogue.from_toml(text))
@@ -112,7 +112,7 @@ class EngineSide:
         self.ids = ids
 
     async def hold(self, rng: random.Random) -> str:
-        from storage.batch import Touches
+        from storage.writes.batch import Touches
 
         account_id = rng.choice(self.ids)
         hold, _ = await self.writer.run(lambda uow: self.service.hold(uow, account_id, 1),
@@ -120,7 +120,7 @@ class EngineSide:
         return hold.hold_id
 
     async def cycle(self, rng: random.Random) -> None:
-        from storage.batch import Touches
+        from storage.writes.batch import Touches
 
         hold_id = await self.hold(rng)
         await self.writer.run(lambda uow: self.service.capture(uow, hold_id),

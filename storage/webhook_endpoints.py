@@ -19,13 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.events import iso
 from core.model import new_id
-from storage.idempotency import DONE, IN_PROGRESS, IdempotencyKey
 from storage.repositories import dialect_insert, storable_key
 from storage.sql import Database
 from storage.tables import accounts, events, idempotency_keys
 from storage.tables import webhook_cursors as cursors
 from storage.tables import webhook_deliveries as deliveries
 from storage.tables import webhook_endpoints as endpoints
+from storage.writes.idempotency import DONE, IN_PROGRESS, IdempotencyKey
 
 ENABLED, DISABLED = "enabled", "disabled"
 SECRET_PREFIX = "whsec_"

@@ -15,8 +15,8 @@ from api.request import MAX_PAGE, float_param, int_param, path_account
 from api.responses import JSONResponse
 from api.schemas import ChargeBody, GrantBody
 from storage import queries
-from storage.batch import Touches
-from storage.operation import OperationUnitOfWork
+from storage.writes.batch import Touches
+from storage.writes.operation import OperationUnitOfWork
 
 MAX_WAIT_S = 30
 PERIODS = {"day": timedelta(days=1), "week": timedelta(days=7), "month": timedelta(days=30)}

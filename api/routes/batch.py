@@ -21,8 +21,8 @@ from api.errors import ApiError, error_body, to_status_and_body
 from api.request import ctx_of
 from api.schemas import Body, CaptureBody, ChargeBody, GrantBody, HoldBody, ReleaseBody
 from core.errors import CreditError
-from storage.batch import Touches
-from storage.operation import OperationUnitOfWork
+from storage.writes.batch import Touches
+from storage.writes.operation import OperationUnitOfWork
 
 log = logging.getLogger("creditstream.api")
 MAX_OPERATIONS = 1000

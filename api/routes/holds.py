@@ -12,8 +12,8 @@ from api.request import ctx_of
 from api.responses import JSONResponse
 from api.schemas import CaptureBody, HoldBody, ReleaseBody
 from core.errors import NotFound
-from storage.batch import Touches
-from storage.operation import OperationUnitOfWork
+from storage.writes.batch import Touches
+from storage.writes.operation import OperationUnitOfWork
 
 
 async def create_hold(request: Request) -> Response:

@@ -17,8 +17,8 @@ from api.request import ctx_of
 from api.responses import JSONResponse
 from api.schemas import JobBody, JobResultBody
 from core.errors import NotFound
-from storage.batch import Touches
-from storage.operation import OperationUnitOfWork
+from storage.writes.batch import Touches
+from storage.writes.operation import OperationUnitOfWork
 
 
 def check_provider_choice(principal: Principal, body: JobBody, built_in: Collection[str]) -> None:

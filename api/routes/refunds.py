@@ -11,8 +11,8 @@ from api.body import parse
 from api.request import ctx_of
 from api.schemas import RefundBody
 from core.refunds import CHARGE
-from storage.batch import Touches
-from storage.operation import OperationUnitOfWork
+from storage.writes.batch import Touches
+from storage.writes.operation import OperationUnitOfWork
 
 
 async def create_refund(request: Request) -> Response:

@@ -18,8 +18,8 @@ from api.request import MAX_PAGE, ctx_of, int_param
 from api.responses import JSONResponse
 from api.schemas import WebhookEndpointBody
 from core.errors import NotFound
-from storage.idempotency import IdempotencyKey
 from storage.webhook_endpoints import Endpoint, WebhookEndpoints
+from storage.writes.idempotency import IdempotencyKey
 
 
 async def create_endpoint(request: Request) -> Response:

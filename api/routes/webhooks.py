@@ -21,8 +21,8 @@ from core.errors import NotFound
 from core.jobs import FAILED, SUCCESS
 from core.signatures import BadSignature, verify
 from providers.simulated import NAME as SIMULATED
-from storage.batch import Touches
-from storage.operation import OperationUnitOfWork
+from storage.writes.batch import Touches
+from storage.writes.operation import OperationUnitOfWork
 
 PROVIDER_NAME = re.compile(r"^[a-z0-9_-]{1,32}$")
 STATUS_WORDS = {"success": SUCCESS, "succeeded": SUCCESS, "ready": SUCCESS, "completed": SUCCESS,

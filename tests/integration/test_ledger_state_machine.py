@@ -21,10 +21,10 @@ from asgi import load_catalogue
 from background.sweeper import Sweeper
 from core.errors import CreditError
 from core.service import CreditService
-from storage.idempotency import IdempotencyStore
 from storage.migrate import upgrade
 from storage.queries import audit
 from storage.sql import Database
+from storage.writes.idempotency import IdempotencyStore
 from tests.support import MutableClock
 
 REASONS = st.sampled_from(["purchase", "promo", "trial", "points"])

@@ -13,9 +13,9 @@ from api.dispatch import callback_base, dispatch
 from core.account import Account
 from core.service import PriceRequest
 from providers.simulated import NAME as SIMULATED
-from storage.batch import Touches
-from storage.operation import OperationUnitOfWork
-from storage.writer import KeyedResult
+from storage.writes.batch import Touches
+from storage.writes.operation import OperationUnitOfWork
+from storage.writes.writer import KeyedResult
 
 SimulateMode = Literal["success", "fail", "hang"]
 

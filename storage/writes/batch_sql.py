@@ -17,9 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core.account import Account
 from core.jobs import Job
 from core.model import Entry, Grant, Hold
-from storage.batch import PendingWrites
-from storage.batch_writes import planned_writes
-from storage.idempotency import DONE, IN_PROGRESS, IdempotencyKey, KeyId, StoredResponse
 from storage.repositories import (
     account_from_row,
     dialect_insert,
@@ -29,6 +26,9 @@ from storage.repositories import (
     spend_rows,
 )
 from storage.tables import accounts, grants, holds, idempotency_keys, jobs, processed_webhooks
+from storage.writes.batch import PendingWrites
+from storage.writes.batch_writes import planned_writes
+from storage.writes.idempotency import DONE, IN_PROGRESS, IdempotencyKey, KeyId, StoredResponse
 
 
 class SqlBatchSession:

@@ -16,7 +16,8 @@ from core.events import Event
 from core.jobs import Job
 from core.model import Hold
 from core.refunds import Spend
-from storage.batch import (
+from storage.repositories import funding_grant_ids
+from storage.writes.batch import (
     Batch,
     PendingWrites,
     copy_account,
@@ -25,7 +26,6 @@ from storage.batch import (
     shallow_copy,
     upsert_row,
 )
-from storage.repositories import funding_grant_ids
 
 Row = TypeVar("Row", Hold, Job)
 

@@ -1,8 +1,8 @@
 """The transaction a batch runs in, and the reads and writes it needs, per database.
 
 `batch_session(db)` opens one write transaction and yields a `BatchSession`: on PostgreSQL the
-batch's own asyncpg statements (storage/batch_pg.py), elsewhere SQLAlchemy Core
-(storage/batch_sql.py). Errors leave it as the rest of storage raises them: a lost or refused
+batch's own asyncpg statements (storage/writes/batch_pg.py), elsewhere SQLAlchemy Core
+(storage/writes/batch_sql.py). Errors leave it as the rest of storage raises them: a lost or refused
 connection as `DatabaseUnavailable`, a constraint as SQLAlchemy's `IntegrityError`, any other
 database error as `DBAPIError` (its `orig.sqlstate` tells a deadlock from the rest).
 """
@@ -17,11 +17,11 @@ from typing import Any, Protocol
 import asyncpg
 from sqlalchemy import exc as sa_exc
 
-from storage.batch import BatchReads, PendingWrites
-from storage.batch_pg import PgBatchSession
-from storage.batch_sql import SqlBatchSession
-from storage.idempotency import IdempotencyKey, KeyId, StoredResponse
 from storage.sql import Database, DatabaseUnavailable
+from storage.writes.batch import BatchReads, PendingWrites
+from storage.writes.batch_pg import PgBatchSession
+from storage.writes.batch_sql import SqlBatchSession
+from storage.writes.idempotency import IdempotencyKey, KeyId, StoredResponse
 
 
 class BatchSession(BatchReads, Protocol):

@@ -21,10 +21,6 @@ from core.account import Account
 from core.jobs import Job
 from core.model import Entry, Grant, Hold
 from core.refunds import REFUND
-from storage import pg_arrays
-from storage.batch import PendingWrites
-from storage.batch_writes import planned_writes
-from storage.idempotency import DONE, IN_PROGRESS, IdempotencyKey, KeyId, StoredResponse
 from storage.repositories import (
     RecordColumns,
     account_from_row,
@@ -36,6 +32,10 @@ from storage.repositories import (
     storable_key,
 )
 from storage.tables import UtcDateTime, accounts, grants, holds, idempotency_keys
+from storage.writes import pg_arrays
+from storage.writes.batch import PendingWrites
+from storage.writes.batch_writes import planned_writes
+from storage.writes.idempotency import DONE, IN_PROGRESS, IdempotencyKey, KeyId, StoredResponse
 
 # from the tables, so a new column reaches the batch without a second list to keep
 ACCOUNT_COLUMNS = tuple(c.name for c in accounts.c)

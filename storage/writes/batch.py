@@ -3,7 +3,7 @@
 The accounts a batch touches are locked in one statement, in id order, and loaded with their live
 grants; the holds and jobs it names are read in bulk once their accounts are locked. Each
 operation then runs core's use cases against that state through its own unit of work
-(storage/operation.py), whose saved changes join the batch's pending writes only when it
+(storage/writes/operation.py), whose saved changes join the batch's pending writes only when it
 succeeds. Anything not loaded up front is read on demand, so every use case runs unchanged.
 """
 
@@ -55,7 +55,7 @@ def upsert_row(rows: dict[str, tuple[Any, bool]], row_id: str, value: Any, new: 
 
 
 class BatchReads(Protocol):
-    """What a batch reads inside its transaction (storage/batch_session.py implements it)."""
+    """What a batch reads inside its transaction (storage/writes/batch_session.py implements it)."""
 
     async def lock_accounts(self, account_ids: Sequence[str], hold_ids: Sequence[str] = (),
                             job_ids: Sequence[str] = ()) -> list[Account]:

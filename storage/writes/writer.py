@@ -24,12 +24,12 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 import metrics
 from core.errors import ConcurrentUpdate, IdempotencyKeyReused, RequestInProgress
 from core.events import Event
-from storage import idempotency
-from storage.batch import NOTHING, Batch, Touches
-from storage.batch_session import DATABASE_ERRORS, BatchSession, batch_session
-from storage.idempotency import IdempotencyKey, KeyId
-from storage.operation import OperationUnitOfWork
 from storage.sql import Database, DatabaseUnavailable
+from storage.writes import idempotency
+from storage.writes.batch import NOTHING, Batch, Touches
+from storage.writes.batch_session import DATABASE_ERRORS, BatchSession, batch_session
+from storage.writes.idempotency import IdempotencyKey, KeyId
+from storage.writes.operation import OperationUnitOfWork
 
 log = logging.getLogger("creditstream.writer")
 T = TypeVar("T")

@@ -10,9 +10,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from storage.batch import PendingWrites
 from storage.repositories import SqlAccounts, SqlHolds, SqlJobs, _event_time, _grant_row
 from storage.tables import accounts, entries, events, grants, holds, jobs, processed_webhooks
+from storage.writes.batch import PendingWrites
 
 Row = dict[str, Any]
 
