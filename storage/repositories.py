@@ -1,4 +1,11 @@
-"""Repositories: core's AccountRepository and HoldRepository on one SQL connection."""
+"""Repositories: core's ports (accounts, holds, spends, jobs) on one SQL connection.
+
+The server writes only through the batch (storage/writes/); here the reads serve the sweeper's
+and the CLI's look-ups, and the write methods (`SqlAccounts.insert_new` / `save`,
+`SqlHolds.add` / `save`, `SqlJobs.add` / `save`) are kept on purpose as the per-operation
+reference path: one transaction per operation through `Database.transaction()`, which the
+engine tests run core against beside the batch, and which `creditstream bench engine` measures
+the batch against (its one-statement yardstick). A change of the schema changes both."""
 
 from __future__ import annotations
 
