@@ -39,7 +39,14 @@ from bench.database import (
     create_server_key,
     seed_accounts,
 )
-from bench.measure import CpuMeter, machine_info, raise_nofile, rss_kib, service_versions
+from bench.measure import (
+    CpuMeter,
+    contention_note,
+    machine_info,
+    raise_nofile,
+    rss_kib,
+    service_versions,
+)
 from bench.results import Goal, Progress, Result, Row
 from bench.servers import BENCH_SECRET, ROOT, UvicornServer, stop_servers, user_tokens
 from bench.soak_figures import delivery_lag, lateness, rss_figures
@@ -133,7 +140,7 @@ async def _soak(args: argparse.Namespace, dsn: str, logs: Path, say: Progress) -
     try:
         await server.start()
         key = await create_server_key(dsn)
-        registered_at = time.time()
+        registered_at = time.time()  # what came before (seeding, an earlier run) is left out
         await _register(server.url, key, receiver.url)
         base = server.url.replace("http://", "ws://") + "/v1/stream"
         cfg = {"host": "127.0.0.1", "port": server.port, "authorization": f"Bearer {key}",
@@ -153,8 +160,10 @@ async def _soak(args: argparse.Namespace, dsn: str, logs: Path, say: Progress) -
         cpu = meter.stop()
         # the load process has exited by now: its own count of its CPU
         cpu["load"] = round(load.final.get("load_cpu_s", 0.0) / max(1e-9, samples[-1][0]), 3)
+        cpu["other"] = round(max(0.0, cpu["other"] - cpu["load"]), 3)
         ended = datetime.now(UTC)
-        sweeper = await _sweeper_lateness(dsn, ended)
+        sweeper = await _sweeper_lateness(dsn, datetime.fromtimestamp(registered_at, UTC),
+                                          ended)
         say(f"soak: load done; sweeper: holds {_brief(sweeper['holds'])}, "
             f"jobs {_brief(sweeper['jobs'])}")
         drained_at = await _drain(receiver, args.drain)
@@ -262,27 +271,30 @@ async def _sample_rss(server: UvicornServer, load: _LoadProcess, every_s: float,
     return samples
 
 
-async def _sweeper_lateness(dsn: str, end: datetime) -> dict[str, Any]:
-    """From the database: each hold the sweeper expired (closed_at − expires_at) and each job
-    it timed out (completed_at − expires_at), with those still open past expiry at `end`.
-    Holds of jobs are left out: their job's timeout releases them."""
+async def _sweeper_lateness(dsn: str, start: datetime, end: datetime) -> dict[str, Any]:
+    """From the database: each hold created since `start` the sweeper expired
+    (closed_at − expires_at) and each such job it timed out (completed_at − expires_at), with
+    those still open past expiry at `end`. Holds of jobs are left out: their job's timeout
+    releases them."""
     import asyncpg
 
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
         holds_closed = await conn.fetch(
             "SELECT extract(epoch FROM closed_at - expires_at)::float8 AS late FROM holds "
-            "WHERE job_id IS NULL AND status = 'expired'")
+            "WHERE job_id IS NULL AND status = 'expired' AND created_at >= $1", start)
         holds_open = await conn.fetch(
-            "SELECT extract(epoch FROM $1 - expires_at)::float8 AS late FROM holds "
-            "WHERE job_id IS NULL AND status = 'open' AND expires_at < $1", end)
+            "SELECT extract(epoch FROM $2 - expires_at)::float8 AS late FROM holds "
+            "WHERE job_id IS NULL AND status = 'open' AND expires_at < $2 AND created_at >= $1",
+            start, end)
         jobs_closed = await conn.fetch(
             "SELECT extract(epoch FROM completed_at - expires_at)::float8 AS late FROM jobs "
-            "WHERE status = 'failed' AND error LIKE 'timed out%'")
+            "WHERE status = 'failed' AND error LIKE 'timed out%' AND created_at >= $1", start)
         jobs_open = await conn.fetch(
-            "SELECT extract(epoch FROM $1 - expires_at)::float8 AS late FROM jobs "
-            "WHERE status = 'processing' AND expires_at < $1", end)
-        created = await conn.fetchval("SELECT count(*) FROM holds WHERE job_id IS NULL")
+            "SELECT extract(epoch FROM $2 - expires_at)::float8 AS late FROM jobs "
+            "WHERE status = 'processing' AND expires_at < $2 AND created_at >= $1", start, end)
+        created = await conn.fetchval(
+            "SELECT count(*) FROM holds WHERE job_id IS NULL AND created_at >= $1", start)
     finally:
         await conn.close()
     return {"holds": {**lateness([r["late"] for r in holds_closed],
@@ -353,6 +365,7 @@ def _rows(result: Result, m: dict[str, Any], args: argparse.Namespace, late_max:
         Row("server CPU, cores (machine)", cpu.get("server"), cpu.get("machine")),
         Row("PostgreSQL CPU, cores", cpu.get("postgres"), None),
         Row("load CPU, cores", cpu.get("load"), None),
+        Row("other processes' CPU, cores", cpu.get("other"), None),
     ]
     result.rows += rows
     flags = {"server RSS slope": "--max-rss-slope-mib-per-min",
@@ -388,6 +401,8 @@ def _notes(result: Result, m: dict[str, Any]) -> None:
     result.notes.append("lateness counts what is still open past expiry at the end at its "
                         "lateness so far; delivery lag counts undelivered events at the drain's "
                         "end (both lower bounds of what they will be)")
+    if note := contention_note([m["cpu_cores"].get("other")]):
+        result.notes.append(note)
     if m["audit"]["mismatches"]:
         result.notes.append(f"AUDIT FAILED after the run: {m['audit']['first']}")
     if m["receiver"]["duplicates"]:
