@@ -303,10 +303,12 @@ async def _sweeper_lateness(dsn: str, start: datetime, end: datetime) -> dict[st
 
 
 async def _drain(receiver: DeliveryReceiver, most_s: float) -> float:
-    """Wait, at most `most_s`, until no delivery arrived for 3 s; the wall time it ended."""
+    """Wait, at most `most_s`, until no delivery arrived for 3 s (counted from the drain's start
+    at the earliest); the wall time it ended."""
     deadline = time.monotonic() + most_s
+    started = time.time()
     while time.monotonic() < deadline:
-        if time.time() - receiver.last_arrival >= 3.0:
+        if time.time() - max(started, receiver.last_arrival) >= 3.0:
             break
         await asyncio.sleep(0.25)
     return time.time()

@@ -147,7 +147,7 @@ def test_soak(tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture[str]) -
     assert len(details["rss_samples"]) >= 5
     assert details["rss"]["slope_mib_per_min"] is not None
     assert details["load"]["streams_closed"] > 0 and details["load"]["holds_ok"] > 0
-    assert details["sweeper"]["holds"]["closed"] > 0 and details["sweeper"]["jobs"]["count"] > 0
+    assert details["sweeper"]["holds"]["count"] > 0 and details["sweeper"]["jobs"]["count"] > 0
     assert details["deliveries"]["events"] > 0 and details["receiver"]["requests"] > 0
     assert details["audit"]["mismatches"] == 0
     assert (plots / "soak.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
