@@ -59,33 +59,47 @@ CAPTION = ("ceiling column: the first half of the run, or the start, where a row
            "the bound of the command line (lateness and lag in seconds)")
 
 
+def _at_least(minimum: float, kind: type = float) -> Any:
+    """An argparse type: a number no smaller than `minimum`, else a usage error naming it."""
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from exc
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum:g}, got {text}")
+        return float(value) if kind is float else int(value)
+
+    return parse
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     load = parser.add_argument_group("load")
-    load.add_argument("--duration", type=float, default=600.0,
+    load.add_argument("--duration", type=_at_least(1), default=600.0,
                       help="seconds of load (default 600; CI runs 120)")
-    load.add_argument("--churn-clients", type=int, default=100,
+    load.add_argument("--churn-clients", type=_at_least(0, int), default=100,
                       help="WebSocket clients connecting, staying 0.05–0.5 s and closing, each "
                            "in a loop (default 100)")
-    load.add_argument("--stream-accounts", type=int, default=500,
+    load.add_argument("--stream-accounts", type=_at_least(1, int), default=500,
                       help="accounts the streams subscribe to (default 500)")
-    load.add_argument("--accounts", type=int, default=2000,
+    load.add_argument("--accounts", type=_at_least(1, int), default=2000,
                       help="accounts the holds and jobs spread over, the stream accounts among "
                            "them (default 2000)")
-    load.add_argument("--hold-rate", type=float, default=100.0,
+    load.add_argument("--hold-rate", type=_at_least(0), default=100.0,
                       help="keyed holds per second, left to expire (default 100)")
-    load.add_argument("--job-rate", type=float, default=5.0,
+    load.add_argument("--job-rate", type=_at_least(0), default=5.0,
                       help="jobs per second of a provider that never answers (default 5)")
-    load.add_argument("--ttl", type=int, default=5,
+    load.add_argument("--ttl", type=_at_least(1, int), default=5,
                       help="the server's CREDITSTREAM_HOLD_TTL_S: holds' TTL and jobs' timeout "
                            "(default 5)")
-    load.add_argument("--receiver-delay-ms", type=float, default=10.0,
+    load.add_argument("--receiver-delay-ms", type=_at_least(0), default=10.0,
                       help="how long the webhook receiver takes to answer (default 10)")
     load.add_argument("--redis", action="store_true",
                       help="the instance's broker is Redis at --redis-url (default: in-process)")
     measure = parser.add_argument_group("measurement")
-    measure.add_argument("--sample-s", type=float, default=3.0,
+    measure.add_argument("--sample-s", type=_at_least(0.1), default=3.0,
                          help="seconds between RSS samples (default 3)")
-    measure.add_argument("--drain", type=float, default=15.0,
+    measure.add_argument("--drain", type=_at_least(0), default=15.0,
                          help="after the load, seconds at most to wait for deliveries to stop "
                               "arriving (default 15)")
     bounds = parser.add_argument_group("bounds (exceeding one exits 1)")

@@ -151,3 +151,15 @@ def test_soak(tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture[str]) -
     assert details["deliveries"]["events"] > 0 and details["receiver"]["requests"] > 0
     assert details["audit"]["mismatches"] == 0
     assert (plots / "soak.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--duration", "0", "--duration: must be at least 1, got 0"),
+    ("--ttl", "x", "--ttl: expected a number, got 'x'"),
+    ("--hold-rate", "-5", "--hold-rate: must be at least 0, got -5")])
+def test_soak_refuses_nonsense_numbers(capsys: pytest.CaptureFixture[str], option: str,
+                                       value: str, message: str) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["bench", "soak", option, value])
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
