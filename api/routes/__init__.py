@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from api import schemas
+from api.docs_page import docs_page
 from api.routes import accounts as accounts
 from api.routes import batch as batch
 from api.routes import holds as holds
@@ -95,5 +96,7 @@ V1_ROUTES: list[ApiRoute] = [
              errors=(503,)),
     ApiRoute("GET", "/metrics", misc.prometheus_metrics, "Prometheus metrics", "none"),
     ApiRoute("GET", "/openapi.json", misc.openapi_document, "This OpenAPI document", "none"),
+    ApiRoute("GET", "/docs", docs_page, "This API reference as a page (Swagger UI, served by "
+             "the app itself: no request leaves the origin)", "none"),
 ]
 
