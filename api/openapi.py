@@ -16,7 +16,7 @@ ERROR_SCHEMA = {
 }
 QUERY_TYPES = {"after": "integer", "limit": "integer", "after_seq": "integer", "wait": "number",
                "period": "string", "status": "string", "account_id": "string",
-               "token": "string"}
+               "token": "string", "ticket": "string"}
 ACCOUNT_ID_PATTERN = "^[A-Za-z0-9_.:@-]{1,128}$"
 STATUS_DESCRIPTIONS = {
     400: "Bad request: malformed JSON or an impossible operation",

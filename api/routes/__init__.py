@@ -10,6 +10,7 @@ from api.routes import holds as holds
 from api.routes import jobs as jobs
 from api.routes import misc as misc
 from api.routes import refunds as refunds
+from api.routes import stream_tickets as stream_tickets
 from api.routes import webhook_endpoints as endpoints
 from api.routes import webhooks
 from api.routing import MUTATING, ApiRoute
@@ -83,14 +84,20 @@ V1_ROUTES: list[ApiRoute] = [
              endpoints.list_deliveries, "An endpoint's delivery attempts, newest first "
              "(event, status code, error, time, next retry)", "server",
              errors=(401, 403, 404, 422), query=("limit",)),
+    ApiRoute("POST", "/v1/stream-tickets", stream_tickets.create_stream_ticket, "A one-use "
+             "ticket for one WebSocket or SSE connection within 30 s, passed as ?ticket= (so "
+             "the long-lived token stays out of URLs); a user token may omit account_id",
+             "owner", schemas.StreamTicketBody, 201, (400, 401, 403, 413, 422)),
     ApiRoute("GET", "/v1/stream", misc.stream_upgrade_required, "WebSocket stream "
              "(upgrade; served by realtime/, this endpoint answers a plain GET with 426); "
-             "token in Authorization or ?token=; a bad token closes with 4401, another "
-             "account with 4403, too many streams with 1008", "owner", success=101,
-             errors=(403, 426), query=("token",)),
+             "credentials in Authorization, ?ticket= (one use, from POST /v1/stream-tickets) "
+             "or ?token=; a bad, used or expired one closes with 4401, another account with "
+             "4403, too many streams with 1008", "owner", success=101,
+             errors=(403, 426), query=("ticket", "token")),
     ApiRoute("GET", "/v1/stream/sse", None, "Server-Sent Events stream, resumable with "
-             "Last-Event-ID", "owner", errors=(401, 403, 422, 429),
-             query=("account_id", "after_seq", "token"), routed=False),
+             "Last-Event-ID; credentials as for the WebSocket (a bad, used or expired ticket: "
+             "401)", "owner", errors=(401, 403, 422, 429),
+             query=("account_id", "after_seq", "ticket", "token"), routed=False),
     ApiRoute("GET", "/healthz", misc.healthz, "Liveness", "none"),
     ApiRoute("GET", "/readyz", misc.readyz, "Readiness: database and broker", "none",
              errors=(503,)),
