@@ -39,7 +39,7 @@ V1_ROUTES: list[ApiRoute] = [
     ApiRoute("POST", "/v1/holds", holds.create_hold, "Open a hold (reservation)", "owner",
              schemas.HoldBody, 201, MUTATING),
     ApiRoute("POST", "/v1/batch", batch.run_batch, "Up to 1,000 holds, captures, releases, "
-             "charges and grants in one transaction, each with its own result in order",
+             "charges, grants and refunds in one transaction, each with its own result in order",
              "server", batch.BatchBody, 200, MUTATING),
     ApiRoute("GET", "/v1/holds/{hold_id}", holds.get_hold, "A hold; a captured one with its "
              "refunds", "owner",
