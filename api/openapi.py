@@ -103,9 +103,8 @@ def _success(route: ApiRoute) -> dict[str, Any]:
     if route.success == 101:
         return {"description": "Switching Protocols: the WebSocket is open"}
     media_type = SUCCESS_MEDIA_TYPES.get(route.path)
-    if media_type is not None:
-        return {"description": "Success", "content": {media_type: {"schema": {
-            "type": "string"}}}}
+    if media_type is not None:  # text; an event stream's events are not one JSON schema
+        return {"description": "Success", "content": {media_type: {"schema": {}}}}
     return {"description": "Success", "content": {"application/json": {"schema": {
         "type": "object"}}}}
 

@@ -81,9 +81,9 @@ def test_every_operation_documents_its_body_answers_and_errors() -> None:
         operation = document["paths"][route.path][route.method.lower()]
         responses = operation["responses"]
         success = responses[str(route.success)]
-        if route.success != 101:
-            (media,) = success["content"].values()
-            assert media["schema"].get("type") or media["schema"].get("$ref"), route.path
+        if "application/json" in success.get("content", {}):
+            schema = success["content"]["application/json"]["schema"]
+            assert schema.get("type") or schema.get("$ref"), route.path
         for status in route.errors:
             if status >= 400:
                 answer = responses[str(status)]
