@@ -135,3 +135,15 @@ async def test_a_ticket_opens_one_sse_stream(
                     break
         again = await http.get(f"/v1/stream/sse?ticket={ticket}")
         assert again.status_code == 401 and again.json()["error"]["code"] == "invalid_ticket"
+
+
+async def test_a_ticket_reads_its_own_account_only(api: ApiClient) -> None:
+    # even a server key's ticket is bound to the account it names
+    for maker in (api.user("dora"), api.server()):
+        ticket = await ticket_for(api.http, maker, {"account_id": "dora"})
+        other = await api.http.get("/v1/stream/sse", params={"ticket": ticket,
+                                                             "account_id": "eve"})
+        assert other.status_code == 403 and other.json()["error"]["code"] == "forbidden"
+        # the refused attempt used it up: a ticket is one connection attempt
+        again = await api.http.get("/v1/stream/sse", params={"ticket": ticket})
+        assert again.status_code == 401
