@@ -25,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 import realtime
 from api import openapi
 from api.demo import demo_routes
+from api.docs_page import docs_routes
 from api.errors import EXCEPTION_HANDLERS
 from api.observability import (
     ObservabilityMiddleware,
@@ -99,7 +100,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
         WebSocketRoute(STREAM_PATH, stream_endpoint),
         Mount("/results", ResultFiles(directory=settings.results_dir, check_dir=False),
               name="results"),
-    ] + demo_routes(STATIC_DIR, dev=settings.dev)
+    ] + docs_routes() + demo_routes(STATIC_DIR, dev=settings.dev)
     middleware = [Middleware(ObservabilityMiddleware)]
     if settings.cors_origins:
         middleware.append(Middleware(

@@ -55,7 +55,7 @@ async def open_context(stack: contextlib.AsyncExitStack, settings: Settings,
     stack.push_async_callback(_dispose, db)
     signer = TokenSigner(
         settings.user_token_secret or await stored_secret(db, "user_token_secret"), clock)
-    auth = Authenticator(db, signer)
+    auth = Authenticator(db, signer, clock)
     service = CreditService(clock, catalogue, timedelta(seconds=settings.hold_ttl_s),
                             settings.low_credits_threshold,
                             plans)

@@ -170,6 +170,18 @@ api_keys = sa.Table(
     sa.Column("revoked_at", UtcDateTime),
 )
 
+# one-use credentials for opening a stream (POST /v1/stream-tickets): only the SHA-256 of each is
+# kept; a ticket is deleted by the connection that redeems it, expired ones when new ones are made
+stream_tickets = sa.Table(
+    "stream_tickets", metadata,
+    sa.Column("ticket_hash", sa.String(64), primary_key=True),
+    sa.Column("account_id", sa.String(128), nullable=False),
+    # unix seconds: when the ticket can no longer be redeemed, and when the user token it was
+    # made with expires (the stream's own expiry; NULL for a server key)
+    sa.Column("expires_at", sa.BigInteger, nullable=False, index=True),
+    sa.Column("credential_expires", sa.BigInteger),
+)
+
 settings = sa.Table(
     "settings", metadata,
     sa.Column("name", sa.String(64), primary_key=True),

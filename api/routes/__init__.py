@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from api import schemas
+from api.docs_page import docs_page
 from api.routes import accounts as accounts
 from api.routes import batch as batch
 from api.routes import holds as holds
 from api.routes import jobs as jobs
 from api.routes import misc as misc
 from api.routes import refunds as refunds
+from api.routes import stream_tickets as stream_tickets
 from api.routes import webhook_endpoints as endpoints
 from api.routes import webhooks
 from api.routing import MUTATING, ApiRoute
@@ -37,9 +39,10 @@ V1_ROUTES: list[ApiRoute] = [
     ApiRoute("POST", "/v1/holds", holds.create_hold, "Open a hold (reservation)", "owner",
              schemas.HoldBody, 201, MUTATING),
     ApiRoute("POST", "/v1/batch", batch.run_batch, "Up to 1,000 holds, captures, releases, "
-             "charges and grants in one transaction, each with its own result in order",
+             "charges, grants and refunds in one transaction, each with its own result in order",
              "server", batch.BatchBody, 200, MUTATING),
-    ApiRoute("GET", "/v1/holds/{hold_id}", holds.get_hold, "A hold", "owner",
+    ApiRoute("GET", "/v1/holds/{hold_id}", holds.get_hold, "A hold; a captured one with its "
+             "refunds", "owner",
              errors=(401, 403, 404)),
     ApiRoute("POST", "/v1/holds/{hold_id}/capture", holds.capture_hold, "Capture a hold, "
              "fully or partly", "server", schemas.CaptureBody, 200, (*MUTATING, 404)),
@@ -48,6 +51,10 @@ V1_ROUTES: list[ApiRoute] = [
     ApiRoute("POST", "/v1/refunds", refunds.create_refund, "Refund a charge or a captured "
              "hold, fully or partly, to the grants that funded it", "server",
              schemas.RefundBody, 201, (*MUTATING, 404)),
+    ApiRoute("GET", "/v1/refunds/{refund_id}", refunds.get_refund, "A refund, as POST "
+             "/v1/refunds answered it", "server", errors=(401, 403, 404)),
+    ApiRoute("GET", "/v1/charges/{charge_id}", refunds.get_charge, "A charge, with what has "
+             "been refunded of it and its refunds", "owner", errors=(401, 403, 404)),
     ApiRoute("POST", "/v1/jobs", jobs.create_job, "Create a generation job: quote, hold, "
              "dispatch", "owner", schemas.JobBody, 202, MUTATING),
     ApiRoute("GET", "/v1/jobs/{job_id}", jobs.get_job, "A job", "owner",
@@ -82,18 +89,26 @@ V1_ROUTES: list[ApiRoute] = [
              endpoints.list_deliveries, "An endpoint's delivery attempts, newest first "
              "(event, status code, error, time, next retry)", "server",
              errors=(401, 403, 404, 422), query=("limit",)),
+    ApiRoute("POST", "/v1/stream-tickets", stream_tickets.create_stream_ticket, "A one-use "
+             "ticket for one WebSocket or SSE connection within 30 s, passed as ?ticket= (so "
+             "the long-lived token stays out of URLs); a user token may omit account_id",
+             "owner", schemas.StreamTicketBody, 201, (400, 401, 403, 413, 422)),
     ApiRoute("GET", "/v1/stream", misc.stream_upgrade_required, "WebSocket stream "
              "(upgrade; served by realtime/, this endpoint answers a plain GET with 426); "
-             "token in Authorization or ?token=; a bad token closes with 4401, another "
-             "account with 4403, too many streams with 1008", "owner", success=101,
-             errors=(403, 426), query=("token",)),
+             "credentials in Authorization, ?ticket= (one use, from POST /v1/stream-tickets) "
+             "or ?token=; a bad, used or expired one closes with 4401, another account with "
+             "4403, too many streams with 1008", "owner", success=101,
+             errors=(403, 426), query=("ticket", "token")),
     ApiRoute("GET", "/v1/stream/sse", None, "Server-Sent Events stream, resumable with "
-             "Last-Event-ID", "owner", errors=(401, 403, 422, 429),
-             query=("account_id", "after_seq", "token"), routed=False),
+             "Last-Event-ID; credentials as for the WebSocket (a bad, used or expired ticket: "
+             "401)", "owner", errors=(401, 403, 422, 429),
+             query=("account_id", "after_seq", "ticket", "token"), routed=False),
     ApiRoute("GET", "/healthz", misc.healthz, "Liveness", "none"),
     ApiRoute("GET", "/readyz", misc.readyz, "Readiness: database and broker", "none",
              errors=(503,)),
     ApiRoute("GET", "/metrics", misc.prometheus_metrics, "Prometheus metrics", "none"),
     ApiRoute("GET", "/openapi.json", misc.openapi_document, "This OpenAPI document", "none"),
+    ApiRoute("GET", "/docs", docs_page, "This API reference as a page (Swagger UI, served by "
+             "the app itself: no request leaves the origin)", "none"),
 ]
 

@@ -1,5 +1,5 @@
-"""`POST /v1/batch`: up to 1,000 holds, captures, releases, charges and grants in one request and
-one transaction, each with its own result, in order.
+"""`POST /v1/batch`: up to 1,000 holds, captures, releases, charges, grants and refunds in one
+request and one transaction, each with its own result, in order.
 
 A part's refusal (402, 404, 409, 422, 429) is that part's result and leaves nothing behind; the
 others still apply. The request as a whole is idempotent like every POST: its Idempotency-Key
@@ -19,7 +19,15 @@ from api.body import parse
 from api.context import AppContext
 from api.errors import ApiError, error_body, to_status_and_body
 from api.request import ctx_of
-from api.schemas import Body, CaptureBody, ChargeBody, GrantBody, HoldBody, ReleaseBody
+from api.schemas import (
+    Body,
+    CaptureBody,
+    ChargeBody,
+    GrantBody,
+    HoldBody,
+    RefundBody,
+    ReleaseBody,
+)
 from core.errors import CreditError
 from storage.writes.batch import Touches
 from storage.writes.operation import OperationUnitOfWork
@@ -56,8 +64,12 @@ class BatchGrant(GrantBody):
     account_id: AccountId
 
 
-Part = Annotated[BatchHold | BatchCapture | BatchRelease | BatchCharge | BatchGrant,
-                 Field(discriminator="op")]
+class BatchRefund(RefundBody):
+    op: Literal["refund"]  # charge_id or hold_id, as POST /v1/refunds takes them
+
+
+Part = Annotated[BatchHold | BatchCapture | BatchRelease | BatchCharge | BatchGrant
+                 | BatchRefund, Field(discriminator="op")]
 
 
 class BatchBody(Body):
@@ -116,6 +128,11 @@ async def apply_part(ctx: AppContext, uow: OperationUnitOfWork,
             uow, part.account_id, part.credits(service.quote), part.reason, part.ref,
             metadata=part.metadata, price=part.price_request())
         return 201, {"charge": charge, "account": account.snapshot(now())}
+    if isinstance(part, BatchRefund):
+        spend_id, kind = part.spend()
+        refund, account = await service.refund(uow, spend_id, kind, part.amount, part.reason,
+                                               metadata=part.metadata)
+        return 201, {"refund": refund, "account": account.snapshot(now())}
     if part.amount is not None:
         grant, account = await service.grant(
             uow, part.account_id, part.amount, part.reason, part.expires_at, part.ref,

@@ -12,6 +12,8 @@ from api.request import ctx_of
 from api.responses import JSONResponse
 from api.schemas import CaptureBody, HoldBody, ReleaseBody
 from core.errors import NotFound
+from core.model import Hold
+from core.refunds import CAPTURE
 from storage.writes.batch import Touches
 from storage.writes.operation import OperationUnitOfWork
 
@@ -37,12 +39,18 @@ async def get_hold(request: Request) -> Response:
     ctx = ctx_of(request)
     principal = await ctx.principal(request)
     hold_id = request.path_params["hold_id"]
-    async with ctx.db.read(snapshot=False) as uow:
+    async with ctx.db.read() as uow:
         hold = await uow.holds.get(hold_id)
+        # a captured hold's capture is a spend: its refunds are listed with it
+        capture = (await uow.spends.find(hold_id, CAPTURE)
+                   if hold is not None and hold.status == Hold.CAPTURED else None)
     if hold is None:
         raise NotFound(f"No hold {hold_id}", hold_id=hold_id)
     principal.require_access(hold.account_id)
-    return JSONResponse(hold.to_dict())
+    answer = hold.to_dict()
+    if hold.status == Hold.CAPTURED:
+        answer["refunds"] = [] if capture is None else capture.refund_views()
+    return JSONResponse(answer)
 
 
 async def _hold_owner(request: Request, hold_id: str) -> str:
