@@ -64,13 +64,15 @@ class Sweeper:
         self._record_lateness("job", due_jobs)
         # before holds: a job's timeout releases its own hold
         report.jobs_timed_out = await self._expire_all(
-            (self._job_expiry(d.id), Touches(accounts=(d.account_id,), holds=_ids(d.hold_id), jobs=(d.id,)))
+            (self._job_expiry(d.id),
+             Touches(accounts=(d.account_id,), holds=_ids(d.hold_id), jobs=(d.id,)))
             for d in due_jobs)
         async with self.db.read() as uow:
             due_holds = await due.due_holds(uow.conn, self.service.now(), self.pass_limit)
         self._record_lateness("hold", due_holds)
         report.holds_expired = await self._expire_all(
-            (self._hold_expiry(d.id), Touches(accounts=(d.account_id,), holds=(d.id,))) for d in due_holds)
+            (self._hold_expiry(d.id), Touches(accounts=(d.account_id,), holds=(d.id,)))
+            for d in due_holds)
         async with self.db.read() as uow:
             account_ids = await uow.accounts.with_due_grants(self.service.now(), self.pass_limit)
         report.grants_expired = await self._expire_all(
