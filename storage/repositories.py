@@ -139,11 +139,12 @@ class SqlAccounts:
         await self._write_changes(account)
 
     async def with_due_grants(self, now: datetime, limit: int) -> list[str]:
-        stmt = (
-            sa.select(grants.c.account_id).distinct()
-            .where(grants.c.expires_at <= now, grants.c.remaining > grants.c.reserved)
-            .limit(limit)
-        )
+        """The accounts of the `limit` oldest due grants. Ordered by expiry, so PostgreSQL reads
+        the partial index ix_grants_due (a plain DISTINCT walked every grant ever made)."""
+        oldest = (sa.select(grants.c.account_id)
+                  .where(grants.c.expires_at <= now, grants.c.remaining > grants.c.reserved)
+                  .order_by(grants.c.expires_at).limit(limit).subquery())
+        stmt = sa.select(oldest.c.account_id).distinct()
         return list((await self.conn.execute(stmt)).scalars())
 
     @staticmethod

@@ -70,7 +70,9 @@ grants = sa.Table(
     sa.CheckConstraint("remaining >= 0 AND remaining <= amount", name="ck_grants_remaining"),
     sa.CheckConstraint("reserved >= 0 AND reserved <= remaining", name="ck_grants_reserved"),
     sa.Index("ix_grants_account_live", "account_id", "remaining"),
-    sa.Index("ix_grants_expires_at", "expires_at"),
+    # the sweeper's due grants: only a grant with free credits can expire any
+    sa.Index("ix_grants_due", "expires_at", postgresql_where=sa.text("remaining > reserved"),
+             sqlite_where=sa.text("remaining > reserved")),
 )
 
 holds = sa.Table(
