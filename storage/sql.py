@@ -16,7 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from core.events import Event
 from core.ports import ServiceUnavailable
-from storage.database_url import check_supported, normalise_url
+from storage.database_url import DEFAULT_DATABASE_URL as DEFAULT_DATABASE_URL  # re-exported
+from storage.database_url import check_supported
+from storage.database_url import normalise_url as normalise_url  # re-exported
 from storage.repositories import SqlAccounts, SqlHolds, SqlJobs, SqlSpends
 
 # SQLSTATE classes of a connection that is gone or a server that is going away
