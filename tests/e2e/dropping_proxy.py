@@ -4,6 +4,8 @@
 client's connection is closed; the request had its effect, the caller saw a dropped connection
 (what a crash of a load balancer or a network cut between answer and client looks like).
 `refuse_with_503 = n`: the next n requests are answered 503 without reaching the server.
+`stall_responses = n`: the next n answers are held for `stall_s` and then dropped (the caller's
+timeout fires first).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 
 from tests.support import free_port
 
@@ -22,12 +25,16 @@ UNAVAILABLE_BODY = (b'{"error": {"code": "service_unavailable", '
 
 class DroppingProxy:
     def __init__(self, upstream_port: int, drop_responses: int = 0,
-                 refuse_with_503: int = 0) -> None:
+                 refuse_with_503: int = 0, stall_responses: int = 0,
+                 stall_s: float = 5.0) -> None:
         self.upstream_port = upstream_port
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.drop_responses = drop_responses
         self.refuse_with_503 = refuse_with_503
+        self.stall_responses = stall_responses
+        self.stall_s = stall_s
+        self.stalled = 0
         self.dropped = 0
         self.refused = 0
         self._lock = threading.Lock()
@@ -91,6 +98,11 @@ class DroppingProxy:
                     with self._lock:
                         self.dropped += 1
                     break  # the answer is lost: close both sides
+                if self._take("stall_responses"):
+                    with self._lock:
+                        self.stalled += 1
+                    time.sleep(self.stall_s)
+                    break
                 client.sendall(chunk)
         _close(client)
         _close(upstream)

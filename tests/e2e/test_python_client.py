@@ -243,6 +243,19 @@ def test_a_dropped_answer_is_retried_with_the_same_key_and_applies_once(
     assert entries[2]["op_id"] == charge["charge_id"]
 
 
+def test_a_timed_out_call_is_retried_with_the_same_key_and_applies_once(
+        live: Live, proxy: DroppingProxy) -> None:
+    jay = account_id()
+    with cs.Client(proxy.url, live.key, timeout_s=1.0) as client:
+        client.ensure_account(jay)
+        proxy.stall_responses, proxy.stall_s = 1, 30.0  # the answer comes long after the timeout
+        started = time.monotonic()
+        hold = client.create_hold(jay, 2)["hold"]
+        assert proxy.stalled == 1 and time.monotonic() - started < 25.0  # not the stalled one
+        entries = client.list_entries(jay)["entries"]
+    assert kinds(entries) == ["grant", "hold"] and entries[1]["op_id"] == hold["hold_id"]
+
+
 async def test_a_503_is_retried_and_a_dropped_answer_too_with_the_async_client(
         live: Live, proxy: DroppingProxy) -> None:
     fay = account_id()
