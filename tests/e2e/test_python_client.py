@@ -370,3 +370,22 @@ async def test_the_stream_starts_with_a_snapshot_without_after_seq(live: Live) -
         event = await asyncio.wait_for(anext(stream), 30)
         assert event["type"] == "balance.updated" and event["seq"] == first["seq"] + 1
         await stream.aclose()
+
+
+def test_what_is_retried_and_how_long_it_waits() -> None:
+    from creditstream_client.retry import retryable_answer
+
+    assert retryable_answer(503, "service_unavailable")
+    assert retryable_answer(409, "request_in_progress")
+    for status, code in [(409, "invalid_state"), (402, "insufficient_credits"),
+                         (429, "feature_limit_exceeded"), (422, "validation_error"),
+                         (404, "not_found"), (500, "internal_error")]:
+        assert not retryable_answer(status, code), (status, code)
+    policy = cs.RetryPolicy(max_attempts=5, base_delay_s=0.25, max_delay_s=2.0)
+    waits = [policy.delay_s(attempt) for attempt in (1, 2, 3, 4, 10) for _ in range(200)]
+    assert all(0 <= w <= 2.0 for w in waits) and len(set(waits)) > 100  # jittered, capped
+    assert max(policy.delay_s(1) for _ in range(200)) <= 0.25
+    assert policy.delay_s(1, retry_after_s=1.5) >= 1.5  # the server's Retry-After, capped
+    assert policy.delay_s(1, retry_after_s=60) <= 2.0
+    with pytest.raises(ValueError):
+        cs.RetryPolicy(max_attempts=0)
