@@ -34,7 +34,9 @@ README = ROOT / "README.md"
 VENV = ROOT / ".venv"
 BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 DIRECTIVE = re.compile(r"<!--\s*readme-test:\s*(.*?)\s*-->")
-RUNNERS = {"sh": "bash", "bash": "bash", "shell": "bash", "python": "python"}
+RUNNERS = {"sh": "bash", "bash": "bash", "shell": "bash", "python": "python", "js": "node",
+           "javascript": "node"}
+SUFFIXES = {"python": ".py", "node": ".mjs"}
 README_PORTS = (8000, 8001, 8765)
 BLOCK_TIMEOUT_S = 120
 START_TIMEOUT_S = 180  # make run may first bring the venv's runtime up to date
@@ -151,12 +153,19 @@ def with_our_ports(code: str, env: dict[str, str]) -> str:
 def run_example(example: Example, env: dict[str, str], state: Path) -> str:
     """Run one block; returns its output. Exported variables carry over through `state`."""
     code = with_our_ports(example.code, env)
-    if RUNNERS[example.language] == "python":
-        args = [sys.executable, "-c", code]
+    runner = RUNNERS[example.language]
+    source = None
+    if runner in SUFFIXES:
+        # a file beside the README, so that a Node example's `./clients/…` import resolves as
+        # it does for a reader who saved it there; the exported variables come along
+        source = ROOT / f".readme-example-{example.line}{SUFFIXES[runner]}"
+        source.write_text(code)
+        interpreter = sys.executable if runner == "python" else "node"
+        script = f"set -euo pipefail\n[ -f {state} ] && source {state}\nexec {interpreter} {source}\n"
     else:
         script = (f"set -euo pipefail\n[ -f {state} ] && source {state}\n{code}\n"
                   f"export -p > {state}\n")
-        args = ["bash", "-c", script]
+    args = ["bash", "-c", script]
     process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -171,6 +180,8 @@ def run_example(example: Example, env: dict[str, str], state: Path) -> str:
             os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        if source is not None:
+            source.unlink(missing_ok=True)
     assert stopped or example.runs_s is None, f"{example.name} ended by itself:\n{output}"
     assert stopped or process.returncode == 0, \
         f"{example.name} exited {process.returncode}:\n{code}\n---\n{output}"
