@@ -79,7 +79,7 @@ async def stream_endpoint(websocket: WebSocket) -> None:
     session = StreamSession(websocket, realtime, viewer)
     realtime.connections.add(session)
     metrics.CONNECTIONS.inc()
-    gc_policy.stream_opened()
+    gc_ticket = gc_policy.stream_opened()
     try:
         await session.run()
     finally:
@@ -87,6 +87,7 @@ async def stream_endpoint(websocket: WebSocket) -> None:
         realtime.connections.discard(session)
         realtime.release(session.viewer)
         await session.cleanup()
+        gc_policy.stream_closed(gc_ticket)
 
 
 class StreamSession:
