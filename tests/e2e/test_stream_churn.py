@@ -126,7 +126,6 @@ async def test_memory_stays_flat_and_no_subscription_outlives_its_stream(
             await churn(ws_url, ROUND, seed=2)
             second = await settled_rss(server, http)
             grew = second - first
-            print("RSS", first >> 20, second >> 20)
             assert grew <= first * 0.10 + SLACK_BYTES, (
                 f"RSS {first / 2**20:.0f} MiB after the first round, {second / 2**20:.0f} MiB "
                 f"after the second: {grew / ROUND:.0f} bytes per stream stayed behind")
