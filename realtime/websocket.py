@@ -84,10 +84,10 @@ async def stream_endpoint(websocket: WebSocket) -> None:
         await session.run()
     finally:
         metrics.CONNECTIONS.dec()
+        gc_policy.stream_closed(gc_ticket)  # before any await: counted however the stream ends
         realtime.connections.discard(session)
         realtime.release(session.viewer)
         await session.cleanup()
-        gc_policy.stream_closed(gc_ticket)
 
 
 class StreamSession:
