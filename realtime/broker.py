@@ -105,6 +105,7 @@ class RedisBroker:
         self._channels: set[str] = set()  # wanted: every local feed's channel
         self._changed: set[str] = set()  # wanted or unwanted since the last SUBSCRIBE went out
         self._flusher: asyncio.Task[None] | None = None  # sends `_changed`, while there is any
+        self._batch_sent: asyncio.Future[None] | None = None  # done once `_changed` went out
         self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue(OUTBOX_SIZE)
         self._drop_next_publish = drop_first_publish  # fault injection for the gap-fill tests
         self._client: aioredis.Redis | None = None
@@ -135,6 +136,7 @@ class RedisBroker:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._drop_changes()
         await self._close_pubsub()
         if self._client is not None:
             await self._client.aclose()
@@ -177,10 +179,22 @@ class RedisBroker:
         self._changed.add(channel)
         if not self._subscribed_mode():
             return  # the listener subscribes to every wanted channel when it (re)connects
-        await asyncio.shield(self._flush_soon())
+        if self._batch_sent is None:
+            self._batch_sent = asyncio.get_running_loop().create_future()
+        sent = self._batch_sent  # this channel's batch: later ones are not waited for
+        self._flush_soon()
+        await asyncio.shield(sent)
 
     def _subscribed_mode(self) -> bool:
         return self._pubsub is not None and self.state == "connected"
+
+    def _drop_changes(self) -> None:
+        """Forget the pending changes (a (re)connect subscribes to all of `_channels`, or the
+        broker stops), and let whoever waits for their batch go on."""
+        self._changed.clear()
+        sent, self._batch_sent = self._batch_sent, None
+        if sent is not None and not sent.done():
+            sent.set_result(None)
 
     def _flush_soon(self) -> asyncio.Task[None]:
         """The task sending `_changed`; it starts on the next turn of the loop, so the changes
@@ -193,10 +207,15 @@ class RedisBroker:
         while self._changed:
             async with self._write_lock:
                 changed, self._changed = self._changed, set()
-                if not self._subscribed_mode():
-                    return  # the listener's (re)connect subscribes to every wanted channel
-                await self._send_changes(sorted(c for c in changed if c in self._channels),
-                                         sorted(c for c in changed if c not in self._channels))
+                sent, self._batch_sent = self._batch_sent, None
+                try:
+                    if self._subscribed_mode():  # else the (re)connect subscribes all wanted
+                        await self._send_changes(
+                            sorted(c for c in changed if c in self._channels),
+                            sorted(c for c in changed if c not in self._channels))
+                finally:
+                    if sent is not None and not sent.done():
+                        sent.set_result(None)
 
     async def _send_changes(self, wanted: list[str], unwanted: list[str]) -> None:
         assert self._pubsub is not None
@@ -237,7 +256,7 @@ class RedisBroker:
         assert self._client is not None
         pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         async with self._write_lock:
-            self._changed.clear()  # all of `_channels` goes out now; what changes meanwhile
+            self._drop_changes()  # all of `_channels` goes out now; what changes meanwhile
             # is sent once connected. A placeholder channel keeps the connection in subscribed
             # mode while no account is subscribed
             await pubsub.subscribe(CHANNEL_PREFIX + "_", *self._channels)

@@ -135,7 +135,7 @@ class RedisClusterBroker(RedisBroker):
         await self._cluster.initialize() if self.state == "starting" else \
             await self._cluster.nodes_manager.initialize()
         async with self._write_lock:
-            self._changed.clear()  # all of `_channels` goes out now; later changes once connected
+            self._drop_changes()  # all of `_channels` goes out now; later changes once connected
             by_node: dict[str, list[str]] = {
                 node.name: [] for node in self._cluster.get_primaries()}
             for channel in self._channels:
