@@ -150,6 +150,12 @@ else:
             super().data_received(data)
             if not self._ours():
                 self._disarm()
+                if self.transport.get_protocol() is not self:
+                    # handed over to a WebSocket: this protocol hears nothing more, and its
+                    # parser (whose callbacks are its bound methods) held it in a reference
+                    # cycle, which kept it and its transport after the stream closed until a
+                    # full collection (forever once gc.freeze() had moved it)
+                    self.parser = None  # type: ignore[assignment]
             elif self._reading_headers:
                 self._count(len(data))
 

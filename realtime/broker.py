@@ -98,6 +98,8 @@ class RedisBroker:
         self.publish_failures = 0
         self._channels: set[str] = set()  # wanted: every local feed's channel
         self._changed: set[str] = set()  # wanted or unwanted since the last SUBSCRIBE went out
+        self._flusher: asyncio.Task[None] | None = None  # sends `_changed`, while there is any
+        self._batch_sent: asyncio.Future[None] | None = None  # done once `_changed` went out
         self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue(OUTBOX_SIZE)
         self._drop_next_publish = drop_first_publish  # fault injection for the gap-fill tests
         self._client: aioredis.Redis | None = None
@@ -124,9 +126,11 @@ class RedisBroker:
     async def stop(self) -> None:
         for heartbeat in self.heartbeats:
             heartbeat.stopping = True
-        for task in self._tasks:
+        tasks = [*self._tasks, *([self._flusher] if self._flusher is not None else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._drop_changes()
         await self._close_pubsub()
         if self._client is not None:
             await self._client.aclose()
@@ -135,12 +139,12 @@ class RedisBroker:
     async def subscribe(self, account_id: str) -> None:
         channel = channel_for(account_id)
         self._channels.add(channel)
-        await self._send_subscription("subscribe", channel)
+        await self._send_subscription(channel)
 
     async def unsubscribe(self, account_id: str) -> None:
         channel = channel_for(account_id)
         self._channels.discard(channel)
-        await self._send_subscription("unsubscribe", channel)
+        await self._send_subscription(channel)
 
     def publish(self, account_id: str, payload: str) -> None:
         if self._drop_next_publish:
@@ -156,30 +160,68 @@ class RedisBroker:
             raise ConnectionError("broker not started")
         await asyncio.wait_for(self._client.ping(), timeout=1.0)
 
-    async def _send_subscription(self, command: str, channel: str) -> None:
+    async def _send_subscription(self, channel: str) -> None:
         """Channels changed while a SUBSCRIBE is on its way go out together in the next one
         (and one UNSUBSCRIBE): a reconnect storm of thousands of subscribers costs a few
         commands, not one each. Each channel goes out as `_channels` wants it then, so a
-        subscribe and an unsubscribe of one channel in quick succession end as the last said."""
-        if self._pubsub is None or self.state != "connected":
-            return  # the listener subscribes to every wanted channel when it (re)connects
+        subscribe and an unsubscribe of one channel in quick succession end as the last said.
+
+        The commands go out from a task of the broker's own, which the caller only waits for:
+        a caller cancelled half-way (a client gone in the middle of its subscribe) took the
+        whole batch with it, and an UNSUBSCRIBE of its batch never sent kept that channel
+        subscribed for good, with nobody listening."""
         self._changed.add(channel)
-        await asyncio.sleep(0)  # the subscribes of this turn of the loop join this one
-        try:
+        if not self._subscribed_mode():
+            return  # the listener subscribes to every wanted channel when it (re)connects
+        if self._batch_sent is None:
+            self._batch_sent = asyncio.get_running_loop().create_future()
+        sent = self._batch_sent  # this channel's batch: later ones are not waited for
+        self._flush_soon()
+        await asyncio.shield(sent)
+
+    def _subscribed_mode(self) -> bool:
+        return self._pubsub is not None and self.state == "connected"
+
+    def _drop_changes(self) -> None:
+        """Forget the pending changes (a (re)connect subscribes to all of `_channels`, or the
+        broker stops), and let whoever waits for their batch go on."""
+        self._changed.clear()
+        sent, self._batch_sent = self._batch_sent, None
+        if sent is not None and not sent.done():
+            sent.set_result(None)
+
+    def _flush_soon(self) -> asyncio.Task[None]:
+        """The task sending `_changed`; it starts on the next turn of the loop, so the changes
+        of this turn go out together."""
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_changes(), name="redis-subscriptions")
+        return self._flusher
+
+    async def _flush_changes(self) -> None:
+        while self._changed:
             async with self._write_lock:
-                if channel not in self._changed:
-                    return  # it went out with the round before
                 changed, self._changed = self._changed, set()
-                if self._pubsub is None or self.state != "connected":
-                    return
-                wanted = [c for c in changed if c in self._channels]
-                unwanted = [c for c in changed if c not in self._channels]
-                if wanted:
-                    await self._pubsub.subscribe(*wanted)
-                if unwanted:
-                    await self._pubsub.unsubscribe(*unwanted)
+                sent, self._batch_sent = self._batch_sent, None
+                try:
+                    if self._subscribed_mode():  # else the (re)connect subscribes all wanted
+                        await self._send_changes(
+                            sorted(c for c in changed if c in self._channels),
+                            sorted(c for c in changed if c not in self._channels))
+                finally:
+                    if sent is not None and not sent.done():
+                        sent.set_result(None)
+
+    async def _send_changes(self, wanted: list[str], unwanted: list[str]) -> None:
+        assert self._pubsub is not None
+        try:
+            if wanted:
+                await self._pubsub.subscribe(*wanted)
+            if unwanted:
+                await self._pubsub.unsubscribe(*unwanted)
         except (RedisError, OSError):
-            log.warning("redis %s %s failed; the listener will retry", command, channel)
+            # the connection is going: the listener's next round subscribes what is wanted
+            log.warning("redis subscribe of %d / unsubscribe of %d channels failed; the "
+                        "listener will retry", len(wanted), len(unwanted))
 
     async def _listen_forever(self) -> None:
         """Connect, resync, read; on any error reconnect after a backoff. Only cancellation
@@ -208,7 +250,9 @@ class RedisBroker:
         assert self._client is not None
         pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         async with self._write_lock:
-            # a placeholder channel keeps the connection in subscribed mode while no account is
+            self._drop_changes()  # all of `_channels` goes out now; what changes meanwhile
+            # is sent once connected. A placeholder channel keeps the connection in subscribed
+            # mode while no account is subscribed
             await pubsub.subscribe(CHANNEL_PREFIX + "_", *self._channels)
         self._pubsub = pubsub
         await self._connected()
@@ -218,6 +262,8 @@ class RedisBroker:
         first = self.state == "starting"
         self.state = "connected"
         metrics.REDIS_CONNECTED.set(1)
+        if self._changed:  # subscribes and unsubscribes made while connecting
+            self._flush_soon()
         if not first:
             self.reconnects += 1
             metrics.REDIS_RECONNECTS.inc()

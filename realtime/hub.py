@@ -16,7 +16,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -140,6 +141,7 @@ class Hub:
         self.broker = broker
         self.poll_interval_s = poll_interval_s
         self.feeds: dict[str, Feed] = {}
+        self._joining: dict[str, int] = {}  # account → subscribes and long-polls on their way in
         self.on_deliver = on_deliver
         self._poller: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -175,24 +177,18 @@ class Hub:
     async def subscribe(self, account_id: str, sink: Sink,
                         after_seq: int | None) -> Subscription:
         """Send `subscribed`, then the replay (or a snapshot), then live events, in order."""
-        feed, state = await self._feed(account_id)
-        subscription = Subscription(account_id, sink)
-        async with feed.lock:
-            sink.offer(_dump({"type": "subscribed", "account_id": account_id, "seq": feed.head}))
-            try:
+        async with self._joined(account_id) as (feed, state):
+            subscription = Subscription(account_id, sink)
+            async with feed.lock:
+                sink.offer(_dump({"type": "subscribed", "account_id": account_id,
+                                  "seq": feed.head}))
                 if after_seq is None or after_seq > feed.head:
                     subscription.skip_through = await self._send_snapshot(
                         feed, sink, reset=after_seq is not None, state=state)
                 else:
                     await self._replay(feed, sink, after_seq)
-            except Exception:  # the database is down: leave no feed nobody uses behind
-                await self._drop_if_unused(feed)
-                raise
-            feed.subscriptions.add(subscription)
-            metrics.SUBSCRIPTIONS.inc()
-            if self.feeds.get(account_id) is not feed:  # the feed was dropped meanwhile
-                self.feeds[account_id] = feed
-                await self.broker.subscribe(account_id)
+                feed.subscriptions.add(subscription)
+                metrics.SUBSCRIPTIONS.inc()
         return subscription
 
     async def unsubscribe(self, subscription: Subscription) -> None:
@@ -202,22 +198,22 @@ class Hub:
         if subscription in feed.subscriptions:
             feed.subscriptions.discard(subscription)
             metrics.SUBSCRIPTIONS.dec()
-        await self._drop_if_unused(feed)
+        await self._release(subscription.account_id)
 
     async def wait_beyond(self, account_id: str, seq: int, timeout_s: float) -> None:
         """Return once the account's stream passes `seq`, or after the timeout (long-poll)."""
-        feed, _ = await self._feed(account_id)
-        if feed.head > seq:
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        feed.waiters.add(waiter)
+        async with self._joined(account_id) as (feed, _):
+            if feed.head > seq:
+                return
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            feed.waiters.add(waiter)
         try:
             await asyncio.wait_for(asyncio.shield(waiter), timeout_s)
         except TimeoutError:
             pass
         finally:
             feed.waiters.discard(waiter)
-            await self._drop_if_unused(feed)
+            await self._release(account_id)
 
     def release_waiters(self) -> None:
         """End every long-poll now (on shutdown): each answers with what it has."""
@@ -226,11 +222,31 @@ class Hub:
                 if not waiter.done():
                     waiter.set_result(None)
 
-    async def _drop_if_unused(self, feed: Feed) -> None:
-        if feed.subscriptions or feed.waiters or self.feeds.get(feed.account_id) is not feed:
+    @asynccontextmanager
+    async def _joined(self, account_id: str) -> AsyncIterator[tuple[Feed, State | None]]:
+        """The account's feed (and when this call made it, the state read for its head), kept
+        with its channel subscribed while the caller joins it. However the caller ends — a
+        failure, or cancelled because its client left mid-subscribe — no feed and no channel
+        nobody uses stays behind; and a subscriber leaving meanwhile drops neither."""
+        self._joining[account_id] = self._joining.get(account_id, 0) + 1
+        try:
+            yield await self._feed(account_id)
+        finally:
+            left = self._joining.pop(account_id) - 1
+            if left:
+                self._joining[account_id] = left
+            await self._release(account_id)
+
+    async def _release(self, account_id: str) -> None:
+        """Drop the account's feed and its channel once nothing uses or joins it."""
+        if self._joining.get(account_id):
             return
-        self.feeds.pop(feed.account_id, None)
-        await self.broker.unsubscribe(feed.account_id)
+        feed = self.feeds.get(account_id)
+        if feed is not None:
+            if feed.subscriptions or feed.waiters:
+                return
+            del self.feeds[account_id]
+        await self.broker.unsubscribe(account_id)
 
     async def _feed(self, account_id: str) -> tuple[Feed, State | None]:
         """The account's feed; and when this call made it, the state it read for its head."""
@@ -240,12 +256,7 @@ class Hub:
         # subscribe before reading the head: an event committed in between arrives either in
         # the journal read or as a message, and the seq check drops the duplicate
         await self.broker.subscribe(account_id)
-        try:
-            state = State(await self.states.get(account_id))
-        except Exception:
-            if account_id not in self.feeds:
-                await self.broker.unsubscribe(account_id)
-            raise
+        state = State(await self.states.get(account_id))
         return self.feeds.setdefault(account_id, Feed(account_id, state.seq)), state
 
     async def _send_snapshot(self, feed: Feed, sink: Sink, reset: bool,

@@ -54,6 +54,9 @@ class Outbox:
         """Stop writing; what is still pending is dropped (the client resumes by seq)."""
         self._closed = True
         self._pending = []
+        # the callbacks are the connection's bound methods, and the connection holds this
+        # outbox: let go of them so reference counting frees both once the stream is gone
+        self._on_overflow = self._on_broken = _ignore
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.cancel()
@@ -76,3 +79,7 @@ class Outbox:
             self._in_flight = 0
             if self._writer is asyncio.current_task():
                 self._writer = None
+
+
+def _ignore() -> None:
+    pass

@@ -108,22 +108,25 @@ class RedisClusterBroker(RedisBroker):
             raise RedisError(f"no node serves the slot of {channel}")
         return str(node.name)
 
-    async def _send_subscription(self, command: str, channel: str) -> None:
-        if self.state != "connected":
-            return  # the listener subscribes to every wanted channel when it (re)connects
-        shard = self._shard_for(channel)
-        if shard is None:  # the slot map changed since the round began
-            self._topology_changed.set()
-            return
-        try:
-            async with self._write_lock:
-                if command == "unsubscribe":
-                    self._unsubscribing[channel] = self._unsubscribing.get(channel, 0) + 1
-                    await shard.sunsubscribe(channel)
-                else:
-                    await shard.ssubscribe(channel)
-        except (RedisError, OSError):
-            log.warning("redis s%s %s failed; the listener will retry", command, channel)
+    def _subscribed_mode(self) -> bool:
+        return self.state == "connected"
+
+    async def _send_changes(self, wanted: list[str], unwanted: list[str]) -> None:
+        # one slot per SSUBSCRIBE: a command per channel, to the shard that owns it
+        for command, channels in (("subscribe", wanted), ("unsubscribe", unwanted)):
+            for channel in channels:
+                shard = self._shard_for(channel)
+                if shard is None:  # the slot map changed since the round began
+                    self._topology_changed.set()
+                    continue
+                try:
+                    if command == "unsubscribe":
+                        self._unsubscribing[channel] = self._unsubscribing.get(channel, 0) + 1
+                        await shard.sunsubscribe(channel)
+                    else:
+                        await shard.ssubscribe(channel)
+                except (RedisError, OSError):
+                    log.warning("redis s%s %s failed; the listener will retry", command, channel)
 
     async def _connect(self) -> None:
         assert self._cluster is not None
@@ -131,10 +134,12 @@ class RedisClusterBroker(RedisBroker):
         self._unsubscribing.clear()
         await self._cluster.initialize() if self.state == "starting" else \
             await self._cluster.nodes_manager.initialize()
-        by_node: dict[str, list[str]] = {node.name: [] for node in self._cluster.get_primaries()}
-        for channel in self._channels:
-            by_node.setdefault(self._node_of(channel), []).append(channel)
         async with self._write_lock:
+            self._drop_changes()  # all of `_channels` goes out now; later changes once connected
+            by_node: dict[str, list[str]] = {
+                node.name: [] for node in self._cluster.get_primaries()}
+            for channel in self._channels:
+                by_node.setdefault(self._node_of(channel), []).append(channel)
             for node in self._cluster.get_primaries():
                 client = aioredis.Redis(
                     host=node.host, port=int(node.port), retry=Retry(NoBackoff(), 0),

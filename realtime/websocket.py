@@ -79,11 +79,12 @@ async def stream_endpoint(websocket: WebSocket) -> None:
     session = StreamSession(websocket, realtime, viewer)
     realtime.connections.add(session)
     metrics.CONNECTIONS.inc()
-    gc_policy.stream_opened()
+    gc_ticket = gc_policy.stream_opened()
     try:
         await session.run()
     finally:
         metrics.CONNECTIONS.dec()
+        gc_policy.stream_closed(gc_ticket)  # before any await: counted however the stream ends
         realtime.connections.discard(session)
         realtime.release(session.viewer)
         await session.cleanup()

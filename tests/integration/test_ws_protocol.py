@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import socket
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -35,11 +37,12 @@ async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 @contextlib.asynccontextmanager
-async def served() -> AsyncIterator[tuple[str, uvicorn.Server]]:
+async def served(http: Any = "auto", ws: Any = WebSocketProtocol,
+                 ) -> AsyncIterator[tuple[str, uvicorn.Server]]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(echo_app, ws=WebSocketProtocol, ws_per_message_deflate=False,
+    config = uvicorn.Config(echo_app, http=http, ws=ws, ws_per_message_deflate=False,
                             log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -113,3 +116,43 @@ async def test_the_flag_blocks_writers_until_set() -> None:
     assert not any(w.done() for w in waiters)
     flag.set()
     assert await asyncio.gather(*waiters) == [True, True, True]
+
+
+@contextlib.contextmanager
+def collector_off() -> Any:
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+async def test_a_closed_websocket_is_freed_by_reference_counting_alone() -> None:
+    """Neither the HTTP protocol that answered the upgrade nor the WebSocket protocol stays in a
+    reference cycle: a closed connection is freed at once, even with its objects frozen."""
+    from api.serving import AutoProtocol
+
+    made: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    class TrackedHttp(AutoProtocol):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.add(self)
+
+    class TrackedWebSocket(WebSocketProtocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.add(self)
+
+    with collector_off():
+        async with served(http=TrackedHttp, ws=TrackedWebSocket) as (url, server):
+            for _ in range(3):
+                async with connect(url) as ws:
+                    await ws.send("hi")
+                    assert await ws.recv() == "echo:hi"
+            deadline = asyncio.get_running_loop().time() + 5
+            while server.server_state.connections or made:
+                assert asyncio.get_running_loop().time() < deadline, sorted(
+                    type(p).__name__ for p in made)
+                await asyncio.sleep(0.05)

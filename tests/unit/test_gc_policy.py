@@ -1,28 +1,82 @@
-"""Open streams move out of the collector's way every FREEZE_EVERY new streams."""
+"""Open streams move out of the collector's way every FREEZE_EVERY new streams, and back in once
+enough of the frozen ones have closed, so cycles they left behind are reclaimed."""
 
 from __future__ import annotations
 
 import gc
+import weakref
 from collections.abc import Iterator
 
 import pytest
 
 from realtime import gc_policy
+from realtime.gc_policy import FreezePolicy
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def unfrozen() -> Iterator[None]:
     gc.unfreeze()
     yield
     gc.unfreeze()
 
 
-@pytest.mark.usefixtures("unfrozen")
+class Stream:
+    """A closed connection's objects caught in a reference cycle."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
 def test_every_few_hundred_streams_the_live_objects_are_frozen() -> None:
-    gc_policy._opened_since_freeze = 0
-    for _ in range(gc_policy.FREEZE_EVERY - 1):
-        gc_policy.stream_opened()
+    policy = FreezePolicy(freeze_every=50)
+    for _ in range(49):
+        policy.stream_opened()
     assert gc.get_freeze_count() == 0
-    gc_policy.stream_opened()
+    policy.stream_opened()
     assert gc.get_freeze_count() > 0
-    assert gc_policy._opened_since_freeze == 0
+    assert policy.opened_since_freeze == 0
+
+
+def test_cycles_of_frozen_streams_are_reclaimed_once_enough_of_them_closed() -> None:
+    policy = FreezePolicy(freeze_every=10, thaw_min=20)
+    streams = [Stream() for _ in range(20)]
+    tickets = [policy.stream_opened() for _ in streams[:10]]  # the tenth freezes them all
+    tickets += [policy.stream_opened() for _ in streams[10:]]  # and the twentieth again
+    assert policy.freezes == 2
+    dead = weakref.ref(streams[0])
+    streams.clear()
+    gc.collect()
+    assert dead() is not None, "a frozen cycle is never collected"
+    for ticket in tickets[:19]:
+        policy.stream_closed(ticket)
+    assert dead() is not None and policy.thaws == 0
+    policy.stream_closed(tickets[19])  # 20 frozen streams closed: as many as THAW_MIN
+    assert policy.thaws == 1
+    assert dead() is None
+    assert policy.frozen_closed == 0 and policy.open_streams == 0
+    assert gc.get_freeze_count() > 0  # what is alive is frozen again
+
+
+def test_streams_opened_and_closed_between_freezes_do_not_count() -> None:
+    policy = FreezePolicy(freeze_every=1000, thaw_min=5)
+    for _ in range(50):
+        policy.stream_closed(policy.stream_opened())
+    assert policy.frozen_closed == 0 and policy.thaws == 0
+
+
+def test_the_thaw_waits_for_half_the_open_streams_to_turn_over() -> None:
+    policy = FreezePolicy(freeze_every=100, thaw_min=10)
+    tickets = [policy.stream_opened() for _ in range(100)]  # frozen at the hundredth
+    for ticket in tickets[:32]:
+        policy.stream_closed(ticket)
+    assert policy.thaws == 0  # 32 closed, 68 open: not yet half of them
+    policy.stream_closed(tickets[32])  # 33 closed, 67 open: half is 33
+    assert policy.thaws == 1
+
+
+def test_the_server_wide_policy_counts_open_streams() -> None:
+    before = gc_policy.POLICY.open_streams
+    ticket = gc_policy.stream_opened()
+    assert gc_policy.POLICY.open_streams == before + 1
+    gc_policy.stream_closed(ticket)
+    assert gc_policy.POLICY.open_streams == before

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
 from realtime.outbox import Outbox
 
@@ -103,3 +105,30 @@ async def test_wait_for_room_returns_once_the_writer_drains() -> None:
     socket.gate.set()
     await asyncio.wait_for(waiting, 1)
     assert box.offer("c")
+
+
+class Connection:
+    """Holds its outbox, whose callbacks are its own bound methods (as StreamSession does)."""
+
+    def __init__(self) -> None:
+        self.outbox = Outbox(10, Socket().send, self.on_overflow, self.on_broken)
+
+    def on_overflow(self) -> None:
+        pass
+
+    def on_broken(self) -> None:
+        pass
+
+
+async def test_a_closed_outbox_lets_go_of_its_connection() -> None:
+    gc.collect()
+    gc.disable()  # reference counting alone must free them: no cycle is left
+    try:
+        connection = Connection()
+        connection.outbox.offer("last words")
+        await connection.outbox.close()
+        gone = weakref.ref(connection)
+        del connection
+        assert gone() is None
+    finally:
+        gc.enable()
