@@ -13,7 +13,7 @@ from starlette.types import Receive, Scope, Send
 
 from core.errors import InvalidAccountId
 from core.model import normalise_account_id
-from realtime.hub import QueueSink
+from realtime.feeds import QueueSink
 from realtime.streams import Realtime, StreamAuthError, Viewer, json_error, may_read
 
 RETRY_MS = 2000

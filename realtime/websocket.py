@@ -24,7 +24,7 @@ from core.errors import InvalidAccountId
 from core.model import normalise_account_id
 from core.ports import ServiceUnavailable
 from realtime import gc_policy
-from realtime.hub import Subscription, _dump
+from realtime.feeds import Subscription, dump
 from realtime.outbox import Outbox
 from realtime.streams import (
     CLOSE_BAD_MESSAGE,
@@ -121,7 +121,7 @@ class StreamSession:
         self.request_close(CLOSE_SLOW_CONSUMER, "slow consumer: resume from your last seq")
 
     async def run(self) -> None:
-        self.sink.offer(_dump({"type": "hello", "connection_id": self.connection_id,
+        self.sink.offer(dump({"type": "hello", "connection_id": self.connection_id,
                                "heartbeat_s": self.config.heartbeat_s}))
         error: Exception | None = None
         self._reader = asyncio.current_task()
@@ -192,7 +192,7 @@ class StreamSession:
     async def _handle(self, message: dict[str, Any]) -> None:
         op = message.get("op")
         if op == "ping":
-            self.sink.offer(_dump({"type": "pong"}))
+            self.sink.offer(dump({"type": "pong"}))
         elif op == "subscribe":
             await self._subscribe(message)
         elif op == "unsubscribe":
@@ -219,7 +219,7 @@ class StreamSession:
         if previous is not None:
             await self.realtime.hub.unsubscribe(previous)
         elif len(self.subscriptions) >= self.config.max_subscriptions:
-            self.sink.offer(_dump({"type": "error", "code": "too_many_subscriptions",
+            self.sink.offer(dump({"type": "error", "code": "too_many_subscriptions",
                                    "message": f"at most {self.config.max_subscriptions} "
                                    "subscriptions per connection", "account_id": account_id}))
             return
@@ -231,7 +231,7 @@ class StreamSession:
         subscription = self.subscriptions.pop(account_id, None)
         if subscription is not None:
             await self.realtime.hub.unsubscribe(subscription)
-        self.sink.offer(_dump({"type": "unsubscribed", "account_id": account_id}))
+        self.sink.offer(dump({"type": "unsubscribed", "account_id": account_id}))
 
     async def _refresh(self, message: dict[str, Any]) -> None:
         token = message.get("token")
@@ -244,7 +244,7 @@ class StreamSession:
         if (fresh.kind, fresh.subject) != (self.viewer.kind, self.viewer.subject):
             raise ProtocolViolation(CLOSE_FORBIDDEN, "a refresh token must name the same account")
         self.viewer = fresh
-        self.sink.offer(_dump({"type": "refreshed", "expires_at": fresh.expires}))
+        self.sink.offer(dump({"type": "refreshed", "expires_at": fresh.expires}))
 
     def _account_of(self, message: dict[str, Any]) -> str:
         raw = message.get("account_id")

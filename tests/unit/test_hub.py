@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from realtime.hub import Hub, State
+from realtime.feeds import State
+from realtime.hub import Hub
 from tests.unit.fakes import ListSink, MemoryBroker, MemoryJournal
 
 ACCOUNT = "acct-1"
