@@ -265,8 +265,10 @@ class Account:
         funding = [self._give_back(spend, grant_id, kind, part, refund_id, now)
                    for grant_id, kind, part in spend.plan(take)]
         self.balance += take
-        if self.trial_day == now.date().isoformat() == spend.entry.at.date().isoformat():
-            self.trial_used = max(0, self.trial_used - take)  # today's spend, given back today
+        if self.trial_day == now.date().isoformat() == spend.counted_day.isoformat():
+            # only credits counted today come back to today's allowance: a capture's were
+            # counted when its hold opened, maybe on an earlier day
+            self.trial_used = max(0, self.trial_used - take)
         details = {"refund_id": refund_id, "refund_of": spend.kind,
                    "spent_at": iso(spend.entry.at), **spend.price(), "funding": funding}
         self._record("refund", take, take, 0, reason, spend.entry.ref, spend.spend_id, details,

@@ -5,7 +5,7 @@ share the same transaction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -220,6 +220,7 @@ class CreditService:
         return hold, account
 
     async def _spend(self, uow: RefundUnitOfWork, spend_id: str, kind: str) -> Spend:
+        hold = None
         if kind == CAPTURE:
             hold = await uow.holds.get(spend_id)
             if hold is None:
@@ -232,7 +233,7 @@ class CreditService:
             raise InvalidInput(f"Expected a refund of a {CHARGE} or a {CAPTURE}, got {kind!r}")
         spend = await uow.spends.find(spend_id, kind)
         if spend is not None:
-            return spend
+            return spend if hold is None else replace(spend, counted_at=hold.created_at)
         if kind == CAPTURE:
             raise InvariantViolated(f"Hold {spend_id} is captured but its capture is not in "
                                     "the journal")
