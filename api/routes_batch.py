@@ -20,9 +20,11 @@ from api.context import AppContext
 from api.errors import ApiError, error_body, to_status_and_body
 from api.routes_accounts import ctx_of
 from api.schemas import Body, CaptureBody, ChargeBody, GrantBody, HoldBody, ReleaseBody
-from core.errors import CreditError
+from core.errors import CreditError, InvalidAccountId
+from core.model import normalise_account_id
 from storage.batch import Touches
 from storage.operation import OperationUnitOfWork
+from storage.writer import IN_DOUBT
 
 log = logging.getLogger("creditstream.api")
 MAX_OPERATIONS = 1000
@@ -70,8 +72,9 @@ async def run_batch(request: Request) -> Response:
     principal.require_server()
     body, canonical = await parse(request, BatchBody, MAX_BATCH_BODY_BYTES)
     touches = Touches(
-        accounts=tuple(p.account_id for p in body.operations
-                       if isinstance(p, (BatchHold, BatchCharge, BatchGrant))),
+        accounts=tuple(a for p in body.operations
+                       if isinstance(p, (BatchHold, BatchCharge, BatchGrant))
+                       for a in lockable(p.account_id)),
         holds=tuple(p.hold_id for p in body.operations
                     if isinstance(p, (BatchCapture, BatchRelease))))
 
@@ -81,6 +84,8 @@ async def run_batch(request: Request) -> Response:
             unit = uow.part()
             try:
                 status, answer = await apply_part(ctx, unit, part)
+            except IN_DOUBT:
+                raise  # the transaction itself failed (a deadlock …): the writer runs it again
             except (CreditError, ApiError) as exc:
                 status, answer, _ = to_status_and_body(exc)
             except Exception:
@@ -94,6 +99,17 @@ async def run_batch(request: Request) -> Response:
         return 200, {"results": results}
 
     return await ctx.execute(request, principal, canonical, action, touches)
+
+
+def lockable(account_id: str) -> tuple[str, ...]:
+    """The account id as the part will lock it: normalised (a wallet in any case is one
+    account), so every account is locked up front in one statement in id order, never late and
+    out of order (two batches naming wallets in opposite orders would deadlock). An invalid id
+    locks nothing: its part answers 422."""
+    try:
+        return (normalise_account_id(account_id),)
+    except InvalidAccountId:
+        return ()
 
 
 async def apply_part(ctx: AppContext, uow: OperationUnitOfWork,

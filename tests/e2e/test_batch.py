@@ -3,10 +3,20 @@ result in order; a refused part leaves nothing behind and does not stop the othe
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Callable
+from contextlib import AsyncExitStack
 from typing import Any
 
+import asyncpg
+import httpx
+
+from asgi import create_app
+from config import Settings
+from storage.keys import create_server_key
 from tests.conftest import ApiClient
+from tests.support import PG_ADMIN_DSN, MutableClock
 
 
 async def grant(api: ApiClient, account: str, amount: int) -> None:
@@ -103,3 +113,51 @@ async def test_a_thousand_parts_fit(api: ApiClient) -> None:
     assert response.status_code == 200, response.text[:500]
     assert [r["status"] for r in response.json()["results"]] == [201] * 1000
     assert (await snapshot(api, account))["held"] == 1000
+
+
+async def _deadlocks(database: str) -> int:
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        count: int = await conn.fetchval(
+            "SELECT deadlocks FROM pg_stat_database WHERE datname = $1", database)
+    finally:
+        await conn.close()
+    return count
+
+
+async def test_mixed_case_wallets_in_opposite_orders_on_two_instances_never_deadlock(
+        pg_url: str, settings_for: Callable[..., Settings], clock: MutableClock) -> None:
+    """Each batch locks its accounts up front, in one statement in id order, whatever case
+    its wallet ids are written in: two instances' batches naming the same wallets in opposite
+    orders wait for each other, never deadlock (PostgreSQL counts every deadlock it breaks)."""
+    wallets = ["0x" + f"{i:x}" * 40 for i in range(10, 16)]  # 0xaaaa…, 0xbbbb…, …
+    written = ["0x" + w[2:22].upper() + w[22:] for w in wallets]  # 0xAAAA…aaaa, as checksummed
+    apps = []
+    async with AsyncExitStack() as stack:
+        for _ in range(2):
+            app = create_app(settings_for(pg_url), clock=clock)
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            apps.append(app)
+        key = await create_server_key(apps[0].state.ctx.db, "tests")
+        auth = {"Authorization": f"Bearer {key}"}
+        clients = [await stack.enter_async_context(httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://creditstream.test",
+            headers=auth, timeout=60)) for app in apps]
+        granted = await clients[0].post("/v1/batch", json={"operations": [
+            {"op": "grant", "account_id": w, "amount": 100, "reason": "purchase"}
+            for w in wallets]})
+        assert granted.status_code == 200, granted.text
+        rounds = 8
+        for _ in range(rounds):
+            forward = [{"op": "charge", "account_id": w, "amount": 1} for w in written]
+            answers = await asyncio.gather(
+                clients[0].post("/v1/batch", json={"operations": forward}),
+                clients[1].post("/v1/batch", json={"operations": forward[::-1]}))
+            for answer in answers:
+                assert answer.status_code == 200, answer.text[:500]
+                assert [r["status"] for r in answer.json()["results"]] == [201] * len(wallets)
+        for wallet in wallets:
+            account = (await clients[1].get(f"/v1/accounts/{wallet}")).json()
+            assert account["balance"] == 128 - 2 * rounds, account
+    # the pools are closed: their backends have reported what they counted
+    assert await _deadlocks(pg_url.rsplit("/", 1)[1]) == 0
