@@ -4,6 +4,7 @@ result in order; a refused part leaves nothing behind and does not stop the othe
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -14,6 +15,8 @@ import httpx
 
 from asgi import create_app
 from config import Settings
+from core.account import Account
+from storage.batch import copy_account
 from storage.keys import create_server_key
 from tests.conftest import ApiClient
 from tests.support import PG_ADMIN_DSN, MutableClock
@@ -161,3 +164,86 @@ async def test_mixed_case_wallets_in_opposite_orders_on_two_instances_never_dead
             assert account["balance"] == 128 - 2 * rounds, account
     # the pools are closed: their backends have reported what they counted
     assert await _deadlocks(pg_url.rsplit("/", 1)[1]) == 0
+
+
+def test_a_working_copy_shares_the_grants_it_does_not_change(clock: MutableClock) -> None:
+    """What made a 1,000-part batch on an account with 1,000 grants take seconds: every part
+    copied every grant. A part's copy now shares them, and copies only the one it spends."""
+    account = Account.open("many", clock.now())
+    for i in range(100):
+        account.add_grant(f"grt_{i:03d}", 5, "purchase", clock.now())
+    copy = copy_account(account)
+    assert all(mine is theirs for mine, theirs in zip(copy.grants, account.grants, strict=True))
+
+    copy.charge("chg_1", 30, "render", clock.now())  # the trial's 28 (expiring first), then 2
+
+    changed = [g for g in copy.grants if not any(g is o for o in account.grants)]
+    assert sorted(g.grant_id for g in changed) == sorted(copy.touched_grants)
+    assert len(changed) == 2  # of 101: the other 99 are still the original's own objects
+    assert sum(g.remaining for g in account.grants) == 28 + 500  # the original is untouched
+    assert sum(g.remaining for g in copy.grants) == 28 + 500 - 30
+
+
+async def test_a_thousand_charges_on_a_thousand_grants_leave_health_checks_answered(
+        api: ApiClient) -> None:
+    account = f"many-{uuid.uuid4().hex[:6]}"
+    for count in (1000, 40):
+        granted = await api.http.post("/v1/batch", headers=api.server(), json={"operations": [
+            {"op": "grant", "account_id": account, "amount": 5, "reason": "purchase"}
+            for _ in range(count)]})
+        assert granted.status_code == 200, granted.text[:300]
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def check_health() -> None:
+        while not done.is_set():
+            due = time.perf_counter()
+            await asyncio.sleep(0.01)
+            assert (await api.http.get("/healthz")).status_code == 200
+            gaps.append(time.perf_counter() - due - 0.01)
+
+    checking = asyncio.create_task(check_health())
+    await asyncio.sleep(0.05)
+    started = time.perf_counter()
+    response = await api.http.post("/v1/batch", headers=api.server(), json={"operations": [
+        {"op": "charge", "account_id": account, "amount": 1} for _ in range(1000)]})
+    elapsed = time.perf_counter() - started
+    done.set()
+    await checking
+    assert response.status_code == 200, response.text[:300]
+    assert [r["status"] for r in response.json()["results"]] == [201] * 1000
+    assert (await snapshot(api, account))["balance"] == 28 + 5 * 1040 - 1000
+    # the batch no longer holds the event loop from start to end (it took 4-13 s here, and a
+    # health check waited all of it): relative bounds, as a busy machine slows both alike
+    assert max(gaps) < 0.75 * elapsed, (max(gaps), elapsed)
+    assert len(gaps) >= 3
+
+
+async def test_a_batch_whose_answer_would_be_huge_is_refused_whole(api: ApiClient) -> None:
+    account = f"echo-{uuid.uuid4().hex[:6]}"
+    await grant(api, account, 100)
+    metadata = {f"{i:02d}" + "k" * 38: "v" * 500 for i in range(50)}  # 25 KB, within limits
+    opened = await api.http.post("/v1/holds", headers=api.server(), json={
+        "account_id": account, "amount": 10, "metadata": metadata})
+    hold_id = opened.json()["hold"]["hold_id"]
+    before = await snapshot(api, account)
+    operations = [{"op": "charge", "account_id": account, "amount": 1}] + [
+        {"op": "capture", "hold_id": hold_id} for _ in range(999)]
+    headers = {**api.server(), "Idempotency-Key": uuid.uuid4().hex}
+
+    response = await api.http.post("/v1/batch", headers=headers, json={"operations": operations})
+
+    assert response.status_code == 413, response.text[:300]
+    error = response.json()["error"]
+    assert (error["code"], error["limit"]) == ("batch_answer_too_large", 4 * 1024 * 1024)
+    assert len(response.content) < 1000
+    assert await snapshot(api, account) == before  # neither the charge nor the capture stayed
+    hold = (await api.http.get(f"/v1/holds/{hold_id}", headers=api.server())).json()
+    assert hold["status"] == "open"
+    again = await api.http.post("/v1/batch", headers=headers, json={"operations": operations})
+    assert (again.status_code, again.content) == (413, response.content)
+    fits = await api.http.post("/v1/batch", headers=api.server(), json={
+        "operations": operations[:50]})
+    assert fits.status_code == 200
+    assert [r["status"] for r in fits.json()["results"]] == [201] + [200] * 49
+    assert (await snapshot(api, account))["balance"] == before["balance"] - 1 - 10
