@@ -185,7 +185,9 @@ def test_a_working_copy_shares_the_grants_it_does_not_change(clock: MutableClock
 
 
 async def test_a_thousand_charges_on_a_thousand_grants_leave_health_checks_answered(
-        api: ApiClient) -> None:
+        api_factory: Callable[..., Any], pg_url: str) -> None:
+    # PostgreSQL, as production runs: SQLite's writes in a worker thread compete for the GIL
+    api: ApiClient = await api_factory(pg_url)
     account = f"many-{uuid.uuid4().hex[:6]}"
     for count in (1000, 40):
         granted = await api.http.post("/v1/batch", headers=api.server(), json={"operations": [
