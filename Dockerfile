@@ -7,7 +7,8 @@ COPY storage storage
 COPY realtime realtime
 COPY api api
 COPY providers providers
-COPY asgi.py wiring.py cli.py config.py metrics.py outbound.py sweeper.py ./
+COPY background background
+COPY asgi.py wiring.py cli.py config.py metrics.py ./
 # the runtime and uvicorn's uvloop/httptools (the `serve` extra); no test or benchmark packages.
 # tests/e2e/test_shipped_package.py installs exactly what is copied above into a clean venv and
 # runs migrate, keys create and serve from it

@@ -1,7 +1,8 @@
 # make run  — install the runtime (and uvicorn's uvloop/httptools) into .venv and serve on the
 #             embedded default (SQLite, in-process broker, local results directory) at
 #             http://$(HOST):$(PORT) (default 127.0.0.1:8000), in dev mode (prints a server key)
-# make test — install the runtime with the test tools (.[test]) and run the whole suite
+# make test — install the runtime with the test tools (.[test]) and the Python client
+#             (clients/python) and run the whole suite
 # make check — mypy --strict and ruff (versions pinned in the test extra) over the whole tree
 VENV ?= .venv
 PYTHON ?= python3
@@ -9,6 +10,8 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed
+CLIENT_STAMP := $(VENV)/.installed-client
+CLIENT_SOURCES := clients/python/pyproject.toml $(wildcard clients/python/creditstream_client/*.py)
 
 .PHONY: install install-run run test check migrate clean
 
@@ -25,9 +28,16 @@ $(TEST_STAMP): pyproject.toml | $(VENV)/bin/python
 	$(VENV)/bin/pip install --quiet -e ".[test]"
 	touch $(TEST_STAMP)
 
+# the Python client is its own package (tests/e2e/test_python_client.py imports it as users do);
+# reinstalled whenever its sources change
+$(CLIENT_STAMP): $(CLIENT_SOURCES) | $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet ./clients/python
+	rm -rf clients/python/build clients/python/*.egg-info
+	touch $(CLIENT_STAMP)
+
 install-run: $(RUN_STAMP)
 
-install: $(TEST_STAMP)
+install: $(TEST_STAMP) $(CLIENT_STAMP)
 
 migrate: install-run
 	$(VENV)/bin/creditstream migrate

@@ -25,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 import realtime
 from api import openapi
 from api.demo import demo_routes
+from api.docs_page import docs_routes
 from api.errors import EXCEPTION_HANDLERS
 from api.observability import (
     ObservabilityMiddleware,
@@ -34,15 +35,15 @@ from api.observability import (
 )
 from api.results import ResultFiles
 from api.routes import V1_ROUTES
-from api.routes_seed import SEED_ROUTES
+from api.routes.seeds import SEED_ROUTES
 from api.routing import starlette_routes
+from api.startup import StartupError, announce, startup_problem
 from config import ConfigError, Settings
 from core.plans import PlanCatalogue, packaged_plans
 from core.ports import Clock, SystemClock
 from core.pricing import Catalogue
 from realtime.sse import sse_endpoint
 from realtime.websocket import stream_app, stream_endpoint
-from storage.keys import create_server_key
 from storage.migrate import upgrade_async
 from wiring import open_context
 
@@ -70,7 +71,10 @@ def load_plans(path: str | None, catalogue: Catalogue) -> PlanCatalogue:
 
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None,
-               run_sweeper: bool = True, auto_migrate: bool = True) -> Starlette:
+               run_sweeper: bool = True, auto_migrate: bool = True,
+               announce_start: bool = True) -> Starlette:
+    """`announce_start=False`: `creditstream serve` printed the summary and made dev mode's key
+    itself, once, before its workers started."""
     settings = settings or Settings.from_env()
     settings.check_secrets()
     if settings.log_format == "json":
@@ -82,16 +86,23 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if auto_migrate and settings.auto_migrate:
-            await upgrade_async(settings.database_url)
         async with contextlib.AsyncExitStack() as stack:
-            ctx, realtime = await open_context(stack, settings, catalogue, plans, clock,
-                                               run_sweeper)
+            try:
+                if auto_migrate and settings.auto_migrate:
+                    await upgrade_async(settings.database_url)
+                ctx, realtime = await open_context(stack, settings, catalogue, plans, clock,
+                                                   run_sweeper)
+            except Exception as exc:
+                problem = startup_problem(exc, settings)
+                if problem is None:
+                    raise
+                # uvicorn prints this line instead of the traceback (CreditstreamApp below)
+                app.state.startup_problem = f"creditstream: {problem}"
+                raise StartupError(problem) from None
             app.state.ctx, app.state.realtime = ctx, realtime
             _chain_sigterm(realtime.begin_shutdown)
-            if settings.dev:
-                key = await create_server_key(ctx.db, "dev")
-                print(f"creditstream dev mode: server key for this run:\n{key}", flush=True)
+            if announce_start:
+                await announce(ctx.db, settings)
             yield
 
     routes = starlette_routes(API_ROUTES) + [
@@ -99,7 +110,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
         WebSocketRoute(STREAM_PATH, stream_endpoint),
         Mount("/results", ResultFiles(directory=settings.results_dir, check_dir=False),
               name="results"),
-    ] + demo_routes(STATIC_DIR, dev=settings.dev)
+    ] + docs_routes() + demo_routes(STATIC_DIR, dev=settings.dev)
     middleware = [Middleware(ObservabilityMiddleware)]
     if settings.cors_origins:
         middleware.append(Middleware(
@@ -120,11 +131,26 @@ class CreditstreamApp(Starlette):
     request id and its `X-Request-ID` stay; CORS and the error pages concern HTTP only."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await super().__call__(scope, receive, self._plain_startup_failure(send))
+            return
         if scope["type"] == "websocket" and _route_path(scope) == STREAM_PATH:
             scope["app"] = self
             await observe_websocket(stream_app, scope, receive, send)
             return
         await super().__call__(scope, receive, send)
+
+    def _plain_startup_failure(self, send: Send) -> Send:
+        """A start that failed for a reason said in one line (a wrong database URL, say)
+        reaches uvicorn as that line, not as Starlette's traceback."""
+
+        async def plain(message: Any) -> None:
+            problem = getattr(self.state, "startup_problem", None)
+            if message["type"] == "lifespan.startup.failed" and problem:
+                message = {**message, "message": problem}
+            await send(message)
+
+        return plain
 
 
 def _route_path(scope: Scope) -> str:
@@ -151,12 +177,13 @@ def _chain_sigterm(before: Callable[[], None]) -> None:
 
 def __getattr__(name: str) -> Any:
     # `uvicorn asgi:app` builds the app on first access, not at import time
-    if name == "app":
+    # `served_app`: the app as `creditstream serve` runs it, which announced the start itself
+    if name in ("app", "served_app"):
         try:
-            application = create_app()
+            application = create_app(announce_start=name == "app")
         except ConfigError as exc:  # one clear line, not a traceback from inside uvicorn
             print(f"creditstream: configuration error: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(2) from None
-        globals()["app"] = application
+        globals()[name] = application
         return application
     raise AttributeError(name)

@@ -10,7 +10,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from config import Settings
+from config import ConfigError, Settings
+from core.version import VERSION
 
 if TYPE_CHECKING:  # the commands import the engine only when they run
     from core.service import CreditService
@@ -19,6 +20,7 @@ if TYPE_CHECKING:  # the commands import the engine only when they run
 T = TypeVar("T")
 
 KEEP_ALIVE_S = 5
+STARTUP_FAILURE = 3  # uvicorn's exit code for an application that did not start
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,17 +35,31 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
-    settings = Settings.from_env()
     handler: Callable[[argparse.Namespace, Settings], int] = args.handler
     try:
+        settings = Settings.from_env()
         return handler(args, settings)
+    except ConfigError as exc:
+        print(f"creditstream: configuration error: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # the CLI reports failures as one line, not a traceback
-        print(f"creditstream: {type(exc).__name__}: {exc}", file=sys.stderr)
+        from api.startup import StartupError
+        from storage.database_url import DatabaseSetupError
+
+        if isinstance(exc, StartupError | DatabaseSetupError):  # says what to do already
+            print(f"creditstream: {exc}", file=sys.stderr)
+        else:
+            print(f"creditstream: {type(exc).__name__}: {_first_line(exc)}", file=sys.stderr)
         return 1
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else ""
 
 
 def _parser(with_bench: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="creditstream", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"creditstream {VERSION}")
     sub = parser.add_subparsers(dest="command")
 
     serve = sub.add_parser("serve", help="run the HTTP and WebSocket server")
@@ -103,6 +119,10 @@ def _parser(with_bench: bool = False) -> argparse.ArgumentParser:
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from api.startup import bind_listener, prepare, redis_warning, summary
+    from storage.database_url import check_supported
 
     if args.workers < 1:
         print(f"--workers must be at least 1, got {args.workers}", file=sys.stderr)
@@ -111,23 +131,56 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         print("--workers > 1 needs CREDITSTREAM_REDIS_URL: the in-process broker reaches only "
               "the streams of its own worker", file=sys.stderr)
         return 2
+    settings.check_secrets()
+    check_supported(settings.database_url)
+    # the socket first: an address in use stops the start before anything is written;
+    # then the database (migrated), dev mode's one key and the Redis check, once, in this
+    # process, each failure one line; then the summary, and uvicorn serves on the socket
+    sock = bind_listener(args.host, args.port)
+    try:
+        prepared = asyncio.run(prepare(settings))
+    except BaseException:
+        sock.close()
+        raise
+    print("\n".join(summary(settings, (args.host, args.port), args.workers, prepared.dev_key)),
+          flush=True)
+    if prepared.redis_problem is not None:
+        print(redis_warning(settings, prepared.redis_problem), file=sys.stderr, flush=True)
     # api.serving: uvicorn's protocols with a deadline for request headers (slow or silent
     # clients are cut off) and a cap on their size; idle keep-alive connections close after 5 s;
     # api.ws_protocol: websockets' sans-I/O protocol (no task of its own per connection), minus
     # what it keeps of each connection's handshake and queues: ~15 KiB less per idle stream
     # than the legacy protocol (docs/PERFORMANCE.md)
-    uvicorn.run("asgi:app", host=args.host, port=args.port, ws="api.ws_protocol:WebSocketProtocol",
-                ws_per_message_deflate=False, lifespan="on", log_level="info",
-                http="api.serving:AutoProtocol", timeout_keep_alive=KEEP_ALIVE_S,
-                timeout_graceful_shutdown=10, workers=args.workers)
-    return 0
+    config = uvicorn.Config(
+        "asgi:served_app", host=args.host, port=args.port, ws="api.ws_protocol:WebSocketProtocol",
+        ws_per_message_deflate=False, lifespan="on", log_level="info",
+        http="api.serving:AutoProtocol", timeout_keep_alive=KEEP_ALIVE_S,
+        timeout_graceful_shutdown=10, workers=args.workers)
+    try:
+        if args.workers > 1:
+            Multiprocess(config, sockets=[sock]).run()
+            return 0
+        server = uvicorn.Server(config)
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        sock.close()
+    return 0 if server.started else STARTUP_FAILURE
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from storage.database_url import describe, explain
     from storage.migrate import upgrade
 
-    upgrade(settings.database_url)
-    print("database is at the newest schema")
+    try:
+        upgrade(settings.database_url)
+    except Exception as exc:
+        problem = explain(exc, settings.database_url)
+        if problem is None:
+            raise
+        raise problem from None
+    print(f"database is at the newest schema: {describe(settings.database_url)}")
     return 0
 
 
@@ -175,7 +228,7 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
 
 def _grant(args: argparse.Namespace, settings: Settings) -> int:
     async def run(db: Database) -> dict[str, Any]:
-        from storage.writer import BatchWriter
+        from storage.writes.writer import BatchWriter
 
         service = _service(settings)
         expires = (None if args.expires_in_days is None
@@ -222,8 +275,8 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _sweep(args: argparse.Namespace, settings: Settings) -> int:
-    from storage.idempotency import IdempotencyStore
-    from sweeper import Sweeper
+    from background.sweeper import Sweeper
+    from storage.writes.idempotency import IdempotencyStore
 
     async def run(db: Database) -> Any:
         return await Sweeper(db, _service(settings), IdempotencyStore(db)).run_once()
@@ -244,16 +297,30 @@ def _service(settings: Settings) -> CreditService:
 
 
 def _with_db(settings: Settings, use: Callable[[Database], Awaitable[T]]) -> T:
+    """Run `use` on the configured database; a database that cannot be reached, or has no
+    schema yet, is one line naming CREDITSTREAM_DATABASE_URL and what to do (a SQLite file that
+    does not exist is reported, not created)."""
+    from storage.database_url import explain, missing_sqlite_file
     from storage.sql import Database
 
+    url = settings.database_url
+    if (missing := missing_sqlite_file(url)) is not None:
+        raise missing
+
     async def run() -> T:
-        db = Database.from_url(settings.database_url)
+        db = Database.from_url(url)
         try:
             return await use(db)
         finally:
             await db.dispose()
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except Exception as exc:
+        problem = explain(exc, url)
+        if problem is None:
+            raise
+        raise problem from None
 
 
 if __name__ == "__main__":

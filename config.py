@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from storage.sql import DEFAULT_DATABASE_URL
+from storage.database_url import DEFAULT_DATABASE_URL
 
 MIN_SECRET_BYTES = 32
 # fragments of the placeholders sample configurations ship with (docker-compose.yml used
@@ -32,6 +32,18 @@ def secret_problem(value: str) -> str | None:
     if len(set(value)) < MIN_DISTINCT_CHARACTERS:
         return f"it has fewer than {MIN_DISTINCT_CHARACTERS} distinct characters"
     return None
+
+
+def masked_url(url: str | None) -> str:
+    """A URL (Redis, S3…) as it may be printed: its password replaced by ***."""
+    if not url:
+        return ""
+    scheme, separator, rest = url.partition("://")
+    userinfo, at, hosts = rest.rpartition("@")
+    if not separator or not at:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{hosts}"
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
@@ -82,7 +94,7 @@ class Settings:
     auto_migrate: bool = True
     log_level: str = "INFO"
     low_credits_threshold: int = 5
-    # outbound webhooks (outbound.py)
+    # outbound webhooks (background/webhook_delivery.py)
     webhook_allow_private: bool = False
     webhook_timeout_s: float = 5.0
     webhook_poll_s: float = 1.0

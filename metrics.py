@@ -38,6 +38,10 @@ SLOW_CONSUMERS = Counter("creditstream_slow_consumer_closes", "Streams closed wi
                          registry=REGISTRY)
 SWEEPS = Counter("creditstream_sweeper_runs", "Sweeper passes", ["result"], registry=REGISTRY)
 SWEPT = Counter("creditstream_swept", "What the sweeper expired", ["kind"], registry=REGISTRY)
+SWEEPER_OLDEST_DUE = Gauge("creditstream_sweeper_oldest_due_seconds", "How far past its expiry "
+                           "the oldest due hold or job was at the sweeper's last pass (0: none "
+                           "due); above a few seconds the sweeper is falling behind", ["kind"],
+                           registry=REGISTRY)
 REDIS_CONNECTED = Gauge("creditstream_redis_listener_connected", "1 when the Redis listener is "
                         "connected", registry=REGISTRY)
 REDIS_RECONNECTS = Counter("creditstream_redis_reconnects", "Redis listener reconnections",

@@ -18,6 +18,9 @@ from api.auth import Authenticator, Principal
 from api.context import AppContext
 from api.errors import ApiError
 from api.tokens import TokenSigner
+from background import supervision
+from background.sweeper import Sweeper
+from background.webhook_delivery import Deliverer, Policy
 from config import Settings
 from core.events import Event
 from core.job_service import JobService
@@ -25,21 +28,18 @@ from core.plans import PlanCatalogue
 from core.ports import Clock, ObjectStore
 from core.pricing import Catalogue
 from core.service import CreditService
-from outbound import Deliverer, Policy
 from providers.simulated import NAME as SIMULATED
 from providers.simulated import SimulatedProvider
-from realtime import supervision
-from realtime.broker import Broker, InProcessBroker, RedisBroker
+from realtime.brokers import broker_for
 from realtime.hub import Hub
 from realtime.streams import Realtime, StreamAuthError, StreamConfig, Viewer
-from storage.idempotency import IdempotencyStore
 from storage.journal import SqlEventJournal
 from storage.keys import stored_secret
 from storage.objects import LocalDirectoryStore, S3Store
 from storage.sql import Database
 from storage.webhook_endpoints import WebhookEndpoints
-from storage.writer import BatchWriter
-from sweeper import Sweeper
+from storage.writes.idempotency import IdempotencyStore
+from storage.writes.writer import BatchWriter
 
 SHUTDOWN_PATIENCE_S = 5.0
 Probe = Callable[[], Awaitable[Any]]
@@ -55,7 +55,7 @@ async def open_context(stack: contextlib.AsyncExitStack, settings: Settings,
     stack.push_async_callback(_dispose, db)
     signer = TokenSigner(
         settings.user_token_secret or await stored_secret(db, "user_token_secret"), clock)
-    auth = Authenticator(db, signer)
+    auth = Authenticator(db, signer, clock)
     service = CreditService(clock, catalogue, timedelta(seconds=settings.hold_ttl_s),
                             settings.low_credits_threshold,
                             plans)
@@ -125,8 +125,7 @@ async def _open_realtime(stack: contextlib.AsyncExitStack, settings: Settings,
                          auth: Authenticator, db: Database,
                          clock: Clock) -> tuple[Realtime, dict[str, Probe]]:
     """Live push, started, and its readiness probes."""
-    broker: Broker = (RedisBroker(settings.redis_url, "drop_publish_once" in settings.faults)
-                      if settings.redis_url else InProcessBroker())
+    broker = broker_for(settings.redis_url, "drop_publish_once" in settings.faults)
     hub = Hub(SqlEventJournal(db, clock), broker, settings.resync_interval_s)
 
     async def authenticate(conn: HTTPConnection) -> Viewer:

@@ -13,8 +13,10 @@ from starlette.requests import HTTPConnection
 from api.errors import ApiError
 from api.tokens import TokenError, TokenSigner
 from core.model import normalise_account_id
+from core.ports import Clock, SystemClock
 from storage.keys import SERVER_KEY_PREFIX, find_server_key_by_hash, hash_key
 from storage.sql import Database
+from storage.stream_tickets import redeem_ticket
 
 # how long an instance trusts a server key it looked up: a revoked key (`creditstream keys
 # revoke`) is refused on every instance within this time
@@ -62,9 +64,10 @@ class Principal:
 
 
 class Authenticator:
-    def __init__(self, db: Database, signer: TokenSigner) -> None:
+    def __init__(self, db: Database, signer: TokenSigner, clock: Clock | None = None) -> None:
         self.db = db
         self.signer = signer
+        self.clock = clock or SystemClock()
         self._known_keys: dict[str, tuple[str, float]] = {}
         self._lookups: dict[str, asyncio.Future[str | None]] = {}
         # blake2b of a user token → its account id and expiry; oldest entries evicted first
@@ -73,6 +76,9 @@ class Authenticator:
     async def principal(self, conn: HTTPConnection, allow_query_token: bool = False) -> Principal:
         token = bearer_token(conn)
         if token is None and allow_query_token:
+            ticket = conn.query_params.get("ticket")
+            if ticket is not None:
+                return await self.from_ticket(ticket)
             token = conn.query_params.get("token")
         if not token:
             raise ApiError(401, "unauthorized", "Missing credentials: send Authorization: "
@@ -84,6 +90,15 @@ class Authenticator:
             digest = hash_key(token)
             return Principal("server", await self._server_key_id(digest), credential=digest)
         return self._user(token)
+
+    async def from_ticket(self, ticket: str) -> Principal:
+        """A stream ticket (POST /v1/stream-tickets), redeemed: this account only, until the
+        expiry of the user token it was made with (none for a server key's)."""
+        redeemed = await redeem_ticket(self.db, ticket, self.clock.now().timestamp())
+        if redeemed is None:
+            raise ApiError(401, "invalid_ticket", "Unknown, used or expired stream ticket: "
+                           "get a new one from POST /v1/stream-tickets for each connection")
+        return Principal("user", redeemed.account_id, redeemed.credential_expires)
 
     async def recheck(self, principal: Principal) -> None:
         """Raise 401 when a server key has been revoked since `principal` was made from it (seen

@@ -10,8 +10,8 @@ from core.errors import InvalidState, NotFound
 from core.jobs import FAILED, PROCESSING, SUCCESS, Job
 from core.ports import StorageFailed
 from providers.results import FetchFailed, extension_for, fetch
-from storage.batch import Touches
-from storage.operation import OperationUnitOfWork
+from storage.writes.batch import Touches
+from storage.writes.operation import OperationUnitOfWork
 
 
 async def complete_job(ctx: AppContext, job_id: str, status: str, result_url: str | None,

@@ -25,11 +25,11 @@ from core.events import Event
 from core.job_service import JobService
 from core.ports import ObjectStore
 from core.service import CreditService
-from storage.batch import NOTHING, Touches
-from storage.idempotency import IdempotencyKey, IdempotencyStore
-from storage.operation import OperationUnitOfWork
 from storage.sql import Database
-from storage.writer import BatchWriter, KeyedResult
+from storage.writes.batch import NOTHING, Touches
+from storage.writes.idempotency import IdempotencyKey, IdempotencyStore
+from storage.writes.operation import OperationUnitOfWork
+from storage.writes.writer import BatchWriter, KeyedResult
 
 log = logging.getLogger("creditstream.api")
 

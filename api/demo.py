@@ -29,8 +29,8 @@ from api.routing import Endpoint
 from api.schemas import Body
 from core.events import iso
 from core.model import MAX_AMOUNT, normalise_account_id
-from storage.batch import Touches
-from storage.operation import OperationUnitOfWork
+from storage.writes.batch import Touches
+from storage.writes.operation import OperationUnitOfWork
 
 TOKEN_TTL_S = 3600
 SESSION_COOKIE = "creditstream_demo"

@@ -16,10 +16,26 @@ ERROR_SCHEMA = {
 }
 QUERY_TYPES = {"after": "integer", "limit": "integer", "after_seq": "integer", "wait": "number",
                "period": "string", "status": "string", "account_id": "string",
-               "token": "string"}
+               "token": "string", "ticket": "string"}
 ACCOUNT_ID_PATTERN = "^[A-Za-z0-9_.:@-]{1,128}$"
+STATUS_DESCRIPTIONS = {
+    400: "Bad request: malformed JSON or an impossible operation",
+    401: "Missing, malformed or expired credentials",
+    402: "Insufficient credits",
+    403: "Not allowed for these credentials (another account, or a server key needed)",
+    404: "Not found",
+    409: "Conflict: the resource's state forbids it, or an Idempotency-Key reused with "
+         "another body",
+    413: "Request body too large",
+    422: "Validation failed",
+    426: "Upgrade required",
+    429: "Too many requests (Retry-After says when to retry)",
+    502: "The generation provider failed",
+    503: "Temporarily unavailable (Retry-After says when to retry)",
+}
 # Routes whose success is not JSON: Prometheus text, an event stream, a WebSocket upgrade.
-SUCCESS_MEDIA_TYPES = {"/metrics": "text/plain", "/v1/stream/sse": "text/event-stream"}
+SUCCESS_MEDIA_TYPES = {"/metrics": "text/plain", "/v1/stream/sse": "text/event-stream",
+                       "/docs": "text/html"}
 
 
 def build(routes: list[ApiRoute], version: str) -> dict[str, Any]:
@@ -77,7 +93,8 @@ def _operation(route: ApiRoute, components: dict[str, Any]) -> dict[str, Any]:
         if status < 400:  # another success answer, e.g. 200 beside 201 for "already there"
             op["responses"][str(status)] = _success(route)
             continue
-        op["responses"][str(status)] = {"description": "Error", "content": {
+        op["responses"][str(status)] = {
+            "description": STATUS_DESCRIPTIONS.get(status, "Error"), "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     return op
 
@@ -85,8 +102,11 @@ def _operation(route: ApiRoute, components: dict[str, Any]) -> dict[str, Any]:
 def _success(route: ApiRoute) -> dict[str, Any]:
     if route.success == 101:
         return {"description": "Switching Protocols: the WebSocket is open"}
-    media_type = SUCCESS_MEDIA_TYPES.get(route.path, "application/json")
-    return {"description": "Success", "content": {media_type: {"schema": {}}}}
+    media_type = SUCCESS_MEDIA_TYPES.get(route.path)
+    if media_type is not None:  # text; an event stream's events are not one JSON schema
+        return {"description": "Success", "content": {media_type: {"schema": {}}}}
+    return {"description": "Success", "content": {"application/json": {"schema": {
+        "type": "object"}}}}
 
 
 def _query_schema(name: str) -> dict[str, Any]:

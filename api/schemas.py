@@ -155,6 +155,11 @@ class TokenBody(Body):
     ttl_seconds: int | None = Field(default=None, ge=1, le=MAX_TOKEN_TTL_S)
 
 
+class StreamTicketBody(Body):
+    # a user token may omit it (its own account); a server key names the account
+    account_id: str | None = Field(default=None, min_length=1, max_length=128)
+
+
 class JobBody(PriceBody):
     account_id: str | None = Field(default=None, min_length=1, max_length=128)
     input: dict[str, Any] | None = Field(default=None, description=(

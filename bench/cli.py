@@ -7,6 +7,7 @@ keeps the figures, `--plot DIR` draws them, `--markdown PATH` appends the table 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +15,7 @@ from bench.database import DEFAULT_PG_ADMIN
 from bench.results import Progress, Result
 from bench.servers import DEFAULT_REDIS
 
-BENCHMARKS = ("engine", "hot", "http", "push", "connections")
+BENCHMARKS = ("engine", "hot", "http", "push", "connections")  # `bench all`; soak is apart
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -34,7 +35,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                 "≤ 16 KiB per connection)",
         "connections": "how many idle subscribers one instance holds within a memory budget, "
                        "against the bare relay",
-        "all": "every benchmark above at its default size, one after the other",
+        "soak": "an endurance run: stream churn, holds and jobs left to expire, outbound "
+                "deliveries, together for --duration; server RSS slope, sweeper lateness and "
+                "delivery lag against bounds (exits 1 when one is exceeded)",
+        "all": "every benchmark above but soak at its default size, one after the other",
     }
     for name, text in helps.items():
         parser = sub.add_parser(name, help=text, description=text)
@@ -88,6 +92,10 @@ def _add_specific(name: str, parser: argparse.ArgumentParser) -> None:
         from bench import connections
 
         connections.add_arguments(parser)
+    elif name == "soak":
+        from bench import soak
+
+        soak.add_arguments(parser)
 
 
 async def _run_one(name: str, args: argparse.Namespace, say: Progress) -> Result:
@@ -103,6 +111,10 @@ async def _run_one(name: str, args: argparse.Namespace, say: Progress) -> Result
         from bench import push
 
         return await push.run(args, say)
+    if name == "soak":
+        from bench import soak
+
+        return await soak.run(args, say)
     from bench import connections
 
     return await connections.run(args, say)
@@ -148,6 +160,9 @@ def _handler(name: str) -> Callable[[argparse.Namespace, Any], int]:
                 for result in results:
                     for path in plot(result.to_dict(), args.plot):
                         say(f"wrote {path}")
-        return 0
+        failed = [bound for result in results for bound in result.bounds_failed]
+        for bound in failed:
+            print(f"bound exceeded: {bound}", file=sys.stderr)
+        return 1 if failed else 0
 
     return handle

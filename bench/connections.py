@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench import options
 from bench.database import account_ids, bench_database, seed_accounts
 from bench.http_holds import parse_variants
 from bench.measure import machine_info, process_cpu_s, raise_nofile, rss_kib, service_versions
@@ -47,19 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=5,
                         help="connect the target in this many steps, reading RSS after each "
                              "(default 5)")
-    parser.add_argument("--settle", type=float, default=0.5,
-                        help="seconds to wait after a step before reading RSS (default 0.5)")
-    parser.add_argument("--variants", default="asyncio",
-                        help="uvicorn variants: asyncio (asyncio + h11, the stock install), "
-                             "uvloop (uvloop + httptools); comma-separated (default asyncio; "
-                             "asyncio,uvloop reports both)")
-    parser.add_argument("--gc-freeze", action="store_true",
-                        help="serve creditstream as bench.gc_frozen:app (gc.freeze() after "
-                             "start-up)")
-    parser.add_argument("--db-pool", type=int, default=5,
-                        help="CREDITSTREAM_DB_POOL_SIZE of the instance (default 5)")
-    parser.add_argument("--connect-concurrency", type=int, default=100,
-                        help="WebSocket handshakes in flight while connecting (default 100)")
+    options.add_settle(parser, 0.5, "seconds to wait after a step before reading RSS")
+    options.add_variants(parser, "asyncio")
+    options.add_gc_freeze(parser)
+    options.add_db_pool(parser, 5, "the instance")
+    options.add_connect_concurrency(parser)
     add_ws_argument(parser)
     parser.add_argument("--server", default="uvicorn", choices=("uvicorn", "granian"),
                         help="the ASGI server of both sides (default uvicorn; granian: its own "

@@ -71,10 +71,10 @@ async def seed_accounts(dsn: str, ids: Sequence[str], balance: int = SEED_BALANC
     from core.account import Account
     from core.events import Event
     from core.model import new_id
-    from storage.batch import Touches
-    from storage.operation import OperationUnitOfWork
     from storage.sql import Database
-    from storage.writer import BatchWriter
+    from storage.writes.batch import Touches
+    from storage.writes.operation import OperationUnitOfWork
+    from storage.writes.writer import BatchWriter
 
     async def open_all(uow: OperationUnitOfWork) -> None:
         now = datetime.now(UTC)

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
-from bench import rawsql, rawsql_batch
+from bench import options, rawsql, rawsql_batch
 from bench.database import account_ids, audit_database, bench_database, seed_accounts
 from bench.measure import CpuMeter, contention_note, machine_info, service_versions, summarize
 from bench.profiles import profile_summary
@@ -30,8 +30,7 @@ Op = Callable[[random.Random], Awaitable[Any]]  # may return how many operations
 
 def add_arguments(parser: argparse.ArgumentParser, hot: bool) -> None:
     if not hot:
-        parser.add_argument("--accounts", type=int, default=1000,
-                            help="accounts the operations are spread over (default 1000)")
+        options.add_accounts(parser, 1000, "the operations are spread over")
     parser.add_argument("--concurrency", default="16,64,256",
                         help="comma-separated numbers of concurrent callers, one set of phases "
                              "each (default 16,64,256)")
@@ -43,10 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser, hot: bool) -> None:
                              "(default 2,16)")
     parser.add_argument("--batch-size", type=int, default=100,
                         help="holds per transaction of the batched ceiling (default 100)")
-    parser.add_argument("--duration", type=float, default=5.0,
-                        help="measured seconds per phase (default 5)")
-    parser.add_argument("--warmup", type=float, default=1.0,
-                        help="unmeasured seconds before each phase (default 1)")
+    options.add_duration(parser, 5.0, "measured seconds per phase")
+    options.add_warmup(parser, 1.0, "unmeasured seconds before each phase")
     parser.add_argument("--workloads", default="hold,cycle",
                         help="comma-separated: hold, cycle (default both)")
     parser.add_argument("--profile", metavar="PATH", default=None,
@@ -103,7 +100,7 @@ class EngineSide:
         from core.pricing import Catalogue
         from core.service import CreditService
         from storage.sql import Database
-        from storage.writer import BatchWriter
+        from storage.writes.writer import BatchWriter
 
         text = resources.files("core").joinpath("pricing.toml").read_text(encoding="utf-8")
         self.service = CreditService(SystemClock(), Catalogue.from_toml(text))
@@ -112,7 +109,7 @@ class EngineSide:
         self.ids = ids
 
     async def hold(self, rng: random.Random) -> str:
-        from storage.batch import Touches
+        from storage.writes.batch import Touches
 
         account_id = rng.choice(self.ids)
         hold, _ = await self.writer.run(lambda uow: self.service.hold(uow, account_id, 1),
@@ -120,7 +117,7 @@ class EngineSide:
         return hold.hold_id
 
     async def cycle(self, rng: random.Random) -> None:
-        from storage.batch import Touches
+        from storage.writes.batch import Touches
 
         hold_id = await self.hold(rng)
         await self.writer.run(lambda uow: self.service.capture(uow, hold_id),

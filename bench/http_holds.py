@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import options
 from bench.database import (
     account_ids,
     audit_database,
@@ -32,27 +33,20 @@ from bench.servers import BENCH_SECRET, ROOT, VARIANTS, UvicornServer, stop_serv
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--accounts", type=int, default=1000,
-                        help="accounts the holds are spread over (default 1000)")
+    options.add_accounts(parser, 1000, "the holds are spread over")
     parser.add_argument("--connections", type=int, default=64,
                         help="concurrent keep-alive connections of the load generator "
                              "(default 64)")
-    parser.add_argument("--duration", type=float, default=5.0,
-                        help="measured seconds per server (default 5)")
-    parser.add_argument("--warmup", type=float, default=1.0,
-                        help="unmeasured seconds of load first (default 1)")
-    parser.add_argument("--variants", default="uvloop",
-                        help="uvicorn variants: asyncio (asyncio + h11), uvloop (uvloop + "
-                             "httptools); comma-separated (default uvloop)")
+    options.add_duration(parser, 5.0, "measured seconds per server")
+    options.add_warmup(parser, 1.0, "unmeasured seconds of load first")
+    options.add_variants(parser, "uvloop")
     parser.add_argument("--workers", type=int, default=2,
                         help="worker processes of the last creditstream phase (default 2)")
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw",
                         help="load generator client (default raw: httptools on uvloop)")
     parser.add_argument("--write-connections", type=int, default=None,
                         help="CREDITSTREAM_WRITE_CONNECTIONS of the server (default: its own)")
-    parser.add_argument("--db-pool", type=int, default=10,
-                        help="CREDITSTREAM_DB_POOL_SIZE of the server, for its reads "
-                             "(default 10)")
+    options.add_db_pool(parser, 10, "the server, for its reads")
     parser.add_argument("--profile-server", metavar="DIR", default=None,
                         help="run both servers under cProfile and write DIR/http-<side>-<variant>"
                              ".prof plus a .txt summary (the figures are then the profiled ones)")

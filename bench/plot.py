@@ -24,7 +24,7 @@ def plot(result: dict[str, Any], out_dir: str) -> list[Path]:
     target = Path(out_dir)
     target.mkdir(parents=True, exist_ok=True)
     drawer = {"engine": _engine, "hot": _engine, "http": _http, "push": _push,
-              "connections": _connections}.get(result["benchmark"], _rows)
+              "connections": _connections, "soak": _soak}.get(result["benchmark"], _rows)
     plt = _pyplot()
     fig = drawer(plt, result)
     fig.suptitle(result["title"], fontsize=9)
@@ -166,4 +166,41 @@ def _connections(plt: Any, result: dict[str, Any]) -> Any:
     ax.set_ylabel("server RSS, MiB")
     ax.set_ylim(bottom=0)
     ax.legend(loc="upper left")
+    return fig
+
+
+def _soak(plt: Any, result: dict[str, Any]) -> Any:
+    """RSS over the run with the second half's least-squares line; the sweeper's and the
+    deliveries' p50/p99/max against their bounds."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.3))
+    details = result["details"]
+    samples = details["rss_samples"]
+    left.plot([s[0] for s in samples], [s[1] for s in samples], color=CS_COLOR, marker=".",
+              markersize=3, label="server RSS")
+    slope = details["rss"]["slope_mib_per_min"]
+    late = [s for s in samples if s[0] >= samples[0][0] + (samples[-1][0] - samples[0][0]) / 2]
+    if slope is not None and late:
+        mean_t = sum(s[0] for s in late) / len(late)
+        mean_m = sum(s[1] for s in late) / len(late)
+        ends = (late[0][0], late[-1][0])
+        left.plot(ends, [mean_m + slope / 60 * (t - mean_t) for t in ends], color="#d62728",
+                  linewidth=1, label=f"second half: {slope:.1f} MiB/min")
+    left.set_xlabel("seconds")
+    left.set_ylabel("MiB")
+    left.legend(loc="upper left")
+    figures = {"hold expiry": details["sweeper"]["holds"], "job timeout": details["sweeper"]["jobs"],
+               "delivery lag": details["deliveries"]}
+    xs = range(len(figures))
+    for offset, q, shade in ((-0.27, "p50", "#9ecae1"), (0, "p99", CS_COLOR),
+                             (0.27, "max", "#08306b")):
+        right.bar([x + offset for x in xs], [f[q] or 0.0 for f in figures.values()], 0.27,
+                  label=q, color=shade)
+    right.axhline(result["params"]["max_sweeper_late_s"], color="#d62728", linewidth=0.8,
+                  linestyle=":", label="sweeper p99 bound")
+    right.axhline(result["params"]["max_delivery_lag_s"], color="#ff7f0e", linewidth=0.8,
+                  linestyle=":", label="delivery p99 bound")
+    right.set_xticks(list(xs))
+    right.set_xticklabels(list(figures))
+    right.set_ylabel("seconds late")
+    right.legend(loc="upper left")
     return fig

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import rawsql
+from bench import options, rawsql
 from bench.database import account_ids, audit_database, bench_database, seed_accounts
 from bench.http_holds import parse_variants
 from bench.measure import (
@@ -64,26 +64,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "each (default 1000; try 10000)")
     parser.add_argument("--rate", type=float, default=500.0,
                         help="events committed per second (default 500; try 2000)")
-    parser.add_argument("--duration", type=float, default=4.0,
-                        help="measured seconds of events (default 4)")
-    parser.add_argument("--warmup", type=float, default=1.0,
-                        help="seconds of events before the measured ones (default 1)")
-    parser.add_argument("--variants", default="asyncio",
-                        help="uvicorn variants: asyncio (asyncio + h11, the stock install), "
-                             "uvloop (uvloop + httptools); comma-separated (default asyncio; "
-                             "asyncio,uvloop reports both)")
-    parser.add_argument("--gc-freeze", action="store_true",
-                        help="serve creditstream as bench.gc_frozen:app (asgi:app plus "
-                             "gc.freeze() after start-up)")
+    options.add_duration(parser, 4.0, "measured seconds of events")
+    options.add_warmup(parser, 1.0, "seconds of events before the measured ones")
+    options.add_variants(parser, "asyncio")
+    options.add_gc_freeze(parser)
     parser.add_argument("--writers", type=int, default=8,
                         help="concurrent commits of the writer, and its pool size (default 8)")
-    parser.add_argument("--db-pool", type=int, default=5,
-                        help="CREDITSTREAM_DB_POOL_SIZE of each instance (default 5)")
-    parser.add_argument("--connect-concurrency", type=int, default=100,
-                        help="WebSocket handshakes in flight while connecting (default 100)")
-    parser.add_argument("--settle", type=float, default=1.0,
-                        help="seconds to wait before each RSS reading and for the last events "
-                             "(default 1)")
+    options.add_db_pool(parser, 5, "each instance")
+    options.add_connect_concurrency(parser)
+    options.add_settle(parser, 1.0, "seconds to wait before each RSS reading and for the last "
+                                    "events")
     parser.add_argument("--resync-interval", type=float, default=None,
                         help="CREDITSTREAM_RESYNC_INTERVAL_S of the instances (default: the "
                              "app's own, 0.5 s): how often each instance re-reads the journal "
@@ -104,7 +94,7 @@ class Writer:
     async def open(self) -> Writer:
         import asyncpg
 
-        from realtime.broker import RedisBroker
+        from realtime.brokers import broker_for
 
         self.pool = await asyncpg.create_pool(self.dsn, min_size=self.concurrency,
                                               max_size=self.concurrency)
@@ -115,7 +105,7 @@ class Writer:
         async def ignore_resync() -> None:
             return None
 
-        self.broker = RedisBroker(self.redis_url)
+        self.broker = broker_for(self.redis_url)
         await self.broker.start(ignore_message, ignore_resync)
         return self
 

@@ -60,6 +60,10 @@ class Row:
                 "reached": self.reached}
 
 
+CAPTION = ("ratio = creditstream ÷ ceiling (throughput: the share of the ceiling reached; "
+           "latency, memory: the overhead)")
+
+
 @dataclass
 class Result:
     benchmark: str
@@ -71,12 +75,16 @@ class Result:
     machine: dict[str, Any] = field(default_factory=dict)
     started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     elapsed_s: float = 0.0
+    caption: str = CAPTION
+    # bounds the command line set that a figure exceeded: the command exits non-zero
+    bounds_failed: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"benchmark": self.benchmark, "title": self.title, "started_at": self.started_at,
                 "elapsed_s": round(self.elapsed_s, 2), "machine": self.machine,
                 "params": self.params, "rows": [row.to_dict() for row in self.rows],
-                "details": self.details, "notes": self.notes}
+                "details": self.details, "notes": self.notes,
+                "bounds_failed": self.bounds_failed}
 
 
 def fmt(value: float | None) -> str:
@@ -100,8 +108,7 @@ def print_table(result: Result) -> None:
     console = Console()
     if not console.is_terminal:
         console = Console(width=150)
-    table = Table(title=result.title, caption="ratio = creditstream ÷ ceiling "
-                  "(throughput: the share of the ceiling reached; latency, memory: the overhead)")
+    table = Table(title=result.title, caption=result.caption)
     for name, justify in (("metric", "left"), ("creditstream", "right"), ("ceiling", "right"),
                           ("ratio", "right"), ("goal", "left"), ("reached", "center")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ from datetime import date, datetime
 from typing import Any
 
 from core.errors import InvariantViolated
+from core.events import iso
 from core.model import Entry, Grant
 
 CHARGE = "charge"
@@ -106,6 +107,39 @@ class Spend:
                 back[part["grant_id"]] = back.get(part["grant_id"], 0) + int(part["amount"])
         return [(grant_id, kind, amount - back.get(grant_id, 0))
                 for grant_id, (kind, amount) in reversed(funded.items())]
+
+
+    def refund_views(self) -> list[dict[str, Any]]:
+        """Its refunds, oldest first, each as `POST /v1/refunds` answered it (`refunded` and
+        `refundable` as they were right after that refund)."""
+        views: list[dict[str, Any]] = []
+        refunded = 0
+        for entry in self.refunds:
+            refunded += entry.amount
+            views.append({
+                "refund_id": entry.metadata.get("refund_id"), "account_id": entry.account_id,
+                "charge_id": self.spend_id if self.kind == CHARGE else None,
+                "hold_id": self.spend_id if self.kind == CAPTURE else None,
+                "amount": entry.amount, "reason": entry.reason, "funding": _funding(entry),
+                "spent": self.amount, "refunded": refunded, "refundable": self.amount - refunded,
+                "metadata": dict(entry.metadata.get("metadata") or {}),
+                "created_at": iso(entry.at)})
+        return views
+
+    def refund_view(self, refund_id: str) -> dict[str, Any] | None:
+        return next((v for v in self.refund_views() if v["refund_id"] == refund_id), None)
+
+    def charge_view(self) -> dict[str, Any]:
+        """A charge as `POST …/charges` answered it, with what has been refunded of it since
+        and its refunds."""
+        price = self.price()
+        return {"charge_id": self.spend_id, "account_id": self.account_id,
+                "amount": self.amount, "reason": self.entry.reason, "ref": self.entry.ref,
+                "funding": _funding(self.entry),
+                "metadata": dict(self.entry.metadata.get("metadata") or {}),
+                "price": price or None, "created_at": iso(self.entry.at),
+                "refunded": self.refunded, "refundable": self.refundable,
+                "refunds": self.refund_views()}
 
 
 def _funding(entry: Entry) -> list[dict[str, Any]]:

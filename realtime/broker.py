@@ -18,7 +18,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 import metrics
-from realtime.supervision import Backoff, Heartbeat
+from background.supervision import Backoff, Heartbeat
 
 log = logging.getLogger("creditstream.broker")
 
@@ -87,14 +87,8 @@ class InProcessBroker:
 
 class RedisBroker:
     """Redis pub/sub with a supervised listener that reconnects, resubscribes and resyncs.
-    A `redis+cluster://` URL makes it a `RedisClusterBroker` (sharded pub/sub)."""
-
-    def __new__(cls, url: str, drop_first_publish: bool = False) -> RedisBroker:
-        if cls is RedisBroker and is_cluster_url(url):
-            from realtime.redis_cluster import RedisClusterBroker  # a subclass of this one
-
-            cls = RedisClusterBroker
-        return super().__new__(cls)
+    For a `redis+cluster://` URL use `RedisClusterBroker` (realtime/redis_cluster.py);
+    `realtime.brokers.broker_for` picks between them."""
 
     def __init__(self, url: str, drop_first_publish: bool = False) -> None:
         self.url = url

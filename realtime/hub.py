@@ -24,9 +24,9 @@ from typing import Any, Protocol
 import orjson
 
 import metrics
+from background.supervision import Backoff, Heartbeat
 from realtime.broker import Broker
 from realtime.coalesce import Coalescer
-from realtime.supervision import Backoff, Heartbeat
 
 log = logging.getLogger("creditstream.hub")
 REPLAY_PAGE = 500

@@ -15,6 +15,7 @@ from storage.sql import Database
 from storage.tables import api_keys, settings
 
 SERVER_KEY_PREFIX = "sk_"
+DEV_KEY_NAME = "dev"
 
 
 def hash_key(key: str) -> str:
@@ -27,6 +28,30 @@ async def create_server_key(db: Database, name: str) -> str:
     async with db.transaction() as uow:
         await uow.conn.execute(sa.insert(api_keys).values(
             id=new_id("key"), name=name, key_hash=hash_key(key), created_at=datetime.now(UTC)))
+    return key
+
+
+async def rotate_dev_key(db: Database) -> str:
+    """Dev mode's one server key, given a new secret: the key named `dev` keeps its id and
+    row, so restarts never pile up keys, and the key the previous start printed stops working
+    (only a hash is stored, so an old key cannot be shown again). Live `dev` keys beyond the
+    first, left by versions that added one per start, are revoked."""
+    key = SERVER_KEY_PREFIX + secrets.token_urlsafe(32)
+    now = datetime.now(UTC)
+    async with db.transaction() as uow:
+        live = (await uow.conn.execute(
+            sa.select(api_keys.c.id).where(api_keys.c.name == DEV_KEY_NAME,
+                                           api_keys.c.revoked_at.is_(None))
+            .order_by(api_keys.c.created_at, api_keys.c.id))).scalars().all()
+        if not live:
+            await uow.conn.execute(sa.insert(api_keys).values(
+                id=new_id("key"), name=DEV_KEY_NAME, key_hash=hash_key(key), created_at=now))
+            return key
+        await uow.conn.execute(sa.update(api_keys).where(api_keys.c.id == live[0])
+                               .values(key_hash=hash_key(key)))
+        if len(live) > 1:
+            await uow.conn.execute(sa.update(api_keys).where(api_keys.c.id.in_(live[1:]))
+                                   .values(revoked_at=now))
     return key
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from storage.sql import normalise_url
+from storage.database_url import check_supported, normalise_url
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -32,6 +32,7 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str) -> None:
     """Blocking: runs its own event loop, so call it from a thread when one is running."""
+    check_supported(url)
     parsed = make_url(normalise_url(url))
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -43,6 +44,7 @@ def upgrade(url: str) -> None:
 async def upgrade_async(url: str) -> None:
     """Upgrade, skipping Alembic (and its import: ~10 MiB of every instance's RSS) when the
     database is at the newest revision already."""
+    check_supported(url)
     if await _at_head(url):
         return
     await asyncio.to_thread(upgrade, url)

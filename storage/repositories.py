@@ -1,4 +1,11 @@
-"""Repositories: core's AccountRepository and HoldRepository on one SQL connection."""
+"""Repositories: core's ports (accounts, holds, spends, jobs) on one SQL connection.
+
+The server writes only through the batch (storage/writes/); here the reads serve the sweeper's
+and the CLI's look-ups, and the write methods (`SqlAccounts.insert_new` / `save`,
+`SqlHolds.add` / `save`, `SqlJobs.add` / `save`) are kept on purpose as the per-operation
+reference path: one transaction per operation through `Database.transaction()`, which the
+engine tests run core against beside the batch, and which `creditstream bench engine` measures
+the batch against (its one-statement yardstick). A change of the schema changes both."""
 
 from __future__ import annotations
 
@@ -132,11 +139,12 @@ class SqlAccounts:
         await self._write_changes(account)
 
     async def with_due_grants(self, now: datetime, limit: int) -> list[str]:
-        stmt = (
-            sa.select(grants.c.account_id).distinct()
-            .where(grants.c.expires_at <= now, grants.c.remaining > grants.c.reserved)
-            .limit(limit)
-        )
+        """The accounts of the `limit` oldest due grants. Ordered by expiry, so PostgreSQL reads
+        the partial index ix_grants_due (a plain DISTINCT walked every grant ever made)."""
+        oldest = (sa.select(grants.c.account_id)
+                  .where(grants.c.expires_at <= now, grants.c.remaining > grants.c.reserved)
+                  .order_by(grants.c.expires_at).limit(limit).subquery())
+        stmt = sa.select(oldest.c.account_id).distinct()
         return list((await self.conn.execute(stmt)).scalars())
 
     @staticmethod

@@ -16,9 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from core.events import Event
 from core.ports import ServiceUnavailable
+from storage.database_url import DEFAULT_DATABASE_URL as DEFAULT_DATABASE_URL  # re-exported
+from storage.database_url import check_supported
+from storage.database_url import normalise_url as normalise_url  # re-exported
 from storage.repositories import SqlAccounts, SqlHolds, SqlJobs, SqlSpends
 
-DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///data/creditstream.db"
 # SQLSTATE classes of a connection that is gone or a server that is going away
 UNAVAILABLE_CLASSES = ("08", "57")
 
@@ -44,16 +46,6 @@ class SqlUnitOfWork:
         self.spends = SqlSpends(conn)
 
 
-def normalise_url(url: str) -> str:
-    """Accept the plain driver names operators tend to write and pick the async drivers."""
-    for plain, async_ in (("postgresql://", "postgresql+asyncpg://"),
-                          ("postgres://", "postgresql+asyncpg://"),
-                          ("sqlite://", "sqlite+aiosqlite://")):
-        if url.startswith(plain):
-            return async_ + url[len(plain):]
-    return url
-
-
 class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -63,6 +55,7 @@ class Database:
 
     @classmethod
     def from_url(cls, url: str, pool_size: int = 10) -> Database:
+        check_supported(url)  # one clear line for mysql://…, not "No module named 'MySQLdb'"
         url = normalise_url(url)
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite":

@@ -70,7 +70,9 @@ grants = sa.Table(
     sa.CheckConstraint("remaining >= 0 AND remaining <= amount", name="ck_grants_remaining"),
     sa.CheckConstraint("reserved >= 0 AND reserved <= remaining", name="ck_grants_reserved"),
     sa.Index("ix_grants_account_live", "account_id", "remaining"),
-    sa.Index("ix_grants_expires_at", "expires_at"),
+    # the sweeper's due grants: only a grant with free credits can expire any
+    sa.Index("ix_grants_due", "expires_at", postgresql_where=sa.text("remaining > reserved"),
+             sqlite_where=sa.text("remaining > reserved")),
 )
 
 holds = sa.Table(
@@ -170,6 +172,18 @@ api_keys = sa.Table(
     sa.Column("revoked_at", UtcDateTime),
 )
 
+# one-use credentials for opening a stream (POST /v1/stream-tickets): only the SHA-256 of each is
+# kept; a ticket is deleted by the connection that redeems it, expired ones when new ones are made
+stream_tickets = sa.Table(
+    "stream_tickets", metadata,
+    sa.Column("ticket_hash", sa.String(64), primary_key=True),
+    sa.Column("account_id", sa.String(128), nullable=False),
+    # unix seconds: when the ticket can no longer be redeemed, and when the user token it was
+    # made with expires (the stream's own expiry; NULL for a server key)
+    sa.Column("expires_at", sa.BigInteger, nullable=False, index=True),
+    sa.Column("credential_expires", sa.BigInteger),
+)
+
 settings = sa.Table(
     "settings", metadata,
     sa.Column("name", sa.String(64), primary_key=True),
@@ -184,7 +198,7 @@ processed_webhooks = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
 )
 
-# outbound webhooks (outbound.py): endpoints, each one's position in every account's stream,
+# outbound webhooks (background/webhook_delivery.py): endpoints, each one's position in every account's stream,
 # and the attempts it has seen
 webhook_endpoints = sa.Table(
     "webhook_endpoints", metadata,

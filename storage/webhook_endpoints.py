@@ -19,13 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.events import iso
 from core.model import new_id
-from storage.idempotency import DONE, IN_PROGRESS, IdempotencyKey
 from storage.repositories import dialect_insert, storable_key
 from storage.sql import Database
 from storage.tables import accounts, events, idempotency_keys
 from storage.tables import webhook_cursors as cursors
 from storage.tables import webhook_deliveries as deliveries
 from storage.tables import webhook_endpoints as endpoints
+from storage.writes.idempotency import DONE, IN_PROGRESS, IdempotencyKey
 
 ENABLED, DISABLED = "enabled", "disabled"
 SECRET_PREFIX = "whsec_"
@@ -154,8 +154,12 @@ class WebhookEndpoints:
         if not storable_key(endpoint_id):
             return None
         async with self.db.transaction() as uow:
+            # the row lock waits for a delivery's `record` that holds the row (FOR KEY SHARE)
+            # and makes a later one find the endpoint gone; without it, a cursor that `record`
+            # inserts between the two deletes below fails the endpoint's delete (its foreign key)
             row = (await uow.conn.execute(
-                sa.select(endpoints).where(endpoints.c.id == endpoint_id))).first()
+                sa.select(endpoints).where(endpoints.c.id == endpoint_id)
+                .with_for_update())).first()
             if row is None:
                 return None
             for table in (cursors, deliveries):
@@ -268,7 +272,8 @@ class WebhookEndpoints:
         async with self.db.transaction() as uow:
             conn = uow.conn
             exists = (await conn.execute(
-                sa.select(endpoints.c.id).where(endpoints.c.id == endpoint_id))).first()
+                sa.select(endpoints.c.id).where(endpoints.c.id == endpoint_id)
+                .with_for_update(key_share=True))).first()  # `delete` waits for this commit
             if exists is None:
                 return False
             await _advance(conn, endpoint_id, account_id, seq)

@@ -3,7 +3,8 @@
  * and no dependencies.
  *
  *   import { CreditStream } from "/static/creditstream.js";
- *   const stream = new CreditStream({ token, accountId, getToken: askMyBackendForAToken });
+ *   const stream = new CreditStream({ token, accountId, getToken: askMyBackendForAToken,
+ *                                     tickets: true });
  *   stream.onBalance((account) => render(account.available));
  *   stream.connect();
  *
@@ -11,6 +12,12 @@
  * carries the account's `seq`. The SDK remembers the last one it delivered, resumes from it after
  * any reconnect or change of transport, and drops anything at or below it. So each callback sees
  * each event once, in order, whichever transport brought it.
+ *
+ * Stream tickets: a WebSocket or an EventSource cannot send an Authorization header, so by default
+ * the token travels as `?token=`, and URLs end up in proxies' logs and browser histories. With
+ * `tickets: true` the SDK asks `POST /v1/stream-tickets` (with its token, in the header) for a
+ * one-use ticket before each WebSocket or SSE connection and sends `?ticket=` instead; or pass
+ * `ticket: async () => "st_…"` to get tickets some other way (your backend, with its server key).
  */
 
 const BACKOFF_BASE_MS = 500;
@@ -21,10 +28,11 @@ const TRANSPORTS = ["websocket", "sse", "polling"];
 const EVENT_TYPES = ["balance.updated", "job.updated", "credits.low"];
 
 export class CreditStream {
-  constructor({ baseUrl = location.origin, token, accountId, getToken } = {}) {
+  constructor({ baseUrl = location.origin, token, accountId, getToken, ticket, tickets } = {}) {
     this.baseUrl = String(baseUrl).replace(/\/+$/, "");
     this.token = token;
     this.getToken = getToken;
+    this.getTicket = ticket ?? (tickets ? () => this._fetchTicket() : null);
     // A user token names its account in `sub`, so the id is optional in the common case.
     this.accountId = accountId ?? claims(token).sub;
     this.snapshot = null; // account state: balance, held, available, seq, ...
@@ -76,9 +84,39 @@ export class CreditStream {
       }
     }
     const kind = TRANSPORTS[this._level];
-    if (kind === "websocket") this._openWebSocket(gen);
-    else if (kind === "sse") this._openSse(gen);
-    else this._poll(gen);
+    if (kind === "polling") return this._poll(gen); // its token goes in a header, not the URL
+    if ((kind === "websocket" && typeof WebSocket === "undefined") ||
+        (kind === "sse" && typeof EventSource === "undefined")) return this._skip();
+    const credential = { token: this.token };
+    if (this.getTicket) {
+      try {
+        credential.ticket = await this.getTicket(); // one per connection: a ticket opens one
+        if (gen !== this._gen) return;
+      } catch (err) {
+        if (gen !== this._gen) return;
+        if (err.status === 401) return this._tokenRejected(gen);
+        if (err.status === 403) return this._halt("forbidden");
+        return this._retry(gen, false);
+      }
+    }
+    if (kind === "websocket") this._openWebSocket(gen, credential);
+    else this._openSse(gen, credential);
+  }
+
+  /** A one-use stream ticket for this account, made with the token (`tickets: true`). */
+  async _fetchTicket() {
+    const response = await fetch(`${this.baseUrl}/v1/stream-tickets`, {
+      method: "POST", cache: "no-store",
+      headers: { Authorization: `Bearer ${this.token}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ account_id: this.accountId }),
+    });
+    if (!response.ok) throw Object.assign(new Error(`HTTP ${response.status}`), { status: response.status });
+    return (await response.json()).ticket;
+  }
+
+  /** `?ticket=` when there is one, else `?token=`. */
+  _credentialQuery(credential) {
+    return credential.ticket ? { ticket: credential.ticket } : { token: credential.token };
   }
 
   /** Called when a connection ended or could not be made; schedules the next try. */
@@ -136,9 +174,9 @@ export class CreditStream {
 
   // -- transports ---------------------------------------------------------------------------
 
-  _openWebSocket(gen) {
-    if (typeof WebSocket === "undefined") return this._skip();
-    const url = `${this.baseUrl.replace(/^http/, "ws")}/v1/stream?token=${encodeURIComponent(this.token)}`;
+  _openWebSocket(gen, credential) {
+    const query = new URLSearchParams(this._credentialQuery(credential));
+    const url = `${this.baseUrl.replace(/^http/, "ws")}/v1/stream?${query}`;
     const ws = (this._ws = new WebSocket(url));
     let greeted = false;
     let lastHeard = Date.now();
@@ -163,15 +201,16 @@ export class CreditStream {
     // `error` is always followed by `close`, so `close` alone decides what happens next.
     ws.onclose = (e) => {
       if (gen !== this._gen) return;
-      if (e.code === 4401) return this._tokenRejected(gen);
+      // a ticket refused (used, expired) is retried with a new one; the ticket request itself
+      // tells whether the token is still good
+      if (e.code === 4401) return credential.ticket ? this._retry(gen, false) : this._tokenRejected(gen);
       if (e.code === 4403) return this._halt("forbidden");
       this._retry(gen, !greeted); // 1012 restart, 1013 slow consumer, 4408, network: resume
     };
   }
 
-  _openSse(gen) {
-    if (typeof EventSource === "undefined") return this._skip();
-    const query = new URLSearchParams({ token: this.token, account_id: this.accountId });
+  _openSse(gen, credential) {
+    const query = new URLSearchParams({ ...this._credentialQuery(credential), account_id: this.accountId });
     if (this.lastSeq !== null) query.set("after_seq", this.lastSeq);
     const es = (this._es = new EventSource(`${this.baseUrl}/v1/stream/sse?${query}`));
     let opened = false;

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from storage.sql import normalise_url
+from storage.database_url import normalise_url
 from storage.tables import metadata
 
 target_metadata = metadata

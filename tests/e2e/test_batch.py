@@ -16,8 +16,8 @@ import httpx
 from asgi import create_app
 from config import Settings
 from core.account import Account
-from storage.batch import copy_account
 from storage.keys import create_server_key
+from storage.writes.batch import copy_account
 from tests.conftest import ApiClient
 from tests.support import PG_ADMIN_DSN, MutableClock
 

@@ -120,14 +120,15 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
 
 # -- helpers ----------------------------------------------------------------------------------
 
-def open_demo(context: BrowserContext, served: Served) -> tuple[Page, str, list[str]]:
+def open_demo(context: BrowserContext, served: Served, query: str = "",
+              ) -> tuple[Page, str, list[str]]:
     """The demo page once it shows a snapshot; its account id; uncaught page errors."""
     from playwright.sync_api import expect
 
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(served.server.url + "/demo")
+    page.goto(served.server.url + "/demo" + query)
     expect(page.locator("#balance")).to_have_text("28", timeout=SETTLE_MS)  # the trial grant
     return page, page.evaluate("window.demo.accountId"), errors
 
@@ -242,4 +243,65 @@ def test_the_job_list_follows_jobs_to_success_and_failure(
     # pay on success: only the successful job was charged, and nothing stays held
     expect(page.locator("#balance")).to_have_text("27", timeout=PUSH_MS)
     expect(page.locator("#held")).to_have_text("0", timeout=PUSH_MS)
+    assert_delivered_exactly_once(page, errors)
+
+
+def stream_urls(context: BrowserContext) -> list[str]:
+    """Every WebSocket and SSE URL the context's pages open, as they open them."""
+    urls: list[str] = []
+    context.on("request", lambda request: urls.append(request.url)
+               if "/v1/stream/sse" in request.url else None)
+    context.on("page", lambda page: page.on("websocket", lambda ws: urls.append(ws.url)))
+    return urls
+
+
+def test_the_sdk_opens_its_streams_with_one_use_tickets_not_the_token(
+        context: BrowserContext, served: Served) -> None:
+    from playwright.sync_api import expect
+
+    urls = stream_urls(context)
+    page, account_id, errors = open_demo(context, served)
+    expect(page.locator("#transport")).to_have_text("websocket")
+    served.server.stop()  # the reconnect needs a new ticket: the first one is used
+    expect(page.locator("#transport")).to_have_text("offline", timeout=SETTLE_MS)
+    served.server.start()
+    expect(page.locator("#transport")).to_have_text("websocket", timeout=SETTLE_MS)
+    with served.http() as http:
+        balance = hold_and_capture(http, account_id, 3)
+        expect(page.locator("#balance")).to_have_text(str(balance), timeout=PUSH_MS)
+    opened = [url for url in urls if "/v1/stream" in url]
+    assert len(opened) >= 2, opened
+    assert all("ticket=st_" in url and "token=" not in url for url in opened), opened
+    tickets = [re.search(r"ticket=([^&]+)", url).group(1) for url in opened]  # type: ignore[union-attr]
+    assert len(set(tickets)) == len(tickets), "a ticket is never reused"
+    assert_delivered_exactly_once(page, errors)
+
+
+def test_the_sdk_takes_tickets_over_sse_too(context: BrowserContext, served: Served) -> None:
+    from playwright.sync_api import expect
+
+    urls = stream_urls(context)
+    context.route_web_socket("**/v1/stream**", lambda ws: ws.close())
+    page, account_id, errors = open_demo(context, served)
+    expect(page.locator("#transport")).to_have_text("sse", timeout=SETTLE_MS)
+    with served.http() as http:
+        balance = hold_and_capture(http, account_id, 2)
+        expect(page.locator("#balance")).to_have_text(str(balance), timeout=PUSH_MS)
+    sse = [url for url in urls if "/v1/stream/sse" in url]
+    assert sse and all("ticket=st_" in url and "token=" not in url for url in sse), sse
+    assert_delivered_exactly_once(page, errors)
+
+
+def test_the_sdk_still_opens_streams_with_a_token_in_the_url(
+        context: BrowserContext, served: Served) -> None:
+    from playwright.sync_api import expect
+
+    urls = stream_urls(context)
+    page, account_id, errors = open_demo(context, served, "?auth=token")
+    expect(page.locator("#transport")).to_have_text("websocket")
+    with served.http() as http:
+        balance = grant(http, account_id, 4)
+        expect(page.locator("#balance")).to_have_text(str(balance), timeout=PUSH_MS)
+    opened = [url for url in urls if "/v1/stream" in url]
+    assert opened and all("token=" in url and "ticket=" not in url for url in opened), opened
     assert_delivered_exactly_once(page, errors)

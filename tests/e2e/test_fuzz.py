@@ -44,7 +44,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-import api.routes_seed
+import api.routes.seeds.seed_001
 from api.tokens import TokenSigner
 from asgi import API_ROUTES, create_app
 from config import Settings
@@ -77,7 +77,7 @@ class Findings:
 
 @pytest.fixture
 def short_seed_generate_wait(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(api.routes_seed, "GENERATE_WAIT_S", GENERATE_WAIT_S)
+    monkeypatch.setattr(api.routes.seeds.seed_001, "GENERATE_WAIT_S", GENERATE_WAIT_S)
 
 
 def _ok(result: Ok[Any] | Err[Any]) -> Any:

@@ -26,7 +26,7 @@ import httpx
 import pytest
 import websockets
 
-import api.routes_seed
+import api.routes.seeds.seed_001
 from api.tokens import TokenSigner
 from asgi import API_ROUTES
 from core.signatures import TOLERANCE_S, sign
@@ -88,6 +88,9 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("POST", "/v1/holds/{hold_id}/release"): Row(owner_or_server(200), {"reason": "matrix"}),
     ("POST", "/v1/refunds"): Row(server_only(201), {"charge_id": "{charge_id}", "amount": 1,
                                                     "metadata": TAGS}),
+    ("GET", "/v1/refunds/{refund_id}"): Row(server_only(200)),
+    ("GET", "/v1/charges/{charge_id}"): Row(owner_or_server(200)),
+    ("POST", "/v1/stream-tickets"): Row(owner_or_server(201), {"account_id": OWNER}),
     ("POST", "/v1/jobs"): Row(owner_or_server(202), {"account_id": OWNER, "operation": "audio",
                                                      "input": {"simulate": "hang"},
                                                      "metadata": TAGS}),
@@ -117,7 +120,8 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/readyz"): Row(anyone()),
     ("GET", "/metrics"): Row(anyone()),
     ("GET", "/openapi.json"): Row(anyone()),
-    # seed-compatible routes (api/routes_seed.py); `hang` keeps the generation processing
+    ("GET", "/docs"): Row(anyone()),
+    # seed-compatible routes (api/routes/seeds/); `hang` keeps the generation processing
     ("POST", "/api/v1/video/generate"): Row(owner_or_server(202), {"account_id": OWNER,
                                                                    "simulate": "hang"}),
     ("GET", "/api/v1/history/{id}"): Row(owner_or_server(200)),
@@ -150,7 +154,7 @@ def report(line: str) -> None:
 @pytest.fixture
 def short_seed_generate_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     """`hang` never finishes: the seed routes' 30 s wait for it is cut short."""
-    monkeypatch.setattr(api.routes_seed, "GENERATE_WAIT_S", 0.05)
+    monkeypatch.setattr(api.routes.seeds.seed_001, "GENERATE_WAIT_S", 0.05)
 
 
 # --- REST, in-process on both databases ----------------------------------------------------
@@ -188,6 +192,16 @@ async def concrete_path(api: ApiClient, template: str) -> str:
         values["job_id"] = values["id"] = await fresh(api, "job")
     if "{endpoint_id}" in template:
         values["endpoint_id"] = await fresh(api, "endpoint")
+    if "{charge_id}" in template or "{refund_id}" in template:
+        charged = await api.http.post(f"/v1/accounts/{OWNER}/charges", headers=api.server(),
+                                      json={"amount": 1})
+        assert charged.status_code == 201, charged.text
+        values["charge_id"] = charged.json()["charge"]["charge_id"]
+    if "{refund_id}" in template:
+        refunded = await api.http.post("/v1/refunds", headers=api.server(),
+                                       json={"charge_id": values["charge_id"]})
+        assert refunded.status_code == 201, refunded.text
+        values["refund_id"] = refunded.json()["refund"]["refund_id"]
     return template.format(**values)
 
 

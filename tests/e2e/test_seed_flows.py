@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from api import routes_seed
+from api.routes.seeds import seed_001 as routes_seed
 from core.signatures import sign
 from providers import media
 from providers.results import data_url

@@ -113,6 +113,9 @@ def serve_and_hold(command: list[str], port: int, cwd: Path, env: dict[str, str]
                           json={"account_id": account, "amount": 1}, timeout=10)
         assert hold.status_code == 201, hold.text
         assert hold.json()["account"]["held"] == 1
+        # the API reference's assets come with the installed package, not from the source tree
+        for path in ("/docs", "/docs/assets/swagger-ui-bundle.js", "/docs/init.js"):
+            assert httpx.get(base + path, timeout=10).status_code == 200, path
     finally:
         server.terminate()
         try:

@@ -120,3 +120,46 @@ def test_connections(tmp_path: Path, pg_url: str, redis_url: str) -> None:
 def test_bench_without_a_benchmark_prints_usage(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench"]) == 2
     assert "engine" in capsys.readouterr().out
+
+
+@pytest.mark.postgres
+def test_soak(tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A few seconds of every load at once: the report has its figures, and a bound exceeded
+    (here an impossible one) exits 1 naming its flag, the others not."""
+    out, plots = tmp_path / "soak.json", tmp_path / "plots"
+    code = main(["bench", "soak", *TINY, "--json", str(out), "--plot", str(plots),
+                 "--database-url", pg_url, "--duration", "8", "--churn-clients", "10",
+                 "--accounts", "50", "--stream-accounts", "20", "--hold-rate", "20",
+                 "--job-rate", "2", "--ttl", "1", "--sample-s", "1", "--drain", "5",
+                 "--max-rss-slope-mib-per-min", "100000", "--max-sweeper-late-s", "100000",
+                 "--max-delivery-lag-s", "-1"])
+    assert code == 1
+    assert "--max-delivery-lag-s" in capsys.readouterr().err
+    result: dict[str, Any] = json.loads(out.read_text())
+    assert result["benchmark"] == "soak"
+    assert [b for b in result["bounds_failed"] if "--max-delivery-lag-s" not in b] == []
+    assert len(result["bounds_failed"]) == 1
+    for prefix in ("server RSS slope", "server RSS per 1,000 closed streams",
+                   "hold expiry lateness p99", "job timeout lateness max", "delivery lag p99",
+                   "events not delivered"):
+        assert ROW_KEYS <= set(row(result, prefix))
+    details = result["details"]
+    assert len(details["rss_samples"]) >= 5
+    assert details["rss"]["slope_mib_per_min"] is not None
+    assert details["load"]["streams_closed"] > 0 and details["load"]["holds_ok"] > 0
+    assert details["sweeper"]["holds"]["count"] > 0 and details["sweeper"]["jobs"]["count"] > 0
+    assert details["deliveries"]["events"] > 0 and details["receiver"]["requests"] > 0
+    assert details["audit"]["mismatches"] == 0
+    assert (plots / "soak.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--duration", "0", "--duration: must be at least 1, got 0"),
+    ("--ttl", "x", "--ttl: expected a number, got 'x'"),
+    ("--hold-rate", "-5", "--hold-rate: must be at least 0, got -5")])
+def test_soak_refuses_nonsense_numbers(capsys: pytest.CaptureFixture[str], option: str,
+                                       value: str, message: str) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["bench", "soak", option, value])
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err

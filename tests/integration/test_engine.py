@@ -10,14 +10,14 @@ import pytest
 import sqlalchemy as sa
 
 from asgi import load_catalogue
+from background.sweeper import Sweeper
 from core.errors import InsufficientCredits, InvalidState
 from core.model import Hold
 from core.service import CreditService
-from storage.idempotency import IdempotencyStore
 from storage.queries import audit
 from storage.sql import Database
 from storage.tables import accounts, entries, holds
-from sweeper import Sweeper
+from storage.writes.idempotency import IdempotencyStore
 from tests.support import MutableClock
 
 

@@ -22,12 +22,12 @@ from core import service as service_module
 from core.errors import CreditError
 from core.events import Event
 from core.service import CreditService
-from storage.batch import Touches
-from storage.idempotency import IdempotencyKey
 from storage.migrate import upgrade
 from storage.sql import Database
 from storage.tables import accounts, entries, events, grants, holds, idempotency_keys
-from storage.writer import BatchWriter, KeyedResult
+from storage.writes.batch import Touches
+from storage.writes.idempotency import IdempotencyKey
+from storage.writes.writer import BatchWriter, KeyedResult
 from tests.support import MutableClock
 
 ACCOUNTS = 3

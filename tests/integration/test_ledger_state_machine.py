@@ -18,13 +18,13 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from asgi import load_catalogue
+from background.sweeper import Sweeper
 from core.errors import CreditError
 from core.service import CreditService
-from storage.idempotency import IdempotencyStore
 from storage.migrate import upgrade
 from storage.queries import audit
 from storage.sql import Database
-from sweeper import Sweeper
+from storage.writes.idempotency import IdempotencyStore
 from tests.support import MutableClock
 
 REASONS = st.sampled_from(["purchase", "promo", "trial", "points"])

@@ -16,11 +16,11 @@ from core.errors import ConcurrentUpdate, CreditError, InsufficientCredits
 from core.events import Event
 from core.model import Hold
 from core.service import CreditService
-from storage.batch import Touches
-from storage.idempotency import IdempotencyKey
 from storage.sql import Database
 from storage.tables import entries, holds
-from storage.writer import BatchWriter
+from storage.writes.batch import Touches
+from storage.writes.idempotency import IdempotencyKey
+from storage.writes.writer import BatchWriter
 from tests.support import MutableClock
 
 

@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
+from background.supervision import Heartbeat
 from core.account import Account
 from core.errors import ConcurrentUpdate
 from core.events import Event
 from core.jobs import Job
 from core.model import Entry, Hold
 from realtime.broker import OnMessage, OnResync
-from realtime.supervision import Heartbeat
 from tests.support import MutableClock
 
 Row = TypeVar("Row", Account, Hold, Job)

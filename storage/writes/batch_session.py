@@ -1,0 +1,61 @@
+"""The transaction a batch runs in, and the reads and writes it needs, per database.
+
+`batch_session(db)` opens one write transaction and yields a `BatchSession`: on PostgreSQL the
+batch's own asyncpg statements (storage/writes/batch_pg.py), elsewhere SQLAlchemy Core
+(storage/writes/batch_sql.py). Errors leave it as the rest of storage raises them: a lost or refused
+connection as `DatabaseUnavailable`, a constraint as SQLAlchemy's `IntegrityError`, any other
+database error as `DBAPIError` (its `orig.sqlstate` tells a deadlock from the rest).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, Protocol
+
+import asyncpg
+from sqlalchemy import exc as sa_exc
+
+from storage.sql import Database, DatabaseUnavailable
+from storage.writes.batch import BatchReads, PendingWrites
+from storage.writes.batch_pg import PgBatchSession
+from storage.writes.batch_sql import SqlBatchSession
+from storage.writes.idempotency import IdempotencyKey, KeyId, StoredResponse
+
+
+class BatchSession(BatchReads, Protocol):
+    """What a batch reads (BatchReads), and its keys and writes."""
+
+    async def claim(self, ordered: list[IdempotencyKey], now: datetime) -> list[KeyId]:
+        """INSERT the keys in this order unless they exist; the ones inserted."""
+
+    async def stored(self, key_ids: list[KeyId]) -> dict[KeyId, StoredResponse]: ...
+
+    async def record(self, responses: dict[KeyId, tuple[int, Any]]) -> None:
+        """Store the keys' answers, at the latest with the batch's rows (flush)."""
+
+    async def unclaim(self, key_ids: Iterable[KeyId]) -> None: ...
+
+    async def flush(self, writes: PendingWrites, now: datetime) -> None: ...
+
+
+@asynccontextmanager
+async def batch_session(db: Database) -> AsyncIterator[BatchSession]:
+    """One write transaction; commits when the block ends without an exception."""
+    if db.dialect != "postgresql":
+        async with db.transaction() as uow:
+            yield SqlBatchSession(uow.conn)
+        return
+    async with db.driver() as driver:
+        # asyncpg's own transaction: SQLAlchemy never began one on this connection, so its
+        # reset when the connection goes back to the pool has nothing to undo
+        async with driver.transaction():
+            yield PgBatchSession(driver)
+
+
+# what, raised inside an operation, means the transaction itself is in doubt (the batch goes
+# again) rather than that one operation failed
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    sa_exc.SQLAlchemyError, DatabaseUnavailable, asyncpg.PostgresError, asyncpg.InterfaceError,
+    OSError)

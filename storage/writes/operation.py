@@ -1,0 +1,210 @@
+"""One operation's unit of work inside a batch: core's UnitOfWork ports on the batch's state.
+
+Reads see the batch as the operations before this one left it; the operation works on copies,
+so one that is refused leaves nothing behind, and what it saved joins the batch's pending writes
+only when `commit` says it succeeded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from core.account import Account
+from core.events import Event
+from core.jobs import Job
+from core.model import Hold
+from core.refunds import Spend
+from storage.repositories import funding_grant_ids
+from storage.writes.batch import (
+    Batch,
+    PendingWrites,
+    copy_account,
+    copy_hold,
+    copy_job,
+    shallow_copy,
+    upsert_row,
+)
+
+Row = TypeVar("Row", Hold, Job)
+
+
+class OperationUnitOfWork:
+    """core's UnitOfWork for one operation of a batch: reads see the batch as the operations
+    before it left it; changes stay here until `commit` hands them to the batch."""
+
+    def __init__(self, batch: Batch) -> None:
+        self.batch = batch
+        self.saved = PendingWrites()  # first: the repositories below stage into it
+        self.saved_events: list[Event] = []
+        self.after_commit: list[Callable[[], None]] = []
+        self.accounts = _OperationAccounts(self)
+        self.holds = _OperationHolds(self)
+        self.jobs = _OperationJobs(self)
+        self.webhooks = _OperationWebhooks(self)
+        self.spends = _OperationSpends(self)
+        self.working: dict[str, Account] = {}
+        self.created: set[str] = set()
+
+    def commit(self) -> None:
+        """The operation succeeded: what it saved becomes the batch's state and pending writes."""
+        batch, saved = self.batch, self.saved
+        for account_id, (account, _) in saved.accounts.items():
+            batch.accounts[account_id] = account
+            batch.absent.discard(account_id)
+            upsert_row(batch.writes.accounts, account_id, account, account_id in self.created)
+        states: tuple[tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None], ...] = (
+            (batch.writes.grants, saved.grants, None),
+            (batch.writes.holds, saved.holds, batch.holds),
+            (batch.writes.jobs, saved.jobs, batch.jobs))
+        for rows, mine, state in states:
+            for row_id, (value, new) in mine.items():
+                upsert_row(rows, row_id, value, new)
+                if state is not None:
+                    state[row_id] = value
+        batch.writes.entries.extend(saved.entries)
+        batch.writes.events.extend(saved.events)
+        for key, response in saved.webhooks.items():
+            batch.webhooks[key] = response
+            batch.writes.webhooks[key] = response
+        self.saved_events.extend(saved.events)
+
+    def part(self) -> OperationUnitOfWork:
+        """A unit of work for one part of this operation (`POST /v1/batch`), on the same batch:
+        a part that fails leaves nothing behind; `adopt` one that succeeded."""
+        return OperationUnitOfWork(self.batch)
+
+    def adopt(self, part: OperationUnitOfWork) -> None:
+        part.commit()
+        self.saved_events.extend(part.saved_events)
+        self.after_commit.extend(part.after_commit)
+
+    def save_account(self, account: Account) -> None:
+        saved = self.saved
+        for grant in account.new_grants:
+            upsert_row(saved.grants, grant.grant_id, grant, True)
+        for grant in account.touched_grants.values():
+            upsert_row(saved.grants, grant.grant_id, grant, False)
+        saved.entries.extend(account.new_entries)
+        saved.events.extend(account.new_events)
+        saved.accounts[account.account_id] = (account, False)
+        account.new_entries, account.new_events, account.new_grants = [], [], []
+        account.touched_grants = {}
+        account.loaded_seq = account.seq
+
+
+class _OperationAccounts:
+    def __init__(self, uow: OperationUnitOfWork) -> None:
+        self.uow = uow
+
+    async def insert_new(self, account: Account) -> bool:
+        uow, batch = self.uow, self.uow.batch
+        account_id = account.account_id
+        if account_id in uow.working:
+            return False
+        await batch.lock_accounts([account_id])
+        if account_id not in batch.absent:
+            return False
+        uow.working[account_id] = account
+        uow.created.add(account_id)
+        uow.save_account(account)
+        return True
+
+    async def get(self, account_id: str) -> Account | None:
+        return await self.lock(account_id)
+
+    async def lock(self, account_id: str) -> Account | None:
+        uow = self.uow
+        if account_id in uow.working:
+            return uow.working[account_id]
+        await uow.batch.lock_accounts([account_id])
+        current = uow.batch.accounts.get(account_id)
+        if current is None:
+            return None
+        account = uow.working[account_id] = copy_account(current)
+        return account
+
+    async def save(self, account: Account) -> None:
+        if account.changed or account.touched_grants or account.account_id in self.uow.created:
+            self.uow.save_account(account)
+
+    async def with_due_grants(self, now: datetime, limit: int) -> list[str]:
+        raise NotImplementedError("the sweeper finds due grants with a read, not in a batch")
+
+
+class _StagedRows(Generic[Row]):
+    """Holds or jobs for one operation: its own saved rows first, then the batch's, as copies."""
+
+    def __init__(self, staged: dict[str, tuple[Row, bool]], key: Callable[[Row], str],
+                 copy: Callable[[Row], Row],
+                 from_batch: Callable[[str], Awaitable[Row | None]]) -> None:
+        self.staged: dict[str, tuple[Row, bool]] = staged
+        self.key: Callable[[Row], str] = key
+        self.copy: Callable[[Row], Row] = copy
+        self.from_batch: Callable[[str], Awaitable[Row | None]] = from_batch
+
+    async def add(self, row: Row) -> None:
+        upsert_row(self.staged, self.key(row), row, True)
+
+    async def get(self, row_id: str) -> Row | None:
+        mine = self.staged.get(row_id)
+        if mine is not None:
+            return self.copy(mine[0])
+        found = await self.from_batch(row_id)
+        return None if found is None else self.copy(found)
+
+    async def save(self, row: Row, expected_status: str) -> None:
+        # the account's lock, held since the row was read, keeps its status as read
+        upsert_row(self.staged, self.key(row), row, False)
+
+    async def due(self, now: datetime, limit: int) -> list[str]:
+        raise NotImplementedError("the sweeper finds what is due with a read, not in a batch")
+
+
+class _OperationHolds(_StagedRows[Hold]):
+    def __init__(self, uow: OperationUnitOfWork) -> None:
+        super().__init__(uow.saved.holds, lambda h: h.hold_id, copy_hold, uow.batch.hold)
+
+
+class _OperationJobs(_StagedRows[Job]):
+    def __init__(self, uow: OperationUnitOfWork) -> None:
+        super().__init__(uow.saved.jobs, lambda j: j.job_id, copy_job, uow.batch.job)
+        self.uow = uow
+
+    async def by_task(self, provider: str, task_id: str) -> Job | None:
+        for job, _ in self.staged.values():
+            if job.provider == provider and job.provider_task_id == task_id:
+                return copy_job(job)
+        found = await self.uow.batch.job_by_task(provider, task_id)
+        return None if found is None else copy_job(found)
+
+
+class _OperationSpends:
+    def __init__(self, uow: OperationUnitOfWork) -> None:
+        self.uow = uow
+
+    async def find(self, spend_id: str, kind: str) -> Spend | None:
+        """The stored spend with what the batch and this operation wrote since: their refunds,
+        and their grants' current state."""
+        stored, funders = await self.uow.batch.spend(spend_id, kind)
+        batch, saved = self.uow.batch.writes, self.uow.saved
+        lines = stored + [e for e in (*batch.entries, *saved.entries) if e.op_id == spend_id]
+        current = {g.grant_id: g for g in funders}
+        current.update((k, g) for k, (g, _) in (*batch.grants.items(), *saved.grants.items()))
+        grants = [shallow_copy(current[i]) for i in funding_grant_ids(lines, kind) if i in current]
+        return Spend.from_journal(spend_id, kind, lines, grants)
+
+
+class _OperationWebhooks:
+    def __init__(self, uow: OperationUnitOfWork) -> None:
+        self.uow = uow
+
+    async def processed(self, provider: str, event_id: str) -> dict[str, Any] | None:
+        mine = self.uow.saved.webhooks.get((provider, event_id))
+        if mine is not None:
+            return mine
+        return await self.uow.batch.webhook_response(provider, event_id)
+
+    async def record(self, provider: str, event_id: str, response: dict[str, Any]) -> None:
+        self.uow.saved.webhooks[(provider, event_id)] = response

@@ -1,0 +1,138 @@
+"""The sweeper on a real database (SQLite and PostgreSQL): a backlog goes in batches without
+waiting for the next tick, concurrent sweepers on multi-lane writers still release each hold and
+time out each job once, and the lateness of the oldest due hold and job is exposed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+import metrics
+from asgi import load_catalogue
+from background.sweeper import Sweeper
+from core.job_service import JobService
+from core.jobs import FAILED
+from core.model import Hold
+from core.service import CreditService, PriceRequest
+from storage.queries import audit
+from storage.sql import Database
+from storage.tables import entries, holds, jobs
+from storage.writes.idempotency import IdempotencyStore
+from storage.writes.writer import BatchWriter
+from tests.support import MutableClock
+
+ACCOUNTS = 10
+
+
+@pytest.fixture
+def service(clock: MutableClock) -> CreditService:
+    return CreditService(clock, load_catalogue(None))
+
+
+async def open_holds(db: Database, service: CreditService, per_account: int,
+                     ttl_s: int = 60) -> None:
+    for n in range(ACCOUNTS):
+        async with db.transaction() as uow:
+            await service.grant(uow, f"swept-{n}", 10_000, "purchase")
+            for _ in range(per_account):
+                await service.hold(uow, f"swept-{n}", 1, ttl_seconds=ttl_s)
+
+
+async def statuses(db: Database) -> dict[str, int]:
+    async with db.read() as uow:
+        rows = await uow.conn.execute(
+            sa.select(holds.c.status, sa.func.count().label("n")).group_by(holds.c.status))
+    return {row.status: row.n for row in rows}
+
+
+async def assert_audit_clean(db: Database) -> None:
+    async with db.read() as uow:
+        _, mismatches = await audit(uow.conn)
+    assert [m.describe() for m in mismatches] == []
+
+
+def oldest_due(kind: str) -> float | None:
+    return metrics.REGISTRY.get_sample_value("creditstream_sweeper_oldest_due_seconds",
+                                             {"kind": kind})
+
+
+async def test_a_backlog_is_swept_in_batches_without_waiting_for_the_next_tick(
+        db: Database, service: CreditService, clock: MutableClock) -> None:
+    await open_holds(db, service, per_account=25)  # 250 due: 3 passes of 100
+    clock.advance(seconds=61)
+    writer = BatchWriter(db, service.now, _nowhere, lanes=4)
+    sweeper = Sweeper(db, service, IdempotencyStore(db), writer=writer, pass_limit=100)
+    stopping = asyncio.Event()
+    started = time.monotonic()
+    task = asyncio.create_task(sweeper.run_forever(600.0, stopping))  # the tick: 10 minutes
+    try:
+        deadline = started + 60
+        while (await statuses(db)).get(Hold.OPEN, 0) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert await statuses(db) == {Hold.EXPIRED: 250}
+    finally:
+        stopping.set()
+        await task
+        await writer.aclose()
+    assert sweeper.runs >= 3
+    assert writer.commits < 250  # expiries share transactions
+    await assert_audit_clean(db)
+
+
+async def test_two_sweepers_on_multi_lane_writers_expire_each_hold_and_job_once(
+        db: Database, service: CreditService, clock: MutableClock) -> None:
+    jobs_service = JobService(service, timedelta(seconds=30))
+    await open_holds(db, service, per_account=20)
+    for n in range(ACCOUNTS):
+        async with db.transaction() as uow:
+            for _ in range(3):
+                await jobs_service.create(uow, f"swept-{n}", PriceRequest("audio"), "simulated")
+    clock.advance(seconds=61)  # the holds and the jobs are due; the jobs' holds not yet
+    writers = [BatchWriter(db, service.now, _nowhere, lanes=4) for _ in range(2)]
+    sweepers = [Sweeper(db, service, IdempotencyStore(db), jobs=jobs_service, writer=w,
+                        pass_limit=1000) for w in writers]
+    try:
+        reports = await asyncio.gather(*(s.run_once() for s in sweepers))
+    finally:
+        for writer in writers:
+            await writer.aclose()
+    assert sum(r.holds_expired for r in reports) == ACCOUNTS * 20
+    assert sum(r.jobs_timed_out for r in reports) == ACCOUNTS * 3
+    async with db.read() as uow:
+        releases = (await uow.conn.execute(sa.select(sa.func.count()).select_from(entries)
+                                           .where(entries.c.type == "release"))).scalar_one()
+        job_statuses = set((await uow.conn.execute(sa.select(jobs.c.status))).scalars())
+    assert releases == ACCOUNTS * (20 + 3)  # one release per hold, whoever's sweeper it was
+    assert job_statuses == {FAILED}
+    assert await statuses(db) == {Hold.EXPIRED: ACCOUNTS * 20, Hold.RELEASED: ACCOUNTS * 3}
+    await assert_audit_clean(db)
+
+
+async def test_the_oldest_due_hold_and_job_say_how_late_the_sweeper_is(
+        db: Database, service: CreditService, clock: MutableClock) -> None:
+    jobs_service = JobService(service, timedelta(seconds=30))
+    async with db.transaction() as uow:
+        await service.grant(uow, "late", 100, "purchase")
+        await service.hold(uow, "late", 1, ttl_seconds=60)
+        await jobs_service.create(uow, "late", PriceRequest("audio"), "simulated")
+    clock.advance(seconds=5)
+    async with db.transaction() as uow:
+        await service.hold(uow, "late", 1, ttl_seconds=60)
+    clock.advance(seconds=67)  # the first hold 12 s late, the second 7 s; the job 42 s
+    sweeper = Sweeper(db, service, IdempotencyStore(db), jobs=jobs_service)
+    try:
+        report = await sweeper.run_once()
+        assert (report.holds_expired, report.jobs_timed_out) == (2, 1)
+        assert (oldest_due("hold"), oldest_due("job")) == (12.0, 42.0)
+        await sweeper.run_once()  # nothing due any more
+        assert (oldest_due("hold"), oldest_due("job")) == (0.0, 0.0)
+    finally:
+        await sweeper.writer.aclose()
+
+
+async def _nowhere(events: list) -> None:  # type: ignore[type-arg]
+    """The journal has the events; these tests read the tables."""
