@@ -12,8 +12,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from api.tokens import MAX_TTL_S as MAX_TOKEN_TTL_S
 from core.errors import InvalidInput
 from core.job_service import MAX_JOB_TTL_S
+from core.jobs import MAX_INPUT_BYTES
 from core.metadata import MAX_KEY_LENGTH, MAX_KEYS, MAX_VALUE_LENGTH, check_metadata
 from core.model import MAX_AMOUNT
+from core.pricing import PARAM_NAMES
 from core.refunds import CAPTURE, CHARGE
 from core.service import MAX_HOLD_TTL_S, PriceRequest
 
@@ -45,7 +47,9 @@ class Body(BaseModel):
 class PriceBody(Body):
     operation: str = Field(min_length=1, max_length=64)
     model: str | None = Field(default=None, min_length=1, max_length=128)
-    params: dict[str, Any] | None = None
+    params: dict[str, Any] | None = Field(default=None, description=(
+        f"Only {' and '.join(PARAM_NAMES)}, with a model or without: anything else is "
+        "422 unsupported_option"))
 
     def request(self) -> PriceRequest:
         return PriceRequest(self.operation, self.model, self.params)
@@ -158,7 +162,9 @@ class StreamTicketBody(Body):
 
 class JobBody(PriceBody):
     account_id: str | None = Field(default=None, min_length=1, max_length=128)
-    input: dict[str, Any] | None = None
+    input: dict[str, Any] | None = Field(default=None, description=(
+        f"What the provider needs (a prompt, options): at most {MAX_INPUT_BYTES} bytes of "
+        "JSON, more is 422 input_too_large"))
     provider: str = Field(default="simulated", pattern=r"^[a-z0-9_-]{1,32}$")
     provider_task_id: str | None = Field(default=None, min_length=1, max_length=255)
     ttl_seconds: int | None = Field(default=None, ge=1, le=MAX_JOB_TTL_S)

@@ -6,6 +6,7 @@ event with the next `seq`; the unit of work persists both in the same transactio
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -60,6 +61,14 @@ class Account:
     idempotency_key: str | None = None
     low_notified: bool = False
     low_threshold: int | None = None  # set by the service from configuration
+    # `grants` in consumption order (Grant.consumption_key, which never changes) once sorted:
+    # spending and expiry then walk them from the front instead of sorting them each time
+    grants_ordered: bool = False
+    # a working copy shares its grants with the state it was copied from, and copies one only
+    # when it changes it (`own_grants` are those it copied or created): a batch of a thousand
+    # parts on an account of a thousand grants copies a list per part, not a thousand grants
+    shared_grants: bool = False
+    own_grants: set[str] = field(default_factory=set)
 
     @classmethod
     def open(cls, account_id: str, now: datetime) -> Account:
@@ -80,6 +89,23 @@ class Account:
     @property
     def available(self) -> int:
         return self.balance - self.held
+
+    def working_copy(self) -> Account:
+        """A copy an operation may change freely; this account stays as it was (only its
+        grants' order, which means nothing, may be settled first so that every copy shares it)."""
+        self._order_grants()
+        clone = object.__new__(Account)  # the fields are its whole state; no __init__ checks
+        clone.__dict__.update(self.__dict__)
+        # spending goes in consumption order, so spent-out grants gather at the front: the
+        # copy leaves those out (the loaded state holds live grants only, as the database does)
+        spent = 0
+        while spent < len(self.grants) and self.grants[spent].remaining == 0:
+            spent += 1
+        clone.grants = self.grants[spent:]
+        clone.shared_grants, clone.own_grants = True, set()
+        clone.new_entries, clone.new_events, clone.new_grants = [], [], []
+        clone.touched_grants = {}
+        return clone
 
     @property
     def changed(self) -> bool:
@@ -135,7 +161,7 @@ class Account:
             )
         grant = Grant(grant_id, self.account_id, amount, amount, reason, grant_kind(reason),
                       expires_at, now, ref, metadata=dict(metadata or {}))
-        self.grants.append(grant)
+        self._insert_grant(grant)
         self.new_grants.append(grant)
         self.balance += amount
         if grant.kind == "paid":
@@ -155,10 +181,17 @@ class Account:
         release frees them, at which point they expire too.
         """
         expired_total = 0
-        for grant in sorted((g for g in self.grants if g.is_due(now)), key=Grant.consumption_key):
+        self._order_grants()
+        due = []
+        for index, grant in enumerate(self.grants):
+            if grant.expires_at is None or grant.expires_at > now:
+                break  # in consumption order: those that expire later, or never, follow
+            if grant.is_due(now):
+                due.append((index, grant))
+        for index, shared in due:
+            grant = self._changing(shared, index)
             expiring = grant.free
             grant.remaining -= expiring
-            self.touched_grants[grant.grant_id] = grant
             self.balance -= expiring
             expired_total += expiring
             self._record("expire", expiring, -expiring, 0, grant.reason, grant.ref,
@@ -265,8 +298,10 @@ class Account:
         funding = [self._give_back(spend, grant_id, kind, part, refund_id, now)
                    for grant_id, kind, part in spend.plan(take)]
         self.balance += take
-        if self.trial_day == now.date().isoformat() == spend.entry.at.date().isoformat():
-            self.trial_used = max(0, self.trial_used - take)  # today's spend, given back today
+        if self.trial_day == now.date().isoformat() == spend.counted_day.isoformat():
+            # only credits counted today come back to today's allowance: a capture's were
+            # counted when its hold opened, maybe on an earlier day
+            self.trial_used = max(0, self.trial_used - take)
         details = {"refund_id": refund_id, "refund_of": spend.kind,
                    "spent_at": iso(spend.entry.at), **spend.price(), "funding": funding}
         self._record("refund", take, take, 0, reason, spend.entry.ref, spend.spend_id, details,
@@ -286,14 +321,14 @@ class Account:
             lasting = grant.expires_at - grant.created_at
             again = Grant(new_id("grt"), self.account_id, amount, amount, grant.reason,
                           grant.kind, now + lasting, now, refund_id)
-            self.grants.append(again)
+            self._insert_grant(again)
             self.new_grants.append(again)
             return {**line, "returned_to": again.grant_id, "expires_at": iso(again.expires_at)}
         if live is None:
             grant = replace(grant)
-            self.grants.append(grant)
+            self._insert_grant(grant)
+        grant = self._changing(grant)
         grant.remaining += amount
-        self.touched_grants[grant_id] = grant
         return {**line, "returned_to": grant_id, "expires_at": iso(grant.expires_at)}
 
     # -- internals ----------------------------------------------------------------------------
@@ -345,12 +380,12 @@ class Account:
     def _allocate(self, amount: int) -> list[tuple[Grant, int]]:
         parts: list[tuple[Grant, int]] = []
         left = amount
-        for grant in sorted(self.grants, key=Grant.consumption_key):
+        self._order_grants()
+        for index, grant in enumerate(self.grants):
             take = min(grant.free, left)
             if take <= 0:
                 continue
-            parts.append((grant, take))
-            self.touched_grants[grant.grant_id] = grant
+            parts.append((self._changing(grant, index), take))
             left -= take
             if left == 0:
                 return parts
@@ -360,21 +395,50 @@ class Account:
 
     def _unreserve(self, hold: Hold, consume: int) -> list[dict[str, Any]]:
         """Give back a hold's reservation, consuming the first `consume` credits of it."""
-        by_id = {grant.grant_id: grant for grant in self.grants}
         funding = []
         for part in hold.allocation:
-            grant = by_id.get(part["grant_id"])
-            if grant is None:
+            found = next((g for g in self.grants if g.grant_id == part["grant_id"]), None)
+            if found is None:
                 raise InvariantViolated(f"Hold {hold.hold_id} reserved grant "
                                         f"{part['grant_id']}, which {self.account_id} lacks")
+            grant = self._changing(found)
             grant.reserved -= part["amount"]
             take = min(part["amount"], consume)
             consume -= take
             grant.remaining -= take
-            self.touched_grants[grant.grant_id] = grant
             if take:
                 funding.append(_funding(grant, take))
         return funding
+
+    def _order_grants(self) -> None:
+        if not self.grants_ordered:
+            self.grants.sort(key=Grant.consumption_key)
+            self.grants_ordered = True
+
+    def _insert_grant(self, grant: Grant) -> None:
+        if self.grants_ordered:
+            insort(self.grants, grant, key=Grant.consumption_key)
+        else:
+            self.grants.append(grant)
+        self.own_grants.add(grant.grant_id)
+
+    def _changing(self, grant: Grant, index: int | None = None) -> Grant:
+        """`grant` ready to change, and marked so: a working copy's own copy of it when it was
+        shared (`index`, its place in `grants`, when the caller knows it)."""
+        if self.shared_grants and grant.grant_id not in self.own_grants:
+            mine = replace(grant)
+            self.grants[self._index_of(grant) if index is None else index] = mine
+            self.own_grants.add(grant.grant_id)
+            grant = mine
+        self.touched_grants[grant.grant_id] = grant
+        return grant
+
+    def _index_of(self, grant: Grant) -> int:
+        if self.grants_ordered:
+            index = bisect_left(self.grants, grant.consumption_key(), key=Grant.consumption_key)
+            if index < len(self.grants) and self.grants[index] is grant:
+                return index
+        return next(i for i, g in enumerate(self.grants) if g is grant)
 
     def _free(self, hold: Hold, status: str, reason: str, now: datetime) -> None:
         self._unreserve(hold, consume=0)

@@ -97,6 +97,10 @@ class InvalidMetadata(InvalidInput):
     code = "invalid_metadata"
 
 
+class InputTooLarge(InvalidInput):
+    code = "input_too_large"
+
+
 class InvalidState(CreditError):
     code = "invalid_state"
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from core.account import Account
 from core.errors import InvalidInput, NotFound
-from core.jobs import FAILED, PROCESSING, SUCCESS, Job
+from core.jobs import FAILED, PROCESSING, SUCCESS, Job, check_input
 from core.model import checked_ttl, new_id
 from core.ports import UnitOfWork
 from core.service import MAX_HOLD_TTL_S, CreditService, PriceRequest
@@ -28,6 +28,7 @@ class JobService:
         provider_task_id: str | None = None, key: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> tuple[Job, Account]:
+        job_input = check_input(input)
         cost = self.credits.quote(price)
         ttl = checked_ttl(ttl_seconds, self.job_ttl, MAX_JOB_TTL_S)
         job_id = new_id("job")
@@ -37,7 +38,7 @@ class JobService:
         now = self.credits.now()
         job = Job(job_id, account.account_id, price.operation, price.model, cost, PROCESSING,
                   provider, now, now, now + ttl, params=dict(price.params or {}),
-                  input=dict(input or {}), provider_task_id=provider_task_id or job_id,
+                  input=job_input, provider_task_id=provider_task_id or job_id,
                   hold_id=hold.hold_id, metadata=dict(hold.metadata))
         await uow.jobs.add(job)
         account.record_job(job.to_dict(), now)

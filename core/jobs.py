@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from core.errors import InvalidState
+from core.errors import InputTooLarge, InvalidState
 from core.events import iso
 
 PROCESSING, SUCCESS, FAILED = "processing", "success", "failed"
+# what a job may carry for its provider (a prompt, options): seed 001's 32,000-character script
+# fits; more would be free storage, as a failed job gives its credits back
+MAX_INPUT_BYTES = 32 * 1024
+
+
+def check_input(raw: dict[str, Any] | None) -> dict[str, Any]:
+    """A copy of a job's `input`, or InputTooLarge past MAX_INPUT_BYTES of compact JSON."""
+    value = dict(raw or {})
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > MAX_INPUT_BYTES:
+        raise InputTooLarge(f"Expected a job input of at most {MAX_INPUT_BYTES} bytes of JSON, "
+                            f"got {size}", limit=MAX_INPUT_BYTES, size=size)
+    return value
 
 
 @dataclass

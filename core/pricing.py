@@ -11,6 +11,7 @@ from core.model import check_amount
 
 PARAM_NAMES = ("resolution", "duration")
 MAX_DURATION_S = 3600
+MAX_RESOLUTION_LENGTH = 16  # "1080P", "4K": a label, not a place to store text
 
 
 class CatalogueError(ValueError):
@@ -102,7 +103,10 @@ class Catalogue:
 
     def quote(self, operation: str, model: str | None = None,
               params: dict[str, Any] | None = None) -> int:
-        """The price of one generation: the model's price for `params`, or the operation's base."""
+        """The price of one generation: the model's price for `params`, or the operation's base.
+        `params` are checked with or without a model: they are stored with the hold and its
+        journal entries, so an unchecked one would be free room for anything."""
+        check_params(params)
         op = self.operations.get(operation) if isinstance(operation, str) else None
         if op is None:
             raise UnknownOperation(f"Unknown operation {operation!r}; expected one of "
@@ -137,17 +141,33 @@ class Catalogue:
         }
 
 
+def check_params(params: object) -> None:
+    """A price's params: only `resolution` (a short label) and `duration` (whole seconds), or
+    UnsupportedOption, whatever the operation and model."""
+    if params is None:
+        return
+    if not isinstance(params, dict):
+        raise UnsupportedOption(f"Expected params as an object, got {type(params).__name__}")
+    _read_params(params)
+
+
 def _read_params(params: dict[str, Any]) -> tuple[str | None, int | None]:
-    unknown = sorted(set(params) - set(PARAM_NAMES))
+    unknown = sorted(str(name)[:40] for name in set(params) - set(PARAM_NAMES))
     if unknown:
-        raise UnsupportedOption(f"Unknown params {unknown}; expected only {list(PARAM_NAMES)}")
+        raise UnsupportedOption(f"Unknown params {unknown[:5]}; expected only "
+                                f"{list(PARAM_NAMES)}")
     resolution = params.get("resolution")
     if resolution is not None and not isinstance(resolution, str):
-        raise UnsupportedOption(f"Expected resolution as a string like '768P', got {resolution!r}")
+        raise UnsupportedOption(f"Expected resolution as a string like '768P', "
+                                f"got {str(resolution)[:40]!r}")
+    if resolution is not None and not 1 <= len(resolution) <= MAX_RESOLUTION_LENGTH:
+        raise UnsupportedOption(f"Expected resolution of 1-{MAX_RESOLUTION_LENGTH} characters "
+                                f"like '768P', got {len(resolution)}")
     duration = params.get("duration")
     if duration is not None:
         if isinstance(duration, bool) or not isinstance(duration, int):
-            raise UnsupportedOption(f"Expected duration in whole seconds, got {duration!r}")
+            raise UnsupportedOption(f"Expected duration in whole seconds, "
+                                    f"got {str(duration)[:40]!r}")
         if not 1 <= duration <= MAX_DURATION_S:
             raise UnsupportedOption(f"Expected duration between 1 and {MAX_DURATION_S} s, "
                                     f"got {duration}")

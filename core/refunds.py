@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
 from core.errors import InvariantViolated
@@ -35,6 +36,9 @@ class Spend:
     entry: Entry
     refunds: tuple[Entry, ...]
     grants: dict[str, Grant]
+    # when its credits were counted against the trial's daily allowance: a charge's own time,
+    # a capture's hold's opening (the capture only settles what the hold counted)
+    counted_at: datetime | None = None
 
     @classmethod
     def from_journal(cls, spend_id: str, kind: str, entries: Iterable[Entry],
@@ -58,6 +62,11 @@ class Spend:
     @property
     def amount(self) -> int:
         return self.entry.amount
+
+    @property
+    def counted_day(self) -> date:
+        """The UTC day whose trial allowance this spend used."""
+        return (self.counted_at or self.entry.at).date()
 
     @property
     def refunded(self) -> int:

@@ -5,7 +5,7 @@ share the same transaction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,7 +17,7 @@ from core.metadata import check_metadata
 from core.model import Grant, Hold, check_amount, checked_ttl, new_id, normalise_account_id
 from core.plans import PlanCatalogue, packaged_plans
 from core.ports import Clock, RefundUnitOfWork, UnitOfWork
-from core.pricing import Catalogue
+from core.pricing import Catalogue, check_params
 from core.refunds import CAPTURE, CHARGE, Spend
 
 MAX_HOLD_TTL_S = 7 * 24 * 3600
@@ -46,6 +46,14 @@ class CreditService:
 
     def quote(self, price: PriceRequest) -> int:
         return self.catalogue.quote(price.operation, price.model, price.params)
+
+    def _priced(self, price: PriceRequest | None) -> dict[str, Any] | None:
+        """What a hold or charge stores of its price, its params checked even when the amount
+        was given rather than quoted."""
+        if price is None:
+            return None
+        check_params(price.params)
+        return price.metadata()
 
     def feature_limit(self, price: PriceRequest | None) -> FeatureLimit | None:
         return None if price is None else self.plans.limits.get(price.operation)
@@ -110,7 +118,7 @@ class CreditService:
         ttl = checked_ttl(ttl_seconds, self.hold_ttl, MAX_HOLD_TTL_S)
         user = check_metadata(metadata)
         account, _ = await self.ensure_account(uow, account_id, key)
-        priced = None if price is None else price.metadata()
+        priced = self._priced(price)
         hold = account.open_hold(new_id("hold"), amount, ttl, self.now(), ref, job_id, user,
                                  priced, self.feature_limit(price))
         await uow.holds.add(hold)
@@ -143,7 +151,7 @@ class CreditService:
         account, _ = await self.ensure_account(uow, account_id, key)
         charge_id = new_id("chg")
         now = self.now()
-        priced = None if price is None else price.metadata()
+        priced = self._priced(price)
         funding = account.charge(charge_id, amount, reason, now, ref, user, priced,
                                  self.feature_limit(price))
         await uow.accounts.save(account)
@@ -220,6 +228,7 @@ class CreditService:
         return hold, account
 
     async def _spend(self, uow: RefundUnitOfWork, spend_id: str, kind: str) -> Spend:
+        hold = None
         if kind == CAPTURE:
             hold = await uow.holds.get(spend_id)
             if hold is None:
@@ -232,7 +241,7 @@ class CreditService:
             raise InvalidInput(f"Expected a refund of a {CHARGE} or a {CAPTURE}, got {kind!r}")
         spend = await uow.spends.find(spend_id, kind)
         if spend is not None:
-            return spend
+            return spend if hold is None else replace(spend, counted_at=hold.created_at)
         if kind == CAPTURE:
             raise InvariantViolated(f"Hold {spend_id} is captured but its capture is not in "
                                     "the journal")

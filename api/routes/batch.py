@@ -2,15 +2,18 @@
 request and one transaction, each with its own result, in order.
 
 A part's refusal (402, 404, 409, 422, 429) is that part's result and leaves nothing behind; the
-others still apply. The request as a whole is idempotent like every POST: its Idempotency-Key
-replays the whole list of results.
+others still apply. A batch whose answer would pass MAX_BATCH_ANSWER_BYTES is refused whole
+(413 batch_answer_too_large) and leaves nothing behind. The request as a whole is idempotent
+like every POST: its Idempotency-Key replays the whole list of results.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,13 +31,20 @@ from api.schemas import (
     RefundBody,
     ReleaseBody,
 )
-from core.errors import CreditError
+from core.errors import CreditError, InvalidAccountId
+from core.model import normalise_account_id
 from storage.writes.batch import Touches
 from storage.writes.operation import OperationUnitOfWork
+from storage.writes.writer import IN_DOUBT
 
 log = logging.getLogger("creditstream.api")
 MAX_OPERATIONS = 1000
 MAX_BATCH_BODY_BYTES = 1024 * 1024
+# what one batch may answer (and store for its Idempotency-Key): every answer that echoes what
+# its request sent fits, while 1,000 captures of one hold with 25 KB of metadata (a 71 KB
+# request, a 26 MB answer) are refused before anything is written
+MAX_BATCH_ANSWER_BYTES = 4 * 1024 * 1024
+YIELD_EVERY = 50  # parts run between two turns of the event loop
 AccountId = Annotated[str, Field(min_length=1, max_length=128)]
 HoldId = Annotated[str, Field(min_length=1, max_length=64)]
 
@@ -82,17 +92,24 @@ async def run_batch(request: Request) -> Response:
     principal.require_server()
     body, canonical = await parse(request, BatchBody, MAX_BATCH_BODY_BYTES)
     touches = Touches(
-        accounts=tuple(p.account_id for p in body.operations
-                       if isinstance(p, (BatchHold, BatchCharge, BatchGrant))),
+        accounts=tuple(a for p in body.operations
+                       if isinstance(p, (BatchHold, BatchCharge, BatchGrant))
+                       for a in lockable(p.account_id)),
         holds=tuple(p.hold_id for p in body.operations
                     if isinstance(p, (BatchCapture, BatchRelease))))
 
     async def action(uow: OperationUnitOfWork) -> tuple[int, dict[str, Any]]:
         results = []
-        for part in body.operations:
+        start = uow.batch.savepoint()
+        answered = 0
+        for index, part in enumerate(body.operations):
+            if index and index % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # let health checks and other requests in meanwhile
             unit = uow.part()
             try:
                 status, answer = await apply_part(ctx, unit, part)
+            except IN_DOUBT:
+                raise  # the transaction itself failed (a deadlock …): the writer runs it again
             except (CreditError, ApiError) as exc:
                 status, answer, _ = to_status_and_body(exc)
             except Exception:
@@ -102,10 +119,33 @@ async def run_batch(request: Request) -> Response:
                                                  "unexpectedly; nothing of it was applied")
             else:
                 uow.adopt(unit)
-            results.append({"status": status, "body": answer})
+            result = {"status": status, "body": answer}
+            answered += len(orjson.dumps(result)) + 1
+            if answered > MAX_BATCH_ANSWER_BYTES:
+                uow.batch.roll_back(start)  # refused whole: none of its parts is written
+                raise answer_too_large(index)
+            results.append(result)
         return 200, {"results": results}
 
     return await ctx.execute(request, principal, canonical, action, touches)
+
+
+def answer_too_large(index: int) -> ApiError:
+    return ApiError(413, "batch_answer_too_large",
+                    f"The answer to this batch would exceed {MAX_BATCH_ANSWER_BYTES} bytes "
+                    f"(passed at operation {index}); nothing was applied: send its operations "
+                    "in smaller batches", limit=MAX_BATCH_ANSWER_BYTES, operation=index)
+
+
+def lockable(account_id: str) -> tuple[str, ...]:
+    """The account id as the part will lock it: normalised (a wallet in any case is one
+    account), so every account is locked up front in one statement in id order, never late and
+    out of order (two batches naming wallets in opposite orders would deadlock). An invalid id
+    locks nothing: its part answers 422."""
+    try:
+        return (normalise_account_id(account_id),)
+    except InvalidAccountId:
+        return ()
 
 
 async def apply_part(ctx: AppContext, uow: OperationUnitOfWork,

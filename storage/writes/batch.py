@@ -54,6 +54,20 @@ def upsert_row(rows: dict[str, tuple[Any, bool]], row_id: str, value: Any, new: 
     rows[row_id] = (value, new or (known is not None and known[1]))
 
 
+@dataclass(frozen=True)
+class Savepoint:
+    """A batch's state at one moment. Operations change copies, never the objects the batch
+    holds, so copies of its maps and lists are enough to go back to it."""
+
+    accounts: dict[str, Account]
+    absent: set[str]
+    holds: dict[str, Hold]
+    jobs: dict[str, Job]
+    webhooks: dict[tuple[str, str], dict[str, Any] | None]
+    spends: dict[tuple[str, str], tuple[list[Entry], list[Grant]]]
+    writes: PendingWrites
+
+
 class BatchReads(Protocol):
     """What a batch reads inside its transaction (storage/writes/batch_session.py implements it)."""
 
@@ -155,6 +169,26 @@ class Batch:
             self.spends[(spend_id, kind)] = found
         return found
 
+    def savepoint(self) -> Savepoint:
+        """The state to go back to if what runs next must leave nothing behind, as a whole."""
+        w = self.writes
+        return Savepoint(dict(self.accounts), set(self.absent), dict(self.holds),
+                         dict(self.jobs), dict(self.webhooks), dict(self.spends),
+                         PendingWrites(dict(w.accounts), dict(w.grants), dict(w.holds),
+                                       dict(w.jobs), list(w.entries), list(w.events),
+                                       dict(w.webhooks)))
+
+    def roll_back(self, point: Savepoint) -> None:
+        """Back to `point`: what ran since is neither state nor pending write any more (the rows
+        it locked stay locked until the commit, which is harmless)."""
+        self.accounts, self.absent = dict(point.accounts), set(point.absent)
+        self.holds, self.jobs = dict(point.holds), dict(point.jobs)
+        self.webhooks, self.spends = dict(point.webhooks), dict(point.spends)
+        w = point.writes
+        self.writes = PendingWrites(dict(w.accounts), dict(w.grants), dict(w.holds),
+                                    dict(w.jobs), list(w.entries), list(w.events),
+                                    dict(w.webhooks))
+
     def _keep(self, found_holds: Iterable[Hold], found_jobs: Iterable[Job]) -> None:
         # only rows whose account this transaction has locked can be trusted for the batch
         for hold in found_holds:
@@ -182,12 +216,10 @@ def shallow_copy(value: T) -> T:
 
 
 def copy_account(account: Account) -> Account:
-    """A working copy an operation may change freely; the original stays as it was."""
-    clone = shallow_copy(account)
-    clone.grants = [shallow_copy(g) for g in account.grants if g.remaining > 0]
-    clone.new_entries, clone.new_events, clone.new_grants = [], [], []
-    clone.touched_grants = {}
-    return clone
+    """A working copy an operation may change freely; the original stays as it was. Its grants
+    are copied when it changes them (core.account), not here: a part of a batch touches one or
+    two of an account's grants, whatever their number."""
+    return account.working_copy()
 
 
 def copy_hold(hold: Hold) -> Hold:

@@ -182,3 +182,79 @@ async def test_usage_groups_by_operation_by_model_and_per_day(
     assert day["credits_used"] == 90 and day["models"] == {
         "FLUX.1 [dev]": {"count": 1, "credits": 90}}
     assert [d["date"] for d in day["days"]] == [yesterday, today]
+
+
+async def opened(api: ApiClient, account: str) -> dict[str, Any]:
+    """The account, opened with its trial: a user token's first request finds it there."""
+    response = await api.http.put(f"/v1/accounts/{account}", headers=api.server())
+    assert response.status_code in (200, 201), response.text
+    snapshot: dict[str, Any] = response.json()
+    return snapshot
+
+
+async def snapshot_of(api: ApiClient, account: str) -> dict[str, Any]:
+    response = await api.http.get(f"/v1/accounts/{account}", headers=api.server())
+    assert response.status_code == 200, response.text
+    snapshot: dict[str, Any] = response.json()
+    return snapshot
+
+
+@pytest.mark.parametrize("params", [
+    {"junk": "x" * 60_000},  # no model named: the operation's base price used to skip them
+    {"resolution": "x" * 17},
+    {"duration": "6"},
+    "not an object",
+])
+async def test_price_params_are_checked_with_or_without_a_model(
+        api: ApiClient, params: Any) -> None:
+    user = api.user("trialist")
+    await opened(api, "trialist")
+    before = (await entries_of(api, "trialist"), await snapshot_of(api, "trialist"))
+    price = {"operation": "audio", "params": params}
+    bodies = [("/v1/holds", {"price": price}, user),
+              ("/v1/quote", price, user),
+              ("/v1/jobs", price, user),
+              ("/v1/accounts/trialist/charges", {"price": price}, api.server()),
+              ("/v1/batch", {"operations": [{"op": "hold", "account_id": "trialist",
+                                             "price": price}]}, api.server())]
+    for path, body, auth in bodies:
+        response = await api.http.post(path, headers=auth, json=body)
+        if path == "/v1/batch" and response.status_code == 200:
+            (part,) = response.json()["results"]
+            status, error = part["status"], part["body"]["error"]
+        else:
+            status, error = response.status_code, response.json()["error"]
+        assert status == 422, (path, response.text[:300])
+        assert error["code"] in ("unsupported_option", "validation_error"), error
+        assert len(response.content) < 2000  # the refusal does not echo what it refused
+    assert (await entries_of(api, "trialist"), await snapshot_of(api, "trialist")) == before
+
+
+async def test_known_params_without_a_model_still_price_at_the_operations_base(
+        api: ApiClient) -> None:
+    user = api.user("plain")
+    response = await api.http.post("/v1/holds", headers=user, json={
+        "price": {"operation": "audio", "params": {"duration": 5}}})
+    assert response.status_code == 201, response.text
+    assert response.json()["hold"]["amount"] == 1
+
+
+async def test_a_job_input_over_32_kib_is_refused_and_nothing_is_written(
+        api: ApiClient) -> None:
+    user = api.user("prompter")
+    await opened(api, "prompter")
+    before = (await entries_of(api, "prompter"), await snapshot_of(api, "prompter"))
+    big = {"prompt": "x" * (32 * 1024)}
+    for path, body in [("/v1/jobs", {"operation": "audio", "input": big}),
+                       ("/api/v1/video/generate", big)]:  # seed 000: its body is the input
+        response = await api.http.post(path, headers=user, json=body)
+        assert response.status_code == 422, (path, response.text[:300])
+        error = response.json()["error"]
+        assert (error["code"], error["limit"]) == ("input_too_large", 32 * 1024), error
+    assert (await entries_of(api, "prompter"), await snapshot_of(api, "prompter")) == before
+    jobs = await api.http.get("/v1/accounts/prompter/jobs", headers=user)
+    assert jobs.json()["jobs"] == []
+    fits = await api.http.post("/v1/jobs", headers=api.server(), json={
+        "account_id": "prompter", "operation": "audio", "provider": "bfl",
+        "input": {"script": "x" * 32_000, "walletAddress": "0x" + "a" * 40}})
+    assert fits.status_code == 202, fits.text[:300]

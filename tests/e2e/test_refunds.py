@@ -157,6 +157,44 @@ async def test_a_captured_hold_refunds_its_capture(api: ApiClient, database_url:
     await assert_audit_clean(database_url)
 
 
+async def test_a_capture_refunded_gives_back_the_allowance_of_the_day_its_hold_counted(
+        api: ApiClient, clock: MutableClock, database_url: str) -> None:
+    # a trial account: at most 4 credits a UTC day; the hold opens at 23:00 and counts 4 today
+    clock.advance(hours=11)
+    opened = await post(api, "/v1/holds", {"account_id": "rf-day", "amount": 4,
+                                           "ttl_seconds": 4 * 3600}, 201)
+    hold_id = opened["hold"]["hold_id"]
+    clock.advance(hours=2)  # 01:00 the next day: captured, and 4 more spent today
+    await post(api, f"/v1/holds/{hold_id}/capture", {}, 200)
+    await charge(api, "rf-day", 4)
+    assert (await account(api, "rf-day"))["trial"]["spent_today"] == 4
+
+    back = (await refund(api, {"hold_id": hold_id}))["refund"]
+
+    # the 4 came back to yesterday's allowance, which is gone: today's 4 stay spent
+    assert back["amount"] == 4
+    after = await account(api, "rf-day")
+    assert (after["balance"], after["trial"]["spent_today"]) == (28 - 4, 4)
+    refused = await post(api, "/v1/accounts/rf-day/charges", {"amount": 1}, 429)
+    assert refused["error"]["code"] == "daily_limit_exceeded"
+    await assert_audit_clean(database_url)
+
+
+async def test_a_charge_refunded_the_same_day_gives_back_todays_allowance(
+        api: ApiClient, clock: MutableClock) -> None:
+    spent = await charge(api, "rf-today", 3)
+    assert (await account(api, "rf-today"))["trial"]["spent_today"] == 3
+    await refund(api, {"charge_id": spent["charge_id"], "amount": 2})
+    assert (await account(api, "rf-today"))["trial"]["spent_today"] == 1
+    clock.advance(days=1)
+    await charge(api, "rf-today", 1)
+    second = await charge(api, "rf-today", 1)
+    clock.advance(days=1)  # refunded a day later: that day's allowance is not touched
+    await charge(api, "rf-today", 2)
+    await refund(api, {"charge_id": second["charge_id"]})
+    assert (await account(api, "rf-today"))["trial"]["spent_today"] == 2
+
+
 async def test_only_a_captured_hold_or_a_known_charge_is_refunded(
         api: ApiClient, database_url: str) -> None:
     await grant(api, "rf-state", 100)
