@@ -40,6 +40,7 @@ from config import ConfigError, Settings
 from core.plans import PlanCatalogue, packaged_plans
 from core.ports import Clock, SystemClock
 from core.pricing import Catalogue
+from egress import Resolve, system_resolve
 from realtime.sse import sse_endpoint
 from realtime.websocket import stream_app, stream_endpoint
 from storage.keys import create_server_key
@@ -70,7 +71,8 @@ def load_plans(path: str | None, catalogue: Catalogue) -> PlanCatalogue:
 
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None,
-               run_sweeper: bool = True, auto_migrate: bool = True) -> Starlette:
+               run_sweeper: bool = True, auto_migrate: bool = True,
+               resolve: Resolve = system_resolve) -> Starlette:
     settings = settings or Settings.from_env()
     settings.check_secrets()
     if settings.log_format == "json":
@@ -86,7 +88,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
             await upgrade_async(settings.database_url)
         async with contextlib.AsyncExitStack() as stack:
             ctx, realtime = await open_context(stack, settings, catalogue, plans, clock,
-                                               run_sweeper)
+                                               run_sweeper, resolve)
             app.state.ctx, app.state.realtime = ctx, realtime
             _chain_sigterm(realtime.begin_shutdown)
             if settings.dev:

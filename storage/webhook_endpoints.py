@@ -11,7 +11,7 @@ import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -93,6 +93,15 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class Pending:
+    """An account with events past an endpoint's cursor."""
+
+    account_id: str
+    after: int
+    first_at: datetime | None  # when the first of them was written
+
+
+@dataclass(frozen=True)
 class Keyed:
     status: int
     body: Any
@@ -150,12 +159,17 @@ class WebhookEndpoints:
 
     async def delete(self, endpoint_id: str) -> Endpoint | None:
         """Remove an endpoint with its cursors and attempts; None when there was none. An
-        instance delivering to it right now finishes its attempt and then finds it gone."""
+        instance delivering to it right now finishes its attempt and then finds it gone.
+
+        The endpoint's row is locked first (FOR UPDATE), and `record` locks it too before it
+        writes a cursor: a cursor written between this DELETE of the cursors and that of the
+        endpoint would otherwise break the foreign key (SQLite runs writers one at a time)."""
         if not storable_key(endpoint_id):
             return None
         async with self.db.transaction() as uow:
             row = (await uow.conn.execute(
-                sa.select(endpoints).where(endpoints.c.id == endpoint_id))).first()
+                sa.select(endpoints).where(endpoints.c.id == endpoint_id)
+                .with_for_update())).first()
             if row is None:
                 return None
             for table in (cursors, deliveries):
@@ -223,23 +237,27 @@ class WebhookEndpoints:
     # --- delivery: the stream ------------------------------------------------------------
 
     async def pending(self, endpoint_id: str, limit: int,
-                      among: list[str] | None = None) -> list[tuple[str, int]]:
+                      among: list[str] | None = None) -> list[Pending]:
         """Accounts whose head is past the endpoint's cursor, with the cursor (0: none yet,
-        an account created after the endpoint). `among`: only these accounts."""
+        an account created after the endpoint) and when the first event past it was written
+        (the delivery lag). `among`: only these accounts."""
         if among is not None and not among:
             return []
         condition = sa.and_(cursors.c.endpoint_id == endpoint_id,
                             cursors.c.account_id == accounts.c.id)
         position = sa.func.coalesce(cursors.c.seq, 0)
-        query = (sa.select(accounts.c.id, position.label("after"))
+        first_at = (sa.select(sa.func.min(events.c.created_at))
+                    .where(events.c.account_id == accounts.c.id, events.c.seq == position + 1)
+                    .scalar_subquery())
+        query = (sa.select(accounts.c.id, position.label("after"), first_at.label("first_at"))
                  .select_from(accounts.outerjoin(cursors, condition))
                  .where(accounts.c.seq > position).order_by(accounts.c.id))
-        found: list[tuple[str, int]] = []
+        found: list[Pending] = []
         async with self.db.read() as uow:
             for chunk in _chunks(among):
                 narrowed = query if chunk is None else query.where(accounts.c.id.in_(chunk))
                 rows = await uow.conn.execute(narrowed.limit(limit - len(found)))
-                found += [(row.id, int(row.after)) for row in rows]
+                found += [Pending(row.id, int(row.after), _utc(row.first_at)) for row in rows]
                 if len(found) >= limit:
                     break
         return found
@@ -252,37 +270,47 @@ class WebhookEndpoints:
             return [row.account_id for row in rows]
 
     async def events_after(self, account_id: str, after_seq: int,
-                           limit: int) -> list[tuple[int, str, dict[str, Any]]]:
+                           limit: int) -> list[tuple[int, str, dict[str, Any], datetime]]:
         async with self.db.read(snapshot=False) as uow:
             rows = await uow.conn.execute(
-                sa.select(events.c.seq, events.c.type, events.c.payload)
+                sa.select(events.c.seq, events.c.type, events.c.payload, events.c.created_at)
                 .where(events.c.account_id == account_id, events.c.seq > after_seq)
                 .order_by(events.c.seq).limit(limit))
-            return [(int(row.seq), row.type, dict(row.payload)) for row in rows]
+            return [(int(row.seq), row.type, dict(row.payload), row.created_at)
+                    for row in rows]
 
     async def record(self, endpoint_id: str, account_id: str, seq: int,
-                     attempts: list[Attempt], outcome: Outcome, now: datetime) -> bool:
-        """In one transaction: the cursor moves to `seq` (never back), the attempts are kept,
-        and the endpoint's health becomes `outcome` (disabled, with its reason, when the retry
-        window is over). False, and nothing written, for an endpoint deleted meanwhile."""
+                     attempts: list[Attempt]) -> bool:
+        """In one transaction: the cursor moves to `seq` (never back) and the attempts are
+        kept. False, and nothing written, for an endpoint deleted meanwhile: its row is locked
+        first (FOR KEY SHARE, which `delete`'s FOR UPDATE waits for, and the other way round), so
+        the cursor is never written after the endpoint's deletion began."""
         async with self.db.transaction() as uow:
             conn = uow.conn
             exists = (await conn.execute(
-                sa.select(endpoints.c.id).where(endpoints.c.id == endpoint_id))).first()
+                sa.select(endpoints.c.id).where(endpoints.c.id == endpoint_id)
+                .with_for_update(read=True, key_share=True))).first()
             if exists is None:
                 return False
             await _advance(conn, endpoint_id, account_id, seq)
             if attempts:
                 await conn.execute(sa.insert(deliveries), [a.row(endpoint_id) for a in attempts])
+            return True
+
+    async def settle(self, endpoint_id: str, outcome: Outcome, now: datetime) -> bool:
+        """The endpoint's health after a pass: `outcome` (disabled, with its reason, when the
+        retry window is over). False for an endpoint deleted meanwhile."""
+        async with self.db.transaction() as uow:
+            conn = uow.conn
             health: dict[str, Any] = {
                 "failing_since": outcome.failing_since, "failures": outcome.failures,
                 "next_attempt_at": outcome.next_attempt_at}
             if outcome.disabled_reason is not None:
                 health.update(status=DISABLED, disabled_reason=outcome.disabled_reason[:1024],
                               disabled_at=now, lease_owner=None, lease_until=None)
-            await conn.execute(sa.update(endpoints).where(endpoints.c.id == endpoint_id)
-                               .values(**health))
-            return True
+            settled = await conn.execute(sa.update(endpoints)
+                                         .where(endpoints.c.id == endpoint_id).values(**health))
+            return bool(settled.rowcount)
 
     async def purge_attempts(self, older_than: datetime) -> int:
         async with self.db.transaction() as uow:
@@ -333,6 +361,12 @@ def _chunks(among: list[str] | None) -> list[list[str] | None]:
     if among is None:
         return [None]
     return [among[i:i + IN_CHUNK] for i in range(0, len(among), IN_CHUNK)]
+
+
+def _utc(stamp: datetime | None) -> datetime | None:
+    if stamp is None or stamp.tzinfo is not None:
+        return stamp
+    return stamp.replace(tzinfo=UTC)
 
 
 def _endpoint(row: Any) -> Endpoint:
