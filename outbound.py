@@ -33,17 +33,20 @@ from core.events import Event
 from core.signatures import sign
 from egress import Egress, Failed, UrlRefused
 from realtime.supervision import Backoff, Heartbeat
-from storage.webhook_endpoints import Attempt, Endpoint, Outcome, WebhookEndpoints
+from storage.webhook_endpoints import Attempt, Endpoint, Journaled, Outcome, WebhookEndpoints
 
 log = logging.getLogger("creditstream.outbound")
 EVENT_TYPES = ("balance.updated", "job.updated", "credits.low")
 LEASE_S = 60.0
-RENEW_EVERY_S = LEASE_S / 4
+# also how soon deliveries stop on an endpoint deleted (or disabled) meanwhile: a renewal
+# fails once it is gone, and its work is cancelled
+RENEW_EVERY_S = 1.0
 RENEW_RETRY_S = 1.0
 LEASE_MARGIN_S = 5.0  # give up the work this long before an unrenewed lease ends
 ENDPOINTS_PER_ROUND = 32
 ACCOUNTS_PER_PASS = 200
-EVENTS_PER_READ = 100
+EVENTS_PER_ACCOUNT = 10  # per pass: an account with a backlog does not hold a pass for long
+EVENTS_PER_PASS = 1000
 RECONCILE_S = 30.0  # how often a pass looks at every account, not only those that moved
 MOVED_MARGIN = timedelta(seconds=10)  # commits land later than the created_at they carry
 ATTEMPT_RETENTION = timedelta(days=30)
@@ -230,7 +233,9 @@ class _Worker:
                     return
                 if passed.stopped:
                     return
-                self.dirty = self.dirty or passed.more
+                # a pass that found work looks again at once: more may have been committed
+                # meanwhile, on instances whose commits do not wake this one
+                self.dirty = self.dirty or passed.more or passed.found
         except asyncio.CancelledError:
             if not self.lease_lost:
                 raise
@@ -247,9 +252,10 @@ class _Worker:
             self.d._workers.pop(endpoint_id, None)
 
     async def _keep_lease(self) -> None:
-        """Renew the lease every RENEW_EVERY_S; when it is lost, or cannot be renewed until
-        LEASE_MARGIN_S before it ends, cancel the work, attempts in flight included, so no
-        attempt outlives the lease (another instance may then deliver the same events)."""
+        """Renew the lease every RENEW_EVERY_S; when it is lost (or the endpoint deleted), or
+        cannot be renewed until LEASE_MARGIN_S before it ends, cancel the work, attempts in
+        flight included, so no attempt outlives the lease (another instance may then deliver
+        the same events)."""
         worker = self.task
         wait = RENEW_EVERY_S
         while True:
@@ -258,7 +264,7 @@ class _Worker:
             until = self.d.lease_end(now)
             try:
                 renewed: bool | None = await asyncio.wait_for(self.d.store.renew(
-                    self.endpoint.endpoint_id, self.d.owner, now, until), RENEW_EVERY_S)
+                    self.endpoint.endpoint_id, self.d.owner, now, until), LEASE_MARGIN_S)
             except Exception:  # the database is down, or slow: try again soon
                 renewed = None
             if renewed:
@@ -276,8 +282,10 @@ class _Worker:
 
 
 class _Pass:
-    """One look at an endpoint's pending accounts, up to `concurrency` of them in flight,
-    each drained in seq order. The first failed attempt stops the others at their next one."""
+    """One look at an endpoint: its pending accounts and their next events read in one query
+    each, up to `concurrency` accounts in flight, each account's events in seq order, and
+    the cursors, attempts and health written in one transaction at the end. The first failed
+    attempt stops the others at their next one."""
 
     def __init__(self, worker: _Worker) -> None:
         self.w, self.d = worker, worker.d
@@ -286,8 +294,11 @@ class _Pass:
         self.stopped = False  # a failure, shutdown: the pass ended early
         self.failed = False
         self.gone = False  # the endpoint was deleted
-        self.more = False  # more accounts were pending than one pass takes
+        self.more = False  # more was pending than one pass takes
+        self.found = False  # some account was pending
         self.lag = self.d.lag(self.endpoint.endpoint_id)
+        self.positions: dict[str, int] = {}
+        self.attempts: list[Attempt] = []
 
     async def run(self) -> None:
         endpoint_id = self.endpoint.endpoint_id
@@ -300,73 +311,62 @@ class _Pass:
             if scan.since is not None and not full:
                 among = await self.d.store.moved_since(scan.since - MOVED_MARGIN)
             pending = await self.d.store.pending(endpoint_id, ACCOUNTS_PER_PASS, among)
+            self.found = bool(pending)
+            batches = await self.d.store.events_for([(p.account_id, p.after) for p in pending],
+                                                    EVENTS_PER_ACCOUNT, EVENTS_PER_PASS)
         if full:
             self.lag.waiting.clear()
         for account in pending:
             if account.first_at is not None:
                 self.lag.waiting.setdefault(account.account_id, account.first_at)
-        queue = [(p.account_id, p.after) for p in pending]
-        queue.reverse()  # popped from the end: in account order
+        # an account read short of its head (per-account or per-pass cap): look again at once
+        self.more = len(pending) >= ACCOUNTS_PER_PASS or any(
+            len(batches.get(p.account_id, ())) >= EVENTS_PER_ACCOUNT for p in pending) or (
+            sum(len(b) for b in batches.values()) >= EVENTS_PER_PASS)
+        queue = [(p.account_id, batches[p.account_id]) for p in reversed(pending)
+                 if p.account_id in batches]
 
-        async def lane() -> None:
+        async def lane(number: int) -> None:
             while queue and not self._should_stop():
-                account_id, after = queue.pop()
-                await self._drain(account_id, after)
+                account_id, batch = queue.pop()
+                await self._deliver(account_id, batch, number)
 
-        async with asyncio.TaskGroup() as lanes:
-            for _ in range(min(self.d.policy.concurrency, len(queue))):
-                lanes.create_task(lane())
-        if not self.gone:
+        try:
+            async with asyncio.TaskGroup() as lanes:
+                for number in range(min(self.d.policy.concurrency, len(queue))):
+                    lanes.create_task(lane(number))
+        finally:  # also when cancelled: what was acknowledged moves the cursors
             async with self.d.step():
-                self.gone = not await self.d.store.settle(endpoint_id, self.w.outcome,
-                                                          self.d.wall_now())
-        self.stopped = self.stopped or self.gone or self.failed or bool(queue)
+                self.gone = not await asyncio.shield(self.d.store.record(
+                    endpoint_id, self.positions, self.attempts, self.w.outcome,
+                    self.d.wall_now()))
+        self.stopped = self.gone or self.failed or self.d.stopping.is_set() or bool(queue)
         if self.stopped:
-            scan.since = None  # stopped early: the next pass looks at every account
-        elif len(pending) < ACCOUNTS_PER_PASS:
+            scan.since = None  # the next pass looks at every account
+        elif not self.more:  # else: what is left moved since `scan.since` too
             scan.since = started
             scan.full_at = started if full else scan.full_at
-        else:
-            scan.since, self.more = None, True
 
     def _should_stop(self) -> bool:
-        return self.failed or self.gone or self.d.stopping.is_set()
+        return self.failed or self.d.stopping.is_set()
 
-    async def _drain(self, account_id: str, after: int) -> None:
-        """Deliver the account's events past `after`, in order, until none is left or the
-        pass must stop."""
-        while not self._should_stop():
-            async with self.d.step():
-                batch = await self.d.store.events_after(account_id, after, EVENTS_PER_READ)
-            if not batch:
-                self.lag.waiting.pop(account_id, None)
-                return
-            attempts: list[Attempt] = []
-            position = after
-            for seq, event_type, payload, created_at in batch:
-                if event_type not in self.wanted:
-                    position = seq
-                    continue
-                self.lag.waiting[account_id] = created_at
+    async def _deliver(self, account_id: str, batch: list[Journaled], lane: int) -> None:
+        """The account's events in order, until one fails or the pass must stop."""
+        for event in batch:
+            if event.type in self.wanted:
+                self.lag.waiting[account_id] = event.created_at
                 if self._should_stop():
-                    break
-                attempt = await self._send(account_id, seq, event_type, payload)
-                attempts.append(attempt)
+                    return
+                attempt = await self._send(account_id, event.seq, event.type, event.payload,
+                                           lane)
+                self.attempts.append(attempt)
                 if not attempt.ok:
-                    break
-                position = seq
-            async with self.d.step():
-                recorded = await self.d.store.record(self.endpoint.endpoint_id, account_id,
-                                                     position, attempts)
-            if not recorded:
-                self.gone = True
-                return
-            if attempts and not attempts[-1].ok:
-                return
-            after = position
+                    return
+            self.positions[account_id] = event.seq
+        self.lag.waiting.pop(account_id, None)  # re-set by the next pass if more came
 
     async def _send(self, account_id: str, seq: int, event_type: str,
-                    payload: dict[str, object]) -> Attempt:
+                    payload: dict[str, object], lane: int) -> Attempt:
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
         at = self.d.wall_now()
         started = time.monotonic()
@@ -374,7 +374,7 @@ class _Pass:
         error: str | None = None
         try:
             async with self.d.step():
-                status = await self._post(body, event_type, f"{account_id}:{seq}")
+                status = await self._post(body, event_type, f"{account_id}:{seq}", lane)
             if not 200 <= status < 300:
                 error = f"HTTP {status}"
         except (UrlRefused, Failed) as exc:
@@ -391,13 +391,14 @@ class _Pass:
         return Attempt(account_id, seq, event_type, status, error[:1024], duration_ms, at,
                        self.w.outcome.next_attempt_at)
 
-    async def _post(self, body: bytes, event_type: str, event_id: str) -> int:
+    async def _post(self, body: bytes, event_type: str, event_id: str, lane: int) -> int:
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
                    "X-Signature": sign(self.endpoint.secret, body, int(time.time())),
                    "X-Creditstream-Event": event_type, "X-Creditstream-Event-Id": event_id}
         # no redirects (the webhook rules follow none): a 3xx is a failed attempt
+        # each lane its own small connection pool (egress/client.py says why)
         async with self.d.egress.open("POST", self.endpoint.url, self.d.egress.webhooks,
-                                      content=body, headers=headers) as response:
+                                      content=body, headers=headers, shard=lane) as response:
             read = 0
             async for chunk in response.aiter_raw():
                 read += len(chunk)

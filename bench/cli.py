@@ -14,7 +14,7 @@ from bench.database import DEFAULT_PG_ADMIN
 from bench.results import Progress, Result
 from bench.servers import DEFAULT_REDIS
 
-BENCHMARKS = ("engine", "hot", "http", "push", "connections")
+BENCHMARKS = ("engine", "hot", "http", "push", "connections", "webhooks")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -34,6 +34,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                 "≤ 16 KiB per connection)",
         "connections": "how many idle subscribers one instance holds within a memory budget, "
                        "against the bare relay",
+        "webhooks": "outbound webhooks into one endpoint whose receiver takes 20 ms: "
+                    "delivered/s against the rate committed, and the lag (goals: ≥ 0.95×, "
+                    "p99 ≤ 1 s)",
         "all": "every benchmark above at its default size, one after the other",
     }
     for name, text in helps.items():
@@ -88,6 +91,10 @@ def _add_specific(name: str, parser: argparse.ArgumentParser) -> None:
         from bench import connections
 
         connections.add_arguments(parser)
+    elif name == "webhooks":
+        from bench import webhooks
+
+        webhooks.add_arguments(parser)
 
 
 async def _run_one(name: str, args: argparse.Namespace, say: Progress) -> Result:
@@ -103,6 +110,10 @@ async def _run_one(name: str, args: argparse.Namespace, say: Progress) -> Result
         from bench import push
 
         return await push.run(args, say)
+    if name == "webhooks":
+        from bench import webhooks
+
+        return await webhooks.run(args, say)
     from bench import connections
 
     return await connections.run(args, say)

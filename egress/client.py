@@ -4,12 +4,17 @@ Each request names the `Rules` of its purpose (webhook deliveries, result fetche
 built-in provider's callbacks): whether private addresses are allowed, a deadline for the
 whole exchange (resolving, connecting, every redirect hop, and the body the caller reads
 inside the block; httpx's own timeout bounds each read, not the whole), and how many
-redirects are followed, each hop checked again. Each purpose has its own connection pool, so a
-connection one purpose opened to an allowed address is never reused by another."""
+redirects are followed, each hop checked again. Each purpose has its own connection pools, so
+a connection one purpose opened to an allowed address is never reused by another.
+
+A caller with many requests in flight spreads them over `shard`s, each its own small pool:
+httpcore's pool looks at every connection it holds (some checks at every pair) on every
+request, which costs more than the request itself past a dozen connections."""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -53,7 +58,8 @@ class Egress:
         self.webhooks, self.results, self.callbacks = webhooks, results, callbacks
         self.resolve = resolve
         self.backend = PinnedBackend()
-        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._clients: dict[tuple[str, int], httpx.AsyncClient] = {}
+        self._ssl_context: ssl.SSLContext | None = None
 
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
@@ -75,12 +81,13 @@ class Egress:
 
     @asynccontextmanager
     async def open(self, method: str, url: str, rules: Rules, *, content: bytes | None = None,
-                   headers: Mapping[str, str] | None = None) -> AsyncIterator[httpx.Response]:
+                   headers: Mapping[str, str] | None = None,
+                   shard: int = 0) -> AsyncIterator[httpx.Response]:
         """The response, its body unread; the deadline covers what the block reads of it.
         Raises `UrlRefused` (before anything is sent to that hop) or `Failed`."""
         try:
             async with asyncio.timeout(rules.deadline_s):
-                response = await self._send(method, url, rules, content, headers)
+                response = await self._send(method, url, rules, content, headers, shard)
                 try:
                     yield response
                 finally:
@@ -93,8 +100,8 @@ class Egress:
                          else type(exc).__name__) from exc
 
     async def _send(self, method: str, url: str, rules: Rules, content: bytes | None,
-                    headers: Mapping[str, str] | None) -> httpx.Response:
-        client = self._client(rules)
+                    headers: Mapping[str, str] | None, shard: int) -> httpx.Response:
+        client = self._client(rules, shard)
         for hop in range(rules.max_redirects + 1):
             target = await self.check(url, rules)
             request = client.build_request(method, url, content=content, headers=headers,
@@ -116,10 +123,13 @@ class Egress:
                 method, content = "GET", None
         raise Failed(f"more than {rules.max_redirects} redirects")
 
-    def _client(self, rules: Rules) -> httpx.AsyncClient:
-        client = self._clients.get(rules.purpose)
+    def _client(self, rules: Rules, shard: int) -> httpx.AsyncClient:
+        client = self._clients.get((rules.purpose, shard))
         if client is None:
-            client = httpx.AsyncClient(transport=PinnedTransport(self.backend, LIMITS),
-                                       trust_env=False, follow_redirects=False)
-            self._clients[rules.purpose] = client
+            if self._ssl_context is None:  # loading the CA bundle takes ~70 ms: once
+                self._ssl_context = httpx.create_ssl_context(trust_env=False)
+            transport = PinnedTransport(self.backend, LIMITS, self._ssl_context)
+            client = httpx.AsyncClient(transport=transport, trust_env=False,
+                                       follow_redirects=False)
+            self._clients[(rules.purpose, shard)] = client
         return client

@@ -10,6 +10,9 @@ header and TLS SNI (and certificate checking) still name the host."""
 from __future__ import annotations
 
 import contextvars
+import select
+import socket
+import ssl
 import typing
 from dataclasses import dataclass
 
@@ -51,7 +54,7 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 failure = exc
                 continue
-            return stream
+            return _Stream(stream)
         raise failure or httpcore.ConnectError(f"{host[:100]} has no address")
 
     async def connect_unix_socket(
@@ -64,14 +67,48 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
+class _Stream(httpcore.AsyncNetworkStream):
+    """anyio's stream, but asking whether an idle connection was dropped costs one poll():
+    httpcore asks it of every pooled connection on every request, and anyio builds its
+    attribute table anew for each question (a few ms per request with a pool of 16)."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+        self._socket: socket.socket | None = inner.get_extra_info("socket")
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self._inner.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:
+        return _Stream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> typing.Any:
+        if info == "is_readable":  # readable while idle: the server closed it (or misbehaves)
+            fd = -1 if self._socket is None else self._socket.fileno()
+            if fd < 0:
+                return True
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            return bool(poller.poll(0))
+        return self._inner.get_extra_info(info)
+
+
 class PinnedTransport(httpx.AsyncHTTPTransport):
     """httpx's transport over a connection pool whose connects go through `PinnedBackend`
     (httpx takes no network backend of its own, so its pool is replaced)."""
 
-    def __init__(self, backend: PinnedBackend, limits: httpx.Limits) -> None:
-        super().__init__(trust_env=False, limits=limits)
+    def __init__(self, backend: PinnedBackend, limits: httpx.Limits,
+                 ssl_context: ssl.SSLContext) -> None:
+        super().__init__(verify=ssl_context, trust_env=False, limits=limits)
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=ssl_context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry, network_backend=backend)

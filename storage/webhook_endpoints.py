@@ -102,6 +102,16 @@ class Pending:
 
 
 @dataclass(frozen=True)
+class Journaled:
+    """An event of the journal, as a delivery sends it."""
+
+    seq: int
+    type: str
+    payload: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class Keyed:
     status: int
     body: Any
@@ -269,22 +279,40 @@ class WebhookEndpoints:
                 sa.select(events.c.account_id).where(events.c.created_at >= since).distinct())
             return [row.account_id for row in rows]
 
-    async def events_after(self, account_id: str, after_seq: int,
-                           limit: int) -> list[tuple[int, str, dict[str, Any], datetime]]:
-        async with self.db.read(snapshot=False) as uow:
-            rows = await uow.conn.execute(
-                sa.select(events.c.seq, events.c.type, events.c.payload, events.c.created_at)
-                .where(events.c.account_id == account_id, events.c.seq > after_seq)
-                .order_by(events.c.seq).limit(limit))
-            return [(int(row.seq), row.type, dict(row.payload), row.created_at)
-                    for row in rows]
+    async def events_for(self, cursors_of: list[tuple[str, int]], per_account: int,
+                         limit: int) -> dict[str, list[Journaled]]:
+        """Per account, its first events past its cursor (at most `per_account` each, `limit`
+        in all), in seq order: one query for a whole pass."""
+        found: dict[str, list[Journaled]] = {}
+        for start in range(0, len(cursors_of), IN_CHUNK):
+            chunk = cursors_of[start:start + IN_CHUNK]
+            past = sa.or_(*(sa.and_(events.c.account_id == account_id, events.c.seq > after)
+                            for account_id, after in chunk))
+            rank = sa.func.row_number().over(partition_by=events.c.account_id,
+                                             order_by=events.c.seq).label("rank")
+            ranked = (sa.select(events.c.account_id, events.c.seq, events.c.type,
+                                events.c.payload, events.c.created_at, rank)
+                      .where(past).subquery())
+            query = (sa.select(ranked).where(ranked.c.rank <= per_account)
+                     .order_by(ranked.c.account_id, ranked.c.seq)
+                     .limit(limit - sum(len(v) for v in found.values())))
+            async with self.db.read(snapshot=False) as uow:
+                for row in await uow.conn.execute(query):
+                    found.setdefault(row.account_id, []).append(Journaled(
+                        int(row.seq), row.type, dict(row.payload), _utc(row.created_at)
+                        or row.created_at))
+            if sum(len(v) for v in found.values()) >= limit:
+                break
+        return found
 
-    async def record(self, endpoint_id: str, account_id: str, seq: int,
-                     attempts: list[Attempt]) -> bool:
-        """In one transaction: the cursor moves to `seq` (never back) and the attempts are
-        kept. False, and nothing written, for an endpoint deleted meanwhile: its row is locked
-        first (FOR KEY SHARE, which `delete`'s FOR UPDATE waits for, and the other way round), so
-        the cursor is never written after the endpoint's deletion began."""
+    async def record(self, endpoint_id: str, positions: dict[str, int],
+                     attempts: list[Attempt], outcome: Outcome, now: datetime) -> bool:
+        """A pass's end, in one transaction: each account's cursor moves to its position
+        (never back), the attempts are kept, and the endpoint's health becomes `outcome`
+        (disabled, with its reason, when the retry window is over). False, and nothing
+        written, for an endpoint deleted meanwhile: its row is locked first (FOR KEY SHARE,
+        which `delete`'s FOR UPDATE waits for, and the other way round), so no cursor is
+        written once its deletion began."""
         async with self.db.transaction() as uow:
             conn = uow.conn
             exists = (await conn.execute(
@@ -292,25 +320,19 @@ class WebhookEndpoints:
                 .with_for_update(read=True, key_share=True))).first()
             if exists is None:
                 return False
-            await _advance(conn, endpoint_id, account_id, seq)
+            if positions:
+                await _advance(conn, endpoint_id, positions)
             if attempts:
                 await conn.execute(sa.insert(deliveries), [a.row(endpoint_id) for a in attempts])
-            return True
-
-    async def settle(self, endpoint_id: str, outcome: Outcome, now: datetime) -> bool:
-        """The endpoint's health after a pass: `outcome` (disabled, with its reason, when the
-        retry window is over). False for an endpoint deleted meanwhile."""
-        async with self.db.transaction() as uow:
-            conn = uow.conn
             health: dict[str, Any] = {
                 "failing_since": outcome.failing_since, "failures": outcome.failures,
                 "next_attempt_at": outcome.next_attempt_at}
             if outcome.disabled_reason is not None:
                 health.update(status=DISABLED, disabled_reason=outcome.disabled_reason[:1024],
                               disabled_at=now, lease_owner=None, lease_until=None)
-            settled = await conn.execute(sa.update(endpoints)
-                                         .where(endpoints.c.id == endpoint_id).values(**health))
-            return bool(settled.rowcount)
+            await conn.execute(sa.update(endpoints).where(endpoints.c.id == endpoint_id)
+                               .values(**health))
+            return True
 
     async def purge_attempts(self, older_than: datetime) -> int:
         async with self.db.transaction() as uow:
@@ -326,13 +348,14 @@ def _leasable(now: datetime) -> sa.ColumnElement[bool]:
                           endpoints.c.next_attempt_at <= now))
 
 
-async def _advance(conn: AsyncConnection, endpoint_id: str, account_id: str, seq: int) -> None:
-    insert = dialect_insert(conn, cursors).values(endpoint_id=endpoint_id,
-                                                  account_id=account_id, seq=seq)
+async def _advance(conn: AsyncConnection, endpoint_id: str, positions: dict[str, int]) -> None:
+    insert = dialect_insert(conn, cursors)
     await conn.execute(insert.on_conflict_do_update(
         index_elements=["endpoint_id", "account_id"],
         set_={"seq": sa.case((cursors.c.seq > insert.excluded.seq, cursors.c.seq),
-                             else_=insert.excluded.seq)}))
+                             else_=insert.excluded.seq)}),
+        [{"endpoint_id": endpoint_id, "account_id": account_id, "seq": seq}
+         for account_id, seq in sorted(positions.items())])
 
 
 async def _claim(conn: AsyncConnection, key: IdempotencyKey, now: datetime) -> Keyed | None:
