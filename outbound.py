@@ -249,6 +249,8 @@ class _Worker:
             if not self.lease_lost:
                 with contextlib.suppress(Exception):
                     await self.d.store.release(endpoint_id, self.d.owner)
+            else:  # gone, or another instance's now: this one holds nothing pending for it
+                self.d.lag(endpoint_id).waiting.clear()
             self.d._workers.pop(endpoint_id, None)
 
     async def _keep_lease(self) -> None:
