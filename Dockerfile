@@ -5,6 +5,7 @@ COPY pyproject.toml README.md ./
 COPY core core
 COPY storage storage
 COPY realtime realtime
+COPY egress egress
 COPY api api
 COPY providers providers
 COPY background background

@@ -42,6 +42,7 @@ from config import ConfigError, Settings
 from core.plans import PlanCatalogue, packaged_plans
 from core.ports import Clock, SystemClock
 from core.pricing import Catalogue
+from egress import Resolve, system_resolve
 from realtime.sse import sse_endpoint
 from realtime.websocket import stream_app, stream_endpoint
 from storage.migrate import upgrade_async
@@ -72,9 +73,10 @@ def load_plans(path: str | None, catalogue: Catalogue) -> PlanCatalogue:
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None,
                run_sweeper: bool = True, auto_migrate: bool = True,
-               announce_start: bool = True) -> Starlette:
+               announce_start: bool = True, resolve: Resolve = system_resolve) -> Starlette:
     """`announce_start=False`: `creditstream serve` printed the summary and made dev mode's key
-    itself, once, before its workers started."""
+    itself, once, before its workers started. `resolve` answers the outbound-HTTP room's name
+    look-ups (a test steers it)."""
     settings = settings or Settings.from_env()
     settings.check_secrets()
     if settings.log_format == "json":
@@ -91,7 +93,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
                 if auto_migrate and settings.auto_migrate:
                     await upgrade_async(settings.database_url)
                 ctx, realtime = await open_context(stack, settings, catalogue, plans, clock,
-                                                   run_sweeper)
+                                                   run_sweeper, resolve)
             except Exception as exc:
                 problem = startup_problem(exc, settings)
                 if problem is None:

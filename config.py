@@ -101,6 +101,11 @@ class Settings:
     webhook_retry_first_s: float = 10.0
     webhook_retry_cap_s: float = 3600.0
     webhook_retry_window_s: float = 3 * 24 * 3600.0
+    webhook_concurrency: int = 16
+    webhook_stuck_s: float = 120.0
+    # provider results fetched into the object store (providers/results.py)
+    result_fetch_allow_private: bool = False
+    result_fetch_timeout_s: float = 120.0
 
     def named_secrets(self) -> dict[str, str]:
         """Every configured secret by the environment variable that sets it."""
@@ -170,6 +175,11 @@ class Settings:
             webhook_retry_cap_s=_number(env, "CREDITSTREAM_WEBHOOK_RETRY_CAP_S", 3600.0, 0.01),
             webhook_retry_window_s=_number(env, "CREDITSTREAM_WEBHOOK_RETRY_WINDOW_S",
                                            3 * 24 * 3600.0, 0.01),
+            webhook_concurrency=int(_number(env, "CREDITSTREAM_WEBHOOK_CONCURRENCY", 16, 1)),
+            webhook_stuck_s=_number(env, "CREDITSTREAM_WEBHOOK_STUCK_S", 120.0, 0.1),
+            result_fetch_allow_private=_flag(env, "CREDITSTREAM_RESULT_FETCH_ALLOW_PRIVATE"),
+            result_fetch_timeout_s=_number(env, "CREDITSTREAM_RESULT_FETCH_TIMEOUT_S", 120.0,
+                                           0.1),
             faults=frozenset(f.strip() for f in env.get("CREDITSTREAM_FAULTS", "").split(",")
                              if f.strip()),
         )

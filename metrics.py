@@ -21,6 +21,13 @@ WEBHOOK_REJECTIONS = Counter("creditstream_webhook_rejections", "Webhooks refuse
 WEBHOOK_DELIVERIES = Counter("creditstream_webhook_deliveries", "Outbound webhook attempts "
                              "(ok, failed) and endpoints disabled", ["outcome"],
                              registry=REGISTRY)
+WEBHOOK_LAG = Gauge("creditstream_webhook_lag_seconds", "Per endpoint, the age of the oldest "
+                    "event this instance holds pending for it (0: caught up)", ["endpoint"],
+                    registry=REGISTRY)
+WEBHOOK_OLDEST_STEP = Gauge("creditstream_webhook_oldest_step_seconds", "Age of the outbound "
+                            "deliverer's oldest unfinished step (an attempt or a database "
+                            "call); past CREDITSTREAM_WEBHOOK_STUCK_S readiness reports it stuck",
+                            registry=REGISTRY)
 CONNECTIONS = Gauge("creditstream_stream_connections", "Open WebSocket connections",
                     registry=REGISTRY)
 SUBSCRIPTIONS = Gauge("creditstream_stream_subscriptions", "Local account subscriptions",

@@ -1,6 +1,7 @@
 """What a running instance opens in its lifespan — the database, the write batcher, live push
-(broker and hub), providers, the HTTP client, the sweeper and outbound webhooks — each inside
-one `AsyncExitStack`, so a failed start closes what it opened and shutdown closes all in reverse.
+(broker and hub), providers, outbound HTTP (egress/), the sweeper and outbound webhooks — each
+inside one `AsyncExitStack`, so a failed start closes what it opened and shutdown closes all in
+reverse.
 asgi.py builds the app around it."""
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 from starlette.requests import HTTPConnection
 
 from api.auth import Authenticator, Principal
@@ -28,6 +28,7 @@ from core.plans import PlanCatalogue
 from core.ports import Clock, ObjectStore
 from core.pricing import Catalogue
 from core.service import CreditService
+from egress import Egress, Resolve, Rules, system_resolve
 from providers.simulated import NAME as SIMULATED
 from providers.simulated import SimulatedProvider
 from realtime.brokers import broker_for
@@ -42,13 +43,16 @@ from storage.writes.idempotency import IdempotencyStore
 from storage.writes.writer import BatchWriter
 
 SHUTDOWN_PATIENCE_S = 5.0
+CALLBACK_DEADLINE_S = 30.0
+RESULT_REDIRECTS = 3
 Probe = Callable[[], Awaitable[Any]]
 SecretFor = Callable[[str], str | None]
 
 
 async def open_context(stack: contextlib.AsyncExitStack, settings: Settings,
                        catalogue: Catalogue, plans: PlanCatalogue, clock: Clock,
-                       run_sweeper: bool) -> tuple[AppContext, Realtime]:
+                       run_sweeper: bool,
+                       resolve: Resolve = system_resolve) -> tuple[AppContext, Realtime]:
     """Everything the routes need, each resource opened inside `stack`: a failure at any step
     closes what the steps before it opened, and shutdown closes all in reverse order."""
     db = Database.from_url(settings.database_url, settings.db_pool_size)
@@ -61,7 +65,8 @@ async def open_context(stack: contextlib.AsyncExitStack, settings: Settings,
                             plans)
     jobs = JobService(service, timedelta(seconds=settings.hold_ttl_s))
     idempotency = IdempotencyStore(db)
-    http = await stack.enter_async_context(httpx.AsyncClient(follow_redirects=True))
+    egress = egress_for(settings, resolve)
+    stack.push_async_callback(egress.aclose)
     realtime, probes = await _open_realtime(stack, settings, auth, db, clock)
 
     async def publish(events: list[Event]) -> None:
@@ -70,7 +75,7 @@ async def open_context(stack: contextlib.AsyncExitStack, settings: Settings,
     writer = BatchWriter(db, service.now, publish, settings.write_connections,
                          settings.write_batch_max)
     stack.push_async_callback(writer.aclose)
-    secret_for, providers = await _open_providers(stack, settings, db, http)
+    secret_for, providers = await _open_providers(stack, settings, db, egress)
     stack.callback(realtime.begin_shutdown)
     heartbeats = list(realtime.hub.heartbeats)
     publishers: list[Callable[[list[Event]], Awaitable[None]]] = [realtime.publish]
@@ -78,7 +83,7 @@ async def open_context(stack: contextlib.AsyncExitStack, settings: Settings,
         sweeper = Sweeper(db, service, idempotency, jobs=jobs, writer=writer)
         _supervise(stack, sweeper.heartbeat,
                    lambda stopping: sweeper.run_forever(settings.sweep_interval_s, stopping))
-        deliverer = Deliverer(WebhookEndpoints(db), http, webhook_policy(settings),
+        deliverer = Deliverer(WebhookEndpoints(db), egress, webhook_policy(settings),
                               service.now, lambda: datetime.now(UTC))
         _supervise(stack, deliverer.heartbeat, deliverer.run_forever)
         heartbeats += [sweeper.heartbeat, deliverer.heartbeat]
@@ -89,16 +94,31 @@ async def open_context(stack: contextlib.AsyncExitStack, settings: Settings,
         supervision.check(heartbeats)
 
     ctx = AppContext(settings, db, service, signer, auth, idempotency, writer, jobs,
-                     _object_store(settings), http, realtime.hub.wait_beyond, providers,
+                     _object_store(settings), egress, realtime.hub.wait_beyond, providers,
                      secret_for, publishers=publishers,
                      readiness_probes={**probes, "background_tasks": background_tasks})
     return ctx, realtime
 
 
 def webhook_policy(settings: Settings) -> Policy:
-    return Policy(settings.webhook_allow_private, settings.webhook_timeout_s,
-                  settings.webhook_poll_s, settings.webhook_retry_first_s,
-                  settings.webhook_retry_cap_s, settings.webhook_retry_window_s)
+    return Policy(settings.webhook_timeout_s, settings.webhook_poll_s,
+                  settings.webhook_retry_first_s, settings.webhook_retry_cap_s,
+                  settings.webhook_retry_window_s, settings.webhook_concurrency,
+                  settings.webhook_stuck_s)
+
+
+def egress_for(settings: Settings, resolve: Resolve = system_resolve) -> Egress:
+    """Every outbound request's rules: webhook deliveries and provider result fetches reach
+    public addresses only (unless allowed for a local set-up) and follow no unchecked
+    redirect; the built-in provider's callbacks go to this server's own address."""
+    return Egress(
+        webhooks=Rules("webhooks", settings.webhook_allow_private,
+                       "CREDITSTREAM_WEBHOOK_ALLOW_PRIVATE", settings.webhook_timeout_s),
+        results=Rules("results", settings.result_fetch_allow_private,
+                      "CREDITSTREAM_RESULT_FETCH_ALLOW_PRIVATE",
+                      settings.result_fetch_timeout_s, RESULT_REDIRECTS),
+        callbacks=Rules("callbacks", True, "", CALLBACK_DEADLINE_S),
+        resolve=resolve)
 
 
 def _object_store(settings: Settings) -> ObjectStore:
@@ -108,7 +128,7 @@ def _object_store(settings: Settings) -> ObjectStore:
 
 
 async def _open_providers(stack: contextlib.AsyncExitStack, settings: Settings, db: Database,
-                          http: httpx.AsyncClient) -> tuple[SecretFor, dict[str, Any]]:
+                          egress: Egress) -> tuple[SecretFor, dict[str, Any]]:
     """Each generation provider, and the webhook secret each one signs its callbacks with."""
     generated = await stored_secret(db, "webhook_secret")
 
@@ -116,7 +136,7 @@ async def _open_providers(stack: contextlib.AsyncExitStack, settings: Settings, 
         return (settings.webhook_secrets.get(provider) or settings.webhook_secret
                 or (generated if provider == SIMULATED else None))
 
-    simulated = SimulatedProvider(lambda: secret_for(SIMULATED) or generated, http)
+    simulated = SimulatedProvider(lambda: secret_for(SIMULATED) or generated, egress)
     stack.push_async_callback(simulated.stop)
     return secret_for, {SIMULATED: simulated}
 

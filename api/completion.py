@@ -53,7 +53,7 @@ async def store_result(ctx: AppContext, job: Job, result_url: str) -> tuple[str,
     """Copy the result into our store; returns its public URL and key. The local store's URL
     is relative (`/results/…`) unless CREDITSTREAM_PUBLIC_URL is set: never built from a
     request's Host header."""
-    data, content_type = await fetch(result_url, ctx.http)
+    data, content_type = await fetch(result_url, ctx.egress)
     key = f"{job.job_id}/result{extension_for(content_type)}"
     url = await ctx.store.put(key, data, content_type)
     return url, key

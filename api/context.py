@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import httpx
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
@@ -25,6 +24,7 @@ from core.events import Event
 from core.job_service import JobService
 from core.ports import ObjectStore
 from core.service import CreditService
+from egress import Egress
 from storage.sql import Database
 from storage.writes.batch import NOTHING, Touches
 from storage.writes.idempotency import IdempotencyKey, IdempotencyStore
@@ -52,7 +52,7 @@ class AppContext:
     writer: BatchWriter
     jobs: JobService
     store: ObjectStore
-    http: httpx.AsyncClient
+    egress: Egress
     wait_for_events: Callable[[str, int, float], Awaitable[None]]
     providers: dict[str, Any]
     webhook_secrets: Callable[[str], str | None]

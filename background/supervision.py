@@ -14,7 +14,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import metrics
@@ -54,6 +54,9 @@ class Heartbeat:
     failing: int = 0  # consecutive failed rounds
     task: asyncio.Task[None] | None = None
     stopping: bool = False  # set on purpose at shutdown: an ended task is then not "dead"
+    # a task whose work runs beside its loop (outbound webhooks): when the oldest unfinished
+    # piece of it started (time.monotonic()), or None; older than `stuck_after_s` is stuck too
+    oldest_work: Callable[[], float | None] | None = None
 
     def beat(self) -> None:
         self.last_beat = time.monotonic()
@@ -97,6 +100,9 @@ class Heartbeat:
         if self.task is not None and self.task.done():
             return f"{self.name} is dead"
         silent = time.monotonic() - self.last_beat
+        started = self.oldest_work() if self.oldest_work is not None else None
+        if started is not None:
+            silent = max(silent, time.monotonic() - started)
         if self.stuck_after_s is not None and silent > self.stuck_after_s:
             return f"{self.name} is stuck (no progress for {silent:.0f} s)"
         return None

@@ -15,7 +15,7 @@ from bench.database import DEFAULT_PG_ADMIN
 from bench.results import Progress, Result
 from bench.servers import DEFAULT_REDIS
 
-BENCHMARKS = ("engine", "hot", "http", "push", "connections")  # `bench all`; soak is apart
+BENCHMARKS = ("engine", "hot", "http", "push", "connections", "webhooks")  # `bench all`; soak is apart
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -35,6 +35,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                 "≤ 16 KiB per connection)",
         "connections": "how many idle subscribers one instance holds within a memory budget, "
                        "against the bare relay",
+        "webhooks": "outbound webhooks into one endpoint whose receiver takes 20 ms: "
+                    "delivered/s against the rate committed, and the lag (goals: ≥ 0.95×, "
+                    "p99 ≤ 1 s)",
         "soak": "an endurance run: stream churn, holds and jobs left to expire, outbound "
                 "deliveries, together for --duration; server RSS slope, sweeper lateness and "
                 "delivery lag against bounds (exits 1 when one is exceeded)",
@@ -92,6 +95,10 @@ def _add_specific(name: str, parser: argparse.ArgumentParser) -> None:
         from bench import connections
 
         connections.add_arguments(parser)
+    elif name == "webhooks":
+        from bench import webhooks
+
+        webhooks.add_arguments(parser)
     elif name == "soak":
         from bench import soak
 
@@ -111,6 +118,10 @@ async def _run_one(name: str, args: argparse.Namespace, say: Progress) -> Result
         from bench import push
 
         return await push.run(args, say)
+    if name == "webhooks":
+        from bench import webhooks
+
+        return await webhooks.run(args, say)
     if name == "soak":
         from bench import soak
 

@@ -1,4 +1,8 @@
-"""Fetching a provider's result so it can be copied into our object store before any charge."""
+"""Fetching a provider's result so it can be copied into our object store before any charge.
+
+Through egress/ with the result rules: public addresses only (unless
+CREDITSTREAM_RESULT_FETCH_ALLOW_PRIVATE=1), each redirect hop checked again, one deadline for
+the whole download. A refused or failed fetch fails the job (its hold is released)."""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import base64
 import binascii
 import re
 
-import httpx
+from egress import Egress, Failed, UrlRefused
 
 MAX_RESULT_BYTES = 200 * 1024 * 1024
 EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp",
@@ -27,7 +31,7 @@ def data_url(data: bytes, content_type: str) -> str:
     return f"data:{content_type};base64,{base64.b64encode(data).decode()}"
 
 
-async def fetch(url: str, http: httpx.AsyncClient) -> tuple[bytes, str]:
+async def fetch(url: str, egress: Egress) -> tuple[bytes, str]:
     """The bytes and content type behind a `data:` or `http(s):` URL."""
     match = _DATA_URL.match(url)
     if match:
@@ -41,7 +45,7 @@ async def fetch(url: str, http: httpx.AsyncClient) -> tuple[bytes, str]:
     if not url.startswith(("http://", "https://")):
         raise FetchFailed(f"Expected an http(s) or data: result URL, got {url[:60]!r}")
     try:
-        async with http.stream("GET", url, timeout=30.0) as response:
+        async with egress.open("GET", url, egress.results) as response:
             if response.status_code != 200:
                 raise FetchFailed(f"result download answered {response.status_code}")
             body = bytearray()
@@ -50,5 +54,7 @@ async def fetch(url: str, http: httpx.AsyncClient) -> tuple[bytes, str]:
                 if len(body) > MAX_RESULT_BYTES:
                     raise FetchFailed(f"result is larger than {MAX_RESULT_BYTES} bytes")
             return bytes(body), response.headers.get("content-type", "application/octet-stream")
-    except httpx.HTTPError as exc:
-        raise FetchFailed(f"result download failed: {exc!r}") from exc
+    except UrlRefused as exc:
+        raise FetchFailed(f"result URL refused: {exc}") from exc
+    except Failed as exc:
+        raise FetchFailed(f"result download failed: {exc}") from exc

@@ -12,10 +12,9 @@ import logging
 import time
 from collections.abc import Callable
 
-import httpx
-
 from core.jobs import Job
 from core.signatures import sign
+from egress import Egress, Failed, UrlRefused
 from providers import media
 from providers.results import data_url
 
@@ -29,9 +28,9 @@ DELIVERY_ATTEMPTS = 5
 class SimulatedProvider:
     name = NAME
 
-    def __init__(self, secret: Callable[[], str], http: httpx.AsyncClient) -> None:
+    def __init__(self, secret: Callable[[], str], egress: Egress) -> None:
         self._secret = secret
-        self._http = http
+        self._egress = egress
         self._tasks: set[asyncio.Task[None]] = set()
 
     def submit(self, job: Job, base_url: str) -> None:
@@ -57,10 +56,11 @@ class SimulatedProvider:
             headers = {"Content-Type": "application/json",
                        "X-Signature": sign(self._secret(), body, int(time.time()))}
             try:
-                response = await self._http.post(url, content=body, headers=headers, timeout=30)
-                if response.status_code < 500:
-                    return
-            except httpx.HTTPError as exc:
+                async with self._egress.open("POST", url, self._egress.callbacks, content=body,
+                                             headers=headers) as response:
+                    if response.status_code < 500:
+                        return
+            except (Failed, UrlRefused) as exc:
                 log.warning("simulated callback for %s failed: %r", job.job_id, exc)
             await asyncio.sleep(0.2 * 2 ** attempt)
 

@@ -11,7 +11,7 @@ import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -93,6 +93,25 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class Pending:
+    """An account with events past an endpoint's cursor."""
+
+    account_id: str
+    after: int
+    first_at: datetime | None  # when the first of them was written
+
+
+@dataclass(frozen=True)
+class Journaled:
+    """An event of the journal, as a delivery sends it."""
+
+    seq: int
+    type: str
+    payload: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class Keyed:
     status: int
     body: Any
@@ -150,13 +169,14 @@ class WebhookEndpoints:
 
     async def delete(self, endpoint_id: str) -> Endpoint | None:
         """Remove an endpoint with its cursors and attempts; None when there was none. An
-        instance delivering to it right now finishes its attempt and then finds it gone."""
+        instance delivering to it right now finishes its attempt and then finds it gone.
+
+        The endpoint's row is locked first (FOR UPDATE), and `record` locks it too before it
+        writes a cursor: a cursor written between this DELETE of the cursors and that of the
+        endpoint would otherwise break the foreign key (SQLite runs writers one at a time)."""
         if not storable_key(endpoint_id):
             return None
         async with self.db.transaction() as uow:
-            # the row lock waits for a delivery's `record` that holds the row (FOR KEY SHARE)
-            # and makes a later one find the endpoint gone; without it, a cursor that `record`
-            # inserts between the two deletes below fails the endpoint's delete (its foreign key)
             row = (await uow.conn.execute(
                 sa.select(endpoints).where(endpoints.c.id == endpoint_id)
                 .with_for_update())).first()
@@ -227,23 +247,27 @@ class WebhookEndpoints:
     # --- delivery: the stream ------------------------------------------------------------
 
     async def pending(self, endpoint_id: str, limit: int,
-                      among: list[str] | None = None) -> list[tuple[str, int]]:
+                      among: list[str] | None = None) -> list[Pending]:
         """Accounts whose head is past the endpoint's cursor, with the cursor (0: none yet,
-        an account created after the endpoint). `among`: only these accounts."""
+        an account created after the endpoint) and when the first event past it was written
+        (the delivery lag). `among`: only these accounts."""
         if among is not None and not among:
             return []
         condition = sa.and_(cursors.c.endpoint_id == endpoint_id,
                             cursors.c.account_id == accounts.c.id)
         position = sa.func.coalesce(cursors.c.seq, 0)
-        query = (sa.select(accounts.c.id, position.label("after"))
+        first_at = (sa.select(sa.func.min(events.c.created_at))
+                    .where(events.c.account_id == accounts.c.id, events.c.seq == position + 1)
+                    .scalar_subquery())
+        query = (sa.select(accounts.c.id, position.label("after"), first_at.label("first_at"))
                  .select_from(accounts.outerjoin(cursors, condition))
                  .where(accounts.c.seq > position).order_by(accounts.c.id))
-        found: list[tuple[str, int]] = []
+        found: list[Pending] = []
         async with self.db.read() as uow:
             for chunk in _chunks(among):
                 narrowed = query if chunk is None else query.where(accounts.c.id.in_(chunk))
                 rows = await uow.conn.execute(narrowed.limit(limit - len(found)))
-                found += [(row.id, int(row.after)) for row in rows]
+                found += [Pending(row.id, int(row.after), _utc(row.first_at)) for row in rows]
                 if len(found) >= limit:
                     break
         return found
@@ -255,28 +279,49 @@ class WebhookEndpoints:
                 sa.select(events.c.account_id).where(events.c.created_at >= since).distinct())
             return [row.account_id for row in rows]
 
-    async def events_after(self, account_id: str, after_seq: int,
-                           limit: int) -> list[tuple[int, str, dict[str, Any]]]:
-        async with self.db.read(snapshot=False) as uow:
-            rows = await uow.conn.execute(
-                sa.select(events.c.seq, events.c.type, events.c.payload)
-                .where(events.c.account_id == account_id, events.c.seq > after_seq)
-                .order_by(events.c.seq).limit(limit))
-            return [(int(row.seq), row.type, dict(row.payload)) for row in rows]
+    async def events_for(self, cursors_of: list[tuple[str, int]], per_account: int,
+                         limit: int) -> dict[str, list[Journaled]]:
+        """Per account, its first events past its cursor (at most `per_account` each, `limit`
+        in all), in seq order: one query for a whole pass."""
+        found: dict[str, list[Journaled]] = {}
+        for start in range(0, len(cursors_of), IN_CHUNK):
+            chunk = cursors_of[start:start + IN_CHUNK]
+            past = sa.or_(*(sa.and_(events.c.account_id == account_id, events.c.seq > after)
+                            for account_id, after in chunk))
+            rank = sa.func.row_number().over(partition_by=events.c.account_id,
+                                             order_by=events.c.seq).label("rank")
+            ranked = (sa.select(events.c.account_id, events.c.seq, events.c.type,
+                                events.c.payload, events.c.created_at, rank)
+                      .where(past).subquery())
+            query = (sa.select(ranked).where(ranked.c.rank <= per_account)
+                     .order_by(ranked.c.account_id, ranked.c.seq)
+                     .limit(limit - sum(len(v) for v in found.values())))
+            async with self.db.read(snapshot=False) as uow:
+                for row in await uow.conn.execute(query):
+                    found.setdefault(row.account_id, []).append(Journaled(
+                        int(row.seq), row.type, dict(row.payload), _utc(row.created_at)
+                        or row.created_at))
+            if sum(len(v) for v in found.values()) >= limit:
+                break
+        return found
 
-    async def record(self, endpoint_id: str, account_id: str, seq: int,
+    async def record(self, endpoint_id: str, positions: dict[str, int],
                      attempts: list[Attempt], outcome: Outcome, now: datetime) -> bool:
-        """In one transaction: the cursor moves to `seq` (never back), the attempts are kept,
-        and the endpoint's health becomes `outcome` (disabled, with its reason, when the retry
-        window is over). False, and nothing written, for an endpoint deleted meanwhile."""
+        """A pass's end, in one transaction: each account's cursor moves to its position
+        (never back), the attempts are kept, and the endpoint's health becomes `outcome`
+        (disabled, with its reason, when the retry window is over). False, and nothing
+        written, for an endpoint deleted meanwhile: its row is locked first (FOR KEY SHARE,
+        which `delete`'s FOR UPDATE waits for, and the other way round), so no cursor is
+        written once its deletion began."""
         async with self.db.transaction() as uow:
             conn = uow.conn
             exists = (await conn.execute(
                 sa.select(endpoints.c.id).where(endpoints.c.id == endpoint_id)
-                .with_for_update(key_share=True))).first()  # `delete` waits for this commit
+                .with_for_update(read=True, key_share=True))).first()  # `delete` waits for this commit
             if exists is None:
                 return False
-            await _advance(conn, endpoint_id, account_id, seq)
+            if positions:
+                await _advance(conn, endpoint_id, positions)
             if attempts:
                 await conn.execute(sa.insert(deliveries), [a.row(endpoint_id) for a in attempts])
             health: dict[str, Any] = {
@@ -303,13 +348,14 @@ def _leasable(now: datetime) -> sa.ColumnElement[bool]:
                           endpoints.c.next_attempt_at <= now))
 
 
-async def _advance(conn: AsyncConnection, endpoint_id: str, account_id: str, seq: int) -> None:
-    insert = dialect_insert(conn, cursors).values(endpoint_id=endpoint_id,
-                                                  account_id=account_id, seq=seq)
+async def _advance(conn: AsyncConnection, endpoint_id: str, positions: dict[str, int]) -> None:
+    insert = dialect_insert(conn, cursors)
     await conn.execute(insert.on_conflict_do_update(
         index_elements=["endpoint_id", "account_id"],
         set_={"seq": sa.case((cursors.c.seq > insert.excluded.seq, cursors.c.seq),
-                             else_=insert.excluded.seq)}))
+                             else_=insert.excluded.seq)}),
+        [{"endpoint_id": endpoint_id, "account_id": account_id, "seq": seq}
+         for account_id, seq in sorted(positions.items())])
 
 
 async def _claim(conn: AsyncConnection, key: IdempotencyKey, now: datetime) -> Keyed | None:
@@ -338,6 +384,12 @@ def _chunks(among: list[str] | None) -> list[list[str] | None]:
     if among is None:
         return [None]
     return [among[i:i + IN_CHUNK] for i in range(0, len(among), IN_CHUNK)]
+
+
+def _utc(stamp: datetime | None) -> datetime | None:
+    if stamp is None or stamp.tzinfo is not None:
+        return stamp
+    return stamp.replace(tzinfo=UTC)
 
 
 def _endpoint(row: Any) -> Endpoint:

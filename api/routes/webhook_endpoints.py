@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api import webhook_urls
 from api.auth import Principal
 from api.body import parse
 from api.context import MAX_KEY_LENGTH, AppContext
@@ -18,6 +17,7 @@ from api.request import MAX_PAGE, ctx_of, int_param
 from api.responses import JSONResponse
 from api.schemas import WebhookEndpointBody
 from core.errors import NotFound
+from egress import UrlRefused
 from storage.webhook_endpoints import Endpoint, WebhookEndpoints
 from storage.writes.idempotency import IdempotencyKey
 
@@ -26,9 +26,8 @@ async def create_endpoint(request: Request) -> Response:
     ctx, principal = await _server(request)
     body, canonical = await parse(request, WebhookEndpointBody)
     try:
-        await webhook_urls.check(body.url, ctx.settings.webhook_allow_private,
-                                 ctx.settings.webhook_timeout_s)
-    except webhook_urls.UrlRefused as exc:
+        await ctx.egress.check(body.url, ctx.egress.webhooks)
+    except UrlRefused as exc:
         raise ApiError(422, exc.code, str(exc)) from exc
     key = _idempotency_key(request, principal.scope, canonical)
     result = await WebhookEndpoints(ctx.db).create(

@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
-from api.webhook_urls import is_public
 from asgi import create_app
 from config import Settings
 from core.signatures import verify
+from egress import is_public
 from storage.keys import create_server_key
 from tests.conftest import ApiClient
 from tests.receiver import Receiver
@@ -229,7 +229,7 @@ async def test_an_address_that_turned_private_is_refused_at_delivery(
         attempts = (await registrar.http.get(
             f"/v1/webhook-endpoints/{endpoint['id']}/deliveries",
             headers=registrar.server())).json()["deliveries"]
-        return bool(attempts) and "not a public address" in attempts[-1]["error"]
+        return bool(attempts) and "non-public address" in attempts[-1]["error"]
 
     await eventually(refused, what="a refused attempt")
     assert receiver.received == []
@@ -274,17 +274,18 @@ async def test_receiver_down_then_up_loses_nothing(start: Start) -> None:
     await asyncio.gather(spend(api, "down-1", 3), spend(api, "down-2", 3))
     path = f"/v1/webhook-endpoints/{endpoint['id']}/deliveries"
 
-    async def retried() -> bool:
+    async def retried() -> bool:  # each pass that fails counts once, whatever was in flight
         answer = (await api.http.get(path, headers=api.server())).json()
-        return len(answer["deliveries"]) >= 4
+        return bool(answer["endpoint"]["consecutive_failures"] >= 4)
 
     await eventually(retried, what="several failed attempts")
     answer = (await api.http.get(path, headers=api.server())).json()
     failed = list(reversed(answer["deliveries"]))
     assert all(a["error"] and a["status_code"] is None and a["next_retry_at"] for a in failed)
-    assert answer["endpoint"]["consecutive_failures"] >= 4
     assert answer["endpoint"]["failing_since"] is not None
-    assert len({(a["account_id"], a["seq"]) for a in failed}) == 1  # the first event, retried
+    firsts = {(a, (await journal(api, a))[0]["seq"]) for a in ("down-1", "down-2")}
+    # each account's first event, retried (the two accounts go out concurrently)
+    assert {(a["account_id"], a["seq"]) for a in failed} <= firsts
     # backing off: each failure schedules its retry further out (what it schedules, not the
     # gaps seen between attempts, which a busy machine stretches at random)
     delays = [_t(a["next_retry_at"]) - _t(a["attempted_at"]) for a in failed]
@@ -300,8 +301,12 @@ async def test_receiver_down_then_up_loses_nothing(start: Start) -> None:
                f"failed attempts, backing off from {delays[0]:.2f} s to {delays[-1]:.2f} s; "
                f"then {sum(len(s) for s in want.values())} events delivered: 0 lost, "
                f"{duplicates} duplicates, in order per account")
+        async def healthy() -> bool:  # written with the pass's cursors, just after its end
+            answer = (await api.http.get(path, headers=api.server())).json()
+            return bool(answer["endpoint"]["consecutive_failures"] == 0)
+
+        await eventually(healthy, what="the endpoint healthy again")
         answer = (await api.http.get(path, headers=api.server())).json()
-        assert answer["endpoint"]["consecutive_failures"] == 0
         assert answer["endpoint"]["status"] == "enabled"
     finally:
         await receiver.stop()
@@ -309,7 +314,7 @@ async def test_receiver_down_then_up_loses_nothing(start: Start) -> None:
 
 async def test_a_restart_mid_stream_resumes_from_the_cursor(start: Start,
                                                             receiver: Receiver) -> None:
-    receiver.delay_s = 0.01
+    receiver.delay_s = 0.05  # the three accounts go out concurrently: slow enough to stop midway
     first = await start()
     await register(first, receiver.url())
     await asyncio.gather(*(spend(first, f"restart-{i}", 5) for i in range(3)))
@@ -348,7 +353,8 @@ async def test_two_instances_never_deliver_to_an_endpoint_at_once(start: Start,
     for path in ("/a", "/b"):
         await eventually(complete(path), what=f"every event at {path}")
         assert first_deliveries(receiver.events(path))[1] == 0  # nothing delivered twice
-        assert receiver.max_in_flight[path] == 1  # the lease: one delivery at a time
+        # the lease: one instance at a time, so an account's events one at a time
+        assert max(receiver.max_in_flight_per_account[path].values()) == 1
 
 
 async def test_an_endpoint_failing_past_the_window_is_disabled(start: Start,
@@ -393,3 +399,101 @@ def _t(stamp: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+# --- slow receivers, stuck deliveries, deletion -------------------------------------------
+
+async def test_slow_receivers_do_not_hold_back_a_healthy_endpoint(start: Start,
+                                                                  receiver: Receiver) -> None:
+    """A receiver that answers 200 and then drips its body (1 byte / 2 s) and one that takes
+    4.9 s per event: the healthy endpoint keeps getting every event within a few seconds,
+    and the dripping attempt is cut at its deadline."""
+    drip = await Receiver(drip_s=2.0).start()
+    sluggish = await Receiver(delay_s=4.9).start()
+    try:
+        api = await start(webhook_timeout_s=6.0)
+        await register(api, receiver.url())
+        dripping = await register(api, drip.url())
+        await register(api, sluggish.url())
+        delays: list[float] = []
+        for i in range(8):
+            account = f"steady-{i % 3}"
+            response = await api.http.post(f"/v1/accounts/{account}/grants", headers=api.server(),
+                                           json={"amount": 10, "reason": "purchase"})
+            assert response.status_code == 201, response.text
+            committed, seq = time.monotonic(), int(response.json()["account"]["seq"])
+
+            def arrived(account: str = account, seq: int = seq) -> bool:
+                return seq in by_account(receiver.events()).get(account, [])
+
+            await eventually(arrived, timeout_s=30, what=f"{account}:{seq} at the healthy one")
+            delays.append(time.monotonic() - committed)
+            await asyncio.sleep(0.5)
+        report(f"outbound webhooks, a dripping and a 4.9 s receiver beside a healthy one "
+               f"({database(api)}): the healthy one's events arrived after at most "
+               f"{max(delays):.2f} s (median {sorted(delays)[len(delays) // 2]:.2f} s)")
+        assert max(delays) < 3.0, delays
+        path = f"/v1/webhook-endpoints/{dripping['id']}/deliveries"
+
+        async def cut() -> bool:
+            attempts = (await api.http.get(path, headers=api.server())).json()["deliveries"]
+            return any(a["error"] and "deadline" in a["error"] for a in attempts)
+
+        await eventually(cut, timeout_s=30, what="the dripping attempt cut at its deadline")
+        attempts = (await api.http.get(path, headers=api.server())).json()["deliveries"]
+        durations = [a["duration_ms"] for a in attempts if a["error"]]
+        assert all(5_500 <= d < 12_000 for d in durations), durations
+        assert sluggish.received, "the 4.9 s receiver is slow, not failing"
+    finally:
+        await drip.stop()
+        await sluggish.stop()
+
+
+async def test_a_stuck_deliverer_makes_readiness_fail(start: Start) -> None:
+    """An attempt unfinished past CREDITSTREAM_WEBHOOK_STUCK_S (here 1 s, under a 30 s
+    deadline): /readyz answers 503 naming the deliverer, and the metric shows its age."""
+    drip = await Receiver(drip_s=0.5).start()
+    try:
+        api = await start(webhook_timeout_s=30.0, webhook_stuck_s=1.0)
+        ready = await api.http.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        await register(api, drip.url())
+        await spend(api, "stuck", 1)
+
+        async def unready() -> bool:
+            answer = await api.http.get("/readyz")
+            return answer.status_code == 503 and "unavailable" in answer.json()["checks"][
+                "background_tasks"]
+
+        await eventually(unready, timeout_s=20, what="readiness 503")
+        text = (await api.http.get("/metrics")).text
+        line = next(x for x in text.splitlines()
+                    if x.startswith("creditstream_webhook_oldest_step_seconds "))
+        assert float(line.split()[1]) > 1.0
+    finally:
+        await drip.stop()
+
+
+async def test_deleting_right_after_a_delivery_always_succeeds(start: Start,
+                                                               receiver: Receiver) -> None:
+    """The cursor is written a few ms after the receiver answers; a DELETE in that moment
+    answers 200 every time, and the deleted endpoints get nothing more."""
+    api = await start()
+    for i in range(32):
+        receiver.arrived.clear()
+        endpoint = await register(api, receiver.url(f"/round-{i}"))
+        response = await api.http.post(f"/v1/accounts/gone-{i % 4}/grants", headers=api.server(),
+                                       json={"amount": 10, "reason": "purchase"})
+        assert response.status_code == 201, response.text
+        await asyncio.wait_for(receiver.arrived.wait(), 20)
+        await asyncio.sleep((i % 8) * 0.001)  # across the moment the cursor is written
+        deleted = await api.http.delete(f"/v1/webhook-endpoints/{endpoint['id']}",
+                                        headers=api.server())
+        assert deleted.status_code == 200, (i, deleted.text)
+    await asyncio.sleep(2.0)  # attempts in flight at the deletions end (a second at most)
+    seen = len(receiver.received)
+    await spend(api, "gone-0", 1)
+    await asyncio.sleep(1.0)
+    assert len(receiver.received) == seen
+    listed = (await api.http.get("/v1/webhook-endpoints", headers=api.server())).json()
+    assert listed["endpoints"] == []

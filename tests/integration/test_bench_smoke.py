@@ -117,6 +117,17 @@ def test_connections(tmp_path: Path, pg_url: str, redis_url: str) -> None:
     assert len(steps) >= 2 and all(s["rss_kib"] > 0 for s in steps)
 
 
+@pytest.mark.postgres
+def test_webhooks(tmp_path: Path, pg_url: str) -> None:
+    result = run_bench(tmp_path, "webhooks", "--database-url", pg_url, "--rate", "50",
+                       "--duration", "0.5", "--warmup", "0.2", "--accounts", "10",
+                       "--receiver-ms", "1")
+    delivered = row(result, "delivered events/s")
+    assert delivered["ceiling"] > 0 and delivered["goal"]
+    assert row(result, "events delivered in the end")["creditstream"] > 0
+    assert result["details"]["measured"]["committed"] > 0
+
+
 def test_bench_without_a_benchmark_prints_usage(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench"]) == 2
     assert "engine" in capsys.readouterr().out

@@ -33,7 +33,7 @@ async def test_a_delete_racing_deliveries_never_fails(pg_url: str) -> None:
                                       lambda endpoint: endpoint.to_dict())
             endpoint_id = made.body["id"]
             results = await asyncio.gather(
-                *[store.record(endpoint_id, f"acct-{n}", 1, [], Outcome(), now)
+                *[store.record(endpoint_id, {f"acct-{n}": 1}, [], Outcome(), now)
                   for n in range(RECORDERS)],
                 store.delete(endpoint_id), return_exceptions=True)
             failures = [r for r in results if isinstance(r, BaseException)]
