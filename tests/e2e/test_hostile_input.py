@@ -119,7 +119,7 @@ async def test_hostile_ids_in_every_path_parameter(hostile_api: ApiClient) -> No
         for name, encoded in ids.items():
             path = route.path
             for parameter in ("account_id", "hold_id", "job_id", "provider", "id",
-                              "walletAddress", "endpoint_id"):
+                              "walletAddress", "endpoint_id", "refund_id", "charge_id"):
                 path = path.replace("{" + parameter + "}", encoded)
             assert "{" not in path, f"a path parameter this test does not know: {route.path}"
             for principal, headers in (("server", api.server()), ("user", api.user("bystander"))):
