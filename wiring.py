@@ -38,7 +38,7 @@ from storage.journal import SqlEventJournal
 from storage.keys import stored_secret
 from storage.objects import LocalDirectoryStore, S3Store
 from storage.sql import Database
-from storage.webhook_endpoints import WebhookEndpoints
+from storage.webhook_deliveries import WebhookDeliveries
 from storage.writes.idempotency import IdempotencyStore
 from storage.writes.writer import BatchWriter
 
@@ -83,7 +83,7 @@ async def open_context(stack: contextlib.AsyncExitStack, settings: Settings,
         sweeper = Sweeper(db, service, idempotency, jobs=jobs, writer=writer)
         _supervise(stack, sweeper.heartbeat,
                    lambda stopping: sweeper.run_forever(settings.sweep_interval_s, stopping))
-        deliverer = Deliverer(WebhookEndpoints(db), egress, webhook_policy(settings),
+        deliverer = Deliverer(WebhookDeliveries(db), egress, webhook_policy(settings),
                               service.now, lambda: datetime.now(UTC))
         _supervise(stack, deliverer.heartbeat, deliverer.run_forever)
         heartbeats += [sweeper.heartbeat, deliverer.heartbeat]

@@ -27,9 +27,9 @@ from core.service import CreditService
 from egress import Egress
 from storage.sql import Database
 from storage.writes.batch import NOTHING, Touches
-from storage.writes.idempotency import IdempotencyKey, IdempotencyStore
+from storage.writes.idempotency import IdempotencyKey, IdempotencyStore, KeyedResult
 from storage.writes.operation import OperationUnitOfWork
-from storage.writes.writer import BatchWriter, KeyedResult
+from storage.writes.writer import BatchWriter
 
 log = logging.getLogger("creditstream.api")
 

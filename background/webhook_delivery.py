@@ -33,7 +33,8 @@ from background.supervision import Backoff, Heartbeat
 from core.events import Event
 from core.signatures import sign
 from egress import Egress, Failed, UrlRefused
-from storage.webhook_endpoints import Attempt, Endpoint, Journaled, Outcome, WebhookEndpoints
+from storage.webhook_deliveries import Attempt, Journaled, Outcome, WebhookDeliveries
+from storage.webhook_endpoints import Endpoint
 
 log = logging.getLogger("creditstream.outbound")
 EVENT_TYPES = ("balance.updated", "job.updated", "credits.low")
@@ -92,7 +93,7 @@ class _Lag:
 
 
 class Deliverer:
-    def __init__(self, store: WebhookEndpoints, egress: Egress, policy: Policy,
+    def __init__(self, store: WebhookDeliveries, egress: Egress, policy: Policy,
                  journal_now: Now, wall_now: Now) -> None:
         self.store, self.egress, self.policy = store, egress, policy
         self.journal_now, self.wall_now = journal_now, wall_now

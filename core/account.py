@@ -18,7 +18,6 @@ from core.errors import (
     InvalidInput,
     InvalidState,
     InvariantViolated,
-    RefundExceedsSpend,
 )
 from core.events import BalanceUpdated, CreditsLow, Event, JobUpdated, iso
 from core.limits import FeatureLimit, counted, uncounted
@@ -33,11 +32,11 @@ from core.model import (
     seconds_until_next_utc_day,
 )
 from core.plans import TRIAL
-from core.refunds import Spend
+from core.refunds import RefundRules
 
 
 @dataclass
-class Account:
+class Account(RefundRules):
     account_id: str
     balance: int
     held: int
@@ -282,54 +281,6 @@ class Account:
         self._record("charge", amount, -amount, 0, reason, ref, charge_id,
                      {**(price or {}), "funding": funding}, now, metadata)
         return funding
-
-    def refund(
-        self, spend: Spend, refund_id: str, amount: int | None, reason: str, now: datetime,
-        metadata: dict[str, Any] | None = None,
-    ) -> list[dict[str, Any]]:
-        """Give back `amount` (default: all that is left) of a charge or capture to the grants
-        that funded it (core.refunds). Returns where each grant's credits went."""
-        take = spend.refundable if amount is None else check_amount(amount)
-        if take < 1 or take > spend.refundable:
-            raise RefundExceedsSpend(spend.spend_id, spend.amount, spend.refunded, take)
-        if self.balance + take > MAX_BALANCE:
-            raise AmountTooLarge(f"A balance may hold at most {MAX_BALANCE} credits; this "
-                                 "refund would exceed it")
-        funding = [self._give_back(spend, grant_id, kind, part, refund_id, now)
-                   for grant_id, kind, part in spend.plan(take)]
-        self.balance += take
-        if self.trial_day == now.date().isoformat() == spend.counted_day.isoformat():
-            # only credits counted today come back to today's allowance: a capture's were
-            # counted when its hold opened, maybe on an earlier day
-            self.trial_used = max(0, self.trial_used - take)
-        details = {"refund_id": refund_id, "refund_of": spend.kind,
-                   "spent_at": iso(spend.entry.at), **spend.price(), "funding": funding}
-        self._record("refund", take, take, 0, reason, spend.entry.ref, spend.spend_id, details,
-                     now, metadata)
-        return funding
-
-    def _give_back(self, spend: Spend, grant_id: str, kind: str, amount: int, refund_id: str,
-                   now: datetime) -> dict[str, Any]:
-        live = next((g for g in self.grants if g.grant_id == grant_id), None)
-        grant = live or spend.grants.get(grant_id)  # a spent-out grant is not a live one
-        if grant is None:
-            raise InvariantViolated(f"{spend.spend_id} was funded by grant {grant_id}, which "
-                                    f"{self.account_id} lacks")
-        line = {"grant_id": grant_id, "kind": kind, "amount": amount}
-        if grant.expires_at is not None and grant.expires_at <= now:
-            # an expired grant's credits come back for as long as the grant lasted
-            lasting = grant.expires_at - grant.created_at
-            again = Grant(new_id("grt"), self.account_id, amount, amount, grant.reason,
-                          grant.kind, now + lasting, now, refund_id)
-            self._insert_grant(again)
-            self.new_grants.append(again)
-            return {**line, "returned_to": again.grant_id, "expires_at": iso(again.expires_at)}
-        if live is None:
-            grant = replace(grant)
-            self._insert_grant(grant)
-        grant = self._changing(grant)
-        grant.remaining += amount
-        return {**line, "returned_to": grant_id, "expires_at": iso(grant.expires_at)}
 
     # -- internals ----------------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ from core.errors import CreditError, InvalidAccountId
 from core.model import normalise_account_id
 from storage.writes.batch import Touches
 from storage.writes.operation import OperationUnitOfWork
-from storage.writes.writer import IN_DOUBT
+from storage.writes.transaction import IN_DOUBT
 
 log = logging.getLogger("creditstream.api")
 MAX_OPERATIONS = 1000

@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
+import metrics
+from core.errors import IdempotencyKeyReused, RequestInProgress
 from storage.sql import Database
 from storage.tables import idempotency_keys as keys
 
@@ -42,6 +44,15 @@ class StoredResponse:
     body: Any
 
 
+@dataclass(frozen=True)
+class KeyedResult:
+    """What a keyed operation answers: its own result, or the first request's, replayed."""
+
+    status: int
+    body: Any
+    replayed: bool = False
+
+
 class KeyTable(Protocol):
     async def claim(self, ordered: list[IdempotencyKey], now: datetime) -> list[KeyId]: ...
 
@@ -63,6 +74,20 @@ async def claim(table: KeyTable, wanted: Iterable[IdempotencyKey],
     if taken:
         claimed.update(await table.stored(taken))
     return claimed
+
+
+def replay_of(stored: StoredResponse, key: IdempotencyKey) -> KeyedResult:
+    """What a request answers when its key was claimed before: the first answer, replayed.
+    Raises `IdempotencyKeyReused` for a key first used with another request, and
+    `RequestInProgress` while the first request has not answered."""
+    if stored.fingerprint != key.fingerprint:
+        raise IdempotencyKeyReused("This Idempotency-Key was used with a different request; use "
+                                   "a new key for a new request")
+    if stored.status is None:
+        raise RequestInProgress("A request with this Idempotency-Key is still running; retry "
+                                "later")
+    metrics.IDEMPOTENT_REPLAYS.inc()
+    return KeyedResult(stored.status, stored.body, replayed=True)
 
 
 class IdempotencyStore:

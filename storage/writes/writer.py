@@ -1,10 +1,9 @@
 """Group commit: every mutating operation goes through a `BatchWriter`.
 
 Operations that arrive while a batch is in flight form the next batch; there is no timer, so a
-lone operation goes at once. A batch is one transaction on one of a few write connections (its
-"lane"): keys claimed, accounts locked in id order, core's use cases applied in arrival order,
-rows written set-based, one commit; then every caller is answered and the batch's events are
-published together. A refusal (402, 409, 422, 429 …) is that operation's own result. A batch that
+lone operation goes at once. A batch is one transaction (storage/writes/transaction.py) on one of a
+few write connections, its "lane"; after its commit every caller is answered and the batch's
+events are published together. A refusal (402, 409, 422, 429 …) is that operation's own result. A batch that
 fails for any other reason is run again one operation at a time, so one bad operation never
 takes its batch-mates down and nothing is applied twice.
 """
@@ -15,59 +14,25 @@ import asyncio
 import collections
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 import metrics
-from core.errors import ConcurrentUpdate, IdempotencyKeyReused, RequestInProgress
+from core.errors import ConcurrentUpdate
 from core.events import Event
 from storage.sql import Database, DatabaseUnavailable
-from storage.writes import idempotency
-from storage.writes.batch import NOTHING, Batch, Touches
-from storage.writes.batch_session import DATABASE_ERRORS, BatchSession, batch_session
-from storage.writes.idempotency import IdempotencyKey, KeyId
+from storage.writes.batch import NOTHING, Touches
+from storage.writes.idempotency import IdempotencyKey, KeyedResult
 from storage.writes.operation import OperationUnitOfWork
+from storage.writes.transaction import Operation, Outcome, Refusal, run_batch
 
 log = logging.getLogger("creditstream.writer")
 T = TypeVar("T")
-Action = Callable[[OperationUnitOfWork], Awaitable[Any]]
-Refusal = Callable[[Exception], tuple[int, Any] | None]
 Publish = Callable[[list[Event]], Awaitable[None]]
 ATTEMPTS = 3
 RETRY_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
-# errors that put the transaction itself in doubt: the whole batch goes again
-IN_DOUBT: tuple[type[BaseException], ...] = (ConcurrentUpdate, *DATABASE_ERRORS)
-
-
-@dataclass(frozen=True)
-class KeyedResult:
-    """What a keyed operation answers: its own result, or the first request's, replayed."""
-
-    status: int
-    body: Any
-    replayed: bool = False
-
-
-@dataclass(eq=False)
-class Operation:
-    action: Action
-    touches: Touches
-    future: asyncio.Future[Any]
-    key: IdempotencyKey | None = None
-    refusal: Refusal | None = None  # how a refused keyed operation's answer is stored
-
-
-@dataclass
-class Outcome:
-    """How one batch went: each operation's result or error, and who must wait for the next."""
-
-    results: dict[Operation, Any] = field(default_factory=dict)
-    errors: dict[Operation, BaseException] = field(default_factory=dict)
-    committed: list[OperationUnitOfWork] = field(default_factory=list)
-    deferred: list[Operation] = field(default_factory=list)
 
 
 class _Lane:
@@ -170,7 +135,7 @@ class BatchWriter:
 
     async def _commit(self, ops: list[Operation]) -> None:
         try:
-            outcome = await self._attempt(ops)
+            outcome = await self._transact(ops)
         except DatabaseUnavailable as exc:
             _fail(ops, exc)
             return
@@ -192,7 +157,7 @@ class BatchWriter:
             if not _retryable(error):
                 break
             try:
-                outcome = await self._attempt([op])
+                outcome = await self._transact([op])
             except DatabaseUnavailable as exc:
                 _fail([op], exc)
                 return
@@ -204,6 +169,11 @@ class BatchWriter:
         if _retryable(error):
             error = ConcurrentUpdate("The account changed concurrently; retry the request")
         _fail([op], error)
+
+    async def _transact(self, ops: list[Operation]) -> Outcome:
+        outcome = await run_batch(self.db, ops, self.now())
+        self.commits += 1
+        return outcome
 
     async def _deliver(self, outcome: Outcome) -> None:
         """After the commit: publish the batch's events at once, then answer every caller."""
@@ -221,81 +191,6 @@ class BatchWriter:
                 op.future.set_exception(error)
         for op in reversed(outcome.deferred):  # first in line for their lane's next batch
             self._lane_for(op).put([op], first=True)
-
-    # -- one transaction ----------------------------------------------------------------------
-
-    async def _attempt(self, ops: list[Operation]) -> Outcome:
-        now = self.now()
-        outcome = Outcome()
-        metrics.WRITE_BATCH_SIZE.observe(len(ops))
-        async with batch_session(self.db) as session:
-            batch = Batch(session)
-            runnable = await self._claim(session, ops, now, outcome)
-            await batch.load(op.touches for op in runnable)
-            responses: dict[KeyId, tuple[int, Any]] = {}
-            failed: list[KeyId] = []
-            for op in runnable:
-                await self._apply(batch, op, outcome, responses, failed)
-            if responses:
-                await session.record(responses)
-            await session.flush(batch.writes, now)
-            if failed:
-                await session.unclaim(failed)
-        self.commits += 1
-        return outcome
-
-    async def _claim(self, session: BatchSession, ops: list[Operation], now: datetime,
-                     outcome: Outcome) -> list[Operation]:
-        """Claim the batch's keys; answer replays and mismatches; return what must run."""
-        claims = await idempotency.claim(session, (op.key for op in ops if op.key), now)
-        runnable: list[Operation] = []
-        owners: set[KeyId] = set()
-        for op in ops:
-            if op.key is None:
-                runnable.append(op)
-                continue
-            if op.key.id in owners:  # the same key twice in one batch: the second replays next
-                outcome.deferred.append(op)
-                continue
-            owners.add(op.key.id)
-            stored = claims[op.key.id]
-            if stored is None:
-                runnable.append(op)
-            elif stored.fingerprint != op.key.fingerprint:
-                outcome.errors[op] = IdempotencyKeyReused(
-                    "This Idempotency-Key was used with a different request; use a new key "
-                    "for a new request")
-            elif stored.status is None:
-                outcome.errors[op] = RequestInProgress(
-                    "A request with this Idempotency-Key is still running; retry later")
-            else:
-                metrics.IDEMPOTENT_REPLAYS.inc()
-                outcome.results[op] = KeyedResult(stored.status, stored.body, replayed=True)
-        return runnable
-
-    async def _apply(self, batch: Batch, op: Operation, outcome: Outcome,
-                     responses: dict[KeyId, tuple[int, Any]], failed: list[KeyId]) -> None:
-        uow = OperationUnitOfWork(batch)
-        try:
-            value = await op.action(uow)
-        except IN_DOUBT:
-            raise  # the transaction itself is in doubt: the whole batch goes again
-        except Exception as exc:
-            stored = op.refusal(exc) if op.key and op.refusal else None
-            if op.key and stored is not None:
-                responses[op.key.id] = stored  # a refusal is a result: the key replays it
-            elif op.key:
-                failed.append(op.key.id)
-            outcome.errors[op] = exc
-            return
-        uow.commit()
-        outcome.committed.append(uow)
-        if op.key is None:
-            outcome.results[op] = value
-            return
-        status, body = value
-        responses[op.key.id] = (status, body)
-        outcome.results[op] = KeyedResult(status, body)
 
 
 def _retryable(error: BaseException) -> bool:

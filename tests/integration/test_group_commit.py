@@ -26,8 +26,8 @@ from storage.migrate import upgrade
 from storage.sql import Database
 from storage.tables import accounts, entries, events, grants, holds, idempotency_keys
 from storage.writes.batch import Touches
-from storage.writes.idempotency import IdempotencyKey
-from storage.writes.writer import BatchWriter, KeyedResult
+from storage.writes.idempotency import IdempotencyKey, KeyedResult
+from storage.writes.writer import BatchWriter
 from tests.support import MutableClock
 
 ACCOUNTS = 3

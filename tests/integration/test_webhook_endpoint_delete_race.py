@@ -15,7 +15,8 @@ import pytest
 
 from storage.migrate import upgrade_async
 from storage.sql import Database
-from storage.webhook_endpoints import Outcome, WebhookEndpoints
+from storage.webhook_deliveries import Outcome, WebhookDeliveries
+from storage.webhook_endpoints import WebhookEndpoints
 
 pytestmark = pytest.mark.postgres
 ROUNDS = 30
@@ -26,6 +27,7 @@ async def test_a_delete_racing_deliveries_never_fails(pg_url: str) -> None:
     await upgrade_async(pg_url)
     db = Database.from_url(pg_url, pool_size=RECORDERS + 2)
     store = WebhookEndpoints(db)
+    deliveries = WebhookDeliveries(db)
     now = datetime.now(UTC)
     try:
         for _ in range(ROUNDS):
@@ -33,7 +35,7 @@ async def test_a_delete_racing_deliveries_never_fails(pg_url: str) -> None:
                                       lambda endpoint: endpoint.to_dict())
             endpoint_id = made.body["id"]
             results = await asyncio.gather(
-                *[store.record(endpoint_id, {f"acct-{n}": 1}, [], Outcome(), now)
+                *[deliveries.record(endpoint_id, {f"acct-{n}": 1}, [], Outcome(), now)
                   for n in range(RECORDERS)],
                 store.delete(endpoint_id), return_exceptions=True)
             failures = [r for r in results if isinstance(r, BaseException)]

@@ -14,8 +14,8 @@ from core.account import Account
 from core.service import PriceRequest
 from providers.simulated import NAME as SIMULATED
 from storage.writes.batch import Touches
+from storage.writes.idempotency import KeyedResult
 from storage.writes.operation import OperationUnitOfWork
-from storage.writes.writer import KeyedResult
 
 SimulateMode = Literal["success", "fail", "hang"]
 

@@ -24,8 +24,8 @@ from core.events import iso
 from core.jobs import PROCESSING, SUCCESS, Job
 from core.model import MAX_AMOUNT, normalise_account_id
 from providers.simulated import MAX_DELAY_MS
+from storage.writes.idempotency import KeyedResult
 from storage.writes.operation import OperationUnitOfWork
-from storage.writes.writer import KeyedResult
 
 # How long POST /api/generate waits for its job before answering 202 "processing".
 GENERATE_WAIT_S = 30.0

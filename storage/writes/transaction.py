@@ -1,0 +1,117 @@
+"""One group-commit batch as one transaction: what an operation is, how a batch went, and how it
+runs — keys claimed, accounts locked, core's use cases applied in arrival order, rows written
+set-based, one commit. storage/writes/writer.py feeds batches to it from its lanes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import metrics
+from core.errors import ConcurrentUpdate, IdempotencyKeyReused, RequestInProgress
+from storage.sql import Database
+from storage.writes import idempotency
+from storage.writes.batch import Batch, Touches
+from storage.writes.batch_session import DATABASE_ERRORS, BatchSession, batch_session
+from storage.writes.idempotency import IdempotencyKey, KeyedResult, KeyId, replay_of
+from storage.writes.operation import OperationUnitOfWork
+
+Action = Callable[[OperationUnitOfWork], Awaitable[Any]]
+Refusal = Callable[[Exception], tuple[int, Any] | None]
+# errors that put the transaction itself in doubt: the whole batch goes again
+IN_DOUBT: tuple[type[BaseException], ...] = (ConcurrentUpdate, *DATABASE_ERRORS)
+
+
+@dataclass(eq=False)
+class Operation:
+    action: Action
+    touches: Touches
+    future: asyncio.Future[Any]
+    key: IdempotencyKey | None = None
+    refusal: Refusal | None = None  # how a refused keyed operation's answer is stored
+
+
+@dataclass
+class Outcome:
+    """How one batch went: each operation's result or error, and who must wait for the next."""
+
+    results: dict[Operation, Any] = field(default_factory=dict)
+    errors: dict[Operation, BaseException] = field(default_factory=dict)
+    committed: list[OperationUnitOfWork] = field(default_factory=list)
+    deferred: list[Operation] = field(default_factory=list)
+
+
+async def run_batch(db: Database, ops: list[Operation], now: datetime) -> Outcome:
+    """One batch as one transaction: its keys claimed, its accounts locked in id order, each
+    operation applied in arrival order on its own working copy, the answers of keyed ones
+    recorded, the rows written set-based, one commit. Raises what puts the transaction itself
+    in doubt; every other error is its operation's own, in the outcome."""
+    outcome = Outcome()
+    metrics.WRITE_BATCH_SIZE.observe(len(ops))
+    async with batch_session(db) as session:
+        batch = Batch(session)
+        runnable = await _claim(session, ops, now, outcome)
+        await batch.load(op.touches for op in runnable)
+        responses: dict[KeyId, tuple[int, Any]] = {}
+        failed: list[KeyId] = []
+        for op in runnable:
+            await _apply(batch, op, outcome, responses, failed)
+        if responses:
+            await session.record(responses)
+        await session.flush(batch.writes, now)
+        if failed:
+            await session.unclaim(failed)
+    return outcome
+
+
+async def _claim(session: BatchSession, ops: list[Operation], now: datetime,
+                 outcome: Outcome) -> list[Operation]:
+    """Claim the batch's keys; answer replays and mismatches; return what must run."""
+    claims = await idempotency.claim(session, (op.key for op in ops if op.key), now)
+    runnable: list[Operation] = []
+    owners: set[KeyId] = set()
+    for op in ops:
+        if op.key is None:
+            runnable.append(op)
+            continue
+        if op.key.id in owners:  # the same key twice in one batch: the second replays next
+            outcome.deferred.append(op)
+            continue
+        owners.add(op.key.id)
+        stored = claims[op.key.id]
+        if stored is None:
+            runnable.append(op)
+            continue
+        try:
+            outcome.results[op] = replay_of(stored, op.key)
+        except (IdempotencyKeyReused, RequestInProgress) as refused:
+            outcome.errors[op] = refused
+    return runnable
+
+
+async def _apply(batch: Batch, op: Operation, outcome: Outcome,
+                 responses: dict[KeyId, tuple[int, Any]], failed: list[KeyId]) -> None:
+    uow = OperationUnitOfWork(batch)
+    try:
+        value = await op.action(uow)
+    except IN_DOUBT:
+        raise  # the transaction itself is in doubt: the whole batch goes again
+    except Exception as exc:
+        stored = op.refusal(exc) if op.key and op.refusal else None
+        if op.key and stored is not None:
+            responses[op.key.id] = stored  # a refusal is a result: the key replays it
+        elif op.key:
+            failed.append(op.key.id)
+        outcome.errors[op] = exc
+        return
+    uow.commit()
+    outcome.committed.append(uow)
+    if op.key is None:
+        outcome.results[op] = value
+        return
+    status, body = value
+    responses[op.key.id] = (status, body)
+    outcome.results[op] = KeyedResult(status, body)
