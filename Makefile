@@ -3,7 +3,8 @@
 #             http://$(HOST):$(PORT) (default 127.0.0.1:8000), in dev mode (prints a server key)
 # make test — install the runtime with the test tools (.[test]) and the Python client
 #             (clients/python) and run the whole suite
-# make check — mypy --strict and ruff (versions pinned in the test extra) over the whole tree
+# make check — ruff format --check, ruff check and mypy --strict (versions pinned in the test extra)
+#              over the whole tree
 VENV ?= .venv
 PYTHON ?= python3
 HOST ?= 127.0.0.1
@@ -49,6 +50,7 @@ test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 check: install
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy --strict .
 

@@ -57,23 +57,34 @@ API_ROUTES = V1_ROUTES + SEED_ROUTES  # the whole HTTP API, one table for routin
 
 def load_catalogue(path: str | None) -> Catalogue:
     """The price catalogue, validated now so a bad file stops the start, not a request."""
-    text = (Path(path).read_text(encoding="utf-8") if path else
-            resources.files("core").joinpath("pricing.toml").read_text(encoding="utf-8"))
+    text = (
+        Path(path).read_text(encoding="utf-8")
+        if path
+        else resources.files("core").joinpath("pricing.toml").read_text(encoding="utf-8")
+    )
     return Catalogue.from_toml(text)
 
 
 def load_plans(path: str | None, catalogue: Catalogue) -> PlanCatalogue:
     """Plans and feature limits, validated now (also against the price catalogue's
     operations) so a bad file stops the start."""
-    plans = (PlanCatalogue.from_toml(Path(path).read_text(encoding="utf-8")) if path
-             else packaged_plans())
+    plans = (
+        PlanCatalogue.from_toml(Path(path).read_text(encoding="utf-8"))
+        if path
+        else packaged_plans()
+    )
     plans.check_operations(catalogue.operations)
     return plans
 
 
-def create_app(settings: Settings | None = None, clock: Clock | None = None,
-               run_sweeper: bool = True, auto_migrate: bool = True,
-               announce_start: bool = True, resolve: Resolve = system_resolve) -> Starlette:
+def create_app(
+    settings: Settings | None = None,
+    clock: Clock | None = None,
+    run_sweeper: bool = True,
+    auto_migrate: bool = True,
+    announce_start: bool = True,
+    resolve: Resolve = system_resolve,
+) -> Starlette:
     """`announce_start=False`: `creditstream serve` printed the summary and made dev mode's key
     itself, once, before its workers started. `resolve` answers the outbound-HTTP room's name
     look-ups (a test steers it)."""
@@ -92,8 +103,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
             try:
                 if auto_migrate and settings.auto_migrate:
                     await upgrade_async(settings.database_url)
-                ctx, realtime = await open_context(stack, settings, catalogue, plans, clock,
-                                                   run_sweeper, resolve)
+                ctx, realtime = await open_context(
+                    stack, settings, catalogue, plans, clock, run_sweeper, resolve
+                )
             except Exception as exc:
                 problem = startup_problem(exc, settings)
                 if problem is None:
@@ -107,21 +119,37 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
                 await announce(ctx.db, settings)
             yield
 
-    routes = starlette_routes(API_ROUTES) + [
-        Route("/v1/stream/sse", sse_endpoint, methods=["GET"]),
-        WebSocketRoute(STREAM_PATH, stream_endpoint),
-        Mount("/results", ResultFiles(directory=settings.results_dir, check_dir=False),
-              name="results"),
-    ] + docs_routes() + demo_routes(STATIC_DIR, dev=settings.dev)
+    routes = (
+        starlette_routes(API_ROUTES)
+        + [
+            Route("/v1/stream/sse", sse_endpoint, methods=["GET"]),
+            WebSocketRoute(STREAM_PATH, stream_endpoint),
+            Mount(
+                "/results",
+                ResultFiles(directory=settings.results_dir, check_dir=False),
+                name="results",
+            ),
+        ]
+        + docs_routes()
+        + demo_routes(STATIC_DIR, dev=settings.dev)
+    )
     middleware = [Middleware(ObservabilityMiddleware)]
     if settings.cors_origins:
-        middleware.append(Middleware(
-            CORSMiddleware, allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST", "PUT", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
-            expose_headers=["Idempotent-Replayed", "Retry-After"]))
-    app = CreditstreamApp(routes=routes, middleware=middleware, lifespan=lifespan,
-                          exception_handlers=EXCEPTION_HANDLERS)
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "POST", "PUT", "OPTIONS"],
+                allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+                expose_headers=["Idempotent-Replayed", "Retry-After"],
+            )
+        )
+    app = CreditstreamApp(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,
+    )
     app.state.openapi = openapi.build(API_ROUTES, VERSION)
     return app
 
@@ -158,7 +186,7 @@ class CreditstreamApp(Starlette):
 def _route_path(scope: Scope) -> str:
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
-    return path[len(root):] if root and path.startswith(root) else path
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def _chain_sigterm(before: Callable[[], None]) -> None:

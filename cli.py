@@ -28,8 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = _parser(with_bench=argv[:1] == ["bench"])
     except ModuleNotFoundError as exc:  # only `bench` imports anything beyond the runtime
-        print(f"creditstream bench needs the benchmark package and its dependencies ({exc}): "
-              "install from a source checkout with pip install -e '.[bench]'", file=sys.stderr)
+        print(
+            f"creditstream bench needs the benchmark package and its dependencies ({exc}): "
+            "install from a source checkout with pip install -e '.[bench]'",
+            file=sys.stderr,
+        )
         return 2
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
@@ -65,24 +68,33 @@ def _parser(with_bench: bool = False) -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP and WebSocket server")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1,
-                       help="worker processes sharing the port (default 1); more than one needs "
-                            "CREDITSTREAM_REDIS_URL, so every worker's streams hear every commit")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the port (default 1); more than one needs "
+        "CREDITSTREAM_REDIS_URL, so every worker's streams hear every commit",
+    )
     serve.set_defaults(handler=_serve)
 
     sub.add_parser("migrate", help="bring the database to the newest schema").set_defaults(
-        handler=_migrate)
+        handler=_migrate
+    )
 
     keys = sub.add_parser("keys", help="server keys").add_subparsers(dest="keys_command")
     create = keys.add_parser("create", help="create a server key (printed once)")
     create.add_argument("--name", required=True)
     create.set_defaults(handler=_keys_create)
     keys.add_parser("list", help="list server keys (ids, names, revoked or not)").set_defaults(
-        handler=_keys_list)
-    revoke = keys.add_parser("revoke", help="revoke a server key: every instance refuses it "
-                             "within a few seconds")
-    revoke.add_argument("key", help="the key's id (or a unique prefix of it), its name when "
-                        "unique, or the key itself")
+        handler=_keys_list
+    )
+    revoke = keys.add_parser(
+        "revoke", help="revoke a server key: every instance refuses it within a few seconds"
+    )
+    revoke.add_argument(
+        "key",
+        help="the key's id (or a unique prefix of it), its name when unique, or the key itself",
+    )
     revoke.set_defaults(handler=_keys_revoke)
 
     token = sub.add_parser("token", help="issue a user token for ACCOUNT")
@@ -101,10 +113,14 @@ def _parser(with_bench: bool = False) -> argparse.ArgumentParser:
     balance.add_argument("account")
     balance.set_defaults(handler=_balance)
 
-    sub.add_parser("audit", help="check balance = Σ entries and held = Σ open holds for every "
-                   "account; exits 1 on any mismatch").set_defaults(handler=_audit)
+    sub.add_parser(
+        "audit",
+        help="check balance = Σ entries and held = Σ open holds for every "
+        "account; exits 1 on any mismatch",
+    ).set_defaults(handler=_audit)
     sub.add_parser("sweep", help="release expired holds and expire grants once").set_defaults(
-        handler=_sweep)
+        handler=_sweep
+    )
     if with_bench:
         # only for `creditstream bench`: the runtime (and the image) ships without the
         # benchmarks and their dependencies
@@ -112,8 +128,12 @@ def _parser(with_bench: bool = False) -> argparse.ArgumentParser:
 
         add_parser(sub)
     else:
-        sub.add_parser("bench", help="benchmarks against measured ceilings (needs the bench "
-                       "extra: pip install -e '.[bench]')", add_help=False)
+        sub.add_parser(
+            "bench",
+            help="benchmarks against measured ceilings (needs the bench "
+            "extra: pip install -e '.[bench]')",
+            add_help=False,
+        )
     return parser
 
 
@@ -128,8 +148,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         print(f"--workers must be at least 1, got {args.workers}", file=sys.stderr)
         return 2
     if args.workers > 1 and not settings.redis_url:
-        print("--workers > 1 needs CREDITSTREAM_REDIS_URL: the in-process broker reaches only "
-              "the streams of its own worker", file=sys.stderr)
+        print(
+            "--workers > 1 needs CREDITSTREAM_REDIS_URL: the in-process broker reaches only "
+            "the streams of its own worker",
+            file=sys.stderr,
+        )
         return 2
     settings.check_secrets()
     check_supported(settings.database_url)
@@ -142,8 +165,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     except BaseException:
         sock.close()
         raise
-    print("\n".join(summary(settings, (args.host, args.port), args.workers, prepared.dev_key)),
-          flush=True)
+    print(
+        "\n".join(summary(settings, (args.host, args.port), args.workers, prepared.dev_key)),
+        flush=True,
+    )
     if prepared.redis_problem is not None:
         print(redis_warning(settings, prepared.redis_problem), file=sys.stderr, flush=True)
     # api.serving: uvicorn's protocols with a deadline for request headers (slow or silent
@@ -152,10 +177,18 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # what it keeps of each connection's handshake and queues: ~15 KiB less per idle stream
     # than the legacy protocol (docs/PERFORMANCE.md)
     config = uvicorn.Config(
-        "asgi:served_app", host=args.host, port=args.port, ws="api.ws_protocol:WebSocketProtocol",
-        ws_per_message_deflate=False, lifespan="on", log_level="info",
-        http="api.serving:AutoProtocol", timeout_keep_alive=KEEP_ALIVE_S,
-        timeout_graceful_shutdown=10, workers=args.workers)
+        "asgi:served_app",
+        host=args.host,
+        port=args.port,
+        ws="api.ws_protocol:WebSocketProtocol",
+        ws_per_message_deflate=False,
+        lifespan="on",
+        log_level="info",
+        http="api.serving:AutoProtocol",
+        timeout_keep_alive=KEEP_ALIVE_S,
+        timeout_graceful_shutdown=10,
+        workers=args.workers,
+    )
     try:
         if args.workers > 1:
             Multiprocess(config, sockets=[sock]).run()
@@ -210,8 +243,10 @@ def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     except KeyNotFound as exc:
         print(f"creditstream: {exc}", file=sys.stderr)
         return 1
-    print(f"Revoked server key {key.key_id} ({key.name!r}); every instance refuses it within "
-          f"{KEY_CACHE_S:g} s.")
+    print(
+        f"Revoked server key {key.key_id} ({key.name!r}); every instance refuses it within "
+        f"{KEY_CACHE_S:g} s."
+    )
     return 0
 
 
@@ -220,7 +255,8 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
     from storage.keys import stored_secret
 
     secret = settings.user_token_secret or _with_db(
-        settings, lambda db: stored_secret(db, "user_token_secret"))
+        settings, lambda db: stored_secret(db, "user_token_secret")
+    )
     token, _ = TokenSigner(secret).issue(args.account, datetime.now(UTC), args.ttl)
     print(token)
     return 0
@@ -231,12 +267,16 @@ def _grant(args: argparse.Namespace, settings: Settings) -> int:
         from storage.writes.writer import BatchWriter
 
         service = _service(settings)
-        expires = (None if args.expires_in_days is None
-                   else service.now() + timedelta(days=args.expires_in_days))
+        expires = (
+            None
+            if args.expires_in_days is None
+            else service.now() + timedelta(days=args.expires_in_days)
+        )
         writer = BatchWriter(db, service.now, _unpublished)
         try:
-            grant, account = await writer.run(lambda uow: service.grant(
-                uow, args.account, args.amount, args.reason, expires))
+            grant, account = await writer.run(
+                lambda uow: service.grant(uow, args.account, args.amount, args.reason, expires)
+            )
         finally:
             await writer.aclose()
         return {"grant": grant.to_dict(), "account": account.snapshot(service.now())}
@@ -292,8 +332,12 @@ def _service(settings: Settings) -> CreditService:
     from core.service import CreditService
 
     catalogue = load_catalogue(settings.pricing_file)
-    return CreditService(SystemClock(), catalogue, timedelta(seconds=settings.hold_ttl_s),
-                         plans=load_plans(settings.plans_file, catalogue))
+    return CreditService(
+        SystemClock(),
+        catalogue,
+        timedelta(seconds=settings.hold_ttl_s),
+        plans=load_plans(settings.plans_file, catalogue),
+    )
 
 
 def _with_db(settings: Settings, use: Callable[[Database], Awaitable[T]]) -> T:

@@ -11,9 +11,19 @@ from storage.database_url import DEFAULT_DATABASE_URL
 MIN_SECRET_BYTES = 32
 # fragments of the placeholders sample configurations ship with (docker-compose.yml used
 # "change-me-…"): a secret containing one was copied, not generated
-PLACEHOLDER_MARKERS = ("change-me", "changeme", "change_me", "replace-me", "replaceme",
-                       "replace_me", "placeholder", "your-secret", "your_secret", "yoursecret",
-                       "xxxxxxxx")
+PLACEHOLDER_MARKERS = (
+    "change-me",
+    "changeme",
+    "change_me",
+    "replace-me",
+    "replaceme",
+    "replace_me",
+    "placeholder",
+    "your-secret",
+    "your_secret",
+    "yoursecret",
+    "xxxxxxxx",
+)
 MIN_DISTINCT_CHARACTERS = 8
 
 
@@ -109,12 +119,16 @@ class Settings:
 
     def named_secrets(self) -> dict[str, str]:
         """Every configured secret by the environment variable that sets it."""
-        named = {"CREDITSTREAM_USER_TOKEN_SECRET": self.user_token_secret,
-                 "CREDITSTREAM_WEBHOOK_SECRET": self.webhook_secret}
-        named.update({f"CREDITSTREAM_WEBHOOK_SECRET_{k.upper()}": v
-                      for k, v in self.webhook_secrets.items()})
-        named.update({f"CREDITSTREAM_PAYMENT_SECRET_{k.upper()}": v
-                      for k, v in self.payment_secrets.items()})
+        named = {
+            "CREDITSTREAM_USER_TOKEN_SECRET": self.user_token_secret,
+            "CREDITSTREAM_WEBHOOK_SECRET": self.webhook_secret,
+        }
+        named.update(
+            {f"CREDITSTREAM_WEBHOOK_SECRET_{k.upper()}": v for k, v in self.webhook_secrets.items()}
+        )
+        named.update(
+            {f"CREDITSTREAM_PAYMENT_SECRET_{k.upper()}": v for k, v in self.payment_secrets.items()}
+        )
         return {name: value for name, value in named.items() if value}
 
     def check_secrets(self) -> None:
@@ -122,13 +136,17 @@ class Settings:
         unset are generated and kept in the database instead)."""
         if self.dev:
             return
-        problems = [f"{name}: {problem}" for name, value in self.named_secrets().items()
-                    if (problem := secret_problem(value)) is not None]
+        problems = [
+            f"{name}: {problem}"
+            for name, value in self.named_secrets().items()
+            if (problem := secret_problem(value)) is not None
+        ]
         if problems:
-            raise ConfigError("refusing to start with weak secrets (generate one with "
-                              "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`; "
-                              "CREDITSTREAM_DEV=1 allows them for local trials): "
-                              + "; ".join(problems))
+            raise ConfigError(
+                "refusing to start with weak secrets (generate one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`; "
+                "CREDITSTREAM_DEV=1 allows them for local trials): " + "; ".join(problems)
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -139,18 +157,23 @@ class Settings:
             redis_url=env.get("CREDITSTREAM_REDIS_URL") or None,
             user_token_secret=env.get("CREDITSTREAM_USER_TOKEN_SECRET") or None,
             webhook_secret=env.get("CREDITSTREAM_WEBHOOK_SECRET") or None,
-            webhook_secrets={k[len(prefix):].lower(): v for k, v in env.items()
-                             if k.startswith(prefix) and v},
-            payment_secrets={k[len(payment_prefix):].lower(): v for k, v in env.items()
-                             if k.startswith(payment_prefix) and v},
+            webhook_secrets={
+                k[len(prefix) :].lower(): v for k, v in env.items() if k.startswith(prefix) and v
+            },
+            payment_secrets={
+                k[len(payment_prefix) :].lower(): v
+                for k, v in env.items()
+                if k.startswith(payment_prefix) and v
+            },
             s3_endpoint_url=env.get("CREDITSTREAM_S3_ENDPOINT_URL") or None,
             s3_bucket=env.get("CREDITSTREAM_S3_BUCKET") or None,
             s3_public_url=env.get("CREDITSTREAM_S3_PUBLIC_URL") or None,
             results_dir=env.get("CREDITSTREAM_RESULTS_DIR") or "data/results",
             hold_ttl_s=int(_number(env, "CREDITSTREAM_HOLD_TTL_S", 300, 1)),
             dev=_flag(env, "CREDITSTREAM_DEV"),
-            cors_origins=tuple(o.strip() for o in env.get("CREDITSTREAM_CORS_ORIGINS", "")
-                               .split(",") if o.strip()),
+            cors_origins=tuple(
+                o.strip() for o in env.get("CREDITSTREAM_CORS_ORIGINS", "").split(",") if o.strip()
+            ),
             pricing_file=env.get("CREDITSTREAM_PRICING_FILE") or None,
             plans_file=env.get("CREDITSTREAM_PLANS_FILE") or None,
             sweep_interval_s=_number(env, "CREDITSTREAM_SWEEP_INTERVAL_S", 1.0, 0.05),
@@ -158,8 +181,9 @@ class Settings:
             write_connections=int(_number(env, "CREDITSTREAM_WRITE_CONNECTIONS", 1, 1)),
             write_batch_max=int(_number(env, "CREDITSTREAM_WRITE_BATCH_MAX", 256, 1)),
             heartbeat_s=_number(env, "CREDITSTREAM_HEARTBEAT_S", 25.0, 0.1),
-            max_streams_per_account=int(_number(env, "CREDITSTREAM_MAX_STREAMS_PER_ACCOUNT",
-                                                100, 1)),
+            max_streams_per_account=int(
+                _number(env, "CREDITSTREAM_MAX_STREAMS_PER_ACCOUNT", 100, 1)
+            ),
             stream_queue_size=int(_number(env, "CREDITSTREAM_STREAM_QUEUE", 1000, 1)),
             resync_interval_s=_number(env, "CREDITSTREAM_RESYNC_INTERVAL_S", 0.5, 0.05),
             auto_migrate=env.get("CREDITSTREAM_AUTO_MIGRATE", "1").strip().lower()
@@ -173,13 +197,14 @@ class Settings:
             webhook_poll_s=_number(env, "CREDITSTREAM_WEBHOOK_POLL_S", 1.0, 0.01),
             webhook_retry_first_s=_number(env, "CREDITSTREAM_WEBHOOK_RETRY_FIRST_S", 10.0, 0.01),
             webhook_retry_cap_s=_number(env, "CREDITSTREAM_WEBHOOK_RETRY_CAP_S", 3600.0, 0.01),
-            webhook_retry_window_s=_number(env, "CREDITSTREAM_WEBHOOK_RETRY_WINDOW_S",
-                                           3 * 24 * 3600.0, 0.01),
+            webhook_retry_window_s=_number(
+                env, "CREDITSTREAM_WEBHOOK_RETRY_WINDOW_S", 3 * 24 * 3600.0, 0.01
+            ),
             webhook_concurrency=int(_number(env, "CREDITSTREAM_WEBHOOK_CONCURRENCY", 16, 1)),
             webhook_stuck_s=_number(env, "CREDITSTREAM_WEBHOOK_STUCK_S", 120.0, 0.1),
             result_fetch_allow_private=_flag(env, "CREDITSTREAM_RESULT_FETCH_ALLOW_PRIVATE"),
-            result_fetch_timeout_s=_number(env, "CREDITSTREAM_RESULT_FETCH_TIMEOUT_S", 120.0,
-                                           0.1),
-            faults=frozenset(f.strip() for f in env.get("CREDITSTREAM_FAULTS", "").split(",")
-                             if f.strip()),
+            result_fetch_timeout_s=_number(env, "CREDITSTREAM_RESULT_FETCH_TIMEOUT_S", 120.0, 0.1),
+            faults=frozenset(
+                f.strip() for f in env.get("CREDITSTREAM_FAULTS", "").split(",") if f.strip()
+            ),
         )

@@ -49,20 +49,30 @@ Probe = Callable[[], Awaitable[Any]]
 SecretFor = Callable[[str], str | None]
 
 
-async def open_context(stack: contextlib.AsyncExitStack, settings: Settings,
-                       catalogue: Catalogue, plans: PlanCatalogue, clock: Clock,
-                       run_sweeper: bool,
-                       resolve: Resolve = system_resolve) -> tuple[AppContext, Realtime]:
+async def open_context(
+    stack: contextlib.AsyncExitStack,
+    settings: Settings,
+    catalogue: Catalogue,
+    plans: PlanCatalogue,
+    clock: Clock,
+    run_sweeper: bool,
+    resolve: Resolve = system_resolve,
+) -> tuple[AppContext, Realtime]:
     """Everything the routes need, each resource opened inside `stack`: a failure at any step
     closes what the steps before it opened, and shutdown closes all in reverse order."""
     db = Database.from_url(settings.database_url, settings.db_pool_size)
     stack.push_async_callback(_dispose, db)
     signer = TokenSigner(
-        settings.user_token_secret or await stored_secret(db, "user_token_secret"), clock)
+        settings.user_token_secret or await stored_secret(db, "user_token_secret"), clock
+    )
     auth = Authenticator(db, signer, clock)
-    service = CreditService(clock, catalogue, timedelta(seconds=settings.hold_ttl_s),
-                            settings.low_credits_threshold,
-                            plans)
+    service = CreditService(
+        clock,
+        catalogue,
+        timedelta(seconds=settings.hold_ttl_s),
+        settings.low_credits_threshold,
+        plans,
+    )
     jobs = JobService(service, timedelta(seconds=settings.hold_ttl_s))
     idempotency = IdempotencyStore(db)
     egress = egress_for(settings, resolve)
@@ -72,8 +82,9 @@ async def open_context(stack: contextlib.AsyncExitStack, settings: Settings,
     async def publish(events: list[Event]) -> None:
         await ctx.publish(events)  # after each batch's commit, before its callers hear
 
-    writer = BatchWriter(db, service.now, publish, settings.write_connections,
-                         settings.write_batch_max)
+    writer = BatchWriter(
+        db, service.now, publish, settings.write_connections, settings.write_batch_max
+    )
     stack.push_async_callback(writer.aclose)
     secret_for, providers = await _open_providers(stack, settings, db, egress)
     stack.callback(realtime.begin_shutdown)
@@ -81,10 +92,18 @@ async def open_context(stack: contextlib.AsyncExitStack, settings: Settings,
     publishers: list[Callable[[list[Event]], Awaitable[None]]] = [realtime.publish]
     if run_sweeper:  # the instance's background work: the sweeper and outbound webhooks
         sweeper = Sweeper(db, service, idempotency, jobs=jobs, writer=writer)
-        _supervise(stack, sweeper.heartbeat,
-                   lambda stopping: sweeper.run_forever(settings.sweep_interval_s, stopping))
-        deliverer = Deliverer(WebhookDeliveries(db), egress, webhook_policy(settings),
-                              service.now, lambda: datetime.now(UTC))
+        _supervise(
+            stack,
+            sweeper.heartbeat,
+            lambda stopping: sweeper.run_forever(settings.sweep_interval_s, stopping),
+        )
+        deliverer = Deliverer(
+            WebhookDeliveries(db),
+            egress,
+            webhook_policy(settings),
+            service.now,
+            lambda: datetime.now(UTC),
+        )
         _supervise(stack, deliverer.heartbeat, deliverer.run_forever)
         heartbeats += [sweeper.heartbeat, deliverer.heartbeat]
         publishers.append(deliverer.wake)
@@ -93,18 +112,36 @@ async def open_context(stack: contextlib.AsyncExitStack, settings: Settings,
     async def background_tasks() -> None:  # readiness: 503 while one is dead or stuck
         supervision.check(heartbeats)
 
-    ctx = AppContext(settings, db, service, signer, auth, idempotency, writer, jobs,
-                     _object_store(settings), egress, realtime.hub.wait_beyond, providers,
-                     secret_for, publishers=publishers,
-                     readiness_probes={**probes, "background_tasks": background_tasks})
+    ctx = AppContext(
+        settings,
+        db,
+        service,
+        signer,
+        auth,
+        idempotency,
+        writer,
+        jobs,
+        _object_store(settings),
+        egress,
+        realtime.hub.wait_beyond,
+        providers,
+        secret_for,
+        publishers=publishers,
+        readiness_probes={**probes, "background_tasks": background_tasks},
+    )
     return ctx, realtime
 
 
 def webhook_policy(settings: Settings) -> Policy:
-    return Policy(settings.webhook_timeout_s, settings.webhook_poll_s,
-                  settings.webhook_retry_first_s, settings.webhook_retry_cap_s,
-                  settings.webhook_retry_window_s, settings.webhook_concurrency,
-                  settings.webhook_stuck_s)
+    return Policy(
+        settings.webhook_timeout_s,
+        settings.webhook_poll_s,
+        settings.webhook_retry_first_s,
+        settings.webhook_retry_cap_s,
+        settings.webhook_retry_window_s,
+        settings.webhook_concurrency,
+        settings.webhook_stuck_s,
+    )
 
 
 def egress_for(settings: Settings, resolve: Resolve = system_resolve) -> Egress:
@@ -112,13 +149,22 @@ def egress_for(settings: Settings, resolve: Resolve = system_resolve) -> Egress:
     public addresses only (unless allowed for a local set-up) and follow no unchecked
     redirect; the built-in provider's callbacks go to this server's own address."""
     return Egress(
-        webhooks=Rules("webhooks", settings.webhook_allow_private,
-                       "CREDITSTREAM_WEBHOOK_ALLOW_PRIVATE", settings.webhook_timeout_s),
-        results=Rules("results", settings.result_fetch_allow_private,
-                      "CREDITSTREAM_RESULT_FETCH_ALLOW_PRIVATE",
-                      settings.result_fetch_timeout_s, RESULT_REDIRECTS),
+        webhooks=Rules(
+            "webhooks",
+            settings.webhook_allow_private,
+            "CREDITSTREAM_WEBHOOK_ALLOW_PRIVATE",
+            settings.webhook_timeout_s,
+        ),
+        results=Rules(
+            "results",
+            settings.result_fetch_allow_private,
+            "CREDITSTREAM_RESULT_FETCH_ALLOW_PRIVATE",
+            settings.result_fetch_timeout_s,
+            RESULT_REDIRECTS,
+        ),
         callbacks=Rules("callbacks", True, "", CALLBACK_DEADLINE_S),
-        resolve=resolve)
+        resolve=resolve,
+    )
 
 
 def _object_store(settings: Settings) -> ObjectStore:
@@ -127,23 +173,31 @@ def _object_store(settings: Settings) -> ObjectStore:
     return LocalDirectoryStore(settings.results_dir, (settings.public_url or "") + "/results")
 
 
-async def _open_providers(stack: contextlib.AsyncExitStack, settings: Settings, db: Database,
-                          egress: Egress) -> tuple[SecretFor, dict[str, Any]]:
+async def _open_providers(
+    stack: contextlib.AsyncExitStack, settings: Settings, db: Database, egress: Egress
+) -> tuple[SecretFor, dict[str, Any]]:
     """Each generation provider, and the webhook secret each one signs its callbacks with."""
     generated = await stored_secret(db, "webhook_secret")
 
     def secret_for(provider: str) -> str | None:
-        return (settings.webhook_secrets.get(provider) or settings.webhook_secret
-                or (generated if provider == SIMULATED else None))
+        return (
+            settings.webhook_secrets.get(provider)
+            or settings.webhook_secret
+            or (generated if provider == SIMULATED else None)
+        )
 
     simulated = SimulatedProvider(lambda: secret_for(SIMULATED) or generated, egress)
     stack.push_async_callback(simulated.stop)
     return secret_for, {SIMULATED: simulated}
 
 
-async def _open_realtime(stack: contextlib.AsyncExitStack, settings: Settings,
-                         auth: Authenticator, db: Database,
-                         clock: Clock) -> tuple[Realtime, dict[str, Probe]]:
+async def _open_realtime(
+    stack: contextlib.AsyncExitStack,
+    settings: Settings,
+    auth: Authenticator,
+    db: Database,
+    clock: Clock,
+) -> tuple[Realtime, dict[str, Probe]]:
     """Live push, started, and its readiness probes."""
     broker = broker_for(settings.redis_url, "drop_publish_once" in settings.faults)
     hub = Hub(SqlEventJournal(db, clock), broker, settings.resync_interval_s)
@@ -167,17 +221,26 @@ async def _open_realtime(stack: contextlib.AsyncExitStack, settings: Settings,
             except ApiError as exc:
                 raise StreamAuthError(exc.code, exc.message) from exc
 
-    config = StreamConfig(authenticate, verify_token, frozenset(settings.cors_origins),
-                          settings.heartbeat_s, settings.stream_queue_size,
-                          max_connections_per_account=settings.max_streams_per_account,
-                          clock=lambda: clock.now().timestamp(), recheck=recheck)
+    config = StreamConfig(
+        authenticate,
+        verify_token,
+        frozenset(settings.cors_origins),
+        settings.heartbeat_s,
+        settings.stream_queue_size,
+        max_connections_per_account=settings.max_streams_per_account,
+        clock=lambda: clock.now().timestamp(),
+        recheck=recheck,
+    )
     stack.push_async_callback(hub.stop)  # also after a start that failed halfway
     await hub.start()
     return Realtime(hub, config), ({"redis": broker.ping} if settings.redis_url else {})
 
 
-def _supervise(stack: contextlib.AsyncExitStack, heartbeat: supervision.Heartbeat,
-               run: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
+def _supervise(
+    stack: contextlib.AsyncExitStack,
+    heartbeat: supervision.Heartbeat,
+    run: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
+) -> None:
     """Run a background task until shutdown, which lets a pass in progress finish first."""
     stopping = asyncio.Event()
     task = heartbeat.watch(asyncio.create_task(run(stopping)))

@@ -81,8 +81,11 @@ class Authenticator:
                 return await self.from_ticket(ticket)
             token = conn.query_params.get("token")
         if not token:
-            raise ApiError(401, "unauthorized", "Missing credentials: send Authorization: "
-                           "Bearer <server key or user token>")
+            raise ApiError(
+                401,
+                "unauthorized",
+                "Missing credentials: send Authorization: Bearer <server key or user token>",
+            )
         return await self.from_token(token)
 
     async def from_token(self, token: str) -> Principal:
@@ -96,8 +99,12 @@ class Authenticator:
         expiry of the user token it was made with (none for a server key's)."""
         redeemed = await redeem_ticket(self.db, ticket, self.clock.now().timestamp())
         if redeemed is None:
-            raise ApiError(401, "invalid_ticket", "Unknown, used or expired stream ticket: "
-                           "get a new one from POST /v1/stream-tickets for each connection")
+            raise ApiError(
+                401,
+                "invalid_ticket",
+                "Unknown, used or expired stream ticket: "
+                "get a new one from POST /v1/stream-tickets for each connection",
+            )
         return Principal("user", redeemed.account_id, redeemed.credential_expires)
 
     async def recheck(self, principal: Principal) -> None:
@@ -133,7 +140,8 @@ class Authenticator:
         lookup = self._lookups.get(digest)
         if lookup is None:
             lookup = self._lookups[digest] = asyncio.ensure_future(
-                find_server_key_by_hash(self.db, digest))
+                find_server_key_by_hash(self.db, digest)
+            )
             lookup.add_done_callback(lambda _: self._lookups.pop(digest, None))
         key_id = await asyncio.shield(lookup)
         if key_id is None:

@@ -20,8 +20,12 @@ Schema = TypeVar("Schema", bound=BaseModel)
 
 async def read_raw(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isascii() and declared.isdigit() \
-            and (len(declared) > 9 or int(declared) > limit):
+    if (
+        declared is not None
+        and declared.isascii()
+        and declared.isdigit()
+        and (len(declared) > 9 or int(declared) > limit)
+    ):
         raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
@@ -47,27 +51,35 @@ def decode_json(raw: bytes) -> Any:
     if _has_unstorable_text(value):
         # valid JSON, but PostgreSQL cannot store NUL in text or JSON, and UTF-8 cannot encode a
         # lone surrogate: refused here alike on every database, before anything is written
-        raise ApiError(422, "validation_error", "Strings may not contain NUL (\\u0000) or "
-                       "unpaired surrogates (\\ud800-\\udfff)")
+        raise ApiError(
+            422,
+            "validation_error",
+            "Strings may not contain NUL (\\u0000) or unpaired surrogates (\\ud800-\\udfff)",
+        )
     return value
 
 
 def validate(schema: type[Schema], value: Any) -> Schema:
     if not isinstance(value, dict):
-        raise ApiError(422, "validation_error",
-                       f"Expected a JSON object, got {type(value).__name__}")
+        raise ApiError(
+            422, "validation_error", f"Expected a JSON object, got {type(value).__name__}"
+        )
     try:
         return schema.model_validate(value)
     except ValidationError as exc:
-        problems = [{"field": ".".join(str(p) for p in err["loc"]) or "body",
-                     "message": err["msg"]} for err in exc.errors()]
+        problems = [
+            {"field": ".".join(str(p) for p in err["loc"]) or "body", "message": err["msg"]}
+            for err in exc.errors()
+        ]
         first = problems[0]
-        raise ApiError(422, "validation_error", f"{first['field']}: {first['message']}",
-                       errors=problems) from exc
+        raise ApiError(
+            422, "validation_error", f"{first['field']}: {first['message']}", errors=problems
+        ) from exc
 
 
-async def parse(request: Request, schema: type[Schema],
-                limit: int = MAX_BODY_BYTES) -> tuple[Schema, bytes]:
+async def parse(
+    request: Request, schema: type[Schema], limit: int = MAX_BODY_BYTES
+) -> tuple[Schema, bytes]:
     """The validated body, and its canonical bytes for idempotency fingerprints."""
     value = decode_json(await read_raw(request, limit))
     parsed = validate(schema, value)
@@ -75,8 +87,9 @@ async def parse(request: Request, schema: type[Schema],
 
 
 def _too_large(limit: int) -> ApiError:
-    return ApiError(413, "payload_too_large",
-                    f"Request body exceeds the limit of {limit} bytes", limit=limit)
+    return ApiError(
+        413, "payload_too_large", f"Request body exceeds the limit of {limit} bytes", limit=limit
+    )
 
 
 def _reject_constant(name: str) -> Any:

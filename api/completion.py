@@ -14,8 +14,9 @@ from storage.writes.batch import Touches
 from storage.writes.operation import OperationUnitOfWork
 
 
-async def complete_job(ctx: AppContext, job_id: str, status: str, result_url: str | None,
-                       error: str | None) -> dict[str, Any]:
+async def complete_job(
+    ctx: AppContext, job_id: str, status: str, result_url: str | None, error: str | None
+) -> dict[str, Any]:
     async with ctx.db.read() as uow:
         job = await uow.jobs.get(job_id)
     if job is None:
@@ -29,11 +30,16 @@ async def complete_job(ctx: AppContext, job_id: str, status: str, result_url: st
                 stored = await store_result(ctx, job, result_url)
             except (FetchFailed, StorageFailed) as exc:
                 status, error = FAILED, f"the result could not be stored: {exc}"
+
     async def action(uow: OperationUnitOfWork) -> dict[str, Any]:
         finished, account, changed = await ctx.jobs.finish(
-            uow, job_id, status, stored[0] if stored else None, error)
-        return {"job": finished.to_dict(), "changed": changed,
-                "account": account.snapshot(ctx.service.now())}
+            uow, job_id, status, stored[0] if stored else None, error
+        )
+        return {
+            "job": finished.to_dict(),
+            "changed": changed,
+            "account": account.snapshot(ctx.service.now()),
+        }
 
     try:
         outcome = await ctx.transact(action, Touches(jobs=(job_id,)))
@@ -44,8 +50,10 @@ async def complete_job(ctx: AppContext, job_id: str, status: str, result_url: st
     if final != SUCCESS:
         await _discard(ctx, stored)
     if final != status and outcome["changed"]:  # it timed out before this report arrived
-        raise InvalidState(f"Job {job_id} timed out before the {status} report; nothing was "
-                           "charged", job_status=final)
+        raise InvalidState(
+            f"Job {job_id} timed out before the {status} report; nothing was charged",
+            job_status=final,
+        )
     return outcome
 
 

@@ -66,15 +66,27 @@ class AppContext:
     async def principal(self, conn: HTTPConnection, allow_query_token: bool = False) -> Principal:
         return await self.auth.principal(conn, allow_query_token)
 
-    async def execute(self, request: Request, principal: Principal, canonical_body: bytes,
-                      action: Action, touches: Touches = NOTHING) -> Response:
+    async def execute(
+        self,
+        request: Request,
+        principal: Principal,
+        canonical_body: bytes,
+        action: Action,
+        touches: Touches = NOTHING,
+    ) -> Response:
         """Run a mutating action in the next write batch, exactly once per Idempotency-Key."""
         result = await self.execute_once(request, principal, canonical_body, action, touches)
         headers = {"Idempotent-Replayed": "true"} if result.replayed else None
         return JSONResponse(result.body, status_code=result.status, headers=headers)
 
-    async def execute_once(self, request: Request, principal: Principal, canonical_body: bytes,
-                           action: Action, touches: Touches = NOTHING) -> KeyedResult:
+    async def execute_once(
+        self,
+        request: Request,
+        principal: Principal,
+        canonical_body: bytes,
+        action: Action,
+        touches: Touches = NOTHING,
+    ) -> KeyedResult:
         """`execute`'s result before it becomes a response: for routes that answer in their
         own shape."""
         operation = operation_name(request)
@@ -87,24 +99,35 @@ class AppContext:
         metrics.OPERATIONS.labels(operation, outcome).inc()
         return result
 
-    async def _execute(self, request: Request, principal: Principal, canonical_body: bytes,
-                       action: Action, touches: Touches) -> KeyedResult:
+    async def _execute(
+        self,
+        request: Request,
+        principal: Principal,
+        canonical_body: bytes,
+        action: Action,
+        touches: Touches,
+    ) -> KeyedResult:
         key = request.headers.get("idempotency-key")
         if key is None:
             status, body = await self.transact(action, touches)
             return KeyedResult(status, body)
         if not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isprintable():
             # control characters (NUL above all: PostgreSQL cannot store it) name no request
-            raise ApiError(400, "invalid_idempotency_key", "Expected an Idempotency-Key of "
-                           f"1-{MAX_KEY_LENGTH} printable characters")
+            raise ApiError(
+                400,
+                "invalid_idempotency_key",
+                f"Expected an Idempotency-Key of 1-{MAX_KEY_LENGTH} printable characters",
+            )
         fingerprint = hashlib.sha256(
             b"%s %s\n%s" % (request.method.encode(), request.url.path.encode(), canonical_body)
         ).hexdigest()
         return await self.writer.run_keyed(
-            action, IdempotencyKey(principal.scope, key, fingerprint), stored_refusal, touches)
+            action, IdempotencyKey(principal.scope, key, fingerprint), stored_refusal, touches
+        )
 
-    async def transact(self, action: Callable[[UnitOfWork], Awaitable[T]],
-                       touches: Touches = NOTHING) -> T:
+    async def transact(
+        self, action: Callable[[UnitOfWork], Awaitable[T]], touches: Touches = NOTHING
+    ) -> T:
         """Run `action` in the next write batch (one transaction with its batch-mates)."""
         return await self.writer.run(action, touches)
 
@@ -112,7 +135,8 @@ class AppContext:
         if not events:
             return
         if "crash_after_commit" in self.settings.faults and any(
-                getattr(e, "ref", None) == CRASH_REF for e in events):
+            getattr(e, "ref", None) == CRASH_REF for e in events
+        ):
             os.kill(os.getpid(), signal.SIGKILL)  # fault injection: die between commit and publish
         for publisher in self.publishers:
             try:

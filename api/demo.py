@@ -58,9 +58,15 @@ def demo_page(static_dir: Path) -> Endpoint:
         response = FileResponse(static_dir / "demo.html", headers={"Cache-Control": "no-store"})
         nonce = secrets.token_urlsafe(16)
         session = f"{nonce}.{_ctx(request).signer.mac(SESSION_PURPOSE, nonce)}"
-        response.set_cookie(SESSION_COOKIE, session, max_age=SESSION_TTL_S, path="/demo",
-                            httponly=True, samesite="strict",
-                            secure=request.url.scheme == "https")
+        response.set_cookie(
+            SESSION_COOKIE,
+            session,
+            max_age=SESSION_TTL_S,
+            path="/demo",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
         return response
 
     return endpoint
@@ -70,13 +76,17 @@ def _require_demo_session(request: Request) -> None:
     """The page's own session and a JSON body, or nothing is minted."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json":
-        raise ApiError(415, "unsupported_media_type", "The demo helpers take "
-                       "Content-Type: application/json")
+        raise ApiError(
+            415, "unsupported_media_type", "The demo helpers take Content-Type: application/json"
+        )
     nonce, _, mac = request.cookies.get(SESSION_COOKIE, "").partition(".")
     expected = _ctx(request).signer.mac(SESSION_PURPOSE, nonce)
     if not nonce or not hmac.compare_digest(mac.encode(), expected.encode()):
-        raise ApiError(403, "demo_session_required", "Open /demo first: the demo helpers answer "
-                       "only the demo page's own session")
+        raise ApiError(
+            403,
+            "demo_session_required",
+            "Open /demo first: the demo helpers answer only the demo page's own session",
+        )
 
 
 def _demo_account(raw: str) -> str:
@@ -99,8 +109,7 @@ async def demo_session(request: Request) -> Response:
 
     await ctx.transact(action, Touches(accounts=(account_id,)))
     token, expires_at = ctx.signer.issue(account_id, ctx.service.now(), TOKEN_TTL_S)
-    return JSONResponse({"account_id": account_id, "token": token,
-                         "expires_at": iso(expires_at)})
+    return JSONResponse({"account_id": account_id, "token": token, "expires_at": iso(expires_at)})
 
 
 async def demo_credits(request: Request) -> Response:
@@ -123,8 +132,10 @@ def demo_routes(static_dir: Path, dev: bool = True) -> list[BaseRoute]:
     mode."""
     routes: list[BaseRoute] = []
     if dev:
-        routes += [Route("/demo", demo_page(static_dir), methods=["GET"]),
-                   Route("/demo/session", demo_session, methods=["POST"]),
-                   Route("/demo/credits", demo_credits, methods=["POST"])]
+        routes += [
+            Route("/demo", demo_page(static_dir), methods=["GET"]),
+            Route("/demo/session", demo_session, methods=["POST"]),
+            Route("/demo/credits", demo_credits, methods=["POST"]),
+        ]
     routes.append(Mount("/static", StaticFiles(directory=static_dir), name="static"))
     return routes

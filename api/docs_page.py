@@ -24,11 +24,17 @@ from starlette.staticfiles import StaticFiles
 
 DOCS_PATH = "/docs"
 ASSETS_PATH = "/docs/assets"
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-       "img-src 'self' data:; font-src 'self'; connect-src 'self'; base-uri 'none'; "
-       "form-action 'none'; frame-ancestors 'none'")
-HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
-           "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self'; connect-src 'self'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
+HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
 
 PAGE = f"""<!doctype html>
 <html lang="en">
@@ -78,5 +84,7 @@ async def docs_init(request: Request) -> Response:
 def docs_routes() -> list[BaseRoute]:
     """The initialiser and the assets (the page itself is in the /v1 route table, so the
     document lists it)."""
-    return [Route(DOCS_PATH + "/init.js", docs_init, methods=["GET"]),
-            Mount(ASSETS_PATH, StaticFiles(directory=swagger_ui_dir()), name="docs-assets")]
+    return [
+        Route(DOCS_PATH + "/init.js", docs_init, methods=["GET"]),
+        Mount(ASSETS_PATH, StaticFiles(directory=swagger_ui_dir()), name="docs-assets"),
+    ]

@@ -45,8 +45,14 @@ def to_status_and_body(exc: Exception) -> tuple[int, dict[str, Any], dict[str, s
     if isinstance(exc, ApiError):
         return exc.status, error_body(exc.code, exc.message, **exc.details), {}
     if isinstance(exc, DatabaseUnavailable):
-        return 503, error_body("service_unavailable", "The database is unavailable; retry "
-                               "shortly. Nothing was changed."), {"Retry-After": "1"}
+        return (
+            503,
+            error_body(
+                "service_unavailable",
+                "The database is unavailable; retry shortly. Nothing was changed.",
+            ),
+            {"Retry-After": "1"},
+        )
     if isinstance(exc, domain.CreditError):
         status = next(s for cls, s in STATUS_BY_ERROR if isinstance(exc, cls))
         headers = {}
@@ -69,17 +75,20 @@ async def handle_http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     codes = {404: "not_found", 405: "method_not_allowed"}
     code = codes.get(exc.status_code, "http_error")
-    message = {404: f"No route {request.method} {request.url.path}",
-               405: f"Method {request.method} is not allowed on {request.url.path}"}.get(
-        exc.status_code, str(exc.detail))
-    return JSONResponse(error_body(code, message), status_code=exc.status_code,
-                        headers=dict(exc.headers or {}))
+    message = {
+        404: f"No route {request.method} {request.url.path}",
+        405: f"Method {request.method} is not allowed on {request.url.path}",
+    }.get(exc.status_code, str(exc.detail))
+    return JSONResponse(
+        error_body(code, message), status_code=exc.status_code, headers=dict(exc.headers or {})
+    )
 
 
 async def handle_invariant(request: Request, exc: Exception) -> Response:
     # a bug in the engine, not a refusal: logged with its traceback, answered as any other 500
-    log.error("invariant violated on %s %s: %s", request.method, request.url.path, exc,
-              exc_info=exc)
+    log.error(
+        "invariant violated on %s %s: %s", request.method, request.url.path, exc, exc_info=exc
+    )
     return _internal_error()
 
 
@@ -89,8 +98,10 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
 
 
 def _internal_error() -> Response:
-    return JSONResponse(error_body("internal_error", "An unexpected error occurred; nothing "
-                                   "was committed."), status_code=500)
+    return JSONResponse(
+        error_body("internal_error", "An unexpected error occurred; nothing was committed."),
+        status_code=500,
+    )
 
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {

@@ -15,8 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import metrics
 
-REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id",
-                                                                        default=None)
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # `?token=` carries user tokens of browsers (EventSource and WebSocket cannot set headers)
 _TOKEN_VALUE = re.compile(r"(?i)\b((?:access_)?token=)[^&\s\"'#]+")
@@ -41,8 +40,9 @@ class RedactTokens(logging.Filter):
         if isinstance(record.args, tuple):
             record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
         elif isinstance(record.args, dict):
-            record.args = {k: redact(v) if isinstance(v, str) else v
-                           for k, v in record.args.items()}
+            record.args = {
+                k: redact(v) if isinstance(v, str) else v for k, v in record.args.items()
+            }
         return True
 
 
@@ -63,7 +63,8 @@ class JsonFormatter(logging.Formatter):
         entry: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(), "logger": record.name,
+            "level": record.levelname.lower(),
+            "logger": record.name,
             "message": record.getMessage(),
         }
         request_id = REQUEST_ID.get()
@@ -109,8 +110,7 @@ class ObservabilityMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"],
-                                      (b"x-request-id", request_id.encode())]
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
         try:
@@ -120,9 +120,13 @@ class ObservabilityMiddleware:
             route = getattr(scope.get("route"), "path", "unmatched")
             metrics.HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
             metrics.HTTP_SECONDS.labels(scope["method"], route).observe(elapsed)
-            access_log.info("%s %s %s", scope["method"], scope["path"], status,
-                            extra={"status": status, "route": route,
-                                   "duration_ms": round(elapsed * 1000, 2)})
+            access_log.info(
+                "%s %s %s",
+                scope["method"],
+                scope["path"],
+                status,
+                extra={"status": status, "route": route, "duration_ms": round(elapsed * 1000, 2)},
+            )
             REQUEST_ID.reset(token)
 
 
@@ -134,8 +138,10 @@ async def observe_websocket(app: ASGIApp, scope: Scope, receive: Receive, send: 
 
     async def send_with_id(message: Message) -> None:
         if message["type"] == "websocket.accept":
-            message["headers"] = [*message.get("headers", []),
-                                  (b"x-request-id", request_id.encode())]
+            message["headers"] = [
+                *message.get("headers", []),
+                (b"x-request-id", request_id.encode()),
+            ]
         await send(message)
 
     try:

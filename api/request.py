@@ -29,8 +29,15 @@ def float_param(request: Request, name: str, default: float, low: float, high: f
     return _number_param(request, name, default, low, high, float, "a number")
 
 
-def _number_param(request: Request, name: str, default: Number, low: Number, high: Number,
-                  parse: Callable[[str], Number], kind: str) -> Number:
+def _number_param(
+    request: Request,
+    name: str,
+    default: Number,
+    low: Number,
+    high: Number,
+    parse: Callable[[str], Number],
+    kind: str,
+) -> Number:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default

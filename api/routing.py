@@ -38,8 +38,9 @@ def starlette_routes(table: Iterable[ApiRoute]) -> list[Route]:
     for route in table:
         if route.routed and route.endpoint is not None:
             by_path.setdefault(route.path, {})[route.method] = route.endpoint
-    return [Route(path, _dispatch(methods), methods=list(methods))
-            for path, methods in by_path.items()]
+    return [
+        Route(path, _dispatch(methods), methods=list(methods)) for path, methods in by_path.items()
+    ]
 
 
 def _dispatch(methods: dict[str, Endpoint]) -> Endpoint:

@@ -30,14 +30,27 @@ def _metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 # Stripe's rules: the caller's own key-value pairs, kept and returned as given
-Metadata = Annotated[dict[str, Any] | None, AfterValidator(_metadata), Field(
-    description="Your own key-value pairs, stored and returned as given: at most "
-    f"{MAX_KEYS} keys of 1-{MAX_KEY_LENGTH} characters; values are strings of at most "
-    f"{MAX_VALUE_LENGTH} characters, numbers, booleans or null",
-    json_schema_extra={"maxProperties": MAX_KEYS, "propertyNames": {
-        "minLength": 1, "maxLength": MAX_KEY_LENGTH}, "additionalProperties": {"anyOf": [
-            {"type": "string", "maxLength": MAX_VALUE_LENGTH}, {"type": "number"},
-            {"type": "boolean"}, {"type": "null"}]}})]
+Metadata = Annotated[
+    dict[str, Any] | None,
+    AfterValidator(_metadata),
+    Field(
+        description="Your own key-value pairs, stored and returned as given: at most "
+        f"{MAX_KEYS} keys of 1-{MAX_KEY_LENGTH} characters; values are strings of at most "
+        f"{MAX_VALUE_LENGTH} characters, numbers, booleans or null",
+        json_schema_extra={
+            "maxProperties": MAX_KEYS,
+            "propertyNames": {"minLength": 1, "maxLength": MAX_KEY_LENGTH},
+            "additionalProperties": {
+                "anyOf": [
+                    {"type": "string", "maxLength": MAX_VALUE_LENGTH},
+                    {"type": "number"},
+                    {"type": "boolean"},
+                    {"type": "null"},
+                ]
+            },
+        },
+    ),
+]
 
 
 class Body(BaseModel):
@@ -47,9 +60,13 @@ class Body(BaseModel):
 class PriceBody(Body):
     operation: str = Field(min_length=1, max_length=64)
     model: str | None = Field(default=None, min_length=1, max_length=128)
-    params: dict[str, Any] | None = Field(default=None, description=(
-        f"Only {' and '.join(PARAM_NAMES)}, with a model or without: anything else is "
-        "422 unsupported_option"))
+    params: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            f"Only {' and '.join(PARAM_NAMES)}, with a model or without: anything else is "
+            "422 unsupported_option"
+        ),
+    )
 
     def request(self) -> PriceRequest:
         return PriceRequest(self.operation, self.model, self.params)
@@ -79,8 +96,9 @@ class AmountOrPrice(Body):
 
 class GrantBody(Body):
     amount: int | None = Field(default=None, ge=1, le=MAX_AMOUNT)
-    reason: str = Field(default="grant", min_length=1, max_length=64,
-                        pattern=r"^[A-Za-z0-9_.:@ -]+$")
+    reason: str = Field(
+        default="grant", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:@ -]+$"
+    )
     # JSON has no datetime type: this one field parses an ISO 8601 string
     expires_at: datetime | None = Field(default=None, strict=False)
     ref: str | None = Ref
@@ -99,8 +117,9 @@ class GrantBody(Body):
 
 
 class ChargeBody(AmountOrPrice):
-    reason: str = Field(default="charge", min_length=1, max_length=64,
-                        pattern=r"^[A-Za-z0-9_.:@ -]+$")
+    reason: str = Field(
+        default="charge", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:@ -]+$"
+    )
     ref: str | None = Ref
     metadata: Metadata = None
 
@@ -117,18 +136,24 @@ class CaptureBody(Body):
 
 
 class ReleaseBody(Body):
-    reason: str = Field(default="released", min_length=1, max_length=64,
-                        pattern=r"^[A-Za-z0-9_.:@ -]+$")
+    reason: str = Field(
+        default="released", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:@ -]+$"
+    )
 
 
 class RefundBody(Body):
     charge_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    hold_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$",
-                                description="A captured hold: its capture is refunded")
-    amount: int | None = Field(default=None, ge=1, le=MAX_AMOUNT,
-                               description="Default: all that is left to refund")
-    reason: str = Field(default="refund", min_length=1, max_length=64,
-                        pattern=r"^[A-Za-z0-9_.:@ -]+$")
+    hold_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="A captured hold: its capture is refunded",
+    )
+    amount: int | None = Field(
+        default=None, ge=1, le=MAX_AMOUNT, description="Default: all that is left to refund"
+    )
+    reason: str = Field(
+        default="refund", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:@ -]+$"
+    )
     metadata: Metadata = None
 
     @model_validator(mode="after")
@@ -162,9 +187,13 @@ class StreamTicketBody(Body):
 
 class JobBody(PriceBody):
     account_id: str | None = Field(default=None, min_length=1, max_length=128)
-    input: dict[str, Any] | None = Field(default=None, description=(
-        f"What the provider needs (a prompt, options): at most {MAX_INPUT_BYTES} bytes of "
-        "JSON, more is 422 input_too_large"))
+    input: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            f"What the provider needs (a prompt, options): at most {MAX_INPUT_BYTES} bytes of "
+            "JSON, more is 422 input_too_large"
+        ),
+    )
     provider: str = Field(default="simulated", pattern=r"^[a-z0-9_-]{1,32}$")
     provider_task_id: str | None = Field(default=None, min_length=1, max_length=255)
     ttl_seconds: int | None = Field(default=None, ge=1, le=MAX_JOB_TTL_S)
@@ -204,8 +233,13 @@ class PaymentEvent(BaseModel):
 
 
 class WebhookEndpointBody(Body):
-    url: str = Field(min_length=1, max_length=2048, pattern=r"^https?://",
-                     description="Where deliveries are POSTed: http(s), a public address "
-                     "unless the operator allows private ones")
+    url: str = Field(
+        min_length=1,
+        max_length=2048,
+        pattern=r"^https?://",
+        description="Where deliveries are POSTed: http(s), a public address "
+        "unless the operator allows private ones",
+    )
     events: list[Literal["balance.updated", "job.updated", "credits.low"]] = Field(
-        min_length=1, max_length=3, description="The event types to deliver")
+        min_length=1, max_length=3, description="The event types to deliver"
+    )

@@ -26,15 +26,15 @@ DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 _RESPONSES = {
     408: b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-         b"connection: close\r\ncontent-length: %d\r\n\r\n%s",
+    b"connection: close\r\ncontent-length: %d\r\n\r\n%s",
     431: b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
-         b"connection: close\r\ncontent-length: %d\r\n\r\n%s",
+    b"connection: close\r\ncontent-length: %d\r\n\r\n%s",
 }
 _BODIES = {
     408: b'{"error": {"code": "request_timeout", "message": "The request headers did not '
-         b'arrive in time"}}',
+    b'arrive in time"}}',
     431: b'{"error": {"code": "headers_too_large", "message": "The request headers are too '
-         b'large"}}',
+    b'large"}}',
 }
 
 
@@ -141,6 +141,7 @@ except ImportError:  # pragma: no cover - h11 only
     HttpToolsProtocol: Any = None
     AutoProtocol: Any = H11Protocol
 else:
+
     class HttpToolsProtocol(_HeaderDeadline, _HttpToolsProtocol):  # type: ignore[no-redef]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)

@@ -60,9 +60,11 @@ def bind_listener(host: str, port: int) -> socket.socket:
             raise StartupError(
                 f"{_host_port(host, port)} is already in use (another creditstream or another "
                 f"server is listening there): stop it, or serve on another port — "
-                f"`make run PORT={port + 1}` or `creditstream serve --port {port + 1}`") from None
-        raise StartupError(f"cannot listen on {_host_port(host, port)}: {exc.strerror or exc}"
-                           ) from None
+                f"`make run PORT={port + 1}` or `creditstream serve --port {port + 1}`"
+            ) from None
+        raise StartupError(
+            f"cannot listen on {_host_port(host, port)}: {exc.strerror or exc}"
+        ) from None
     sock.set_inheritable(True)  # uvicorn's worker processes serve on it
     return sock
 
@@ -115,14 +117,18 @@ async def redis_problem(url: str | None) -> str | None:
     if scheme.lower().endswith("+cluster"):  # any seed that answers will do
         auth, _, hosts = rest.rpartition("@")
         plain = scheme.lower().removesuffix("+cluster")  # redis or rediss (TLS)
-        seeds = [f"{plain}://{auth + '@' if auth else ''}{seed}"
-                 for seed in hosts.split("/", 1)[0].split(",") if seed]
+        seeds = [
+            f"{plain}://{auth + '@' if auth else ''}{seed}"
+            for seed in hosts.split("/", 1)[0].split(",")
+            if seed
+        ]
     else:
         seeds = [url]
     problem = "no seed node given"
     for seed in seeds:
-        client = aioredis.Redis.from_url(seed, socket_connect_timeout=REDIS_TIMEOUT_S,
-                                         socket_timeout=REDIS_TIMEOUT_S)
+        client = aioredis.Redis.from_url(
+            seed, socket_connect_timeout=REDIS_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S
+        )
         try:
             await asyncio.wait_for(client.ping(), REDIS_TIMEOUT_S * 2)
             return None
@@ -134,14 +140,20 @@ async def redis_problem(url: str | None) -> str | None:
 
 
 def redis_warning(settings: Settings, problem: str) -> str:
-    return (f"creditstream: WARNING: CREDITSTREAM_REDIS_URL={masked_url(settings.redis_url)} "
-            f"does not answer ({problem}). The server starts anyway, but until Redis answers, "
-            f"pushes reach only the streams of this process and /readyz answers 503. Start "
-            f"Redis, correct CREDITSTREAM_REDIS_URL, or unset it to use the in-process broker.")
+    return (
+        f"creditstream: WARNING: CREDITSTREAM_REDIS_URL={masked_url(settings.redis_url)} "
+        f"does not answer ({problem}). The server starts anyway, but until Redis answers, "
+        f"pushes reach only the streams of this process and /readyz answers 503. Start "
+        f"Redis, correct CREDITSTREAM_REDIS_URL, or unset it to use the in-process broker."
+    )
 
 
-def summary(settings: Settings, address: tuple[str, int] | None = None, workers: int = 1,
-            dev_key: str | None = None) -> list[str]:
+def summary(
+    settings: Settings,
+    address: tuple[str, int] | None = None,
+    workers: int = 1,
+    dev_key: str | None = None,
+) -> list[str]:
     """The start-up summary: address, database (password masked, a SQLite file by its absolute
     path), broker, mode, the demo page, and dev mode's key alone on the last line."""
     if address is None:
@@ -150,25 +162,40 @@ def summary(settings: Settings, address: tuple[str, int] | None = None, workers:
         host, port = address
         shown = "127.0.0.1" if host in WILDCARD_HOSTS else host
         served = f"http://{_host_port(host, port)}" + (
-            " (every interface)" if host in WILDCARD_HOSTS else "")
+            " (every interface)" if host in WILDCARD_HOSTS else ""
+        )
         demo = f"http://{_host_port(shown, port)}/demo"
-    broker = (f"Redis {masked_url(settings.redis_url)}" if settings.redis_url else
-              "in-process (streams hear this process's writes only; set CREDITSTREAM_REDIS_URL "
-              "for several instances)")
-    results = (f"S3 bucket {settings.s3_bucket}" if settings.s3_bucket
-               else f"local directory {_absolute(settings.results_dir)}")
-    lines = [f"creditstream: serving {served}"
-             + (f" with {workers} workers" if workers > 1 else ""),
-             f"  database: {describe(settings.database_url)}",
-             f"  broker:   {broker}",
-             f"  results:  {results}",
-             "  mode:     " + ("dev (CREDITSTREAM_DEV=1: demo page, weak secrets allowed)"
-                              if settings.dev else "production")]
+    broker = (
+        f"Redis {masked_url(settings.redis_url)}"
+        if settings.redis_url
+        else "in-process (streams hear this process's writes only; set CREDITSTREAM_REDIS_URL "
+        "for several instances)"
+    )
+    results = (
+        f"S3 bucket {settings.s3_bucket}"
+        if settings.s3_bucket
+        else f"local directory {_absolute(settings.results_dir)}"
+    )
+    lines = [
+        f"creditstream: serving {served}" + (f" with {workers} workers" if workers > 1 else ""),
+        f"  database: {describe(settings.database_url)}",
+        f"  broker:   {broker}",
+        f"  results:  {results}",
+        "  mode:     "
+        + (
+            "dev (CREDITSTREAM_DEV=1: demo page, weak secrets allowed)"
+            if settings.dev
+            else "production"
+        ),
+    ]
     if settings.dev:
         lines.append(f"  demo:     {demo}")
     if dev_key is not None:
-        lines += ["  server key (dev mode's one key, new at every start; the previous start's "
-                  "key no longer works):", dev_key]
+        lines += [
+            "  server key (dev mode's one key, new at every start; the previous start's "
+            "key no longer works):",
+            dev_key,
+        ]
     return lines
 
 

@@ -26,11 +26,18 @@ class TokenSigner:
         self._secret = secret
         self._clock = clock or SystemClock()
 
-    def issue(self, account_id: str, now: datetime, ttl_s: int = DEFAULT_TTL_S) -> tuple[str, datetime]:
+    def issue(
+        self, account_id: str, now: datetime, ttl_s: int = DEFAULT_TTL_S
+    ) -> tuple[str, datetime]:
         expires_at = now + timedelta(seconds=ttl_s)
-        claims = {"sub": normalise_account_id(account_id), "iat": int(now.timestamp()),
-                  "exp": int(expires_at.timestamp())}
-        return jwt.encode(claims, self._secret, algorithm="HS256"), expires_at.replace(microsecond=0)
+        claims = {
+            "sub": normalise_account_id(account_id),
+            "iat": int(now.timestamp()),
+            "exp": int(expires_at.timestamp()),
+        }
+        return jwt.encode(claims, self._secret, algorithm="HS256"), expires_at.replace(
+            microsecond=0
+        )
 
     def mac(self, purpose: str, value: str) -> str:
         """An HMAC of `value` under this secret, for other short signed values (the demo's
@@ -42,9 +49,12 @@ class TokenSigner:
         """The account id and expiry (unix seconds) of a valid token."""
         try:
             # expiry is checked below against the engine's clock, the one every rule uses
-            claims = jwt.decode(token, self._secret, algorithms=["HS256"],
-                                options={"require": ["sub", "exp"], "verify_exp": False,
-                                         "verify_iat": False})
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=["HS256"],
+                options={"require": ["sub", "exp"], "verify_exp": False, "verify_iat": False},
+            )
         except jwt.PyJWTError as exc:
             raise TokenError("invalid_token", f"The token is not valid: {exc}") from exc
         subject, expires = claims.get("sub"), claims.get("exp")

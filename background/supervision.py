@@ -63,8 +63,12 @@ class Heartbeat:
 
     def succeeded(self) -> None:
         if self.failing:
-            log.info("%s recovered after %d failed rounds", self.name, self.failing,
-                     extra={"task": self.name})
+            log.info(
+                "%s recovered after %d failed rounds",
+                self.name,
+                self.failing,
+                extra={"task": self.name},
+            )
         self.failing = 0
         self.beat()
 
@@ -75,9 +79,15 @@ class Heartbeat:
         self.beat()  # failing and retrying is alive; readiness has the database's own check
         metrics.BACKGROUND_ERRORS.labels(self.name).inc()
         # the traceback once per streak of failures, then one line per retry
-        log.warning("%s: %s failed (%s: %s); retrying", self.name, what, type(exc).__name__,
-                    exc, exc_info=exc if self.failing == 1 else None,
-                    extra={"task": self.name, "consecutive_failures": self.failing})
+        log.warning(
+            "%s: %s failed (%s: %s); retrying",
+            self.name,
+            what,
+            type(exc).__name__,
+            exc,
+            exc_info=exc if self.failing == 1 else None,
+            extra={"task": self.name, "consecutive_failures": self.failing},
+        )
 
     def watch(self, task: asyncio.Task[None]) -> asyncio.Task[None]:
         """Supervise `task`: its end, other than at shutdown, is logged and reported."""
@@ -88,11 +98,20 @@ class Heartbeat:
     def _ended(self, task: asyncio.Task[None]) -> None:
         if self.stopping:
             return
-        reason = ("cancelled" if task.cancelled() else repr(task.exception())
-                  if task.exception() is not None else "returned")
+        reason = (
+            "cancelled"
+            if task.cancelled()
+            else repr(task.exception())
+            if task.exception() is not None
+            else "returned"
+        )
         metrics.BACKGROUND_ERRORS.labels(self.name).inc()
-        log.error("background task %s ended (%s): readiness reports it until a restart",
-                  self.name, reason, extra={"task": self.name})
+        log.error(
+            "background task %s ended (%s): readiness reports it until a restart",
+            self.name,
+            reason,
+            extra={"task": self.name},
+        )
 
     def problem(self) -> str | None:
         if self.stopping:

@@ -44,9 +44,16 @@ class SweepReport:
 
 
 class Sweeper:
-    def __init__(self, db: Database, service: CreditService, idempotency: IdempotencyStore,
-                 publish: Publish | None = None, jobs: JobService | None = None,
-                 writer: BatchWriter | None = None, pass_limit: int = PASS_LIMIT) -> None:
+    def __init__(
+        self,
+        db: Database,
+        service: CreditService,
+        idempotency: IdempotencyStore,
+        publish: Publish | None = None,
+        jobs: JobService | None = None,
+        writer: BatchWriter | None = None,
+        pass_limit: int = PASS_LIMIT,
+    ) -> None:
         self.db, self.service, self.idempotency = db, service, idempotency
         self.jobs = jobs or JobService(service)
         self.writer = writer or BatchWriter(db, service.now, publish or _nowhere, lanes=1)
@@ -64,23 +71,32 @@ class Sweeper:
         self._record_lateness("job", due_jobs)
         # before holds: a job's timeout releases its own hold
         report.jobs_timed_out = await self._expire_all(
-            (self._job_expiry(d.id),
-             Touches(accounts=(d.account_id,), holds=_ids(d.hold_id), jobs=(d.id,)))
-            for d in due_jobs)
+            (
+                self._job_expiry(d.id),
+                Touches(accounts=(d.account_id,), holds=_ids(d.hold_id), jobs=(d.id,)),
+            )
+            for d in due_jobs
+        )
         async with self.db.read() as uow:
             due_holds = await due.due_holds(uow.conn, self.service.now(), self.pass_limit)
         self._record_lateness("hold", due_holds)
         report.holds_expired = await self._expire_all(
             (self._hold_expiry(d.id), Touches(accounts=(d.account_id,), holds=(d.id,)))
-            for d in due_holds)
+            for d in due_holds
+        )
         async with self.db.read() as uow:
             account_ids = await uow.accounts.with_due_grants(self.service.now(), self.pass_limit)
         report.grants_expired = await self._expire_all(
-            (self._grant_expiry(a), Touches(accounts=(a,))) for a in account_ids)
+            (self._grant_expiry(a), Touches(accounts=(a,))) for a in account_ids
+        )
         report.more_due = any(
-            len(found) >= self.pass_limit and done > 0 for found, done in (
-                (due_jobs, report.jobs_timed_out), (due_holds, report.holds_expired),
-                (account_ids, report.grants_expired)))
+            len(found) >= self.pass_limit and done > 0
+            for found, done in (
+                (due_jobs, report.jobs_timed_out),
+                (due_holds, report.holds_expired),
+                (account_ids, report.grants_expired),
+            )
+        )
         if self.runs % 600 == 0:
             report.keys_purged = await self.idempotency.purge(self.service.now() - KEY_RETENTION)
         self.runs += 1
@@ -137,9 +153,13 @@ class Sweeper:
         error fails the pass once all the others have been applied."""
         results = await asyncio.gather(
             *(self.writer.run(expiry, touches) for expiry, touches in expiries),
-            return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)
-                  and not isinstance(r, ConcurrentUpdate)]
+            return_exceptions=True,
+        )
+        errors = [
+            r
+            for r in results
+            if isinstance(r, BaseException) and not isinstance(r, ConcurrentUpdate)
+        ]
         if errors:
             raise errors[0]
         return sum(int(r) for r in results if not isinstance(r, BaseException))

@@ -93,13 +93,20 @@ class _Lag:
 
 
 class Deliverer:
-    def __init__(self, store: WebhookDeliveries, egress: Egress, policy: Policy,
-                 journal_now: Now, wall_now: Now) -> None:
+    def __init__(
+        self,
+        store: WebhookDeliveries,
+        egress: Egress,
+        policy: Policy,
+        journal_now: Now,
+        wall_now: Now,
+    ) -> None:
         self.store, self.egress, self.policy = store, egress, policy
         self.journal_now, self.wall_now = journal_now, wall_now
         self.owner = uuid.uuid4().hex[:16]
-        self.heartbeat = Heartbeat("outbound_webhooks", policy.stuck_s,
-                                   oldest_work=self.oldest_step)
+        self.heartbeat = Heartbeat(
+            "outbound_webhooks", policy.stuck_s, oldest_work=self.oldest_step
+        )
         self.stopping = asyncio.Event()  # replaced by run_forever's
         self._wake = asyncio.Event()
         self._scans: dict[str, _Scan] = {}
@@ -155,13 +162,15 @@ class Deliverer:
                     wait = backoff.next_delay()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._woken(), wait)
-            await asyncio.gather(*(w.task for w in list(self._workers.values())),
-                                 return_exceptions=True)
+            await asyncio.gather(
+                *(w.task for w in list(self._workers.values())), return_exceptions=True
+            )
         finally:
             for worker in list(self._workers.values()):
                 worker.task.cancel()
-            await asyncio.gather(*(w.task for w in list(self._workers.values())),
-                                 return_exceptions=True)
+            await asyncio.gather(
+                *(w.task for w in list(self._workers.values())), return_exceptions=True
+            )
 
     async def _woken(self) -> None:
         stop = asyncio.ensure_future(self.stopping.wait())
@@ -197,7 +206,8 @@ class Deliverer:
         if lag is None:
             lag = self._lags[endpoint_id] = _Lag()
             metrics.WEBHOOK_LAG.labels(endpoint_id).set_function(
-                lambda: lag.seconds(self.journal_now()))
+                lambda: lag.seconds(self.journal_now())
+            )
         return lag
 
     def forget(self, endpoint_id: str) -> None:
@@ -214,8 +224,7 @@ class _Worker:
 
     def __init__(self, deliverer: Deliverer, endpoint: Endpoint) -> None:
         self.d, self.endpoint = deliverer, endpoint
-        self.outcome = Outcome(endpoint.failing_since, endpoint.failures,
-                               endpoint.next_attempt_at)
+        self.outcome = Outcome(endpoint.failing_since, endpoint.failures, endpoint.next_attempt_at)
         self.lease_until = deliverer.lease_end(deliverer.wall_now())
         self.dirty = True  # events may have arrived since the last look
         self.lease_lost = False
@@ -242,8 +251,13 @@ class _Worker:
                 raise
         except Exception as exc:
             metrics.BACKGROUND_ERRORS.labels(self.d.heartbeat.name).inc()
-            log.warning("delivery to webhook endpoint %s failed (%s: %s); retrying later",
-                        endpoint_id, type(exc).__name__, exc, exc_info=exc)
+            log.warning(
+                "delivery to webhook endpoint %s failed (%s: %s); retrying later",
+                endpoint_id,
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+            )
         finally:
             renewer.cancel()
             await asyncio.gather(renewer, return_exceptions=True)
@@ -266,8 +280,10 @@ class _Worker:
             now = self.d.wall_now()
             until = self.d.lease_end(now)
             try:
-                renewed: bool | None = await asyncio.wait_for(self.d.store.renew(
-                    self.endpoint.endpoint_id, self.d.owner, now, until), LEASE_MARGIN_S)
+                renewed: bool | None = await asyncio.wait_for(
+                    self.d.store.renew(self.endpoint.endpoint_id, self.d.owner, now, until),
+                    LEASE_MARGIN_S,
+                )
             except Exception:  # the database is down, or slow: try again soon
                 renewed = None
             if renewed:
@@ -275,9 +291,11 @@ class _Worker:
                 continue
             left = (self.lease_until - self.d.wall_now()).total_seconds()
             if renewed is False or left <= LEASE_MARGIN_S:
-                log.warning("lease on webhook endpoint %s could not be renewed; its deliveries "
-                            "are cancelled and another instance takes over",
-                            self.endpoint.endpoint_id)
+                log.warning(
+                    "lease on webhook endpoint %s could not be renewed; its deliveries "
+                    "are cancelled and another instance takes over",
+                    self.endpoint.endpoint_id,
+                )
                 self.lease_lost = True
                 worker.cancel()
                 return
@@ -308,26 +326,35 @@ class _Pass:
         scan = self.d.scan(endpoint_id)
         started = self.d.journal_now()
         among: list[str] | None = None
-        full = (scan.since is None or scan.full_at is None
-                or started - scan.full_at > timedelta(seconds=RECONCILE_S))
+        full = (
+            scan.since is None
+            or scan.full_at is None
+            or started - scan.full_at > timedelta(seconds=RECONCILE_S)
+        )
         async with self.d.step():
             if scan.since is not None and not full:
                 among = await self.d.store.moved_since(scan.since - MOVED_MARGIN)
             pending = await self.d.store.pending(endpoint_id, ACCOUNTS_PER_PASS, among)
             self.found = bool(pending)
-            batches = await self.d.store.events_for([(p.account_id, p.after) for p in pending],
-                                                    EVENTS_PER_ACCOUNT, EVENTS_PER_PASS)
+            batches = await self.d.store.events_for(
+                [(p.account_id, p.after) for p in pending], EVENTS_PER_ACCOUNT, EVENTS_PER_PASS
+            )
         if full:
             self.lag.waiting.clear()
         for account in pending:
             if account.first_at is not None:
                 self.lag.waiting.setdefault(account.account_id, account.first_at)
         # an account read short of its head (per-account or per-pass cap): look again at once
-        self.more = len(pending) >= ACCOUNTS_PER_PASS or any(
-            len(batches.get(p.account_id, ())) >= EVENTS_PER_ACCOUNT for p in pending) or (
-            sum(len(b) for b in batches.values()) >= EVENTS_PER_PASS)
-        queue = [(p.account_id, batches[p.account_id]) for p in reversed(pending)
-                 if p.account_id in batches]
+        self.more = (
+            len(pending) >= ACCOUNTS_PER_PASS
+            or any(len(batches.get(p.account_id, ())) >= EVENTS_PER_ACCOUNT for p in pending)
+            or (sum(len(b) for b in batches.values()) >= EVENTS_PER_PASS)
+        )
+        queue = [
+            (p.account_id, batches[p.account_id])
+            for p in reversed(pending)
+            if p.account_id in batches
+        ]
 
         async def lane(number: int) -> None:
             while queue and not self._should_stop():
@@ -340,9 +367,15 @@ class _Pass:
                     lanes.create_task(lane(number))
         finally:  # also when cancelled: what was acknowledged moves the cursors
             async with self.d.step():
-                self.gone = not await asyncio.shield(self.d.store.record(
-                    endpoint_id, self.positions, self.attempts, self.w.outcome,
-                    self.d.wall_now()))
+                self.gone = not await asyncio.shield(
+                    self.d.store.record(
+                        endpoint_id,
+                        self.positions,
+                        self.attempts,
+                        self.w.outcome,
+                        self.d.wall_now(),
+                    )
+                )
         self.stopped = self.gone or self.failed or self.d.stopping.is_set() or bool(queue)
         if self.stopped:
             scan.since = None  # the next pass looks at every account
@@ -360,16 +393,16 @@ class _Pass:
                 self.lag.waiting[account_id] = event.created_at
                 if self._should_stop():
                     return
-                attempt = await self._send(account_id, event.seq, event.type, event.payload,
-                                           lane)
+                attempt = await self._send(account_id, event.seq, event.type, event.payload, lane)
                 self.attempts.append(attempt)
                 if not attempt.ok:
                     return
             self.positions[account_id] = event.seq
         self.lag.waiting.pop(account_id, None)  # re-set by the next pass if more came
 
-    async def _send(self, account_id: str, seq: int, event_type: str,
-                    payload: dict[str, object], lane: int) -> Attempt:
+    async def _send(
+        self, account_id: str, seq: int, event_type: str, payload: dict[str, object], lane: int
+    ) -> Attempt:
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
         at = self.d.wall_now()
         started = time.monotonic()
@@ -391,17 +424,35 @@ class _Pass:
         if not self.failed:  # one failure per pass: attempts in flight fail together
             self.failed = True
             self.w.outcome = self._failed(at, error)
-        return Attempt(account_id, seq, event_type, status, error[:1024], duration_ms, at,
-                       self.w.outcome.next_attempt_at)
+        return Attempt(
+            account_id,
+            seq,
+            event_type,
+            status,
+            error[:1024],
+            duration_ms,
+            at,
+            self.w.outcome.next_attempt_at,
+        )
 
     async def _post(self, body: bytes, event_type: str, event_id: str, lane: int) -> int:
-        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
-                   "X-Signature": sign(self.endpoint.secret, body, int(time.time())),
-                   "X-Creditstream-Event": event_type, "X-Creditstream-Event-Id": event_id}
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "X-Signature": sign(self.endpoint.secret, body, int(time.time())),
+            "X-Creditstream-Event": event_type,
+            "X-Creditstream-Event-Id": event_id,
+        }
         # no redirects (the webhook rules follow none): a 3xx is a failed attempt
         # each lane its own small connection pool (egress/client.py says why)
-        async with self.d.egress.open("POST", self.endpoint.url, self.d.egress.webhooks,
-                                      content=body, headers=headers, shard=lane) as response:
+        async with self.d.egress.open(
+            "POST",
+            self.endpoint.url,
+            self.d.egress.webhooks,
+            content=body,
+            headers=headers,
+            shard=lane,
+        ) as response:
             read = 0
             async for chunk in response.aiter_raw():
                 read += len(chunk)
@@ -415,11 +466,12 @@ class _Pass:
         failures = outcome.failures + 1
         window = self.d.policy.retry_window_s
         if (at - since).total_seconds() >= window:
-            reason = (f"disabled after {failures} failed attempts over {window:g} s "
-                      f"(since {since.isoformat()}); last error: {error}")
+            reason = (
+                f"disabled after {failures} failed attempts over {window:g} s "
+                f"(since {since.isoformat()}); last error: {error}"
+            )
             log.warning("webhook endpoint %s %s", self.endpoint.endpoint_id, reason)
             metrics.WEBHOOK_DELIVERIES.labels("disabled").inc()
             return Outcome(since, failures, None, reason)
         retry = at + timedelta(seconds=self.d.policy.retry_delay(failures))
         return Outcome(since, failures, retry)
-

@@ -17,14 +17,25 @@ from starlette.routing import Route
 
 async def create_hold(request: Request) -> Response:
     body = json.loads(await request.body())
-    return JSONResponse({"hold": {"account_id": body.get("account_id"),
-                                  "amount": body.get("amount"), "status": "open"}},
-                        status_code=201)
+    return JSONResponse(
+        {
+            "hold": {
+                "account_id": body.get("account_id"),
+                "amount": body.get("amount"),
+                "status": "open",
+            }
+        },
+        status_code=201,
+    )
 
 
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-app = Starlette(routes=[Route("/v1/holds", create_hold, methods=["POST"]),
-                        Route("/healthz", healthz, methods=["GET"])])
+app = Starlette(
+    routes=[
+        Route("/v1/holds", create_hold, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ]
+)

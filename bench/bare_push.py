@@ -52,7 +52,7 @@ class Relay:
                 continue
             channel = message["channel"].decode()
             text = message["data"].decode()
-            for ws in list(self.subscribers.get(channel[len(PREFIX):], ())):
+            for ws in list(self.subscribers.get(channel[len(PREFIX) :], ())):
                 try:
                     await ws.send_text(text)
                 except Exception:
@@ -103,8 +103,9 @@ async def stream(ws: WebSocket) -> None:
                 account_id = str(message["account_id"])
                 await relay.add(account_id, ws)
                 accounts.append(account_id)
-                await ws.send_text(json.dumps({"type": "subscribed", "account_id": account_id,
-                                               "seq": 0}))
+                await ws.send_text(
+                    json.dumps({"type": "subscribed", "account_id": account_id, "seq": 0})
+                )
     except WebSocketDisconnect:
         pass
     finally:
@@ -116,5 +117,7 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-app = Starlette(routes=[WebSocketRoute("/v1/stream", stream),
-                        Route("/healthz", healthz, methods=["GET"])], lifespan=lifespan)
+app = Starlette(
+    routes=[WebSocketRoute("/v1/stream", stream), Route("/healthz", healthz, methods=["GET"])],
+    lifespan=lifespan,
+)

@@ -50,8 +50,10 @@ async def _probe_health(http: httpx.AsyncClient, stop: asyncio.Event) -> float:
 async def _round(http: httpx.AsyncClient, auth: dict[str, str]) -> tuple[float, float, int]:
     account = f"bench-{uuid.uuid4().hex[:8]}"
     for start in range(0, GRANTS, 1000):
-        grants = [{"op": "grant", "account_id": account, "amount": 5, "reason": "purchase"}
-                  for _ in range(min(1000, GRANTS - start))]
+        grants = [
+            {"op": "grant", "account_id": account, "amount": 5, "reason": "purchase"}
+            for _ in range(min(1000, GRANTS - start))
+        ]
         response = await http.post("/v1/batch", headers=auth, json={"operations": grants})
         assert response.status_code == 200, response.text
     charges = [{"op": "charge", "account_id": account, "amount": 1} for _ in range(CHARGES)]
@@ -75,20 +77,26 @@ async def main(rounds: int) -> None:
     base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
     try:
         with TemporaryDirectory() as tmp:
-            settings = Settings(database_url=f"{base}/{name}", user_token_secret=TEST_SECRET,
-                                results_dir=str(Path(tmp) / "results"))
+            settings = Settings(
+                database_url=f"{base}/{name}",
+                user_token_secret=TEST_SECRET,
+                results_dir=str(Path(tmp) / "results"),
+            )
             app = create_app(settings, clock=MutableClock(), run_sweeper=False)
             async with app.router.lifespan_context(app):
                 key = await create_server_key(app.state.ctx.db, "bench")
                 auth = {"Authorization": f"Bearer {key}"}
                 transport = httpx.ASGITransport(app=app)
-                async with httpx.AsyncClient(transport=transport, base_url="http://bench",
-                                             timeout=120) as http:
+                async with httpx.AsyncClient(
+                    transport=transport, base_url="http://bench", timeout=120
+                ) as http:
                     for i in range(rounds):
                         elapsed, health, size = await _round(http, auth)
-                        print(f"round {i + 1}: {CHARGES} charges on {GRANTS} grants in "
-                              f"{elapsed:.2f} s; worst /healthz {health:.2f} s; "
-                              f"answer {size / 1024:.0f} KiB")
+                        print(
+                            f"round {i + 1}: {CHARGES} charges on {GRANTS} grants in "
+                            f"{elapsed:.2f} s; worst /healthz {health:.2f} s; "
+                            f"answer {size / 1024:.0f} KiB"
+                        )
     finally:
         await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

@@ -15,32 +15,41 @@ from bench.database import DEFAULT_PG_ADMIN
 from bench.results import Progress, Result
 from bench.servers import DEFAULT_REDIS
 
-BENCHMARKS = ("engine", "hot", "http", "push", "connections", "webhooks")  # `bench all`; soak is apart
+BENCHMARKS = (
+    "engine",
+    "hot",
+    "http",
+    "push",
+    "connections",
+    "webhooks",
+)  # `bench all`; soak is apart
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     bench: argparse.ArgumentParser = subparsers.add_parser(
-        "bench", help="benchmarks: creditstream against its ceiling, measured in the same run",
+        "bench",
+        help="benchmarks: creditstream against its ceiling, measured in the same run",
         description="Benchmarks that measure creditstream and its ceiling in the same run "
-                    "(SPEC §6; results in docs/PERFORMANCE.md).")
+        "(SPEC §6; results in docs/PERFORMANCE.md).",
+    )
     sub = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK")
     helps = {
         "engine": "holds/s and hold+capture cycles/s through the engine over many accounts, "
-                  "against raw asyncpg running the same SQL (goal ≥ 0.8×)",
+        "against raw asyncpg running the same SQL (goal ≥ 0.8×)",
         "hot": "the same with every operation on one account (goal ≥ 1.0×)",
         "http": "POST /v1/holds through uvicorn against a bare Starlette endpoint running the "
-                "same SQL: req/s, p50/p99",
+        "same SQL: req/s, p50/p99",
         "push": "commit-to-client latency across two instances with Redis, and memory per idle "
-                "WebSocket, against a bare Redis-to-WebSocket relay (goals: p99 ≤ 10 ms, "
-                "≤ 16 KiB per connection)",
+        "WebSocket, against a bare Redis-to-WebSocket relay (goals: p99 ≤ 10 ms, "
+        "≤ 16 KiB per connection)",
         "connections": "how many idle subscribers one instance holds within a memory budget, "
-                       "against the bare relay",
+        "against the bare relay",
         "webhooks": "outbound webhooks into one endpoint whose receiver takes 20 ms: "
-                    "delivered/s against the rate committed, and the lag (goals: ≥ 0.95×, "
-                    "p99 ≤ 1 s)",
+        "delivered/s against the rate committed, and the lag (goals: ≥ 0.95×, "
+        "p99 ≤ 1 s)",
         "soak": "an endurance run: stream churn, holds and jobs left to expire, outbound "
-                "deliveries, together for --duration; server RSS slope, sweeper lateness and "
-                "delivery lag against bounds (exits 1 when one is exceeded)",
+        "deliveries, together for --duration; server RSS slope, sweeper lateness and "
+        "delivery lag against bounds (exits 1 when one is exceeded)",
         "all": "every benchmark above but soak at its default size, one after the other",
     }
     for name, text in helps.items():
@@ -64,18 +73,30 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--markdown", metavar="PATH", help="append the table(s) to PATH as Markdown")
     out.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     env = parser.add_argument_group("services")
-    env.add_argument("--pg-admin", default=DEFAULT_PG_ADMIN,
-                     help="PostgreSQL DSN used to create (and drop) a scratch database "
-                          "bench_<random> (default: $CREDITSTREAM_BENCH_PG or %(default)s)")
-    env.add_argument("--database-url", default=None,
-                     help="use this (PostgreSQL) database instead of a scratch one; it is "
-                          "migrated and gets bench accounts")
-    env.add_argument("--redis-url", default=DEFAULT_REDIS,
-                     help="Redis for push and connections (default: $CREDITSTREAM_BENCH_REDIS "
-                          "or %(default)s)")
-    env.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
-                     help="event loop of the benchmark process itself (engine and hot run "
-                          "creditstream in it; default asyncio)")
+    env.add_argument(
+        "--pg-admin",
+        default=DEFAULT_PG_ADMIN,
+        help="PostgreSQL DSN used to create (and drop) a scratch database "
+        "bench_<random> (default: $CREDITSTREAM_BENCH_PG or %(default)s)",
+    )
+    env.add_argument(
+        "--database-url",
+        default=None,
+        help="use this (PostgreSQL) database instead of a scratch one; it is "
+        "migrated and gets bench accounts",
+    )
+    env.add_argument(
+        "--redis-url",
+        default=DEFAULT_REDIS,
+        help="Redis for push and connections (default: $CREDITSTREAM_BENCH_REDIS or %(default)s)",
+    )
+    env.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="event loop of the benchmark process itself (engine and hot run "
+        "creditstream in it; default asyncio)",
+    )
 
 
 def _add_specific(name: str, parser: argparse.ArgumentParser) -> None:

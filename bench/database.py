@@ -10,15 +10,16 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-DEFAULT_PG_ADMIN = os.environ.get("CREDITSTREAM_BENCH_PG",
-                                  "postgresql://postgres@127.0.0.1:5432/postgres")
+DEFAULT_PG_ADMIN = os.environ.get(
+    "CREDITSTREAM_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 SEED_BALANCE = 10**12
 
 
 def asyncpg_dsn(url: str) -> str:
     for prefix in ("postgresql+asyncpg://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql://" + url[len(prefix):]
+            return "postgresql://" + url[len(prefix) :]
     return url
 
 
@@ -108,8 +109,11 @@ async def audit_database(dsn: str) -> dict[str, Any]:
             checked, mismatches = await audit(uow.conn)
     finally:
         await db.dispose()
-    return {"accounts": checked, "mismatches": len(mismatches),
-            "first": [m.describe() for m in mismatches[:3]]}
+    return {
+        "accounts": checked,
+        "mismatches": len(mismatches),
+        "first": [m.describe() for m in mismatches[:3]],
+    }
 
 
 async def create_server_key(dsn: str) -> str:

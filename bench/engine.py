@@ -31,25 +31,43 @@ Op = Callable[[random.Random], Awaitable[Any]]  # may return how many operations
 def add_arguments(parser: argparse.ArgumentParser, hot: bool) -> None:
     if not hot:
         options.add_accounts(parser, 1000, "the operations are spread over")
-    parser.add_argument("--concurrency", default="16,64,256",
-                        help="comma-separated numbers of concurrent callers, one set of phases "
-                             "each (default 16,64,256)")
-    parser.add_argument("--lanes", type=int, default=1,
-                        help="the engine's write connections (CREDITSTREAM_WRITE_CONNECTIONS; "
-                             "default 1, as the server)")
-    parser.add_argument("--ceiling-pools", default="2,16",
-                        help="pool sizes tried for the one-statement ceiling; the best counts "
-                             "(default 2,16)")
-    parser.add_argument("--batch-size", type=int, default=100,
-                        help="holds per transaction of the batched ceiling (default 100)")
+    parser.add_argument(
+        "--concurrency",
+        default="16,64,256",
+        help="comma-separated numbers of concurrent callers, one set of phases "
+        "each (default 16,64,256)",
+    )
+    parser.add_argument(
+        "--lanes",
+        type=int,
+        default=1,
+        help="the engine's write connections (CREDITSTREAM_WRITE_CONNECTIONS; "
+        "default 1, as the server)",
+    )
+    parser.add_argument(
+        "--ceiling-pools",
+        default="2,16",
+        help="pool sizes tried for the one-statement ceiling; the best counts (default 2,16)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=100,
+        help="holds per transaction of the batched ceiling (default 100)",
+    )
     options.add_duration(parser, 5.0, "measured seconds per phase")
     options.add_warmup(parser, 1.0, "unmeasured seconds before each phase")
-    parser.add_argument("--workloads", default="hold,cycle",
-                        help="comma-separated: hold, cycle (default both)")
-    parser.add_argument("--profile", metavar="PATH", default=None,
-                        help="afterwards, run one more engine hold phase at the highest "
-                             "concurrency under cProfile and write its stats to PATH (and a "
-                             "text summary to PATH.txt)")
+    parser.add_argument(
+        "--workloads", default="hold,cycle", help="comma-separated: hold, cycle (default both)"
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="PATH",
+        default=None,
+        help="afterwards, run one more engine hold phase at the highest "
+        "concurrency under cProfile and write its stats to PATH (and a "
+        "text summary to PATH.txt)",
+    )
 
 
 async def measure(op: Op, concurrency: int, warmup: float, duration: float) -> dict[str, Any]:
@@ -87,9 +105,15 @@ async def measure(op: Op, concurrency: int, warmup: float, duration: float) -> d
         meter.stop()
 
     await asyncio.gather(metering(), *(worker(seed) for seed in range(concurrency)))
-    return {"ops_per_s": completed[0] / duration, "completed": completed[0],
-            "latency_ms": summarize(latencies, 1000.0), "errors": len(errors),
-            "first_errors": errors[:3], "cpu_cores": meter.cores, "per_second": per_second}
+    return {
+        "ops_per_s": completed[0] / duration,
+        "completed": completed[0],
+        "latency_ms": summarize(latencies, 1000.0),
+        "errors": len(errors),
+        "first_errors": errors[:3],
+        "cpu_cores": meter.cores,
+        "per_second": per_second,
+    }
 
 
 class EngineSide:
@@ -112,16 +136,18 @@ class EngineSide:
         from storage.writes.batch import Touches
 
         account_id = rng.choice(self.ids)
-        hold, _ = await self.writer.run(lambda uow: self.service.hold(uow, account_id, 1),
-                                        Touches(accounts=(account_id,)))
+        hold, _ = await self.writer.run(
+            lambda uow: self.service.hold(uow, account_id, 1), Touches(accounts=(account_id,))
+        )
         return hold.hold_id
 
     async def cycle(self, rng: random.Random) -> None:
         from storage.writes.batch import Touches
 
         hold_id = await self.hold(rng)
-        await self.writer.run(lambda uow: self.service.capture(uow, hold_id),
-                              Touches(holds=(hold_id,)))
+        await self.writer.run(
+            lambda uow: self.service.capture(uow, hold_id), Touches(holds=(hold_id,))
+        )
 
     async def close(self) -> None:
         await self.writer.aclose()
@@ -151,8 +177,9 @@ class CeilingSide:
     async def open(self) -> CeilingSide:
         import asyncpg
 
-        self.pool = await asyncpg.create_pool(self.dsn, min_size=self.pool_size,
-                                              max_size=self.pool_size)
+        self.pool = await asyncpg.create_pool(
+            self.dsn, min_size=self.pool_size, max_size=self.pool_size
+        )
         return self
 
     async def hold(self, rng: random.Random) -> None:
@@ -200,13 +227,23 @@ async def run(args: argparse.Namespace, hot: bool, say: Progress) -> Result:
         if workload not in WORKLOADS:
             raise ValueError(f"unknown workload {workload!r}; expected hold, cycle")
     levels, pools = _levels(args.concurrency), _levels(args.ceiling_pools)
-    params = {"accounts": accounts, "concurrency": levels, "lanes": args.lanes,
-              "ceiling_pools": pools, "batch_size": args.batch_size,
-              "duration_s": args.duration, "warmup_s": args.warmup, "workloads": workloads,
-              "loop": args.loop, "database": "PostgreSQL"}
-    title = ("hot: every operation on one account" if hot else
-             f"engine: operations over {accounts:,} accounts") + \
-        f" — {', '.join(map(str, levels))} callers, PostgreSQL"
+    params = {
+        "accounts": accounts,
+        "concurrency": levels,
+        "lanes": args.lanes,
+        "ceiling_pools": pools,
+        "batch_size": args.batch_size,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "workloads": workloads,
+        "loop": args.loop,
+        "database": "PostgreSQL",
+    }
+    title = (
+        "hot: every operation on one account"
+        if hot
+        else f"engine: operations over {accounts:,} accounts"
+    ) + f" — {', '.join(map(str, levels))} callers, PostgreSQL"
     started = time.monotonic()
     async with bench_database(args.pg_admin, args.database_url) as dsn:
         pg_version, _ = await service_versions(dsn, None)
@@ -216,18 +253,22 @@ async def run(args: argparse.Namespace, hot: bool, say: Progress) -> Result:
         sides: dict[str, CeilingSide | EngineSide] = {
             "creditstream": EngineSide(dsn, args.lanes, ids),
             "per-operation": TransactionPerOperation(dsn, 1, ids),
-            "batched": await BatchedCeiling(dsn, args.lanes, ids, args.batch_size).open()}
+            "batched": await BatchedCeiling(dsn, args.lanes, ids, args.batch_size).open(),
+        }
         for pool in pools:
             sides[f"one-statement/{pool}"] = await CeilingSide(dsn, pool, ids).open()
         phases: dict[str, dict[str, Any]] = {}
 
         async def phase(label: str, side: str, workload: str, callers: int) -> dict[str, Any]:
-            result = await measure(getattr(sides[side], workload), callers, args.warmup,
-                                   args.duration)
+            result = await measure(
+                getattr(sides[side], workload), callers, args.warmup, args.duration
+            )
             phases[label] = result
-            say(f"{name} {label}: {result['ops_per_s']:,.0f}/s, p50 "
+            say(
+                f"{name} {label}: {result['ops_per_s']:,.0f}/s, p50 "
                 f"{result['latency_ms']['p50'] or 0:.2f} ms, p99 "
-                f"{result['latency_ms']['p99'] or 0:.1f} ms, errors {result['errors']}")
+                f"{result['latency_ms']['p99'] or 0:.1f} ms, errors {result['errors']}"
+            )
             return result
 
         profile = None
@@ -238,14 +279,18 @@ async def run(args: argparse.Namespace, hot: bool, say: Progress) -> Result:
                 if "hold" in workloads:
                     await phase(f"hold {callers} creditstream", "creditstream", "hold", callers)
                     for pool in pools:
-                        await phase(f"hold {callers} one-statement/{pool}",
-                                    f"one-statement/{pool}", "hold", callers)
+                        await phase(
+                            f"hold {callers} one-statement/{pool}",
+                            f"one-statement/{pool}",
+                            "hold",
+                            callers,
+                        )
                     await phase(f"hold {callers} batched", "batched", "hold", args.lanes)
                 if "cycle" in workloads:
-                    await phase(f"cycle {callers} creditstream", "creditstream", "cycle",
-                                callers)
-                    await phase(f"cycle {callers} by-hand", f"one-statement/{pools[-1]}",
-                                "cycle", callers)
+                    await phase(f"cycle {callers} creditstream", "creditstream", "cycle", callers)
+                    await phase(
+                        f"cycle {callers} by-hand", f"one-statement/{pools[-1]}", "cycle", callers
+                    )
             if args.profile:
                 profile = await _profile(sides["creditstream"], levels[-1], args, say)
         finally:
@@ -258,21 +303,30 @@ async def run(args: argparse.Namespace, hot: bool, say: Progress) -> Result:
     if audit["mismatches"]:
         result.notes.append(f"AUDIT FAILED after the run: {audit['first']}")
     else:
-        result.notes.append(f"audit after the run: {audit['accounts']} accounts, 0 mismatches "
-                            "(every side wrote a sound ledger)")
+        result.notes.append(
+            f"audit after the run: {audit['accounts']} accounts, 0 mismatches "
+            "(every side wrote a sound ledger)"
+        )
     result.notes.append(
         f"one-statement ceiling: UPDATE … RETURNING + INSERTs in one CTE on raw asyncpg, best of "
         f"pools {pools}; batched ceiling: {args.batch_size} holds per transaction, set-based, on "
         f"{args.lanes} connections; creditstream: {args.lanes} write connections whatever the "
-        "callers")
+        "callers"
+    )
     if note := contention_note([p["cpu_cores"].get("other") for p in phases.values()]):
         result.notes.append(note)
     result.elapsed_s = time.monotonic() - started
     return result
 
 
-def _rows(result: Result, phases: dict[str, Any], levels: list[int], pools: list[int],
-          workloads: list[str], hot: bool) -> None:
+def _rows(
+    result: Result,
+    phases: dict[str, Any],
+    levels: list[int],
+    pools: list[int],
+    workloads: list[str],
+    hot: bool,
+) -> None:
     rate = {label: p["ops_per_s"] for label, p in phases.items()}
     goal_callers = 64 if 64 in levels else levels[len(levels) // 2]
     for callers in levels:
@@ -281,35 +335,75 @@ def _rows(result: Result, phases: dict[str, Any], levels: list[int], pools: list
             one_statement = phases[f"hold {callers} one-statement/{best_pool}"]
             mine = phases[f"hold {callers} creditstream"]
             goal = Goal("ratio", ">=", 3.0 if hot else 1.0) if callers == goal_callers else None
-            result.rows.append(Row(f"holds/s, {callers} callers (vs one statement, pool "
-                                   f"{best_pool})", mine["ops_per_s"],
-                                   one_statement["ops_per_s"], goal))
-            result.rows.append(Row(f"holds/s, {callers} callers (vs batched)",
-                                   mine["ops_per_s"], rate[f"hold {callers} batched"]))
+            result.rows.append(
+                Row(
+                    f"holds/s, {callers} callers (vs one statement, pool {best_pool})",
+                    mine["ops_per_s"],
+                    one_statement["ops_per_s"],
+                    goal,
+                )
+            )
+            result.rows.append(
+                Row(
+                    f"holds/s, {callers} callers (vs batched)",
+                    mine["ops_per_s"],
+                    rate[f"hold {callers} batched"],
+                )
+            )
             for q in ("p50", "p99"):
-                result.rows.append(Row(f"hold latency {q}, {callers} callers, ms",
-                                       mine["latency_ms"][q], one_statement["latency_ms"][q]))
-            result.rows.append(Row(f"client CPU per hold, {callers} callers, ms",
-                                   per_op_ms(mine, "self"), per_op_ms(one_statement, "self")))
-            result.rows.append(Row(f"PostgreSQL CPU, cores ({callers} callers)",
-                                   mine["cpu_cores"].get("postgres"),
-                                   one_statement["cpu_cores"].get("postgres")))
+                result.rows.append(
+                    Row(
+                        f"hold latency {q}, {callers} callers, ms",
+                        mine["latency_ms"][q],
+                        one_statement["latency_ms"][q],
+                    )
+                )
+            result.rows.append(
+                Row(
+                    f"client CPU per hold, {callers} callers, ms",
+                    per_op_ms(mine, "self"),
+                    per_op_ms(one_statement, "self"),
+                )
+            )
+            result.rows.append(
+                Row(
+                    f"PostgreSQL CPU, cores ({callers} callers)",
+                    mine["cpu_cores"].get("postgres"),
+                    one_statement["cpu_cores"].get("postgres"),
+                )
+            )
         if "cycle" in workloads:
             cycles = phases[f"cycle {callers} creditstream"]
             holds = rate.get(f"hold {callers} creditstream")
-            result.rows.append(Row(f"hold+capture cycles/s, {callers} callers (vs own holds/s)",
-                                   cycles["ops_per_s"], holds,
-                                   Goal("ratio", ">=", 0.5) if holds else None))
-            result.rows.append(Row(f"hold+capture cycles/s, {callers} callers (vs by hand)",
-                                   cycles["ops_per_s"], rate[f"cycle {callers} by-hand"]))
+            result.rows.append(
+                Row(
+                    f"hold+capture cycles/s, {callers} callers (vs own holds/s)",
+                    cycles["ops_per_s"],
+                    holds,
+                    Goal("ratio", ">=", 0.5) if holds else None,
+                )
+            )
+            result.rows.append(
+                Row(
+                    f"hold+capture cycles/s, {callers} callers (vs by hand)",
+                    cycles["ops_per_s"],
+                    rate[f"cycle {callers} by-hand"],
+                )
+            )
     lone, before = phases["lone hold creditstream"], phases["lone hold per-operation"]
-    result.rows.append(Row("lone caller hold p50, ms (vs a transaction per operation)",
-                           lone["latency_ms"]["p50"], before["latency_ms"]["p50"],
-                           Goal("ratio", "<=", 1.0)))
+    result.rows.append(
+        Row(
+            "lone caller hold p50, ms (vs a transaction per operation)",
+            lone["latency_ms"]["p50"],
+            before["latency_ms"]["p50"],
+            Goal("ratio", "<=", 1.0),
+        )
+    )
     for side, phase in phases.items():
         if phase["errors"]:
-            result.notes.append(f"{side}: {phase['errors']} failed operations, "
-                                f"e.g. {phase['first_errors'][0]}")
+            result.notes.append(
+                f"{side}: {phase['errors']} failed operations, e.g. {phase['first_errors'][0]}"
+            )
 
 
 def per_op_ms(phase: dict[str, Any], process: str) -> float | None:
@@ -318,8 +412,9 @@ def per_op_ms(phase: dict[str, Any], process: str) -> float | None:
     return None if cores is None or not rate else 1000.0 * cores / rate
 
 
-async def _profile(engine: CeilingSide | EngineSide, callers: int, args: argparse.Namespace,
-                   say: Progress) -> dict[str, Any]:
+async def _profile(
+    engine: CeilingSide | EngineSide, callers: int, args: argparse.Namespace, say: Progress
+) -> dict[str, Any]:
     profiler = cProfile.Profile()
     profiler.enable()
     try:
@@ -329,6 +424,8 @@ async def _profile(engine: CeilingSide | EngineSide, callers: int, args: argpars
     profiler.dump_stats(args.profile)
     with open(args.profile + ".txt", "w", encoding="utf-8") as fh:
         fh.write(profile_summary(args.profile))
-    say(f"profile: engine holds under cProfile {phase['ops_per_s']:,.0f}/s; stats in "
-        f"{args.profile}(.txt)")
+    say(
+        f"profile: engine holds under cProfile {phase['ops_per_s']:,.0f}/s; stats in "
+        f"{args.profile}(.txt)"
+    )
     return {"path": args.profile, "ops_per_s_under_profiler": phase["ops_per_s"]}

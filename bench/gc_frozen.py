@@ -16,8 +16,11 @@ Message = MutableMapping[str, Any]
 _app = asgi.create_app()
 
 
-async def app(scope: MutableMapping[str, Any], receive: Callable[[], Awaitable[Message]],
-              send: Callable[[Message], Awaitable[None]]) -> None:
+async def app(
+    scope: MutableMapping[str, Any],
+    receive: Callable[[], Awaitable[Message]],
+    send: Callable[[Message], Awaitable[None]],
+) -> None:
     if scope["type"] != "lifespan":
         await _app(scope, receive, send)
         return

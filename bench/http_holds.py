@@ -34,22 +34,41 @@ from bench.servers import BENCH_SECRET, ROOT, VARIANTS, UvicornServer, stop_serv
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_accounts(parser, 1000, "the holds are spread over")
-    parser.add_argument("--connections", type=int, default=64,
-                        help="concurrent keep-alive connections of the load generator "
-                             "(default 64)")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=64,
+        help="concurrent keep-alive connections of the load generator (default 64)",
+    )
     options.add_duration(parser, 5.0, "measured seconds per server")
     options.add_warmup(parser, 1.0, "unmeasured seconds of load first")
     options.add_variants(parser, "uvloop")
-    parser.add_argument("--workers", type=int, default=2,
-                        help="worker processes of the last creditstream phase (default 2)")
-    parser.add_argument("--client", choices=("raw", "httpx"), default="raw",
-                        help="load generator client (default raw: httptools on uvloop)")
-    parser.add_argument("--write-connections", type=int, default=None,
-                        help="CREDITSTREAM_WRITE_CONNECTIONS of the server (default: its own)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="worker processes of the last creditstream phase (default 2)",
+    )
+    parser.add_argument(
+        "--client",
+        choices=("raw", "httpx"),
+        default="raw",
+        help="load generator client (default raw: httptools on uvloop)",
+    )
+    parser.add_argument(
+        "--write-connections",
+        type=int,
+        default=None,
+        help="CREDITSTREAM_WRITE_CONNECTIONS of the server (default: its own)",
+    )
     options.add_db_pool(parser, 10, "the server, for its reads")
-    parser.add_argument("--profile-server", metavar="DIR", default=None,
-                        help="run both servers under cProfile and write DIR/http-<side>-<variant>"
-                             ".prof plus a .txt summary (the figures are then the profiled ones)")
+    parser.add_argument(
+        "--profile-server",
+        metavar="DIR",
+        default=None,
+        help="run both servers under cProfile and write DIR/http-<side>-<variant>"
+        ".prof plus a .txt summary (the figures are then the profiled ones)",
+    )
 
 
 def parse_variants(text: str) -> list[str]:
@@ -60,15 +79,31 @@ def parse_variants(text: str) -> list[str]:
     return variants
 
 
-async def load(server: UvicornServer, key: str, ids: list[str],
-               args: argparse.Namespace) -> dict[str, Any]:
-    cfg = {"host": "127.0.0.1", "port": server.port, "path": "/v1/holds",
-           "authorization": f"Bearer {key}", "accounts": ids, "connections": args.connections,
-           "warmup": args.warmup, "duration": args.duration, "client": args.client,
-           "idempotency": True}
+async def load(
+    server: UvicornServer, key: str, ids: list[str], args: argparse.Namespace
+) -> dict[str, Any]:
+    cfg = {
+        "host": "127.0.0.1",
+        "port": server.port,
+        "path": "/v1/holds",
+        "authorization": f"Bearer {key}",
+        "accounts": ids,
+        "connections": args.connections,
+        "warmup": args.warmup,
+        "duration": args.duration,
+        "client": args.client,
+        "idempotency": True,
+    }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.loadgen", cwd=ROOT, stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, limit=2**26)
+        sys.executable,
+        "-m",
+        "bench.loadgen",
+        cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        limit=2**26,
+    )
     assert proc.stdin is not None
     proc.stdin.write((json.dumps(cfg) + "\n").encode())
     await proc.stdin.drain()
@@ -96,13 +131,22 @@ PHASES = ("echo", "uniform", "hot", "workers")
 
 async def run(args: argparse.Namespace, say: Progress) -> Result:
     variants = parse_variants(args.variants)
-    params = {"accounts": args.accounts, "connections": args.connections,
-              "duration_s": args.duration, "warmup_s": args.warmup, "variants": variants,
-              "client": args.client, "db_pool": args.db_pool, "workers": args.workers,
-              "write_connections": args.write_connections,
-              "endpoint": "POST /v1/holds with a fresh Idempotency-Key"}
-    title = (f"http: POST /v1/holds + Idempotency-Key, {args.connections} connections, "
-             f"{args.accounts:,} accounts — uvicorn, PostgreSQL")
+    params = {
+        "accounts": args.accounts,
+        "connections": args.connections,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "variants": variants,
+        "client": args.client,
+        "db_pool": args.db_pool,
+        "workers": args.workers,
+        "write_connections": args.write_connections,
+        "endpoint": "POST /v1/holds with a fresh Idempotency-Key",
+    }
+    title = (
+        f"http: POST /v1/holds + Idempotency-Key, {args.connections} connections, "
+        f"{args.accounts:,} accounts — uvicorn, PostgreSQL"
+    )
     started = time.monotonic()
     runs: dict[str, dict[str, Any]] = {}
     if args.profile_server:
@@ -115,24 +159,37 @@ async def run(args: argparse.Namespace, say: Progress) -> Result:
             hot_ids = account_ids("bhot", 1)
             await seed_accounts(dsn, ids + hot_ids)
             key = await create_server_key(dsn)
-            env = {"CREDITSTREAM_DATABASE_URL": dsn,
-                   "CREDITSTREAM_USER_TOKEN_SECRET": BENCH_SECRET,
-                   "CREDITSTREAM_RESULTS_DIR": str(logs / "results"),
-                   "CREDITSTREAM_DB_POOL_SIZE": str(args.db_pool)}
+            env = {
+                "CREDITSTREAM_DATABASE_URL": dsn,
+                "CREDITSTREAM_USER_TOKEN_SECRET": BENCH_SECRET,
+                "CREDITSTREAM_RESULTS_DIR": str(logs / "results"),
+                "CREDITSTREAM_DB_POOL_SIZE": str(args.db_pool),
+            }
             if args.write_connections:
                 env["CREDITSTREAM_WRITE_CONNECTIONS"] = str(args.write_connections)
-            phases = {"echo": ("bench.bare_http:app", {}, ids, []),
-                      "uniform": ("asgi:app", env, ids, []),
-                      "hot": ("asgi:app", env, hot_ids, []),
-                      "workers": ("asgi:app", env, ids, ["--workers", str(args.workers)])}
+            phases = {
+                "echo": ("bench.bare_http:app", {}, ids, []),
+                "uniform": ("asgi:app", env, ids, []),
+                "hot": ("asgi:app", env, hot_ids, []),
+                "workers": ("asgi:app", env, ids, ["--workers", str(args.workers)]),
+            }
             for variant in variants:
                 runs[variant] = {}
                 for phase, (app, server_env, accounts, extra) in phases.items():
-                    profile = (str(Path(args.profile_server) / f"http-{phase}-{variant}.prof")
-                               if args.profile_server and not extra else None)
-                    server = UvicornServer(app, server_env, variant, logs,
-                                           f"http-{phase}-{variant}", extra_args=extra,
-                                           profile_path=profile)
+                    profile = (
+                        str(Path(args.profile_server) / f"http-{phase}-{variant}.prof")
+                        if args.profile_server and not extra
+                        else None
+                    )
+                    server = UvicornServer(
+                        app,
+                        server_env,
+                        variant,
+                        logs,
+                        f"http-{phase}-{variant}",
+                        extra_args=extra,
+                        profile_path=profile,
+                    )
                     await server.start()
                     try:
                         measured = await load(server, key, accounts, args)
@@ -142,32 +199,43 @@ async def run(args: argparse.Namespace, say: Progress) -> Result:
                         Path(profile + ".txt").write_text(profile_summary(profile))
                         measured["profile"] = profile
                     if measured["ok"] == 0:
-                        raise RuntimeError(f"{phase} ({variant}) answered no request: "
-                                           f"{measured['statuses']} {measured['errors']}; "
-                                           f"server log: {server.log_tail()}")
+                        raise RuntimeError(
+                            f"{phase} ({variant}) answered no request: "
+                            f"{measured['statuses']} {measured['errors']}; "
+                            f"server log: {server.log_tail()}"
+                        )
                     runs[variant][phase] = measured
-                    say(f"http {variant} {phase}: {measured['req_per_s']:,.0f} req/s, p50 "
+                    say(
+                        f"http {variant} {phase}: {measured['req_per_s']:,.0f} req/s, p50 "
                         f"{measured['latency_ms']['p50']:.1f} ms, p99 "
                         f"{measured['latency_ms']['p99']:.1f} ms, statuses "
-                        f"{measured['statuses']}, cpu {measured['cpu_cores']}")
+                        f"{measured['statuses']}, cpu {measured['cpu_cores']}"
+                    )
             audit = await audit_database(dsn)
     result = Result("http", title, params, machine=machine_info(pg_version))
     for variant in variants:
         _rows(result, runs[variant], "+".join(VARIANTS[variant]), args.workers)
-    result.notes.append("ceiling: a bare Starlette JSON echo on the same uvicorn flags and load "
-                        "(no database); goals: ≥ 0.25× the echo, hot ≥ 0.8× uniform, "
-                        f"{args.workers} workers ≥ 1.6× one")
+    result.notes.append(
+        "ceiling: a bare Starlette JSON echo on the same uvicorn flags and load "
+        "(no database); goals: ≥ 0.25× the echo, hot ≥ 0.8× uniform, "
+        f"{args.workers} workers ≥ 1.6× one"
+    )
     if args.profile_server:
-        result.notes.append(f"single-worker servers ran under cProfile (profiles in "
-                            f"{args.profile_server}): these figures are slower than unprofiled")
-    result.notes.append(f"load generator: {args.client} client in its own process; CPU in "
-                        f"cores (1.0 = one core busy), the machine has "
-                        f"{result.machine['nproc']}; with --workers the server CPU counts the "
-                        "supervisor only")
+        result.notes.append(
+            f"single-worker servers ran under cProfile (profiles in "
+            f"{args.profile_server}): these figures are slower than unprofiled"
+        )
+    result.notes.append(
+        f"load generator: {args.client} client in its own process; CPU in "
+        f"cores (1.0 = one core busy), the machine has "
+        f"{result.machine['nproc']}; with --workers the server CPU counts the "
+        "supervisor only"
+    )
     if audit["mismatches"]:
         result.notes.append(f"AUDIT FAILED after the run: {audit['first']}")
-    if note := contention_note(m["cpu_cores"].get("other") for phases_run in runs.values()
-                               for m in phases_run.values()):
+    if note := contention_note(
+        m["cpu_cores"].get("other") for phases_run in runs.values() for m in phases_run.values()
+    ):
         result.notes.append(note)
     result.details = {"runs": runs, "audit": audit}
     result.elapsed_s = time.monotonic() - started
@@ -176,21 +244,46 @@ async def run(args: argparse.Namespace, say: Progress) -> Result:
 
 def _rows(result: Result, run: dict[str, Any], label: str, workers: int) -> None:
     echo, uniform, hot, many = (run[p] for p in PHASES)
-    result.rows.append(Row(f"req/s ({label})", uniform["req_per_s"], echo["req_per_s"],
-                           Goal("ratio", ">=", 0.25)))
-    result.rows.append(Row(f"hot account req/s vs uniform ({label})", hot["req_per_s"],
-                           uniform["req_per_s"], Goal("ratio", ">=", 0.8)))
-    result.rows.append(Row(f"{workers} workers req/s vs one ({label})", many["req_per_s"],
-                           uniform["req_per_s"], Goal("ratio", ">=", 1.6)))
+    result.rows.append(
+        Row(f"req/s ({label})", uniform["req_per_s"], echo["req_per_s"], Goal("ratio", ">=", 0.25))
+    )
+    result.rows.append(
+        Row(
+            f"hot account req/s vs uniform ({label})",
+            hot["req_per_s"],
+            uniform["req_per_s"],
+            Goal("ratio", ">=", 0.8),
+        )
+    )
+    result.rows.append(
+        Row(
+            f"{workers} workers req/s vs one ({label})",
+            many["req_per_s"],
+            uniform["req_per_s"],
+            Goal("ratio", ">=", 1.6),
+        )
+    )
     for q in ("p50", "p99"):
-        result.rows.append(Row(f"latency {q}, ms ({label})", uniform["latency_ms"][q],
-                               echo["latency_ms"][q]))
-    result.rows.append(Row(f"server CPU per request, ms ({label})", per_request_ms(uniform),
-                           per_request_ms(echo)))
-    result.rows.append(Row(f"PostgreSQL CPU, cores ({label})",
-                           uniform["cpu_cores"].get("postgres"), echo["cpu_cores"].get("postgres")))
-    result.rows.append(Row(f"load generator CPU, cores ({label})",
-                           uniform["cpu_cores"].get("loadgen"), echo["cpu_cores"].get("loadgen")))
+        result.rows.append(
+            Row(f"latency {q}, ms ({label})", uniform["latency_ms"][q], echo["latency_ms"][q])
+        )
+    result.rows.append(
+        Row(f"server CPU per request, ms ({label})", per_request_ms(uniform), per_request_ms(echo))
+    )
+    result.rows.append(
+        Row(
+            f"PostgreSQL CPU, cores ({label})",
+            uniform["cpu_cores"].get("postgres"),
+            echo["cpu_cores"].get("postgres"),
+        )
+    )
+    result.rows.append(
+        Row(
+            f"load generator CPU, cores ({label})",
+            uniform["cpu_cores"].get("loadgen"),
+            echo["cpu_cores"].get("loadgen"),
+        )
+    )
     for phase, measured in run.items():
         bad = {s: n for s, n in measured["statuses"].items() if not s.startswith("2")}
         if bad or measured["errors"]:

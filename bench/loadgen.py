@@ -74,8 +74,10 @@ class RawConnection(asyncio.Protocol):
 async def raw_client(cfg: dict[str, Any], window: Window) -> None:
     loop = asyncio.get_running_loop()
     host, port = cfg["host"], cfg["port"]
-    head = (f"POST {cfg['path']} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-            f"Authorization: {cfg['authorization']}\r\nContent-Type: application/json\r\n")
+    head = (
+        f"POST {cfg['path']} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Authorization: {cfg['authorization']}\r\nContent-Type: application/json\r\n"
+    )
     accounts = cfg["accounts"]
     keyed = cfg.get("idempotency", False)
 
@@ -106,18 +108,22 @@ async def raw_client(cfg: dict[str, Any], window: Window) -> None:
 async def httpx_client(cfg: dict[str, Any], window: Window) -> None:
     import httpx
 
-    limits = httpx.Limits(max_connections=cfg["connections"],
-                          max_keepalive_connections=cfg["connections"])
+    limits = httpx.Limits(
+        max_connections=cfg["connections"], max_keepalive_connections=cfg["connections"]
+    )
     base = f"http://{cfg['host']}:{cfg['port']}"
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30,
-                                 headers={"Authorization": cfg["authorization"]}) as http:
+    async with httpx.AsyncClient(
+        base_url=base, limits=limits, timeout=30, headers={"Authorization": cfg["authorization"]}
+    ) as http:
+
         async def worker(seed: int) -> None:
             rng = random.Random(seed)
             while time.perf_counter() < window.stop:
                 t0 = time.perf_counter()
                 try:
-                    response = await http.post(cfg["path"], json={
-                        "account_id": rng.choice(cfg["accounts"]), "amount": 1})
+                    response = await http.post(
+                        cfg["path"], json={"account_id": rng.choice(cfg["accounts"]), "amount": 1}
+                    )
                 except httpx.HTTPError as exc:
                     window.errors[type(exc).__name__] += 1
                     continue
@@ -132,12 +138,16 @@ async def generate(cfg: dict[str, Any]) -> dict[str, Any]:
     client = httpx_client if cfg.get("client") == "httpx" else raw_client
     await client(cfg, window)
     ok = sum(n for status, n in window.statuses.items() if 200 <= status < 300)
-    return {"requests": len(window.latencies), "ok": ok,
-            "req_per_s": ok / cfg["duration"],
-            "statuses": {str(k): v for k, v in window.statuses.items()},
-            "errors": dict(window.errors), "latency_ms": summarize(window.latencies, 1000.0),
-            "latency_cdf": cdf_points([x * 1000 for x in window.latencies], 100),
-            "loadgen_cpu_s": time.process_time() - cpu0}
+    return {
+        "requests": len(window.latencies),
+        "ok": ok,
+        "req_per_s": ok / cfg["duration"],
+        "statuses": {str(k): v for k, v in window.statuses.items()},
+        "errors": dict(window.errors),
+        "latency_ms": summarize(window.latencies, 1000.0),
+        "latency_cdf": cdf_points([x * 1000 for x in window.latencies], 100),
+        "loadgen_cpu_s": time.process_time() - cpu0,
+    }
 
 
 def main() -> None:

@@ -26,9 +26,14 @@ def summarize(samples: Iterable[float], scale: float = 1.0) -> dict[str, Any]:
     ordered = sorted(s * scale for s in samples)
     if not ordered:
         return {"count": 0, "p50": None, "p90": None, "p99": None, "max": None, "mean": None}
-    return {"count": len(ordered), "p50": percentile(ordered, 50),
-            "p90": percentile(ordered, 90), "p99": percentile(ordered, 99), "max": ordered[-1],
-            "mean": sum(ordered) / len(ordered)}
+    return {
+        "count": len(ordered),
+        "p50": percentile(ordered, 50),
+        "p90": percentile(ordered, 90),
+        "p99": percentile(ordered, 99),
+        "max": ordered[-1],
+        "mean": sum(ordered) / len(ordered),
+    }
 
 
 def cdf_points(samples: Sequence[float], points: int = 200) -> list[tuple[float, float]]:
@@ -96,9 +101,13 @@ class CpuMeter:
 
     def _snapshot(self) -> dict[str, float]:
         busy, total = machine_jiffies()
-        snap = {"_wall": time.monotonic(), "_busy": busy, "_total": total,
-                "self": time.process_time(),
-                "postgres": sum(process_cpu_s(p) for p in postgres_pids())}
+        snap = {
+            "_wall": time.monotonic(),
+            "_busy": busy,
+            "_total": total,
+            "self": time.process_time(),
+            "postgres": sum(process_cpu_s(p) for p in postgres_pids()),
+        }
         for name, pid in self.pids.items():
             snap[name] = process_cpu_s(pid)
         return snap
@@ -118,8 +127,9 @@ class CpuMeter:
             if not name.startswith("_"):
                 self.cores[name] = round((end[name] - self._start[name]) / wall, 3) if wall else 0
         # whatever else ran on the machine meanwhile (other users' jobs skew a 2-core machine)
-        self.cores["other"] = round(max(0.0, busy - sum(
-            v for k, v in self.cores.items() if k != "machine")), 3)
+        self.cores["other"] = round(
+            max(0.0, busy - sum(v for k, v in self.cores.items() if k != "machine")), 3
+        )
         return self.cores
 
 
@@ -131,9 +141,11 @@ def contention_note(others: Iterable[float | None]) -> str | None:
     values = [v for v in others if v is not None]
     if not values or max(values) <= CONTENTION_CORES:
         return None
-    return (f"the machine was shared: other processes used {min(values):.2f}–{max(values):.2f} "
-            "cores during the measured phases (row 'other processes' CPU'); figures from "
-            "phases with more of it are pessimistic, compare ratios with that in mind")
+    return (
+        f"the machine was shared: other processes used {min(values):.2f}–{max(values):.2f} "
+        "cores during the measured phases (row 'other processes' CPU'); figures from "
+        "phases with more of it are pessimistic, compare ratios with that in mind"
+    )
 
 
 def raise_nofile(wanted: int) -> int:
@@ -167,9 +179,15 @@ def machine_info(pg_version: str | None = None, redis_version: str | None = None
                 mem_kib = int(line.split()[1])
     except OSError:
         pass
-    return {"nproc": len(os.sched_getaffinity(0)), "cpu_model": cpu_model,
-            "memory_gib": round(mem_kib / 2**20, 1), "python": platform.python_version(),
-            "kernel": platform.release(), "postgresql": pg_version, "redis": redis_version}
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_model": cpu_model,
+        "memory_gib": round(mem_kib / 2**20, 1),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "postgresql": pg_version,
+        "redis": redis_version,
+    }
 
 
 async def service_versions(dsn: str, redis_url: str | None) -> tuple[str | None, str | None]:

@@ -62,7 +62,7 @@ class Relay:
             message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             if message is None or message.get("type") != "message":
                 continue
-            account_id = message["channel"].decode()[len(PREFIX):]
+            account_id = message["channel"].decode()[len(PREFIX) :]
             for transport in list(self.subscribers.get(account_id, ())):
                 transport.send(WSMsgType.TEXT, message["data"])
 
@@ -72,8 +72,10 @@ class Relay:
             async with self.lock:
                 await self.pubsub.subscribe(PREFIX + account_id)
         subscribers.add(transport)
-        transport.send(WSMsgType.TEXT, json.dumps(
-            {"type": "subscribed", "account_id": account_id, "seq": 0}).encode())
+        transport.send(
+            WSMsgType.TEXT,
+            json.dumps({"type": "subscribed", "account_id": account_id, "seq": 0}).encode(),
+        )
 
     async def remove(self, account_id: str, transport: WSTransport) -> None:
         subscribers = self.subscribers.get(account_id)
@@ -120,8 +122,9 @@ class Stream(WSListener):
             relay.spawn(relay.remove(account_id, transport))
 
 
-HEALTHY = WSUpgradeResponse.create_ok_response(b'{"status":"ok"}',
-                                               {"Content-Type": "application/json"})
+HEALTHY = WSUpgradeResponse.create_ok_response(
+    b'{"status":"ok"}', {"Content-Type": "application/json"}
+)
 
 
 def route(request: WSUpgradeRequest) -> Stream | WSUpgradeResponseWithListener | None:
@@ -135,8 +138,9 @@ def route(request: WSUpgradeRequest) -> Stream | WSUpgradeResponseWithListener |
 async def serve(host: str, port: int) -> None:
     await relay.start(os.environ["BENCH_REDIS_URL"])
     read_buffer = int(os.environ.get("BENCH_PICOWS_READ_BUFFER", 16 * 1024))
-    server = await ws_create_server(route, host, port, max_frame_size=2**20,
-                                    read_buffer_init_size=read_buffer)
+    server = await ws_create_server(
+        route, host, port, max_frame_size=2**20, read_buffer_init_size=read_buffer
+    )
     async with server:
         await server.serve_forever()
 

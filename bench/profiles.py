@@ -11,7 +11,7 @@ def _profile_group(filename: str, function: str) -> str:
     if "site-packages/" in filename:
         return filename.split("site-packages/", 1)[1].split("/", 1)[0].removesuffix(".py")
     if filename.startswith(str(ROOT) + "/"):
-        return "creditstream: " + filename[len(str(ROOT)) + 1:].split("/", 1)[0]
+        return "creditstream: " + filename[len(str(ROOT)) + 1 :].split("/", 1)[0]
     if filename == "~":  # C functions: name the system calls, they are a cost of their own
         name = function.strip("<>").replace("method ", "").replace("built-in ", "")
         for syscall in ("send", "recv", "poll", "select", "write", "read"):
@@ -35,9 +35,13 @@ def profile_summary(path: str, top: int = 30) -> str:
         rows.append((own, calls, f"{filename}:{line}({function})"))
     total = sum(groups.values()) or 1.0
     lines = [f"own CPU time by package, {total:.2f} s profiled", ""]
-    lines += [f"{seconds:8.3f} s {100 * seconds / total:5.1f} %  {name}"
-              for name, seconds in groups.most_common(20)]
+    lines += [
+        f"{seconds:8.3f} s {100 * seconds / total:5.1f} %  {name}"
+        for name, seconds in groups.most_common(20)
+    ]
     lines += ["", f"top {top} functions by own time (tottime)", ""]
-    lines += [f"{own:8.3f} s {100 * own / total:5.1f} % {calls:9d}  {where}"
-              for own, calls, where in sorted(rows, reverse=True)[:top]]
+    lines += [
+        f"{own:8.3f} s {100 * own / total:5.1f} % {calls:9d}  {where}"
+        for own, calls, where in sorted(rows, reverse=True)[:top]
+    ]
     return "\n".join(lines) + "\n"

@@ -53,15 +53,22 @@ class Row:
         return None if self.goal is None else self.goal.check(self.creditstream, self.ratio)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"metric": self.metric, "unit": self.unit, "creditstream": self.creditstream,
-                "ceiling": self.ceiling, "ratio": self.ratio,
-                "goal": self.goal.describe() if self.goal else None,
-                "goal_spec": None if self.goal is None else self.goal.__dict__,
-                "reached": self.reached}
+        return {
+            "metric": self.metric,
+            "unit": self.unit,
+            "creditstream": self.creditstream,
+            "ceiling": self.ceiling,
+            "ratio": self.ratio,
+            "goal": self.goal.describe() if self.goal else None,
+            "goal_spec": None if self.goal is None else self.goal.__dict__,
+            "reached": self.reached,
+        }
 
 
-CAPTION = ("ratio = creditstream ÷ ceiling (throughput: the share of the ceiling reached; "
-           "latency, memory: the overhead)")
+CAPTION = (
+    "ratio = creditstream ÷ ceiling (throughput: the share of the ceiling reached; "
+    "latency, memory: the overhead)"
+)
 
 
 @dataclass
@@ -80,11 +87,18 @@ class Result:
     bounds_failed: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"benchmark": self.benchmark, "title": self.title, "started_at": self.started_at,
-                "elapsed_s": round(self.elapsed_s, 2), "machine": self.machine,
-                "params": self.params, "rows": [row.to_dict() for row in self.rows],
-                "details": self.details, "notes": self.notes,
-                "bounds_failed": self.bounds_failed}
+        return {
+            "benchmark": self.benchmark,
+            "title": self.title,
+            "started_at": self.started_at,
+            "elapsed_s": round(self.elapsed_s, 2),
+            "machine": self.machine,
+            "params": self.params,
+            "rows": [row.to_dict() for row in self.rows],
+            "details": self.details,
+            "notes": self.notes,
+            "bounds_failed": self.bounds_failed,
+        }
 
 
 def fmt(value: float | None) -> str:
@@ -109,16 +123,26 @@ def print_table(result: Result) -> None:
     if not console.is_terminal:
         console = Console(width=150)
     table = Table(title=result.title, caption=result.caption)
-    for name, justify in (("metric", "left"), ("creditstream", "right"), ("ceiling", "right"),
-                          ("ratio", "right"), ("goal", "left"), ("reached", "center")):
+    for name, justify in (
+        ("metric", "left"),
+        ("creditstream", "right"),
+        ("ceiling", "right"),
+        ("ratio", "right"),
+        ("goal", "left"),
+        ("reached", "center"),
+    ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for row in result.rows:
         reached = _reached_text(row.reached)
         style = {"yes": "green", "no": "red"}.get(reached, "")
-        table.add_row(row.metric, fmt(row.creditstream), fmt(row.ceiling),
-                      "—" if row.ratio is None else f"{row.ratio:.2f}×",
-                      row.goal.describe() if row.goal else "—",
-                      f"[{style}]{reached}[/{style}]" if style else reached)
+        table.add_row(
+            row.metric,
+            fmt(row.creditstream),
+            fmt(row.ceiling),
+            "—" if row.ratio is None else f"{row.ratio:.2f}×",
+            row.goal.describe() if row.goal else "—",
+            f"[{style}]{reached}[/{style}]" if style else reached,
+        )
     console.print(table)
     for note in result.notes:
         console.print(f"  • {note}", highlight=False)
@@ -126,18 +150,23 @@ def print_table(result: Result) -> None:
 
 def markdown_table(result: dict[str, Any]) -> str:
     """The table of a result (as in its JSON) in Markdown, for docs/PERFORMANCE.md."""
-    lines = ["| metric | creditstream | ceiling | ratio | goal | reached |",
-             "| --- | ---: | ---: | ---: | --- | :---: |"]
+    lines = [
+        "| metric | creditstream | ceiling | ratio | goal | reached |",
+        "| --- | ---: | ---: | ---: | --- | :---: |",
+    ]
     for row in result["rows"]:
         ratio = "—" if row["ratio"] is None else f"{row['ratio']:.2f}×"
-        lines.append(f"| {row['metric']} | {fmt(row['creditstream'])} | {fmt(row['ceiling'])} | "
-                     f"{ratio} | {row['goal'] or '—'} | {_reached_text(row['reached'])} |")
+        lines.append(
+            f"| {row['metric']} | {fmt(row['creditstream'])} | {fmt(row['ceiling'])} | "
+            f"{ratio} | {row['goal'] or '—'} | {_reached_text(row['reached'])} |"
+        )
     return "\n".join(lines)
 
 
 def write_json(path: str, results: Sequence[Result]) -> None:
-    payload: Any = results[0].to_dict() if len(results) == 1 else {
-        "results": [r.to_dict() for r in results]}
+    payload: Any = (
+        results[0].to_dict() if len(results) == 1 else {"results": [r.to_dict() for r in results]}
+    )
     text = json.dumps(payload, indent=2, default=str)
     if path == "-":
         print(text)

@@ -18,8 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REDIS = os.environ.get("CREDITSTREAM_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 BENCH_SECRET = "bench-user-token-secret-that-is-long-enough-for-hs256"
 # uvicorn's event loop and HTTP parser: the stock pure-Python pair, and the C-accelerated one
-VARIANTS: dict[str, tuple[str, str]] = {"asyncio": ("asyncio", "h11"),
-                                        "uvloop": ("uvloop", "httptools")}
+VARIANTS: dict[str, tuple[str, str]] = {
+    "asyncio": ("asyncio", "h11"),
+    "uvloop": ("uvloop", "httptools"),
+}
 # uvicorn's WebSocket protocols: creditstream's own (as `creditstream serve` and the image run
 # it) first, then uvicorn's
 DEPLOYED_WS = "api.ws_protocol:WebSocketProtocol"
@@ -28,10 +30,14 @@ T = TypeVar("T")
 
 
 def add_ws_argument(parser: Any) -> None:
-    parser.add_argument("--ws", default=DEPLOYED_WS, choices=WS_PROTOCOLS,
-                        help="uvicorn's WebSocket protocol on both sides (default "
-                             f"{DEPLOYED_WS}, as creditstream is deployed: websockets-sansio "
-                             "keeping less per connection)")
+    parser.add_argument(
+        "--ws",
+        default=DEPLOYED_WS,
+        choices=WS_PROTOCOLS,
+        help="uvicorn's WebSocket protocol on both sides (default "
+        f"{DEPLOYED_WS}, as creditstream is deployed: websockets-sansio "
+        "keeping less per connection)",
+    )
 
 
 def ws_label(ws: str) -> str:
@@ -50,9 +56,17 @@ def free_port() -> int:
 class UvicornServer:
     """An ASGI app under `uvicorn` in its own process, as production runs creditstream."""
 
-    def __init__(self, app: str, env: dict[str, str], variant: str, log_dir: Path,
-                 name: str = "server", extra_args: Sequence[str] = (), ws: str = DEPLOYED_WS,
-                 profile_path: str | None = None) -> None:
+    def __init__(
+        self,
+        app: str,
+        env: dict[str, str],
+        variant: str,
+        log_dir: Path,
+        name: str = "server",
+        extra_args: Sequence[str] = (),
+        ws: str = DEPLOYED_WS,
+        profile_path: str | None = None,
+    ) -> None:
         self.app, self.variant, self.name, self.ws = app, variant, name, ws
         self.profile_path = profile_path  # run under cProfile, stats written at shutdown
         self.port = free_port()
@@ -61,7 +75,8 @@ class UvicornServer:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITSTREAM_")}
         self.env.update(env)
         self.env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+        )
         self.log_path = log_dir / f"{name}-{self.port}.log"
         self.extra_args = list(extra_args)
         self.process: subprocess.Popen[bytes] | None = None
@@ -73,25 +88,49 @@ class UvicornServer:
 
     def command(self) -> list[str]:
         loop, http = VARIANTS[self.variant]
-        runner = (["-m", "bench.profiled", self.profile_path] if self.profile_path else
-                  ["-m", "uvicorn"])
-        return [sys.executable, *runner, self.app, "--host", "127.0.0.1",
-                "--port", str(self.port), "--loop", loop, "--http", http, "--ws", self.ws,
-                "--ws-per-message-deflate", "false", "--lifespan", "on", "--log-level", "warning",
-                "--no-access-log", "--timeout-graceful-shutdown", "3", *self.extra_args]
+        runner = (
+            ["-m", "bench.profiled", self.profile_path] if self.profile_path else ["-m", "uvicorn"]
+        )
+        return [
+            sys.executable,
+            *runner,
+            self.app,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--loop",
+            loop,
+            "--http",
+            http,
+            "--ws",
+            self.ws,
+            "--ws-per-message-deflate",
+            "false",
+            "--lifespan",
+            "on",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            "--timeout-graceful-shutdown",
+            "3",
+            *self.extra_args,
+        ]
 
     async def start(self, timeout: float = 60.0) -> UvicornServer:
         import httpx
 
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.command(), cwd=ROOT, env=self.env, stdout=log,
-                                            stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                self.command(), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(timeout=1.0) as http:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
-                    raise RuntimeError(f"{self.name} exited with {self.process.returncode}: "
-                                       f"{self.log_tail()}")
+                    raise RuntimeError(
+                        f"{self.name} exited with {self.process.returncode}: {self.log_tail()}"
+                    )
                 try:
                     if (await http.get(self.url + "/healthz")).status_code == 200:
                         return self
@@ -145,10 +184,29 @@ class GranianServer(UvicornServer):
     def command(self) -> list[str]:
         if self.profile_path:
             raise ValueError("profiling runs under uvicorn only")
-        return [sys.executable, "-m", "granian", "--interface", "asgi", "--loop",
-                VARIANTS[self.variant][0], "--host", "127.0.0.1", "--port", str(self.port),
-                "--workers", "1", "--ws", "--log-level", "warning", "--no-access-log",
-                "--workers-kill-timeout", "3", *self.extra_args, self.app]
+        return [
+            sys.executable,
+            "-m",
+            "granian",
+            "--interface",
+            "asgi",
+            "--loop",
+            VARIANTS[self.variant][0],
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+            "--ws",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            "--workers-kill-timeout",
+            "3",
+            *self.extra_args,
+            self.app,
+        ]
 
     async def start(self, timeout: float = 60.0) -> GranianServer:
         await super().start(timeout)
@@ -171,8 +229,16 @@ class PicowsRelayServer(UvicornServer):
     not apply."""
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "bench.picows_relay", "--port", str(self.port),
-                "--loop", VARIANTS[self.variant][0], *self.extra_args]
+        return [
+            sys.executable,
+            "-m",
+            "bench.picows_relay",
+            "--port",
+            str(self.port),
+            "--loop",
+            VARIANTS[self.variant][0],
+            *self.extra_args,
+        ]
 
 
 async def stop_servers(servers: Iterable[UvicornServer]) -> None:

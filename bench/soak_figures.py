@@ -26,9 +26,16 @@ def rss_figures(samples: Sequence[tuple[float, float, int]]) -> dict[str, Any]:
     growth of each half and their ratio, and RSS per 1,000 closed streams (the slope of RSS
     over the closed-stream count in the second half)."""
     if len(samples) < 2:
-        return {"samples": len(samples), "slope_mib_per_min": None, "first_half_growth_mib": None,
-                "second_half_growth_mib": None, "growth_ratio": None,
-                "kib_per_1000_streams": None, "start_mib": None, "end_mib": None}
+        return {
+            "samples": len(samples),
+            "slope_mib_per_min": None,
+            "first_half_growth_mib": None,
+            "second_half_growth_mib": None,
+            "growth_ratio": None,
+            "kib_per_1000_streams": None,
+            "start_mib": None,
+            "end_mib": None,
+        }
     late = second_half([(t, m) for t, m, _ in samples])
     per_s = slope(late)
     start, end = samples[0], samples[-1]
@@ -38,13 +45,18 @@ def rss_figures(samples: Sequence[tuple[float, float, int]]) -> dict[str, Any]:
     second_growth = end[1] - middle_mib
     streams = [(float(n), m * 1024) for t, m, n in samples if t >= middle_t]
     per_stream_kib = slope(streams)
-    return {"samples": len(samples), "start_mib": start[1], "end_mib": end[1],
-            "peak_mib": max(m for _, m, _ in samples),
-            "slope_mib_per_min": None if per_s is None else per_s * 60,
-            "first_half_growth_mib": first_growth, "second_half_growth_mib": second_growth,
-            # ≈ 1: it grows as fast once warm as while warming up, a leak; ≈ 0: it levelled off
-            "growth_ratio": second_growth / first_growth if first_growth > 0 else None,
-            "kib_per_1000_streams": None if per_stream_kib is None else per_stream_kib * 1000}
+    return {
+        "samples": len(samples),
+        "start_mib": start[1],
+        "end_mib": end[1],
+        "peak_mib": max(m for _, m, _ in samples),
+        "slope_mib_per_min": None if per_s is None else per_s * 60,
+        "first_half_growth_mib": first_growth,
+        "second_half_growth_mib": second_growth,
+        # ≈ 1: it grows as fast once warm as while warming up, a leak; ≈ 0: it levelled off
+        "growth_ratio": second_growth / first_growth if first_growth > 0 else None,
+        "kib_per_1000_streams": None if per_stream_kib is None else per_stream_kib * 1000,
+    }
 
 
 def lateness(closed: Iterable[float], still_open: Iterable[float]) -> dict[str, Any]:
@@ -58,8 +70,9 @@ def lateness(closed: Iterable[float], still_open: Iterable[float]) -> dict[str, 
     return figures
 
 
-def delivery_lag(created: Mapping[tuple[str, int], float],
-                 arrivals: Mapping[tuple[str, int], float], end: float) -> dict[str, Any]:
+def delivery_lag(
+    created: Mapping[tuple[str, int], float], arrivals: Mapping[tuple[str, int], float], end: float
+) -> dict[str, Any]:
     """Receive time minus `created_at` for each journal event the endpoint asked for; events
     never received count at `end - created_at` (a lower bound) and as `undelivered`."""
     lags: list[float] = []

@@ -39,8 +39,14 @@ class Totals:
         self.statuses: Counter[str] = Counter()
 
     def snapshot(self, final: bool = False, **extra: float) -> dict[str, Any]:
-        return {"t": time.time(), "final": final, **self.counts, **extra,
-                "statuses": dict(self.statuses), "errors": dict(self.errors.most_common(8))}
+        return {
+            "t": time.time(),
+            "final": final,
+            **self.counts,
+            **extra,
+            "statuses": dict(self.statuses),
+            "errors": dict(self.errors.most_common(8)),
+        }
 
 
 class _ChurnState:
@@ -83,16 +89,25 @@ async def churn(cfg: dict[str, Any], totals: Totals, stop_at: float) -> None:
     await asyncio.gather(*(client(i) for i in range(cfg["churn_clients"])))
 
 
-async def paced_posts(cfg: dict[str, Any], totals: Totals, stop_at: float, kind: str,
-                      path: str, rate: float, body_of: Any) -> None:
+async def paced_posts(
+    cfg: dict[str, Any],
+    totals: Totals,
+    stop_at: float,
+    kind: str,
+    path: str,
+    rate: float,
+    body_of: Any,
+) -> None:
     """`rate` requests per second spread over a few keep-alive connections, each request due at
     its own time whatever the previous ones took (late ones go at once and are counted)."""
     if rate <= 0:
         return
     loop = asyncio.get_running_loop()
     host, port = cfg["host"], cfg["port"]
-    head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-            f"Authorization: {cfg['authorization']}\r\nContent-Type: application/json\r\n")
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Authorization: {cfg['authorization']}\r\nContent-Type: application/json\r\n"
+    )
     # about one request a second per connection: latencies under a second keep to the pace
     workers = max(1, min(200, round(rate)))
     interval = workers / rate
@@ -109,8 +124,9 @@ async def paced_posts(cfg: dict[str, Any], totals: Totals, stop_at: float, kind:
                 totals.counts[f"{kind}_late"] += 1
             due += interval
             body = json.dumps(body_of(rng)).encode()
-            data = (head + f"Idempotency-Key: {uuid.uuid4().hex}\r\n"
-                    f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+            data = (
+                head + f"Idempotency-Key: {uuid.uuid4().hex}\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode() + body
             try:
                 if conn is None or conn.transport is None or conn.transport.is_closing():
                     _, conn = await loop.create_connection(RawConnection, host, port)
@@ -148,15 +164,19 @@ async def generate(cfg: dict[str, Any]) -> None:
 
     def job(rng: random.Random) -> dict[str, Any]:
         # an external provider: the client would call it, nobody ever reports back
-        return {"account_id": rng.choice(accounts), "operation": "audio",
-                "provider": cfg["job_provider"]}
+        return {
+            "account_id": rng.choice(accounts),
+            "operation": "audio",
+            "provider": cfg["job_provider"],
+        }
 
     cpu0 = time.process_time()
     load = asyncio.gather(
         churn(cfg, totals, stop_at),
         paced_posts(cfg, totals, stop_at, "holds", "/v1/holds", cfg["hold_rate"], hold),
         paced_posts(cfg, totals, stop_at, "jobs", "/v1/jobs", cfg["job_rate"], job),
-        report(totals, cfg["report_s"], stop_at))
+        report(totals, cfg["report_s"], stop_at),
+    )
     try:  # handshakes and requests still waiting on the server then are given up
         await asyncio.wait_for(load, cfg["duration"] + GIVE_UP_S)
     except TimeoutError:

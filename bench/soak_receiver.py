@@ -31,8 +31,9 @@ class DeliveryReceiver:
         return f"http://127.0.0.1:{self.port}/soak-hook"
 
     async def start(self) -> DeliveryReceiver:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port,
-                                                  limit=MAX_HEAD)
+        self._server = await asyncio.start_server(
+            self._serve, "127.0.0.1", self.port, limit=MAX_HEAD
+        )
         return self
 
     async def stop(self) -> None:
@@ -66,8 +67,12 @@ class DeliveryReceiver:
                     await asyncio.sleep(self.delay_s)
                 writer.write(OK)
                 await writer.drain()
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError,
-                ValueError):
+        except (
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ConnectionError,
+            ValueError,
+        ):
             pass
         finally:
             self._writers.discard(writer)

@@ -41,15 +41,20 @@ DEFAULT_CLIENT = "picows"
 
 
 def add_client_argument(parser: Any) -> None:
-    parser.add_argument("--client", default=DEFAULT_CLIENT, choices=CLIENTS,
-                        help="WebSocket client of the subscriber fleet (default picows: a "
-                             "Cython protocol, no task per connection, so the fleet's own CPU "
-                             "takes little from the servers; websockets: its asyncio client)")
+    parser.add_argument(
+        "--client",
+        default=DEFAULT_CLIENT,
+        choices=CLIENTS,
+        help="WebSocket client of the subscriber fleet (default picows: a "
+        "Cython protocol, no task per connection, so the fleet's own CPU "
+        "takes little from the servers; websockets: its asyncio client)",
+    )
 
 
 class Fleet:
-    def __init__(self, targets: list[list[str]], concurrency: int,
-                 client: str = DEFAULT_CLIENT) -> None:
+    def __init__(
+        self, targets: list[list[str]], concurrency: int, client: str = DEFAULT_CLIENT
+    ) -> None:
         if client not in CLIENTS:
             raise ValueError(f"unknown client {client!r}: one of {', '.join(CLIENTS)}")
         self.targets = targets
@@ -65,7 +70,7 @@ class Fleet:
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def connect(self, count: int) -> dict[str, Any]:
-        batch = self.targets[self.next:self.next + count]
+        batch = self.targets[self.next : self.next + count]
         self.next += len(batch)
         gate = asyncio.Semaphore(self.concurrency)
         opener = self._open_picows if self.client == "picows" else self._open
@@ -84,10 +89,14 @@ class Fleet:
         # thousands of them stops this process for ~0.4 s, and the latency it measures with it
         gc.collect()
         gc.freeze()
-        return {"event": "connected", "total": len(self.live), "failed": self.failed,
-                "seconds": round(time.monotonic() - t0, 3),
-                "cpu_s": round(time.process_time() - cpu0, 3),
-                "errors": dict(self.errors.most_common(3))}
+        return {
+            "event": "connected",
+            "total": len(self.live),
+            "failed": self.failed,
+            "seconds": round(time.monotonic() - t0, 3),
+            "cpu_s": round(time.process_time() - cpu0, 3),
+            "errors": dict(self.errors.most_common(3)),
+        }
 
     async def _open_picows(self, url: str, account_id: str) -> None:
         from bench.fleet_clients import open_subscriber
@@ -98,8 +107,14 @@ class Fleet:
         """The websockets client: a task per connection reads its messages."""
         from websockets.asyncio.client import connect
 
-        ws = await connect(url, compression=None, ping_interval=None, open_timeout=60,
-                           close_timeout=1, max_size=2**20)
+        ws = await connect(
+            url,
+            compression=None,
+            ping_interval=None,
+            open_timeout=60,
+            close_timeout=1,
+            max_size=2**20,
+        )
         try:
             hello = json.loads(await asyncio.wait_for(ws.recv(), 30))
             self.heartbeat_s = float(hello.get("heartbeat_s") or self.heartbeat_s)
@@ -160,8 +175,11 @@ async def serve() -> None:
     reader = asyncio.StreamReader(limit=2**28)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     settings = json.loads(await reader.readline())
-    fleet = Fleet(settings["targets"], int(settings.get("concurrency", 100)),
-                  settings.get("client", DEFAULT_CLIENT))
+    fleet = Fleet(
+        settings["targets"],
+        int(settings.get("concurrency", 100)),
+        settings.get("client", DEFAULT_CLIENT),
+    )
     pinger = asyncio.create_task(fleet.ping_forever())
 
     def answer(payload: dict[str, Any]) -> None:
@@ -176,8 +194,14 @@ async def serve() -> None:
         if command["cmd"] == "connect":
             answer(await fleet.connect(int(command["count"])))
         elif command["cmd"] == "report":
-            answer({"event": "report", "receipts": fleet.receipts, "live": len(fleet.live),
-                    "closed": dict(fleet.close_codes)})
+            answer(
+                {
+                    "event": "report",
+                    "receipts": fleet.receipts,
+                    "live": len(fleet.live),
+                    "closed": dict(fleet.close_codes),
+                }
+            )
         elif command["cmd"] == "exit":
             break
     pinger.cancel()
@@ -186,10 +210,20 @@ async def serve() -> None:
 class FleetProcess:
     """The benchmark's handle on one subscriber process."""
 
-    def __init__(self, targets: list[list[str]], log_path: Path, loop: str = "uvloop",
-                 concurrency: int = 100, client: str = DEFAULT_CLIENT) -> None:
-        self.targets, self.log_path, self.loop, self.concurrency = (targets, log_path, loop,
-                                                                    concurrency)
+    def __init__(
+        self,
+        targets: list[list[str]],
+        log_path: Path,
+        loop: str = "uvloop",
+        concurrency: int = 100,
+        client: str = DEFAULT_CLIENT,
+    ) -> None:
+        self.targets, self.log_path, self.loop, self.concurrency = (
+            targets,
+            log_path,
+            loop,
+            concurrency,
+        )
         self.client = client
         self.proc: asyncio.subprocess.Process | None = None
 
@@ -201,17 +235,29 @@ class FleetProcess:
     async def start(self) -> FleetProcess:
         from bench.servers import ROOT
 
-        env = {**os.environ, "BENCH_SUBSCRIBERS": str(len(self.targets)),
-               "BENCH_LOOP": self.loop,
-               "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get(
-                   "PYTHONPATH", "")) if p)}
+        env = {
+            **os.environ,
+            "BENCH_SUBSCRIBERS": str(len(self.targets)),
+            "BENCH_LOOP": self.loop,
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+            ),
+        }
         with open(self.log_path, "ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bench.subscribers", cwd=ROOT, env=env,
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
-                limit=2**28)
-        await self._send({"targets": self.targets, "concurrency": self.concurrency,
-                          "client": self.client})
+                sys.executable,
+                "-m",
+                "bench.subscribers",
+                cwd=ROOT,
+                env=env,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log,
+                limit=2**28,
+            )
+        await self._send(
+            {"targets": self.targets, "concurrency": self.concurrency, "client": self.client}
+        )
         return self
 
     async def _send(self, payload: dict[str, Any]) -> None:
@@ -263,18 +309,30 @@ class FleetGroup:
     """Subscribers spread over as many processes as the open-files limit asks for: a process
     holds at most RLIMIT_NOFILE − 512 sockets, and the hard limit may not be raisable."""
 
-    def __init__(self, targets: list[list[str]], log_dir: Path, name: str,
-                 concurrency: int = 100, per_process: int | None = None,
-                 client: str = DEFAULT_CLIENT) -> None:
+    def __init__(
+        self,
+        targets: list[list[str]],
+        log_dir: Path,
+        name: str,
+        concurrency: int = 100,
+        per_process: int | None = None,
+        client: str = DEFAULT_CLIENT,
+    ) -> None:
         import resource
 
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         per = per_process or max(100, soft - 512)
         count = max(1, -(-len(targets) // per))
         # interleaved, so each process keeps the targets' alternation between instances
-        self.fleets = [FleetProcess(targets[i::count], log_dir / f"{name}-{i}.log",
-                                    concurrency=max(1, concurrency // count), client=client)
-                       for i in range(count)]
+        self.fleets = [
+            FleetProcess(
+                targets[i::count],
+                log_dir / f"{name}-{i}.log",
+                concurrency=max(1, concurrency // count),
+                client=client,
+            )
+            for i in range(count)
+        ]
 
     @property
     def pids(self) -> dict[str, int]:
@@ -289,24 +347,37 @@ class FleetGroup:
     async def connect(self, count: int) -> dict[str, Any]:
         n = len(self.fleets)
         shares = [count // n + (1 if i < count % n else 0) for i in range(n)]
-        answers = await asyncio.gather(*(fleet.connect(share) for fleet, share
-                                         in zip(self.fleets, shares, strict=True) if share))
+        answers = await asyncio.gather(
+            *(
+                fleet.connect(share)
+                for fleet, share in zip(self.fleets, shares, strict=True)
+                if share
+            )
+        )
         errors: Counter[str] = Counter()
         for answer in answers:
             errors.update(answer.get("errors", {}))
-        return {"event": "connected", "total": sum(a["total"] for a in answers),
-                "failed": sum(a["failed"] for a in answers),
-                "seconds": max((a["seconds"] for a in answers), default=0.0),
-                "cpu_s": sum(a["cpu_s"] for a in answers),
-                "errors": dict(errors.most_common(3)), "processes": n}
+        return {
+            "event": "connected",
+            "total": sum(a["total"] for a in answers),
+            "failed": sum(a["failed"] for a in answers),
+            "seconds": max((a["seconds"] for a in answers), default=0.0),
+            "cpu_s": sum(a["cpu_s"] for a in answers),
+            "errors": dict(errors.most_common(3)),
+            "processes": n,
+        }
 
     async def report(self) -> dict[str, Any]:
         answers = await asyncio.gather(*(fleet.report() for fleet in self.fleets))
         closed: Counter[str] = Counter()
         for answer in answers:
             closed.update(answer["closed"])
-        return {"event": "report", "receipts": [r for a in answers for r in a["receipts"]],
-                "live": sum(a["live"] for a in answers), "closed": dict(closed)}
+        return {
+            "event": "report",
+            "receipts": [r for a in answers for r in a["receipts"]],
+            "live": sum(a["live"] for a in answers),
+            "closed": dict(closed),
+        }
 
     async def close(self) -> None:
         await asyncio.gather(*(fleet.close() for fleet in self.fleets))

@@ -41,29 +41,60 @@ LAG_P99_GOAL_MS = 1000.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rate", type=float, default=500.0,
-                        help="events committed per second (default 500)")
-    parser.add_argument("--duration", type=float, default=10.0,
-                        help="measured seconds of events (default 10)")
-    parser.add_argument("--warmup", type=float, default=2.0,
-                        help="seconds of events before the measured ones (default 2)")
-    parser.add_argument("--accounts", type=int, default=200,
-                        help="accounts the events are spread over (default 200)")
-    parser.add_argument("--receiver-ms", type=float, default=20.0,
-                        help="the receiver's time per request (default 20)")
-    parser.add_argument("--concurrency", type=int, default=None,
-                        help="CREDITSTREAM_WEBHOOK_CONCURRENCY of the instance (default: the "
-                             "app's own)")
-    parser.add_argument("--writers", type=int, default=8,
-                        help="concurrent commits of the writer (default 8)")
-    parser.add_argument("--db-pool", type=int, default=10,
-                        help="CREDITSTREAM_DB_POOL_SIZE of the instance (default 10)")
-    parser.add_argument("--drain", type=float, default=20.0,
-                        help="seconds to wait for the last events after the run (default 20)")
-    parser.add_argument("--variant", choices=sorted(VARIANTS), default="asyncio",
-                        help="uvicorn variant of the instance (default asyncio)")
-    parser.add_argument("--logs", type=Path, default=None,
-                        help="keep the instance's log in this directory")
+    parser.add_argument(
+        "--rate", type=float, default=500.0, help="events committed per second (default 500)"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=10.0, help="measured seconds of events (default 10)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=2.0,
+        help="seconds of events before the measured ones (default 2)",
+    )
+    parser.add_argument(
+        "--accounts",
+        type=int,
+        default=200,
+        help="accounts the events are spread over (default 200)",
+    )
+    parser.add_argument(
+        "--receiver-ms",
+        type=float,
+        default=20.0,
+        help="the receiver's time per request (default 20)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="CREDITSTREAM_WEBHOOK_CONCURRENCY of the instance (default: the app's own)",
+    )
+    parser.add_argument(
+        "--writers", type=int, default=8, help="concurrent commits of the writer (default 8)"
+    )
+    parser.add_argument(
+        "--db-pool",
+        type=int,
+        default=10,
+        help="CREDITSTREAM_DB_POOL_SIZE of the instance (default 10)",
+    )
+    parser.add_argument(
+        "--drain",
+        type=float,
+        default=20.0,
+        help="seconds to wait for the last events after the run (default 20)",
+    )
+    parser.add_argument(
+        "--variant",
+        choices=sorted(VARIANTS),
+        default="asyncio",
+        help="uvicorn variant of the instance (default asyncio)",
+    )
+    parser.add_argument(
+        "--logs", type=Path, default=None, help="keep the instance's log in this directory"
+    )
 
 
 class Receiver:
@@ -90,9 +121,14 @@ class Receiver:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                headers = {k.strip().lower(): v.strip() for k, _, v in (
-                    line.partition(":") for line in head.decode("latin-1").split("\r\n")[1:]
-                    if line)}
+                headers = {
+                    k.strip().lower(): v.strip()
+                    for k, _, v in (
+                        line.partition(":")
+                        for line in head.decode("latin-1").split("\r\n")[1:]
+                        if line
+                    )
+                }
                 await reader.readexactly(int(headers.get("content-length", "0")))
                 await asyncio.sleep(self.delay_s)
                 account, _, seq = headers.get("x-creditstream-event-id", "").rpartition(":")
@@ -109,8 +145,9 @@ class Receiver:
             writer.close()
 
 
-async def drive(dsn: str, ids: list[str], rate: float, seconds: float, writers: int,
-                seed: int) -> dict[tuple[str, int], float]:
+async def drive(
+    dsn: str, ids: list[str], rate: float, seconds: float, writers: int, seed: int
+) -> dict[tuple[str, int], float]:
     """Commit holds at `rate` for `seconds`; when each committed (time.time())."""
     import asyncpg
 
@@ -149,8 +186,11 @@ async def sample_lag(url: str, stop: asyncio.Event, seen: list[float]) -> None:
         while not stop.is_set():
             try:
                 text = (await http.get(url + "/metrics")).text
-                seen += [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                         if line.startswith("creditstream_webhook_lag_seconds{")]
+                seen += [
+                    float(line.rsplit(" ", 1)[1])
+                    for line in text.splitlines()
+                    if line.startswith("creditstream_webhook_lag_seconds{")
+                ]
             except (httpx.HTTPError, ValueError):
                 pass
             await asyncio.sleep(0.5)
@@ -159,12 +199,21 @@ async def sample_lag(url: str, stop: asyncio.Event, seen: list[float]) -> None:
 async def run(args: argparse.Namespace, say: Progress) -> Result:
     import httpx
 
-    params = {"rate_per_s": args.rate, "duration_s": args.duration, "warmup_s": args.warmup,
-              "accounts": args.accounts, "receiver_ms": args.receiver_ms,
-              "concurrency": args.concurrency, "writers": args.writers, "db_pool": args.db_pool,
-              "variant": args.variant}
-    title = (f"webhooks: {args.rate:,.0f} events/s over {args.accounts} accounts into one "
-             f"endpoint, receiver {args.receiver_ms:g} ms per request")
+    params = {
+        "rate_per_s": args.rate,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "accounts": args.accounts,
+        "receiver_ms": args.receiver_ms,
+        "concurrency": args.concurrency,
+        "writers": args.writers,
+        "db_pool": args.db_pool,
+        "variant": args.variant,
+    }
+    title = (
+        f"webhooks: {args.rate:,.0f} events/s over {args.accounts} accounts into one "
+        f"endpoint, receiver {args.receiver_ms:g} ms per request"
+    )
     started = time.monotonic()
     receiver = await Receiver(args.receiver_ms / 1000).start()
     with tempfile.TemporaryDirectory(prefix="creditstream-bench-") as tmp:
@@ -175,20 +224,27 @@ async def run(args: argparse.Namespace, say: Progress) -> Result:
             ids = account_ids("bhook", args.accounts)
             await seed_accounts(dsn, ids)
             key = await create_server_key(dsn)
-            env = {"CREDITSTREAM_DATABASE_URL": dsn,
-                   "CREDITSTREAM_USER_TOKEN_SECRET": BENCH_SECRET,
-                   "CREDITSTREAM_RESULTS_DIR": str(logs / "results"),
-                   "CREDITSTREAM_DB_POOL_SIZE": str(args.db_pool),
-                   "CREDITSTREAM_WEBHOOK_ALLOW_PRIVATE": "1", "CREDITSTREAM_LOG_LEVEL": "WARNING"}
+            env = {
+                "CREDITSTREAM_DATABASE_URL": dsn,
+                "CREDITSTREAM_USER_TOKEN_SECRET": BENCH_SECRET,
+                "CREDITSTREAM_RESULTS_DIR": str(logs / "results"),
+                "CREDITSTREAM_DB_POOL_SIZE": str(args.db_pool),
+                "CREDITSTREAM_WEBHOOK_ALLOW_PRIVATE": "1",
+                "CREDITSTREAM_LOG_LEVEL": "WARNING",
+            }
             if args.concurrency:
                 env["CREDITSTREAM_WEBHOOK_CONCURRENCY"] = str(args.concurrency)
             server = await UvicornServer("asgi:app", env, args.variant, logs, "webhooks").start()
             try:
                 async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
                     registered = await http.post(
-                        "/v1/webhook-endpoints", headers={"Authorization": f"Bearer {key}"},
-                        json={"url": f"http://127.0.0.1:{receiver.port}/hook",
-                              "events": ["balance.updated"]})
+                        "/v1/webhook-endpoints",
+                        headers={"Authorization": f"Bearer {key}"},
+                        json={
+                            "url": f"http://127.0.0.1:{receiver.port}/hook",
+                            "events": ["balance.updated"],
+                        },
+                    )
                     registered.raise_for_status()
                 say(f"warm-up: {args.warmup:g} s at {args.rate:g} events/s")
                 await drive(dsn, ids, args.rate, args.warmup, args.writers, seed=1)
@@ -197,12 +253,12 @@ async def run(args: argparse.Namespace, say: Progress) -> Result:
                 say(f"measuring: {args.duration:g} s at {args.rate:g} events/s")
                 with CpuMeter({"server": server.pid}) as cpu:
                     window_start = time.time()
-                    commits = await drive(dsn, ids, args.rate, args.duration, args.writers,
-                                          seed=2)
+                    commits = await drive(dsn, ids, args.rate, args.duration, args.writers, seed=2)
                     window_end = time.time()
                 deadline = time.monotonic() + args.drain
                 while time.monotonic() < deadline and not all(
-                        k in receiver.arrivals for k in commits):
+                    k in receiver.arrivals for k in commits
+                ):
                     await asyncio.sleep(0.1)
                 stop.set()
                 await sampler
@@ -214,21 +270,35 @@ async def run(args: argparse.Namespace, say: Progress) -> Result:
     result = Result("webhooks", title, params, machine=machine_info(pg_version, None))
     lag = measured["lag_ms"]
     result.rows += [
-        Row("delivered events/s in the window", measured["delivered_per_s"],
-            measured["offered_per_s"], Goal("ratio", ">=", DELIVERED_GOAL)),
+        Row(
+            "delivered events/s in the window",
+            measured["delivered_per_s"],
+            measured["offered_per_s"],
+            Goal("ratio", ">=", DELIVERED_GOAL),
+        ),
         Row("lag p50, ms (arrival − commit)", lag["p50"], args.receiver_ms),
-        Row("lag p99, ms", lag["p99"], args.receiver_ms,
-            Goal("value", "<=", LAG_P99_GOAL_MS, "ms")),
+        Row(
+            "lag p99, ms", lag["p99"], args.receiver_ms, Goal("value", "<=", LAG_P99_GOAL_MS, "ms")
+        ),
         Row("lag max, ms", lag["max"], args.receiver_ms),
-        Row("events delivered in the end, %", measured["delivered_pct"], 100.0,
-            Goal("value", ">=", 100.0, "%")),
-        Row("creditstream_webhook_lag_seconds max while sampled, s",
-            max(lag_seen, default=None), None),
+        Row(
+            "events delivered in the end, %",
+            measured["delivered_pct"],
+            100.0,
+            Goal("value", ">=", 100.0, "%"),
+        ),
+        Row(
+            "creditstream_webhook_lag_seconds max while sampled, s",
+            max(lag_seen, default=None),
+            None,
+        ),
         Row("instance CPU while measured, cores", measured["server_cores"], None),
         Row("instance CPU per delivery, ms", measured["cpu_ms_per_delivery"], None),
     ]
-    result.notes.append("ceiling of delivered/s = the rate the writer committed in the window "
-                        "(a deliverer that keeps up); of lag = the receiver's own delay")
+    result.notes.append(
+        "ceiling of delivered/s = the rate the writer committed in the window "
+        "(a deliverer that keeps up); of lag = the receiver's own delay"
+    )
     if receiver.duplicates:
         result.notes.append(f"{receiver.duplicates} events arrived more than once")
     if audit["mismatches"]:
@@ -240,21 +310,31 @@ async def run(args: argparse.Namespace, say: Progress) -> Result:
     return result
 
 
-def summarize_run(commits: dict[tuple[str, int], float], receiver: Receiver,
-                  window_start: float, window_end: float,
-                  cores: dict[str, float]) -> dict[str, Any]:
+def summarize_run(
+    commits: dict[tuple[str, int], float],
+    receiver: Receiver,
+    window_start: float,
+    window_end: float,
+    cores: dict[str, float],
+) -> dict[str, Any]:
     window = max(1e-9, window_end - window_start)
     delivered = [receiver.arrivals[k] for k in commits if k in receiver.arrivals]
     in_window = sum(1 for at in delivered if window_start <= at <= window_end)
     # every delivery the instance made while its CPU was measured, the warm-up's included
-    all_in_window = sum(1 for at in receiver.arrivals.values()
-                        if window_start <= at <= window_end)
+    all_in_window = sum(1 for at in receiver.arrivals.values() if window_start <= at <= window_end)
     server_cores = cores.get("server")
-    lags = [(receiver.arrivals[k] - at) * 1000 for k, at in commits.items()
-            if k in receiver.arrivals]
-    return {"offered_per_s": len(commits) / window, "delivered_per_s": in_window / window,
-            "delivered_pct": 100.0 * len(delivered) / max(1, len(commits)),
-            "lag_ms": summarize(lags), "server_cores": server_cores,
-            "cpu_ms_per_delivery": None if not all_in_window or server_cores is None
-            else server_cores * window * 1000 / all_in_window,
-            "cpu_cores": cores, "committed": len(commits)}
+    lags = [
+        (receiver.arrivals[k] - at) * 1000 for k, at in commits.items() if k in receiver.arrivals
+    ]
+    return {
+        "offered_per_s": len(commits) / window,
+        "delivered_per_s": in_window / window,
+        "delivered_pct": 100.0 * len(delivered) / max(1, len(commits)),
+        "lag_ms": summarize(lags),
+        "server_cores": server_cores,
+        "cpu_ms_per_delivery": None
+        if not all_in_window or server_cores is None
+        else server_cores * window * 1000 / all_in_window,
+        "cpu_cores": cores,
+        "committed": len(commits),
+    }

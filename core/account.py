@@ -111,9 +111,7 @@ class Account(RefundRules):
         return bool(self.new_entries or self.new_events)
 
     def trial_active(self, now: datetime) -> bool:
-        return (
-            not self.paid and self.trial_expires_at is not None and now < self.trial_expires_at
-        )
+        return not self.paid and self.trial_expires_at is not None and now < self.trial_expires_at
 
     def spent_today(self, now: datetime) -> int:
         return self.trial_used if self.trial_day == now.date().isoformat() else 0
@@ -158,8 +156,18 @@ class Account(RefundRules):
             raise AmountTooLarge(
                 f"A balance may hold at most {MAX_BALANCE} credits; this grant would exceed it"
             )
-        grant = Grant(grant_id, self.account_id, amount, amount, reason, grant_kind(reason),
-                      expires_at, now, ref, metadata=dict(metadata or {}))
+        grant = Grant(
+            grant_id,
+            self.account_id,
+            amount,
+            amount,
+            reason,
+            grant_kind(reason),
+            expires_at,
+            now,
+            ref,
+            metadata=dict(metadata or {}),
+        )
         self._insert_grant(grant)
         self.new_grants.append(grant)
         self.balance += amount
@@ -193,30 +201,57 @@ class Account(RefundRules):
             grant.remaining -= expiring
             self.balance -= expiring
             expired_total += expiring
-            self._record("expire", expiring, -expiring, 0, grant.reason, grant.ref,
-                         grant.grant_id, {"grant_id": grant.grant_id, "kind": grant.kind}, now)
+            self._record(
+                "expire",
+                expiring,
+                -expiring,
+                0,
+                grant.reason,
+                grant.ref,
+                grant.grant_id,
+                {"grant_id": grant.grant_id, "kind": grant.kind},
+                now,
+            )
         return expired_total
 
     # -- spending -----------------------------------------------------------------------------
 
     def open_hold(
-        self, hold_id: str, amount: int, ttl: timedelta, now: datetime, ref: str | None = None,
-        job_id: str | None = None, metadata: dict[str, Any] | None = None,
-        price: dict[str, Any] | None = None, limit: FeatureLimit | None = None,
+        self,
+        hold_id: str,
+        amount: int,
+        ttl: timedelta,
+        now: datetime,
+        ref: str | None = None,
+        job_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        price: dict[str, Any] | None = None,
+        limit: FeatureLimit | None = None,
     ) -> Hold:
         """`price` names the priced operation (and model, params), `limit` the feature limit
         its operation has; `metadata` is the caller's."""
         check_amount(amount)
         self._check_spendable(amount, now)
         usage = self._count_run(limit, now)
-        hold = Hold(hold_id, self.account_id, amount, Hold.OPEN, now, now + ttl, ref, job_id=job_id,
-                    metadata=dict(metadata or {}), price=dict(price or {}))
+        hold = Hold(
+            hold_id,
+            self.account_id,
+            amount,
+            Hold.OPEN,
+            now,
+            now + ttl,
+            ref,
+            job_id=job_id,
+            metadata=dict(metadata or {}),
+            price=dict(price or {}),
+        )
         hold.allocation = self._take(amount, reserve=True)
         self.held += amount
         self._count_trial_spend(amount, now)
         self.feature_usage = usage
-        self._record("hold", amount, 0, amount, "hold", ref, hold_id, dict(price or {}), now,
-                     metadata)
+        self._record(
+            "hold", amount, 0, amount, "hold", ref, hold_id, dict(price or {}), now, metadata
+        )
         return hold
 
     def capture(self, hold: Hold, amount: int | None, now: datetime) -> None:
@@ -227,11 +262,14 @@ class Account(RefundRules):
         if hold.status == Hold.CAPTURED and amount in (None, hold.captured_amount):
             return
         if hold.status != Hold.OPEN:
-            raise InvalidState(f"Hold {hold.hold_id} is {hold.status}; only an open hold can be "
-                               "captured", hold_status=hold.status)
+            raise InvalidState(
+                f"Hold {hold.hold_id} is {hold.status}; only an open hold can be captured",
+                hold_status=hold.status,
+            )
         if hold.is_due(now):
-            raise InvalidState(f"Hold {hold.hold_id} expired at {iso(hold.expires_at)}",
-                               hold_status="expired")
+            raise InvalidState(
+                f"Hold {hold.hold_id} expired at {iso(hold.expires_at)}", hold_status="expired"
+            )
         take = hold.amount if amount is None else amount
         if take > hold.amount:
             raise InvalidInput(f"Expected a capture of at most the held {hold.amount}, got {take}")
@@ -240,11 +278,29 @@ class Account(RefundRules):
         self.balance -= take
         self._uncount_trial_spend(hold, hold.amount - take, now)
         hold.status, hold.captured_amount, hold.closed_at, hold.funding = (
-            Hold.CAPTURED, take, now, funding)
-        meta = {**hold.price, "hold_id": hold.hold_id, "released": hold.amount - take,
-                "funding": funding}
-        self._record("capture", take, -take, -hold.amount, "capture", hold.ref, hold.hold_id,
-                     meta, now, hold.metadata)
+            Hold.CAPTURED,
+            take,
+            now,
+            funding,
+        )
+        meta = {
+            **hold.price,
+            "hold_id": hold.hold_id,
+            "released": hold.amount - take,
+            "funding": funding,
+        }
+        self._record(
+            "capture",
+            take,
+            -take,
+            -hold.amount,
+            "capture",
+            hold.ref,
+            hold.hold_id,
+            meta,
+            now,
+            hold.metadata,
+        )
         self.expire_due_grants(now)  # the freed rest may belong to a grant already expired
 
     def release(self, hold: Hold, reason: str, now: datetime) -> None:
@@ -253,8 +309,10 @@ class Account(RefundRules):
         if hold.status in (Hold.RELEASED, Hold.EXPIRED):
             return
         if hold.status != Hold.OPEN:
-            raise InvalidState(f"Hold {hold.hold_id} is {hold.status}; only an open hold can be "
-                               "released", hold_status=hold.status)
+            raise InvalidState(
+                f"Hold {hold.hold_id} is {hold.status}; only an open hold can be released",
+                hold_status=hold.status,
+            )
         self._free(hold, Hold.RELEASED, reason, now)
 
     def expire_hold(self, hold: Hold, now: datetime) -> bool:
@@ -266,8 +324,14 @@ class Account(RefundRules):
         return True
 
     def charge(
-        self, charge_id: str, amount: int, reason: str, now: datetime, ref: str | None = None,
-        metadata: dict[str, Any] | None = None, price: dict[str, Any] | None = None,
+        self,
+        charge_id: str,
+        amount: int,
+        reason: str,
+        now: datetime,
+        ref: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        price: dict[str, Any] | None = None,
         limit: FeatureLimit | None = None,
     ) -> list[dict[str, Any]]:
         """One-step debit: hold and capture in one transaction. Returns the grants that funded it."""
@@ -278,8 +342,18 @@ class Account(RefundRules):
         self.balance -= amount
         self._count_trial_spend(amount, now)
         self.feature_usage = usage
-        self._record("charge", amount, -amount, 0, reason, ref, charge_id,
-                     {**(price or {}), "funding": funding}, now, metadata)
+        self._record(
+            "charge",
+            amount,
+            -amount,
+            0,
+            reason,
+            ref,
+            charge_id,
+            {**(price or {}), "funding": funding},
+            now,
+            metadata,
+        )
         return funding
 
     # -- internals ----------------------------------------------------------------------------
@@ -295,8 +369,9 @@ class Account(RefundRules):
         if self.trial_active(now):
             used = self.spent_today(now)
             if used + amount > TRIAL.daily_limit:
-                raise DailyLimitExceeded(TRIAL.daily_limit, used, amount,
-                                         seconds_until_next_utc_day(now))
+                raise DailyLimitExceeded(
+                    TRIAL.daily_limit, used, amount, seconds_until_next_utc_day(now)
+                )
 
     def _count_run(self, limit: FeatureLimit | None, now: datetime) -> dict[str, dict[str, Any]]:
         """The feature usage with one more run counted; FeatureLimitExceeded past the plan's."""
@@ -340,9 +415,11 @@ class Account(RefundRules):
             left -= take
             if left == 0:
                 return parts
-        raise InvariantViolated(f"Grants of {self.account_id} do not cover {amount} credits "
-                                f"(available {self.available}): the balance and its grants "
-                                "disagree")
+        raise InvariantViolated(
+            f"Grants of {self.account_id} do not cover {amount} credits "
+            f"(available {self.available}): the balance and its grants "
+            "disagree"
+        )
 
     def _unreserve(self, hold: Hold, consume: int) -> list[dict[str, Any]]:
         """Give back a hold's reservation, consuming the first `consume` credits of it."""
@@ -350,8 +427,10 @@ class Account(RefundRules):
         for part in hold.allocation:
             found = next((g for g in self.grants if g.grant_id == part["grant_id"]), None)
             if found is None:
-                raise InvariantViolated(f"Hold {hold.hold_id} reserved grant "
-                                        f"{part['grant_id']}, which {self.account_id} lacks")
+                raise InvariantViolated(
+                    f"Hold {hold.hold_id} reserved grant "
+                    f"{part['grant_id']}, which {self.account_id} lacks"
+                )
             grant = self._changing(found)
             grant.reserved -= part["amount"]
             take = min(part["amount"], consume)
@@ -400,8 +479,18 @@ class Account(RefundRules):
             usage = uncounted(operation, hold.created_at, self.feature_usage, now)
             self.feature_usage = self.feature_usage if usage is None else usage
         hold.status, hold.release_reason, hold.closed_at = status, reason, now
-        self._record("release", hold.amount, 0, -hold.amount, reason, hold.ref, hold.hold_id,
-                     {"hold_id": hold.hold_id}, now, hold.metadata)
+        self._record(
+            "release",
+            hold.amount,
+            0,
+            -hold.amount,
+            reason,
+            hold.ref,
+            hold.hold_id,
+            {"hold_id": hold.hold_id},
+            now,
+            hold.metadata,
+        )
         self.expire_due_grants(now)
 
     def record_job(self, job: dict[str, Any], now: datetime) -> None:
@@ -410,8 +499,16 @@ class Account(RefundRules):
         self.new_events.append(JobUpdated(self.account_id, self.seq, job=job, at=iso(now)))
 
     def _record(
-        self, type_: str, amount: int, delta: int, held_delta: int, reason: str,
-        ref: str | None, op_id: str, details: dict[str, Any], now: datetime,
+        self,
+        type_: str,
+        amount: int,
+        delta: int,
+        held_delta: int,
+        reason: str,
+        ref: str | None,
+        op_id: str,
+        details: dict[str, Any],
+        now: datetime,
         metadata: dict[str, Any] | None = None,
     ) -> None:
         """One journal entry and its event. The entry's metadata holds the engine's `details`,
@@ -419,12 +516,36 @@ class Account(RefundRules):
         self.seq += 1
         user = dict(metadata or {})
         entry_meta = {**details, "metadata": user} if user else details
-        self.new_entries.append(Entry(self.account_id, self.seq, type_, amount, delta, held_delta,
-                                      reason, ref, op_id, entry_meta, now, self.idempotency_key))
-        self.new_events.append(BalanceUpdated(
-            self.account_id, self.seq, balance=self.balance, held=self.held,
-            available=self.available, delta=delta, reason=type_, ref=ref, at=iso(now),
-            metadata=user))
+        self.new_entries.append(
+            Entry(
+                self.account_id,
+                self.seq,
+                type_,
+                amount,
+                delta,
+                held_delta,
+                reason,
+                ref,
+                op_id,
+                entry_meta,
+                now,
+                self.idempotency_key,
+            )
+        )
+        self.new_events.append(
+            BalanceUpdated(
+                self.account_id,
+                self.seq,
+                balance=self.balance,
+                held=self.held,
+                available=self.available,
+                delta=delta,
+                reason=type_,
+                ref=ref,
+                at=iso(now),
+                metadata=user,
+            )
+        )
         self._check_low_credits(now)
 
     def _check_low_credits(self, now: datetime) -> None:
@@ -436,8 +557,15 @@ class Account(RefundRules):
         elif not self.low_notified:
             self.low_notified = True
             self.seq += 1
-            self.new_events.append(CreditsLow(self.account_id, self.seq, available=self.available,
-                                              threshold=self.low_threshold, at=iso(now)))
+            self.new_events.append(
+                CreditsLow(
+                    self.account_id,
+                    self.seq,
+                    available=self.available,
+                    threshold=self.low_threshold,
+                    at=iso(now),
+                )
+            )
 
 
 def _funding(grant: Grant, amount: int) -> dict[str, Any]:

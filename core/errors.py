@@ -84,13 +84,19 @@ class DailyLimitExceeded(CreditError):
 class FeatureLimitExceeded(CreditError):
     code = "feature_limit_exceeded"
 
-    def __init__(self, operation: str, plan: str, limit: int, used: int, period: str,
-                 retry_after: int) -> None:
+    def __init__(
+        self, operation: str, plan: str, limit: int, used: int, period: str, retry_after: int
+    ) -> None:
         super().__init__(
             f"The {plan} plan allows {limit} {operation} per {period}; {used} used. "
             f"Try again in {retry_after} s or upgrade the plan.",
-            operation=operation, plan=plan, period=period, limit=limit, used=used,
-            retry_after=retry_after)
+            operation=operation,
+            plan=plan,
+            period=period,
+            limit=limit,
+            used=used,
+            retry_after=retry_after,
+        )
 
 
 class InvalidMetadata(InvalidInput):
@@ -113,7 +119,11 @@ class RefundExceedsSpend(InvalidState):
         super().__init__(
             f"{spend_id} spent {spent} credits and {refunded} were refunded already: at most "
             f"{left} more can be refunded, {requested} were asked for.",
-            spent=spent, refunded=refunded, refundable=left, requested=requested)
+            spent=spent,
+            refunded=refunded,
+            refundable=left,
+            requested=requested,
+        )
 
 
 class ConcurrentUpdate(CreditError):

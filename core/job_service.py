@@ -23,9 +23,15 @@ class JobService:
     job_ttl: timedelta = timedelta(seconds=300)
 
     async def create(
-        self, uow: UnitOfWork, account_id: str, price: PriceRequest, provider: str,
-        input: dict[str, Any] | None = None, ttl_seconds: int | None = None,
-        provider_task_id: str | None = None, key: str | None = None,
+        self,
+        uow: UnitOfWork,
+        account_id: str,
+        price: PriceRequest,
+        provider: str,
+        input: dict[str, Any] | None = None,
+        ttl_seconds: int | None = None,
+        provider_task_id: str | None = None,
+        key: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> tuple[Job, Account]:
         job_input = check_input(input)
@@ -33,20 +39,42 @@ class JobService:
         ttl = checked_ttl(ttl_seconds, self.job_ttl, MAX_JOB_TTL_S)
         job_id = new_id("job")
         hold, account = await self.credits.hold(
-            uow, account_id, cost, int((ttl + HOLD_GRACE).total_seconds()), ref=job_id, key=key,
-            job_id=job_id, metadata=metadata, price=price)
+            uow,
+            account_id,
+            cost,
+            int((ttl + HOLD_GRACE).total_seconds()),
+            ref=job_id,
+            key=key,
+            job_id=job_id,
+            metadata=metadata,
+            price=price,
+        )
         now = self.credits.now()
-        job = Job(job_id, account.account_id, price.operation, price.model, cost, PROCESSING,
-                  provider, now, now, now + ttl, params=dict(price.params or {}),
-                  input=job_input, provider_task_id=provider_task_id or job_id,
-                  hold_id=hold.hold_id, metadata=dict(hold.metadata))
+        job = Job(
+            job_id,
+            account.account_id,
+            price.operation,
+            price.model,
+            cost,
+            PROCESSING,
+            provider,
+            now,
+            now,
+            now + ttl,
+            params=dict(price.params or {}),
+            input=job_input,
+            provider_task_id=provider_task_id or job_id,
+            hold_id=hold.hold_id,
+            metadata=dict(hold.metadata),
+        )
         await uow.jobs.add(job)
         account.record_job(job.to_dict(), now)
         await uow.accounts.save(account)
         return job, account
 
-    async def finish(self, uow: UnitOfWork, job_id: str, status: str, result_url: str | None,
-                     error: str | None) -> tuple[Job, Account, bool]:
+    async def finish(
+        self, uow: UnitOfWork, job_id: str, status: str, result_url: str | None, error: str | None
+    ) -> tuple[Job, Account, bool]:
         """Capture on success (the result is already stored), release on failure.
 
         Returns whether anything changed: a repeated report of the same outcome is a no-op.
@@ -94,8 +122,9 @@ class JobService:
         assert job is not None
         return job, account
 
-    async def _settle_hold(self, uow: UnitOfWork, job: Job, account: Account, capture: bool,
-                           reason: str = "") -> None:
+    async def _settle_hold(
+        self, uow: UnitOfWork, job: Job, account: Account, capture: bool, reason: str = ""
+    ) -> None:
         hold = None if job.hold_id is None else await uow.holds.get(job.hold_id)
         if hold is None:
             raise NotFound(f"Job {job.job_id} has no hold")
@@ -112,4 +141,3 @@ class JobService:
         await uow.jobs.save(job, expected_status=PROCESSING)
         account.record_job(job.to_dict(), job.updated_at)
         await uow.accounts.save(account)
-

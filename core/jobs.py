@@ -21,8 +21,11 @@ def check_input(raw: dict[str, Any] | None) -> dict[str, Any]:
     value = dict(raw or {})
     size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
     if size > MAX_INPUT_BYTES:
-        raise InputTooLarge(f"Expected a job input of at most {MAX_INPUT_BYTES} bytes of JSON, "
-                            f"got {size}", limit=MAX_INPUT_BYTES, size=size)
+        raise InputTooLarge(
+            f"Expected a job input of at most {MAX_INPUT_BYTES} bytes of JSON, got {size}",
+            limit=MAX_INPUT_BYTES,
+            size=size,
+        )
     return value
 
 
@@ -60,8 +63,10 @@ class Job:
             return True
         if self.status == status:
             return False
-        raise InvalidState(f"Job {self.job_id} already {self.status}; a {status} report cannot "
-                           "change it", job_status=self.status)
+        raise InvalidState(
+            f"Job {self.job_id} already {self.status}; a {status} report cannot change it",
+            job_status=self.status,
+        )
 
     def succeed(self, result_url: str, now: datetime) -> None:
         self.status, self.result_url, self.error = SUCCESS, result_url, None
@@ -73,11 +78,21 @@ class Job:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "job_id": self.job_id, "account_id": self.account_id, "status": self.status,
-            "operation": self.operation, "model": self.model, "params": self.params,
-            "cost": self.cost, "result_url": self.result_url, "error": self.error,
-            "provider": self.provider, "provider_task_id": self.provider_task_id,
-            "hold_id": self.hold_id, "created_at": iso(self.created_at),
-            "updated_at": iso(self.updated_at), "expires_at": iso(self.expires_at),
-            "completed_at": iso(self.completed_at), "metadata": self.metadata,
+            "job_id": self.job_id,
+            "account_id": self.account_id,
+            "status": self.status,
+            "operation": self.operation,
+            "model": self.model,
+            "params": self.params,
+            "cost": self.cost,
+            "result_url": self.result_url,
+            "error": self.error,
+            "provider": self.provider,
+            "provider_task_id": self.provider_task_id,
+            "hold_id": self.hold_id,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+            "expires_at": iso(self.expires_at),
+            "completed_at": iso(self.completed_at),
+            "metadata": self.metadata,
         }

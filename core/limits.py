@@ -41,8 +41,7 @@ class FeatureLimit:
         if self.period == "day":
             return seconds_until_next_utc_day(now)
         first = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        following = first.replace(year=first.year + first.month // 12,
-                                  month=first.month % 12 + 1)
+        following = first.replace(year=first.year + first.month // 12, month=first.month % 12 + 1)
         return max(1, int((following - now).total_seconds() + 0.999))
 
     def status(self, plan: str | None, usage: Usage, now: datetime) -> dict[str, Any] | None:
@@ -51,30 +50,41 @@ class FeatureLimit:
         if allowed is None:
             return None
         used = self.used(usage, now)
-        return {"operation": self.operation, "plan": plan or NO_PLAN, "period": self.period,
-                "limit": allowed, "used": used, "remaining": max(0, allowed - used),
-                "resets_in": self.retry_after(now)}
+        return {
+            "operation": self.operation,
+            "plan": plan or NO_PLAN,
+            "period": self.period,
+            "limit": allowed,
+            "used": used,
+            "remaining": max(0, allowed - used),
+            "resets_in": self.retry_after(now),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {"operation": self.operation, "period": self.period, "per_plan": dict(self.per_plan)}
 
 
-def counted(limit: FeatureLimit, plan: str | None, usage: Usage,
-            now: datetime) -> dict[str, dict[str, Any]]:
+def counted(
+    limit: FeatureLimit, plan: str | None, usage: Usage, now: datetime
+) -> dict[str, dict[str, Any]]:
     """`usage` with one more run of the limit's operation, or FeatureLimitExceeded.
 
     Returns a new mapping: the one given may be shared with a copy of the account."""
     used = limit.used(usage, now)
     allowed = limit.allowed(plan)
     if allowed is not None and used + 1 > allowed:
-        raise FeatureLimitExceeded(limit.operation, plan or NO_PLAN, allowed, used, limit.period,
-                                   limit.retry_after(now))
-    return {**{k: dict(v) for k, v in usage.items()},
-            limit.operation: {"window": limit.window(now), "used": used + 1}}
+        raise FeatureLimitExceeded(
+            limit.operation, plan or NO_PLAN, allowed, used, limit.period, limit.retry_after(now)
+        )
+    return {
+        **{k: dict(v) for k, v in usage.items()},
+        limit.operation: {"window": limit.window(now), "used": used + 1},
+    }
 
 
-def uncounted(operation: str, started: datetime, usage: Usage,
-              now: datetime) -> dict[str, dict[str, Any]] | None:
+def uncounted(
+    operation: str, started: datetime, usage: Usage, now: datetime
+) -> dict[str, dict[str, Any]] | None:
     """`usage` with a run given back (a hold released: nothing ran), if that run was counted in
     the window still current; None when there is nothing to give back. The window's format says
     its period, so the limit itself need not be known."""
@@ -86,5 +96,7 @@ def uncounted(operation: str, started: datetime, usage: Usage,
     windows_now = {now.strftime("%Y-%m-%d"), now.strftime("%Y-%m")}
     if window not in windows_then or window not in windows_now:
         return None
-    return {**{k: dict(v) for k, v in usage.items()},
-            operation: {"window": window, "used": int(counted_run["used"]) - 1}}
+    return {
+        **{k: dict(v) for k, v in usage.items()},
+        operation: {"window": window, "used": int(counted_run["used"]) - 1},
+    }

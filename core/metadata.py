@@ -25,13 +25,16 @@ def check_metadata(raw: object) -> Metadata:
     if not isinstance(raw, dict):
         raise InvalidMetadata(f"Expected metadata as an object, got {type(raw).__name__}")
     if len(raw) > MAX_KEYS:
-        raise InvalidMetadata(f"Expected metadata of at most {MAX_KEYS} keys, got {len(raw)}",
-                              limit=MAX_KEYS)
+        raise InvalidMetadata(
+            f"Expected metadata of at most {MAX_KEYS} keys, got {len(raw)}", limit=MAX_KEYS
+        )
     checked: Metadata = {}
     for key, value in raw.items():
         if not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY_LENGTH:
-            raise InvalidMetadata(f"Expected metadata keys of 1-{MAX_KEY_LENGTH} characters, "
-                                  f"got {str(key)[:60]!r}", key=str(key)[:60])
+            raise InvalidMetadata(
+                f"Expected metadata keys of 1-{MAX_KEY_LENGTH} characters, got {str(key)[:60]!r}",
+                key=str(key)[:60],
+            )
         checked[key] = _checked_value(key, value)
     return checked
 
@@ -41,12 +44,18 @@ def _checked_value(key: str, value: Any) -> str | int | float | bool | None:
         return value
     if isinstance(value, str):
         if len(value) > MAX_VALUE_LENGTH:
-            raise InvalidMetadata(f"Expected metadata.{key} of at most {MAX_VALUE_LENGTH} "
-                                  f"characters, got {len(value)}", key=key)
+            raise InvalidMetadata(
+                f"Expected metadata.{key} of at most {MAX_VALUE_LENGTH} "
+                f"characters, got {len(value)}",
+                key=key,
+            )
         return value
     if isinstance(value, int) and abs(value) <= MAX_INTEGER:
         return value
     if isinstance(value, float) and math.isfinite(value):
         return value
-    raise InvalidMetadata(f"Expected metadata.{key} to be a string, a number (|n| <= 2^53), a "
-                          f"boolean or null, got {type(value).__name__}", key=key)
+    raise InvalidMetadata(
+        f"Expected metadata.{key} to be a string, a number (|n| <= 2^53), a "
+        f"boolean or null, got {type(value).__name__}",
+        key=key,
+    )

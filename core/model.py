@@ -63,10 +63,12 @@ def checked_ttl(ttl_seconds: object, default: timedelta, longest_s: int) -> time
     """A caller's `ttl_seconds` (1..longest_s), or `default` when none was given."""
     if ttl_seconds is None:
         return default
-    if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int) or not (
-            1 <= ttl_seconds <= longest_s):
-        raise InvalidInput(f"Expected ttl_seconds between 1 and {longest_s}, "
-                           f"got {ttl_seconds!r}")
+    if (
+        isinstance(ttl_seconds, bool)
+        or not isinstance(ttl_seconds, int)
+        or not (1 <= ttl_seconds <= longest_s)
+    ):
+        raise InvalidInput(f"Expected ttl_seconds between 1 and {longest_s}, got {ttl_seconds!r}")
     return timedelta(seconds=ttl_seconds)
 
 

@@ -36,8 +36,12 @@ class Plan:
     credit_days: int | None = None  # how long a plan's credits last; None: they never expire
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "price_usd": self.price_usd, "credits": self.credits,
-                "credit_days": self.credit_days}
+        return {
+            "name": self.name,
+            "price_usd": self.price_usd,
+            "credits": self.credits,
+            "credit_days": self.credit_days,
+        }
 
 
 TRIAL = TrialPolicy()
@@ -74,8 +78,10 @@ class PlanCatalogue:
         """Every limited operation must be one the price catalogue knows."""
         unknown = sorted(set(self.limits) - set(operations))
         if unknown:
-            raise PlansFileError(f"plans file limits unknown operations {unknown}; the price "
-                                 f"catalogue has {sorted(operations)}")
+            raise PlansFileError(
+                f"plans file limits unknown operations {unknown}; the price "
+                f"catalogue has {sorted(operations)}"
+            )
 
     @cached_property
     def _by_tier(self) -> dict[int, Plan]:
@@ -90,21 +96,30 @@ class PlanCatalogue:
                 return self.plans[key]
             if key.isascii() and key.isdigit() and len(key) <= 6 and int(key) in by_tier:
                 return by_tier[int(key)]
-        if isinstance(tier_or_name, int) and not isinstance(tier_or_name, bool) \
-                and tier_or_name in by_tier:
+        if (
+            isinstance(tier_or_name, int)
+            and not isinstance(tier_or_name, bool)
+            and tier_or_name in by_tier
+        ):
             return by_tier[tier_or_name]
         tiers = sorted(by_tier)
         raise UnknownPlan(
             f"Expected a tier ({', '.join(map(str, tiers))}) or a plan name "
-            f"({', '.join(self.plans)}), got {tier_or_name!r}", tiers=tiers, plans=list(self.plans))
+            f"({', '.join(self.plans)}), got {tier_or_name!r}",
+            tiers=tiers,
+            plans=list(self.plans),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "plans": [plan.to_dict() for plan in self.plans.values()],
             "no_plan": NO_PLAN,
             "limits": [limit.to_dict() for limit in self.limits.values()],
-            "trial": {"credits": TRIAL.credits, "days": TRIAL.duration.days,
-                      "daily_limit": TRIAL.daily_limit},
+            "trial": {
+                "credits": TRIAL.credits,
+                "days": TRIAL.duration.days,
+                "daily_limit": TRIAL.daily_limit,
+            },
         }
 
 
@@ -112,7 +127,8 @@ class PlanCatalogue:
 def packaged_plans() -> PlanCatalogue:
     """The plans file shipped with the package (read once)."""
     return PlanCatalogue.from_toml(
-        resources.files("core").joinpath("plans.toml").read_text(encoding="utf-8"))
+        resources.files("core").joinpath("plans.toml").read_text(encoding="utf-8")
+    )
 
 
 def _parse_plan(name: str, spec: Any) -> Plan:
@@ -127,10 +143,12 @@ def _parse_plan(name: str, spec: Any) -> Plan:
     if unknown:
         raise PlansFileError(f"{where}: unknown keys {unknown}")
     days = spec.get("credit_days")
-    return Plan(name, _positive(spec.get("price_usd"), f"{where} price_usd"),
-                _positive(spec.get("credits"), f"{where} credits"),
-                None if days is None else _positive(days, f"{where} credit_days",
-                                                    MAX_CREDIT_DAYS))
+    return Plan(
+        name,
+        _positive(spec.get("price_usd"), f"{where} price_usd"),
+        _positive(spec.get("credits"), f"{where} credits"),
+        None if days is None else _positive(days, f"{where} credit_days", MAX_CREDIT_DAYS),
+    )
 
 
 def _parse_limit(operation: str, spec: Any, plans: dict[str, Plan]) -> FeatureLimit:
@@ -145,8 +163,9 @@ def _parse_limit(operation: str, spec: Any, plans: dict[str, Plan]) -> FeatureLi
         if name == "period":
             continue
         if name != NO_PLAN and name not in plans:
-            raise PlansFileError(f"{where}: unknown plan {name!r}; expected {NO_PLAN!r} or one "
-                                 f"of {list(plans)}")
+            raise PlansFileError(
+                f"{where}: unknown plan {name!r}; expected {NO_PLAN!r} or one of {list(plans)}"
+            )
         if isinstance(allowed, bool) or not isinstance(allowed, int) or allowed < 0:
             raise PlansFileError(f"{where}: {name} must be a whole number >= 0, got {allowed!r}")
         per_plan[name] = allowed

@@ -18,14 +18,13 @@ class CatalogueError(ValueError):
     """The pricing file is not a valid catalogue; the message names the offending item."""
 
 
-
-
 def parse_toml(text: str, what: str, error: type[Exception]) -> dict[str, Any]:
     """A data file's TOML, or `error` saying which file is not valid TOML."""
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise error(f"{what} is not valid TOML: {exc}") from exc
+
 
 @dataclass(frozen=True)
 class Price:
@@ -69,8 +68,12 @@ class Model:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "operation": self.operation, "provider": self.provider,
-                "prices": [p.to_dict() for p in self.prices]}
+        return {
+            "id": self.id,
+            "operation": self.operation,
+            "provider": self.provider,
+            "prices": [p.to_dict() for p in self.prices],
+        }
 
 
 @dataclass(frozen=True)
@@ -91,8 +94,9 @@ class Catalogue:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Catalogue:
-        operations = {name: _parse_operation(name, spec)
-                      for name, spec in _table(data, "operations").items()}
+        operations = {
+            name: _parse_operation(name, spec) for name, spec in _table(data, "operations").items()
+        }
         models: dict[str, Model] = {}
         for spec in data.get("models", []):
             model = _parse_model(spec, operations)
@@ -101,27 +105,33 @@ class Catalogue:
             models[model.id] = model
         return cls(operations, models)
 
-    def quote(self, operation: str, model: str | None = None,
-              params: dict[str, Any] | None = None) -> int:
+    def quote(
+        self, operation: str, model: str | None = None, params: dict[str, Any] | None = None
+    ) -> int:
         """The price of one generation: the model's price for `params`, or the operation's base.
         `params` are checked with or without a model: they are stored with the hold and its
         journal entries, so an unchecked one would be free room for anything."""
         check_params(params)
         op = self.operations.get(operation) if isinstance(operation, str) else None
         if op is None:
-            raise UnknownOperation(f"Unknown operation {operation!r}; expected one of "
-                                   f"{', '.join(sorted(self.operations))}")
+            raise UnknownOperation(
+                f"Unknown operation {operation!r}; expected one of "
+                f"{', '.join(sorted(self.operations))}"
+            )
         if model is None:
             if op.base is None:
-                raise UnsupportedOption(f"Operation {operation!r} needs a model; one of "
-                                        f"{', '.join(self.models_for(operation))}")
+                raise UnsupportedOption(
+                    f"Operation {operation!r} needs a model; one of "
+                    f"{', '.join(self.models_for(operation))}"
+                )
             return op.base
         found = self.models.get(model)
         if found is None:
             raise UnknownModel(f"Unknown model {model!r}", model=model)
         if found.operation != operation:
-            raise UnknownModel(f"Model {model!r} belongs to {found.operation!r}, "
-                               f"not {operation!r}", model=model)
+            raise UnknownModel(
+                f"Model {model!r} belongs to {found.operation!r}, not {operation!r}", model=model
+            )
         return found.price_for(params or {})
 
     def models_for(self, operation: str) -> list[str]:
@@ -133,8 +143,12 @@ class Catalogue:
     def to_dict(self) -> dict[str, Any]:
         return {
             "operations": [
-                {"operation": op.name, "base": op.base, "requires_model": op.requires_model,
-                 "models": self.models_for(op.name)}
+                {
+                    "operation": op.name,
+                    "base": op.base,
+                    "requires_model": op.requires_model,
+                    "models": self.models_for(op.name),
+                }
                 for op in self.operations.values()
             ],
             "models": [m.to_dict() for m in self.models.values()],
@@ -154,23 +168,27 @@ def check_params(params: object) -> None:
 def _read_params(params: dict[str, Any]) -> tuple[str | None, int | None]:
     unknown = sorted(str(name)[:40] for name in set(params) - set(PARAM_NAMES))
     if unknown:
-        raise UnsupportedOption(f"Unknown params {unknown[:5]}; expected only "
-                                f"{list(PARAM_NAMES)}")
+        raise UnsupportedOption(f"Unknown params {unknown[:5]}; expected only {list(PARAM_NAMES)}")
     resolution = params.get("resolution")
     if resolution is not None and not isinstance(resolution, str):
-        raise UnsupportedOption(f"Expected resolution as a string like '768P', "
-                                f"got {str(resolution)[:40]!r}")
+        raise UnsupportedOption(
+            f"Expected resolution as a string like '768P', got {str(resolution)[:40]!r}"
+        )
     if resolution is not None and not 1 <= len(resolution) <= MAX_RESOLUTION_LENGTH:
-        raise UnsupportedOption(f"Expected resolution of 1-{MAX_RESOLUTION_LENGTH} characters "
-                                f"like '768P', got {len(resolution)}")
+        raise UnsupportedOption(
+            f"Expected resolution of 1-{MAX_RESOLUTION_LENGTH} characters "
+            f"like '768P', got {len(resolution)}"
+        )
     duration = params.get("duration")
     if duration is not None:
         if isinstance(duration, bool) or not isinstance(duration, int):
-            raise UnsupportedOption(f"Expected duration in whole seconds, "
-                                    f"got {str(duration)[:40]!r}")
+            raise UnsupportedOption(
+                f"Expected duration in whole seconds, got {str(duration)[:40]!r}"
+            )
         if not 1 <= duration <= MAX_DURATION_S:
-            raise UnsupportedOption(f"Expected duration between 1 and {MAX_DURATION_S} s, "
-                                    f"got {duration}")
+            raise UnsupportedOption(
+                f"Expected duration between 1 and {MAX_DURATION_S} s, got {duration}"
+            )
     return (resolution.upper() if resolution else None), duration
 
 
@@ -206,7 +224,9 @@ def _parse_model(spec: Any, operations: dict[str, Operation]) -> Model:
         raise CatalogueError(f"every model needs an id, got {spec!r}")
     model_id = spec["id"]
     if spec.get("operation") not in operations:
-        raise CatalogueError(f"model {model_id!r} names unknown operation {spec.get('operation')!r}")
+        raise CatalogueError(
+            f"model {model_id!r} names unknown operation {spec.get('operation')!r}"
+        )
     raw_prices = spec.get("prices")
     if not isinstance(raw_prices, list) or not raw_prices:
         raise CatalogueError(f"model {model_id!r} needs at least one price")
@@ -227,9 +247,12 @@ def _parse_price(model_id: str, spec: Any) -> Price:
     for key in ("duration", "max_duration"):
         if key in spec:
             _credits(spec[key], f"{where} {key}")
-    return Price(_credits(spec.get("credits"), where),
-                 resolution.upper() if resolution else None,
-                 spec.get("duration"), spec.get("max_duration"))
+    return Price(
+        _credits(spec.get("credits"), where),
+        resolution.upper() if resolution else None,
+        spec.get("duration"),
+        spec.get("max_duration"),
+    )
 
 
 def _credits(value: Any, where: str) -> int:

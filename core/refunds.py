@@ -41,15 +41,20 @@ class Spend:
     counted_at: datetime | None = None
 
     @classmethod
-    def from_journal(cls, spend_id: str, kind: str, entries: Iterable[Entry],
-                     grants: Iterable[Grant]) -> Spend | None:
+    def from_journal(
+        cls, spend_id: str, kind: str, entries: Iterable[Entry], grants: Iterable[Grant]
+    ) -> Spend | None:
         """The spend among `entries` (its journal lines: op_id == spend_id), or None."""
         lines = [e for e in entries if e.op_id == spend_id]
         spent = next((e for e in lines if e.type == kind), None)
         if spent is None:
             return None
-        return cls(spend_id, spent, tuple(e for e in lines if e.type == REFUND),
-                   {g.grant_id: g for g in grants})
+        return cls(
+            spend_id,
+            spent,
+            tuple(e for e in lines if e.type == REFUND),
+            {g.grant_id: g for g in grants},
+        )
 
     @property
     def account_id(self) -> str:
@@ -78,8 +83,11 @@ class Spend:
 
     def price(self) -> dict[str, Any]:
         """The priced operation the spend paid for (operation, model, params), if any."""
-        return {k: self.entry.metadata[k] for k in ("operation", "model", "params")
-                if k in self.entry.metadata}
+        return {
+            k: self.entry.metadata[k]
+            for k in ("operation", "model", "params")
+            if k in self.entry.metadata
+        }
 
     def plan(self, amount: int) -> list[tuple[str, str, int]]:
         """(grant_id, kind, credits) the next `amount` refunded credits go back to."""
@@ -92,8 +100,10 @@ class Spend:
                 left -= take
             if left == 0:
                 return parts
-        raise InvariantViolated(f"The funding of {self.spend_id} does not cover {amount} more "
-                                f"refunded credits (refundable {self.refundable})")
+        raise InvariantViolated(
+            f"The funding of {self.spend_id} does not cover {amount} more "
+            f"refunded credits (refundable {self.refundable})"
+        )
 
     def _returnable(self) -> list[tuple[str, str, int]]:
         """Per funding grant, last taken first: what it funded and has not had back yet."""
@@ -105,9 +115,10 @@ class Spend:
         for refund in self.refunds:
             for part in _funding(refund):
                 back[part["grant_id"]] = back.get(part["grant_id"], 0) + int(part["amount"])
-        return [(grant_id, kind, amount - back.get(grant_id, 0))
-                for grant_id, (kind, amount) in reversed(funded.items())]
-
+        return [
+            (grant_id, kind, amount - back.get(grant_id, 0))
+            for grant_id, (kind, amount) in reversed(funded.items())
+        ]
 
     def refund_views(self) -> list[dict[str, Any]]:
         """Its refunds, oldest first, each as `POST /v1/refunds` answered it (`refunded` and
@@ -116,14 +127,22 @@ class Spend:
         refunded = 0
         for entry in self.refunds:
             refunded += entry.amount
-            views.append({
-                "refund_id": entry.metadata.get("refund_id"), "account_id": entry.account_id,
-                "charge_id": self.spend_id if self.kind == CHARGE else None,
-                "hold_id": self.spend_id if self.kind == CAPTURE else None,
-                "amount": entry.amount, "reason": entry.reason, "funding": _funding(entry),
-                "spent": self.amount, "refunded": refunded, "refundable": self.amount - refunded,
-                "metadata": dict(entry.metadata.get("metadata") or {}),
-                "created_at": iso(entry.at)})
+            views.append(
+                {
+                    "refund_id": entry.metadata.get("refund_id"),
+                    "account_id": entry.account_id,
+                    "charge_id": self.spend_id if self.kind == CHARGE else None,
+                    "hold_id": self.spend_id if self.kind == CAPTURE else None,
+                    "amount": entry.amount,
+                    "reason": entry.reason,
+                    "funding": _funding(entry),
+                    "spent": self.amount,
+                    "refunded": refunded,
+                    "refundable": self.amount - refunded,
+                    "metadata": dict(entry.metadata.get("metadata") or {}),
+                    "created_at": iso(entry.at),
+                }
+            )
         return views
 
     def refund_view(self, refund_id: str) -> dict[str, Any] | None:
@@ -133,13 +152,20 @@ class Spend:
         """A charge as `POST …/charges` answered it, with what has been refunded of it since
         and its refunds."""
         price = self.price()
-        return {"charge_id": self.spend_id, "account_id": self.account_id,
-                "amount": self.amount, "reason": self.entry.reason, "ref": self.entry.ref,
-                "funding": _funding(self.entry),
-                "metadata": dict(self.entry.metadata.get("metadata") or {}),
-                "price": price or None, "created_at": iso(self.entry.at),
-                "refunded": self.refunded, "refundable": self.refundable,
-                "refunds": self.refund_views()}
+        return {
+            "charge_id": self.spend_id,
+            "account_id": self.account_id,
+            "amount": self.amount,
+            "reason": self.entry.reason,
+            "ref": self.entry.ref,
+            "funding": _funding(self.entry),
+            "metadata": dict(self.entry.metadata.get("metadata") or {}),
+            "price": price or None,
+            "created_at": iso(self.entry.at),
+            "refunded": self.refunded,
+            "refundable": self.refundable,
+            "refunds": self.refund_views(),
+        }
 
 
 class RefundRules:
@@ -160,14 +186,27 @@ class RefundRules:
         raise NotImplementedError
 
     def _record(
-        self, type_: str, amount: int, delta: int, held_delta: int, reason: str,
-        ref: str | None, op_id: str, details: dict[str, Any], now: datetime,
+        self,
+        type_: str,
+        amount: int,
+        delta: int,
+        held_delta: int,
+        reason: str,
+        ref: str | None,
+        op_id: str,
+        details: dict[str, Any],
+        now: datetime,
         metadata: dict[str, Any] | None = None,
     ) -> None:
         raise NotImplementedError
 
     def refund(
-        self, spend: Spend, refund_id: str, amount: int | None, reason: str, now: datetime,
+        self,
+        spend: Spend,
+        refund_id: str,
+        amount: int | None,
+        reason: str,
+        now: datetime,
         metadata: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
         """Give back `amount` (default: all that is left) of a charge or capture to the grants
@@ -176,34 +215,54 @@ class RefundRules:
         if take < 1 or take > spend.refundable:
             raise RefundExceedsSpend(spend.spend_id, spend.amount, spend.refunded, take)
         if self.balance + take > MAX_BALANCE:
-            raise AmountTooLarge(f"A balance may hold at most {MAX_BALANCE} credits; this "
-                                 "refund would exceed it")
-        funding = [self._give_back(spend, grant_id, kind, part, refund_id, now)
-                   for grant_id, kind, part in spend.plan(take)]
+            raise AmountTooLarge(
+                f"A balance may hold at most {MAX_BALANCE} credits; this refund would exceed it"
+            )
+        funding = [
+            self._give_back(spend, grant_id, kind, part, refund_id, now)
+            for grant_id, kind, part in spend.plan(take)
+        ]
         self.balance += take
         if self.trial_day == now.date().isoformat() == spend.counted_day.isoformat():
             # only credits counted today come back to today's allowance: a capture's were
             # counted when its hold opened, maybe on an earlier day
             self.trial_used = max(0, self.trial_used - take)
-        details = {"refund_id": refund_id, "refund_of": spend.kind,
-                   "spent_at": iso(spend.entry.at), **spend.price(), "funding": funding}
-        self._record("refund", take, take, 0, reason, spend.entry.ref, spend.spend_id, details,
-                     now, metadata)
+        details = {
+            "refund_id": refund_id,
+            "refund_of": spend.kind,
+            "spent_at": iso(spend.entry.at),
+            **spend.price(),
+            "funding": funding,
+        }
+        self._record(
+            "refund", take, take, 0, reason, spend.entry.ref, spend.spend_id, details, now, metadata
+        )
         return funding
 
-    def _give_back(self, spend: Spend, grant_id: str, kind: str, amount: int, refund_id: str,
-                   now: datetime) -> dict[str, Any]:
+    def _give_back(
+        self, spend: Spend, grant_id: str, kind: str, amount: int, refund_id: str, now: datetime
+    ) -> dict[str, Any]:
         live = next((g for g in self.grants if g.grant_id == grant_id), None)
         grant = live or spend.grants.get(grant_id)  # a spent-out grant is not a live one
         if grant is None:
-            raise InvariantViolated(f"{spend.spend_id} was funded by grant {grant_id}, which "
-                                    f"{self.account_id} lacks")
+            raise InvariantViolated(
+                f"{spend.spend_id} was funded by grant {grant_id}, which {self.account_id} lacks"
+            )
         line = {"grant_id": grant_id, "kind": kind, "amount": amount}
         if grant.expires_at is not None and grant.expires_at <= now:
             # an expired grant's credits come back for as long as the grant lasted
             lasting = grant.expires_at - grant.created_at
-            again = Grant(new_id("grt"), self.account_id, amount, amount, grant.reason,
-                          grant.kind, now + lasting, now, refund_id)
+            again = Grant(
+                new_id("grt"),
+                self.account_id,
+                amount,
+                amount,
+                grant.reason,
+                grant.kind,
+                now + lasting,
+                now,
+                refund_id,
+            )
             self._insert_grant(again)
             self.new_grants.append(again)
             return {**line, "returned_to": again.grant_id, "expires_at": iso(again.expires_at)}

@@ -58,8 +58,9 @@ class CreditService:
     def feature_limit(self, price: PriceRequest | None) -> FeatureLimit | None:
         return None if price is None else self.plans.limits.get(price.operation)
 
-    async def ensure_account(self, uow: UnitOfWork, account_id: str,
-                             key: str | None = None) -> tuple[Account, bool]:
+    async def ensure_account(
+        self, uow: UnitOfWork, account_id: str, key: str | None = None
+    ) -> tuple[Account, bool]:
         """The account locked for this transaction, created with its trial on first use."""
         account_id = normalise_account_id(account_id)
         now = self.now()
@@ -82,35 +83,65 @@ class CreditService:
         return account
 
     async def grant(
-        self, uow: UnitOfWork, account_id: str, amount: int, reason: str,
-        expires_at: datetime | None = None, ref: str | None = None, key: str | None = None,
-        plan: str | None = None, details: dict[str, Any] | None = None,
+        self,
+        uow: UnitOfWork,
+        account_id: str,
+        amount: int,
+        reason: str,
+        expires_at: datetime | None = None,
+        ref: str | None = None,
+        key: str | None = None,
+        plan: str | None = None,
+        details: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> tuple[Grant, Account]:
         check_amount(amount)
         user = check_metadata(metadata)
         account, _ = await self.ensure_account(uow, account_id, key)
-        grant = account.add_grant(new_id("grt"), amount, reason, self.now(), expires_at, ref,
-                                  plan, details, user)
+        grant = account.add_grant(
+            new_id("grt"), amount, reason, self.now(), expires_at, ref, plan, details, user
+        )
         await uow.accounts.save(account)
         return grant, account
 
-    async def grant_plan(self, uow: UnitOfWork, account_id: str, tier_or_plan: object,
-                         ref: str | None = None, key: str | None = None,
-                         details: dict[str, Any] | None = None,
-                         metadata: dict[str, Any] | None = None) -> tuple[Grant, Account]:
+    async def grant_plan(
+        self,
+        uow: UnitOfWork,
+        account_id: str,
+        tier_or_plan: object,
+        ref: str | None = None,
+        key: str | None = None,
+        details: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> tuple[Grant, Account]:
         plan = self.plans.plan_for(tier_or_plan)
-        expires_at = (None if plan.credit_days is None
-                      else self.now() + timedelta(days=plan.credit_days))
-        return await self.grant(uow, account_id, plan.credits, f"plan:{plan.name}", expires_at,
-                                ref=ref, key=key, plan=plan.name,
-                                details={"price_usd": plan.price_usd, **(details or {})},
-                                metadata=metadata)
+        expires_at = (
+            None if plan.credit_days is None else self.now() + timedelta(days=plan.credit_days)
+        )
+        return await self.grant(
+            uow,
+            account_id,
+            plan.credits,
+            f"plan:{plan.name}",
+            expires_at,
+            ref=ref,
+            key=key,
+            plan=plan.name,
+            details={"price_usd": plan.price_usd, **(details or {})},
+            metadata=metadata,
+        )
 
     async def hold(
-        self, uow: UnitOfWork, account_id: str, amount: int, ttl_seconds: int | None = None,
-        ref: str | None = None, key: str | None = None, job_id: str | None = None,
-        metadata: dict[str, Any] | None = None, price: PriceRequest | None = None,
+        self,
+        uow: UnitOfWork,
+        account_id: str,
+        amount: int,
+        ttl_seconds: int | None = None,
+        ref: str | None = None,
+        key: str | None = None,
+        job_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        price: PriceRequest | None = None,
     ) -> tuple[Hold, Account]:
         """`price`, when the amount was quoted, names the operation (its feature limit counts
         this run); `metadata` is the caller's."""
@@ -119,22 +150,33 @@ class CreditService:
         user = check_metadata(metadata)
         account, _ = await self.ensure_account(uow, account_id, key)
         priced = self._priced(price)
-        hold = account.open_hold(new_id("hold"), amount, ttl, self.now(), ref, job_id, user,
-                                 priced, self.feature_limit(price))
+        hold = account.open_hold(
+            new_id("hold"),
+            amount,
+            ttl,
+            self.now(),
+            ref,
+            job_id,
+            user,
+            priced,
+            self.feature_limit(price),
+        )
         await uow.holds.add(hold)
         await uow.accounts.save(account)
         return hold, account
 
-    async def capture(self, uow: UnitOfWork, hold_id: str, amount: int | None = None,
-                      key: str | None = None) -> tuple[Hold, Account]:
+    async def capture(
+        self, uow: UnitOfWork, hold_id: str, amount: int | None = None, key: str | None = None
+    ) -> tuple[Hold, Account]:
         hold, account = await self._locked_hold(uow, hold_id, key)
         status_before = hold.status
         account.capture(hold, amount, self.now())
         await self._save_hold(uow, hold, account, status_before)
         return hold, account
 
-    async def release(self, uow: UnitOfWork, hold_id: str, reason: str = "released",
-                      key: str | None = None) -> tuple[Hold, Account]:
+    async def release(
+        self, uow: UnitOfWork, hold_id: str, reason: str = "released", key: str | None = None
+    ) -> tuple[Hold, Account]:
         hold, account = await self._locked_hold(uow, hold_id, key)
         status_before = hold.status
         account.release(hold, reason, self.now())
@@ -142,8 +184,14 @@ class CreditService:
         return hold, account
 
     async def charge(
-        self, uow: UnitOfWork, account_id: str, amount: int, reason: str,
-        ref: str | None = None, key: str | None = None, metadata: dict[str, Any] | None = None,
+        self,
+        uow: UnitOfWork,
+        account_id: str,
+        amount: int,
+        reason: str,
+        ref: str | None = None,
+        key: str | None = None,
+        metadata: dict[str, Any] | None = None,
         price: PriceRequest | None = None,
     ) -> tuple[dict[str, Any], Account]:
         check_amount(amount)
@@ -152,18 +200,32 @@ class CreditService:
         charge_id = new_id("chg")
         now = self.now()
         priced = self._priced(price)
-        funding = account.charge(charge_id, amount, reason, now, ref, user, priced,
-                                 self.feature_limit(price))
+        funding = account.charge(
+            charge_id, amount, reason, now, ref, user, priced, self.feature_limit(price)
+        )
         await uow.accounts.save(account)
-        charge = {"charge_id": charge_id, "account_id": account.account_id, "amount": amount,
-                  "reason": reason, "ref": ref, "funding": funding, "metadata": user,
-                  "price": priced,
-                  "created_at": now.isoformat().replace("+00:00", "Z")}
+        charge = {
+            "charge_id": charge_id,
+            "account_id": account.account_id,
+            "amount": amount,
+            "reason": reason,
+            "ref": ref,
+            "funding": funding,
+            "metadata": user,
+            "price": priced,
+            "created_at": now.isoformat().replace("+00:00", "Z"),
+        }
         return charge, account
 
     async def refund(
-        self, uow: RefundUnitOfWork, spend_id: str, kind: str, amount: int | None = None,
-        reason: str = "refund", key: str | None = None, metadata: dict[str, Any] | None = None,
+        self,
+        uow: RefundUnitOfWork,
+        spend_id: str,
+        kind: str,
+        amount: int | None = None,
+        reason: str = "refund",
+        key: str | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> tuple[dict[str, Any], Account]:
         """Give back credits of a charge (`kind` "charge", by its charge_id) or of a captured
         hold ("capture", by its hold_id) to the grants that funded it (core.refunds)."""
@@ -177,12 +239,20 @@ class CreditService:
         funding = account.refund(spend, refund_id, amount, reason, now, user)
         await uow.accounts.save(account)
         taken = sum(part["amount"] for part in funding)
-        refund = {"refund_id": refund_id, "account_id": account.account_id,
-                  "charge_id": spend_id if kind == CHARGE else None,
-                  "hold_id": spend_id if kind == CAPTURE else None, "amount": taken,
-                  "reason": reason, "funding": funding, "spent": spend.amount,
-                  "refunded": spend.refunded + taken, "refundable": spend.refundable - taken,
-                  "metadata": user, "created_at": iso(now)}
+        refund = {
+            "refund_id": refund_id,
+            "account_id": account.account_id,
+            "charge_id": spend_id if kind == CHARGE else None,
+            "hold_id": spend_id if kind == CAPTURE else None,
+            "amount": taken,
+            "reason": reason,
+            "funding": funding,
+            "spent": spend.amount,
+            "refunded": spend.refunded + taken,
+            "refundable": spend.refundable - taken,
+            "metadata": user,
+            "created_at": iso(now),
+        }
         return refund, account
 
     # -- sweeper ------------------------------------------------------------------------------
@@ -216,8 +286,9 @@ class CreditService:
             account.low_threshold = self.low_credits_threshold
         return account
 
-    async def _locked_hold(self, uow: UnitOfWork, hold_id: str,
-                           key: str | None) -> tuple[Hold, Account]:
+    async def _locked_hold(
+        self, uow: UnitOfWork, hold_id: str, key: str | None
+    ) -> tuple[Hold, Account]:
         found = await uow.holds.get(hold_id)
         if found is None:
             raise NotFound(f"No hold {hold_id}", hold_id=hold_id)
@@ -234,21 +305,25 @@ class CreditService:
             if hold is None:
                 raise NotFound(f"No hold {spend_id}", hold_id=spend_id)
             if hold.status != Hold.CAPTURED:
-                raise InvalidState(f"Hold {spend_id} is {hold.status}; only a captured hold can "
-                                   "be refunded (a released one gave its credits back already)",
-                                   hold_status=hold.status)
+                raise InvalidState(
+                    f"Hold {spend_id} is {hold.status}; only a captured hold can "
+                    "be refunded (a released one gave its credits back already)",
+                    hold_status=hold.status,
+                )
         elif kind != CHARGE:
             raise InvalidInput(f"Expected a refund of a {CHARGE} or a {CAPTURE}, got {kind!r}")
         spend = await uow.spends.find(spend_id, kind)
         if spend is not None:
             return spend if hold is None else replace(spend, counted_at=hold.created_at)
         if kind == CAPTURE:
-            raise InvariantViolated(f"Hold {spend_id} is captured but its capture is not in "
-                                    "the journal")
+            raise InvariantViolated(
+                f"Hold {spend_id} is captured but its capture is not in the journal"
+            )
         raise NotFound(f"No charge {spend_id}", charge_id=spend_id)
 
-    async def _save_hold(self, uow: UnitOfWork, hold: Hold, account: Account,
-                         status_before: str) -> None:
+    async def _save_hold(
+        self, uow: UnitOfWork, hold: Hold, account: Account, status_before: str
+    ) -> None:
         if hold.status != status_before:
             await uow.holds.save(hold, expected_status=status_before)
         await uow.accounts.save(account)

@@ -18,8 +18,9 @@ def sign(secret: str, body: bytes, timestamp: int) -> str:
     return f"t={timestamp},v1={digest}"
 
 
-def verify(secret: str, body: bytes, header: str | None, now: float,
-           tolerance_s: int = TOLERANCE_S) -> None:
+def verify(
+    secret: str, body: bytes, header: str | None, now: float, tolerance_s: int = TOLERANCE_S
+) -> None:
     if not header:
         raise BadSignature("Missing X-Signature header")
     timestamp: int | None = None
@@ -27,8 +28,12 @@ def verify(secret: str, body: bytes, header: str | None, now: float,
     for part in header.split(","):
         name, _, value = part.strip().partition("=")
         # ASCII digits only: "²".isdigit() is true, yet int("²") fails
-        if name == "t" and value.isascii() and value.isdigit() \
-                and len(value) <= MAX_TIMESTAMP_DIGITS:
+        if (
+            name == "t"
+            and value.isascii()
+            and value.isdigit()
+            and len(value) <= MAX_TIMESTAMP_DIGITS
+        ):
             timestamp = int(value)
         elif name == "v1" and value.isascii():  # compare_digest refuses non-ASCII text
             candidates.append(value)

@@ -5,5 +5,15 @@ from egress.addresses import IpAddress, Resolve, UrlRefused, is_public, parse, s
 from egress.client import Egress, Failed, Rules
 from egress.pinned import Target
 
-__all__ = ["Egress", "Failed", "IpAddress", "Resolve", "Rules", "Target", "UrlRefused",
-           "is_public", "parse", "system_resolve"]
+__all__ = [
+    "Egress",
+    "Failed",
+    "IpAddress",
+    "Resolve",
+    "Rules",
+    "Target",
+    "UrlRefused",
+    "is_public",
+    "parse",
+    "system_resolve",
+]

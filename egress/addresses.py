@@ -27,8 +27,9 @@ IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
 IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 # never public, whatever `is_global` says: local-use NAT64 (RFC 8215), whose IPv4 may sit
 # anywhere in the address, and the documentation ranges
-REFUSED_V6 = tuple(ipaddress.ip_network(n) for n in ("64:ff9b:1::/48", "2001:db8::/32",
-                                                      "3fff::/20"))
+REFUSED_V6 = tuple(
+    ipaddress.ip_network(n) for n in ("64:ff9b:1::/48", "2001:db8::/32", "3fff::/20")
+)
 
 
 class UrlRefused(ValueError):
@@ -73,27 +74,37 @@ async def system_resolve(host: str, port: int) -> list[IpAddress]:
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
-        raise UrlRefused("url_unresolvable", f"Could not resolve {host[:100]!r}: "
-                         f"{type(exc).__name__}") from exc
+        raise UrlRefused(
+            "url_unresolvable", f"Could not resolve {host[:100]!r}: {type(exc).__name__}"
+        ) from exc
     return [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
 
 
-async def addresses_for(url: httpx.URL, allow_private: bool, allow_setting: str,
-                        resolve: Resolve,
-                        also_allowed: tuple[IpNetwork, ...] = ()) -> list[IpAddress]:
+async def addresses_for(
+    url: httpx.URL,
+    allow_private: bool,
+    allow_setting: str,
+    resolve: Resolve,
+    also_allowed: tuple[IpNetwork, ...] = (),
+) -> list[IpAddress]:
     """The addresses a request to `url` may connect to, resolved once; `UrlRefused` when there
     is none, or when any is neither public nor in `also_allowed` (unless `allow_private`)."""
     host = host_of(url)
     found = literal(host)
-    addresses = [found] if found is not None else list(dict.fromkeys(
-        await resolve(host, port_of(url))))
+    addresses = (
+        [found] if found is not None else list(dict.fromkeys(await resolve(host, port_of(url))))
+    )
     if not addresses:
         raise UrlRefused("url_unresolvable", f"{host[:100]!r} resolves to no address")
-    if not allow_private and not all(is_public(address) or any(address in n for n in also_allowed)
-                                     for address in addresses):
-        raise UrlRefused("url_not_allowed", f"{host[:100]} resolves to a non-public address "
-                         "(loopback, private, link-local or reserved); an operator may allow it "
-                         f"with {allow_setting}=1")
+    if not allow_private and not all(
+        is_public(address) or any(address in n for n in also_allowed) for address in addresses
+    ):
+        raise UrlRefused(
+            "url_not_allowed",
+            f"{host[:100]} resolves to a non-public address "
+            "(loopback, private, link-local or reserved); an operator may allow it "
+            f"with {allow_setting}=1",
+        )
     return addresses
 
 
@@ -113,10 +124,19 @@ def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]
 
 def is_public(address: IpAddress) -> bool:
     if isinstance(address, ipaddress.IPv4Address):
-        return (address.is_global and not address.is_multicast and not address.is_reserved
-                and not address.is_unspecified)
+        return (
+            address.is_global
+            and not address.is_multicast
+            and not address.is_reserved
+            and not address.is_unspecified
+        )
     inner = embedded_ipv4(address)
     if inner is not None:
         return all(is_public(v4) for v4 in inner)
-    return (address in GLOBAL_UNICAST_V6 and address.is_global and not address.is_multicast
-            and not address.is_site_local and not any(address in n for n in REFUSED_V6))
+    return (
+        address in GLOBAL_UNICAST_V6
+        and address.is_global
+        and not address.is_multicast
+        and not address.is_site_local
+        and not any(address in n for n in REFUSED_V6)
+    )

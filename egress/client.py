@@ -33,8 +33,7 @@ from egress.addresses import (
 )
 from egress.pinned import PINNED, PinnedBackend, PinnedTransport, Target
 
-LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200,
-                      keepalive_expiry=30.0)
+LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30.0)
 
 
 class Failed(Exception):
@@ -53,8 +52,9 @@ class Rules:
 
 
 class Egress:
-    def __init__(self, webhooks: Rules, results: Rules, callbacks: Rules,
-                 resolve: Resolve = system_resolve) -> None:
+    def __init__(
+        self, webhooks: Rules, results: Rules, callbacks: Rules, resolve: Resolve = system_resolve
+    ) -> None:
         self.webhooks, self.results, self.callbacks = webhooks, results, callbacks
         self.resolve = resolve
         self.backend = PinnedBackend()
@@ -71,18 +71,31 @@ class Egress:
         parsed = parse(url)
         try:
             async with asyncio.timeout(rules.deadline_s):
-                addresses = await addresses_for(parsed, rules.allow_private,
-                                                rules.allow_setting, self.resolve,
-                                                rules.also_allowed)
+                addresses = await addresses_for(
+                    parsed,
+                    rules.allow_private,
+                    rules.allow_setting,
+                    self.resolve,
+                    rules.also_allowed,
+                )
         except TimeoutError as exc:
-            raise UrlRefused("url_unresolvable", f"Could not resolve {parsed.host[:100]!r} "
-                             f"within {rules.deadline_s:g} s") from exc
+            raise UrlRefused(
+                "url_unresolvable",
+                f"Could not resolve {parsed.host[:100]!r} within {rules.deadline_s:g} s",
+            ) from exc
         return Target(host_of(parsed), port_of(parsed), tuple(addresses))
 
     @asynccontextmanager
-    async def open(self, method: str, url: str, rules: Rules, *, content: bytes | None = None,
-                   headers: Mapping[str, str] | None = None,
-                   shard: int = 0) -> AsyncIterator[httpx.Response]:
+    async def open(
+        self,
+        method: str,
+        url: str,
+        rules: Rules,
+        *,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        shard: int = 0,
+    ) -> AsyncIterator[httpx.Response]:
         """The response, its body unread; the deadline covers what the block reads of it.
         Raises `UrlRefused` (before anything is sent to that hop) or `Failed`."""
         try:
@@ -93,19 +106,27 @@ class Egress:
                 finally:
                     await response.aclose()
         except TimeoutError as exc:
-            raise Failed(f"no complete answer within the {rules.deadline_s:g} s "
-                         "deadline") from exc
+            raise Failed(f"no complete answer within the {rules.deadline_s:g} s deadline") from exc
         except httpx.HTTPError as exc:
-            raise Failed(f"{type(exc).__name__}: {exc}" if str(exc)
-                         else type(exc).__name__) from exc
+            raise Failed(
+                f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            ) from exc
 
-    async def _send(self, method: str, url: str, rules: Rules, content: bytes | None,
-                    headers: Mapping[str, str] | None, shard: int) -> httpx.Response:
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        rules: Rules,
+        content: bytes | None,
+        headers: Mapping[str, str] | None,
+        shard: int,
+    ) -> httpx.Response:
         client = self._client(rules, shard)
         for hop in range(rules.max_redirects + 1):
             target = await self.check(url, rules)
-            request = client.build_request(method, url, content=content, headers=headers,
-                                           timeout=rules.deadline_s)
+            request = client.build_request(
+                method, url, content=content, headers=headers, timeout=rules.deadline_s
+            )
             pinned = PINNED.set(target)
             try:
                 response = await client.send(request, stream=True)
@@ -118,8 +139,9 @@ class Egress:
             if hop == rules.max_redirects:
                 break
             url = str(response.url.join(location))
-            if response.status_code == 303 or (response.status_code in (301, 302)
-                                               and method == "POST"):
+            if response.status_code == 303 or (
+                response.status_code in (301, 302) and method == "POST"
+            ):
                 method, content = "GET", None
         raise Failed(f"more than {rules.max_redirects} redirects")
 
@@ -129,7 +151,6 @@ class Egress:
             if self._ssl_context is None:  # loading the CA bundle takes ~70 ms: once
                 self._ssl_context = httpx.create_ssl_context(trust_env=False)
             transport = PinnedTransport(self.backend, LIMITS, self._ssl_context)
-            client = httpx.AsyncClient(transport=transport, trust_env=False,
-                                       follow_redirects=False)
+            client = httpx.AsyncClient(transport=transport, trust_env=False, follow_redirects=False)
             self._clients[(rules.purpose, shard)] = client
         return client

@@ -29,8 +29,9 @@ class Target:
     addresses: tuple[IpAddress, ...]
 
 
-PINNED: contextvars.ContextVar[Target | None] = contextvars.ContextVar("egress_target",
-                                                                       default=None)
+PINNED: contextvars.ContextVar[Target | None] = contextvars.ContextVar(
+    "egress_target", default=None
+)
 
 
 class PinnedBackend(httpcore.AsyncNetworkBackend):
@@ -38,10 +39,14 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
         self._inner = httpcore.AnyIOBackend()
         self.tried: list[tuple[str, int]] = []  # the last connects tried, for tests and debugging
 
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                          local_address: str | None = None,
-                          socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
-                          ) -> httpcore.AsyncNetworkStream:
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
         target = PINNED.get()
         if target is None or (target.host, target.port) != (host.lower(), port):
             raise httpcore.ConnectError(f"no checked address for {host[:100]}:{port}")
@@ -49,8 +54,9 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
         for address in target.addresses:  # in the resolver's order, as a plain connect would
             self.tried = [*self.tried[-99:], (str(address), port)]
             try:
-                stream = await self._inner.connect_tcp(str(address), port, timeout,
-                                                       local_address, socket_options)
+                stream = await self._inner.connect_tcp(
+                    str(address), port, timeout, local_address, socket_options
+                )
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 failure = exc
                 continue
@@ -58,8 +64,10 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
         raise failure or httpcore.ConnectError(f"{host[:100]} has no address")
 
     async def connect_unix_socket(
-            self, path: str, timeout: float | None = None,
-            socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         raise httpcore.ConnectError("unix sockets are not an outbound destination")
 
@@ -85,8 +93,12 @@ class _Stream(httpcore.AsyncNetworkStream):
     async def aclose(self) -> None:
         await self._inner.aclose()
 
-    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
-                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.AsyncNetworkStream:
         return _Stream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
 
     def get_extra_info(self, info: str) -> typing.Any:
@@ -104,11 +116,14 @@ class PinnedTransport(httpx.AsyncHTTPTransport):
     """httpx's transport over a connection pool whose connects go through `PinnedBackend`
     (httpx takes no network backend of its own, so its pool is replaced)."""
 
-    def __init__(self, backend: PinnedBackend, limits: httpx.Limits,
-                 ssl_context: ssl.SSLContext) -> None:
+    def __init__(
+        self, backend: PinnedBackend, limits: httpx.Limits, ssl_context: ssl.SSLContext
+    ) -> None:
         super().__init__(verify=ssl_context, trust_env=False, limits=limits)
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=ssl_context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry, network_backend=backend)
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=backend,
+        )

@@ -13,9 +13,17 @@ import re
 from egress import Egress, Failed, UrlRefused
 
 MAX_RESULT_BYTES = 200 * 1024 * 1024
-EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp",
-              "audio/wav": ".wav", "audio/mpeg": ".mp3", "video/mp4": ".mp4",
-              "image/svg+xml": ".svg", "text/plain": ".txt", "application/json": ".json"}
+EXTENSIONS = {
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/webp": ".webp",
+    "audio/wav": ".wav",
+    "audio/mpeg": ".mp3",
+    "video/mp4": ".mp4",
+    "image/svg+xml": ".svg",
+    "text/plain": ".txt",
+    "application/json": ".json",
+}
 _DATA_URL = re.compile(r"^data:([\w.+/-]+)?(;base64)?,(.*)$", re.DOTALL)
 
 
@@ -37,8 +45,11 @@ async def fetch(url: str, egress: Egress) -> tuple[bytes, str]:
     if match:
         content_type = match.group(1) or "application/octet-stream"
         try:
-            data = (base64.b64decode(match.group(3), validate=True) if match.group(2)
-                    else match.group(3).encode())
+            data = (
+                base64.b64decode(match.group(3), validate=True)
+                if match.group(2)
+                else match.group(3).encode()
+            )
         except binascii.Error as exc:
             raise FetchFailed("result data URL is not valid base64") from exc
         return data, content_type

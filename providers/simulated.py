@@ -53,22 +53,31 @@ class SimulatedProvider:
         body = json.dumps(self._outcome(job)).encode()
         url = f"{base_url}/v1/webhooks/providers/{NAME}"
         for attempt in range(DELIVERY_ATTEMPTS):
-            headers = {"Content-Type": "application/json",
-                       "X-Signature": sign(self._secret(), body, int(time.time()))}
+            headers = {
+                "Content-Type": "application/json",
+                "X-Signature": sign(self._secret(), body, int(time.time())),
+            }
             try:
-                async with self._egress.open("POST", url, self._egress.callbacks, content=body,
-                                             headers=headers) as response:
+                async with self._egress.open(
+                    "POST", url, self._egress.callbacks, content=body, headers=headers
+                ) as response:
                     if response.status_code < 500:
                         return
             except (Failed, UrlRefused) as exc:
                 log.warning("simulated callback for %s failed: %r", job.job_id, exc)
-            await asyncio.sleep(0.2 * 2 ** attempt)
+            await asyncio.sleep(0.2 * 2**attempt)
 
     @staticmethod
     def _outcome(job: Job) -> dict[str, object]:
         if job.input.get("simulate") == "fail":
-            return {"task_id": job.provider_task_id, "status": "FAILED",
-                    "error": "simulated provider failure"}
+            return {
+                "task_id": job.provider_task_id,
+                "status": "FAILED",
+                "error": "simulated provider failure",
+            }
         data, content_type = media.for_operation(job.operation, sum(job.job_id.encode()))
-        return {"task_id": job.provider_task_id, "status": "SUCCESS",
-                "result_url": data_url(data, content_type)}
+        return {
+            "task_id": job.provider_task_id,
+            "status": "SUCCESS",
+            "result_url": data_url(data, content_type),
+        }

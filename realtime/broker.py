@@ -116,12 +116,18 @@ class RedisBroker:
         self._on_message, self._on_resync = on_message, on_resync
         # no hidden retries inside redis-py: the listener below owns reconnection and resync
         self._client = aioredis.Redis.from_url(
-            self.url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=1.0,
-            socket_timeout=2.0, health_check_interval=5)
+            self.url,
+            retry=Retry(NoBackoff(), 0),
+            socket_connect_timeout=1.0,
+            socket_timeout=2.0,
+            health_check_interval=5,
+        )
         self._tasks = [
             self.listener.watch(asyncio.create_task(self._listen_forever(), name="redis-listener")),
-            self.publisher.watch(asyncio.create_task(self._publish_forever(),
-                                                     name="redis-publisher"))]
+            self.publisher.watch(
+                asyncio.create_task(self._publish_forever(), name="redis-publisher")
+            ),
+        ]
 
     async def stop(self) -> None:
         for heartbeat in self.heartbeats:
@@ -206,7 +212,8 @@ class RedisBroker:
                     if self._subscribed_mode():  # else the (re)connect subscribes all wanted
                         await self._send_changes(
                             sorted(c for c in changed if c in self._channels),
-                            sorted(c for c in changed if c not in self._channels))
+                            sorted(c for c in changed if c not in self._channels),
+                        )
                 finally:
                     if sent is not None and not sent.done():
                         sent.set_result(None)
@@ -220,8 +227,12 @@ class RedisBroker:
                 await self._pubsub.unsubscribe(*unwanted)
         except (RedisError, OSError):
             # the connection is going: the listener's next round subscribes what is wanted
-            log.warning("redis subscribe of %d / unsubscribe of %d channels failed; the "
-                        "listener will retry", len(wanted), len(unwanted))
+            log.warning(
+                "redis subscribe of %d / unsubscribe of %d channels failed; the "
+                "listener will retry",
+                len(wanted),
+                len(unwanted),
+            )
 
     async def _listen_forever(self) -> None:
         """Connect, resync, read; on any error reconnect after a backoff. Only cancellation
@@ -291,7 +302,7 @@ class RedisBroker:
         """One message to the hub; a failure is counted, never the end of the listener."""
         assert self._on_message is not None
         try:
-            await self._on_message(channel[len(CHANNEL_PREFIX):], text_of(data))
+            await self._on_message(channel[len(CHANNEL_PREFIX) :], text_of(data))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the message is in the journal: the journal check has it
@@ -338,8 +349,12 @@ class RedisBroker:
             except (RedisError, OSError) as exc:
                 if attempt == len(PUBLISH_RETRY_PAUSES_S) - 1:
                     self.publish_failures += len(batch)
-                    log.warning("redis %s of %d messages failed: %r",
-                                self.publish_command.lower(), len(batch), exc)
+                    log.warning(
+                        "redis %s of %d messages failed: %r",
+                        self.publish_command.lower(),
+                        len(batch),
+                        exc,
+                    )
                     return
                 await asyncio.sleep(pause)
 

@@ -18,8 +18,9 @@ V = TypeVar("V")
 
 
 class Coalescer(Generic[V]):
-    def __init__(self, fetch: Callable[[list[str]], Awaitable[dict[str, V]]],
-                 max_batch: int = 1000) -> None:
+    def __init__(
+        self, fetch: Callable[[list[str]], Awaitable[dict[str, V]]], max_batch: int = 1000
+    ) -> None:
         self._fetch = fetch
         self._max_batch = max_batch
         self._pending: dict[str, list[asyncio.Future[V | None]]] = {}
@@ -56,8 +57,12 @@ class Coalescer(Generic[V]):
             self._runner = None
 
 
-def _settle(waiting: dict[str, list[asyncio.Future[V | None]]], found: dict[str, V] | None = None,
-            exc: Exception | None = None, cancel: bool = False) -> None:
+def _settle(
+    waiting: dict[str, list[asyncio.Future[V | None]]],
+    found: dict[str, V] | None = None,
+    exc: Exception | None = None,
+    cancel: bool = False,
+) -> None:
     for key, futures in waiting.items():
         for future in futures:
             if future.done():  # its requester was cancelled

@@ -20,8 +20,9 @@ import metrics
 class EventJournal(Protocol):
     """What the hub reads from the database (implemented in storage/journal.py)."""
 
-    async def events_after(self, account_id: str, after_seq: int,
-                           limit: int) -> list[dict[str, Any]]: ...
+    async def events_after(
+        self, account_id: str, after_seq: int, limit: int
+    ) -> list[dict[str, Any]]: ...
 
     async def heads(self, account_ids: list[str]) -> dict[str, int]: ...
 
@@ -90,6 +91,7 @@ class Feed:
 @dataclass(frozen=True)
 class State:
     """An account's state as read from the journal; None when there is no such account."""
+
     account: dict[str, Any] | None
 
     @property

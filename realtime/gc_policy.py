@@ -71,8 +71,12 @@ class FreezePolicy:
         self.frozen_closed = 0
         self.thaws += 1
         self._freeze()  # every stream open now is frozen again
-        log.info("thawed the frozen streams: %d objects reclaimed in %.0f ms (%d streams open)",
-                 reclaimed, (time.perf_counter() - started) * 1000, self.open_streams)
+        log.info(
+            "thawed the frozen streams: %d objects reclaimed in %.0f ms (%d streams open)",
+            reclaimed,
+            (time.perf_counter() - started) * 1000,
+            self.open_streams,
+        )
 
 
 POLICY = FreezePolicy()

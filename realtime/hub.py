@@ -31,15 +31,21 @@ REPLAY_PATIENCE_S = 5.0
 
 
 class Hub:
-    def __init__(self, journal: EventJournal, broker: Broker, poll_interval_s: float = 0.5,
-                 on_deliver: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(
+        self,
+        journal: EventJournal,
+        broker: Broker,
+        poll_interval_s: float = 0.5,
+        on_deliver: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.journal = journal
         self.broker = broker
         self.feeds: dict[str, Feed] = {}
         self._joining: dict[str, int] = {}  # account → subscribes and long-polls on their way in
         self.on_deliver = on_deliver
-        self.journal_checker = JournalCheck(journal, self.catch_up, lambda: bool(self.feeds),
-                                            poll_interval_s)
+        self.journal_checker = JournalCheck(
+            journal, self.catch_up, lambda: bool(self.feeds), poll_interval_s
+        )
         self.journal_check = self.journal_checker.heartbeat
         self.gap_fill = Heartbeat("gap-fill")  # not a task: counts fills left to the check
         # the one read of a subscribe (an account's state and head), many subscribes per query
@@ -61,17 +67,16 @@ class Hub:
 
     # -- subscribing --------------------------------------------------------------------------
 
-    async def subscribe(self, account_id: str, sink: Sink,
-                        after_seq: int | None) -> Subscription:
+    async def subscribe(self, account_id: str, sink: Sink, after_seq: int | None) -> Subscription:
         """Send `subscribed`, then the replay (or a snapshot), then live events, in order."""
         async with self._joined(account_id) as (feed, state):
             subscription = Subscription(account_id, sink)
             async with feed.lock:
-                sink.offer(dump({"type": "subscribed", "account_id": account_id,
-                                  "seq": feed.head}))
+                sink.offer(dump({"type": "subscribed", "account_id": account_id, "seq": feed.head}))
                 if after_seq is None or after_seq > feed.head:
                     subscription.skip_through = await self._send_snapshot(
-                        feed, sink, reset=after_seq is not None, state=state)
+                        feed, sink, reset=after_seq is not None, state=state
+                    )
                 else:
                     await self._replay(feed, sink, after_seq)
                 feed.subscriptions.add(subscription)
@@ -146,8 +151,9 @@ class Hub:
         state = State(await self.states.get(account_id))
         return self.feeds.setdefault(account_id, Feed(account_id, state.seq)), state
 
-    async def _send_snapshot(self, feed: Feed, sink: Sink, reset: bool,
-                             state: State | None = None) -> int:
+    async def _send_snapshot(
+        self, feed: Feed, sink: Sink, reset: bool, state: State | None = None
+    ) -> int:
         """Send the account's state; returns the seq it covers. A state read before the feed's
         lock was taken stands unless events went by meanwhile."""
         if state is None or state.seq < feed.head:
@@ -156,8 +162,12 @@ class Hub:
         if account is not None and account["seq"] > feed.head:
             await self._fill(feed)
         seq = feed.head if account is None else account["seq"]
-        message: dict[str, Any] = {"type": "snapshot", "account_id": feed.account_id,
-                                   "account": account, "seq": seq}
+        message: dict[str, Any] = {
+            "type": "snapshot",
+            "account_id": feed.account_id,
+            "account": account,
+            "seq": seq,
+        }
         if reset:
             message["reset"] = True
         sink.offer(dump(message))
@@ -242,8 +252,9 @@ class Hub:
             if not waiter.done():
                 waiter.set_result(None)
         if self.on_deliver is not None:
-            self.on_deliver({"account_id": feed.account_id, "seq": seq,
-                             "subscribers": len(feed.subscriptions)})
+            self.on_deliver(
+                {"account_id": feed.account_id, "seq": seq, "subscribers": len(feed.subscriptions)}
+            )
 
     async def catch_up(self, heads: dict[str, int]) -> None:
         """Fill every local feed that is behind the head the journal gave for its account."""

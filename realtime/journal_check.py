@@ -27,8 +27,13 @@ CatchUp = Callable[[dict[str, int]], Awaitable[None]]
 
 
 class JournalCheck:
-    def __init__(self, journal: EventJournal, catch_up: CatchUp, watching: Callable[[], bool],
-                 interval_s: float) -> None:
+    def __init__(
+        self,
+        journal: EventJournal,
+        catch_up: CatchUp,
+        watching: Callable[[], bool],
+        interval_s: float,
+    ) -> None:
         self.journal = journal
         self.catch_up = catch_up  # given each moved account's head
         self.watching = watching  # whether any feed is open here (else nothing is read)
@@ -42,7 +47,8 @@ class JournalCheck:
         """Check every `interval_s`, the first window starting at `window_from`."""
         self._checked_from = window_from
         self._task = self.heartbeat.watch(
-            asyncio.create_task(self._run_forever(), name="hub-poller"))
+            asyncio.create_task(self._run_forever(), name="hub-poller")
+        )
 
     async def stop(self) -> None:
         self.heartbeat.stopping = True

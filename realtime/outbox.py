@@ -13,8 +13,13 @@ from collections.abc import Awaitable, Callable
 
 
 class Outbox:
-    def __init__(self, maxsize: int, send: Callable[[str], Awaitable[None]],
-                 on_overflow: Callable[[], None], on_broken: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        maxsize: int,
+        send: Callable[[str], Awaitable[None]],
+        on_overflow: Callable[[], None],
+        on_broken: Callable[[], None],
+    ) -> None:
         self.maxsize = maxsize
         self.overflowed = False
         self._send = send

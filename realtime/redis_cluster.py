@@ -76,11 +76,16 @@ class RedisClusterBroker(RedisBroker):
         self._on_message, self._on_resync = on_message, on_resync
         self._cluster = RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in self._seeds],
-            socket_connect_timeout=1.0, socket_timeout=2.0, **self._options)
+            socket_connect_timeout=1.0,
+            socket_timeout=2.0,
+            **self._options,
+        )
         self._tasks = [
             self.listener.watch(asyncio.create_task(self._listen_forever(), name="redis-listener")),
-            self.publisher.watch(asyncio.create_task(self._publish_forever(),
-                                                     name="redis-publisher"))]
+            self.publisher.watch(
+                asyncio.create_task(self._publish_forever(), name="redis-publisher")
+            ),
+        ]
 
     async def stop(self) -> None:
         await super().stop()
@@ -90,8 +95,7 @@ class RedisClusterBroker(RedisBroker):
     async def ping(self) -> None:
         if self._cluster is None:
             raise ConnectionError("broker not started")
-        await asyncio.wait_for(self._cluster.ping(target_nodes=RedisCluster.PRIMARIES),
-                               timeout=1.0)
+        await asyncio.wait_for(self._cluster.ping(target_nodes=RedisCluster.PRIMARIES), timeout=1.0)
 
     def _shard_for(self, channel: str) -> aioredis.client.PubSub | None:
         assert self._cluster is not None
@@ -132,19 +136,26 @@ class RedisClusterBroker(RedisBroker):
         assert self._cluster is not None
         self._topology_changed.clear()
         self._unsubscribing.clear()
-        await self._cluster.initialize() if self.state == "starting" else \
-            await self._cluster.nodes_manager.initialize()
+        await (
+            self._cluster.initialize()
+        ) if self.state == "starting" else await self._cluster.nodes_manager.initialize()
         async with self._write_lock:
             self._drop_changes()  # all of `_channels` goes out now; later changes once connected
             by_node: dict[str, list[str]] = {
-                node.name: [] for node in self._cluster.get_primaries()}
+                node.name: [] for node in self._cluster.get_primaries()
+            }
             for channel in self._channels:
                 by_node.setdefault(self._node_of(channel), []).append(channel)
             for node in self._cluster.get_primaries():
                 client = aioredis.Redis(
-                    host=node.host, port=int(node.port), retry=Retry(NoBackoff(), 0),
-                    socket_connect_timeout=1.0, socket_timeout=2.0, health_check_interval=5,
-                    **self._options)
+                    host=node.host,
+                    port=int(node.port),
+                    retry=Retry(NoBackoff(), 0),
+                    socket_connect_timeout=1.0,
+                    socket_timeout=2.0,
+                    health_check_interval=5,
+                    **self._options,
+                )
                 self._shard_clients.append(client)
                 pubsub = client.pubsub()
                 # a placeholder channel on this shard keeps the connection in subscribed mode
@@ -164,7 +175,8 @@ class RedisClusterBroker(RedisBroker):
     async def _read_messages(self) -> None:
         readers: list[asyncio.Task[Any]] = [
             asyncio.create_task(self._read_shard(pubsub), name=f"redis-shard-{name}")
-            for name, pubsub in self._shards.items()]
+            for name, pubsub in self._shards.items()
+        ]
         readers.append(asyncio.create_task(self._topology_changed.wait()))
         try:
             done, _ = await asyncio.wait(readers, return_when=asyncio.FIRST_COMPLETED)

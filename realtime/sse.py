@@ -33,41 +33,60 @@ def parse_seq(raw: str | None) -> int | None:
 async def sse_endpoint(request: Request) -> Response:
     realtime: Realtime = request.app.state.realtime
     if not realtime.origin_allowed(request):
-        return JSONResponse(json_error("forbidden_origin", "This origin may not open streams"),
-                            status_code=403)
+        return JSONResponse(
+            json_error("forbidden_origin", "This origin may not open streams"), status_code=403
+        )
     try:
         viewer = await realtime.config.authenticate(request)
     except StreamAuthError as exc:
         return JSONResponse(json_error(exc.code, exc.message), status_code=401)
     raw_account = request.query_params.get("account_id")
     try:
-        account_id = (viewer.subject if raw_account is None and not viewer.is_server
-                      else normalise_account_id(raw_account))
+        account_id = (
+            viewer.subject
+            if raw_account is None and not viewer.is_server
+            else normalise_account_id(raw_account)
+        )
     except InvalidAccountId as exc:
         return JSONResponse(json_error(exc.code, exc.message), status_code=422)
     if not may_read(viewer, account_id):
-        return JSONResponse(json_error("forbidden", f"No access to account {account_id}"),
-                            status_code=403)
+        return JSONResponse(
+            json_error("forbidden", f"No access to account {account_id}"), status_code=403
+        )
     resume = request.headers.get("last-event-id") or request.query_params.get("after_seq")
     after_seq = parse_seq(resume)
     if resume is not None and after_seq is None:
-        return JSONResponse(json_error("validation_error", "after_seq / Last-Event-ID must be an "
-                                       f"integer from 0 to {MAX_SEQ}"), status_code=422)
+        return JSONResponse(
+            json_error(
+                "validation_error",
+                f"after_seq / Last-Event-ID must be an integer from 0 to {MAX_SEQ}",
+            ),
+            status_code=422,
+        )
     if not realtime.admit(viewer):
-        return JSONResponse(json_error("too_many_connections", "This account has "
-                                       f"{realtime.config.max_connections_per_account} streams "
-                                       "open already"), status_code=429)
+        return JSONResponse(
+            json_error(
+                "too_many_connections",
+                "This account has "
+                f"{realtime.config.max_connections_per_account} streams "
+                "open already",
+            ),
+            status_code=429,
+        )
     return _AdmittedStream(
-        _events(realtime, viewer, account_id, after_seq), lambda: realtime.release(viewer),
+        _events(realtime, viewer, account_id, after_seq),
+        lambda: realtime.release(viewer),
         media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 class _AdmittedStream(StreamingResponse):
     """Gives the admission back however the response ends, even if its body never started."""
 
-    def __init__(self, content: AsyncIterator[str], on_close: Callable[[], None],
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, content: AsyncIterator[str], on_close: Callable[[], None], **kwargs: Any
+    ) -> None:
         super().__init__(content, **kwargs)
         self._on_close = on_close
 
@@ -78,13 +97,16 @@ class _AdmittedStream(StreamingResponse):
             self._on_close()
 
 
-async def _events(realtime: Realtime, viewer: Viewer, account_id: str,
-                  after_seq: int | None) -> AsyncIterator[str]:
+async def _events(
+    realtime: Realtime, viewer: Viewer, account_id: str, after_seq: int | None
+) -> AsyncIterator[str]:
     ended = asyncio.Event()
     sink = QueueSink(realtime.config.queue_size, ended.set)
     subscription = await realtime.hub.subscribe(account_id, sink, after_seq)
-    stop_waiters = [asyncio.create_task(ended.wait()),
-                    asyncio.create_task(realtime.shutting_down.wait())]
+    stop_waiters = [
+        asyncio.create_task(ended.wait()),
+        asyncio.create_task(realtime.shutting_down.wait()),
+    ]
     getter: asyncio.Task[str] | None = None
     try:
         yield f"retry: {RETRY_MS}\n\n"
@@ -97,8 +119,9 @@ async def _events(realtime: Realtime, viewer: Viewer, account_id: str,
                     yield _frame("token_expired", json.dumps({"type": "token_expired"}))
                     return
             getter = asyncio.create_task(sink.queue.get())
-            done, _ = await asyncio.wait({getter, *stop_waiters}, timeout=timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {getter, *stop_waiters}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
             if getter not in done:
                 getter.cancel()
                 if done:  # overflow or shutdown: the client reconnects with Last-Event-ID

@@ -97,8 +97,9 @@ class StreamSession:
         self.viewer = viewer
         self.config = realtime.config
         self.connection_id = uuid.uuid4().hex
-        self.sink = Outbox(self.config.queue_size, websocket.send_text, self._on_overflow,
-                           self._interrupt)
+        self.sink = Outbox(
+            self.config.queue_size, websocket.send_text, self._on_overflow, self._interrupt
+        )
         self.subscriptions: dict[str, Subscription] = {}
         self.close_request: tuple[int, str] | None = None
         self._last_heard = time.monotonic()
@@ -121,8 +122,15 @@ class StreamSession:
         self.request_close(CLOSE_SLOW_CONSUMER, "slow consumer: resume from your last seq")
 
     async def run(self) -> None:
-        self.sink.offer(dump({"type": "hello", "connection_id": self.connection_id,
-                               "heartbeat_s": self.config.heartbeat_s}))
+        self.sink.offer(
+            dump(
+                {
+                    "type": "hello",
+                    "connection_id": self.connection_id,
+                    "heartbeat_s": self.config.heartbeat_s,
+                }
+            )
+        )
         error: Exception | None = None
         self._reader = asyncio.current_task()
         if self.close_request is not None:  # asked for before the session ran
@@ -143,8 +151,9 @@ class StreamSession:
         elif error is not None and not isinstance(error, WebSocketDisconnect):
             # a failure of ours while handling a client message (the database down during a
             # subscribe): logged with the request id, and the client told to come back
-            self.request_close(*close_for_error(
-                error, f"handling a message of stream {self.connection_id}"))
+            self.request_close(
+                *close_for_error(error, f"handling a message of stream {self.connection_id}")
+            )
         # a write fails only when the peer is gone: nothing to close, nothing to report
         if self.close_request is not None:
             await self._close(*self.close_request)
@@ -173,8 +182,9 @@ class StreamSession:
             await self._handle(_parse(text))
 
     def _time_left(self) -> float:
-        heartbeat_deadline = (self._last_heard + self.config.heartbeat_s * MISSED_HEARTBEATS
-                              - time.monotonic())
+        heartbeat_deadline = (
+            self._last_heard + self.config.heartbeat_s * MISSED_HEARTBEATS - time.monotonic()
+        )
         expiry = self._seconds_to_expiry()
         return max(0.01, heartbeat_deadline if expiry is None else min(heartbeat_deadline, expiry))
 
@@ -205,8 +215,9 @@ class StreamSession:
     async def _subscribe(self, message: dict[str, Any]) -> None:
         account_id = self._account_of(message)
         after_seq = message.get("after_seq")
-        if after_seq is not None and (isinstance(after_seq, bool) or not isinstance(after_seq, int)
-                                      or after_seq < 0):
+        if after_seq is not None and (
+            isinstance(after_seq, bool) or not isinstance(after_seq, int) or after_seq < 0
+        ):
             raise ProtocolViolation(CLOSE_BAD_MESSAGE, "after_seq must be a non-negative integer")
         if not may_read(self.viewer, account_id):
             raise ProtocolViolation(CLOSE_FORBIDDEN, f"no access to account {account_id}")
@@ -219,12 +230,21 @@ class StreamSession:
         if previous is not None:
             await self.realtime.hub.unsubscribe(previous)
         elif len(self.subscriptions) >= self.config.max_subscriptions:
-            self.sink.offer(dump({"type": "error", "code": "too_many_subscriptions",
-                                   "message": f"at most {self.config.max_subscriptions} "
-                                   "subscriptions per connection", "account_id": account_id}))
+            self.sink.offer(
+                dump(
+                    {
+                        "type": "error",
+                        "code": "too_many_subscriptions",
+                        "message": f"at most {self.config.max_subscriptions} "
+                        "subscriptions per connection",
+                        "account_id": account_id,
+                    }
+                )
+            )
             return
         self.subscriptions[account_id] = await self.realtime.hub.subscribe(
-            account_id, self.sink, after_seq)
+            account_id, self.sink, after_seq
+        )
 
     async def _unsubscribe(self, message: dict[str, Any]) -> None:
         account_id = self._account_of(message)
@@ -261,8 +281,9 @@ class StreamSession:
         if self.websocket.client_state != WebSocketState.CONNECTED:
             return
         try:
-            await asyncio.wait_for(self.websocket.close(code=code, reason=reason[:120]),
-                                   CLOSE_TIMEOUT_S)
+            await asyncio.wait_for(
+                self.websocket.close(code=code, reason=reason[:120]), CLOSE_TIMEOUT_S
+            )
         except (TimeoutError, WebSocketDisconnect, RuntimeError, OSError):
             pass  # the peer is gone or stuck; leaving the handler drops the connection
 
@@ -271,18 +292,29 @@ def close_for_error(error: BaseException, doing: str) -> tuple[int, str]:
     """Log an unexpected error of a stream (the request id comes with every line) and choose
     its close code: 1013 when retrying shortly is the right advice, 1011 otherwise."""
     if isinstance(error, ServiceUnavailable):
-        log.warning("%s failed: %s; closing with %d", doing, error, CLOSE_TRY_AGAIN_LATER,
-                    extra={"close_code": CLOSE_TRY_AGAIN_LATER})
+        log.warning(
+            "%s failed: %s; closing with %d",
+            doing,
+            error,
+            CLOSE_TRY_AGAIN_LATER,
+            extra={"close_code": CLOSE_TRY_AGAIN_LATER},
+        )
         return CLOSE_TRY_AGAIN_LATER, "database unavailable: reconnect and resume shortly"
-    log.error("%s failed; closing with %d", doing, CLOSE_INTERNAL_ERROR, exc_info=error,
-              extra={"close_code": CLOSE_INTERNAL_ERROR})
+    log.error(
+        "%s failed; closing with %d",
+        doing,
+        CLOSE_INTERNAL_ERROR,
+        exc_info=error,
+        extra={"close_code": CLOSE_INTERNAL_ERROR},
+    )
     return CLOSE_INTERNAL_ERROR, "internal error: reconnect and resume"
 
 
 def _parse(text: str) -> dict[str, Any]:
     if len(text) > MAX_MESSAGE_CHARS:
-        raise ProtocolViolation(CLOSE_TOO_BIG, f"messages are at most {MAX_MESSAGE_CHARS} "
-                                "characters")
+        raise ProtocolViolation(
+            CLOSE_TOO_BIG, f"messages are at most {MAX_MESSAGE_CHARS} characters"
+        )
     try:
         message = json.loads(text)
     except (ValueError, RecursionError) as exc:  # deep nesting overflows the decoder's stack

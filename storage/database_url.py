@@ -17,8 +17,11 @@ SETTING = "CREDITSTREAM_DATABASE_URL"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///data/creditstream.db"
 # what each supported backend must be driven by (the plain names are read as these)
 DRIVERS = {"postgresql": "asyncpg", "sqlite": "aiosqlite"}
-PLAIN_SCHEMES = {"postgresql://": "postgresql+asyncpg://", "postgres://": "postgresql+asyncpg://",
-                 "sqlite://": "sqlite+aiosqlite://"}
+PLAIN_SCHEMES = {
+    "postgresql://": "postgresql+asyncpg://",
+    "postgres://": "postgresql+asyncpg://",
+    "sqlite://": "sqlite+aiosqlite://",
+}
 MIGRATE_HINT = "run `creditstream migrate` with the same CREDITSTREAM_DATABASE_URL"
 
 
@@ -31,7 +34,7 @@ def normalise_url(url: str) -> str:
     """Accept the plain driver names operators tend to write and pick the async drivers."""
     for plain, async_ in PLAIN_SCHEMES.items():
         if url.startswith(plain):
-            return async_ + url[len(plain):]
+            return async_ + url[len(plain) :]
     return url
 
 
@@ -68,8 +71,12 @@ def describe(url: str) -> str:
     """Where the database is, for messages and the start-up summary."""
     path = sqlite_path(url)
     if path is not None:
-        default = (" (CREDITSTREAM_DATABASE_URL unset: the default path is relative to the "
-                   "working directory)" if url == DEFAULT_DATABASE_URL else "")
+        default = (
+            " (CREDITSTREAM_DATABASE_URL unset: the default path is relative to the "
+            "working directory)"
+            if url == DEFAULT_DATABASE_URL
+            else ""
+        )
         return f"SQLite file {path}{default}"
     return masked(url)
 
@@ -77,8 +84,10 @@ def describe(url: str) -> str:
 def _named(url: str) -> str:
     path = sqlite_path(url)
     if path is not None and url == DEFAULT_DATABASE_URL:
-        return f"the default database, SQLite file {path} ({SETTING} unset: relative to the " \
-               f"working directory)"
+        return (
+            f"the default database, SQLite file {path} ({SETTING} unset: relative to the "
+            f"working directory)"
+        )
     if path is not None:
         return f"{SETTING}={masked(url)} (SQLite file {path})"
     return f"{SETTING}={masked(url)}"
@@ -91,17 +100,20 @@ def check_supported(url: str) -> None:
     if parsed is None:
         raise DatabaseSetupError(
             f"{SETTING}={masked(url)} is not a database URL: use postgresql://user:password@"
-            f"host:5432/name or sqlite:///path/to/creditstream.db")
+            f"host:5432/name or sqlite:///path/to/creditstream.db"
+        )
     backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
     if backend not in DRIVERS:
         raise DatabaseSetupError(
             f"{SETTING}={masked(url)}: {backend} is not supported; creditstream runs on "
             f"PostgreSQL (postgresql://user:password@host:5432/name) or SQLite "
-            f"(sqlite:///path/to/creditstream.db)")
+            f"(sqlite:///path/to/creditstream.db)"
+        )
     if driver != DRIVERS[backend]:
         raise DatabaseSetupError(
             f"{SETTING}={masked(url)}: the {driver} driver is not supported; write "
-            f"{backend}:// (creditstream drives {backend} with {DRIVERS[backend]})")
+            f"{backend}:// (creditstream drives {backend} with {DRIVERS[backend]})"
+        )
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
@@ -115,8 +127,11 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         seen.add(id(current))
         yield current
         orig = getattr(current, "orig", None)
-        todo += [orig if isinstance(orig, BaseException) else None,
-                 current.__cause__, current.__context__]
+        todo += [
+            orig if isinstance(orig, BaseException) else None,
+            current.__cause__,
+            current.__context__,
+        ]
 
 
 def explain(exc: BaseException, url: str) -> DatabaseSetupError | None:
@@ -134,39 +149,49 @@ def explain(exc: BaseException, url: str) -> DatabaseSetupError | None:
         if isinstance(cause, ConnectionRefusedError):
             return DatabaseSetupError(
                 f"{where}: nothing accepts connections at {host} (connection refused): start "
-                f"PostgreSQL there, or correct the host and port in {SETTING}")
+                f"PostgreSQL there, or correct the host and port in {SETTING}"
+            )
         if isinstance(cause, socket.gaierror):
             return DatabaseSetupError(
                 f"{where}: the host {parsed.host if parsed else '?'!r} cannot be resolved "
-                f"({cause.strerror}): correct the host name in {SETTING}")
+                f"({cause.strerror}): correct the host name in {SETTING}"
+            )
         if isinstance(cause, asyncpg.InvalidPasswordError):
             return DatabaseSetupError(
                 f"{where}: PostgreSQL refused the password of user {user!r}: correct the user "
-                f"and password in {SETTING}")
+                f"and password in {SETTING}"
+            )
         if isinstance(cause, asyncpg.InvalidAuthorizationSpecificationError):
             return DatabaseSetupError(
                 f"{where}: PostgreSQL refused the login ({text}): correct the user in "
-                f"{SETTING}, or create that role")
+                f"{SETTING}, or create that role"
+            )
         if isinstance(cause, asyncpg.InvalidCatalogNameError):
             return DatabaseSetupError(
                 f"{where}: the database {name!r} does not exist on {host}: create it "
-                f"(createdb {name}), then {MIGRATE_HINT}")
+                f"(createdb {name}), then {MIGRATE_HINT}"
+            )
         if isinstance(cause, asyncpg.UndefinedTableError) or (
-                isinstance(cause, sqlite3.OperationalError) and "no such table" in text):
+            isinstance(cause, sqlite3.OperationalError) and "no such table" in text
+        ):
             return DatabaseSetupError(
-                f"{where}: the database has no creditstream tables yet ({text}): {MIGRATE_HINT}")
+                f"{where}: the database has no creditstream tables yet ({text}): {MIGRATE_HINT}"
+            )
         if isinstance(cause, sqlite3.OperationalError) and "unable to open" in text:
             return DatabaseSetupError(
                 f"{where}: the SQLite file cannot be opened ({text}): check that its directory "
-                f"exists and is writable, or correct the path in {SETTING}")
+                f"exists and is writable, or correct the path in {SETTING}"
+            )
         if isinstance(cause, TimeoutError):
             return DatabaseSetupError(
                 f"{where}: no answer from {host} in time: check that PostgreSQL runs there "
-                f"and that nothing blocks the port")
+                f"and that nothing blocks the port"
+            )
         if isinstance(cause, OSError) and cause.errno is not None:
             return DatabaseSetupError(
                 f"{where}: cannot connect to {host} ({cause.strerror or text}): check the "
-                f"host and port in {SETTING}")
+                f"host and port in {SETTING}"
+            )
     return None
 
 
@@ -178,4 +203,5 @@ def missing_sqlite_file(url: str) -> DatabaseSetupError | None:
         return None
     return DatabaseSetupError(
         f"{_named(url)}: no database there yet: run `creditstream migrate` in the directory "
-        f"you serve from, or set {SETTING} to the database the server uses")
+        f"you serve from, or set {SETTING} to the database the server uses"
+    )

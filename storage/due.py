@@ -30,7 +30,9 @@ async def due_holds(conn: AsyncConnection, now: datetime, limit: int) -> list[Du
     rows = await conn.execute(
         sa.select(holds.c.id, holds.c.account_id, holds.c.expires_at)
         .where(holds.c.status == Hold.OPEN, holds.c.expires_at <= now)
-        .order_by(holds.c.expires_at).limit(limit))
+        .order_by(holds.c.expires_at)
+        .limit(limit)
+    )
     return [Due(row.id, row.account_id, row.expires_at) for row in rows]
 
 
@@ -38,6 +40,7 @@ async def due_jobs(conn: AsyncConnection, now: datetime, limit: int) -> list[Due
     rows = await conn.execute(
         sa.select(jobs.c.id, jobs.c.account_id, jobs.c.expires_at, jobs.c.hold_id)
         .where(jobs.c.status == PROCESSING, jobs.c.expires_at <= now)
-        .order_by(jobs.c.expires_at).limit(limit))
+        .order_by(jobs.c.expires_at)
+        .limit(limit)
+    )
     return [Due(row.id, row.account_id, row.expires_at, row.hold_id) for row in rows]
-

@@ -14,8 +14,7 @@ from storage.sql import Database
 from storage.tables import accounts, events
 
 HEADS_CHUNK = 1000
-MOVED_SINCE = ("SELECT account_id, max(seq) FROM events WHERE created_at >= $1 "
-               "GROUP BY account_id")
+MOVED_SINCE = "SELECT account_id, max(seq) FROM events WHERE created_at >= $1 GROUP BY account_id"
 SNAPSHOTS = f"SELECT {', '.join(accounts.c.keys())} FROM accounts WHERE id = ANY($1::text[])"
 
 
@@ -24,8 +23,9 @@ class SqlEventJournal:
         self.db = db
         self.clock = clock
 
-    async def events_after(self, account_id: str, after_seq: int,
-                           limit: int) -> list[dict[str, Any]]:
+    async def events_after(
+        self, account_id: str, after_seq: int, limit: int
+    ) -> list[dict[str, Any]]:
         async with self.db.read() as uow:
             return await queries.events_after(uow.conn, account_id, after_seq, limit)
 
@@ -33,9 +33,10 @@ class SqlEventJournal:
         heads: dict[str, int] = {}
         async with self.db.read() as uow:
             for start in range(0, len(account_ids), HEADS_CHUNK):
-                chunk = account_ids[start:start + HEADS_CHUNK]
+                chunk = account_ids[start : start + HEADS_CHUNK]
                 rows = await uow.conn.execute(
-                    sa.select(accounts.c.id, accounts.c.seq).where(accounts.c.id.in_(chunk)))
+                    sa.select(accounts.c.id, accounts.c.seq).where(accounts.c.id.in_(chunk))
+                )
                 heads.update({row.id: int(row.seq) for row in rows})
         return heads
 
@@ -52,7 +53,9 @@ class SqlEventJournal:
         async with self.db.read() as uow:
             rows = await uow.conn.execute(
                 sa.select(events.c.account_id, sa.func.max(events.c.seq))
-                .where(events.c.created_at >= since).group_by(events.c.account_id))
+                .where(events.c.created_at >= since)
+                .group_by(events.c.account_id)
+            )
             return {account_id: int(seq) for account_id, seq in rows}
 
     async def snapshots(self, account_ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -64,14 +67,16 @@ class SqlEventJournal:
         if self.db.dialect == "postgresql":
             async with self.db.driver() as driver:
                 for start in range(0, len(account_ids), HEADS_CHUNK):
-                    records = await driver.fetch(SNAPSHOTS, account_ids[start:start + HEADS_CHUNK])
-                    found.update({r["id"]: account_from_row(RecordColumns(r)).snapshot(now)
-                                  for r in records})
+                    records = await driver.fetch(
+                        SNAPSHOTS, account_ids[start : start + HEADS_CHUNK]
+                    )
+                    found.update(
+                        {r["id"]: account_from_row(RecordColumns(r)).snapshot(now) for r in records}
+                    )
             return found
         async with self.db.read(snapshot=False) as uow:
             for start in range(0, len(account_ids), HEADS_CHUNK):
-                chunk = account_ids[start:start + HEADS_CHUNK]
-                rows = await uow.conn.execute(
-                    sa.select(accounts).where(accounts.c.id.in_(chunk)))
+                chunk = account_ids[start : start + HEADS_CHUNK]
+                rows = await uow.conn.execute(sa.select(accounts).where(accounts.c.id.in_(chunk)))
                 found.update({row.id: account_from_row(row).snapshot(now) for row in rows})
         return found

@@ -16,9 +16,23 @@ from core.ports import StorageFailed
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,511}$")
 # types a browser shows without running anything; any other (SVG, HTML, XML, JS, PDF, …) is
 # served as a download, since a result's type is the provider's choice
-INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif", "audio/wav",
-                          "audio/x-wav", "audio/wave", "audio/mpeg", "audio/ogg", "video/mp4",
-                          "video/webm", "text/plain", "application/json"})
+INLINE_TYPES = frozenset(
+    {
+        "image/png",
+        "image/jpeg",
+        "image/webp",
+        "image/gif",
+        "audio/wav",
+        "audio/x-wav",
+        "audio/wave",
+        "audio/mpeg",
+        "audio/ogg",
+        "video/mp4",
+        "video/webm",
+        "text/plain",
+        "application/json",
+    }
+)
 
 
 def disposition_for(content_type: str, filename: str) -> str | None:
@@ -63,9 +77,14 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 class S3Store:
-    def __init__(self, bucket: str, endpoint_url: str | None = None,
-                 public_url: str | None = None, region: str | None = None,
-                 timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        endpoint_url: str | None = None,
+        public_url: str | None = None,
+        region: str | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
         import boto3
         from botocore.config import Config
         from botocore.exceptions import BotoCoreError, ClientError
@@ -73,11 +92,16 @@ class S3Store:
         self._errors: tuple[type[Exception], ...] = (BotoCoreError, ClientError)
         self.bucket = bucket
         self.client: Any = boto3.client(
-            "s3", endpoint_url=endpoint_url,
+            "s3",
+            endpoint_url=endpoint_url,
             region_name=region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
-            config=Config(connect_timeout=timeout_s, read_timeout=timeout_s,
-                          retries={"total_max_attempts": 2},
-                          s3={"addressing_style": "path"}))
+            config=Config(
+                connect_timeout=timeout_s,
+                read_timeout=timeout_s,
+                retries={"total_max_attempts": 2},
+                s3={"addressing_style": "path"},
+            ),
+        )
         base = public_url or f"{(endpoint_url or 'https://s3.amazonaws.com').rstrip('/')}/{bucket}"
         self.public_base = base.rstrip("/")
 
@@ -88,15 +112,23 @@ class S3Store:
             disposition = disposition_for(content_type, key.rsplit("/", 1)[-1])
             if disposition is not None:
                 extra["ContentDisposition"] = disposition
-            await asyncio.to_thread(self.client.put_object, Bucket=self.bucket, Key=key,
-                                    Body=data, ContentType=content_type, **extra)
+            await asyncio.to_thread(
+                self.client.put_object,
+                Bucket=self.bucket,
+                Key=key,
+                Body=data,
+                ContentType=content_type,
+                **extra,
+            )
         except self._errors as exc:
             raise StorageFailed(f"S3 put of {key} failed: {exc}") from exc
         return f"{self.public_base}/{key}"
 
     async def delete(self, key: str) -> None:
         try:
-            await asyncio.to_thread(self.client.delete_object, Bucket=self.bucket, Key=check_key(key))
+            await asyncio.to_thread(
+                self.client.delete_object, Bucket=self.bucket, Key=check_key(key)
+            )
         except self._errors:
             pass  # an orphan object costs storage, not money
 

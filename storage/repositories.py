@@ -48,10 +48,18 @@ class RecordColumns:
 
 def account_from_row(row: Any) -> Account:
     return Account(
-        account_id=row.id, balance=row.balance, held=row.held, seq=row.seq,
-        created_at=row.created_at, plan=row.plan, paid=row.paid,
-        trial_expires_at=row.trial_expires_at, trial_day=row.trial_day,
-        trial_used=row.trial_used, loaded_seq=row.seq, low_notified=row.low_notified,
+        account_id=row.id,
+        balance=row.balance,
+        held=row.held,
+        seq=row.seq,
+        created_at=row.created_at,
+        plan=row.plan,
+        paid=row.paid,
+        trial_expires_at=row.trial_expires_at,
+        trial_day=row.trial_day,
+        trial_used=row.trial_used,
+        loaded_seq=row.seq,
+        low_notified=row.low_notified,
         feature_usage=_feature_usage(row),
     )
 
@@ -62,25 +70,55 @@ def _feature_usage(row: Any) -> dict[str, dict[str, Any]]:
 
 
 def grant_from_row(row: Any) -> Grant:
-    return Grant(row.id, row.account_id, row.amount, row.remaining, row.reason, row.kind,
-                 row.expires_at, row.created_at, row.ref, row.reserved)
+    return Grant(
+        row.id,
+        row.account_id,
+        row.amount,
+        row.remaining,
+        row.reason,
+        row.kind,
+        row.expires_at,
+        row.created_at,
+        row.ref,
+        row.reserved,
+    )
 
 
 def hold_from_row(row: Any) -> Hold:
     return Hold(
-        hold_id=row.id, account_id=row.account_id, amount=row.amount, status=row.status,
-        created_at=row.created_at, expires_at=row.expires_at, ref=row.ref,
-        captured_amount=row.captured_amount, release_reason=row.release_reason,
-        closed_at=row.closed_at, job_id=row.job_id, funding=list(row.funding or []),
-        allocation=list(row.allocation or []), metadata=dict(row.metadata or {}),
+        hold_id=row.id,
+        account_id=row.account_id,
+        amount=row.amount,
+        status=row.status,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        ref=row.ref,
+        captured_amount=row.captured_amount,
+        release_reason=row.release_reason,
+        closed_at=row.closed_at,
+        job_id=row.job_id,
+        funding=list(row.funding or []),
+        allocation=list(row.allocation or []),
+        metadata=dict(row.metadata or {}),
         price=dict(row.price or {}),
     )
 
 
 def entry_from_row(row: Any) -> Entry:
-    return Entry(row.account_id, row.seq, row.type, row.amount, row.delta, row.held_delta,
-                 row.reason, row.ref, row.op_id, dict(row.metadata or {}), row.created_at,
-                 row.idempotency_key)
+    return Entry(
+        row.account_id,
+        row.seq,
+        row.type,
+        row.amount,
+        row.delta,
+        row.held_delta,
+        row.reason,
+        row.ref,
+        row.op_id,
+        dict(row.metadata or {}),
+        row.created_at,
+        row.idempotency_key,
+    )
 
 
 def funding_grant_ids(lines: list[Entry], kind: str) -> list[str]:
@@ -109,20 +147,24 @@ class SqlAccounts:
         return True
 
     async def get(self, account_id: str) -> Account | None:
-        row = (await self.conn.execute(
-            sa.select(accounts).where(accounts.c.id == account_id))).one_or_none()
+        row = (
+            await self.conn.execute(sa.select(accounts).where(accounts.c.id == account_id))
+        ).one_or_none()
         return None if row is None else account_from_row(row)
 
     async def lock(self, account_id: str) -> Account | None:
         # FOR UPDATE on PostgreSQL; on SQLite the BEGIN IMMEDIATE of every write already locks
-        row = (await self.conn.execute(
-            sa.select(accounts).where(accounts.c.id == account_id).with_for_update()
-        )).one_or_none()
+        row = (
+            await self.conn.execute(
+                sa.select(accounts).where(accounts.c.id == account_id).with_for_update()
+            )
+        ).one_or_none()
         if row is None:
             return None
         account = account_from_row(row)
         live = await self.conn.execute(
-            sa.select(grants).where(grants.c.account_id == account_id, grants.c.remaining > 0))
+            sa.select(grants).where(grants.c.account_id == account_id, grants.c.remaining > 0)
+        )
         account.grants = [grant_from_row(g) for g in live]
         return account
 
@@ -141,22 +183,33 @@ class SqlAccounts:
     async def with_due_grants(self, now: datetime, limit: int) -> list[str]:
         """The accounts of the `limit` oldest due grants. Ordered by expiry, so PostgreSQL reads
         the partial index ix_grants_due (a plain DISTINCT walked every grant ever made)."""
-        oldest = (sa.select(grants.c.account_id)
-                  .where(grants.c.expires_at <= now, grants.c.remaining > grants.c.reserved)
-                  .order_by(grants.c.expires_at).limit(limit).subquery())
+        oldest = (
+            sa.select(grants.c.account_id)
+            .where(grants.c.expires_at <= now, grants.c.remaining > grants.c.reserved)
+            .order_by(grants.c.expires_at)
+            .limit(limit)
+            .subquery()
+        )
         stmt = sa.select(oldest.c.account_id).distinct()
         return list((await self.conn.execute(stmt)).scalars())
 
     @staticmethod
     def _row(account: Account) -> dict[str, Any]:
         return {
-            "id": account.account_id, "balance": account.balance, "held": account.held,
-            "seq": account.seq, "plan": account.plan, "paid": account.paid,
-            "trial_expires_at": account.trial_expires_at, "trial_day": account.trial_day,
-            "trial_used": account.trial_used, "low_notified": account.low_notified,
+            "id": account.account_id,
+            "balance": account.balance,
+            "held": account.held,
+            "seq": account.seq,
+            "plan": account.plan,
+            "paid": account.paid,
+            "trial_expires_at": account.trial_expires_at,
+            "trial_day": account.trial_day,
+            "trial_used": account.trial_used,
+            "low_notified": account.low_notified,
             "feature_usage": account.feature_usage,
-            "updated_at": _event_time(account.new_events[-1]) if account.new_events else
-            account.created_at,
+            "updated_at": _event_time(account.new_events[-1])
+            if account.new_events
+            else account.created_at,
         }
 
     async def _write_changes(self, account: Account) -> None:
@@ -165,21 +218,46 @@ class SqlAccounts:
             await self.conn.execute(sa.insert(grants), [_grant_row(g) for g in account.new_grants])
         for grant in account.touched_grants.values():
             if grant.grant_id not in new_ids:
-                await self.conn.execute(sa.update(grants).where(grants.c.id == grant.grant_id)
-                                        .values(remaining=grant.remaining,
-                                                reserved=grant.reserved))
+                await self.conn.execute(
+                    sa.update(grants)
+                    .where(grants.c.id == grant.grant_id)
+                    .values(remaining=grant.remaining, reserved=grant.reserved)
+                )
         if account.new_entries:
-            await self.conn.execute(sa.insert(entries), [
-                {"account_id": e.account_id, "seq": e.seq, "type": e.type, "amount": e.amount,
-                 "delta": e.delta, "held_delta": e.held_delta, "reason": e.reason, "ref": e.ref,
-                 "op_id": e.op_id, "idempotency_key": e.idempotency_key, "metadata": e.metadata,
-                 "created_at": e.at}
-                for e in account.new_entries])
+            await self.conn.execute(
+                sa.insert(entries),
+                [
+                    {
+                        "account_id": e.account_id,
+                        "seq": e.seq,
+                        "type": e.type,
+                        "amount": e.amount,
+                        "delta": e.delta,
+                        "held_delta": e.held_delta,
+                        "reason": e.reason,
+                        "ref": e.ref,
+                        "op_id": e.op_id,
+                        "idempotency_key": e.idempotency_key,
+                        "metadata": e.metadata,
+                        "created_at": e.at,
+                    }
+                    for e in account.new_entries
+                ],
+            )
         if account.new_events:
-            await self.conn.execute(sa.insert(events), [
-                {"account_id": ev.account_id, "seq": ev.seq, "type": ev.type,
-                 "payload": ev.to_dict(), "created_at": _event_time(ev)}
-                for ev in account.new_events])
+            await self.conn.execute(
+                sa.insert(events),
+                [
+                    {
+                        "account_id": ev.account_id,
+                        "seq": ev.seq,
+                        "type": ev.type,
+                        "payload": ev.to_dict(),
+                        "created_at": _event_time(ev),
+                    }
+                    for ev in account.new_events
+                ],
+            )
         self.saved_events.extend(account.new_events)
         account.new_entries.clear()
         account.new_events.clear()
@@ -196,10 +274,18 @@ def _event_time(event: Event) -> datetime:
 
 
 def _grant_row(grant: Grant) -> dict[str, Any]:
-    return {"id": grant.grant_id, "account_id": grant.account_id, "amount": grant.amount,
-            "remaining": grant.remaining, "reserved": grant.reserved, "reason": grant.reason,
-            "kind": grant.kind,
-            "ref": grant.ref, "expires_at": grant.expires_at, "created_at": grant.created_at}
+    return {
+        "id": grant.grant_id,
+        "account_id": grant.account_id,
+        "amount": grant.amount,
+        "remaining": grant.remaining,
+        "reserved": grant.reserved,
+        "reason": grant.reason,
+        "kind": grant.kind,
+        "ref": grant.ref,
+        "expires_at": grant.expires_at,
+        "created_at": grant.created_at,
+    }
 
 
 class SqlHolds:
@@ -212,31 +298,46 @@ class SqlHolds:
     async def get(self, hold_id: str) -> Hold | None:
         if not storable_key(hold_id):
             return None
-        row = (await self.conn.execute(
-            sa.select(holds).where(holds.c.id == hold_id))).one_or_none()
+        row = (await self.conn.execute(sa.select(holds).where(holds.c.id == hold_id))).one_or_none()
         return None if row is None else hold_from_row(row)
 
     async def save(self, hold: Hold, expected_status: str) -> None:
         result = await self.conn.execute(
-            sa.update(holds).where(holds.c.id == hold.hold_id, holds.c.status == expected_status)
-            .values(**self._row(hold)))
+            sa.update(holds)
+            .where(holds.c.id == hold.hold_id, holds.c.status == expected_status)
+            .values(**self._row(hold))
+        )
         if result.rowcount != 1:
             raise ConcurrentUpdate(f"Hold {hold.hold_id} left {expected_status} under its lock")
 
     async def due(self, now: datetime, limit: int) -> list[str]:
-        stmt = (sa.select(holds.c.id).where(holds.c.status == Hold.OPEN, holds.c.expires_at <= now)
-                .order_by(holds.c.expires_at).limit(limit))
+        stmt = (
+            sa.select(holds.c.id)
+            .where(holds.c.status == Hold.OPEN, holds.c.expires_at <= now)
+            .order_by(holds.c.expires_at)
+            .limit(limit)
+        )
         return list((await self.conn.execute(stmt)).scalars())
 
     @staticmethod
     def _row(hold: Hold) -> dict[str, Any]:
-        return {"id": hold.hold_id, "account_id": hold.account_id, "amount": hold.amount,
-                "status": hold.status, "ref": hold.ref, "captured_amount": hold.captured_amount,
-                "release_reason": hold.release_reason, "job_id": hold.job_id,
-                "funding": hold.funding, "allocation": hold.allocation,
-                "metadata": hold.metadata, "price": hold.price,
-                "created_at": hold.created_at,
-                "expires_at": hold.expires_at, "closed_at": hold.closed_at}
+        return {
+            "id": hold.hold_id,
+            "account_id": hold.account_id,
+            "amount": hold.amount,
+            "status": hold.status,
+            "ref": hold.ref,
+            "captured_amount": hold.captured_amount,
+            "release_reason": hold.release_reason,
+            "job_id": hold.job_id,
+            "funding": hold.funding,
+            "allocation": hold.allocation,
+            "metadata": hold.metadata,
+            "price": hold.price,
+            "created_at": hold.created_at,
+            "expires_at": hold.expires_at,
+            "closed_at": hold.closed_at,
+        }
 
 
 class SqlSpends:
@@ -248,13 +349,17 @@ class SqlSpends:
         return Spend.from_journal(spend_id, kind, lines, funders)
 
 
-async def spend_rows(conn: AsyncConnection, spend_id: str,
-                     kind: str) -> tuple[list[Entry], list[Grant]]:
+async def spend_rows(
+    conn: AsyncConnection, spend_id: str, kind: str
+) -> tuple[list[Entry], list[Grant]]:
     """A spend's journal lines (the spend and its refunds) and the grants that funded it."""
     if not storable_key(spend_id):
         return [], []
-    rows = await conn.execute(sa.select(entries).where(
-        entries.c.op_id == spend_id, entries.c.type.in_((kind, REFUND))).order_by(entries.c.id))
+    rows = await conn.execute(
+        sa.select(entries)
+        .where(entries.c.op_id == spend_id, entries.c.type.in_((kind, REFUND)))
+        .order_by(entries.c.id)
+    )
     lines = [entry_from_row(row) for row in rows]
     grant_ids = funding_grant_ids(lines, kind)
     if not grant_ids:
@@ -272,12 +377,24 @@ def storable_key(value: str) -> bool:
 
 def job_from_row(row: Any) -> Job:
     return Job(
-        job_id=row.id, account_id=row.account_id, operation=row.operation, model=row.model,
-        cost=row.cost, status=row.status, provider=row.provider, created_at=row.created_at,
-        updated_at=row.updated_at, expires_at=row.expires_at, params=dict(row.params or {}),
-        input=dict(row.input or {}), provider_task_id=row.provider_task_id,
-        hold_id=row.hold_id, result_url=row.result_url, error=row.error,
-        completed_at=row.completed_at, metadata=dict(row.metadata or {}),
+        job_id=row.id,
+        account_id=row.account_id,
+        operation=row.operation,
+        model=row.model,
+        cost=row.cost,
+        status=row.status,
+        provider=row.provider,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        expires_at=row.expires_at,
+        params=dict(row.params or {}),
+        input=dict(row.input or {}),
+        provider_task_id=row.provider_task_id,
+        hold_id=row.hold_id,
+        result_url=row.result_url,
+        error=row.error,
+        completed_at=row.completed_at,
+        metadata=dict(row.metadata or {}),
     )
 
 
@@ -297,28 +414,52 @@ class SqlJobs:
     async def by_task(self, provider: str, task_id: str) -> Job | None:
         if not (storable_key(provider) and storable_key(task_id)):
             return None
-        row = (await self.conn.execute(sa.select(jobs).where(
-            jobs.c.provider == provider, jobs.c.provider_task_id == task_id))).one_or_none()
+        row = (
+            await self.conn.execute(
+                sa.select(jobs).where(
+                    jobs.c.provider == provider, jobs.c.provider_task_id == task_id
+                )
+            )
+        ).one_or_none()
         return None if row is None else job_from_row(row)
 
     async def save(self, job: Job, expected_status: str) -> None:
         result = await self.conn.execute(
-            sa.update(jobs).where(jobs.c.id == job.job_id, jobs.c.status == expected_status)
-            .values(**self._row(job)))
+            sa.update(jobs)
+            .where(jobs.c.id == job.job_id, jobs.c.status == expected_status)
+            .values(**self._row(job))
+        )
         if result.rowcount != 1:
             raise ConcurrentUpdate(f"Job {job.job_id} left {expected_status} under its lock")
 
     async def due(self, now: datetime, limit: int) -> list[str]:
-        stmt = (sa.select(jobs.c.id).where(jobs.c.status == PROCESSING, jobs.c.expires_at <= now)
-                .order_by(jobs.c.expires_at).limit(limit))
+        stmt = (
+            sa.select(jobs.c.id)
+            .where(jobs.c.status == PROCESSING, jobs.c.expires_at <= now)
+            .order_by(jobs.c.expires_at)
+            .limit(limit)
+        )
         return list((await self.conn.execute(stmt)).scalars())
 
     @staticmethod
     def _row(job: Job) -> dict[str, Any]:
-        return {"id": job.job_id, "account_id": job.account_id, "operation": job.operation,
-                "model": job.model, "params": job.params, "input": job.input, "cost": job.cost,
-                "status": job.status, "result_url": job.result_url, "error": job.error,
-                "provider": job.provider, "provider_task_id": job.provider_task_id,
-                "hold_id": job.hold_id, "created_at": job.created_at,
-                "updated_at": job.updated_at, "expires_at": job.expires_at,
-                "completed_at": job.completed_at, "metadata": job.metadata}
+        return {
+            "id": job.job_id,
+            "account_id": job.account_id,
+            "operation": job.operation,
+            "model": job.model,
+            "params": job.params,
+            "input": job.input,
+            "cost": job.cost,
+            "status": job.status,
+            "result_url": job.result_url,
+            "error": job.error,
+            "provider": job.provider,
+            "provider_task_id": job.provider_task_id,
+            "hold_id": job.hold_id,
+            "created_at": job.created_at,
+            "updated_at": job.updated_at,
+            "expires_at": job.expires_at,
+            "completed_at": job.completed_at,
+            "metadata": job.metadata,
+        }

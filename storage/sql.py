@@ -50,8 +50,11 @@ class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         # the same pool; SQLite keeps its own BEGIN handling
-        self._autocommit = engine if engine.dialect.name == "sqlite" else engine.execution_options(
-            isolation_level="AUTOCOMMIT")
+        self._autocommit = (
+            engine
+            if engine.dialect.name == "sqlite"
+            else engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
 
     @classmethod
     def from_url(cls, url: str, pool_size: int = 10) -> Database:
@@ -63,7 +66,10 @@ class Database:
         engine = create_async_engine(
             # no pre-ping: a dead connection fails its statement and is discarded, which costs
             # one 503 after an outage instead of a round trip on every checkout
-            url, pool_size=pool_size, max_overflow=pool_size * 2, pool_timeout=5,
+            url,
+            pool_size=pool_size,
+            max_overflow=pool_size * 2,
+            pool_timeout=5,
             # a dead database must produce a quick 503, not a request that hangs
             connect_args={"timeout": 3, "command_timeout": 15},
         )
@@ -152,8 +158,12 @@ def _sqlite_engine(url: str) -> AsyncEngine:
         # let SQLAlchemy, not the driver, emit BEGIN, so writes can say BEGIN IMMEDIATE
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        for pragma in ("journal_mode=WAL", "busy_timeout=30000", "foreign_keys=ON",
-                       "synchronous=NORMAL"):
+        for pragma in (
+            "journal_mode=WAL",
+            "busy_timeout=30000",
+            "foreign_keys=ON",
+            "synchronous=NORMAL",
+        ):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 

@@ -30,17 +30,26 @@ def _hash(ticket: str) -> str:
     return hashlib.sha256(ticket.encode()).hexdigest()
 
 
-async def issue_ticket(db: Database, account_id: str, credential_expires: int | None,
-                       now_s: float, ttl_s: int) -> tuple[str, int]:
+async def issue_ticket(
+    db: Database, account_id: str, credential_expires: int | None, now_s: float, ttl_s: int
+) -> tuple[str, int]:
     """A new ticket for `account_id`, and its expiry (unix seconds)."""
     ticket = TICKET_PREFIX + secrets.token_urlsafe(32)
     expires_at = int(now_s) + ttl_s
     async with db.transaction() as uow:
-        await uow.conn.execute(sa.delete(stream_tickets).where(
-            stream_tickets.c.expires_at < int(now_s) - CLEANUP_GRACE_S))
-        await uow.conn.execute(sa.insert(stream_tickets).values(
-            ticket_hash=_hash(ticket), account_id=account_id, expires_at=expires_at,
-            credential_expires=credential_expires))
+        await uow.conn.execute(
+            sa.delete(stream_tickets).where(
+                stream_tickets.c.expires_at < int(now_s) - CLEANUP_GRACE_S
+            )
+        )
+        await uow.conn.execute(
+            sa.insert(stream_tickets).values(
+                ticket_hash=_hash(ticket),
+                account_id=account_id,
+                expires_at=expires_at,
+                credential_expires=credential_expires,
+            )
+        )
     return ticket, expires_at
 
 
@@ -52,9 +61,13 @@ async def redeem_ticket(db: Database, ticket: str, now_s: float) -> Redeemed | N
         return None
     table = stream_tickets
     async with db.transaction() as uow:
-        row = (await uow.conn.execute(
-            sa.delete(table).where(table.c.ticket_hash == _hash(ticket)).returning(
-                table.c.account_id, table.c.expires_at, table.c.credential_expires))).first()
+        row = (
+            await uow.conn.execute(
+                sa.delete(table)
+                .where(table.c.ticket_hash == _hash(ticket))
+                .returning(table.c.account_id, table.c.expires_at, table.c.credential_expires)
+            )
+        ).first()
     if row is None or row.expires_at <= now_s:
         return None
     return Redeemed(row.account_id, row.credential_expires)

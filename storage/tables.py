@@ -36,7 +36,8 @@ class UtcDateTime(sa.types.TypeDecorator[datetime]):
 
 
 accounts = sa.Table(
-    "accounts", metadata,
+    "accounts",
+    metadata,
     sa.Column("id", sa.String(128), primary_key=True),
     sa.Column("balance", sa.BigInteger, nullable=False),
     sa.Column("held", sa.BigInteger, nullable=False),
@@ -56,7 +57,8 @@ accounts = sa.Table(
 )
 
 grants = sa.Table(
-    "grants", metadata,
+    "grants",
+    metadata,
     sa.Column("id", sa.String(40), primary_key=True),
     sa.Column("account_id", sa.String(128), sa.ForeignKey("accounts.id"), nullable=False),
     sa.Column("amount", sa.BigInteger, nullable=False),
@@ -71,12 +73,17 @@ grants = sa.Table(
     sa.CheckConstraint("reserved >= 0 AND reserved <= remaining", name="ck_grants_reserved"),
     sa.Index("ix_grants_account_live", "account_id", "remaining"),
     # the sweeper's due grants: only a grant with free credits can expire any
-    sa.Index("ix_grants_due", "expires_at", postgresql_where=sa.text("remaining > reserved"),
-             sqlite_where=sa.text("remaining > reserved")),
+    sa.Index(
+        "ix_grants_due",
+        "expires_at",
+        postgresql_where=sa.text("remaining > reserved"),
+        sqlite_where=sa.text("remaining > reserved"),
+    ),
 )
 
 holds = sa.Table(
-    "holds", metadata,
+    "holds",
+    metadata,
     sa.Column("id", sa.String(40), primary_key=True),
     sa.Column("account_id", sa.String(128), sa.ForeignKey("accounts.id"), nullable=False),
     sa.Column("amount", sa.BigInteger, nullable=False),
@@ -97,7 +104,8 @@ holds = sa.Table(
 )
 
 entries = sa.Table(
-    "entries", metadata,
+    "entries",
+    metadata,
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
     sa.Column("account_id", sa.String(128), sa.ForeignKey("accounts.id"), nullable=False),
     sa.Column("seq", sa.BigInteger, nullable=False),
@@ -116,7 +124,8 @@ entries = sa.Table(
 )
 
 events = sa.Table(
-    "events", metadata,
+    "events",
+    metadata,
     sa.Column("account_id", sa.String(128), primary_key=True),
     sa.Column("seq", sa.BigInteger, primary_key=True),
     sa.Column("type", sa.String(32), nullable=False),
@@ -126,7 +135,8 @@ events = sa.Table(
 )
 
 jobs = sa.Table(
-    "jobs", metadata,
+    "jobs",
+    metadata,
     sa.Column("id", sa.String(40), primary_key=True),
     sa.Column("account_id", sa.String(128), sa.ForeignKey("accounts.id"), nullable=False),
     sa.Column("operation", sa.String(64), nullable=False),
@@ -151,7 +161,8 @@ jobs = sa.Table(
 )
 
 idempotency_keys = sa.Table(
-    "idempotency_keys", metadata,
+    "idempotency_keys",
+    metadata,
     sa.Column("scope", sa.String(160), primary_key=True),
     sa.Column("key", sa.String(255), primary_key=True),
     sa.Column("fingerprint", sa.String(64), nullable=False),
@@ -164,7 +175,8 @@ idempotency_keys = sa.Table(
 )
 
 api_keys = sa.Table(
-    "api_keys", metadata,
+    "api_keys",
+    metadata,
     sa.Column("id", sa.String(40), primary_key=True),
     sa.Column("name", sa.String(128), nullable=False),
     sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
@@ -175,7 +187,8 @@ api_keys = sa.Table(
 # one-use credentials for opening a stream (POST /v1/stream-tickets): only the SHA-256 of each is
 # kept; a ticket is deleted by the connection that redeems it, expired ones when new ones are made
 stream_tickets = sa.Table(
-    "stream_tickets", metadata,
+    "stream_tickets",
+    metadata,
     sa.Column("ticket_hash", sa.String(64), primary_key=True),
     sa.Column("account_id", sa.String(128), nullable=False),
     # unix seconds: when the ticket can no longer be redeemed, and when the user token it was
@@ -185,13 +198,15 @@ stream_tickets = sa.Table(
 )
 
 settings = sa.Table(
-    "settings", metadata,
+    "settings",
+    metadata,
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
 
 processed_webhooks = sa.Table(
-    "processed_webhooks", metadata,
+    "processed_webhooks",
+    metadata,
     sa.Column("provider", sa.String(64), primary_key=True),
     sa.Column("event_id", sa.String(255), primary_key=True),
     sa.Column("response", sa.JSON),
@@ -201,7 +216,8 @@ processed_webhooks = sa.Table(
 # outbound webhooks (background/webhook_delivery.py): endpoints, each one's position in every account's stream,
 # and the attempts it has seen
 webhook_endpoints = sa.Table(
-    "webhook_endpoints", metadata,
+    "webhook_endpoints",
+    metadata,
     sa.Column("id", sa.String(40), primary_key=True),
     sa.Column("url", sa.String(2048), nullable=False),
     sa.Column("events", sa.JSON, nullable=False),
@@ -219,15 +235,18 @@ webhook_endpoints = sa.Table(
 )
 
 webhook_cursors = sa.Table(
-    "webhook_cursors", metadata,
-    sa.Column("endpoint_id", sa.String(40), sa.ForeignKey("webhook_endpoints.id"),
-              primary_key=True),
+    "webhook_cursors",
+    metadata,
+    sa.Column(
+        "endpoint_id", sa.String(40), sa.ForeignKey("webhook_endpoints.id"), primary_key=True
+    ),
     sa.Column("account_id", sa.String(128), primary_key=True),
     sa.Column("seq", sa.BigInteger, nullable=False),  # the last seq delivered (or skipped)
 )
 
 webhook_deliveries = sa.Table(
-    "webhook_deliveries", metadata,
+    "webhook_deliveries",
+    metadata,
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
     sa.Column("endpoint_id", sa.String(40), nullable=False),
     sa.Column("account_id", sa.String(128), nullable=False),

@@ -42,10 +42,17 @@ class Attempt:
         return self.error is None
 
     def row(self, endpoint_id: str) -> dict[str, Any]:
-        return {"endpoint_id": endpoint_id, "account_id": self.account_id, "seq": self.seq,
-                "event_type": self.event_type, "status_code": self.status_code,
-                "error": self.error, "duration_ms": self.duration_ms,
-                "attempted_at": self.at, "next_retry_at": self.next_retry_at}
+        return {
+            "endpoint_id": endpoint_id,
+            "account_id": self.account_id,
+            "seq": self.seq,
+            "event_type": self.event_type,
+            "status_code": self.status_code,
+            "error": self.error,
+            "duration_ms": self.duration_ms,
+            "attempted_at": self.at,
+            "next_retry_at": self.next_retry_at,
+        }
 
 
 @dataclass(frozen=True)
@@ -88,61 +95,80 @@ class WebhookDeliveries:
         """Enabled endpoints no instance holds and no backoff holds back."""
         async with self.db.read(snapshot=False) as uow:
             rows = await uow.conn.execute(
-                sa.select(endpoints.c.id).where(_leasable(now)).order_by(endpoints.c.id)
-                .limit(limit))
+                sa.select(endpoints.c.id)
+                .where(_leasable(now))
+                .order_by(endpoints.c.id)
+                .limit(limit)
+            )
             return [row.id for row in rows]
 
-    async def acquire(self, endpoint_id: str, owner: str, now: datetime,
-                      until: datetime) -> Endpoint | None:
+    async def acquire(
+        self, endpoint_id: str, owner: str, now: datetime, until: datetime
+    ) -> Endpoint | None:
         """Take the endpoint's lease, or None when another instance holds it (or it is not
         due). One conditional UPDATE: on PostgreSQL a second taker waits on the row lock and
         then finds the condition false; SQLite runs writers one at a time."""
         async with self.db.transaction() as uow:
             taken = await uow.conn.execute(
-                sa.update(endpoints).where(endpoints.c.id == endpoint_id, _leasable(now))
-                .values(lease_owner=owner, lease_until=until))
+                sa.update(endpoints)
+                .where(endpoints.c.id == endpoint_id, _leasable(now))
+                .values(lease_owner=owner, lease_until=until)
+            )
             if not taken.rowcount:
                 return None
-            row = (await uow.conn.execute(
-                sa.select(endpoints).where(endpoints.c.id == endpoint_id))).one()
+            row = (
+                await uow.conn.execute(sa.select(endpoints).where(endpoints.c.id == endpoint_id))
+            ).one()
             return endpoint_from_row(row)
 
     async def renew(self, endpoint_id: str, owner: str, now: datetime, until: datetime) -> bool:
         """Extend a lease still held; False when it has lapsed (or the endpoint is gone)."""
         async with self.db.transaction() as uow:
             renewed = await uow.conn.execute(
-                sa.update(endpoints).where(endpoints.c.id == endpoint_id,
-                                           endpoints.c.lease_owner == owner,
-                                           endpoints.c.lease_until > now,
-                                           endpoints.c.status == ENABLED)
-                .values(lease_until=until))
+                sa.update(endpoints)
+                .where(
+                    endpoints.c.id == endpoint_id,
+                    endpoints.c.lease_owner == owner,
+                    endpoints.c.lease_until > now,
+                    endpoints.c.status == ENABLED,
+                )
+                .values(lease_until=until)
+            )
             return bool(renewed.rowcount)
 
     async def release(self, endpoint_id: str, owner: str) -> None:
         async with self.db.transaction() as uow:
             await uow.conn.execute(
-                sa.update(endpoints).where(endpoints.c.id == endpoint_id,
-                                           endpoints.c.lease_owner == owner)
-                .values(lease_owner=None, lease_until=None))
+                sa.update(endpoints)
+                .where(endpoints.c.id == endpoint_id, endpoints.c.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None)
+            )
 
     # --- delivery: the stream ------------------------------------------------------------
 
-    async def pending(self, endpoint_id: str, limit: int,
-                      among: list[str] | None = None) -> list[Pending]:
+    async def pending(
+        self, endpoint_id: str, limit: int, among: list[str] | None = None
+    ) -> list[Pending]:
         """Accounts whose head is past the endpoint's cursor, with the cursor (0: none yet,
         an account created after the endpoint) and when the first event past it was written
         (the delivery lag). `among`: only these accounts."""
         if among is not None and not among:
             return []
-        condition = sa.and_(cursors.c.endpoint_id == endpoint_id,
-                            cursors.c.account_id == accounts.c.id)
+        condition = sa.and_(
+            cursors.c.endpoint_id == endpoint_id, cursors.c.account_id == accounts.c.id
+        )
         position = sa.func.coalesce(cursors.c.seq, 0)
-        first_at = (sa.select(sa.func.min(events.c.created_at))
-                    .where(events.c.account_id == accounts.c.id, events.c.seq == position + 1)
-                    .scalar_subquery())
-        query = (sa.select(accounts.c.id, position.label("after"), first_at.label("first_at"))
-                 .select_from(accounts.outerjoin(cursors, condition))
-                 .where(accounts.c.seq > position).order_by(accounts.c.id))
+        first_at = (
+            sa.select(sa.func.min(events.c.created_at))
+            .where(events.c.account_id == accounts.c.id, events.c.seq == position + 1)
+            .scalar_subquery()
+        )
+        query = (
+            sa.select(accounts.c.id, position.label("after"), first_at.label("first_at"))
+            .select_from(accounts.outerjoin(cursors, condition))
+            .where(accounts.c.seq > position)
+            .order_by(accounts.c.id)
+        )
         found: list[Pending] = []
         async with self.db.read() as uow:
             for chunk in _chunks(among):
@@ -157,37 +183,69 @@ class WebhookDeliveries:
         """Accounts with an event created at or after `since` (a range of the created_at index)."""
         async with self.db.read(snapshot=False) as uow:
             rows = await uow.conn.execute(
-                sa.select(events.c.account_id).where(events.c.created_at >= since).distinct())
+                sa.select(events.c.account_id).where(events.c.created_at >= since).distinct()
+            )
             return [row.account_id for row in rows]
 
-    async def events_for(self, cursors_of: list[tuple[str, int]], per_account: int,
-                         limit: int) -> dict[str, list[Journaled]]:
+    async def events_for(
+        self, cursors_of: list[tuple[str, int]], per_account: int, limit: int
+    ) -> dict[str, list[Journaled]]:
         """Per account, its first events past its cursor (at most `per_account` each, `limit`
         in all), in seq order: one query for a whole pass."""
         found: dict[str, list[Journaled]] = {}
         for start in range(0, len(cursors_of), IN_CHUNK):
-            chunk = cursors_of[start:start + IN_CHUNK]
-            past = sa.or_(*(sa.and_(events.c.account_id == account_id, events.c.seq > after)
-                            for account_id, after in chunk))
-            rank = sa.func.row_number().over(partition_by=events.c.account_id,
-                                             order_by=events.c.seq).label("rank")
-            ranked = (sa.select(events.c.account_id, events.c.seq, events.c.type,
-                                events.c.payload, events.c.created_at, rank)
-                      .where(past).subquery())
-            query = (sa.select(ranked).where(ranked.c.rank <= per_account)
-                     .order_by(ranked.c.account_id, ranked.c.seq)
-                     .limit(limit - sum(len(v) for v in found.values())))
+            chunk = cursors_of[start : start + IN_CHUNK]
+            past = sa.or_(
+                *(
+                    sa.and_(events.c.account_id == account_id, events.c.seq > after)
+                    for account_id, after in chunk
+                )
+            )
+            rank = (
+                sa.func.row_number()
+                .over(partition_by=events.c.account_id, order_by=events.c.seq)
+                .label("rank")
+            )
+            ranked = (
+                sa.select(
+                    events.c.account_id,
+                    events.c.seq,
+                    events.c.type,
+                    events.c.payload,
+                    events.c.created_at,
+                    rank,
+                )
+                .where(past)
+                .subquery()
+            )
+            query = (
+                sa.select(ranked)
+                .where(ranked.c.rank <= per_account)
+                .order_by(ranked.c.account_id, ranked.c.seq)
+                .limit(limit - sum(len(v) for v in found.values()))
+            )
             async with self.db.read(snapshot=False) as uow:
                 for row in await uow.conn.execute(query):
-                    found.setdefault(row.account_id, []).append(Journaled(
-                        int(row.seq), row.type, dict(row.payload), as_utc(row.created_at)
-                        or row.created_at))
+                    found.setdefault(row.account_id, []).append(
+                        Journaled(
+                            int(row.seq),
+                            row.type,
+                            dict(row.payload),
+                            as_utc(row.created_at) or row.created_at,
+                        )
+                    )
             if sum(len(v) for v in found.values()) >= limit:
                 break
         return found
 
-    async def record(self, endpoint_id: str, positions: dict[str, int],
-                     attempts: list[Attempt], outcome: Outcome, now: datetime) -> bool:
+    async def record(
+        self,
+        endpoint_id: str,
+        positions: dict[str, int],
+        attempts: list[Attempt],
+        outcome: Outcome,
+        now: datetime,
+    ) -> bool:
         """A pass's end, in one transaction: each account's cursor moves to its position
         (never back), the attempts are kept, and the endpoint's health becomes `outcome`
         (disabled, with its reason, when the retry window is over). False, and nothing
@@ -196,9 +254,13 @@ class WebhookDeliveries:
         written once its deletion began."""
         async with self.db.transaction() as uow:
             conn = uow.conn
-            exists = (await conn.execute(
-                sa.select(endpoints.c.id).where(endpoints.c.id == endpoint_id)
-                .with_for_update(read=True, key_share=True))).first()  # `delete` waits for this commit
+            exists = (
+                await conn.execute(
+                    sa.select(endpoints.c.id)
+                    .where(endpoints.c.id == endpoint_id)
+                    .with_for_update(read=True, key_share=True)
+                )
+            ).first()  # `delete` waits for this commit
             if exists is None:
                 return False
             if positions:
@@ -206,40 +268,58 @@ class WebhookDeliveries:
             if attempts:
                 await conn.execute(sa.insert(deliveries), [a.row(endpoint_id) for a in attempts])
             health: dict[str, Any] = {
-                "failing_since": outcome.failing_since, "failures": outcome.failures,
-                "next_attempt_at": outcome.next_attempt_at}
+                "failing_since": outcome.failing_since,
+                "failures": outcome.failures,
+                "next_attempt_at": outcome.next_attempt_at,
+            }
             if outcome.disabled_reason is not None:
-                health.update(status=DISABLED, disabled_reason=outcome.disabled_reason[:1024],
-                              disabled_at=now, lease_owner=None, lease_until=None)
-            await conn.execute(sa.update(endpoints).where(endpoints.c.id == endpoint_id)
-                               .values(**health))
+                health.update(
+                    status=DISABLED,
+                    disabled_reason=outcome.disabled_reason[:1024],
+                    disabled_at=now,
+                    lease_owner=None,
+                    lease_until=None,
+                )
+            await conn.execute(
+                sa.update(endpoints).where(endpoints.c.id == endpoint_id).values(**health)
+            )
             return True
 
     async def purge_attempts(self, older_than: datetime) -> int:
         async with self.db.transaction() as uow:
             gone = await uow.conn.execute(
-                sa.delete(deliveries).where(deliveries.c.attempted_at < older_than))
+                sa.delete(deliveries).where(deliveries.c.attempted_at < older_than)
+            )
             return int(gone.rowcount or 0)
 
 
 def _leasable(now: datetime) -> sa.ColumnElement[bool]:
-    return sa.and_(endpoints.c.status == ENABLED,
-                   sa.or_(endpoints.c.lease_until.is_(None), endpoints.c.lease_until <= now),
-                   sa.or_(endpoints.c.next_attempt_at.is_(None),
-                          endpoints.c.next_attempt_at <= now))
+    return sa.and_(
+        endpoints.c.status == ENABLED,
+        sa.or_(endpoints.c.lease_until.is_(None), endpoints.c.lease_until <= now),
+        sa.or_(endpoints.c.next_attempt_at.is_(None), endpoints.c.next_attempt_at <= now),
+    )
 
 
 async def _advance(conn: AsyncConnection, endpoint_id: str, positions: dict[str, int]) -> None:
     insert = dialect_insert(conn, cursors)
-    await conn.execute(insert.on_conflict_do_update(
-        index_elements=["endpoint_id", "account_id"],
-        set_={"seq": sa.case((cursors.c.seq > insert.excluded.seq, cursors.c.seq),
-                             else_=insert.excluded.seq)}),
-        [{"endpoint_id": endpoint_id, "account_id": account_id, "seq": seq}
-         for account_id, seq in sorted(positions.items())])
+    await conn.execute(
+        insert.on_conflict_do_update(
+            index_elements=["endpoint_id", "account_id"],
+            set_={
+                "seq": sa.case(
+                    (cursors.c.seq > insert.excluded.seq, cursors.c.seq), else_=insert.excluded.seq
+                )
+            },
+        ),
+        [
+            {"endpoint_id": endpoint_id, "account_id": account_id, "seq": seq}
+            for account_id, seq in sorted(positions.items())
+        ],
+    )
 
 
 def _chunks(among: list[str] | None) -> list[list[str] | None]:
     if among is None:
         return [None]
-    return [among[i:i + IN_CHUNK] for i in range(0, len(among), IN_CHUNK)]
+    return [among[i : i + IN_CHUNK] for i in range(0, len(among), IN_CHUNK)]

@@ -46,11 +46,17 @@ class Endpoint:
     def to_dict(self, with_secret: bool = False) -> dict[str, Any]:
         """What the API shows; the secret only once, in the answer to the registration."""
         shown: dict[str, Any] = {
-            "id": self.endpoint_id, "url": self.url, "events": list(self.events),
-            "status": self.status, "disabled_reason": self.disabled_reason,
-            "created_at": iso(self.created_at), "disabled_at": iso(self.disabled_at),
-            "failing_since": iso(self.failing_since), "consecutive_failures": self.failures,
-            "next_attempt_at": iso(self.next_attempt_at)}
+            "id": self.endpoint_id,
+            "url": self.url,
+            "events": list(self.events),
+            "status": self.status,
+            "disabled_reason": self.disabled_reason,
+            "created_at": iso(self.created_at),
+            "disabled_at": iso(self.disabled_at),
+            "failing_since": iso(self.failing_since),
+            "consecutive_failures": self.failures,
+            "next_attempt_at": iso(self.next_attempt_at),
+        }
         if with_secret:
             shown["secret"] = self.secret
         return shown
@@ -62,15 +68,30 @@ class WebhookEndpoints:
 
     # --- the registry ------------------------------------------------------------------
 
-    async def create(self, url: str, event_types: list[str], now: datetime,
-                     key: IdempotencyKey | None,
-                     render: Callable[[Endpoint], dict[str, Any]]) -> KeyedResult:
+    async def create(
+        self,
+        url: str,
+        event_types: list[str],
+        now: datetime,
+        key: IdempotencyKey | None,
+        render: Callable[[Endpoint], dict[str, Any]],
+    ) -> KeyedResult:
         """Register an endpoint: from now on, every account's stream past its present head.
         With an Idempotency-Key the key is claimed in the same transaction, so a retry replays
         the first answer (its secret included) and never registers a second endpoint."""
-        endpoint = Endpoint(new_id("we"), url, tuple(event_types),
-                            SECRET_PREFIX + secrets.token_urlsafe(32), ENABLED, None, now, None,
-                            None, 0, None)
+        endpoint = Endpoint(
+            new_id("we"),
+            url,
+            tuple(event_types),
+            SECRET_PREFIX + secrets.token_urlsafe(32),
+            ENABLED,
+            None,
+            now,
+            None,
+            None,
+            0,
+            None,
+        )
         async with self.db.transaction() as uow:
             conn = uow.conn
             keys = SqlBatchSession(conn)  # the key claimed as a batch claims its keys
@@ -78,13 +99,25 @@ class WebhookEndpoints:
                 first = (await idempotency.claim(keys, [key], now))[key.id]
                 if first is not None:
                     return replay_of(first, key)
-            await conn.execute(sa.insert(endpoints).values(
-                id=endpoint.endpoint_id, url=url, events=list(event_types),
-                secret=endpoint.secret, status=ENABLED, created_at=now, failures=0))
-            await conn.execute(sa.insert(cursors).from_select(
-                ["endpoint_id", "account_id", "seq"],
-                sa.select(sa.literal(endpoint.endpoint_id, sa.String), accounts.c.id,
-                          accounts.c.seq)))
+            await conn.execute(
+                sa.insert(endpoints).values(
+                    id=endpoint.endpoint_id,
+                    url=url,
+                    events=list(event_types),
+                    secret=endpoint.secret,
+                    status=ENABLED,
+                    created_at=now,
+                    failures=0,
+                )
+            )
+            await conn.execute(
+                sa.insert(cursors).from_select(
+                    ["endpoint_id", "account_id", "seq"],
+                    sa.select(
+                        sa.literal(endpoint.endpoint_id, sa.String), accounts.c.id, accounts.c.seq
+                    ),
+                )
+            )
             body = render(endpoint)
             if key is not None:
                 await keys.record({key.id: (201, body)})
@@ -92,16 +125,18 @@ class WebhookEndpoints:
 
     async def registered(self) -> list[Endpoint]:
         async with self.db.read() as uow:
-            rows = await uow.conn.execute(sa.select(endpoints).order_by(endpoints.c.created_at,
-                                                                         endpoints.c.id))
+            rows = await uow.conn.execute(
+                sa.select(endpoints).order_by(endpoints.c.created_at, endpoints.c.id)
+            )
             return [endpoint_from_row(row) for row in rows]
 
     async def get(self, endpoint_id: str) -> Endpoint | None:
         if not storable_key(endpoint_id):
             return None
         async with self.db.read(snapshot=False) as uow:
-            row = (await uow.conn.execute(
-                sa.select(endpoints).where(endpoints.c.id == endpoint_id))).first()
+            row = (
+                await uow.conn.execute(sa.select(endpoints).where(endpoints.c.id == endpoint_id))
+            ).first()
             return None if row is None else endpoint_from_row(row)
 
     async def delete(self, endpoint_id: str) -> Endpoint | None:
@@ -114,9 +149,11 @@ class WebhookEndpoints:
         if not storable_key(endpoint_id):
             return None
         async with self.db.transaction() as uow:
-            row = (await uow.conn.execute(
-                sa.select(endpoints).where(endpoints.c.id == endpoint_id)
-                .with_for_update())).first()
+            row = (
+                await uow.conn.execute(
+                    sa.select(endpoints).where(endpoints.c.id == endpoint_id).with_for_update()
+                )
+            ).first()
             if row is None:
                 return None
             for table in (cursors, deliveries):
@@ -130,13 +167,26 @@ class WebhookEndpoints:
             return []
         async with self.db.read(snapshot=False) as uow:
             rows = await uow.conn.execute(
-                sa.select(deliveries).where(deliveries.c.endpoint_id == endpoint_id)
-                .order_by(deliveries.c.id.desc()).limit(limit))
-            return [{"id": row.id, "account_id": row.account_id, "seq": row.seq,
-                     "event": row.event_type, "status_code": row.status_code,
-                     "error": row.error, "ok": row.error is None,
-                     "duration_ms": row.duration_ms, "attempted_at": iso(row.attempted_at),
-                     "next_retry_at": iso(row.next_retry_at)} for row in rows]
+                sa.select(deliveries)
+                .where(deliveries.c.endpoint_id == endpoint_id)
+                .order_by(deliveries.c.id.desc())
+                .limit(limit)
+            )
+            return [
+                {
+                    "id": row.id,
+                    "account_id": row.account_id,
+                    "seq": row.seq,
+                    "event": row.event_type,
+                    "status_code": row.status_code,
+                    "error": row.error,
+                    "ok": row.error is None,
+                    "duration_ms": row.duration_ms,
+                    "attempted_at": iso(row.attempted_at),
+                    "next_retry_at": iso(row.next_retry_at),
+                }
+                for row in rows
+            ]
 
 
 def as_utc(stamp: datetime | None) -> datetime | None:
@@ -146,6 +196,16 @@ def as_utc(stamp: datetime | None) -> datetime | None:
 
 
 def endpoint_from_row(row: Any) -> Endpoint:
-    return Endpoint(row.id, row.url, tuple(row.events), row.secret, row.status,
-                    row.disabled_reason, row.created_at, row.disabled_at, row.failing_since,
-                    int(row.failures), row.next_attempt_at)
+    return Endpoint(
+        row.id,
+        row.url,
+        tuple(row.events),
+        row.secret,
+        row.status,
+        row.disabled_reason,
+        row.created_at,
+        row.disabled_at,
+        row.failing_since,
+        int(row.failures),
+        row.next_attempt_at,
+    )

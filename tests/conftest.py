@@ -119,9 +119,12 @@ def clock() -> MutableClock:
 @pytest.fixture
 def settings_for(tmp_path: Path) -> Callable[..., Settings]:
     def make(database_url: str, **overrides: Any) -> Settings:
-        values: dict[str, Any] = {"database_url": database_url, "user_token_secret": TEST_SECRET,
-                                  "results_dir": str(tmp_path / "results"),
-                                  "sweep_interval_s": 0.05}
+        values: dict[str, Any] = {
+            "database_url": database_url,
+            "user_token_secret": TEST_SECRET,
+            "results_dir": str(tmp_path / "results"),
+            "sweep_interval_s": 0.05,
+        }
         values.update(overrides)
         return Settings(**values)
 
@@ -148,19 +151,22 @@ class ApiClient:
 
 
 @pytest.fixture
-async def api_factory(settings_for: Callable[..., Settings],
-                      clock: MutableClock) -> AsyncIterator[Callable[..., Any]]:
+async def api_factory(
+    settings_for: Callable[..., Settings], clock: MutableClock
+) -> AsyncIterator[Callable[..., Any]]:
     stack: list[Any] = []
 
     async def make(database_url: str, run_sweeper: bool = False, **overrides: Any) -> ApiClient:
-        app = create_app(settings_for(database_url, **overrides), clock=clock,
-                         run_sweeper=run_sweeper)
+        app = create_app(
+            settings_for(database_url, **overrides), clock=clock, run_sweeper=run_sweeper
+        )
         lifespan = app.router.lifespan_context(app)
         await lifespan.__aenter__()
         stack.append(lifespan)
         key = await create_server_key(app.state.ctx.db, "tests")
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://creditstream.test")
+        http = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://creditstream.test"
+        )
         stack.append(http)
         return ApiClient(app, http, key)
 
@@ -184,8 +190,13 @@ def live_server_factory(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
     servers: list[LiveServer] = []
 
     def make(database_url: str, **env: str) -> LiveServer:
-        server = LiveServer({"CREDITSTREAM_DATABASE_URL": database_url,
-                             "CREDITSTREAM_RESULTS_DIR": str(tmp_path), **env})
+        server = LiveServer(
+            {
+                "CREDITSTREAM_DATABASE_URL": database_url,
+                "CREDITSTREAM_RESULTS_DIR": str(tmp_path),
+                **env,
+            }
+        )
         servers.append(server)
         return server.start()
 

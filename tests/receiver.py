@@ -47,8 +47,9 @@ class Receiver:
         return f"http://{self.host}:{self.port}{path}"
 
     async def start(self) -> Receiver:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port,
-                                                  reuse_address=True)
+        self._server = await asyncio.start_server(
+            self._serve, self.host, self.port, reuse_address=True
+        )
         return self
 
     async def stop(self) -> None:
@@ -80,8 +81,10 @@ class Receiver:
         head = await reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         _, path, _ = lines[0].split(" ", 2)
-        headers = {k.strip().lower(): v.strip()
-                   for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        headers = {
+            k.strip().lower(): v.strip()
+            for k, _, v in (line.partition(":") for line in lines[1:] if line)
+        }
         body = await reader.readexactly(int(headers.get("content-length", "0")))
         account = _account_of(body)
         self.arrived.set()
@@ -107,8 +110,9 @@ class Receiver:
         await writer.drain()
         return True
 
-    async def _drip(self, path: str, headers: dict[str, str], body: bytes,
-                    writer: asyncio.StreamWriter) -> None:
+    async def _drip(
+        self, path: str, headers: dict[str, str], body: bytes, writer: asyncio.StreamWriter
+    ) -> None:
         """200 and its headers at once, then the body one byte at a time, until the client
         hangs up: every read succeeds well within a per-read timeout, the answer never ends."""
         self.received.append(Received(path, headers, body, time.monotonic()))

@@ -31,11 +31,30 @@ class ClusterNode:
     def start(self) -> ClusterNode:
         log = open(self.dir / "redis.log", "ab")  # noqa: SIM115 - the process owns it
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--cluster-port", str(self.bus_port),
-             "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-             "--cluster-config-file", "nodes.conf", "--cluster-node-timeout",
-             str(NODE_TIMEOUT_MS), "--dir", str(self.dir), "--save", "", "--appendonly", "no"],
-            stdout=log, stderr=subprocess.STDOUT)
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--cluster-port",
+                str(self.bus_port),
+                "--bind",
+                "127.0.0.1",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                str(NODE_TIMEOUT_MS),
+                "--dir",
+                str(self.dir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         log.close()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -58,8 +77,13 @@ class ClusterNode:
             self.process.wait()
 
     def cli(self, *args: str) -> str:
-        return subprocess.run(["redis-cli", "-p", str(self.port), *args], check=True,
-                              capture_output=True, text=True, timeout=10).stdout
+        return subprocess.run(
+            ["redis-cli", "-p", str(self.port), *args],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
 
 
 class LocalRedisCluster:
@@ -76,9 +100,20 @@ class LocalRedisCluster:
         try:
             for node in self.nodes:
                 node.start()
-            subprocess.run(["redis-cli", "--cluster", "create",
-                            *(node.address for node in self.nodes), "--cluster-replicas", "0",
-                            "--cluster-yes"], check=True, capture_output=True, timeout=30)
+            subprocess.run(
+                [
+                    "redis-cli",
+                    "--cluster",
+                    "create",
+                    *(node.address for node in self.nodes),
+                    "--cluster-replicas",
+                    "0",
+                    "--cluster-yes",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
             self.wait_ok()
         except BaseException:
             self.stop()

@@ -48,7 +48,9 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "CREDITSTREAM_USER_TOKEN_SECRET": TEST_SECRET, **env}
         self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = Path(env.get("CREDITSTREAM_RESULTS_DIR", "/tmp")) / f"server-{self.port}.log"
+        self.log_path = (
+            Path(env.get("CREDITSTREAM_RESULTS_DIR", "/tmp")) / f"server-{self.port}.log"
+        )
 
     def start(self, timeout: float = 30.0) -> LiveServer:
         with open(self.log_path, "ab") as log:
@@ -56,8 +58,10 @@ class LiveServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}: "
-                                   f"{self.log_path.read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"server exited with {self.process.returncode}: "
+                    f"{self.log_path.read_text()[-2000:]}"
+                )
             try:
                 if httpx.get(self.url + "/healthz", timeout=0.5).status_code == 200:
                     return self
@@ -67,11 +71,29 @@ class LiveServer:
 
     def _spawn(self, log: Any) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "asgi:app", "--host", "127.0.0.1",
-             "--port", str(self.port), "--ws", "api.ws_protocol:WebSocketProtocol",
-             "--ws-per-message-deflate", "false",
-             "--log-level", "warning", "--timeout-graceful-shutdown", "5"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "asgi:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--ws",
+                "api.ws_protocol:WebSocketProtocol",
+                "--ws-per-message-deflate",
+                "false",
+                "--log-level",
+                "warning",
+                "--timeout-graceful-shutdown",
+                "5",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
     def stop(self, kill: bool = False) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -97,8 +119,20 @@ class PrivateRedis:
 
     def start(self) -> PrivateRedis:
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:

@@ -50,8 +50,9 @@ async def list_entries(request: Request) -> Response:
         page = await queries.entries_page(uow.conn, account_id, after, limit + 1)
     more = len(page) > limit
     page = page[:limit]
-    return JSONResponse({"entries": page, "has_more": more,
-                         "next_after": page[-1]["entry_id"] if page else after})
+    return JSONResponse(
+        {"entries": page, "has_more": more, "next_after": page[-1]["entry_id"] if page else after}
+    )
 
 
 async def list_events(request: Request) -> Response:
@@ -64,17 +65,23 @@ async def list_events(request: Request) -> Response:
         return await _events_page(ctx, account_id, after_seq, limit, wait)
     # a long-poll holds a connection as a stream does: it counts in the same per-account limit
     if not streams.admit(principal):
-        raise ApiError(429, "too_many_connections", "This account has "
-                       f"{streams.config.max_connections_per_account} streams (WebSocket, SSE "
-                       "and long-polls) open already", retry_after=1)
+        raise ApiError(
+            429,
+            "too_many_connections",
+            "This account has "
+            f"{streams.config.max_connections_per_account} streams (WebSocket, SSE "
+            "and long-polls) open already",
+            retry_after=1,
+        )
     try:
         return await _events_page(ctx, account_id, after_seq, limit, wait)
     finally:
         streams.release(principal)
 
 
-async def _events_page(ctx: AppContext, account_id: str, after_seq: int, limit: int,
-                       wait: float) -> Response:
+async def _events_page(
+    ctx: AppContext, account_id: str, after_seq: int, limit: int, wait: float
+) -> Response:
     async with ctx.db.read() as uow:
         account = await ctx.service.read_account(uow, account_id)
         events = await queries.events_after(uow.conn, account_id, after_seq, limit)
@@ -83,31 +90,47 @@ async def _events_page(ctx: AppContext, account_id: str, after_seq: int, limit: 
         async with ctx.db.read() as uow:
             account = await ctx.service.read_account(uow, account_id)
             events = await queries.events_after(uow.conn, account_id, after_seq, limit)
-    return JSONResponse({"account_id": account_id, "events": events, "seq": account.seq,
-                         "next_after_seq": events[-1]["seq"] if events else after_seq})
+    return JSONResponse(
+        {
+            "account_id": account_id,
+            "events": events,
+            "seq": account.seq,
+            "next_after_seq": events[-1]["seq"] if events else after_seq,
+        }
+    )
 
 
 async def usage(request: Request) -> Response:
     ctx, _, account_id = await path_account(request)
     period = request.query_params.get("period", "month")
     if period not in PERIODS:
-        raise ApiError(422, "validation_error",
-                       f"period: expected one of {', '.join(PERIODS)}, got {period!r}")
+        raise ApiError(
+            422, "validation_error", f"period: expected one of {', '.join(PERIODS)}, got {period!r}"
+        )
     now = ctx.service.now()
     since = now - PERIODS[period]
     async with ctx.db.read() as uow:
         await ctx.service.read_account(uow, account_id)
         figures = await queries.usage(uow.conn, account_id, since, now)
-    return JSONResponse({"account_id": account_id, "period": period,
-                         "since": since.isoformat().replace("+00:00", "Z"), **figures})
+    return JSONResponse(
+        {
+            "account_id": account_id,
+            "period": period,
+            "since": since.isoformat().replace("+00:00", "Z"),
+            **figures,
+        }
+    )
 
 
 async def list_jobs(request: Request) -> Response:
     ctx, _, account_id = await path_account(request)
     status = request.query_params.get("status")
     if status not in (None, "processing", "success", "failed"):
-        raise ApiError(422, "validation_error",
-                       f"status: expected processing, success or failed, got {status!r}")
+        raise ApiError(
+            422,
+            "validation_error",
+            f"status: expected processing, success or failed, got {status!r}",
+        )
     limit = int_param(request, "limit", 50, 1, MAX_PAGE)
     async with ctx.db.read() as uow:
         await ctx.service.read_account(uow, account_id)
@@ -123,16 +146,27 @@ async def create_grant(request: Request) -> Response:
         key = request.headers.get("idempotency-key")
         if body.amount is not None:
             grant, account = await ctx.service.grant(
-                uow, account_id, body.amount, body.reason, body.expires_at, body.ref, key,
-                metadata=body.metadata)
+                uow,
+                account_id,
+                body.amount,
+                body.reason,
+                body.expires_at,
+                body.ref,
+                key,
+                metadata=body.metadata,
+            )
         else:
             grant, account = await ctx.service.grant_plan(
-                uow, account_id, body.plan if body.plan is not None else body.tier, body.ref, key,
-                metadata=body.metadata)
+                uow,
+                account_id,
+                body.plan if body.plan is not None else body.tier,
+                body.ref,
+                key,
+                metadata=body.metadata,
+            )
         return 201, {"grant": grant.to_dict(), "account": account.snapshot(ctx.service.now())}
 
-    return await ctx.execute(request, principal, canonical, action,
-                             Touches(accounts=(account_id,)))
+    return await ctx.execute(request, principal, canonical, action, Touches(accounts=(account_id,)))
 
 
 async def create_charge(request: Request) -> Response:
@@ -141,9 +175,15 @@ async def create_charge(request: Request) -> Response:
 
     async def action(uow: OperationUnitOfWork) -> tuple[int, dict[str, Any]]:
         charge, account = await ctx.service.charge(
-            uow, account_id, body.credits(ctx.service.quote), body.reason, body.ref,
-            request.headers.get("idempotency-key"), body.metadata, body.price_request())
+            uow,
+            account_id,
+            body.credits(ctx.service.quote),
+            body.reason,
+            body.ref,
+            request.headers.get("idempotency-key"),
+            body.metadata,
+            body.price_request(),
+        )
         return 201, {"charge": charge, "account": account.snapshot(ctx.service.now())}
 
-    return await ctx.execute(request, principal, canonical, action,
-                             Touches(accounts=(account_id,)))
+    return await ctx.execute(request, principal, canonical, action, Touches(accounts=(account_id,)))

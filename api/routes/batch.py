@@ -78,8 +78,10 @@ class BatchRefund(RefundBody):
     op: Literal["refund"]  # charge_id or hold_id, as POST /v1/refunds takes them
 
 
-Part = Annotated[BatchHold | BatchCapture | BatchRelease | BatchCharge | BatchGrant
-                 | BatchRefund, Field(discriminator="op")]
+Part = Annotated[
+    BatchHold | BatchCapture | BatchRelease | BatchCharge | BatchGrant | BatchRefund,
+    Field(discriminator="op"),
+]
 
 
 class BatchBody(Body):
@@ -92,11 +94,16 @@ async def run_batch(request: Request) -> Response:
     principal.require_server()
     body, canonical = await parse(request, BatchBody, MAX_BATCH_BODY_BYTES)
     touches = Touches(
-        accounts=tuple(a for p in body.operations
-                       if isinstance(p, (BatchHold, BatchCharge, BatchGrant))
-                       for a in lockable(p.account_id)),
-        holds=tuple(p.hold_id for p in body.operations
-                    if isinstance(p, (BatchCapture, BatchRelease))))
+        accounts=tuple(
+            a
+            for p in body.operations
+            if isinstance(p, (BatchHold, BatchCharge, BatchGrant))
+            for a in lockable(p.account_id)
+        ),
+        holds=tuple(
+            p.hold_id for p in body.operations if isinstance(p, (BatchCapture, BatchRelease))
+        ),
+    )
 
     async def action(uow: OperationUnitOfWork) -> tuple[int, dict[str, Any]]:
         results = []
@@ -115,8 +122,13 @@ async def run_batch(request: Request) -> Response:
             except Exception:
                 # a bug in one part must not take the others down with it; nothing of it is kept
                 log.exception("a batch part failed unexpectedly")
-                status, answer = 500, error_body("internal_error", "This operation failed "
-                                                 "unexpectedly; nothing of it was applied")
+                status, answer = (
+                    500,
+                    error_body(
+                        "internal_error",
+                        "This operation failed unexpectedly; nothing of it was applied",
+                    ),
+                )
             else:
                 uow.adopt(unit)
             result = {"status": status, "body": answer}
@@ -131,10 +143,15 @@ async def run_batch(request: Request) -> Response:
 
 
 def answer_too_large(index: int) -> ApiError:
-    return ApiError(413, "batch_answer_too_large",
-                    f"The answer to this batch would exceed {MAX_BATCH_ANSWER_BYTES} bytes "
-                    f"(passed at operation {index}); nothing was applied: send its operations "
-                    "in smaller batches", limit=MAX_BATCH_ANSWER_BYTES, operation=index)
+    return ApiError(
+        413,
+        "batch_answer_too_large",
+        f"The answer to this batch would exceed {MAX_BATCH_ANSWER_BYTES} bytes "
+        f"(passed at operation {index}); nothing was applied: send its operations "
+        "in smaller batches",
+        limit=MAX_BATCH_ANSWER_BYTES,
+        operation=index,
+    )
 
 
 def lockable(account_id: str) -> tuple[str, ...]:
@@ -148,14 +165,21 @@ def lockable(account_id: str) -> tuple[str, ...]:
         return ()
 
 
-async def apply_part(ctx: AppContext, uow: OperationUnitOfWork,
-                     part: Any) -> tuple[int, dict[str, Any]]:
+async def apply_part(
+    ctx: AppContext, uow: OperationUnitOfWork, part: Any
+) -> tuple[int, dict[str, Any]]:
     """One part, as its own endpoint would have applied it."""
     service, now = ctx.service, ctx.service.now
     if isinstance(part, BatchHold):
         hold, account = await service.hold(
-            uow, part.account_id, part.credits(service.quote), part.ttl_seconds, part.ref,
-            metadata=part.metadata, price=part.price_request())
+            uow,
+            part.account_id,
+            part.credits(service.quote),
+            part.ttl_seconds,
+            part.ref,
+            metadata=part.metadata,
+            price=part.price_request(),
+        )
         return 201, {"hold": hold.to_dict(), "account": account.snapshot(now())}
     if isinstance(part, BatchCapture):
         hold, account = await service.capture(uow, part.hold_id, part.amount)
@@ -165,20 +189,37 @@ async def apply_part(ctx: AppContext, uow: OperationUnitOfWork,
         return 200, {"hold": hold.to_dict(), "account": account.snapshot(now())}
     if isinstance(part, BatchCharge):
         charge, account = await service.charge(
-            uow, part.account_id, part.credits(service.quote), part.reason, part.ref,
-            metadata=part.metadata, price=part.price_request())
+            uow,
+            part.account_id,
+            part.credits(service.quote),
+            part.reason,
+            part.ref,
+            metadata=part.metadata,
+            price=part.price_request(),
+        )
         return 201, {"charge": charge, "account": account.snapshot(now())}
     if isinstance(part, BatchRefund):
         spend_id, kind = part.spend()
-        refund, account = await service.refund(uow, spend_id, kind, part.amount, part.reason,
-                                               metadata=part.metadata)
+        refund, account = await service.refund(
+            uow, spend_id, kind, part.amount, part.reason, metadata=part.metadata
+        )
         return 201, {"refund": refund, "account": account.snapshot(now())}
     if part.amount is not None:
         grant, account = await service.grant(
-            uow, part.account_id, part.amount, part.reason, part.expires_at, part.ref,
-            metadata=part.metadata)
+            uow,
+            part.account_id,
+            part.amount,
+            part.reason,
+            part.expires_at,
+            part.ref,
+            metadata=part.metadata,
+        )
     else:
         grant, account = await service.grant_plan(
-            uow, part.account_id, part.plan if part.plan is not None else part.tier, part.ref,
-            metadata=part.metadata)
+            uow,
+            part.account_id,
+            part.plan if part.plan is not None else part.tier,
+            part.ref,
+            metadata=part.metadata,
+        )
     return 201, {"grant": grant.to_dict(), "account": account.snapshot(now())}

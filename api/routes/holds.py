@@ -26,13 +26,18 @@ async def create_hold(request: Request) -> Response:
 
     async def action(uow: OperationUnitOfWork) -> tuple[int, dict[str, Any]]:
         hold, account = await ctx.service.hold(
-            uow, account_id, body.credits(ctx.service.quote), body.ttl_seconds, body.ref,
-            request.headers.get("idempotency-key"), metadata=body.metadata,
-            price=body.price_request())
+            uow,
+            account_id,
+            body.credits(ctx.service.quote),
+            body.ttl_seconds,
+            body.ref,
+            request.headers.get("idempotency-key"),
+            metadata=body.metadata,
+            price=body.price_request(),
+        )
         return 201, {"hold": hold.to_dict(), "account": account.snapshot(ctx.service.now())}
 
-    return await ctx.execute(request, principal, canonical, action,
-                             Touches(accounts=(account_id,)))
+    return await ctx.execute(request, principal, canonical, action, Touches(accounts=(account_id,)))
 
 
 async def get_hold(request: Request) -> Response:
@@ -42,8 +47,11 @@ async def get_hold(request: Request) -> Response:
     async with ctx.db.read() as uow:
         hold = await uow.holds.get(hold_id)
         # a captured hold's capture is a spend: its refunds are listed with it
-        capture = (await uow.spends.find(hold_id, CAPTURE)
-                   if hold is not None and hold.status == Hold.CAPTURED else None)
+        capture = (
+            await uow.spends.find(hold_id, CAPTURE)
+            if hold is not None and hold.status == Hold.CAPTURED
+            else None
+        )
     if hold is None:
         raise NotFound(f"No hold {hold_id}", hold_id=hold_id)
     principal.require_access(hold.account_id)
@@ -70,8 +78,9 @@ async def capture_hold(request: Request) -> Response:
     # a server key may capture any hold: no read ahead, an unknown one is the use case's 404
 
     async def action(uow: OperationUnitOfWork) -> tuple[int, dict[str, Any]]:
-        hold, account = await ctx.service.capture(uow, hold_id, body.amount,
-                                                  request.headers.get("idempotency-key"))
+        hold, account = await ctx.service.capture(
+            uow, hold_id, body.amount, request.headers.get("idempotency-key")
+        )
         return 200, {"hold": hold.to_dict(), "account": account.snapshot(ctx.service.now())}
 
     return await ctx.execute(request, principal, canonical, action, Touches(holds=(hold_id,)))
@@ -85,8 +94,9 @@ async def release_hold(request: Request) -> Response:
     principal.require_access(await _hold_owner(request, hold_id))
 
     async def action(uow: OperationUnitOfWork) -> tuple[int, dict[str, Any]]:
-        hold, account = await ctx.service.release(uow, hold_id, body.reason,
-                                                  request.headers.get("idempotency-key"))
+        hold, account = await ctx.service.release(
+            uow, hold_id, body.reason, request.headers.get("idempotency-key")
+        )
         return 200, {"hold": hold.to_dict(), "account": account.snapshot(ctx.service.now())}
 
     return await ctx.execute(request, principal, canonical, action, Touches(holds=(hold_id,)))

@@ -28,10 +28,13 @@ def check_provider_choice(principal: Principal, body: JobBody, built_in: Collect
     if principal.is_server:
         return
     if body.provider not in built_in or body.provider_task_id is not None:
-        raise ApiError(403, "external_provider_forbidden",
-                       "Only a server key may name an external provider or a provider_task_id; "
-                       "a user token may create jobs of the built-in providers "
-                       f"({', '.join(sorted(built_in))})")
+        raise ApiError(
+            403,
+            "external_provider_forbidden",
+            "Only a server key may name an external provider or a provider_task_id; "
+            "a user token may create jobs of the built-in providers "
+            f"({', '.join(sorted(built_in))})",
+        )
 
 
 async def create_job(request: Request) -> Response:
@@ -46,13 +49,20 @@ async def create_job(request: Request) -> Response:
         if body.provider_task_id is not None:
             await refuse_task_clash(uow, body.provider, body.provider_task_id)
         job, account = await ctx.jobs.create(
-            uow, account_id, body.request(), body.provider, body.input, body.ttl_seconds,
-            body.provider_task_id, request.headers.get("idempotency-key"), body.metadata)
+            uow,
+            account_id,
+            body.request(),
+            body.provider,
+            body.input,
+            body.ttl_seconds,
+            body.provider_task_id,
+            request.headers.get("idempotency-key"),
+            body.metadata,
+        )
         uow.after_commit.append(lambda: dispatch(ctx, job, base_url))
         return 202, {"job": job.to_dict(), "account": account.snapshot(ctx.service.now())}
 
-    return await ctx.execute(request, principal, canonical, action,
-                             Touches(accounts=(account_id,)))
+    return await ctx.execute(request, principal, canonical, action, Touches(accounts=(account_id,)))
 
 
 async def refuse_task_clash(uow: OperationUnitOfWork, provider: str, task_id: str) -> None:
@@ -60,10 +70,15 @@ async def refuse_task_clash(uow: OperationUnitOfWork, provider: str, task_id: st
     (also when two race: the loser's retry finds the winner's committed job here)."""
     clash = await uow.jobs.by_task(provider, task_id)
     if clash is not None:
-        raise ApiError(409, "provider_task_conflict",
-                       f"A job for {provider} task {task_id!r} exists already ({clash.job_id}); "
-                       "a provider task completes one job", provider=provider,
-                       provider_task_id=task_id, job_id=clash.job_id)
+        raise ApiError(
+            409,
+            "provider_task_conflict",
+            f"A job for {provider} task {task_id!r} exists already ({clash.job_id}); "
+            "a provider task completes one job",
+            provider=provider,
+            provider_task_id=task_id,
+            job_id=clash.job_id,
+        )
 
 
 async def get_job(request: Request) -> Response:
@@ -83,6 +98,7 @@ async def report_result(request: Request) -> Response:
     principal = await ctx.principal(request)
     principal.require_server()
     body, _ = await parse(request, JobResultBody)
-    outcome = await complete_job(ctx, request.path_params["job_id"], body.status,
-                                 body.result_url, body.error)
+    outcome = await complete_job(
+        ctx, request.path_params["job_id"], body.status, body.result_url, body.error
+    )
     return JSONResponse(outcome)

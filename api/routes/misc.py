@@ -46,14 +46,23 @@ async def quote(request: Request) -> Response:
     spent_today = 0 if account is None else account.spent_today(now)
     within_daily_limit = not on_trial or spent_today + cost <= TRIAL.daily_limit
     limit = ctx.service.feature_limit(price)
-    feature = None if limit is None else limit.status(
-        None if account is None else account.plan,
-        {} if account is None else account.feature_usage, now)
+    feature = (
+        None
+        if limit is None
+        else limit.status(
+            None if account is None else account.plan,
+            {} if account is None else account.feature_usage,
+            now,
+        )
+    )
     within_feature_limit = feature is None or feature["remaining"] > 0
-    answer: dict[str, Any] = {"cost": cost, "account_id": account_id, "available": available,
-                              "affordable": cost <= available and within_daily_limit
-                              and within_feature_limit,
-                              "shortfall": max(0, cost - available)}
+    answer: dict[str, Any] = {
+        "cost": cost,
+        "account_id": account_id,
+        "available": available,
+        "affordable": cost <= available and within_daily_limit and within_feature_limit,
+        "shortfall": max(0, cost - available),
+    }
     if on_trial:
         answer["daily_limit_remaining"] = max(0, TRIAL.daily_limit - spent_today)
     if feature is not None:
@@ -67,20 +76,27 @@ async def create_token(request: Request) -> Response:
     principal.require_server()
     body, _ = await parse(request, TokenBody)
     account_id = normalise_account_id(body.account_id)
-    token, expires_at = ctx.signer.issue(account_id, ctx.service.now(),
-                                         body.ttl_seconds or DEFAULT_TTL_S)
-    return JSONResponse({"token": token, "account_id": account_id,
-                         "expires_at": iso(expires_at)})
+    token, expires_at = ctx.signer.issue(
+        account_id, ctx.service.now(), body.ttl_seconds or DEFAULT_TTL_S
+    )
+    return JSONResponse({"token": token, "account_id": account_id, "expires_at": iso(expires_at)})
 
 
 async def stream_upgrade_required(request: Request) -> Response:
     """`GET /v1/stream` without a WebSocket upgrade: say what the endpoint speaks (RFC 9110
     §15.5.22), rather than a 404 that suggests the route does not exist."""
     return JSONResponse(
-        {"error": {"code": "upgrade_required", "message": "GET /v1/stream is a WebSocket "
-                   "endpoint: open it with a WebSocket client (Upgrade: websocket), or use "
-                   "GET /v1/stream/sse for Server-Sent Events"}},
-        status_code=426, headers={"Upgrade": "websocket", "Connection": "Upgrade"})
+        {
+            "error": {
+                "code": "upgrade_required",
+                "message": "GET /v1/stream is a WebSocket "
+                "endpoint: open it with a WebSocket client (Upgrade: websocket), or use "
+                "GET /v1/stream/sse for Server-Sent Events",
+            }
+        },
+        status_code=426,
+        headers={"Upgrade": "websocket", "Connection": "Upgrade"},
+    )
 
 
 async def healthz(request: Request) -> Response:
@@ -102,8 +118,10 @@ async def readyz(request: Request) -> Response:
         except Exception as exc:
             checks[name] = f"unavailable: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ready" if ready else "unavailable", "checks": checks},
-                        status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "unavailable", "checks": checks},
+        status_code=200 if ready else 503,
+    )
 
 
 async def prometheus_metrics(request: Request) -> Response:

@@ -35,8 +35,14 @@ async def create_refund(request: Request) -> Response:
 
     async def action(uow: OperationUnitOfWork) -> tuple[int, dict[str, Any]]:
         refund, account = await ctx.service.refund(
-            uow, spend_id, kind, body.amount, body.reason,
-            request.headers.get("idempotency-key"), body.metadata)
+            uow,
+            spend_id,
+            kind,
+            body.amount,
+            body.reason,
+            request.headers.get("idempotency-key"),
+            body.metadata,
+        )
         return 201, {"refund": refund, "account": account.snapshot(ctx.service.now())}
 
     return await ctx.execute(request, principal, canonical, action, touches)
@@ -68,4 +74,3 @@ async def get_charge(request: Request) -> Response:
         raise NotFound(f"No charge {charge_id}", charge_id=charge_id)
     principal.require_access(spend.account_id)
     return JSONResponse(spend.charge_view())
-

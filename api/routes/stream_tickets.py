@@ -27,8 +27,17 @@ async def create_stream_ticket(request: Request) -> Response:
     account_id = principal.own_account(body.account_id)
     now = ctx.service.now()
     ticket, expires_at = await issue_ticket(
-        ctx.db, account_id, None if principal.is_server else principal.expires, now.timestamp(),
-        TICKET_TTL_S)
-    return JSONResponse({"ticket": ticket, "account_id": account_id,
-                         "expires_at": iso(datetime.fromtimestamp(expires_at, UTC))},
-                        status_code=201)
+        ctx.db,
+        account_id,
+        None if principal.is_server else principal.expires,
+        now.timestamp(),
+        TICKET_TTL_S,
+    )
+    return JSONResponse(
+        {
+            "ticket": ticket,
+            "account_id": account_id,
+            "expires_at": iso(datetime.fromtimestamp(expires_at, UTC)),
+        },
+        status_code=201,
+    )

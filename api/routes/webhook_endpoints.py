@@ -31,8 +31,12 @@ async def create_endpoint(request: Request) -> Response:
         raise ApiError(422, exc.code, str(exc)) from exc
     key = _idempotency_key(request, principal.scope, canonical)
     result = await WebhookEndpoints(ctx.db).create(
-        body.url, list(dict.fromkeys(body.events)), datetime.now(UTC), key,
-        lambda endpoint: endpoint.to_dict(with_secret=True))
+        body.url,
+        list(dict.fromkeys(body.events)),
+        datetime.now(UTC),
+        key,
+        lambda endpoint: endpoint.to_dict(with_secret=True),
+    )
     headers = {"Idempotent-Replayed": "true"} if result.replayed else None
     return JSONResponse(result.body, status_code=result.status, headers=headers)
 
@@ -58,8 +62,12 @@ async def list_deliveries(request: Request) -> Response:
     endpoint: Endpoint | None = await store.get(request.path_params["endpoint_id"])
     if endpoint is None:
         raise _not_found(request)
-    return JSONResponse({"endpoint": endpoint.to_dict(),
-                         "deliveries": await store.attempts(endpoint.endpoint_id, limit)})
+    return JSONResponse(
+        {
+            "endpoint": endpoint.to_dict(),
+            "deliveries": await store.attempts(endpoint.endpoint_id, limit),
+        }
+    )
 
 
 async def _server(request: Request) -> tuple[AppContext, Principal]:
@@ -78,8 +86,11 @@ def _idempotency_key(request: Request, scope: str, canonical: bytes) -> Idempote
     if key is None:
         return None
     if not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isprintable():
-        raise ApiError(400, "invalid_idempotency_key", "Expected an Idempotency-Key of "
-                       f"1-{MAX_KEY_LENGTH} printable characters")
+        raise ApiError(
+            400,
+            "invalid_idempotency_key",
+            f"Expected an Idempotency-Key of 1-{MAX_KEY_LENGTH} printable characters",
+        )
     fingerprint = hashlib.sha256(
         b"%s %s\n%s" % (request.method.encode(), request.url.path.encode(), canonical)
     ).hexdigest()

@@ -25,8 +25,15 @@ from storage.writes.batch import Touches
 from storage.writes.operation import OperationUnitOfWork
 
 PROVIDER_NAME = re.compile(r"^[a-z0-9_-]{1,32}$")
-STATUS_WORDS = {"success": SUCCESS, "succeeded": SUCCESS, "ready": SUCCESS, "completed": SUCCESS,
-                "failed": FAILED, "failure": FAILED, "error": FAILED}
+STATUS_WORDS = {
+    "success": SUCCESS,
+    "succeeded": SUCCESS,
+    "ready": SUCCESS,
+    "completed": SUCCESS,
+    "failed": FAILED,
+    "failure": FAILED,
+    "error": FAILED,
+}
 
 
 async def signed_body(request: Request, ctx: AppContext, kind: str) -> tuple[str, Any]:
@@ -50,8 +57,9 @@ async def signed_body(request: Request, ctx: AppContext, kind: str) -> tuple[str
     label = provider if configured else "other"
     if secret is None:
         ctx.count_webhook_rejection(label, "no_secret")
-        raise ApiError(401, "invalid_signature",
-                       f"No {kind} webhook secret is configured for {provider}")
+        raise ApiError(
+            401, "invalid_signature", f"No {kind} webhook secret is configured for {provider}"
+        )
     try:
         verify(secret, raw, request.headers.get("x-signature"), time.time())
     except BadSignature as exc:
@@ -66,8 +74,9 @@ async def provider_webhook(request: Request) -> Response:
     callback = validate(ProviderCallback, payload)
     status = STATUS_WORDS.get(callback.status.lower())
     if status is None:
-        raise ApiError(422, "validation_error", f"status: expected SUCCESS or FAILED, got "
-                       f"{callback.status!r}")
+        raise ApiError(
+            422, "validation_error", f"status: expected SUCCESS or FAILED, got {callback.status!r}"
+        )
     result_url = callback.result_url
     if result_url is None and callback.result and isinstance(callback.result.get("sample"), str):
         result_url = callback.result["sample"]
@@ -76,8 +85,9 @@ async def provider_webhook(request: Request) -> Response:
     if job is None:
         raise NotFound(f"No {provider} job with task_id {callback.task_id}")
     outcome = await complete_job(ctx, job.job_id, status, result_url, callback.error)
-    return JSONResponse({"status": "processed" if outcome["changed"] else "duplicate",
-                         "job": outcome["job"]})
+    return JSONResponse(
+        {"status": "processed" if outcome["changed"] else "duplicate", "job": outcome["job"]}
+    )
 
 
 async def payment_webhook(request: Request) -> Response:
@@ -92,14 +102,21 @@ async def payment_webhook(request: Request) -> Response:
         audit = {"payment_provider": provider, "event_id": event.event_id}
         if event.points is not None:
             grant, account = await ctx.service.grant(
-                uow, event.account_id, event.points, "points", ref=event.event_id,
-                details=audit)
+                uow, event.account_id, event.points, "points", ref=event.event_id, details=audit
+            )
         else:
             grant, account = await ctx.service.grant_plan(
-                uow, event.account_id, event.plan if event.plan is not None else event.tier,
-                ref=event.event_id, details=audit)
-        body = {"status": "awarded", "grant": grant.to_dict(),
-                "account": account.snapshot(ctx.service.now())}
+                uow,
+                event.account_id,
+                event.plan if event.plan is not None else event.tier,
+                ref=event.event_id,
+                details=audit,
+            )
+        body = {
+            "status": "awarded",
+            "grant": grant.to_dict(),
+            "account": account.snapshot(ctx.service.now()),
+        }
         await uow.webhooks.record(provider, event.event_id, body)
         return 200, body
 

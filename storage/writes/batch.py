@@ -71,8 +71,9 @@ class Savepoint:
 class BatchReads(Protocol):
     """What a batch reads inside its transaction (storage/writes/batch_session.py implements it)."""
 
-    async def lock_accounts(self, account_ids: Sequence[str], hold_ids: Sequence[str] = (),
-                            job_ids: Sequence[str] = ()) -> list[Account]:
+    async def lock_accounts(
+        self, account_ids: Sequence[str], hold_ids: Sequence[str] = (), job_ids: Sequence[str] = ()
+    ) -> list[Account]:
         """Lock these accounts and those of the holds and jobs named, in id order; return those
         that exist, with their live grants."""
 
@@ -115,14 +116,23 @@ class Batch:
             # read again now that their accounts are locked: until then they could change
             self._keep(await self._read_holds(hold_ids), await self._read_jobs(job_ids))
 
-    async def lock_accounts(self, account_ids: Iterable[str], hold_ids: Sequence[str] = (),
-                            job_ids: Sequence[str] = ()) -> None:
-        wanted = sorted({a for a in account_ids if a not in self.accounts and a not in self.absent
-                         and storable_key(a)})
+    async def lock_accounts(
+        self, account_ids: Iterable[str], hold_ids: Sequence[str] = (), job_ids: Sequence[str] = ()
+    ) -> None:
+        wanted = sorted(
+            {
+                a
+                for a in account_ids
+                if a not in self.accounts and a not in self.absent and storable_key(a)
+            }
+        )
         if not (wanted or hold_ids or job_ids):
             return
-        found = {a.account_id: a for a in await self.reads.lock_accounts(wanted, hold_ids, job_ids)
-                 if a.account_id not in self.accounts}
+        found = {
+            a.account_id: a
+            for a in await self.reads.lock_accounts(wanted, hold_ids, job_ids)
+            if a.account_id not in self.accounts
+        }
         self.accounts.update(found)
         self.absent.update(a for a in wanted if a not in found)
 
@@ -172,11 +182,23 @@ class Batch:
     def savepoint(self) -> Savepoint:
         """The state to go back to if what runs next must leave nothing behind, as a whole."""
         w = self.writes
-        return Savepoint(dict(self.accounts), set(self.absent), dict(self.holds),
-                         dict(self.jobs), dict(self.webhooks), dict(self.spends),
-                         PendingWrites(dict(w.accounts), dict(w.grants), dict(w.holds),
-                                       dict(w.jobs), list(w.entries), list(w.events),
-                                       dict(w.webhooks)))
+        return Savepoint(
+            dict(self.accounts),
+            set(self.absent),
+            dict(self.holds),
+            dict(self.jobs),
+            dict(self.webhooks),
+            dict(self.spends),
+            PendingWrites(
+                dict(w.accounts),
+                dict(w.grants),
+                dict(w.holds),
+                dict(w.jobs),
+                list(w.entries),
+                list(w.events),
+                dict(w.webhooks),
+            ),
+        )
 
     def roll_back(self, point: Savepoint) -> None:
         """Back to `point`: what ran since is neither state nor pending write any more (the rows
@@ -185,9 +207,15 @@ class Batch:
         self.holds, self.jobs = dict(point.holds), dict(point.jobs)
         self.webhooks, self.spends = dict(point.webhooks), dict(point.spends)
         w = point.writes
-        self.writes = PendingWrites(dict(w.accounts), dict(w.grants), dict(w.holds),
-                                    dict(w.jobs), list(w.entries), list(w.events),
-                                    dict(w.webhooks))
+        self.writes = PendingWrites(
+            dict(w.accounts),
+            dict(w.grants),
+            dict(w.holds),
+            dict(w.jobs),
+            list(w.entries),
+            list(w.events),
+            dict(w.webhooks),
+        )
 
     def _keep(self, found_holds: Iterable[Hold], found_jobs: Iterable[Job]) -> None:
         # only rows whose account this transaction has locked can be trusted for the batch
@@ -223,8 +251,12 @@ def copy_account(account: Account) -> Account:
 
 
 def copy_hold(hold: Hold) -> Hold:
-    return replace(hold, funding=list(hold.funding), allocation=list(hold.allocation),
-                   metadata=dict(hold.metadata))
+    return replace(
+        hold,
+        funding=list(hold.funding),
+        allocation=list(hold.allocation),
+        metadata=dict(hold.metadata),
+    )
 
 
 def copy_job(job: Job) -> Job:

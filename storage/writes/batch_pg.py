@@ -43,22 +43,33 @@ GRANT_COLUMNS = tuple(c.name for c in grants.c)
 
 # the accounts named, locked in id order; with holds or jobs named, their accounts too (joined
 # from the named ids, so the plan starts from the few ids, never from the whole table)
-LOCK_ACCOUNTS = (f"SELECT {', '.join(ACCOUNT_COLUMNS)} FROM accounts WHERE id = ANY($1::text[]) "
-                 "ORDER BY id FOR UPDATE")
+LOCK_ACCOUNTS = (
+    f"SELECT {', '.join(ACCOUNT_COLUMNS)} FROM accounts WHERE id = ANY($1::text[]) "
+    "ORDER BY id FOR UPDATE"
+)
 LOCK_ACCOUNTS_AND_OWNERS = (
     f"SELECT {', '.join(ACCOUNT_COLUMNS)} FROM accounts WHERE id IN ("
     "SELECT unnest($1::text[]) "
     "UNION SELECT h.account_id FROM unnest($2::text[]) AS n(id) JOIN holds h ON h.id = n.id "
     "UNION SELECT j.account_id FROM unnest($3::text[]) AS n(id) JOIN jobs j ON j.id = n.id) "
-    "ORDER BY id FOR UPDATE")
+    "ORDER BY id FOR UPDATE"
+)
 # their live grants, in a statement of its own: one that waited for a lock reads other tables
 # as they were when it started, and a grant the lock's holder changed would be read stale
-LIVE_GRANTS = (f"SELECT {', '.join(GRANT_COLUMNS)} FROM grants "
-               "WHERE account_id = ANY($1::text[]) AND remaining > 0")
+LIVE_GRANTS = (
+    f"SELECT {', '.join(GRANT_COLUMNS)} FROM grants "
+    "WHERE account_id = ANY($1::text[]) AND remaining > 0"
+)
 HOLDS = "SELECT h.* FROM unnest($1::text[]) AS n(id) JOIN holds h ON h.id = n.id"
 SQL_TYPES: tuple[tuple[type[Any], str], ...] = (
-    (sa.JSON, "json"), (sa.Boolean, "boolean"), (sa.BigInteger, "bigint"),
-    (sa.Integer, "bigint"), (UtcDateTime, "timestamptz"), (sa.String, "text"), (sa.Text, "text"))
+    (sa.JSON, "json"),
+    (sa.Boolean, "boolean"),
+    (sa.BigInteger, "bigint"),
+    (sa.Integer, "bigint"),
+    (UtcDateTime, "timestamptz"),
+    (sa.String, "text"),
+    (sa.Text, "text"),
+)
 
 
 def _typed_null(column: sa.Column[Any]) -> str:
@@ -68,17 +79,25 @@ def _typed_null(column: sa.Column[Any]) -> str:
 
 def _columns(table: sa.Table, prefix: str, alias: str | None) -> str:
     """The table's columns as `prefix_name`, from `alias`, or typed NULLs when alias is None."""
-    return ", ".join(f"{alias}.{c.name} AS {prefix}{c.name}" if alias is not None
-                     else f"{_typed_null(c)} AS {prefix}{c.name}" for c in table.c)
+    return ", ".join(
+        f"{alias}.{c.name} AS {prefix}{c.name}"
+        if alias is not None
+        else f"{_typed_null(c)} AS {prefix}{c.name}"
+        for c in table.c
+    )
 
 
 def _live_grants_and_holds() -> str:
     """The live grants of the locked accounts and the holds named, in one round trip: a row is
     either a grant (g_ columns) or a hold (h_ columns); the other half is NULL."""
-    grant_half = (f"SELECT {_columns(grants, 'g_', 'g')}, {_columns(holds, 'h_', None)} "
-                  "FROM grants g WHERE g.account_id = ANY($1::text[]) AND g.remaining > 0")
-    hold_half = (f"SELECT {_columns(grants, 'g_', None)}, {_columns(holds, 'h_', 'h')} "
-                 "FROM unnest($2::text[]) AS n(id) JOIN holds h ON h.id = n.id")
+    grant_half = (
+        f"SELECT {_columns(grants, 'g_', 'g')}, {_columns(holds, 'h_', None)} "
+        "FROM grants g WHERE g.account_id = ANY($1::text[]) AND g.remaining > 0"
+    )
+    hold_half = (
+        f"SELECT {_columns(grants, 'g_', None)}, {_columns(holds, 'h_', 'h')} "
+        "FROM unnest($2::text[]) AS n(id) JOIN holds h ON h.id = n.id"
+    )
     return f"{grant_half} UNION ALL {hold_half}"
 
 
@@ -93,12 +112,16 @@ CLAIM = (
     "INSERT INTO idempotency_keys (scope, key, fingerprint, status, created_at, locked_at) "
     "SELECT k.scope, k.key, k.fingerprint, $4, $5, $5 FROM unnest($1::text[], $2::text[], "
     "$3::text[]) WITH ORDINALITY AS k(scope, key, fingerprint, n) ORDER BY k.n "
-    "ON CONFLICT (scope, key) DO NOTHING RETURNING scope, key")
+    "ON CONFLICT (scope, key) DO NOTHING RETURNING scope, key"
+)
 STORED = (
     "SELECT scope, key, fingerprint, status, response_status, response_body "
-    "FROM idempotency_keys WHERE (scope, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))")
-UNCLAIM = ("DELETE FROM idempotency_keys WHERE (scope, key) IN "
-           "(SELECT * FROM unnest($1::text[], $2::text[]))")
+    "FROM idempotency_keys WHERE (scope, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+)
+UNCLAIM = (
+    "DELETE FROM idempotency_keys WHERE (scope, key) IN "
+    "(SELECT * FROM unnest($1::text[], $2::text[]))"
+)
 
 
 class PgBatchSession:
@@ -111,17 +134,20 @@ class PgBatchSession:
 
     # -- reads --------------------------------------------------------------------------------
 
-    async def lock_accounts(self, account_ids: Sequence[str], hold_ids: Sequence[str] = (),
-                            job_ids: Sequence[str] = ()) -> list[Account]:
-        rows = (await self.conn.fetch(LOCK_ACCOUNTS_AND_OWNERS, list(account_ids),
-                                      list(hold_ids), list(job_ids))
-                if hold_ids or job_ids else
-                await self.conn.fetch(LOCK_ACCOUNTS, list(account_ids)))
+    async def lock_accounts(
+        self, account_ids: Sequence[str], hold_ids: Sequence[str] = (), job_ids: Sequence[str] = ()
+    ) -> list[Account]:
+        rows = (
+            await self.conn.fetch(
+                LOCK_ACCOUNTS_AND_OWNERS, list(account_ids), list(hold_ids), list(job_ids)
+            )
+            if hold_ids or job_ids
+            else await self.conn.fetch(LOCK_ACCOUNTS, list(account_ids))
+        )
         found = {r["id"]: account_from_row(RecordColumns(r)) for r in rows}
         if hold_ids and found:
             # the holds named come with the grants: read after the lock, like them
-            for record in await self.conn.fetch(LIVE_GRANTS_AND_HOLDS, list(found),
-                                                list(hold_ids)):
+            for record in await self.conn.fetch(LIVE_GRANTS_AND_HOLDS, list(found), list(hold_ids)):
                 if record["g_id"] is not None:
                     grant = grant_from_row(RecordColumns(record, "g_"))
                     found[grant.account_id].grants.append(grant)
@@ -136,7 +162,9 @@ class PgBatchSession:
     async def holds(self, hold_ids: Sequence[str]) -> list[Hold]:
         if hold_ids and all(h in self._prefetched for h in hold_ids):
             return [self._prefetched.pop(h) for h in hold_ids]
-        return [hold_from_row(RecordColumns(r)) for r in await self.conn.fetch(HOLDS, list(hold_ids))]
+        return [
+            hold_from_row(RecordColumns(r)) for r in await self.conn.fetch(HOLDS, list(hold_ids))
+        ]
 
     async def jobs(self, job_ids: Sequence[str]) -> list[Job]:
         return [job_from_row(RecordColumns(r)) for r in await self.conn.fetch(JOBS, list(job_ids))]
@@ -148,13 +176,16 @@ class PgBatchSession:
     async def spend(self, spend_id: str, kind: str) -> tuple[list[Entry], list[Grant]]:
         if not storable_key(spend_id):
             return [], []
-        lines = [entry_from_row(RecordColumns(r)) for r in await self.conn.fetch(
-            SPEND_LINES, spend_id, [kind, REFUND])]
+        lines = [
+            entry_from_row(RecordColumns(r))
+            for r in await self.conn.fetch(SPEND_LINES, spend_id, [kind, REFUND])
+        ]
         grant_ids = funding_grant_ids(lines, kind)
         if not grant_ids:
             return lines, []
-        return lines, [grant_from_row(RecordColumns(r))
-                       for r in await self.conn.fetch(GRANTS, grant_ids)]
+        return lines, [
+            grant_from_row(RecordColumns(r)) for r in await self.conn.fetch(GRANTS, grant_ids)
+        ]
 
     async def webhook_response(self, provider: str, event_id: str) -> dict[str, Any] | None:
         record = await self.conn.fetchrow(WEBHOOK, provider, event_id)
@@ -163,21 +194,39 @@ class PgBatchSession:
     # -- idempotency keys ---------------------------------------------------------------------
 
     async def claim(self, ordered: list[IdempotencyKey], now: datetime) -> list[KeyId]:
-        rows = await self.conn.fetch(CLAIM, [k.scope for k in ordered], [k.key for k in ordered],
-                                     [k.fingerprint for k in ordered], IN_PROGRESS, now)
+        rows = await self.conn.fetch(
+            CLAIM,
+            [k.scope for k in ordered],
+            [k.key for k in ordered],
+            [k.fingerprint for k in ordered],
+            IN_PROGRESS,
+            now,
+        )
         return [(r["scope"], r["key"]) for r in rows]
 
     async def stored(self, key_ids: list[KeyId]) -> dict[KeyId, StoredResponse]:
         rows = await self.conn.fetch(STORED, [s for s, _ in key_ids], [k for _, k in key_ids])
-        return {(r["scope"], r["key"]): StoredResponse(
-            r["fingerprint"], r["response_status"] if r["status"] == DONE else None,
-            json.loads(r["response_body"]) if r["status"] == DONE else None) for r in rows}
+        return {
+            (r["scope"], r["key"]): StoredResponse(
+                r["fingerprint"],
+                r["response_status"] if r["status"] == DONE else None,
+                json.loads(r["response_body"]) if r["status"] == DONE else None,
+            )
+            for r in rows
+        }
 
     async def record(self, responses: dict[KeyId, tuple[int, Any]]) -> None:
         # written with the batch's rows, in the same statement (flush)
-        self._answers = [{"scope": scope, "key": key, "status": DONE, "response_status": status,
-                          "response_body": orjson.dumps(body).decode()}
-                         for (scope, key), (status, body) in responses.items()]
+        self._answers = [
+            {
+                "scope": scope,
+                "key": key,
+                "status": DONE,
+                "response_status": status,
+                "response_body": orjson.dumps(body).decode(),
+            }
+            for (scope, key), (status, body) in responses.items()
+        ]
 
     async def unclaim(self, key_ids: Iterable[KeyId]) -> None:
         ids = list(key_ids)
@@ -188,7 +237,9 @@ class PgBatchSession:
     async def flush(self, writes: PendingWrites, now: datetime) -> None:
         parts: list[tuple[Any, str, Sequence[dict[str, Any]]]] = []
         for planned in planned_writes(writes, now):
-            parts += [(planned.table, "insert", planned.inserts),
-                      (planned.table, "update", planned.updates)]
+            parts += [
+                (planned.table, "insert", planned.inserts),
+                (planned.table, "update", planned.updates),
+            ]
         parts.append((idempotency_keys, "update", self._answers))
         await pg_arrays.write(self.conn, parts)

@@ -57,5 +57,9 @@ async def batch_session(db: Database) -> AsyncIterator[BatchSession]:
 # what, raised inside an operation, means the transaction itself is in doubt (the batch goes
 # again) rather than that one operation failed
 DATABASE_ERRORS: tuple[type[BaseException], ...] = (
-    sa_exc.SQLAlchemyError, DatabaseUnavailable, asyncpg.PostgresError, asyncpg.InterfaceError,
-    OSError)
+    sa_exc.SQLAlchemyError,
+    DatabaseUnavailable,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    OSError,
+)

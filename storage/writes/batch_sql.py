@@ -39,20 +39,27 @@ class SqlBatchSession:
 
     # -- reads --------------------------------------------------------------------------------
 
-    async def lock_accounts(self, account_ids: Sequence[str], hold_ids: Sequence[str] = (),
-                            job_ids: Sequence[str] = ()) -> list[Account]:
+    async def lock_accounts(
+        self, account_ids: Sequence[str], hold_ids: Sequence[str] = (), job_ids: Sequence[str] = ()
+    ) -> list[Account]:
         owners = set(account_ids)
         if hold_ids:
             owners.update(h.account_id for h in await self.holds(hold_ids))
         if job_ids:
             owners.update(j.account_id for j in await self.jobs(job_ids))
         rows = await self.conn.execute(
-            sa.select(accounts).where(accounts.c.id.in_(sorted(owners))).order_by(accounts.c.id)
-            .with_for_update())
+            sa.select(accounts)
+            .where(accounts.c.id.in_(sorted(owners)))
+            .order_by(accounts.c.id)
+            .with_for_update()
+        )
         found = {row.id: account_from_row(row) for row in rows}
         if found:
-            live = await self.conn.execute(sa.select(grants).where(
-                grants.c.account_id.in_(sorted(found)), grants.c.remaining > 0))
+            live = await self.conn.execute(
+                sa.select(grants).where(
+                    grants.c.account_id.in_(sorted(found)), grants.c.remaining > 0
+                )
+            )
             for row in live:
                 found[row.account_id].grants.append(grant_from_row(row))
         return list(found.values())
@@ -66,17 +73,27 @@ class SqlBatchSession:
         return [job_from_row(row) for row in rows]
 
     async def job_by_task(self, provider: str, task_id: str) -> Job | None:
-        row = (await self.conn.execute(sa.select(jobs).where(
-            jobs.c.provider == provider, jobs.c.provider_task_id == task_id))).one_or_none()
+        row = (
+            await self.conn.execute(
+                sa.select(jobs).where(
+                    jobs.c.provider == provider, jobs.c.provider_task_id == task_id
+                )
+            )
+        ).one_or_none()
         return None if row is None else job_from_row(row)
 
     async def spend(self, spend_id: str, kind: str) -> tuple[list[Entry], list[Grant]]:
         return await spend_rows(self.conn, spend_id, kind)
 
     async def webhook_response(self, provider: str, event_id: str) -> dict[str, Any] | None:
-        row = (await self.conn.execute(sa.select(processed_webhooks.c.response).where(
-            processed_webhooks.c.provider == provider,
-            processed_webhooks.c.event_id == event_id))).one_or_none()
+        row = (
+            await self.conn.execute(
+                sa.select(processed_webhooks.c.response).where(
+                    processed_webhooks.c.provider == provider,
+                    processed_webhooks.c.event_id == event_id,
+                )
+            )
+        ).one_or_none()
         return None if row is None else dict(row.response or {})
 
     # -- idempotency keys ---------------------------------------------------------------------
@@ -84,32 +101,60 @@ class SqlBatchSession:
     async def claim(self, ordered: list[IdempotencyKey], now: datetime) -> list[KeyId]:
         inserted = await self.conn.execute(
             dialect_insert(self.conn, idempotency_keys)
-            .values([{"scope": k.scope, "key": k.key, "fingerprint": k.fingerprint,
-                      "status": IN_PROGRESS, "created_at": now, "locked_at": now}
-                     for k in ordered])
+            .values(
+                [
+                    {
+                        "scope": k.scope,
+                        "key": k.key,
+                        "fingerprint": k.fingerprint,
+                        "status": IN_PROGRESS,
+                        "created_at": now,
+                        "locked_at": now,
+                    }
+                    for k in ordered
+                ]
+            )
             .on_conflict_do_nothing(index_elements=["scope", "key"])
-            .returning(idempotency_keys.c.scope, idempotency_keys.c.key))
+            .returning(idempotency_keys.c.scope, idempotency_keys.c.key)
+        )
         return [(r.scope, r.key) for r in inserted]
 
     async def stored(self, key_ids: list[KeyId]) -> dict[KeyId, StoredResponse]:
-        rows = await self.conn.execute(sa.select(idempotency_keys).where(
-            sa.tuple_(idempotency_keys.c.scope, idempotency_keys.c.key).in_(key_ids)))
-        return {(r.scope, r.key): _stored(r.fingerprint, r.status, r.response_status,
-                                          r.response_body) for r in rows}
+        rows = await self.conn.execute(
+            sa.select(idempotency_keys).where(
+                sa.tuple_(idempotency_keys.c.scope, idempotency_keys.c.key).in_(key_ids)
+            )
+        )
+        return {
+            (r.scope, r.key): _stored(r.fingerprint, r.status, r.response_status, r.response_body)
+            for r in rows
+        }
 
     async def record(self, responses: dict[KeyId, tuple[int, Any]]) -> None:
         await self.conn.execute(
             sa.update(idempotency_keys).where(
                 idempotency_keys.c.scope == sa.bindparam("k_scope"),
-                idempotency_keys.c.key == sa.bindparam("k_key")),
-            [{"k_scope": scope, "k_key": key, "status": DONE, "response_status": status,
-              "response_body": json.dumps(body)}
-             for (scope, key), (status, body) in responses.items()])
+                idempotency_keys.c.key == sa.bindparam("k_key"),
+            ),
+            [
+                {
+                    "k_scope": scope,
+                    "k_key": key,
+                    "status": DONE,
+                    "response_status": status,
+                    "response_body": json.dumps(body),
+                }
+                for (scope, key), (status, body) in responses.items()
+            ],
+        )
 
     async def unclaim(self, key_ids: Iterable[KeyId]) -> None:
         for scope, key in key_ids:
-            await self.conn.execute(sa.delete(idempotency_keys).where(
-                idempotency_keys.c.scope == scope, idempotency_keys.c.key == key))
+            await self.conn.execute(
+                sa.delete(idempotency_keys).where(
+                    idempotency_keys.c.scope == scope, idempotency_keys.c.key == key
+                )
+            )
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -121,12 +166,16 @@ class SqlBatchSession:
                 # the SET clause is taken from the parameters' keys
                 await self.conn.execute(
                     sa.update(planned.table).where(planned.table.c.id == sa.bindparam("row_id")),
-                    [{"row_id": row["id"], **{c: v for c, v in row.items() if c != "id"}}
-                     for row in planned.updates])
+                    [
+                        {"row_id": row["id"], **{c: v for c, v in row.items() if c != "id"}}
+                        for row in planned.updates
+                    ],
+                )
 
 
-def _stored(fingerprint: str, status: str, response_status: int | None,
-            response_body: str | None) -> StoredResponse:
+def _stored(
+    fingerprint: str, status: str, response_status: int | None, response_body: str | None
+) -> StoredResponse:
     if status != DONE:
         return StoredResponse(fingerprint, None, None)
     return StoredResponse(fingerprint, response_status, json.loads(response_body or "null"))

@@ -27,27 +27,70 @@ class TableWrites:
 def planned_writes(writes: PendingWrites, now: datetime) -> list[TableWrites]:
     """Accounts before the rows that point at them."""
     return [
-        _split(accounts, [({**SqlAccounts._row(a), "created_at": a.created_at}, new)
-                          for a, new in writes.accounts.values()]),
+        _split(
+            accounts,
+            [
+                ({**SqlAccounts._row(a), "created_at": a.created_at}, new)
+                for a, new in writes.accounts.values()
+            ],
+        ),
         _split(grants, [(_grant_row(g), new) for g, new in writes.grants.values()]),
         _split(holds, [(SqlHolds._row(h), new) for h, new in writes.holds.values()]),
         _split(jobs, [(SqlJobs._row(j), new) for j, new in writes.jobs.values()]),
-        TableWrites(entries, [
-            {"account_id": e.account_id, "seq": e.seq, "type": e.type, "amount": e.amount,
-             "delta": e.delta, "held_delta": e.held_delta, "reason": e.reason, "ref": e.ref,
-             "op_id": e.op_id, "idempotency_key": e.idempotency_key, "metadata": e.metadata,
-             "created_at": e.at} for e in writes.entries], []),
-        TableWrites(events, [
-            {"account_id": ev.account_id, "seq": ev.seq, "type": ev.type,
-             "payload": ev.to_dict(), "created_at": _event_time(ev)} for ev in writes.events], []),
+        TableWrites(
+            entries,
+            [
+                {
+                    "account_id": e.account_id,
+                    "seq": e.seq,
+                    "type": e.type,
+                    "amount": e.amount,
+                    "delta": e.delta,
+                    "held_delta": e.held_delta,
+                    "reason": e.reason,
+                    "ref": e.ref,
+                    "op_id": e.op_id,
+                    "idempotency_key": e.idempotency_key,
+                    "metadata": e.metadata,
+                    "created_at": e.at,
+                }
+                for e in writes.entries
+            ],
+            [],
+        ),
+        TableWrites(
+            events,
+            [
+                {
+                    "account_id": ev.account_id,
+                    "seq": ev.seq,
+                    "type": ev.type,
+                    "payload": ev.to_dict(),
+                    "created_at": _event_time(ev),
+                }
+                for ev in writes.events
+            ],
+            [],
+        ),
         # a concurrent delivery of the same payment event on another instance fails this
         # insert: the batch runs again and the retry answers as a duplicate
-        TableWrites(processed_webhooks, [
-            {"provider": provider, "event_id": event_id, "response": response, "created_at": now}
-            for (provider, event_id), response in writes.webhooks.items()], []),
+        TableWrites(
+            processed_webhooks,
+            [
+                {
+                    "provider": provider,
+                    "event_id": event_id,
+                    "response": response,
+                    "created_at": now,
+                }
+                for (provider, event_id), response in writes.webhooks.items()
+            ],
+            [],
+        ),
     ]
 
 
 def _split(table: sa.Table, rows: list[tuple[Row, bool]]) -> TableWrites:
-    return TableWrites(table, [row for row, new in rows if new],
-                       [row for row, new in rows if not new])
+    return TableWrites(
+        table, [row for row, new in rows if new], [row for row, new in rows if not new]
+    )

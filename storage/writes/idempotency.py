@@ -59,8 +59,9 @@ class KeyTable(Protocol):
     async def stored(self, key_ids: list[KeyId]) -> dict[KeyId, StoredResponse]: ...
 
 
-async def claim(table: KeyTable, wanted: Iterable[IdempotencyKey],
-                now: datetime) -> dict[KeyId, StoredResponse | None]:
+async def claim(
+    table: KeyTable, wanted: Iterable[IdempotencyKey], now: datetime
+) -> dict[KeyId, StoredResponse | None]:
     """Claim each key in this transaction: None for a key now ours, else what it answered."""
     by_id: dict[KeyId, IdempotencyKey] = {}
     for k in wanted:
@@ -69,7 +70,8 @@ async def claim(table: KeyTable, wanted: Iterable[IdempotencyKey],
         return {}
     ordered = [by_id[i] for i in sorted(by_id)]  # one lock order everywhere: no deadlocks
     claimed: dict[KeyId, StoredResponse | None] = {
-        key_id: None for key_id in await table.claim(ordered, now)}
+        key_id: None for key_id in await table.claim(ordered, now)
+    }
     taken = [i for i in by_id if i not in claimed]
     if taken:
         claimed.update(await table.stored(taken))
@@ -81,11 +83,12 @@ def replay_of(stored: StoredResponse, key: IdempotencyKey) -> KeyedResult:
     Raises `IdempotencyKeyReused` for a key first used with another request, and
     `RequestInProgress` while the first request has not answered."""
     if stored.fingerprint != key.fingerprint:
-        raise IdempotencyKeyReused("This Idempotency-Key was used with a different request; use "
-                                   "a new key for a new request")
+        raise IdempotencyKeyReused(
+            "This Idempotency-Key was used with a different request; use "
+            "a new key for a new request"
+        )
     if stored.status is None:
-        raise RequestInProgress("A request with this Idempotency-Key is still running; retry "
-                                "later")
+        raise RequestInProgress("A request with this Idempotency-Key is still running; retry later")
     metrics.IDEMPOTENT_REPLAYS.inc()
     return KeyedResult(stored.status, stored.body, replayed=True)
 

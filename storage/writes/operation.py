@@ -57,7 +57,8 @@ class OperationUnitOfWork:
         states: tuple[tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None], ...] = (
             (batch.writes.grants, saved.grants, None),
             (batch.writes.holds, saved.holds, batch.holds),
-            (batch.writes.jobs, saved.jobs, batch.jobs))
+            (batch.writes.jobs, saved.jobs, batch.jobs),
+        )
         for rows, mine, state in states:
             for row_id, (value, new) in mine.items():
                 upsert_row(rows, row_id, value, new)
@@ -136,9 +137,13 @@ class _OperationAccounts:
 class _StagedRows(Generic[Row]):
     """Holds or jobs for one operation: its own saved rows first, then the batch's, as copies."""
 
-    def __init__(self, staged: dict[str, tuple[Row, bool]], key: Callable[[Row], str],
-                 copy: Callable[[Row], Row],
-                 from_batch: Callable[[str], Awaitable[Row | None]]) -> None:
+    def __init__(
+        self,
+        staged: dict[str, tuple[Row, bool]],
+        key: Callable[[Row], str],
+        copy: Callable[[Row], Row],
+        from_batch: Callable[[str], Awaitable[Row | None]],
+    ) -> None:
         self.staged: dict[str, tuple[Row, bool]] = staged
         self.key: Callable[[Row], str] = key
         self.copy: Callable[[Row], Row] = copy

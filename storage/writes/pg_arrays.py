@@ -20,8 +20,12 @@ from storage.tables import UtcDateTime
 
 # JSON travels as text and is cast in SQL: the same text SQLAlchemy's JSON type would send
 ARRAY_TYPES: tuple[tuple[type[Any], str], ...] = (
-    (sa.JSON, "text[]"), (sa.Boolean, "boolean[]"), (sa.BigInteger, "bigint[]"),
-    (sa.Integer, "bigint[]"), (UtcDateTime, "timestamptz[]"), (sa.String, "text[]"),
+    (sa.JSON, "text[]"),
+    (sa.Boolean, "boolean[]"),
+    (sa.BigInteger, "bigint[]"),
+    (sa.Integer, "bigint[]"),
+    (UtcDateTime, "timestamptz[]"),
+    (sa.String, "text[]"),
     (sa.Text, "text[]"),
 )
 
@@ -30,8 +34,10 @@ def _array_type(column: sa.Column[Any]) -> str:
     for python_type, array in ARRAY_TYPES:
         if isinstance(column.type, python_type):
             return array
-    raise TypeError(f"Expected a column type with an array form, got {column.type!r} "
-                    f"for {column.table.name}.{column.name}")
+    raise TypeError(
+        f"Expected a column type with an array form, got {column.type!r} "
+        f"for {column.table.name}.{column.name}"
+    )
 
 
 def _is_json(column: sa.Column[Any]) -> bool:
@@ -40,23 +46,31 @@ def _is_json(column: sa.Column[Any]) -> bool:
 
 def _insert(table: sa.Table, names: tuple[str, ...], first: int) -> str:
     columns = [table.c[n] for n in names]
-    selected = ", ".join(f"v.{n}::json" if _is_json(c) else f"v.{n}"
-                         for n, c in zip(names, columns, strict=True))
+    selected = ", ".join(
+        f"v.{n}::json" if _is_json(c) else f"v.{n}" for n, c in zip(names, columns, strict=True)
+    )
     params = ", ".join(f"${i}::{_array_type(c)}" for i, c in enumerate(columns, first))
-    return (f"INSERT INTO {table.name} ({', '.join(names)}) SELECT {selected} "
-            f"FROM unnest({params}) AS v({', '.join(names)})")
+    return (
+        f"INSERT INTO {table.name} ({', '.join(names)}) SELECT {selected} "
+        f"FROM unnest({params}) AS v({', '.join(names)})"
+    )
 
 
 def _update(table: sa.Table, names: tuple[str, ...], first: int) -> str:
     """Rows matched on the table's primary key; every other column given is set."""
     keys = [c.name for c in table.primary_key.columns]
     columns = [table.c[n] for n in names]
-    assignments = ", ".join(f"{n} = v.{n}::json" if _is_json(c) else f"{n} = v.{n}"
-                            for n, c in zip(names, columns, strict=True) if n not in keys)
+    assignments = ", ".join(
+        f"{n} = v.{n}::json" if _is_json(c) else f"{n} = v.{n}"
+        for n, c in zip(names, columns, strict=True)
+        if n not in keys
+    )
     params = ", ".join(f"${i}::{_array_type(c)}" for i, c in enumerate(columns, first))
     match = " AND ".join(f"{table.name}.{k} = v.{k}" for k in keys)
-    return (f"UPDATE {table.name} SET {assignments} FROM unnest({params}) "
-            f"AS v({', '.join(names)}) WHERE {match}")
+    return (
+        f"UPDATE {table.name} SET {assignments} FROM unnest({params}) "
+        f"AS v({', '.join(names)}) WHERE {match}"
+    )
 
 
 Part = tuple[sa.Table, str, tuple[str, ...]]  # (table, "insert" | "update", columns)
@@ -75,8 +89,9 @@ def combined_sql(parts: tuple[Part, ...]) -> str:
     return f"WITH {', '.join(ctes)} SELECT 1"
 
 
-def arrays(table: sa.Table, names: tuple[str, ...],
-           rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
+def arrays(
+    table: sa.Table, names: tuple[str, ...], rows: Sequence[dict[str, Any]]
+) -> list[list[Any]]:
     """The rows as one list per column, JSON columns serialised."""
     out = []
     for name in names:
@@ -87,8 +102,9 @@ def arrays(table: sa.Table, names: tuple[str, ...],
     return out
 
 
-async def write(conn: asyncpg.Connection,
-                parts: Sequence[tuple[sa.Table, str, Sequence[dict[str, Any]]]]) -> None:
+async def write(
+    conn: asyncpg.Connection, parts: Sequence[tuple[sa.Table, str, Sequence[dict[str, Any]]]]
+) -> None:
     """Insert or update (by `id`) each part's rows, all in one statement."""
     shaped: list[Part] = []
     args: list[list[Any]] = []

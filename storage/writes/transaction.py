@@ -67,8 +67,9 @@ async def run_batch(db: Database, ops: list[Operation], now: datetime) -> Outcom
     return outcome
 
 
-async def _claim(session: BatchSession, ops: list[Operation], now: datetime,
-                 outcome: Outcome) -> list[Operation]:
+async def _claim(
+    session: BatchSession, ops: list[Operation], now: datetime, outcome: Outcome
+) -> list[Operation]:
     """Claim the batch's keys; answer replays and mismatches; return what must run."""
     claims = await idempotency.claim(session, (op.key for op in ops if op.key), now)
     runnable: list[Operation] = []
@@ -92,8 +93,13 @@ async def _claim(session: BatchSession, ops: list[Operation], now: datetime,
     return runnable
 
 
-async def _apply(batch: Batch, op: Operation, outcome: Outcome,
-                 responses: dict[KeyId, tuple[int, Any]], failed: list[KeyId]) -> None:
+async def _apply(
+    batch: Batch,
+    op: Operation,
+    outcome: Outcome,
+    responses: dict[KeyId, tuple[int, Any]],
+    failed: list[KeyId],
+) -> None:
     uow = OperationUnitOfWork(batch)
     try:
         value = await op.action(uow)

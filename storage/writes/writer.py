@@ -61,8 +61,14 @@ class _Lane:
 
 
 class BatchWriter:
-    def __init__(self, db: Database, now: Callable[[], datetime], publish: Publish,
-                 lanes: int = 1, max_batch: int = 256) -> None:
+    def __init__(
+        self,
+        db: Database,
+        now: Callable[[], datetime],
+        publish: Publish,
+        lanes: int = 1,
+        max_batch: int = 256,
+    ) -> None:
         self.db, self.now, self.publish = db, now, publish
         count = 1 if db.dialect == "sqlite" else max(1, lanes)  # SQLite: one writer at a time
         self.lanes = [_Lane() for _ in range(count)]
@@ -75,18 +81,24 @@ class BatchWriter:
     def lane_count(self) -> int:
         return len(self.lanes)
 
-    async def run(self, action: Callable[[OperationUnitOfWork], Awaitable[T]],
-                  touches: Touches = NOTHING) -> T:
+    async def run(
+        self, action: Callable[[OperationUnitOfWork], Awaitable[T]], touches: Touches = NOTHING
+    ) -> T:
         """Run `action` in the next batch and return what it returned (or raise what it raised)."""
         result: T = await self._submit(Operation(action, touches, self._future()))
         return result
 
-    async def run_keyed(self, action: Callable[[OperationUnitOfWork], Awaitable[tuple[int, Any]]],
-                        key: IdempotencyKey, refusal: Refusal,
-                        touches: Touches = NOTHING) -> KeyedResult:
+    async def run_keyed(
+        self,
+        action: Callable[[OperationUnitOfWork], Awaitable[tuple[int, Any]]],
+        key: IdempotencyKey,
+        refusal: Refusal,
+        touches: Touches = NOTHING,
+    ) -> KeyedResult:
         """Run `action` once per key: a repeat gets the stored answer, also for a refusal."""
         result: KeyedResult = await self._submit(
-            Operation(action, touches, self._future(), key, refusal))
+            Operation(action, touches, self._future(), key, refusal)
+        )
         return result
 
     async def aclose(self) -> None:
@@ -106,8 +118,10 @@ class BatchWriter:
 
     async def _submit(self, op: Operation) -> Any:
         if not self._tasks:
-            self._tasks = [asyncio.create_task(self._run_lane(lane), name=f"write-lane-{i}")
-                           for i, lane in enumerate(self.lanes)]
+            self._tasks = [
+                asyncio.create_task(self._run_lane(lane), name=f"write-lane-{i}")
+                for i, lane in enumerate(self.lanes)
+            ]
         self._lane_for(op).put([op])
         return await op.future
 
@@ -143,8 +157,11 @@ class BatchWriter:
             if len(ops) == 1:
                 await self._retry_alone(ops[0], exc)
                 return
-            log.info("a batch of %d failed (%s); running its operations one by one",
-                     len(ops), type(exc).__name__)
+            log.info(
+                "a batch of %d failed (%s); running its operations one by one",
+                len(ops),
+                type(exc).__name__,
+            )
             metrics.WRITE_BATCH_SPLITS.inc()
             for op in ops:
                 await self._commit([op])
@@ -197,7 +214,8 @@ def _retryable(error: BaseException) -> bool:
     if isinstance(error, (ConcurrentUpdate, IntegrityError)):
         return True
     code = getattr(getattr(error, "orig", None), "sqlstate", None) or getattr(
-        getattr(error, "orig", None), "pgcode", None)
+        getattr(error, "orig", None), "pgcode", None
+    )
     return isinstance(error, DBAPIError) and code in RETRY_SQLSTATES
 
 

@@ -16,8 +16,9 @@ class TcpBalancer:
         self.port = port
 
     async def start(self) -> TcpBalancer:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port,
-                                                  reuse_address=True)
+        self._server = await asyncio.start_server(
+            self._accept, "127.0.0.1", self.port, reuse_address=True
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

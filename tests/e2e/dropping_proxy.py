@@ -17,16 +17,24 @@ import time
 
 from tests.support import free_port
 
-UNAVAILABLE = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-               b"Retry-After: 0\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s")
-UNAVAILABLE_BODY = (b'{"error": {"code": "service_unavailable", '
-                    b'"message": "the proxy says: not now"}}')
+UNAVAILABLE = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Retry-After: 0\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+)
+UNAVAILABLE_BODY = (
+    b'{"error": {"code": "service_unavailable", "message": "the proxy says: not now"}}'
+)
 
 
 class DroppingProxy:
-    def __init__(self, upstream_port: int, drop_responses: int = 0,
-                 refuse_with_503: int = 0, stall_responses: int = 0,
-                 stall_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        upstream_port: int,
+        drop_responses: int = 0,
+        refuse_with_503: int = 0,
+        stall_responses: int = 0,
+        stall_s: float = 5.0,
+    ) -> None:
         self.upstream_port = upstream_port
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

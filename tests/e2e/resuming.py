@@ -26,8 +26,11 @@ class ResumingSubscriber:
                 async with websockets.connect(self.url, open_timeout=5) as ws:
                     await ws.recv()  # hello
                     after = self.seqs[-1] if self.seqs else 0
-                    await ws.send(json.dumps({"op": "subscribe", "account_id": self.account,
-                                              "after_seq": after}))
+                    await ws.send(
+                        json.dumps(
+                            {"op": "subscribe", "account_id": self.account, "after_seq": after}
+                        )
+                    )
                     async for raw in ws:
                         message = json.loads(raw)
                         if message.get("type") in EVENT_TYPES:
@@ -39,8 +42,12 @@ class ResumingSubscriber:
             await asyncio.sleep(0.1)
 
 
-async def settle_and_stop(subscribers: list[ResumingSubscriber], readers: list[asyncio.Task[None]],
-                          heads: dict[str, int], timeout_s: float = 10) -> None:
+async def settle_and_stop(
+    subscribers: list[ResumingSubscriber],
+    readers: list[asyncio.Task[None]],
+    heads: dict[str, int],
+    timeout_s: float = 10,
+) -> None:
     """Give every subscriber time to reach its account's head, then stop them all."""
     try:
         for _ in range(int(timeout_s * 10)):

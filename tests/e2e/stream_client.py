@@ -33,8 +33,9 @@ class StreamClient:
         assert self._ws is not None
         await self._ws.send(json.dumps(message))
 
-    async def subscribe(self, account_id: str | None = None, after_seq: int | None = None,
-                        timeout: float = 5) -> dict[str, Any]:
+    async def subscribe(
+        self, account_id: str | None = None, after_seq: int | None = None, timeout: float = 5
+    ) -> dict[str, Any]:
         message: dict[str, Any] = {"op": "subscribe"}
         if account_id is not None:
             message["account_id"] = account_id
@@ -58,8 +59,13 @@ class StreamClient:
         return [m for _, m in self.messages if m.get("type") == kind]
 
     def events(self, account_id: str | None = None) -> list[dict[str, Any]]:
-        return [m for _, m in self.messages if "seq" in m and m.get("type") not in
-                ("subscribed", "snapshot") and (account_id is None or m["account_id"] == account_id)]
+        return [
+            m
+            for _, m in self.messages
+            if "seq" in m
+            and m.get("type") not in ("subscribed", "snapshot")
+            and (account_id is None or m["account_id"] == account_id)
+        ]
 
     def seqs(self, account_id: str | None = None) -> list[int]:
         return [e["seq"] for e in self.events(account_id)]
@@ -71,8 +77,9 @@ class StreamClient:
         deadline = time.monotonic() + timeout
         while not condition():
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out; last messages: {self.messages[-3:]}, "
-                                     f"close code {self.close_code}")
+                raise AssertionError(
+                    f"timed out; last messages: {self.messages[-3:]}, close code {self.close_code}"
+                )
             await asyncio.sleep(0.01)
 
     async def _read(self) -> None:

@@ -23,8 +23,11 @@ from tests.support import PG_ADMIN_DSN, MutableClock
 
 
 async def grant(api: ApiClient, account: str, amount: int) -> None:
-    response = await api.http.post(f"/v1/accounts/{account}/grants", headers=api.server(),
-                                   json={"amount": amount, "reason": "purchase"})
+    response = await api.http.post(
+        f"/v1/accounts/{account}/grants",
+        headers=api.server(),
+        json={"amount": amount, "reason": "purchase"},
+    )
     assert response.status_code == 201, response.text
 
 
@@ -39,19 +42,26 @@ async def test_each_part_has_its_own_result_in_one_transaction(api: ApiClient) -
     alice, bob = f"alice-{uuid.uuid4().hex[:6]}", f"bob-{uuid.uuid4().hex[:6]}"
     await grant(api, alice, 100)
     await grant(api, bob, 10)
-    opened = await api.http.post("/v1/holds", headers=api.server(),
-                                 json={"account_id": alice, "amount": 30})
+    opened = await api.http.post(
+        "/v1/holds", headers=api.server(), json={"account_id": alice, "amount": 30}
+    )
     first_hold = opened.json()["hold"]["hold_id"]
     before = await snapshot(api, bob)
     commits = api.ctx.writer.commits
-    response = await api.http.post("/v1/batch", headers=api.server(), json={"operations": [
-        {"op": "hold", "account_id": alice, "amount": 5, "ref": "job-1"},
-        {"op": "capture", "hold_id": first_hold, "amount": 20},
-        {"op": "charge", "account_id": bob, "amount": 1000, "reason": "render"},  # 402
-        {"op": "grant", "account_id": bob, "amount": 7, "reason": "promo"},
-        {"op": "release", "hold_id": "hold_unknown"},  # 404
-        {"op": "charge", "account_id": bob, "amount": 3, "reason": "render"},
-    ]})
+    response = await api.http.post(
+        "/v1/batch",
+        headers=api.server(),
+        json={
+            "operations": [
+                {"op": "hold", "account_id": alice, "amount": 5, "ref": "job-1"},
+                {"op": "capture", "hold_id": first_hold, "amount": 20},
+                {"op": "charge", "account_id": bob, "amount": 1000, "reason": "render"},  # 402
+                {"op": "grant", "account_id": bob, "amount": 7, "reason": "promo"},
+                {"op": "release", "hold_id": "hold_unknown"},  # 404
+                {"op": "charge", "account_id": bob, "amount": 3, "reason": "render"},
+            ]
+        },
+    )
     assert response.status_code == 200, response.text
     assert api.ctx.writer.commits == commits + 1, "expected one transaction for the request"
     results = response.json()["results"]
@@ -69,8 +79,12 @@ async def test_each_part_has_its_own_result_in_one_transaction(api: ApiClient) -
 async def test_the_request_is_idempotent_as_a_whole(api: ApiClient) -> None:
     account = f"carol-{uuid.uuid4().hex[:6]}"
     await grant(api, account, 50)
-    operations = {"operations": [{"op": "charge", "account_id": account, "amount": 2},
-                                 {"op": "charge", "account_id": account, "amount": 500}]}
+    operations = {
+        "operations": [
+            {"op": "charge", "account_id": account, "amount": 2},
+            {"op": "charge", "account_id": account, "amount": 500},
+        ]
+    }
     headers = {**api.server(), "Idempotency-Key": uuid.uuid4().hex}
     first = await api.http.post("/v1/batch", headers=headers, json=operations)
     again = await api.http.post("/v1/batch", headers=headers, json=operations)
@@ -78,8 +92,11 @@ async def test_the_request_is_idempotent_as_a_whole(api: ApiClient) -> None:
     assert first.content == again.content
     assert again.headers.get("idempotent-replayed") == "true"
     assert (await snapshot(api, account))["balance"] == 78 - 2
-    other = await api.http.post("/v1/batch", headers=headers, json={"operations": [
-        {"op": "charge", "account_id": account, "amount": 1}]})
+    other = await api.http.post(
+        "/v1/batch",
+        headers=headers,
+        json={"operations": [{"op": "charge", "account_id": account, "amount": 1}]},
+    )
     assert other.status_code == 422
     assert other.json()["error"]["code"] == "idempotency_key_reused"
 
@@ -99,11 +116,16 @@ async def test_bad_batches_are_refused_whole(api: ApiClient) -> None:
     ]
     for body, status in cases:
         response = await api.http.post("/v1/batch", headers=api.server(), json=body)
-        assert response.status_code == status, (body if body is not too_many else "1001",
-                                                response.text)
+        assert response.status_code == status, (
+            body if body is not too_many else "1001",
+            response.text,
+        )
         assert "error" in response.json()
-    user = await api.http.post("/v1/batch", headers=api.user(account), json={
-        "operations": [{"op": "grant", "account_id": account, "amount": 1000}]})
+    user = await api.http.post(
+        "/v1/batch",
+        headers=api.user(account),
+        json={"operations": [{"op": "grant", "account_id": account, "amount": 1000}]},
+    )
     assert user.status_code == 403
     assert await snapshot(api, account) == before
 
@@ -111,8 +133,13 @@ async def test_bad_batches_are_refused_whole(api: ApiClient) -> None:
 async def test_a_thousand_parts_fit(api: ApiClient) -> None:
     account = f"erin-{uuid.uuid4().hex[:6]}"
     await grant(api, account, 5000)
-    response = await api.http.post("/v1/batch", headers=api.server(), json={"operations": [
-        {"op": "hold", "account_id": account, "amount": 1} for _ in range(1000)]})
+    response = await api.http.post(
+        "/v1/batch",
+        headers=api.server(),
+        json={
+            "operations": [{"op": "hold", "account_id": account, "amount": 1} for _ in range(1000)]
+        },
+    )
     assert response.status_code == 200, response.text[:500]
     assert [r["status"] for r in response.json()["results"]] == [201] * 1000
     assert (await snapshot(api, account))["held"] == 1000
@@ -122,14 +149,16 @@ async def _deadlocks(database: str) -> int:
     conn = await asyncpg.connect(PG_ADMIN_DSN)
     try:
         count: int = await conn.fetchval(
-            "SELECT deadlocks FROM pg_stat_database WHERE datname = $1", database)
+            "SELECT deadlocks FROM pg_stat_database WHERE datname = $1", database
+        )
     finally:
         await conn.close()
     return count
 
 
 async def test_mixed_case_wallets_in_opposite_orders_on_two_instances_never_deadlock(
-        pg_url: str, settings_for: Callable[..., Settings], clock: MutableClock) -> None:
+    pg_url: str, settings_for: Callable[..., Settings], clock: MutableClock
+) -> None:
     """Each batch locks its accounts up front, in one statement in id order, whatever case
     its wallet ids are written in: two instances' batches naming the same wallets in opposite
     orders wait for each other, never deadlock (PostgreSQL counts every deadlock it breaks)."""
@@ -143,19 +172,34 @@ async def test_mixed_case_wallets_in_opposite_orders_on_two_instances_never_dead
             apps.append(app)
         key = await create_server_key(apps[0].state.ctx.db, "tests")
         auth = {"Authorization": f"Bearer {key}"}
-        clients = [await stack.enter_async_context(httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://creditstream.test",
-            headers=auth, timeout=60)) for app in apps]
-        granted = await clients[0].post("/v1/batch", json={"operations": [
-            {"op": "grant", "account_id": w, "amount": 100, "reason": "purchase"}
-            for w in wallets]})
+        clients = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=app),
+                    base_url="http://creditstream.test",
+                    headers=auth,
+                    timeout=60,
+                )
+            )
+            for app in apps
+        ]
+        granted = await clients[0].post(
+            "/v1/batch",
+            json={
+                "operations": [
+                    {"op": "grant", "account_id": w, "amount": 100, "reason": "purchase"}
+                    for w in wallets
+                ]
+            },
+        )
         assert granted.status_code == 200, granted.text
         rounds = 8
         for _ in range(rounds):
             forward = [{"op": "charge", "account_id": w, "amount": 1} for w in written]
             answers = await asyncio.gather(
                 clients[0].post("/v1/batch", json={"operations": forward}),
-                clients[1].post("/v1/batch", json={"operations": forward[::-1]}))
+                clients[1].post("/v1/batch", json={"operations": forward[::-1]}),
+            )
             for answer in answers:
                 assert answer.status_code == 200, answer.text[:500]
                 assert [r["status"] for r in answer.json()["results"]] == [201] * len(wallets)
@@ -185,14 +229,22 @@ def test_a_working_copy_shares_the_grants_it_does_not_change(clock: MutableClock
 
 
 async def test_a_thousand_charges_on_a_thousand_grants_leave_health_checks_answered(
-        api_factory: Callable[..., Any], pg_url: str) -> None:
+    api_factory: Callable[..., Any], pg_url: str
+) -> None:
     # PostgreSQL, as production runs: SQLite's writes in a worker thread compete for the GIL
     api: ApiClient = await api_factory(pg_url)
     account = f"many-{uuid.uuid4().hex[:6]}"
     for count in (1000, 40):
-        granted = await api.http.post("/v1/batch", headers=api.server(), json={"operations": [
-            {"op": "grant", "account_id": account, "amount": 5, "reason": "purchase"}
-            for _ in range(count)]})
+        granted = await api.http.post(
+            "/v1/batch",
+            headers=api.server(),
+            json={
+                "operations": [
+                    {"op": "grant", "account_id": account, "amount": 5, "reason": "purchase"}
+                    for _ in range(count)
+                ]
+            },
+        )
         assert granted.status_code == 200, granted.text[:300]
     gaps: list[float] = []
     done = asyncio.Event()
@@ -207,8 +259,15 @@ async def test_a_thousand_charges_on_a_thousand_grants_leave_health_checks_answe
     checking = asyncio.create_task(check_health())
     await asyncio.sleep(0.05)
     started = time.perf_counter()
-    response = await api.http.post("/v1/batch", headers=api.server(), json={"operations": [
-        {"op": "charge", "account_id": account, "amount": 1} for _ in range(1000)]})
+    response = await api.http.post(
+        "/v1/batch",
+        headers=api.server(),
+        json={
+            "operations": [
+                {"op": "charge", "account_id": account, "amount": 1} for _ in range(1000)
+            ]
+        },
+    )
     elapsed = time.perf_counter() - started
     done.set()
     await checking
@@ -225,12 +284,16 @@ async def test_a_batch_whose_answer_would_be_huge_is_refused_whole(api: ApiClien
     account = f"echo-{uuid.uuid4().hex[:6]}"
     await grant(api, account, 100)
     metadata = {f"{i:02d}" + "k" * 38: "v" * 500 for i in range(50)}  # 25 KB, within limits
-    opened = await api.http.post("/v1/holds", headers=api.server(), json={
-        "account_id": account, "amount": 10, "metadata": metadata})
+    opened = await api.http.post(
+        "/v1/holds",
+        headers=api.server(),
+        json={"account_id": account, "amount": 10, "metadata": metadata},
+    )
     hold_id = opened.json()["hold"]["hold_id"]
     before = await snapshot(api, account)
     operations = [{"op": "charge", "account_id": account, "amount": 1}] + [
-        {"op": "capture", "hold_id": hold_id} for _ in range(999)]
+        {"op": "capture", "hold_id": hold_id} for _ in range(999)
+    ]
     headers = {**api.server(), "Idempotency-Key": uuid.uuid4().hex}
 
     response = await api.http.post("/v1/batch", headers=headers, json={"operations": operations})
@@ -244,8 +307,9 @@ async def test_a_batch_whose_answer_would_be_huge_is_refused_whole(api: ApiClien
     assert hold["status"] == "open"
     again = await api.http.post("/v1/batch", headers=headers, json={"operations": operations})
     assert (again.status_code, again.content) == (413, response.content)
-    fits = await api.http.post("/v1/batch", headers=api.server(), json={
-        "operations": operations[:50]})
+    fits = await api.http.post(
+        "/v1/batch", headers=api.server(), json={"operations": operations[:50]}
+    )
     assert fits.status_code == 200
     assert [r["status"] for r in fits.json()["results"]] == [201] + [200] * 49
     assert (await snapshot(api, account))["balance"] == before["balance"] - 1 - 10

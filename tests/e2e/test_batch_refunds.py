@@ -10,8 +10,9 @@ from tests.conftest import ApiClient
 from tests.e2e.test_refunds import account, assert_audit_clean, charge, grant, post
 
 
-async def batch(api: ApiClient, operations: list[dict[str, Any]],
-                status: int = 200) -> dict[str, Any]:
+async def batch(
+    api: ApiClient, operations: list[dict[str, Any]], status: int = 200
+) -> dict[str, Any]:
     return await post(api, "/v1/batch", {"operations": operations}, status)
 
 
@@ -22,15 +23,25 @@ async def test_refunds_in_a_batch(api: ApiClient, database_url: str) -> None:
     hold_id = opened["hold"]["hold_id"]
     before = await account(api, "br")
 
-    results = (await batch(api, [
-        {"op": "refund", "charge_id": made["charge_id"], "amount": 10, "reason": "bad result",
-         "metadata": {"ticket": "7"}},
-        {"op": "capture", "hold_id": hold_id, "amount": 15},
-        {"op": "refund", "hold_id": hold_id, "amount": 5},  # the capture just above
-        {"op": "refund", "charge_id": made["charge_id"], "amount": 31},  # 30 left: refused
-        {"op": "refund", "charge_id": "chg_unknown"},
-        {"op": "refund", "charge_id": made["charge_id"]},  # the rest
-    ]))["results"]
+    results = (
+        await batch(
+            api,
+            [
+                {
+                    "op": "refund",
+                    "charge_id": made["charge_id"],
+                    "amount": 10,
+                    "reason": "bad result",
+                    "metadata": {"ticket": "7"},
+                },
+                {"op": "capture", "hold_id": hold_id, "amount": 15},
+                {"op": "refund", "hold_id": hold_id, "amount": 5},  # the capture just above
+                {"op": "refund", "charge_id": made["charge_id"], "amount": 31},  # 30 left: refused
+                {"op": "refund", "charge_id": "chg_unknown"},
+                {"op": "refund", "charge_id": made["charge_id"]},  # the rest
+            ],
+        )
+    )["results"]
     assert [r["status"] for r in results] == [201, 200, 201, 409, 404, 201]
     first, from_hold, rest = results[0]["body"], results[2]["body"], results[5]["body"]
     assert (first["refund"]["amount"], first["refund"]["refundable"]) == (10, 30)
@@ -54,10 +65,11 @@ async def test_a_malformed_refund_part_refuses_the_batch_whole(api: ApiClient) -
     await grant(api, "br-bad", 50)
     made = await charge(api, "br-bad", 10)
     before = await account(api, "br-bad")
-    for part in ({"op": "refund"}, {"op": "refund", "charge_id": made["charge_id"],
-                                    "hold_id": "h"},
-                 {"op": "refund", "charge_id": made["charge_id"], "amount": 0}):
-        answer = await batch(api, [{"op": "grant", "account_id": "br-bad", "amount": 1},
-                                   part], 422)
+    for part in (
+        {"op": "refund"},
+        {"op": "refund", "charge_id": made["charge_id"], "hold_id": "h"},
+        {"op": "refund", "charge_id": made["charge_id"], "amount": 0},
+    ):
+        answer = await batch(api, [{"op": "grant", "account_id": "br-bad", "amount": 1}, part], 422)
         assert answer["error"]["code"] == "validation_error"
     assert await account(api, "br-bad") == before

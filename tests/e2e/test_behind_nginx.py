@@ -30,9 +30,15 @@ if TYPE_CHECKING:
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 CHROMIUM = "/usr/bin/chromium"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-               "--disable-background-networking", "--disable-component-update", "--no-first-run",
-               "--disable-sync"]
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 SETTLE_MS = 15_000
 PUSH_MS = 1_000
 PAGE_NAME = "page-behind-nginx.html"
@@ -62,17 +68,23 @@ def render_shipped_config(prefix: Path, port: int, upstreams: list[int]) -> Path
     a loopback WebSocket from a document that did not come from the network)."""
     text = (ROOT / "deploy" / "nginx.conf").read_text()
     names = iter(upstreams)
-    text, count = re.subn(r"server\s+app\d+:8000", lambda _: f"server 127.0.0.1:{next(names)}",
-                          text)
+    text, count = re.subn(
+        r"server\s+app\d+:8000", lambda _: f"server 127.0.0.1:{next(names)}", text
+    )
     assert count == len(upstreams), "the shipped config balances over app1 and app2"
     page = f"location = /{PAGE_NAME} {{ root {prefix / 'www'}; }}"
     text, count = re.subn(r"listen\s+8080\s*;", f"listen 127.0.0.1:{port};\n    {page}", text)
     assert count == 1, "the shipped config listens on 8080"
     # log files the config names (a format name after the path stays)
-    text = re.sub(r"\b(access_log|error_log)\s+(?!off\b)[^\s;]+",
-                  lambda m: f"{m.group(1)} {prefix / (m.group(1) + '.log')}", text)
-    temp = "".join(f"  {kind}_temp_path {prefix / kind};\n"
-                   for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    text = re.sub(
+        r"\b(access_log|error_log)\s+(?!off\b)[^\s;]+",
+        lambda m: f"{m.group(1)} {prefix / (m.group(1) + '.log')}",
+        text,
+    )
+    temp = "".join(
+        f"  {kind}_temp_path {prefix / kind};\n"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
     if "access_log" not in text:  # the compiled-in default is under /var/log
         temp += f"  access_log {prefix / 'access_log.log'};\n"
     text, count = re.subn(r"\bhttp\s*\{", lambda m: "http {\n" + temp, text, count=1)
@@ -124,13 +136,35 @@ class Nginx:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Nginx:
-        check = subprocess.run([self.binary, "-t", "-c", str(self.config), "-p", str(self.prefix),
-                                "-e", str(self.prefix / "error.log")], capture_output=True,
-                               text=True, timeout=30)
+        check = subprocess.run(
+            [
+                self.binary,
+                "-t",
+                "-c",
+                str(self.config),
+                "-p",
+                str(self.prefix),
+                "-e",
+                str(self.prefix / "error.log"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert check.returncode == 0, check.stderr
         self.process = subprocess.Popen(
-            [self.binary, "-c", str(self.config), "-p", str(self.prefix), "-e",
-             str(self.prefix / "error.log")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                self.binary,
+                "-c",
+                str(self.config),
+                "-p",
+                str(self.prefix),
+                "-e",
+                str(self.prefix / "error.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             assert self.process.poll() is None, (self.prefix / "error.log").read_text()
@@ -152,20 +186,29 @@ class Nginx:
 
 
 def test_a_same_origin_page_on_a_non_default_port_gets_websockets_through_the_shipped_nginx(
-        tmp_path: Path, nginx_binary: str, pg_url: str, redis_url: str,
-        live_server_factory: Callable[..., LiveServer], browser: Browser) -> None:
+    tmp_path: Path,
+    nginx_binary: str,
+    pg_url: str,
+    redis_url: str,
+    live_server_factory: Callable[..., LiveServer],
+    browser: Browser,
+) -> None:
     # (the browser fixture comes last: Playwright's sync API owns this thread's event loop)
     with ThreadPoolExecutor(1) as pool:
         key = pool.submit(asyncio.run, make_server_key(pg_url)).result()
-    env = {"CREDITSTREAM_REDIS_URL": redis_url, "CREDITSTREAM_AUTO_MIGRATE": "0",
-           "CREDITSTREAM_USER_TOKEN_SECRET": secrets.token_urlsafe(48)}
+    env = {
+        "CREDITSTREAM_REDIS_URL": redis_url,
+        "CREDITSTREAM_AUTO_MIGRATE": "0",
+        "CREDITSTREAM_USER_TOKEN_SECRET": secrets.token_urlsafe(48),
+    }
     replicas = [live_server_factory(pg_url, **env), live_server_factory(pg_url, **env)]
     proxy = Nginx(nginx_binary, tmp_path / "nginx", [r.port for r in replicas]).start()
     account = f"nginx-{uuid.uuid4().hex[:8]}"
     context = browser.new_context()
     try:
-        with httpx.Client(base_url=proxy.url, timeout=10,
-                          headers={"Authorization": f"Bearer {key}"}) as http:
+        with httpx.Client(
+            base_url=proxy.url, timeout=10, headers={"Authorization": f"Bearer {key}"}
+        ) as http:
             assert http.put(f"/v1/accounts/{account}").status_code == 201
             token = http.post("/v1/tokens", json={"account_id": account}).json()["token"]
             # the page, the SDK and the stream all come from nginx's origin; the token travels
@@ -176,8 +219,11 @@ def test_a_same_origin_page_on_a_non_default_port_gets_websockets_through_the_sh
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             started = time.monotonic()
             page.goto(page_url)
-            page.wait_for_function("window.transports && window.transports.includes('websocket')"
-                                   " || window.transports.includes('sse')", timeout=SETTLE_MS)
+            page.wait_for_function(
+                "window.transports && window.transports.includes('websocket')"
+                " || window.transports.includes('sse')",
+                timeout=SETTLE_MS,
+            )
             opened_ms = (time.monotonic() - started) * 1000
             transports = page.evaluate("window.transports")
             assert transports == ["websocket"], f"the page fell back: {transports}"
@@ -187,8 +233,9 @@ def test_a_same_origin_page_on_a_non_default_port_gets_websockets_through_the_sh
             # replica holds its WebSocket
             balance = 0
             for _ in range(4):
-                response = http.post(f"/v1/accounts/{account}/grants",
-                                     json={"amount": 5, "reason": "promo"})
+                response = http.post(
+                    f"/v1/accounts/{account}/grants", json={"amount": 5, "reason": "promo"}
+                )
                 assert response.status_code == 201, response.text
                 balance = response.json()["account"]["balance"]
                 page.wait_for_function(f"window.balances.at(-1) === {balance}", timeout=PUSH_MS)
@@ -198,8 +245,10 @@ def test_a_same_origin_page_on_a_non_default_port_gets_websockets_through_the_sh
     finally:
         context.close()
         proxy.stop()
-    line = (f"behind the shipped nginx (port {proxy.port}, two replicas on PostgreSQL + Redis): "
-            f"a same-origin Chromium page reached transport websocket in {opened_ms:.0f} ms, "
-            f"never sse; 4 grants through nginx each reached the page within {PUSH_MS} ms")
+    line = (
+        f"behind the shipped nginx (port {proxy.port}, two replicas on PostgreSQL + Redis): "
+        f"a same-origin Chromium page reached transport websocket in {opened_ms:.0f} ms, "
+        f"never sse; 4 grants through nginx each reached the page within {PUSH_MS} ms"
+    )
     print("\n" + line)
     append_to_report(line)

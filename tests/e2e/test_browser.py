@@ -30,9 +30,15 @@ if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page
 
 CHROMIUM = "/usr/bin/chromium"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-               "--disable-background-networking", "--disable-component-update", "--no-first-run",
-               "--disable-sync"]
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
 PUSH_MS = 1_000  # a committed change reaches the page within this, on any transport
 SETTLE_MS = 20_000  # a reconnect waits out a randomised backoff first
 
@@ -75,6 +81,7 @@ async def _grant_offline(database_url: str, account_id: str, amount: int) -> int
 
 # -- fixtures ---------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not os.path.exists(CHROMIUM):
@@ -101,8 +108,9 @@ class Served:
     database_url: str
 
     def http(self) -> httpx.Client:
-        return httpx.Client(base_url=self.server.url, timeout=10,
-                            headers={"Authorization": f"Bearer {self.key}"})
+        return httpx.Client(
+            base_url=self.server.url, timeout=10, headers={"Authorization": f"Bearer {self.key}"}
+        )
 
 
 @pytest.fixture
@@ -120,8 +128,12 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
 
 # -- helpers ----------------------------------------------------------------------------------
 
-def open_demo(context: BrowserContext, served: Served, query: str = "",
-              ) -> tuple[Page, str, list[str]]:
+
+def open_demo(
+    context: BrowserContext,
+    served: Served,
+    query: str = "",
+) -> tuple[Page, str, list[str]]:
     """The demo page once it shows a snapshot; its account id; uncaught page errors."""
     from playwright.sync_api import expect
 
@@ -144,8 +156,9 @@ def hold_and_capture(http: httpx.Client, account_id: str, amount: int) -> int:
 
 
 def grant(http: httpx.Client, account_id: str, amount: int) -> int:
-    response = http.post(f"/v1/accounts/{account_id}/grants",
-                         json={"amount": amount, "reason": "promo"})
+    response = http.post(
+        f"/v1/accounts/{account_id}/grants", json={"amount": amount, "reason": "promo"}
+    )
     assert response.status_code == 201, response.text
     balance: int = response.json()["account"]["balance"]
     return balance
@@ -161,8 +174,10 @@ def assert_delivered_exactly_once(page: Page, errors: list[str]) -> None:
 
 # -- tests ------------------------------------------------------------------------------------
 
+
 def test_a_rest_capture_shows_on_the_page_within_a_second(
-        context: BrowserContext, served: Served) -> None:
+    context: BrowserContext, served: Served
+) -> None:
     from playwright.sync_api import expect
 
     page, account_id, errors = open_demo(context, served)
@@ -177,7 +192,8 @@ def test_a_rest_capture_shows_on_the_page_within_a_second(
 
 
 def test_after_a_server_restart_the_page_catches_up_and_stays_live(
-        context: BrowserContext, served: Served) -> None:
+    context: BrowserContext, served: Served
+) -> None:
     from playwright.sync_api import expect
 
     page, account_id, errors = open_demo(context, served)
@@ -199,7 +215,8 @@ def test_after_a_server_restart_the_page_catches_up_and_stays_live(
 
 
 def test_with_websockets_blocked_the_page_updates_through_sse(
-        context: BrowserContext, served: Served) -> None:
+    context: BrowserContext, served: Served
+) -> None:
     from playwright.sync_api import expect
 
     # the page sees every stream socket close before it opens, as behind a hostile proxy
@@ -214,7 +231,8 @@ def test_with_websockets_blocked_the_page_updates_through_sse(
 
 
 def test_without_websocket_and_eventsource_the_page_long_polls(
-        context: BrowserContext, served: Served) -> None:
+    context: BrowserContext, served: Served
+) -> None:
     from playwright.sync_api import expect
 
     context.add_init_script("delete window.WebSocket; delete window.EventSource;")
@@ -230,7 +248,8 @@ def test_without_websocket_and_eventsource_the_page_long_polls(
 
 
 def test_the_job_list_follows_jobs_to_success_and_failure(
-        context: BrowserContext, served: Served) -> None:
+    context: BrowserContext, served: Served
+) -> None:
     from playwright.sync_api import expect
 
     page, _, errors = open_demo(context, served)
@@ -249,14 +268,17 @@ def test_the_job_list_follows_jobs_to_success_and_failure(
 def stream_urls(context: BrowserContext) -> list[str]:
     """Every WebSocket and SSE URL the context's pages open, as they open them."""
     urls: list[str] = []
-    context.on("request", lambda request: urls.append(request.url)
-               if "/v1/stream/sse" in request.url else None)
+    context.on(
+        "request",
+        lambda request: urls.append(request.url) if "/v1/stream/sse" in request.url else None,
+    )
     context.on("page", lambda page: page.on("websocket", lambda ws: urls.append(ws.url)))
     return urls
 
 
 def test_the_sdk_opens_its_streams_with_one_use_tickets_not_the_token(
-        context: BrowserContext, served: Served) -> None:
+    context: BrowserContext, served: Served
+) -> None:
     from playwright.sync_api import expect
 
     urls = stream_urls(context)
@@ -293,7 +315,8 @@ def test_the_sdk_takes_tickets_over_sse_too(context: BrowserContext, served: Ser
 
 
 def test_the_sdk_still_opens_streams_with_a_token_in_the_url(
-        context: BrowserContext, served: Served) -> None:
+    context: BrowserContext, served: Served
+) -> None:
     from playwright.sync_api import expect
 
     urls = stream_urls(context)

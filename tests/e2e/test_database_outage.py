@@ -17,7 +17,8 @@ from tests.support import LiveServer, audit_mismatches, free_port, make_server_k
 
 
 async def test_database_outage_gives_fast_503_and_recovers(
-        pg_url: str, live_server_factory: Callable[..., LiveServer]) -> None:
+    pg_url: str, live_server_factory: Callable[..., LiveServer]
+) -> None:
     key = await make_server_key(pg_url)
     proxy_port = free_port()
     proxy = await TcpBalancer([5432], port=proxy_port).start()
@@ -26,13 +27,16 @@ async def test_database_outage_gives_fast_503_and_recovers(
     server = await asyncio.to_thread(live_server_factory, proxied_url)
     account = f"outage-{uuid.uuid4().hex[:8]}"
     acknowledged: list[str] = []
-    async with httpx.AsyncClient(base_url=server.url, timeout=30,
-                                 headers={"Authorization": f"Bearer {key}"}) as http:
+    async with httpx.AsyncClient(
+        base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {key}"}
+    ) as http:
 
         async def grant() -> httpx.Response:
             ref = uuid.uuid4().hex
-            response = await http.post(f"/v1/accounts/{account}/grants",
-                                       json={"amount": 1, "reason": "purchase", "ref": ref})
+            response = await http.post(
+                f"/v1/accounts/{account}/grants",
+                json={"amount": 1, "reason": "purchase", "ref": ref},
+            )
             if response.status_code == 201:
                 acknowledged.append(ref)
             return response
@@ -63,10 +67,12 @@ async def test_database_outage_gives_fast_503_and_recovers(
     refs = [e["ref"] for e in entries if e["type"] == "grant" and e["reason"] == "purchase"]
     assert sorted(refs) == sorted(acknowledged)  # every 201 is there, and nothing else
     assert await audit_mismatches(pg_url) == []
-    report = (f"database outage test: {len(outage)} writes during the outage, all 503 "
-              f"service_unavailable, slowest {max(e for _, e, _ in outage) * 1000:.0f} ms; "
-              f"recovered {recovered_s * 1000:.0f} ms after the database came back, no restart; "
-              f"{len(acknowledged)} acknowledged grants all in the journal, none else; audit clean")
+    report = (
+        f"database outage test: {len(outage)} writes during the outage, all 503 "
+        f"service_unavailable, slowest {max(e for _, e, _ in outage) * 1000:.0f} ms; "
+        f"recovered {recovered_s * 1000:.0f} ms after the database came back, no restart; "
+        f"{len(acknowledged)} acknowledged grants all in the journal, none else; audit clean"
+    )
     print("\n" + report)
     append_to_report(report)
 

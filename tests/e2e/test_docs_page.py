@@ -17,7 +17,10 @@ RENDER_MS = 20_000
 
 
 def test_docs_renders_every_operation_from_this_origin_only(
-        context: BrowserContext, sqlite_url: str, live_server_factory: Any) -> None:  # noqa: F811
+    context: BrowserContext,  # noqa: F811 - the fixture imported above
+    sqlite_url: str,
+    live_server_factory: Any,
+) -> None:
     from playwright.sync_api import expect
 
     server = live_server_factory(sqlite_url)
@@ -47,8 +50,11 @@ def test_docs_renders_every_operation_from_this_origin_only(
     expect(page.locator(".opblock-post.is-open .responses-table")).to_be_visible()
     expect(page.locator(".opblock-post.is-open").get_by_text("402").first).to_be_visible()
 
-    offsite = [url for url in requested
-               if urlsplit(url).scheme not in ("data", "blob") and urlsplit(url).netloc != origin]
+    offsite = [
+        url
+        for url in requested
+        if urlsplit(url).scheme not in ("data", "blob") and urlsplit(url).netloc != origin
+    ]
     assert offsite == [], offsite
     assert any(url.endswith("/openapi.json") for url in requested)
     assert problems == [], problems
@@ -63,8 +69,11 @@ def test_docs_page_headers_and_assets(sqlite_url: str, live_server_factory: Any)
         csp = page.headers["content-security-policy"]
         assert "script-src 'self'" in csp and "connect-src 'self'" in csp
         assert "<script>" not in page.text  # no inline script: the CSP would block it
-        for asset in ("/docs/assets/swagger-ui-bundle.js", "/docs/assets/swagger-ui.css",
-                      "/docs/init.js"):
+        for asset in (
+            "/docs/assets/swagger-ui-bundle.js",
+            "/docs/assets/swagger-ui.css",
+            "/docs/init.js",
+        ):
             answer = http.get(asset)
             assert answer.status_code == 200, asset
         assert http.get("/docs/assets/../../asgi.py").status_code == 404
@@ -89,6 +98,7 @@ def test_every_operation_documents_its_body_answers_and_errors() -> None:
                 answer = responses[str(status)]
                 assert answer["description"] != "Error", (route.path, status)
                 assert answer["content"]["application/json"]["schema"] == {
-                    "$ref": "#/components/schemas/Error"}
+                    "$ref": "#/components/schemas/Error"
+                }
         if route.body is not None:
             assert operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]

@@ -22,9 +22,18 @@ from tests.receiver import Receiver
 from tests.support import free_port
 from wiring import egress_for
 
-EMBEDDED_OR_RESERVED = ("64:ff9b::a9fe:a9fe", "64:ff9b:1::a00:1", "::127.0.0.1",
-                        "::ffff:0:7f00:1", "2002:a9fe:a9fe::", "fec0::1", "5f00::1",
-                        "2001:0:4136:e378:8000:63bf:3fff:fdd2", "3fff::1", "2001:db8::1")
+EMBEDDED_OR_RESERVED = (
+    "64:ff9b::a9fe:a9fe",
+    "64:ff9b:1::a00:1",
+    "::127.0.0.1",
+    "::ffff:0:7f00:1",
+    "2002:a9fe:a9fe::",
+    "fec0::1",
+    "5f00::1",
+    "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+    "3fff::1",
+    "2001:db8::1",
+)
 ALL_TYPES = ["balance.updated", "job.updated", "credits.low"]
 
 
@@ -54,32 +63,45 @@ async def _egress(resolve: Callable[..., Any], **settings: Any) -> Egress:
 
 # --- the address policy ---------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("address", EMBEDDED_OR_RESERVED)
 def test_ipv6_forms_that_embed_ipv4_or_are_reserved_are_not_public(address: str) -> None:
     assert not is_public(ipaddress.ip_address(address))
 
 
 def test_public_ipv6_and_nat64_of_a_public_ipv4_stay_allowed() -> None:
-    for address in ("2606:4700:4700::1111", "64:ff9b::5db8:d70e", "2002:5db8:d70e::1",
-                    "93.184.215.14"):
+    for address in (
+        "2606:4700:4700::1111",
+        "64:ff9b::5db8:d70e",
+        "2002:5db8:d70e::1",
+        "93.184.215.14",
+    ):
         assert is_public(ipaddress.ip_address(address)), address
 
 
-async def test_each_ipv6_form_is_refused_at_registration(api_factory: Callable[..., Any],
-                                                         sqlite_url: str) -> None:
+async def test_each_ipv6_form_is_refused_at_registration(
+    api_factory: Callable[..., Any], sqlite_url: str
+) -> None:
     api: ApiClient = await api_factory(sqlite_url)
     for address in EMBEDDED_OR_RESERVED:
-        refused = await api.http.post("/v1/webhook-endpoints", headers=api.server(), json={
-            "url": f"http://[{address}]/hook", "events": ALL_TYPES})
+        refused = await api.http.post(
+            "/v1/webhook-endpoints",
+            headers=api.server(),
+            json={"url": f"http://[{address}]/hook", "events": ALL_TYPES},
+        )
         assert refused.status_code == 422, (address, refused.text)
         assert refused.json()["error"]["code"] == "url_not_allowed", address
 
 
 async def test_a_refusal_does_not_say_what_a_name_resolves_to(
-        api_factory: Callable[..., Any], sqlite_url: str) -> None:
+    api_factory: Callable[..., Any], sqlite_url: str
+) -> None:
     api: ApiClient = await api_factory(sqlite_url)
-    refused = await api.http.post("/v1/webhook-endpoints", headers=api.server(), json={
-        "url": "http://localhost:9/hook", "events": ALL_TYPES})
+    refused = await api.http.post(
+        "/v1/webhook-endpoints",
+        headers=api.server(),
+        json={"url": "http://localhost:9/hook", "events": ALL_TYPES},
+    )
     assert refused.status_code == 422, refused.text
     message = refused.json()["error"]["message"]
     assert "non-public address" in message
@@ -87,6 +109,7 @@ async def test_a_refusal_does_not_say_what_a_name_resolves_to(
 
 
 # --- DNS rebinding ----------------------------------------------------------------------------
+
 
 async def test_the_connect_goes_to_the_checked_address() -> None:
     """The name is resolved once, by the check; the connect uses that answer (the receiver
@@ -96,8 +119,9 @@ async def test_the_connect_goes_to_the_checked_address() -> None:
     resolver = SteeredResolver(["127.0.0.2"], ["127.0.0.1"])
     egress = await _egress(resolver, webhook_allow_private=True)
     try:
-        async with egress.open("POST", f"http://rebind.test:{receiver.port}/hook",
-                               egress.webhooks, content=b"{}") as response:
+        async with egress.open(
+            "POST", f"http://rebind.test:{receiver.port}/hook", egress.webhooks, content=b"{}"
+        ) as response:
             assert response.status_code == 200
         assert resolver.asked == ["rebind.test"]  # asked once: nothing resolved it again
         assert egress.backend.tried == [("127.0.0.2", receiver.port)]
@@ -107,16 +131,16 @@ async def test_the_connect_goes_to_the_checked_address() -> None:
         await receiver.stop()
 
 
-async def test_a_public_first_answer_never_leads_to_a_private_connect(
-        receiver: Receiver) -> None:
+async def test_a_public_first_answer_never_leads_to_a_private_connect(receiver: Receiver) -> None:
     """A name that answers a public address to the check and 127.0.0.1 afterwards: the
     connect goes to the public address (unreachable here), never to the receiver."""
     resolver = SteeredResolver(["93.184.215.14"], ["127.0.0.1"])
     egress = await _egress(resolver, webhook_timeout_s=1.0)
     try:
         with pytest.raises(Failed):
-            async with egress.open("POST", f"http://rebind.test:{receiver.port}/hook",
-                                   egress.webhooks, content=b"{}"):
+            async with egress.open(
+                "POST", f"http://rebind.test:{receiver.port}/hook", egress.webhooks, content=b"{}"
+            ):
                 pass
         assert resolver.asked == ["rebind.test"]
         assert {address for address, _ in egress.backend.tried} == {"93.184.215.14"}
@@ -124,8 +148,9 @@ async def test_a_public_first_answer_never_leads_to_a_private_connect(
         # and the next attempt is checked again: the private answer is refused before any
         # connect
         with pytest.raises(UrlRefused, match="non-public address"):
-            async with egress.open("POST", f"http://rebind.test:{receiver.port}/hook",
-                                   egress.webhooks, content=b"{}"):
+            async with egress.open(
+                "POST", f"http://rebind.test:{receiver.port}/hook", egress.webhooks, content=b"{}"
+            ):
                 pass
         assert {address for address, _ in egress.backend.tried} == {"93.184.215.14"}
     finally:
@@ -134,21 +159,32 @@ async def test_a_public_first_answer_never_leads_to_a_private_connect(
 
 # --- result fetches -----------------------------------------------------------------------
 
+
 async def test_a_result_fetch_to_loopback_is_refused_by_default(
-        api_factory: Callable[..., Any], database_url: str, receiver: Receiver) -> None:
+    api_factory: Callable[..., Any], database_url: str, receiver: Receiver
+) -> None:
     """The job fails with the reason, its hold is released, nothing is fetched, never a 500;
     with CREDITSTREAM_RESULT_FETCH_ALLOW_PRIVATE=1 the same fetch is made."""
     for allow in (False, True):
         api: ApiClient = await api_factory(database_url, result_fetch_allow_private=allow)
         account = f"fetcher-{allow}"
         h = api.server()
-        await api.http.post(f"/v1/accounts/{account}/grants", headers=h,
-                            json={"amount": 100, "reason": "purchase"})
+        await api.http.post(
+            f"/v1/accounts/{account}/grants", headers=h, json={"amount": 100, "reason": "purchase"}
+        )
         before = (await api.http.get(f"/v1/accounts/{account}", headers=h)).json()["balance"]
-        job = (await api.http.post("/v1/jobs", headers=h, json={
-            "account_id": account, "operation": "audio", "provider": "worker"})).json()["job"]
-        done = await api.http.post(f"/v1/jobs/{job['job_id']}/result", headers=h, json={
-            "status": "success", "result_url": receiver.url("/metrics")})
+        job = (
+            await api.http.post(
+                "/v1/jobs",
+                headers=h,
+                json={"account_id": account, "operation": "audio", "provider": "worker"},
+            )
+        ).json()["job"]
+        done = await api.http.post(
+            f"/v1/jobs/{job['job_id']}/result",
+            headers=h,
+            json={"status": "success", "result_url": receiver.url("/metrics")},
+        )
         assert done.status_code == 200, done.text
         answer = (await api.http.get(f"/v1/accounts/{account}", headers=h)).json()
         if allow:
@@ -164,12 +200,19 @@ async def test_a_result_fetch_to_loopback_is_refused_by_default(
 async def test_a_redirect_to_an_internal_address_is_refused(receiver: Receiver) -> None:
     """Each hop is checked again: 127.0.0.2 is allowed here (as a public server would be),
     its redirect to the loopback receiver is refused before anything is sent there."""
-    redirector = Receiver(host="127.0.0.2", status=302,
-                          answer_headers={"Location": receiver.url("/metrics")})
+    redirector = Receiver(
+        host="127.0.0.2", status=302, answer_headers={"Location": receiver.url("/metrics")}
+    )
     await redirector.start()
     egress = await _egress(SteeredResolver(["127.0.0.2"]))
-    rules = Rules("results", False, "CREDITSTREAM_RESULT_FETCH_ALLOW_PRIVATE", 5.0, 3,
-                  (ipaddress.ip_network("127.0.0.2/32"),))
+    rules = Rules(
+        "results",
+        False,
+        "CREDITSTREAM_RESULT_FETCH_ALLOW_PRIVATE",
+        5.0,
+        3,
+        (ipaddress.ip_network("127.0.0.2/32"),),
+    )
     try:
         with pytest.raises(UrlRefused, match="non-public address"):
             async with egress.open("GET", redirector.url("/result.png"), rules):
@@ -201,8 +244,7 @@ async def test_webhooks_follow_no_redirect(receiver: Receiver) -> None:
     receiver.answer_headers = {"Location": f"http://127.0.0.1:{free_port()}/elsewhere"}
     egress = await _egress(SteeredResolver(["127.0.0.1"]), webhook_allow_private=True)
     try:
-        async with egress.open("POST", receiver.url(), egress.webhooks,
-                               content=b"{}") as response:
+        async with egress.open("POST", receiver.url(), egress.webhooks, content=b"{}") as response:
             assert response.status_code == 307
         assert len(egress.backend.tried) == 1
     finally:

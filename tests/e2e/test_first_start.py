@@ -33,15 +33,27 @@ COMMANDS = [["migrate"], ["audit"], ["keys", "list"], ["serve", "--port", "{port
 
 def cli_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITSTREAM_")}
-    return {**env, "PYTHONPATH": str(ROOT), "CREDITSTREAM_LOG_FORMAT": "text",
-            "CREDITSTREAM_USER_TOKEN_SECRET": TEST_SECRET, **overrides}
+    return {
+        **env,
+        "PYTHONPATH": str(ROOT),
+        "CREDITSTREAM_LOG_FORMAT": "text",
+        "CREDITSTREAM_USER_TOKEN_SECRET": TEST_SECRET,
+        **overrides,
+    }
 
 
-def creditstream(args: list[str], cwd: Path, timeout: float = 90,
-                 **env: str) -> subprocess.CompletedProcess[str]:
+def creditstream(
+    args: list[str], cwd: Path, timeout: float = 90, **env: str
+) -> subprocess.CompletedProcess[str]:
     args = [a.replace("{port}", str(free_port())) for a in args]
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=cwd, env=cli_env(**env),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        cwd=cwd,
+        env=cli_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def one_clear_line(done: subprocess.CompletedProcess[str]) -> str:
@@ -73,32 +85,41 @@ def postgres_reachable() -> None:
 
 
 WRONG_URLS: dict[str, tuple[Callable[[], str], str]] = {
-    "refused port": (lambda: f"postgresql://creditstream:{PASSWORD}@127.0.0.1:{free_port()}/cs",
-                     "connection refused"),
-    "unknown host": (lambda: f"postgresql://creditstream:{PASSWORD}@no-such-host.invalid:5432/cs",
-                     "cannot be resolved"),
-    "mysql": (lambda: f"mysql://creditstream:{PASSWORD}@127.0.0.1:3306/cs",
-              "mysql is not supported"),
-    "psycopg2 driver": (lambda: f"postgresql+psycopg2://creditstream:{PASSWORD}@127.0.0.1/cs",
-                        "psycopg2 driver is not supported"),
+    "refused port": (
+        lambda: f"postgresql://creditstream:{PASSWORD}@127.0.0.1:{free_port()}/cs",
+        "connection refused",
+    ),
+    "unknown host": (
+        lambda: f"postgresql://creditstream:{PASSWORD}@no-such-host.invalid:5432/cs",
+        "cannot be resolved",
+    ),
+    "mysql": (
+        lambda: f"mysql://creditstream:{PASSWORD}@127.0.0.1:3306/cs",
+        "mysql is not supported",
+    ),
+    "psycopg2 driver": (
+        lambda: f"postgresql+psycopg2://creditstream:{PASSWORD}@127.0.0.1/cs",
+        "psycopg2 driver is not supported",
+    ),
 }
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0] if c[0] != "keys" else "keys")
 @pytest.mark.parametrize("case", sorted(WRONG_URLS))
-def test_wrong_database_url_is_one_line_naming_the_setting(case: str, command: list[str],
-                                                           tmp_path: Path) -> None:
+def test_wrong_database_url_is_one_line_naming_the_setting(
+    case: str, command: list[str], tmp_path: Path
+) -> None:
     make_url, cause = WRONG_URLS[case]
-    line = one_clear_line(creditstream(command, tmp_path,
-                                       CREDITSTREAM_DATABASE_URL=make_url()))
+    line = one_clear_line(creditstream(command, tmp_path, CREDITSTREAM_DATABASE_URL=make_url()))
     assert line.startswith("creditstream: CREDITSTREAM_DATABASE_URL="), line
     assert ":***@" in line and cause in line, line
     assert not (tmp_path / "data").exists()
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0] if c[0] != "keys" else "keys")
-def test_postgres_refusing_the_login_or_missing_the_database(command: list[str],
-                                                             tmp_path: Path) -> None:
+def test_postgres_refusing_the_login_or_missing_the_database(
+    command: list[str], tmp_path: Path
+) -> None:
     postgres_reachable()
     host, port = pg_parts()
     role = f"postgresql://no_such_role_{uuid.uuid4().hex[:8]}:{PASSWORD}@{host}:{port}/postgres"
@@ -116,8 +137,13 @@ def test_the_images_uvicorn_start_is_one_line_too(tmp_path: Path) -> None:
     place of Starlette's 196-line traceback."""
     url = f"postgresql://creditstream:{PASSWORD}@127.0.0.1:{free_port()}/cs"
     done = subprocess.run(
-        [sys.executable, "-m", "uvicorn", "asgi:app", "--port", str(free_port())], cwd=ROOT,
-        env=cli_env(CREDITSTREAM_DATABASE_URL=url), capture_output=True, text=True, timeout=90)
+        [sys.executable, "-m", "uvicorn", "asgi:app", "--port", str(free_port())],
+        cwd=ROOT,
+        env=cli_env(CREDITSTREAM_DATABASE_URL=url),
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     output = done.stdout + done.stderr
     assert done.returncode != 0 and "Traceback" not in output and PASSWORD not in output, output
     assert "creditstream: CREDITSTREAM_DATABASE_URL=postgresql://creditstream:***@" in output
@@ -135,8 +161,7 @@ def test_a_command_in_another_directory_says_where_it_looked(tmp_path: Path) -> 
     assert f"SQLite file {served / 'data' / 'creditstream.db'}" in migrated.stdout
     assert creditstream(["keys", "list"], served).returncode == 0
     for command in (["keys", "list"], ["audit"], ["balance", "alice"], ["token", "alice"]):
-        line = one_clear_line(creditstream(command, elsewhere,
-                                           CREDITSTREAM_USER_TOKEN_SECRET=""))
+        line = one_clear_line(creditstream(command, elsewhere, CREDITSTREAM_USER_TOKEN_SECRET=""))
         assert str(elsewhere / "data" / "creditstream.db") in line, line
         assert "CREDITSTREAM_DATABASE_URL unset" in line and "creditstream migrate" in line
     assert not (elsewhere / "data").exists()
@@ -150,8 +175,12 @@ def test_an_unmigrated_database_says_run_migrate(tmp_path: Path, pg_url: str) ->
             line = one_clear_line(creditstream(command, tmp_path, CREDITSTREAM_DATABASE_URL=url))
             assert "no creditstream tables yet" in line, line
             assert "run `creditstream migrate`" in line, line
-        served = creditstream(["serve", "--port", "{port}"], tmp_path,
-                              CREDITSTREAM_DATABASE_URL=url, CREDITSTREAM_AUTO_MIGRATE="0")
+        served = creditstream(
+            ["serve", "--port", "{port}"],
+            tmp_path,
+            CREDITSTREAM_DATABASE_URL=url,
+            CREDITSTREAM_AUTO_MIGRATE="0",
+        )
         assert "run `creditstream migrate`" in one_clear_line(served)
 
 
@@ -189,8 +218,12 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
         out, err = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
         with open(out, "wb") as stdout, open(err, "wb") as stderr:
             process = subprocess.Popen(
-                [sys.executable, "-m", "cli", "serve", "--port", str(port)], cwd=cwd,
-                env=cli_env(**env), stdout=stdout, stderr=stderr)
+                [sys.executable, "-m", "cli", "serve", "--port", str(port)],
+                cwd=cwd,
+                env=cli_env(**env),
+                stdout=stdout,
+                stderr=stderr,
+            )
         served = Served(process, port, out, err)
         started.append(served)
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -215,7 +248,8 @@ def dev_key(stdout: str) -> str:
 
 
 def test_dev_mode_keeps_one_key_and_the_summary_says_where_everything_is(
-        serve: Callable[..., Served], tmp_path: Path) -> None:
+    serve: Callable[..., Served], tmp_path: Path
+) -> None:
     start = serve
     first: Served = start(tmp_path, CREDITSTREAM_DEV="1")
     stdout, _ = first.output()
@@ -233,10 +267,22 @@ def test_dev_mode_keeps_one_key_and_the_summary_says_where_everything_is(
     assert second_key != first_key
     listed = creditstream(["keys", "list"], tmp_path)
     assert [line.split()[1] for line in listed.stdout.splitlines()] == ["dev"], listed.stdout
-    assert httpx.get(second.url + "/v1/accounts/nobody", timeout=10,
-                     headers={"Authorization": f"Bearer {second_key}"}).status_code == 404
-    assert httpx.get(second.url + "/v1/accounts/nobody", timeout=10,
-                     headers={"Authorization": f"Bearer {first_key}"}).status_code == 401
+    assert (
+        httpx.get(
+            second.url + "/v1/accounts/nobody",
+            timeout=10,
+            headers={"Authorization": f"Bearer {second_key}"},
+        ).status_code
+        == 404
+    )
+    assert (
+        httpx.get(
+            second.url + "/v1/accounts/nobody",
+            timeout=10,
+            headers={"Authorization": f"Bearer {first_key}"},
+        ).status_code
+        == 401
+    )
 
 
 def test_an_occupied_port_is_one_line_with_the_way_out_and_no_new_key(tmp_path: Path) -> None:
@@ -245,9 +291,14 @@ def test_an_occupied_port_is_one_line_with_the_way_out_and_no_new_key(tmp_path: 
         occupier.bind(("127.0.0.1", 0))
         occupier.listen()
         port = occupier.getsockname()[1]
-        done = subprocess.run([sys.executable, "-m", "cli", "serve", "--port", str(port)],
-                              cwd=tmp_path, env=cli_env(CREDITSTREAM_DEV="1"),
-                              capture_output=True, text=True, timeout=90)
+        done = subprocess.run(
+            [sys.executable, "-m", "cli", "serve", "--port", str(port)],
+            cwd=tmp_path,
+            env=cli_env(CREDITSTREAM_DEV="1"),
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
     line = one_clear_line(done)
     assert f"127.0.0.1:{port} is already in use" in line, line
     assert f"make run PORT={port + 1}" in line and f"--port {port + 1}" in line, line
@@ -255,8 +306,9 @@ def test_an_occupied_port_is_one_line_with_the_way_out_and_no_new_key(tmp_path: 
     assert creditstream(["keys", "list"], tmp_path).stdout.strip() == ""
 
 
-def test_an_unreachable_redis_is_a_loud_warning_at_start(serve: Callable[..., Served],
-                                                         tmp_path: Path) -> None:
+def test_an_unreachable_redis_is_a_loud_warning_at_start(
+    serve: Callable[..., Served], tmp_path: Path
+) -> None:
     start = serve
     redis_url = f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/0"
     served: Served = start(tmp_path, CREDITSTREAM_REDIS_URL=redis_url)
@@ -275,20 +327,27 @@ def test_the_images_uvicorn_start_warns_about_redis_too(tmp_path: Path) -> None:
     redis_url = f"redis://127.0.0.1:{free_port()}/0"
     with open(tmp_path / "out", "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "asgi:app", "--port", str(port)], cwd=ROOT,
-            env=cli_env(CREDITSTREAM_REDIS_URL=redis_url,
-                        CREDITSTREAM_DATABASE_URL=f"sqlite:///{tmp_path}/cs.db",
-                        CREDITSTREAM_RESULTS_DIR=str(tmp_path / "results")),
-            stdout=out, stderr=subprocess.STDOUT)
+            [sys.executable, "-m", "uvicorn", "asgi:app", "--port", str(port)],
+            cwd=ROOT,
+            env=cli_env(
+                CREDITSTREAM_REDIS_URL=redis_url,
+                CREDITSTREAM_DATABASE_URL=f"sqlite:///{tmp_path}/cs.db",
+                CREDITSTREAM_RESULTS_DIR=str(tmp_path / "results"),
+            ),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while "Application startup complete" not in (tmp_path / "out").read_text():
-            assert process.poll() is None and time.monotonic() < deadline, \
-                (tmp_path / "out").read_text()
+            assert process.poll() is None and time.monotonic() < deadline, (
+                tmp_path / "out"
+            ).read_text()
             time.sleep(0.1)
         output = (tmp_path / "out").read_text()
-        assert f"creditstream: WARNING: CREDITSTREAM_REDIS_URL={redis_url} does not answer" \
-            in output
+        assert (
+            f"creditstream: WARNING: CREDITSTREAM_REDIS_URL={redis_url} does not answer" in output
+        )
         assert f"  database: SQLite file {tmp_path}/cs.db" in output
     finally:
         process.terminate()

@@ -68,15 +68,19 @@ def report(name: str, cases: int) -> None:
 
 async def row_counts(api: ApiClient) -> dict[str, int]:
     async with api.ctx.db.read() as uow:
-        return {table.name: (await uow.conn.execute(
-            sa.select(sa.func.count()).select_from(table))).scalar_one()
-            for table in (accounts, entries, events, grants, holds, jobs, processed_webhooks)}
+        return {
+            table.name: (
+                await uow.conn.execute(sa.select(sa.func.count()).select_from(table))
+            ).scalar_one()
+            for table in (accounts, entries, events, grants, holds, jobs, processed_webhooks)
+        }
 
 
 @pytest.fixture
 async def hostile_api(api_factory: Callable[..., Any], database_url: str) -> ApiClient:
-    client: ApiClient = await api_factory(database_url, webhook_secret=WEBHOOK_SECRET,
-                                          payment_secrets={"bfl": WEBHOOK_SECRET})
+    client: ApiClient = await api_factory(
+        database_url, webhook_secret=WEBHOOK_SECRET, payment_secrets={"bfl": WEBHOOK_SECRET}
+    )
     return client
 
 
@@ -88,23 +92,29 @@ def valid_body(route: Any) -> dict[str, Any] | None:
 
 
 def http_routes(with_path_parameters: bool = False, with_body: bool = False) -> list[Any]:
-    return [r for r in API_ROUTES
-            if r.path not in ("/v1/stream", "/v1/stream/sse")
-            and (not with_path_parameters or "{" in r.path)
-            and (not with_body or r.body is not None)]
+    return [
+        r
+        for r in API_ROUTES
+        if r.path not in ("/v1/stream", "/v1/stream/sse")
+        and (not with_path_parameters or "{" in r.path)
+        and (not with_body or r.body is not None)
+    ]
 
 
-def check_refusal(response: httpx.Response, case: str, problems: list[str],
-                  allowed: tuple[int, ...] | None = None) -> None:
+def check_refusal(
+    response: httpx.Response, case: str, problems: list[str], allowed: tuple[int, ...] | None = None
+) -> None:
     ok = (response.status_code in allowed) if allowed else 400 <= response.status_code < 500
     if not ok:
         problems.append(f"{case}: {response.status_code} {response.text[:200]}")
-    elif not response.headers.get("content-type", "").startswith("application/json") or \
-            not response.json().get("error", {}).get("message"):
+    elif not response.headers.get("content-type", "").startswith(
+        "application/json"
+    ) or not response.json().get("error", {}).get("message"):
         problems.append(f"{case}: not a JSON error: {response.text[:200]}")
 
 
 # --- path parameters ---------------------------------------------------------------------------
+
 
 async def test_hostile_ids_in_every_path_parameter(hostile_api: ApiClient) -> None:
     api = hostile_api
@@ -118,16 +128,25 @@ async def test_hostile_ids_in_every_path_parameter(hostile_api: ApiClient) -> No
     for route in routes:
         for name, encoded in ids.items():
             path = route.path
-            for parameter in ("account_id", "hold_id", "job_id", "provider", "id",
-                              "walletAddress", "endpoint_id", "refund_id", "charge_id"):
+            for parameter in (
+                "account_id",
+                "hold_id",
+                "job_id",
+                "provider",
+                "id",
+                "walletAddress",
+                "endpoint_id",
+                "refund_id",
+                "charge_id",
+            ):
                 path = path.replace("{" + parameter + "}", encoded)
             assert "{" not in path, f"a path parameter this test does not know: {route.path}"
             for principal, headers in (("server", api.server()), ("user", api.user("bystander"))):
-                response = await api.http.request(route.method, path, headers=headers,
-                                                  json=valid_body(route))
+                response = await api.http.request(
+                    route.method, path, headers=headers, json=valid_body(route)
+                )
                 cases += 1
-                check_refusal(response, f"{route.method} {path} ({name}, {principal})",
-                              problems)
+                check_refusal(response, f"{route.method} {path} ({name}, {principal})", problems)
     if await row_counts(api) != before:
         problems.append(f"something was written: {before} → {await row_counts(api)}")
     assert not problems, "\n".join(problems)
@@ -135,6 +154,7 @@ async def test_hostile_ids_in_every_path_parameter(hostile_api: ApiClient) -> No
 
 
 # --- bodies ---------------------------------------------------------------------------------------
+
 
 def nested(depth: int, kind: str) -> bytes:
     if kind == "array":
@@ -151,7 +171,7 @@ def tainted(body: dict[str, Any], bad: str) -> bytes:
 
 async def chunked(payload: bytes, size: int = 16 * 1024) -> AsyncIterator[bytes]:
     for start in range(0, len(payload), size):
-        yield payload[start:start + size]
+        yield payload[start : start + size]
 
 
 BODIES: dict[str, tuple[Any, tuple[int, ...]]] = {
@@ -161,8 +181,7 @@ BODIES: dict[str, tuple[Any, tuple[int, ...]]] = {
     "nested 10,000 arrays": (nested(10_000, "array"), (400, 422)),
     "nested 10,000 objects": (nested(10_000, "object"), (400, 422)),
     f"nested {MAX_JSON_DEPTH + 1} objects": (nested(MAX_JSON_DEPTH + 1, "object"), (422,)),
-    "invalid UTF-8": (lambda body: json.dumps(body).encode()[:-1] + b', "x": "\xff\xfe"}',
-                      (400,)),
+    "invalid UTF-8": (lambda body: json.dumps(body).encode()[:-1] + b', "x": "\xff\xfe"}', (400,)),
     "overlong UTF-8": (b'{"account_id": "\xc0\xaf"}', (400,)),
     "NUL in every string": (lambda body: tainted(body, "\x00"), (422,)),
     "lone surrogate in every string": (lambda body: tainted(body, "\udc00"), (422,)),
@@ -179,8 +198,14 @@ async def test_hostile_bodies_on_every_route(hostile_api: ApiClient) -> None:
     routes = http_routes(with_body=True)
     assert len(routes) >= 15
     for route in routes:
-        path = route.path.format(account_id="matrix-owner", hold_id="hold_x", job_id="job_x",
-                                 provider="bfl", id="job_x", walletAddress="matrix-owner")
+        path = route.path.format(
+            account_id="matrix-owner",
+            hold_id="hold_x",
+            job_id="job_x",
+            provider="bfl",
+            id="job_x",
+            walletAddress="matrix-owner",
+        )
         for name, (make, allowed) in BODIES.items():
             if make == "chunked":
                 raw: Any = chunked(b'{"pad": "' + b"x" * (1024 * 1024) + b'"}')
@@ -205,9 +230,11 @@ async def test_hostile_bodies_on_every_route(hostile_api: ApiClient) -> None:
 
 # --- streams, on a live server -----------------------------------------------------------------
 
+
 @pytest.fixture
-async def live(sqlite_url: str, live_server_factory: Callable[..., LiveServer]
-               ) -> tuple[LiveServer, str]:
+async def live(
+    sqlite_url: str, live_server_factory: Callable[..., LiveServer]
+) -> tuple[LiveServer, str]:
     key = await make_server_key(sqlite_url)
     server = await asyncio.to_thread(live_server_factory, sqlite_url)
     return server, key
@@ -230,22 +257,23 @@ def ws_url(server: LiveServer) -> str:
     return server.url.replace("http://", "ws://") + "/v1/stream"
 
 
-async def test_thousands_of_subscriptions_on_one_connection(live: tuple[LiveServer, str]
-                                                           ) -> None:
+async def test_thousands_of_subscriptions_on_one_connection(live: tuple[LiveServer, str]) -> None:
     server, key = live
     attempts = 1500
     samples: list[float] = []
     stop = asyncio.Event()
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
         watcher = asyncio.create_task(watch_health(http, stop, samples))
-        async with websockets.connect(ws_url(server), max_size=None, additional_headers={
-                "Authorization": f"Bearer {key}"}) as ws:
+        async with websockets.connect(
+            ws_url(server), max_size=None, additional_headers={"Authorization": f"Bearer {key}"}
+        ) as ws:
             assert json.loads(await ws.recv())["type"] == "hello"
 
             async def send_all() -> None:
                 for n in range(attempts):
-                    await ws.send(json.dumps({"op": "subscribe", "account_id": f"many-{n}",
-                                              "after_seq": 0}))
+                    await ws.send(
+                        json.dumps({"op": "subscribe", "account_id": f"many-{n}", "after_seq": 0})
+                    )
                 await ws.send(json.dumps({"op": "ping"}))
 
             sender = asyncio.create_task(send_all())
@@ -261,23 +289,27 @@ async def test_thousands_of_subscriptions_on_one_connection(live: tuple[LiveServ
             assert "at most 1000" in refused[0]["message"]
             # the connection is still usable: unsubscribing frees a place
             await ws.send(json.dumps({"op": "unsubscribe", "account_id": "many-0"}))
-            await ws.send(json.dumps({"op": "subscribe", "account_id": "late-comer",
-                                      "after_seq": 0}))
+            await ws.send(
+                json.dumps({"op": "subscribe", "account_id": "late-comer", "after_seq": 0})
+            )
             tail = [json.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(2)]
             assert [m["type"] for m in tail] == ["unsubscribed", "subscribed"]
         stop.set()
         await watcher
         after = await healthz_latency(http)
     assert max(samples) < HEALTHZ_BUDGET_S and after < HEALTHZ_BUDGET_S, (max(samples), after)
-    print(f"\n/healthz during {attempts} subscriptions: {len(samples)} answers, slowest "
-          f"{max(samples) * 1000:.0f} ms; after: {after * 1000:.0f} ms")
+    print(
+        f"\n/healthz during {attempts} subscriptions: {len(samples)} answers, slowest "
+        f"{max(samples) * 1000:.0f} ms; after: {after * 1000:.0f} ms"
+    )
     report("subscriptions on one WebSocket", attempts + 2)
 
 
 async def open_stream(server: LiveServer, token: str) -> tuple[Any, str]:
     """An open WebSocket after its hello, or (None, "code reason") when it was refused."""
-    ws = await websockets.connect(ws_url(server), additional_headers={
-        "Authorization": f"Bearer {token}"}, open_timeout=20)
+    ws = await websockets.connect(
+        ws_url(server), additional_headers={"Authorization": f"Bearer {token}"}, open_timeout=20
+    )
     try:
         message = json.loads(await asyncio.wait_for(ws.recv(), 20))
         assert message["type"] == "hello"
@@ -295,14 +327,16 @@ async def test_thousands_of_streams_for_one_user(live: tuple[LiveServer, str]) -
     stop = asyncio.Event()
     opened: list[Any] = []
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-        assert (await http.put("/v1/accounts/crowd", headers={
-            "Authorization": f"Bearer {key}"})).status_code == 201
+        assert (
+            await http.put("/v1/accounts/crowd", headers={"Authorization": f"Bearer {key}"})
+        ).status_code == 201
         watcher = asyncio.create_task(watch_health(http, stop, samples))
         try:
             outcomes: list[str] = []
             for start in range(0, attempts, 100):  # a hundred at a time, all at once
-                batch = await asyncio.gather(*(open_stream(server, token)
-                                               for _ in range(start, min(start + 100, attempts))))
+                batch = await asyncio.gather(
+                    *(open_stream(server, token) for _ in range(start, min(start + 100, attempts)))
+                )
                 opened += [ws for ws, _ in batch if ws is not None]
                 outcomes += [outcome for _, outcome in batch]
             assert outcomes.count("open") == MAX_STREAMS_PER_ACCOUNT
@@ -332,26 +366,33 @@ async def test_thousands_of_streams_for_one_user(live: tuple[LiveServer, str]) -
         await watcher
         after = await healthz_latency(http)
     assert max(samples) < HEALTHZ_BUDGET_S and after < HEALTHZ_BUDGET_S, (max(samples), after)
-    print(f"\n/healthz during {attempts} stream attempts: {len(samples)} answers, slowest "
-          f"{max(samples) * 1000:.0f} ms; after: {after * 1000:.0f} ms")
+    print(
+        f"\n/healthz during {attempts} stream attempts: {len(samples)} answers, slowest "
+        f"{max(samples) * 1000:.0f} ms; after: {after * 1000:.0f} ms"
+    )
     report("streams for one user", attempts + 3)
 
 
-@pytest.mark.parametrize("name, frame, code", [
-    ("1 MiB message", "x" * (1024 * 1024), 1009),
-    ("just over 64 KiB", json.dumps({"op": "ping", "pad": "x" * MAX_MESSAGE_CHARS}), 1009),
-    ("nested 10,000 arrays", "[" * 10_000 + "]" * 10_000, 1008),
-    ("nested 10,000 objects", '{"a":' * 10_000 + "1" + "}" * 10_000, 1008),
-    ("binary frame", b"\xff\xfe\x00", 1008),
-    ("not an object", "[1, 2]", 1008),
-    ("unknown op", '{"op": "drop_tables"}', 1008),
-    ("hostile account id", json.dumps({"op": "subscribe", "account_id": "'; DROP--"}), 1008),
-])
-async def test_hostile_websocket_messages(live: tuple[LiveServer, str], name: str,
-                                          frame: str | bytes, code: int) -> None:
+@pytest.mark.parametrize(
+    "name, frame, code",
+    [
+        ("1 MiB message", "x" * (1024 * 1024), 1009),
+        ("just over 64 KiB", json.dumps({"op": "ping", "pad": "x" * MAX_MESSAGE_CHARS}), 1009),
+        ("nested 10,000 arrays", "[" * 10_000 + "]" * 10_000, 1008),
+        ("nested 10,000 objects", '{"a":' * 10_000 + "1" + "}" * 10_000, 1008),
+        ("binary frame", b"\xff\xfe\x00", 1008),
+        ("not an object", "[1, 2]", 1008),
+        ("unknown op", '{"op": "drop_tables"}', 1008),
+        ("hostile account id", json.dumps({"op": "subscribe", "account_id": "'; DROP--"}), 1008),
+    ],
+)
+async def test_hostile_websocket_messages(
+    live: tuple[LiveServer, str], name: str, frame: str | bytes, code: int
+) -> None:
     server, key = live
-    async with websockets.connect(ws_url(server), max_size=None, additional_headers={
-            "Authorization": f"Bearer {key}"}) as ws:
+    async with websockets.connect(
+        ws_url(server), max_size=None, additional_headers={"Authorization": f"Bearer {key}"}
+    ) as ws:
         assert json.loads(await ws.recv())["type"] == "hello"
         await ws.send(frame)
         with pytest.raises(websockets.ConnectionClosed) as closed:
@@ -363,13 +404,20 @@ async def test_hostile_websocket_messages(live: tuple[LiveServer, str], name: st
 
 async def test_one_mib_body_through_uvicorn_is_413(live: tuple[LiveServer, str]) -> None:
     server, key = live
-    async with httpx.AsyncClient(base_url=server.url, timeout=30,
-                                 headers={"Authorization": f"Bearer {key}"}) as http:
+    async with httpx.AsyncClient(
+        base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {key}"}
+    ) as http:
         payload = b'{"account_id": "big", "amount": 1, "ref": "' + b"x" * (1024 * 1024) + b'"}'
         declared = await http.post("/v1/holds", content=payload)
         streamed = await http.post("/v1/holds", content=chunked(payload))
         assert (declared.status_code, streamed.status_code) == (413, 413)
-        assert declared.json()["error"] == streamed.json()["error"] == {
-            "code": "payload_too_large", "limit": MAX_BODY_BYTES,
-            "message": f"Request body exceeds the limit of {MAX_BODY_BYTES} bytes"}
+        assert (
+            declared.json()["error"]
+            == streamed.json()["error"]
+            == {
+                "code": "payload_too_large",
+                "limit": MAX_BODY_BYTES,
+                "message": f"Request body exceeds the limit of {MAX_BODY_BYTES} bytes",
+            }
+        )
         assert (await http.get("/v1/accounts/big")).status_code == 404  # nothing written

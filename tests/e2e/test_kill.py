@@ -51,8 +51,9 @@ class Client:
     def __init__(self, http: httpx.AsyncClient, stats: Stats) -> None:
         self.http, self.stats = http, stats
 
-    async def post(self, tally: Tally, path: str, body: dict[str, Any],
-                   ok: tuple[int, ...] = (200, 201, 202)) -> dict[str, Any]:
+    async def post(
+        self, tally: Tally, path: str, body: dict[str, Any], ok: tuple[int, ...] = (200, 201, 202)
+    ) -> dict[str, Any]:
         """POST with one Idempotency-Key, retried with the same key until it is answered."""
         key = f"k-{uuid.uuid4().hex}"
         for _ in range(400):
@@ -80,11 +81,16 @@ async def worker(client: Client, tally: Tally, stop: asyncio.Event, rng: random.
     while not stop.is_set():
         roll = rng.random()
         if roll < 0.15:
-            await client.post(tally, f"/v1/accounts/{a}/grants", {"amount": 7, "reason": "purchase"})
+            await client.post(
+                tally, f"/v1/accounts/{a}/grants", {"amount": 7, "reason": "purchase"}
+            )
             tally.balance += 7
         elif roll < 0.45:
-            hold = (await client.post(tally, "/v1/holds", {"account_id": a, "amount": 5,
-                                                            "ttl_seconds": 600}))["hold"]
+            hold = (
+                await client.post(
+                    tally, "/v1/holds", {"account_id": a, "amount": 5, "ttl_seconds": 600}
+                )
+            )["hold"]
             tally.open_holds[hold["hold_id"]] = 5
         elif roll < 0.65 and tally.open_holds:
             hold_id = rng.choice(sorted(tally.open_holds))
@@ -99,9 +105,18 @@ async def worker(client: Client, tally: Tally, stop: asyncio.Event, rng: random.
             tally.balance -= 2
         else:
             outcome = "fail" if rng.random() < 0.3 else "success"
-            job = (await client.post(tally, "/v1/jobs", {
-                "account_id": a, "operation": "audio", "ttl_seconds": JOB_TTL_S,
-                "input": {"simulate": outcome, "delay_ms": 50}}))["job"]
+            job = (
+                await client.post(
+                    tally,
+                    "/v1/jobs",
+                    {
+                        "account_id": a,
+                        "operation": "audio",
+                        "ttl_seconds": JOB_TTL_S,
+                        "input": {"simulate": outcome, "delay_ms": 50},
+                    },
+                )
+            )["job"]
             tally.jobs[job["job_id"]] = job["cost"]
     for hold_id in list(tally.open_holds):
         await client.post(tally, f"/v1/holds/{hold_id}/release", {})
@@ -116,11 +131,12 @@ async def kill_and_restart(server: LiveServer, times: int, run_s: float) -> None
         await asyncio.to_thread(server.start)
 
 
-@pytest.mark.parametrize("run_s", [
-    pytest.param(60, id="60s"), pytest.param(300, id="300s", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "run_s", [pytest.param(60, id="60s"), pytest.param(300, id="300s", marks=pytest.mark.slow)]
+)
 async def test_sigkill_three_times_under_mixed_load(
-        run_s: int, pg_url: str, redis_url: str,
-        live_server_factory: Callable[..., LiveServer]) -> None:
+    run_s: int, pg_url: str, redis_url: str, live_server_factory: Callable[..., LiveServer]
+) -> None:
     key = await make_server_key(pg_url)
     env = {"CREDITSTREAM_REDIS_URL": redis_url, "CREDITSTREAM_SWEEP_INTERVAL_S": "0.5"}
     one, two = live_server_factory(pg_url, **env), live_server_factory(pg_url, **env)
@@ -130,11 +146,14 @@ async def test_sigkill_three_times_under_mixed_load(
     readers = [asyncio.create_task(s.run()) for s in subscribers]
     stats, stop = Stats(), asyncio.Event()
     started = time.monotonic()
-    async with httpx.AsyncClient(base_url=balancer.url, timeout=15,
-                                 headers={"Authorization": f"Bearer {key}"}) as http:
+    async with httpx.AsyncClient(
+        base_url=balancer.url, timeout=15, headers={"Authorization": f"Bearer {key}"}
+    ) as http:
         client = Client(http, stats)
-        workers = [asyncio.create_task(worker(client, t, stop, random.Random(i)))
-                   for i, t in enumerate(tallies)]
+        workers = [
+            asyncio.create_task(worker(client, t, stop, random.Random(i)))
+            for i, t in enumerate(tallies)
+        ]
         killer = asyncio.create_task(kill_and_restart(one, 3, run_s))
         await asyncio.sleep(run_s)
         stop.set()
@@ -146,11 +165,13 @@ async def test_sigkill_three_times_under_mixed_load(
                 assert job["status"] in ("success", "failed"), job
                 if job["status"] == "success":
                     tally.balance -= cost
-        server_view = {t.account: (await http.get(f"/v1/accounts/{t.account}")).json()
-                       for t in tallies}
+        server_view = {
+            t.account: (await http.get(f"/v1/accounts/{t.account}")).json() for t in tallies
+        }
     try:
-        await settle_and_stop(subscribers, readers,
-                              {a: view["seq"] for a, view in server_view.items()})
+        await settle_and_stop(
+            subscribers, readers, {a: view["seq"] for a, view in server_view.items()}
+        )
     finally:
         await balancer.stop()
 
@@ -164,14 +185,20 @@ async def test_sigkill_three_times_under_mixed_load(
         async with db.read() as uow:
             checked, mismatches = await audit(uow.conn)
             effects: defaultdict[str, int] = defaultdict(int)
-            for key_used, in await uow.conn.execute(
-                    sa.select(entries.c.idempotency_key).where(
-                        entries.c.idempotency_key.is_not(None),
-                        entries.c.type.in_(("grant", "hold", "capture", "release", "charge")))):
+            for (key_used,) in await uow.conn.execute(
+                sa.select(entries.c.idempotency_key).where(
+                    entries.c.idempotency_key.is_not(None),
+                    entries.c.type.in_(("grant", "hold", "capture", "release", "charge")),
+                )
+            ):
                 effects[key_used] += 1
-            overdue = (await uow.conn.execute(sa.select(sa.func.count()).select_from(holds).where(
-                holds.c.status == "open",
-                holds.c.expires_at < sa.func.now()))).scalar_one()
+            overdue = (
+                await uow.conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(holds)
+                    .where(holds.c.status == "open", holds.c.expires_at < sa.func.now())
+                )
+            ).scalar_one()
     finally:
         await db.dispose()
     assert mismatches == []
@@ -179,11 +206,13 @@ async def test_sigkill_three_times_under_mixed_load(
     used = [k for t in tallies for k in t.keys]
     assert all(effects[k] == 1 for k in used), "a key without exactly one effect"
     assert set(effects) <= set(used)
-    report = (f"kill test: {run_s} s, {stats.requests} requests, {stats.acknowledged} "
-              f"acknowledged, {stats.retries} retries, 3 SIGKILLs, {len(used)} keys, "
-              f"{sum(len(t.jobs) for t in tallies)} jobs, {checked} accounts audited, "
-              f"{sum(len(s.seqs) for s in subscribers)} events streamed, "
-              f"elapsed {time.monotonic() - started:.0f} s: 0 lost, 0 duplicated")
+    report = (
+        f"kill test: {run_s} s, {stats.requests} requests, {stats.acknowledged} "
+        f"acknowledged, {stats.retries} retries, 3 SIGKILLs, {len(used)} keys, "
+        f"{sum(len(t.jobs) for t in tallies)} jobs, {checked} accounts audited, "
+        f"{sum(len(s.seqs) for s in subscribers)} events streamed, "
+        f"elapsed {time.monotonic() - started:.0f} s: 0 lost, 0 duplicated"
+    )
     print("\n" + report)
     if path := os.environ.get("CREDITSTREAM_RELIABILITY_REPORT"):
         with open(path, "a") as out:

@@ -27,22 +27,34 @@ pytestmark = pytest.mark.postgres
 
 
 def test_the_node_client_passes_its_tests_against_a_live_server(
-        pg_url: str, live_server_factory: Callable[..., LiveServer]) -> None:
+    pg_url: str, live_server_factory: Callable[..., LiveServer]
+) -> None:
     node = node_binary()
     key = asyncio.run(make_server_key(pg_url))
-    server = live_server_factory(pg_url, CREDITSTREAM_WEBHOOK_ALLOW_PRIVATE="1",
-                                 CREDITSTREAM_WEBHOOK_POLL_S="0.05")
+    server = live_server_factory(
+        pg_url, CREDITSTREAM_WEBHOOK_ALLOW_PRIVATE="1", CREDITSTREAM_WEBHOOK_POLL_S="0.05"
+    )
     dropping = DroppingProxy(server.port, drop_responses=1).start()
     refusing = DroppingProxy(server.port, refuse_with_503=2).start()
     try:
         tests = sorted(str(p) for p in Path(NODE_CLIENT / "test").glob("*.test.mjs"))
         assert tests, "no Node tests found"
-        env = {**os.environ, "CREDITSTREAM_URL": server.url, "CREDITSTREAM_KEY": key,
-               "CREDITSTREAM_DROP_URL": dropping.url, "CREDITSTREAM_503_URL": refusing.url}
+        env = {
+            **os.environ,
+            "CREDITSTREAM_URL": server.url,
+            "CREDITSTREAM_KEY": key,
+            "CREDITSTREAM_DROP_URL": dropping.url,
+            "CREDITSTREAM_503_URL": refusing.url,
+        }
         try:
-            done = subprocess.run([node, "--test", "--test-reporter=tap", *tests],
-                                  cwd=NODE_CLIENT, env=env, capture_output=True, text=True,
-                                  timeout=60)
+            done = subprocess.run(
+                [node, "--test", "--test-reporter=tap", *tests],
+                cwd=NODE_CLIENT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
         except subprocess.TimeoutExpired as exc:
             pytest.fail(f"node --test did not finish in 240 s:\n{exc.stdout!r}\n{exc.stderr!r}")
     finally:

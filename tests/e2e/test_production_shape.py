@@ -30,19 +30,28 @@ def s3_bucket_env() -> Iterator[dict[str, str]]:
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
-                 aws_secret_access_key="testing", region_name="us-east-1"
-                 ).create_bucket(Bucket="results")
-    yield {"CREDITSTREAM_S3_ENDPOINT_URL": endpoint, "CREDITSTREAM_S3_BUCKET": "results",
-           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1"}
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    ).create_bucket(Bucket="results")
+    yield {
+        "CREDITSTREAM_S3_ENDPOINT_URL": endpoint,
+        "CREDITSTREAM_S3_BUCKET": "results",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     server.stop()
 
 
 async def load(url: str, key: str, stop: asyncio.Event, succeeded: list[str]) -> None:
     """Grants with an Idempotency-Key each, retried with the same key until answered."""
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"},
-                                 timeout=10) as http:
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=10
+    ) as http:
         index = 0
         while not stop.is_set():
             account = ACCOUNTS[index % len(ACCOUNTS)]
@@ -50,8 +59,10 @@ async def load(url: str, key: str, stop: asyncio.Event, succeeded: list[str]) ->
             for _ in range(100):
                 try:
                     response = await http.post(
-                        f"/v1/accounts/{account}/grants", headers={"Idempotency-Key": ref},
-                        json={"amount": 1, "reason": "purchase", "ref": ref})
+                        f"/v1/accounts/{account}/grants",
+                        headers={"Idempotency-Key": ref},
+                        json={"amount": 1, "reason": "purchase", "ref": ref},
+                    )
                     if response.status_code == 201:
                         succeeded.append(ref)
                         break
@@ -63,15 +74,22 @@ async def load(url: str, key: str, stop: asyncio.Event, succeeded: list[str]) ->
 
 
 async def test_sigterm_restart_of_one_replica_loses_nothing(
-        pg_url: str, redis_url: str, s3_bucket_env: dict[str, str],
-        live_server_factory: Callable[..., LiveServer]) -> None:
-    migrate = subprocess.run([sys.executable, "-m", "cli", "migrate"], cwd=ROOT, timeout=60,
-                             env={**os.environ, "CREDITSTREAM_DATABASE_URL": pg_url},
-                             capture_output=True, text=True)
+    pg_url: str,
+    redis_url: str,
+    s3_bucket_env: dict[str, str],
+    live_server_factory: Callable[..., LiveServer],
+) -> None:
+    migrate = subprocess.run(
+        [sys.executable, "-m", "cli", "migrate"],
+        cwd=ROOT,
+        timeout=60,
+        env={**os.environ, "CREDITSTREAM_DATABASE_URL": pg_url},
+        capture_output=True,
+        text=True,
+    )
     assert migrate.returncode == 0, migrate.stderr
     key = await make_server_key(pg_url)
-    env = {"CREDITSTREAM_REDIS_URL": redis_url, "CREDITSTREAM_AUTO_MIGRATE": "0",
-           **s3_bucket_env}
+    env = {"CREDITSTREAM_REDIS_URL": redis_url, "CREDITSTREAM_AUTO_MIGRATE": "0", **s3_bucket_env}
     one, two = live_server_factory(pg_url, **env), live_server_factory(pg_url, **env)
     balancer = await TcpBalancer([one.port, two.port]).start()
     subscribers = [ResumingSubscriber(balancer.url, key, a) for a in ACCOUNTS * 2]
@@ -86,11 +104,14 @@ async def test_sigterm_restart_of_one_replica_loses_nothing(
         await asyncio.sleep(2)
         stop.set()
         await asyncio.gather(*loaders)
-        async with httpx.AsyncClient(base_url=two.url,
-                                     headers={"Authorization": f"Bearer {key}"}) as http:
+        async with httpx.AsyncClient(
+            base_url=two.url, headers={"Authorization": f"Bearer {key}"}
+        ) as http:
             heads = {a: (await http.get(f"/v1/accounts/{a}")).json()["seq"] for a in ACCOUNTS}
-            journal = {a: (await http.get(f"/v1/accounts/{a}/entries?limit=500")).json()
-                       ["entries"] for a in ACCOUNTS}
+            journal = {
+                a: (await http.get(f"/v1/accounts/{a}/entries?limit=500")).json()["entries"]
+                for a in ACCOUNTS
+            }
         await settle_and_stop(subscribers, readers, heads)
     finally:
         await balancer.stop()
@@ -98,8 +119,12 @@ async def test_sigterm_restart_of_one_replica_loses_nothing(
     assert any(1012 in s.close_codes for s in subscribers), "no stream saw the 1012 close"
     for subscriber in subscribers:
         assert subscriber.seqs == list(range(1, heads[subscriber.account] + 1))
-    refs = [e["ref"] for a in ACCOUNTS for e in journal[a] if e["type"] == "grant"
-            and e["reason"] == "purchase"]
+    refs = [
+        e["ref"]
+        for a in ACCOUNTS
+        for e in journal[a]
+        if e["type"] == "grant" and e["reason"] == "purchase"
+    ]
     assert sorted(refs) == sorted(set(refs)), "a retried request took effect twice"
     assert set(succeeded) <= set(refs), "an acknowledged request is missing from the journal"
     assert len(succeeded) > 20

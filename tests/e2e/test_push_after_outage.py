@@ -60,40 +60,49 @@ async def _grant_unpublished(database_url: str, account_id: str) -> int:
 
 async def _metric(http: httpx.AsyncClient, name: str) -> float:
     text = (await http.get("/metrics")).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name))
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
 async def test_push_is_back_at_normal_latency_after_a_database_outage_during_a_gap_fill(
-        pg_url: str, redis_url: str, live_server_factory: Factory) -> None:
+    pg_url: str, redis_url: str, live_server_factory: Factory
+) -> None:
     key = await make_server_key(pg_url)
     proxy_port = free_port()
     proxy = await TcpBalancer([5432], port=proxy_port).start()
     proxied_url = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy_port}")
-    env = {"CREDITSTREAM_REDIS_URL": redis_url, "CREDITSTREAM_AUTO_MIGRATE": "0",
-           "CREDITSTREAM_USER_TOKEN_SECRET": SECRET,
-           # so slow a journal check that every event below must come through the listener
-           "CREDITSTREAM_RESYNC_INTERVAL_S": "30"}
+    env = {
+        "CREDITSTREAM_REDIS_URL": redis_url,
+        "CREDITSTREAM_AUTO_MIGRATE": "0",
+        "CREDITSTREAM_USER_TOKEN_SECRET": SECRET,
+        # so slow a journal check that every event below must come through the listener
+        "CREDITSTREAM_RESYNC_INTERVAL_S": "30",
+    }
     writer = await asyncio.to_thread(live_server_factory, pg_url, **env)
     # the subscriber's instance reaches the database through the proxy, which the test cuts
     reader = await asyncio.to_thread(live_server_factory, proxied_url, **env)
     account = f"outage-push-{uuid.uuid4().hex[:8]}"
     auth = {"Authorization": f"Bearer {key}"}
     client = StreamClient(reader.url, key)
-    async with httpx.AsyncClient(base_url=writer.url, headers=auth, timeout=10) as http, \
-            httpx.AsyncClient(base_url=reader.url, timeout=10) as observer:
+    async with (
+        httpx.AsyncClient(base_url=writer.url, headers=auth, timeout=10) as http,
+        httpx.AsyncClient(base_url=reader.url, timeout=10) as observer,
+    ):
 
         async def measured(count: int) -> list[float]:
             """Grants through the writer; the commit → client latency of each, in ms."""
             latencies = []
             for _ in range(count):
-                response = await http.post(f"/v1/accounts/{account}/grants",
-                                           json={"amount": 1, "reason": "purchase"})
+                response = await http.post(
+                    f"/v1/accounts/{account}/grants", json={"amount": 1, "reason": "purchase"}
+                )
                 assert response.status_code == 201, response.text
                 seq = response.json()["account"]["seq"]
                 await client.wait_for_seq(seq, timeout=5)
-                arrived, event = next((at, m) for at, m in client.messages if m.get("seq") == seq
-                                      and m.get("type") == "balance.updated")
+                arrived, event = next(
+                    (at, m)
+                    for at, m in client.messages
+                    if m.get("seq") == seq and m.get("type") == "balance.updated"
+                )
                 latencies.append((arrived - _at(event)) * 1000)
             return latencies
 
@@ -105,16 +114,19 @@ async def test_push_is_back_at_normal_latency_after_a_database_outage_during_a_g
 
         await proxy.stop()  # the reader's database is gone
         gap = await _grant_unpublished(pg_url, account)  # committed, never published
-        response = await http.post(f"/v1/accounts/{account}/grants",
-                                   json={"amount": 1, "reason": "purchase"})
+        response = await http.post(
+            f"/v1/accounts/{account}/grants", json={"amount": 1, "reason": "purchase"}
+        )
         assert response.status_code == 201
         after_gap = response.json()["account"]["seq"]
         assert after_gap == gap + 1
         # the reader gets `after_gap` through Redis, cannot fill the gap before it, and its
         # journal check fails too; give both time to fail (and, before the fix, to die)
         deadline = time.monotonic() + 10
-        while await _metric(observer, "creditstream_background_task_errors_total") \
-                <= errors_before and time.monotonic() < deadline:
+        while (
+            await _metric(observer, "creditstream_background_task_errors_total") <= errors_before
+            and time.monotonic() < deadline
+        ):
             await asyncio.sleep(0.1)
         errors_during = await _metric(observer, "creditstream_background_task_errors_total")
         assert (await observer.get("/readyz")).status_code == 503
@@ -137,18 +149,22 @@ async def test_push_is_back_at_normal_latency_after_a_database_outage_during_a_g
     assert errors_during > errors_before, "the failed gap fill was counted"
     p50_before, p50_after = statistics.median(before), statistics.median(after)
     assert p50_after < NORMAL_P50_MS, (
-        f"push latency after the outage: p50 {p50_after:.0f} ms (before: {p50_before:.0f} ms)")
-    line = (f"push after a database outage during a gap fill: commit → client p50 "
-            f"{p50_before:.1f} ms before, {p50_after:.1f} ms after (max {max(after):.1f} ms, "
-            f"20 events, journal check every 30 s so all through the Redis listener); "
-            f"{errors_during - errors_before:.0f} failed background rounds counted, /readyz 503 "
-            f"during the outage and 200 {ready_s * 1000:.0f} ms after it, no restart")
+        f"push latency after the outage: p50 {p50_after:.0f} ms (before: {p50_before:.0f} ms)"
+    )
+    line = (
+        f"push after a database outage during a gap fill: commit → client p50 "
+        f"{p50_before:.1f} ms before, {p50_after:.1f} ms after (max {max(after):.1f} ms, "
+        f"20 events, journal check every 30 s so all through the Redis listener); "
+        f"{errors_during - errors_before:.0f} failed background rounds counted, /readyz 503 "
+        f"during the outage and 200 {ready_s * 1000:.0f} ms after it, no restart"
+    )
     print("\n" + line)
     append_to_report(line)
 
 
 async def test_readiness_reports_a_dead_or_stuck_redis_listener(
-        api_factory: Callable[..., Any], sqlite_url: str, redis_url: str) -> None:
+    api_factory: Callable[..., Any], sqlite_url: str, redis_url: str
+) -> None:
     api = await api_factory(sqlite_url, redis_url=redis_url)
     hub = api.app.state.realtime.hub
     listener = hub.broker.listener
@@ -170,7 +186,8 @@ async def test_readiness_reports_a_dead_or_stuck_redis_listener(
 
 
 async def test_a_listener_survives_handler_errors_and_keeps_delivering(
-        api_factory: Callable[..., Any], sqlite_url: str, redis_url: str) -> None:
+    api_factory: Callable[..., Any], sqlite_url: str, redis_url: str
+) -> None:
     """Any error of the hub's handlers (the database down in a gap fill or a resync) is
     counted and the listener goes on; the next message is delivered."""
     api = await api_factory(sqlite_url, redis_url=redis_url)
@@ -206,13 +223,15 @@ async def test_a_listener_survives_handler_errors_and_keeps_delivering(
 
 
 async def test_a_database_error_during_subscribe_closes_with_1013_and_is_logged(
-        pg_url: str, live_server_factory: Factory) -> None:
+    pg_url: str, live_server_factory: Factory
+) -> None:
     key = await make_server_key(pg_url)
     proxy_port = free_port()
     proxy = await TcpBalancer([5432], port=proxy_port).start()
     proxied_url = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy_port}")
-    server = await asyncio.to_thread(live_server_factory, proxied_url,
-                                     CREDITSTREAM_USER_TOKEN_SECRET=SECRET)
+    server = await asyncio.to_thread(
+        live_server_factory, proxied_url, CREDITSTREAM_USER_TOKEN_SECRET=SECRET
+    )
     request_id = f"ws-outage-{uuid.uuid4().hex[:12]}"
     client = StreamClient(server.url, key)
     try:
@@ -229,24 +248,33 @@ async def test_a_database_error_during_subscribe_closes_with_1013_and_is_logged(
         await proxy.stop()
     assert client.close_code == CLOSE_TRY_AGAIN_LATER, client.close_code
     assert answered_id == request_id  # the handshake's answer names it
-    lines = [json.loads(line) for line in server.log_path.read_text().splitlines()
-             if line.startswith("{") and request_id in line]
+    lines = [
+        json.loads(line)
+        for line in server.log_path.read_text().splitlines()
+        if line.startswith("{") and request_id in line
+    ]
     logged = [entry for entry in lines if entry.get("close_code") == CLOSE_TRY_AGAIN_LATER]
     assert logged, f"no log line with the request id and the close: {lines}"
     assert logged[0]["request_id"] == request_id
     assert "database" in logged[0]["message"]
-    line = (f"database down during a WebSocket subscribe: closed with 1013 after "
-            f"{closed_s * 1000:.0f} ms, logged with the connection's request id")
+    line = (
+        f"database down during a WebSocket subscribe: closed with 1013 after "
+        f"{closed_s * 1000:.0f} ms, logged with the connection's request id"
+    )
     print("\n" + line)
     append_to_report(line)
 
 
-@pytest.mark.parametrize(("error", "code"), [
-    (DatabaseUnavailable("database unreachable"), CLOSE_TRY_AGAIN_LATER),
-    (KeyError("a bug"), CLOSE_INTERNAL_ERROR),
-])
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (DatabaseUnavailable("database unreachable"), CLOSE_TRY_AGAIN_LATER),
+        (KeyError("a bug"), CLOSE_INTERNAL_ERROR),
+    ],
+)
 def test_unexpected_stream_errors_choose_their_close_code_and_are_logged_with_the_request_id(
-        error: Exception, code: int, caplog: pytest.LogCaptureFixture) -> None:
+    error: Exception, code: int, caplog: pytest.LogCaptureFixture
+) -> None:
     from api.observability import REQUEST_ID, JsonFormatter
 
     token = REQUEST_ID.set("req-123")

@@ -41,8 +41,9 @@ class Live:
 @pytest.fixture
 def live(pg_url: str, live_server_factory: Callable[..., LiveServer]) -> Live:
     key = asyncio.run(make_server_key(pg_url))
-    server = live_server_factory(pg_url, CREDITSTREAM_WEBHOOK_ALLOW_PRIVATE="1",
-                                 CREDITSTREAM_WEBHOOK_POLL_S="0.05")
+    server = live_server_factory(
+        pg_url, CREDITSTREAM_WEBHOOK_ALLOW_PRIVATE="1", CREDITSTREAM_WEBHOOK_POLL_S="0.05"
+    )
     return Live(server, key)
 
 
@@ -69,14 +70,19 @@ def test_every_operation_with_the_sync_client(live: Live) -> None:
         assert client.ensure_account(alice)["balance"] == 28  # 200, the same account
         assert client.get_account(alice)["available"] == 28
 
-        granted = client.create_grant(alice, 100, reason="purchase", ref="order-1",
-                                      metadata={"order": "1"})
+        granted = client.create_grant(
+            alice, 100, reason="purchase", ref="order-1", metadata={"order": "1"}
+        )
         assert granted["grant"]["amount"] == 100 and granted["account"]["balance"] == 128
         plan = client.create_grant(alice, plan="starter")
         assert plan["account"]["plan"] == "starter"
 
-        charged = client.create_charge(alice, price={"operation": "script_generation"},
-                                       reason="script_generation", metadata={"tokens": 12})
+        charged = client.create_charge(
+            alice,
+            price={"operation": "script_generation"},
+            reason="script_generation",
+            metadata={"tokens": 12},
+        )
         assert charged["charge"]["amount"] == 1 and charged["charge"]["metadata"] == {"tokens": 12}
 
         hold = client.create_hold(alice, 10, ref="render-1", ttl_seconds=600)["hold"]
@@ -97,19 +103,26 @@ def test_every_operation_with_the_sync_client(live: Live) -> None:
         assert "script_generation" in [o["operation"] for o in client.get_pricing()["operations"]]
         assert client.get_plans()
 
-        job = client.create_job("audio", account_id=alice, provider="simulated",
-                                input={"simulate": "hang"}, metadata={"k": "v"})["job"]
+        job = client.create_job(
+            "audio",
+            account_id=alice,
+            provider="simulated",
+            input={"simulate": "hang"},
+            metadata={"k": "v"},
+        )["job"]
         assert job["status"] == "processing" and client.get_job(job["job_id"])["cost"] == 1
         outcome = client.report_job_result(job["job_id"], "failed", error="worker gave up")
         assert outcome["job"]["status"] == "failed"
         assert [j["job_id"] for j in client.list_jobs(alice)["jobs"]] == [job["job_id"]]
         assert client.list_jobs(alice, status="failed", limit=5)["jobs"][0]["error"]
 
-        results = client.batch([
-            {"op": "grant", "account_id": alice, "amount": 3, "reason": "bonus"},
-            {"op": "hold", "account_id": alice, "amount": 1},
-            {"op": "charge", "account_id": alice, "amount": 10**9},
-        ])["results"]
+        results = client.batch(
+            [
+                {"op": "grant", "account_id": alice, "amount": 3, "reason": "bonus"},
+                {"op": "hold", "account_id": alice, "amount": 1},
+                {"op": "charge", "account_id": alice, "amount": 10**9},
+            ]
+        )["results"]
         assert [r["status"] for r in results] == [201, 201, 402]
 
         token = client.create_token(alice, ttl_seconds=60)
@@ -153,7 +166,12 @@ async def test_the_async_client_and_its_idempotency_keys(live: Live) -> None:
         assert one["charge"]["charge_id"] != two["charge"]["charge_id"]
         assert (await client.get_account(bob))["balance"] == 24
         assert kinds((await client.list_entries(bob))["entries"]) == [
-            "grant", "hold", "capture", "charge", "charge"]
+            "grant",
+            "hold",
+            "capture",
+            "charge",
+            "charge",
+        ]
 
 
 def test_typed_errors(live: Live) -> None:
@@ -163,8 +181,7 @@ def test_typed_errors(live: Live) -> None:
         with pytest.raises(cs.InsufficientCredits) as short:
             client.create_hold(carol, 100)
         assert (short.value.status, short.value.code) == (402, "insufficient_credits")
-        assert (short.value.required, short.value.available, short.value.shortfall) == (
-            100, 28, 72)
+        assert (short.value.required, short.value.available, short.value.shortfall) == (100, 28, 72)
         assert "72 more credits" in short.value.message
         assert isinstance(short.value, cs.CreditstreamError)
 
@@ -220,7 +237,8 @@ def test_other_4xx_are_not_retried(live: Live) -> None:
 
 
 def test_a_dropped_answer_is_retried_with_the_same_key_and_applies_once(
-        live: Live, proxy: DroppingProxy) -> None:
+    live: Live, proxy: DroppingProxy
+) -> None:
     erin = account_id()
     sent: list[httpx.Request] = []
     http = httpx.Client(event_hooks={"request": [sent.append]})
@@ -244,7 +262,8 @@ def test_a_dropped_answer_is_retried_with_the_same_key_and_applies_once(
 
 
 def test_a_timed_out_call_is_retried_with_the_same_key_and_applies_once(
-        live: Live, proxy: DroppingProxy) -> None:
+    live: Live, proxy: DroppingProxy
+) -> None:
     jay = account_id()
     with cs.Client(proxy.url, live.key, timeout_s=1.0) as client:
         client.ensure_account(jay)
@@ -257,7 +276,8 @@ def test_a_timed_out_call_is_retried_with_the_same_key_and_applies_once(
 
 
 async def test_a_503_is_retried_and_a_dropped_answer_too_with_the_async_client(
-        live: Live, proxy: DroppingProxy) -> None:
+    live: Live, proxy: DroppingProxy
+) -> None:
     fay = account_id()
     async with cs.AsyncClient(proxy.url, live.key) as client:
         await client.ensure_account(fay)
@@ -300,8 +320,7 @@ async def test_the_verifier_on_a_real_delivery(live: Live) -> None:
             signed_at = int(header.split("t=", 1)[1].split(",", 1)[0])
             assert cs.verify_webhook(secret, body, header, now=signed_at + 299)
             assert not cs.verify_webhook(secret, body, header, now=signed_at + 301)  # stale
-            assert not cs.verify_webhook(secret, body, header, tolerance_s=10,
-                                         now=signed_at + 11)
+            assert not cs.verify_webhook(secret, body, header, tolerance_s=10, now=signed_at + 11)
             assert not cs.verify_webhook(secret, body, None)
             assert not cs.verify_webhook(secret, body, "v1=" + header.split("v1=", 1)[1])
             # the attempt is recorded once the receiver's answer is in: poll for it
@@ -346,8 +365,9 @@ async def test_the_stream_resumes_after_the_server_restarts(live: Live) -> None:
             for _ in range(3):
                 await client.create_grant(hal, 2, reason="bonus")
             final = (await client.get_account(hal))["seq"]
-            await until(lambda: bool(received) and received[-1]["seq"] >= final,
-                        "after the restart")
+            await until(
+                lambda: bool(received) and received[-1]["seq"] >= final, "after the restart"
+            )
             await client.create_grant(hal, 3, reason="bonus")  # and live events flow again
             await until(lambda: received[-1]["seq"] >= final + 1, "live after the restart")
         finally:
@@ -377,9 +397,14 @@ def test_what_is_retried_and_how_long_it_waits() -> None:
 
     assert retryable_answer(503, "service_unavailable")
     assert retryable_answer(409, "request_in_progress")
-    for status, code in [(409, "invalid_state"), (402, "insufficient_credits"),
-                         (429, "feature_limit_exceeded"), (422, "validation_error"),
-                         (404, "not_found"), (500, "internal_error")]:
+    for status, code in [
+        (409, "invalid_state"),
+        (402, "insufficient_credits"),
+        (429, "feature_limit_exceeded"),
+        (422, "validation_error"),
+        (404, "not_found"),
+        (500, "internal_error"),
+    ]:
         assert not retryable_answer(status, code), (status, code)
     policy = cs.RetryPolicy(max_attempts=5, base_delay_s=0.25, max_delay_s=2.0)
     waits = [policy.delay_s(attempt) for attempt in (1, 2, 3, 4, 10) for _ in range(200)]

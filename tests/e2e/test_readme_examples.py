@@ -34,15 +34,23 @@ README = ROOT / "README.md"
 VENV = ROOT / ".venv"
 BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 DIRECTIVE = re.compile(r"<!--\s*readme-test:\s*(.*?)\s*-->")
-RUNNERS = {"sh": "bash", "bash": "bash", "shell": "bash", "python": "python", "js": "node",
-           "javascript": "node"}
+RUNNERS = {
+    "sh": "bash",
+    "bash": "bash",
+    "shell": "bash",
+    "python": "python",
+    "js": "node",
+    "javascript": "node",
+}
 SUFFIXES = {"python": ".py", "node": ".mjs"}
 README_PORTS = (8000, 8001, 8765)
 BLOCK_TIMEOUT_S = 120
 START_TIMEOUT_S = 180  # make run may first bring the venv's runtime up to date
 # an answer with one of these means the example itself is wrong (a bad key, body or path)
-WRONG_EXAMPLE = re.compile(r'"code":\s*"(invalid_key|unauthorized|invalid_token|invalid_json|'
-                           r'validation_error|not_found|invalid_signature|internal_error)"')
+WRONG_EXAMPLE = re.compile(
+    r'"code":\s*"(invalid_key|unauthorized|invalid_token|invalid_json|'
+    r'validation_error|not_found|invalid_signature|internal_error)"'
+)
 
 
 @dataclass
@@ -67,9 +75,9 @@ def readme_examples(text: str) -> list[Example]:
             continue
         line = text.count("\n", 0, match.start()) + 1
         example = Example(line, language, match.group(2))
-        previous = text[:match.start()].rstrip("\n").rsplit("\n", 1)[-1]
+        previous = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1]
         directive = DIRECTIVE.fullmatch(previous.strip())
-        for part in (directive.group(1).split("; ") if directive else []):
+        for part in directive.group(1).split("; ") if directive else []:
             word, _, rest = part.partition(" ")
             if word == "skip":
                 example.skip = rest or "no reason given"
@@ -84,9 +92,11 @@ def readme_examples(text: str) -> list[Example]:
 
 
 def test_the_conventions_are_read() -> None:
-    text = ("<!-- readme-test: skip (docker) -->\n```sh\ndocker compose up\n```\n"
-            "```python\nprint(1)\n```\n```html\n<p>\n```\n"
-            "<!-- readme-test: runs 3 s (a stream); expect event: x -->\n```bash\ncurl -N u\n```\n")
+    text = (
+        "<!-- readme-test: skip (docker) -->\n```sh\ndocker compose up\n```\n"
+        "```python\nprint(1)\n```\n```html\n<p>\n```\n"
+        "<!-- readme-test: runs 3 s (a stream); expect event: x -->\n```bash\ncurl -N u\n```\n"
+    )
     skipped, python, stream = readme_examples(text)
     assert (skipped.skip, skipped.line) == ("(docker)", 2)
     assert (python.language, python.skip, python.code) == ("python", None, "print(1)\n")
@@ -109,14 +119,26 @@ def make_run(tmp_path: Path) -> Iterator[tuple[dict[str, str], str]]:
     if not stamp.exists() and Path(sys.prefix).resolve() == VENV.resolve():
         stamp.touch()  # `make test` installed the runtime (its test extra holds `serve`)
     ports = {port: free_port() for port in README_PORTS}
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("CREDITSTREAM_") and k not in ("VIRTUAL_ENV", "PYTHONPATH")}
-    env.update(CREDITSTREAM_DATABASE_URL=f"sqlite:///{tmp_path}/readme.db",
-               CREDITSTREAM_RESULTS_DIR=str(tmp_path / "results"), CREDITSTREAM_LOG_FORMAT="text")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("CREDITSTREAM_") and k not in ("VIRTUAL_ENV", "PYTHONPATH")
+    }
+    env.update(
+        CREDITSTREAM_DATABASE_URL=f"sqlite:///{tmp_path}/readme.db",
+        CREDITSTREAM_RESULTS_DIR=str(tmp_path / "results"),
+        CREDITSTREAM_LOG_FORMAT="text",
+    )
     log = tmp_path / "make-run.log"
     with open(log, "wb") as out:
-        server = subprocess.Popen(["make", "run", f"PORT={ports[8000]}"], cwd=ROOT, env=env,
-                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            ["make", "run", f"PORT={ports[8000]}"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         url = f"http://127.0.0.1:{ports[8000]}"
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -131,8 +153,11 @@ def make_run(tmp_path: Path) -> Iterator[tuple[dict[str, str], str]]:
         keys = [line for line in log.read_text().splitlines() if line.startswith("sk_")]
         assert len(keys) == 1, log.read_text()
         # what a reader does after "copy the key it prints"
-        env.update(CS=url, KEY=keys[0], README_TEST_PORTS=" ".join(
-            f"{readme}={ours}" for readme, ours in ports.items()))
+        env.update(
+            CS=url,
+            KEY=keys[0],
+            README_TEST_PORTS=" ".join(f"{readme}={ours}" for readme, ours in ports.items()),
+        )
         yield env, url
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -161,13 +186,23 @@ def run_example(example: Example, env: dict[str, str], state: Path) -> str:
         source = ROOT / f".readme-example-{example.line}{SUFFIXES[runner]}"
         source.write_text(code)
         interpreter = sys.executable if runner == "python" else "node"
-        script = f"set -euo pipefail\n[ -f {state} ] && source {state}\nexec {interpreter} {source}\n"
+        script = (
+            f"set -euo pipefail\n[ -f {state} ] && source {state}\nexec {interpreter} {source}\n"
+        )
     else:
-        script = (f"set -euo pipefail\n[ -f {state} ] && source {state}\n{code}\n"
-                  f"export -p > {state}\n")
+        script = (
+            f"set -euo pipefail\n[ -f {state} ] && source {state}\n{code}\nexport -p > {state}\n"
+        )
     args = ["bash", "-c", script]
-    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        args,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         output, _ = process.communicate(timeout=example.runs_s or BLOCK_TIMEOUT_S)
         stopped = False
@@ -183,14 +218,16 @@ def run_example(example: Example, env: dict[str, str], state: Path) -> str:
         if source is not None:
             source.unlink(missing_ok=True)
     assert stopped or example.runs_s is None, f"{example.name} ended by itself:\n{output}"
-    assert stopped or process.returncode == 0, \
+    assert stopped or process.returncode == 0, (
         f"{example.name} exited {process.returncode}:\n{code}\n---\n{output}"
+    )
     assert not stopped or example.runs_s is not None, f"{example.name} timed out:\n{output}"
     return output
 
 
-def test_every_readme_example_runs_as_written(make_run: tuple[dict[str, str], str],
-                                              tmp_path: Path) -> None:
+def test_every_readme_example_runs_as_written(
+    make_run: tuple[dict[str, str], str], tmp_path: Path
+) -> None:
     env, url = make_run
     state = tmp_path / "exported.sh"
     ran = []

@@ -69,8 +69,9 @@ def _accounts_on_every_node(cluster: LocalRedisCluster, per_node: int) -> list[s
 
 
 def _counter(metrics: str, name: str) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-               if line.startswith(name))
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith(name)
+    )
 
 
 def test_the_cluster_url_names_seeds_and_credentials() -> None:
@@ -84,7 +85,8 @@ def test_the_cluster_url_names_seeds_and_credentials() -> None:
 
 
 async def test_events_cross_instances_through_a_sharded_cluster_and_survive_a_node_restart(
-        pg_url: str, redis_cluster: LocalRedisCluster, live_server_factory: Factory) -> None:
+    pg_url: str, redis_cluster: LocalRedisCluster, live_server_factory: Factory
+) -> None:
     key = await make_server_key(pg_url)
     # a journal check every 30 s: what arrives in time came through the cluster (or the
     # listener's own resync after it reconnected), not through the timer
@@ -113,8 +115,9 @@ async def test_events_cross_instances_through_a_sharded_cluster_and_survive_a_no
             for _ in range(rounds):
                 await asyncio.sleep(pause_s)
                 for account in accounts:
-                    response = await http.post(f"/v1/accounts/{account}/grants",
-                                               json={"amount": 1, "reason": "purchase"})
+                    response = await http.post(
+                        f"/v1/accounts/{account}/grants", json={"amount": 1, "reason": "purchase"}
+                    )
                     assert response.status_code == 201, response.text
                     last[account] = response.json()["account"]["seq"]
             return last
@@ -122,8 +125,13 @@ async def test_events_cross_instances_through_a_sharded_cluster_and_survive_a_no
         last = await grants(5)
         for account, seq in last.items():
             await client.wait_until(lambda a=account, s=seq: s in client.seqs(a), timeout=10)
-        assert _counter((await http.get(f"{reader.url}/metrics")).text,
-                        "creditstream_events_gap_filled_total") == 0  # all through the shards
+        assert (
+            _counter(
+                (await http.get(f"{reader.url}/metrics")).text,
+                "creditstream_events_gap_filled_total",
+            )
+            == 0
+        )  # all through the shards
 
         # a node dies mid-stream: events keep being committed (their publishes to the dead
         # shard fail, and the cluster refuses all while it counts as failed); it comes back
@@ -141,8 +149,9 @@ async def test_events_cross_instances_through_a_sharded_cluster_and_survive_a_no
             await client.wait_until(lambda a=account, s=seq: s in client.seqs(a), timeout=20)
         caught_up_s = time.monotonic() - back
         metrics = (await http.get(f"{reader.url}/metrics")).text
-        victim_channels = set(victim.cli("pubsub", "shardchannels",
-                                         CHANNEL_PREFIX + "shard-*").split())
+        victim_channels = set(
+            victim.cli("pubsub", "shardchannels", CHANNEL_PREFIX + "shard-*").split()
+        )
     await client.close()
 
     for account in accounts:  # every event exactly once, in order, on every shard
@@ -151,13 +160,17 @@ async def test_events_cross_instances_through_a_sharded_cluster_and_survive_a_no
     # the restarted node has its subscribers back
     assert victim_channels == {CHANNEL_PREFIX + a for a in accounts if owner(a) == 1}
     events = sum(len(client.seqs(a)) for a in accounts)
-    reconnects, filled = (_counter(metrics, name) for name in (
-        "creditstream_redis_reconnects_total", "creditstream_events_gap_filled_total"))
+    reconnects, filled = (
+        _counter(metrics, name)
+        for name in ("creditstream_redis_reconnects_total", "creditstream_events_gap_filled_total")
+    )
     assert reconnects >= 1
-    line = (f"Redis Cluster (3 masters, sharded pub/sub): {events} events on {len(accounts)} "
-            f"accounts across all shards delivered across instances gap-free and in order, "
-            f"through a node killed for 3 s and restarted mid-stream (the last event "
-            f"{caught_up_s:.1f} s after the cluster was back, {filled:.0f} events filled from "
-            f"the journal after {reconnects:.0f} listener reconnect(s))")
+    line = (
+        f"Redis Cluster (3 masters, sharded pub/sub): {events} events on {len(accounts)} "
+        f"accounts across all shards delivered across instances gap-free and in order, "
+        f"through a node killed for 3 s and restarted mid-stream (the last event "
+        f"{caught_up_s:.1f} s after the cluster was back, {filled:.0f} events filled from "
+        f"the journal after {reconnects:.0f} listener reconnect(s))"
+    )
     print("\n" + line)
     append_to_report(line)

@@ -12,8 +12,9 @@ from tests.conftest import ApiClient
 from tests.e2e.test_refunds import charge, grant, post, refund
 
 
-async def get(api: ApiClient, path: str, status: int = 200,
-              headers: dict[str, str] | None = None) -> dict[str, Any]:
+async def get(
+    api: ApiClient, path: str, status: int = 200, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     response = await api.http.get(path, headers=api.server() if headers is None else headers)
     assert response.status_code == status, response.text
     answer: dict[str, Any] = response.json()
@@ -22,10 +23,20 @@ async def get(api: ApiClient, path: str, status: int = 200,
 
 async def test_a_refund_reads_as_it_was_made_and_its_charge_lists_it(api: ApiClient) -> None:
     await grant(api, "rr-charge", 100)
-    made = await charge(api, "rr-charge", 30, ref="render-7", metadata={"job": "j1"},
-                        reason="render")
-    first = (await refund(api, {"charge_id": made["charge_id"], "amount": 5,
-                                "reason": "bad result", "metadata": {"ticket": "4411"}}))["refund"]
+    made = await charge(
+        api, "rr-charge", 30, ref="render-7", metadata={"job": "j1"}, reason="render"
+    )
+    first = (
+        await refund(
+            api,
+            {
+                "charge_id": made["charge_id"],
+                "amount": 5,
+                "reason": "bad result",
+                "metadata": {"ticket": "4411"},
+            },
+        )
+    )["refund"]
     second = (await refund(api, {"charge_id": made["charge_id"], "amount": 7}))["refund"]
 
     assert await get(api, f"/v1/refunds/{first['refund_id']}") == first
@@ -34,8 +45,7 @@ async def test_a_refund_reads_as_it_was_made_and_its_charge_lists_it(api: ApiCli
     read = await get(api, f"/v1/charges/{made['charge_id']}")
     assert read == {**made, "refunded": 12, "refundable": 18, "refunds": [first, second]}
     # the account's own user token reads its charge; another account's does not
-    assert await get(api, f"/v1/charges/{made['charge_id']}",
-                     headers=api.user("rr-charge")) == read
+    assert await get(api, f"/v1/charges/{made['charge_id']}", headers=api.user("rr-charge")) == read
     other = await get(api, f"/v1/charges/{made['charge_id']}", 403, api.user("someone"))
     assert other["error"]["code"] == "forbidden"
 
@@ -55,7 +65,8 @@ async def test_a_captured_holds_refunds_are_listed_with_it(api: ApiClient) -> No
 
 
 async def test_refund_and_charge_reads_refuse_the_unknown_and_the_unentitled(
-        api: ApiClient) -> None:
+    api: ApiClient,
+) -> None:
     await grant(api, "rr-who", 50)
     made = await charge(api, "rr-who", 10)
     done = (await refund(api, {"charge_id": made["charge_id"]}))["refund"]
@@ -79,14 +90,18 @@ async def test_a_refund_is_found_through_its_index(api: ApiClient, database_url:
     db = api.ctx.db
     async with db.read() as uow:
         dialect = uow.conn.dialect.name
-        where = (f"type = 'refund' AND {REFUND_ID_EXPRESSION[dialect]} = 'rfd_x'")
+        where = f"type = 'refund' AND {REFUND_ID_EXPRESSION[dialect]} = 'rfd_x'"
         if dialect == "sqlite":
-            plan = (await uow.conn.execute(sa.text(
-                f"EXPLAIN QUERY PLAN SELECT op_id FROM entries WHERE {where}"))).all()
+            plan = (
+                await uow.conn.execute(
+                    sa.text(f"EXPLAIN QUERY PLAN SELECT op_id FROM entries WHERE {where}")
+                )
+            ).all()
             text = " ".join(str(row[-1]) for row in plan)
         else:
             await uow.conn.execute(sa.text("SET LOCAL enable_seqscan = off"))
-            plan = (await uow.conn.execute(sa.text(
-                f"EXPLAIN SELECT op_id FROM entries WHERE {where}"))).all()
+            plan = (
+                await uow.conn.execute(sa.text(f"EXPLAIN SELECT op_id FROM entries WHERE {where}"))
+            ).all()
             text = " ".join(str(row[0]) for row in plan)
     assert "ix_entries_refund_id" in text, text

@@ -59,25 +59,32 @@ def report(line: str) -> None:
 
 def signed(body: dict[str, Any], secret: str) -> tuple[bytes, dict[str, str]]:
     raw = json.dumps(body).encode()
-    return raw, {"Content-Type": "application/json",
-                 "X-Signature": sign(secret, raw, int(time.time()))}
+    return raw, {
+        "Content-Type": "application/json",
+        "X-Signature": sign(secret, raw, int(time.time())),
+    }
 
 
 class ServedByCli(LiveServer):
     """`creditstream serve`, as `make run` starts it."""
 
     def _spawn(self, log: Any) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "cli.py", "serve", "--host", "127.0.0.1",
-                                 "--port", str(self.port)],
-                                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "cli.py", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 class ServedByDockerfile(LiveServer):
     """The Dockerfile's CMD as shipped, on a free port of the loopback interface."""
 
     def _spawn(self, log: Any) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(dockerfile_cmd(self.port), cwd=ROOT, env=self.env, stdout=log,
-                                stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            dockerfile_cmd(self.port), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
 
 
 def dockerfile_cmd(port: int) -> list[str]:
@@ -101,8 +108,13 @@ def served(tmp_path: Path, sqlite_url: str) -> Iterator[Callable[..., tuple[Live
     def start(kind: type[LiveServer] = ServedByCli, **env: str) -> tuple[LiveServer, str]:
         with ThreadPoolExecutor(1) as thread:  # callers may run inside an event loop
             key = thread.submit(asyncio.run, make_server_key(sqlite_url)).result()
-        server = kind({"CREDITSTREAM_DATABASE_URL": sqlite_url,
-                       "CREDITSTREAM_RESULTS_DIR": str(tmp_path / "results"), **env})
+        server = kind(
+            {
+                "CREDITSTREAM_DATABASE_URL": sqlite_url,
+                "CREDITSTREAM_RESULTS_DIR": str(tmp_path / "results"),
+                **env,
+            }
+        )
         server.log_path = tmp_path / f"server-{server.port}.log"
         servers.append(server)
         return server.start(), key
@@ -114,77 +126,113 @@ def served(tmp_path: Path, sqlite_url: str) -> Iterator[Callable[..., tuple[Live
 
 # --- 1. payment webhooks ------------------------------------------------------------------------
 
+
 async def test_payment_webhooks_take_only_the_payment_providers_own_secret(
-        api_factory: Callable[..., Any], database_url: str) -> None:
-    api: ApiClient = await api_factory(database_url, webhook_secret=GLOBAL_SECRET,
-                                       webhook_secrets={"bfl": BFL_SECRET},
-                                       payment_secrets={"stripe": STRIPE_SECRET})
+    api_factory: Callable[..., Any], database_url: str
+) -> None:
+    api: ApiClient = await api_factory(
+        database_url,
+        webhook_secret=GLOBAL_SECRET,
+        webhook_secrets={"bfl": BFL_SECRET},
+        payment_secrets={"stripe": STRIPE_SECRET},
+    )
     await api.http.put("/v1/accounts/payee", headers=api.server())
     before = (await api.http.get("/v1/accounts/payee", headers=api.server())).json()
-    attempts = [("bfl", BFL_SECRET),  # the generation provider's own secret (the issue's case)
-                ("bfl", GLOBAL_SECRET), ("made-up-provider", GLOBAL_SECRET),
-                ("stripe", BFL_SECRET), ("stripe", GLOBAL_SECRET)]
+    attempts = [
+        ("bfl", BFL_SECRET),  # the generation provider's own secret (the issue's case)
+        ("bfl", GLOBAL_SECRET),
+        ("made-up-provider", GLOBAL_SECRET),
+        ("stripe", BFL_SECRET),
+        ("stripe", GLOBAL_SECRET),
+    ]
     for number, (provider, secret) in enumerate(attempts):
-        raw, headers = signed({"event_id": f"evt-forged-{number}", "account_id": "payee",
-                               "points": 1_000_000}, secret)
-        refused = await api.http.post(f"/v1/webhooks/payments/{provider}", content=raw,
-                                      headers=headers)
+        raw, headers = signed(
+            {"event_id": f"evt-forged-{number}", "account_id": "payee", "points": 1_000_000}, secret
+        )
+        refused = await api.http.post(
+            f"/v1/webhooks/payments/{provider}", content=raw, headers=headers
+        )
         assert refused.status_code == 401, (provider, refused.text)
         assert refused.json()["error"]["code"] == "invalid_signature"
     after = (await api.http.get("/v1/accounts/payee", headers=api.server())).json()
     assert (after["balance"], after["seq"]) == (before["balance"], before["seq"])
-    raw, headers = signed({"event_id": "evt-real", "account_id": "payee", "points": 7},
-                          STRIPE_SECRET)
+    raw, headers = signed(
+        {"event_id": "evt-real", "account_id": "payee", "points": 7}, STRIPE_SECRET
+    )
     paid = await api.http.post("/v1/webhooks/payments/stripe", content=raw, headers=headers)
     assert paid.status_code == 200 and paid.json()["status"] == "awarded", paid.text
     assert paid.json()["account"]["balance"] == before["balance"] + 7
     # the payment secret signs payments only, never a generation provider's callback
     raw, headers = signed({"task_id": "nothing", "status": "SUCCESS"}, STRIPE_SECRET)
-    assert (await api.http.post("/v1/webhooks/providers/bfl", content=raw,
-                                headers=headers)).status_code == 401
+    assert (
+        await api.http.post("/v1/webhooks/providers/bfl", content=raw, headers=headers)
+    ).status_code == 401
 
 
 def test_payment_secrets_come_from_their_own_variables() -> None:
-    settings = Settings.from_env({"CREDITSTREAM_WEBHOOK_SECRET": GLOBAL_SECRET,
-                                  "CREDITSTREAM_WEBHOOK_SECRET_BFL": BFL_SECRET,
-                                  "CREDITSTREAM_PAYMENT_SECRET_STRIPE": STRIPE_SECRET})
+    settings = Settings.from_env(
+        {
+            "CREDITSTREAM_WEBHOOK_SECRET": GLOBAL_SECRET,
+            "CREDITSTREAM_WEBHOOK_SECRET_BFL": BFL_SECRET,
+            "CREDITSTREAM_PAYMENT_SECRET_STRIPE": STRIPE_SECRET,
+        }
+    )
     assert settings.payment_secrets == {"stripe": STRIPE_SECRET}
     assert settings.webhook_secrets == {"bfl": BFL_SECRET}
 
 
 # --- 2. provider task ids -----------------------------------------------------------------------
 
+
 async def test_only_a_server_key_names_an_external_provider_or_task(
-        api_factory: Callable[..., Any], database_url: str) -> None:
+    api_factory: Callable[..., Any], database_url: str
+) -> None:
     api: ApiClient = await api_factory(database_url, webhook_secrets={"bfl": BFL_SECRET})
     alice = api.user("alice")
     job = {"operation": "audio", "input": {"simulate": "hang"}}
-    for extra in ({"provider": "bfl", "provider_task_id": "task-1001"}, {"provider": "bfl"},
-                  {"provider": "simulated", "provider_task_id": "task-1001"}):
+    for extra in (
+        {"provider": "bfl", "provider_task_id": "task-1001"},
+        {"provider": "bfl"},
+        {"provider": "simulated", "provider_task_id": "task-1001"},
+    ):
         refused = await api.http.post("/v1/jobs", headers=alice, json={**job, **extra})
         assert refused.status_code == 403, (extra, refused.text)
         assert refused.json()["error"]["code"] == "external_provider_forbidden"
     assert (await api.http.post("/v1/jobs", headers=alice, json=job)).status_code == 202
     # bob's backend now creates the job for task-1001, and BFL's webhook completes bob's job
-    await api.http.post("/v1/accounts/bob/grants", headers=api.server(),
-                        json={"amount": 200, "reason": "purchase"})
-    created = await api.http.post("/v1/jobs", headers=api.server(), json={
-        "account_id": "bob", "operation": "audio", "provider": "bfl",
-        "provider_task_id": "task-1001"})
+    await api.http.post(
+        "/v1/accounts/bob/grants", headers=api.server(), json={"amount": 200, "reason": "purchase"}
+    )
+    created = await api.http.post(
+        "/v1/jobs",
+        headers=api.server(),
+        json={
+            "account_id": "bob",
+            "operation": "audio",
+            "provider": "bfl",
+            "provider_task_id": "task-1001",
+        },
+    )
     assert created.status_code == 202, created.text
     raw, headers = signed({"task_id": "task-1001", "status": "FAILED", "error": "x"}, BFL_SECRET)
     done = await api.http.post("/v1/webhooks/providers/bfl", content=raw, headers=headers)
     assert done.status_code == 200 and done.json()["job"]["account_id"] == "bob"
 
 
-async def test_a_provider_task_clash_is_a_clear_409(api_factory: Callable[..., Any],
-                                                    database_url: str) -> None:
+async def test_a_provider_task_clash_is_a_clear_409(
+    api_factory: Callable[..., Any], database_url: str
+) -> None:
     api: ApiClient = await api_factory(database_url)
     h = api.server()
-    await api.http.post("/v1/accounts/carol/grants", headers=h,
-                        json={"amount": 200, "reason": "purchase"})
-    body = {"account_id": "carol", "operation": "audio", "provider": "bfl",
-            "provider_task_id": "task-7"}
+    await api.http.post(
+        "/v1/accounts/carol/grants", headers=h, json={"amount": 200, "reason": "purchase"}
+    )
+    body = {
+        "account_id": "carol",
+        "operation": "audio",
+        "provider": "bfl",
+        "provider_task_id": "task-7",
+    }
     first = await api.http.post("/v1/jobs", headers=h, json=body)
     assert first.status_code == 202
     again = await api.http.post("/v1/jobs", headers=h, json=body)
@@ -194,19 +242,26 @@ async def test_a_provider_task_clash_is_a_clear_409(api_factory: Callable[..., A
     assert (error["provider"], error["provider_task_id"]) == ("bfl", "task-7")
     assert error["job_id"] == first.json()["job"]["job_id"]
     # two at once: one job, and the other a clear 409 too (never concurrent_update)
-    racing = await asyncio.gather(*(api.http.post("/v1/jobs", headers=h, json={
-        **body, "provider_task_id": "task-8"}) for _ in range(4)))
+    racing = await asyncio.gather(
+        *(
+            api.http.post("/v1/jobs", headers=h, json={**body, "provider_task_id": "task-8"})
+            for _ in range(4)
+        )
+    )
     assert sorted(r.status_code for r in racing) == [202, 409, 409, 409]
     assert {r.json()["error"]["code"] for r in racing if r.status_code == 409} == {
-        "provider_task_conflict"}
+        "provider_task_conflict"
+    }
     account = (await api.http.get("/v1/accounts/carol", headers=h)).json()
     assert account["held"] == 2  # the two jobs' holds, nothing more
 
 
 # --- 3. no SSRF through Host --------------------------------------------------------------------
 
+
 async def test_callbacks_go_to_the_servers_own_address_never_the_host_header(
-        served: Callable[..., tuple[LiveServer, str]]) -> None:
+    served: Callable[..., tuple[LiveServer, str]],
+) -> None:
     server, key = served()
     knocks: list[bytes] = []
 
@@ -217,10 +272,15 @@ async def test_callbacks_go_to_the_servers_own_address_never_the_host_header(
     trap_server = await asyncio.start_server(trap, "127.0.0.1", 0)
     trap_port = trap_server.sockets[0].getsockname()[1]
     try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=10, headers={
-                "Authorization": f"Bearer {key}", "Host": f"127.0.0.1:{trap_port}"}) as http:
-            created = await http.post("/v1/jobs", json={
-                "account_id": "ssrf", "operation": "audio", "input": {"delay_ms": 0}})
+        async with httpx.AsyncClient(
+            base_url=server.url,
+            timeout=10,
+            headers={"Authorization": f"Bearer {key}", "Host": f"127.0.0.1:{trap_port}"},
+        ) as http:
+            created = await http.post(
+                "/v1/jobs",
+                json={"account_id": "ssrf", "operation": "audio", "input": {"delay_ms": 0}},
+            )
             assert created.status_code == 202, created.text
             job_id = created.json()["job"]["job_id"]
             deadline = time.monotonic() + 10
@@ -243,13 +303,16 @@ async def test_callbacks_go_to_the_servers_own_address_never_the_host_header(
 
 # --- 4. tokens in logs --------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("log_format", ["json", "text"])
 async def test_tokens_are_redacted_in_every_log_line(
-        served: Callable[..., tuple[LiveServer, str]], log_format: str) -> None:
+    served: Callable[..., tuple[LiveServer, str]], log_format: str
+) -> None:
     server, key = served(CREDITSTREAM_LOG_FORMAT=log_format)
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-        minted = await http.post("/v1/tokens", headers={"Authorization": f"Bearer {key}"},
-                                 json={"account_id": "logged"})
+        minted = await http.post(
+            "/v1/tokens", headers={"Authorization": f"Bearer {key}"}, json={"account_id": "logged"}
+        )
         token = minted.json()["token"]
         await http.put("/v1/accounts/logged", headers={"Authorization": f"Bearer {key}"})
         async with http.stream("GET", f"/v1/stream/sse?token={token}&after_seq=0") as sse:
@@ -268,8 +331,9 @@ async def test_tokens_are_redacted_in_every_log_line(
     assert secret_part not in log and key not in log
     assert f"token={REDACTED}" in log
     if log_format == "text":  # uvicorn's own access log is on: its lines are redacted too
-        assert re.search(r'"GET /v1/stream/sse\?token=\[redacted\]&after_seq=0 HTTP/1.1" 200',
-                         log), log[-2000:]
+        assert re.search(
+            r'"GET /v1/stream/sse\?token=\[redacted\]&after_seq=0 HTTP/1.1" 200', log
+        ), log[-2000:]
 
 
 def test_shipped_nginx_logs_no_query_string(tmp_path: Path) -> None:
@@ -285,16 +349,25 @@ def test_shipped_nginx_logs_no_query_string(tmp_path: Path) -> None:
     text = (ROOT / "deploy" / "nginx.conf").read_text()
     text = re.sub(r"server\s+app\d+:8000", f"server 127.0.0.1:{upstream.getsockname()[1]}", text)
     text = re.sub(r"listen\s+8080\s*;", f"listen 127.0.0.1:{port};", text)
-    text = re.sub(r"\b(access_log|error_log)\s+(?!off\b)[^\s;]+",
-                  lambda m: f"{m.group(1)} {tmp_path / (m.group(1) + '.log')}", text)
-    temps = "".join(f"  {kind}_temp_path {tmp_path / kind};\n"
-                    for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    text = re.sub(
+        r"\b(access_log|error_log)\s+(?!off\b)[^\s;]+",
+        lambda m: f"{m.group(1)} {tmp_path / (m.group(1) + '.log')}",
+        text,
+    )
+    temps = "".join(
+        f"  {kind}_temp_path {tmp_path / kind};\n"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
     text = re.sub(r"\bhttp\s*\{", lambda m: "http {\n" + temps, text, count=1)
-    head = (f"daemon off;\npid {tmp_path / 'nginx.pid'};\nerror_log {tmp_path / 'error.log'};\n"
-            + ("user root;\n" if os.geteuid() == 0 else ""))
+    head = f"daemon off;\npid {tmp_path / 'nginx.pid'};\nerror_log {tmp_path / 'error.log'};\n" + (
+        "user root;\n" if os.geteuid() == 0 else ""
+    )
     (tmp_path / "nginx.conf").write_text(head + text)
-    proxy = subprocess.Popen([nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proxy = subprocess.Popen(
+        [nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2VjcmV0LXNpZ25hdHVyZQ"
     try:
         answered = False
@@ -302,9 +375,10 @@ def test_shipped_nginx_logs_no_query_string(tmp_path: Path) -> None:
         while not answered and time.monotonic() < deadline:
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=1) as client:
-                    client.sendall(f"GET /v1/stream/sse?account_id=a&token={token} HTTP/1.1\r\n"
-                                   f"Host: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-                                   .encode())
+                    client.sendall(
+                        f"GET /v1/stream/sse?account_id=a&token={token} HTTP/1.1\r\n"
+                        f"Host: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
+                    )
                     conn, _ = upstream.accept()
                     conn.recv(65536)
                     conn.sendall(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
@@ -328,13 +402,17 @@ def test_shipped_nginx_logs_no_query_string(tmp_path: Path) -> None:
 
 # --- 5. weak secrets ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("variable, value", [
-    ("CREDITSTREAM_USER_TOKEN_SECRET", "a"),
-    ("CREDITSTREAM_USER_TOKEN_SECRET", "change-me-to-a-long-random-secret-of-48-bytes-or-more"),
-    ("CREDITSTREAM_WEBHOOK_SECRET", "change-me-webhook-secret"),
-    ("CREDITSTREAM_WEBHOOK_SECRET_BFL", "short-bfl-secret"),
-    ("CREDITSTREAM_PAYMENT_SECRET_STRIPE", "x" * 64),
-])
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("CREDITSTREAM_USER_TOKEN_SECRET", "a"),
+        ("CREDITSTREAM_USER_TOKEN_SECRET", "change-me-to-a-long-random-secret-of-48-bytes-or-more"),
+        ("CREDITSTREAM_WEBHOOK_SECRET", "change-me-webhook-secret"),
+        ("CREDITSTREAM_WEBHOOK_SECRET_BFL", "short-bfl-secret"),
+        ("CREDITSTREAM_PAYMENT_SECRET_STRIPE", "x" * 64),
+    ],
+)
 def test_weak_or_placeholder_secrets_stop_the_start(variable: str, value: str) -> None:
     env = {"CREDITSTREAM_USER_TOKEN_SECRET": TEST_SECRET, variable: value}
     with pytest.raises(ConfigError, match=variable):
@@ -343,12 +421,20 @@ def test_weak_or_placeholder_secrets_stop_the_start(variable: str, value: str) -
 
 
 def test_a_weak_secret_stops_a_real_start_with_a_clear_error(tmp_path: Path) -> None:
-    env = {**os.environ, "CREDITSTREAM_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/db.sqlite",
-           "CREDITSTREAM_USER_TOKEN_SECRET": "change-me-webhook-secret"}
+    env = {
+        **os.environ,
+        "CREDITSTREAM_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/db.sqlite",
+        "CREDITSTREAM_USER_TOKEN_SECRET": "change-me-webhook-secret",
+    }
     env.pop("CREDITSTREAM_DEV", None)
-    started = subprocess.run([sys.executable, "-m", "uvicorn", "asgi:app", "--port",
-                              str(free_port())], cwd=ROOT, env=env, capture_output=True,
-                             text=True, timeout=60)
+    started = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "asgi:app", "--port", str(free_port())],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert started.returncode != 0
     assert "CREDITSTREAM_USER_TOKEN_SECRET" in started.stderr
     assert "Traceback" not in started.stderr, started.stderr
@@ -366,37 +452,54 @@ def test_compose_takes_secrets_from_the_environment() -> None:
 
 # --- 6. metrics labels --------------------------------------------------------------------------
 
+
 async def test_webhook_rejection_metrics_label_only_configured_providers(
-        api_factory: Callable[..., Any], sqlite_url: str) -> None:
-    api: ApiClient = await api_factory(sqlite_url, webhook_secret=GLOBAL_SECRET,
-                                       webhook_secrets={"bfl": BFL_SECRET},
-                                       payment_secrets={"stripe": STRIPE_SECRET})
+    api_factory: Callable[..., Any], sqlite_url: str
+) -> None:
+    api: ApiClient = await api_factory(
+        sqlite_url,
+        webhook_secret=GLOBAL_SECRET,
+        webhook_secrets={"bfl": BFL_SECRET},
+        payment_secrets={"stripe": STRIPE_SECRET},
+    )
     for number in range(200):
         kind = "payments" if number % 2 else "providers"
-        await api.http.post(f"/v1/webhooks/{kind}/random-{secrets.token_hex(6)}",
-                            content=b"{}", headers={"X-Signature": "t=1,v1=00"})
+        await api.http.post(
+            f"/v1/webhooks/{kind}/random-{secrets.token_hex(6)}",
+            content=b"{}",
+            headers={"X-Signature": "t=1,v1=00"},
+        )
     for kind, provider in (("providers", "bfl"), ("payments", "stripe")):
-        await api.http.post(f"/v1/webhooks/{kind}/{provider}", content=b"{}",
-                            headers={"X-Signature": "t=1,v1=00"})
+        await api.http.post(
+            f"/v1/webhooks/{kind}/{provider}", content=b"{}", headers={"X-Signature": "t=1,v1=00"}
+        )
     text = (await api.http.get("/metrics")).text
     labels = set(re.findall(r'creditstream_webhook_rejections_total\{provider="([^"]*)"', text))
     assert labels == {"other", "bfl", "stripe"}, labels
-    report(f"security (metrics): 202 rejected webhooks, 200 of them to random provider names: "
-           f"{len(labels)} provider labels ({', '.join(sorted(labels))})")
+    report(
+        f"security (metrics): 202 rejected webhooks, 200 of them to random provider names: "
+        f"{len(labels)} provider labels ({', '.join(sorted(labels))})"
+    )
 
 
 # --- 7. odd input -------------------------------------------------------------------------------
 
 # header bytes as a client may send them: "²" as its Latin-1 byte (Starlette decodes headers as
 # Latin-1, so it arrives as "²", a str.isdigit() digit) and in UTF-8
-ODD_SIGNATURES = [b"t=\xb2,v1=00", "t=²,v1=00".encode(), b"t=" + b"1" * 5000 + b",v1=00",
-                  b"t=1,v1=\xb2", "t=١٢٣,v1=00".encode()]
+ODD_SIGNATURES = [
+    b"t=\xb2,v1=00",
+    "t=²,v1=00".encode(),
+    b"t=" + b"1" * 5000 + b",v1=00",
+    b"t=1,v1=\xb2",
+    "t=١٢٣,v1=00".encode(),
+]
 
 
 @pytest.fixture
 async def odd_api(api_factory: Callable[..., Any], sqlite_url: str) -> ApiClient:
-    api: ApiClient = await api_factory(sqlite_url, webhook_secrets={"bfl": BFL_SECRET},
-                                       payment_secrets={"stripe": STRIPE_SECRET})
+    api: ApiClient = await api_factory(
+        sqlite_url, webhook_secrets={"bfl": BFL_SECRET}, payment_secrets={"stripe": STRIPE_SECRET}
+    )
     await api.http.put("/v1/accounts/odd", headers=api.server())
     return api
 
@@ -408,30 +511,43 @@ async def test_odd_input_is_a_4xx_never_a_500(odd_api: ApiClient) -> None:
     for number, header in enumerate(ODD_SIGNATURES):
         for path in ("/v1/webhooks/providers/bfl", "/v1/webhooks/payments/stripe"):
             answers[f"{path} {number}"] = await api.http.post(
-                path, content=b'{"event_id": "e", "account_id": "odd", "points": 1}',
-                headers=[(b"X-Signature", header), (b"Content-Type", b"application/json")])
-    for name, after_seq in (("superscript", "²"), ("5000 digits", "9" * 5000),
-                            ("past bigint", str(2**63))):
+                path,
+                content=b'{"event_id": "e", "account_id": "odd", "points": 1}',
+                headers=[(b"X-Signature", header), (b"Content-Type", b"application/json")],
+            )
+    for name, after_seq in (
+        ("superscript", "²"),
+        ("5000 digits", "9" * 5000),
+        ("past bigint", str(2**63)),
+    ):
         answers[f"sse after_seq {name}"] = await api.http.get(
-            f"/v1/stream/sse?account_id=odd&after_seq={after_seq}", headers=h)
+            f"/v1/stream/sse?account_id=odd&after_seq={after_seq}", headers=h
+        )
     answers["sse Last-Event-ID \\xb2"] = await api.http.get(
-        "/v1/stream/sse?account_id=odd", headers=[(b"authorization", f"Bearer {api.key}".encode()),
-                                                  (b"last-event-id", b"\xb2")])
-    answers["grant tier ²"] = await api.http.post("/v1/accounts/odd/grants", headers=h,
-                                                  json={"tier": "²"})
+        "/v1/stream/sse?account_id=odd",
+        headers=[(b"authorization", f"Bearer {api.key}".encode()), (b"last-event-id", b"\xb2")],
+    )
+    answers["grant tier ²"] = await api.http.post(
+        "/v1/accounts/odd/grants", headers=h, json={"tier": "²"}
+    )
     answers["grant tier 5000 digits"] = await api.http.post(
-        "/v1/accounts/odd/grants", headers=h, json={"tier": "1" * 5000})
+        "/v1/accounts/odd/grants", headers=h, json={"tier": "1" * 5000}
+    )
     answers["seed award tier ²"] = await api.http.post(
-        "/api/payments/award", headers=h, json={"walletAddress": "odd", "tier": "²"})
-    raw, headers = signed({"event_id": "e-tier", "account_id": "odd", "tier": "²"},
-                          STRIPE_SECRET)
-    answers["payment tier ²"] = await api.http.post("/v1/webhooks/payments/stripe",
-                                                    content=raw, headers=headers)
+        "/api/payments/award", headers=h, json={"walletAddress": "odd", "tier": "²"}
+    )
+    raw, headers = signed({"event_id": "e-tier", "account_id": "odd", "tier": "²"}, STRIPE_SECRET)
+    answers["payment tier ²"] = await api.http.post(
+        "/v1/webhooks/payments/stripe", content=raw, headers=headers
+    )
     answers["results before any exist"] = await api.http.get("/results/job_x/result.png")
-    wrong = [f"{name}: {r.status_code} {r.text[:120]}" for name, r in answers.items()
-             if not 400 <= r.status_code < 500
-             or r.headers.get("content-type") != "application/json"
-             or "error" not in r.json()]
+    wrong = [
+        f"{name}: {r.status_code} {r.text[:120]}"
+        for name, r in answers.items()
+        if not 400 <= r.status_code < 500
+        or r.headers.get("content-type") != "application/json"
+        or "error" not in r.json()
+    ]
     assert not wrong, "\n".join(wrong)
     assert answers["results before any exist"].status_code == 404
     report(f"security (odd input): {len(answers)} cases, 0 server errors")
@@ -441,13 +557,18 @@ async def test_odd_input_is_a_4xx_never_a_500(odd_api: ApiClient) -> None:
 
 # --- 8. resource limits -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", [ServedByCli, ServedByDockerfile], ids=["serve", "dockerfile"])
 def test_silent_and_slow_header_connections_are_cut_off(
-        served: Callable[..., tuple[LiveServer, str]], kind: type[LiveServer]) -> None:
+    served: Callable[..., tuple[LiveServer, str]], kind: type[LiveServer]
+) -> None:
     server, _ = served(kind, CREDITSTREAM_HEADER_TIMEOUT_S="1")
-    clients = {"silent": [], "partial request line": [b"GET /heal"],
-               "headers a byte at a time": [b"GET /healthz HTTP/1.1\r\n"]
-               + [bytes([c]) for c in b"Host: 127.0.0.1\r\nX-Slow: yes\r\n"]}
+    clients = {
+        "silent": [],
+        "partial request line": [b"GET /heal"],
+        "headers a byte at a time": [b"GET /healthz HTTP/1.1\r\n"]
+        + [bytes([c]) for c in b"Host: 127.0.0.1\r\nX-Slow: yes\r\n"],
+    }
     took: dict[str, float] = {}
     answers: dict[str, bytes] = {}
     for name, pieces in clients.items():
@@ -465,8 +586,10 @@ def test_silent_and_slow_header_connections_are_cut_off(
             took[name] = time.monotonic() - started
             answers[name] = received
     assert all(elapsed < 5 for elapsed in took.values()), took
-    report(f"security (header deadline 1 s, {(kind.__doc__ or '').split(',')[0].strip()}): "
-           + ", ".join(f"{name} cut off after {elapsed:.2f} s" for name, elapsed in took.items()))
+    report(
+        f"security (header deadline 1 s, {(kind.__doc__ or '').split(',')[0].strip()}): "
+        + ", ".join(f"{name} cut off after {elapsed:.2f} s" for name, elapsed in took.items())
+    )
     assert answers["silent"].startswith(b"HTTP/1.1 408"), answers
     assert answers["partial request line"].startswith(b"HTTP/1.1 408"), answers
     # a whole request, and a WebSocket open past the header deadline, are unaffected
@@ -477,10 +600,13 @@ def test_silent_and_slow_header_connections_are_cut_off(
 
 
 async def test_websockets_outlive_the_header_deadline(
-        served: Callable[..., tuple[LiveServer, str]]) -> None:
+    served: Callable[..., tuple[LiveServer, str]],
+) -> None:
     server, key = served(CREDITSTREAM_HEADER_TIMEOUT_S="1")
-    async with websockets.connect(server.url.replace("http", "ws") + "/v1/stream",
-                                  additional_headers={"Authorization": f"Bearer {key}"}) as ws:
+    async with websockets.connect(
+        server.url.replace("http", "ws") + "/v1/stream",
+        additional_headers={"Authorization": f"Bearer {key}"},
+    ) as ws:
         assert json.loads(await ws.recv())["type"] == "hello"
         await asyncio.sleep(2)
         await ws.send(json.dumps({"op": "ping"}))
@@ -488,7 +614,8 @@ async def test_websockets_outlive_the_header_deadline(
 
 
 async def test_long_polls_count_in_the_per_account_stream_limit(
-        api_factory: Callable[..., Any], sqlite_url: str) -> None:
+    api_factory: Callable[..., Any], sqlite_url: str
+) -> None:
     api: ApiClient = await api_factory(sqlite_url, max_streams_per_account=3)
     await api.http.put("/v1/accounts/poller", headers=api.server())
     me = api.user("poller")
@@ -499,29 +626,40 @@ async def test_long_polls_count_in_the_per_account_stream_limit(
     assert extra.status_code == 429 and extra.json()["error"]["code"] == "too_many_connections"
     sse = await api.http.get("/v1/stream/sse", headers=me)  # the streams share the limit
     assert sse.status_code == 429
-    assert (await api.http.get("/v1/accounts/poller/events?after_seq=0",
-                               headers=me)).status_code == 200  # no wait: not a stream
-    assert (await api.http.get(url.replace("wait=3", "wait=0.1"), headers=api.server())
-            ).status_code == 200  # server keys are not limited per account
+    assert (
+        await api.http.get("/v1/accounts/poller/events?after_seq=0", headers=me)
+    ).status_code == 200  # no wait: not a stream
+    assert (
+        await api.http.get(url.replace("wait=3", "wait=0.1"), headers=api.server())
+    ).status_code == 200  # server keys are not limited per account
     assert [r.status_code for r in await asyncio.gather(*polls)] == [200] * 3
-    assert (await api.http.get("/v1/accounts/poller/events?after_seq=1&wait=0.1",
-                               headers=me)).status_code == 200  # admitted again
+    assert (
+        await api.http.get("/v1/accounts/poller/events?after_seq=1&wait=0.1", headers=me)
+    ).status_code == 200  # admitted again
 
 
 # --- 9. origin scheme, key revocation, inert results, the demo's session ------------------------
 
+
 async def test_origin_check_compares_the_scheme(
-        served: Callable[..., tuple[LiveServer, str]]) -> None:
+    served: Callable[..., tuple[LiveServer, str]],
+) -> None:
     server, key = served()
     host = server.url.removeprefix("http://")
     ws_url = f"ws://{host}/v1/stream"
     for origin in (f"evil://{host}", f"https://{host}", f"http://{host}.evil.example"):
         with pytest.raises(websockets.InvalidStatus) as refused:
-            await websockets.connect(ws_url, origin=origin,  # type: ignore[arg-type]
-                                     additional_headers={"Authorization": f"Bearer {key}"})
+            await websockets.connect(
+                ws_url,
+                origin=origin,  # type: ignore[arg-type]
+                additional_headers={"Authorization": f"Bearer {key}"},
+            )
         assert refused.value.response.status_code == 403, origin
-    async with websockets.connect(ws_url, origin=f"http://{host}",  # type: ignore[arg-type]
-                                  additional_headers={"Authorization": f"Bearer {key}"}) as ws:
+    async with websockets.connect(
+        ws_url,
+        origin=f"http://{host}",  # type: ignore[arg-type]
+        additional_headers={"Authorization": f"Bearer {key}"},
+    ) as ws:
         assert json.loads(await ws.recv())["type"] == "hello"
     async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
         sse = await http.get("/v1/stream/sse?account_id=x", headers={"Origin": f"evil://{host}"})
@@ -531,23 +669,43 @@ async def test_origin_check_compares_the_scheme(
 
 
 async def test_revoked_server_key_is_refused_on_every_instance_within_seconds(
-        api_factory: Callable[..., Any], sqlite_url: str) -> None:
+    api_factory: Callable[..., Any], sqlite_url: str
+) -> None:
     first: ApiClient = await api_factory(sqlite_url)
     second: ApiClient = await api_factory(sqlite_url)
     for instance in (first, second):  # both instances know (and cache) the key
-        assert (await instance.http.put("/v1/accounts/keyed", headers=first.server())
-                ).status_code in (200, 201)
+        assert (
+            await instance.http.put("/v1/accounts/keyed", headers=first.server())
+        ).status_code in (200, 201)
     env = {**os.environ, "CREDITSTREAM_DATABASE_URL": sqlite_url}
-    listed = subprocess.run([sys.executable, "cli.py", "keys", "list"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=60)
+    listed = subprocess.run(
+        [sys.executable, "cli.py", "keys", "list"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert listed.returncode == 0, listed.stderr
     ids = re.findall(r"^(key_\w+)\s+tests\s", listed.stdout, re.MULTILINE)
     assert len(ids) == 2  # one per instance of this test
-    ambiguous = subprocess.run([sys.executable, "cli.py", "keys", "revoke", "key_"], cwd=ROOT,
-                               env=env, capture_output=True, text=True, timeout=60)
+    ambiguous = subprocess.run(
+        [sys.executable, "cli.py", "keys", "revoke", "key_"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert ambiguous.returncode == 1 and "2 server keys match" in ambiguous.stderr
-    revoked = subprocess.run([sys.executable, "cli.py", "keys", "revoke", first.key], cwd=ROOT,
-                             env=env, capture_output=True, text=True, timeout=60)
+    revoked = subprocess.run(
+        [sys.executable, "cli.py", "keys", "revoke", first.key],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert revoked.returncode == 0, revoked.stderr
     started = time.monotonic()
     refused: dict[int, float] = {}
@@ -560,24 +718,39 @@ async def test_revoked_server_key_is_refused_on_every_instance_within_seconds(
                     refused[number] = time.monotonic() - started
         await asyncio.sleep(0.1)
     assert len(refused) == 2 and max(refused.values()) < 4, refused
-    report("security (key revocation): refused on both instances "
-           f"{max(refused.values()):.2f} s after `creditstream keys revoke`")
-    assert (await second.http.get("/v1/accounts/keyed", headers=second.server())
-            ).status_code == 200  # the other key still works
-    listed = subprocess.run([sys.executable, "cli.py", "keys", "list"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=60)
+    report(
+        "security (key revocation): refused on both instances "
+        f"{max(refused.values()):.2f} s after `creditstream keys revoke`"
+    )
+    assert (
+        await second.http.get("/v1/accounts/keyed", headers=second.server())
+    ).status_code == 200  # the other key still works
+    listed = subprocess.run(
+        [sys.executable, "cli.py", "keys", "list"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     active = re.findall(r"^(key_\w+)\s+tests\s.*active$", listed.stdout, re.MULTILINE)
     assert len(active) == 1 and "revoked" in listed.stdout
-    by_prefix = subprocess.run([sys.executable, "cli.py", "keys", "revoke", active[0][:14]],
-                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    by_prefix = subprocess.run(
+        [sys.executable, "cli.py", "keys", "revoke", active[0][:14]],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert by_prefix.returncode == 0, by_prefix.stderr
     await asyncio.sleep(2.5)
-    assert (await second.http.get("/v1/accounts/keyed", headers=second.server())
-            ).status_code == 401
+    assert (await second.http.get("/v1/accounts/keyed", headers=second.server())).status_code == 401
 
 
 async def test_a_revoked_server_keys_stream_subscribes_no_more_within_seconds(
-        served: Callable[..., tuple[LiveServer, str]], sqlite_url: str) -> None:
+    served: Callable[..., tuple[LiveServer, str]], sqlite_url: str
+) -> None:
     server, key = served()
     ws_url = server.url.replace("http", "ws") + "/v1/stream"
     auth = {"Authorization": f"Bearer {key}"}
@@ -586,14 +759,21 @@ async def test_a_revoked_server_keys_stream_subscribes_no_more_within_seconds(
         await ws.send(json.dumps({"op": "subscribe", "account_id": "kept", "after_seq": 0}))
         assert json.loads(await ws.recv())["type"] == "subscribed"
         env = {**os.environ, "CREDITSTREAM_DATABASE_URL": sqlite_url}
-        revoked = subprocess.run([sys.executable, "cli.py", "keys", "revoke", key], cwd=ROOT,
-                                 env=env, capture_output=True, text=True, timeout=60)
+        revoked = subprocess.run(
+            [sys.executable, "cli.py", "keys", "revoke", key],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert revoked.returncode == 0, revoked.stderr
         started = time.monotonic()
         with pytest.raises(websockets.ConnectionClosed) as closed:
             for number in range(100):  # a subscribe every 0.1 s until one is refused
-                await ws.send(json.dumps({"op": "subscribe", "account_id": f"new{number}",
-                                          "after_seq": 0}))
+                await ws.send(
+                    json.dumps({"op": "subscribe", "account_id": f"new{number}", "after_seq": 0})
+                )
                 assert json.loads(await ws.recv())["type"] == "subscribed"
                 await asyncio.sleep(0.1)
         refused_after = time.monotonic() - started
@@ -607,20 +787,30 @@ async def test_a_revoked_server_keys_stream_subscribes_no_more_within_seconds(
     assert new.value.rcvd is not None and new.value.rcvd.code == 4401
 
 
-async def test_results_are_served_inert(api_factory: Callable[..., Any],
-                                        sqlite_url: str) -> None:
+async def test_results_are_served_inert(api_factory: Callable[..., Any], sqlite_url: str) -> None:
     api: ApiClient = await api_factory(sqlite_url)
     h = api.server()
-    await api.http.post("/v1/accounts/artist/grants", headers=h,
-                        json={"amount": 100, "reason": "purchase"})
+    await api.http.post(
+        "/v1/accounts/artist/grants", headers=h, json={"amount": 100, "reason": "purchase"}
+    )
     svg = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(document.domain)</script></svg>'
     served_results = {}
-    for name, data, content_type in (("svg", svg, "image/svg+xml"),
-                                     ("png", media.png(3), "image/png")):
-        job = (await api.http.post("/v1/jobs", headers=h, json={
-            "account_id": "artist", "operation": "audio", "provider": "worker"})).json()["job"]
-        done = await api.http.post(f"/v1/jobs/{job['job_id']}/result", headers=h, json={
-            "status": "success", "result_url": data_url(data, content_type)})
+    for name, data, content_type in (
+        ("svg", svg, "image/svg+xml"),
+        ("png", media.png(3), "image/png"),
+    ):
+        job = (
+            await api.http.post(
+                "/v1/jobs",
+                headers=h,
+                json={"account_id": "artist", "operation": "audio", "provider": "worker"},
+            )
+        ).json()["job"]
+        done = await api.http.post(
+            f"/v1/jobs/{job['job_id']}/result",
+            headers=h,
+            json={"status": "success", "result_url": data_url(data, content_type)},
+        )
         assert done.status_code == 200, done.text
         served_results[name] = await api.http.get(done.json()["job"]["result_url"])
     for response in served_results.values():
@@ -630,19 +820,26 @@ async def test_results_are_served_inert(api_factory: Callable[..., Any],
         assert "default-src 'none'" in csp and "sandbox" in csp and "script-src" not in csp
     assert served_results["svg"].headers["content-disposition"].startswith("attachment")
     assert "content-disposition" not in served_results["png"].headers
-    for active in ("text/html", "image/svg+xml", "application/xml", "text/javascript",
-                   "application/octet-stream"):
+    for active in (
+        "text/html",
+        "image/svg+xml",
+        "application/xml",
+        "text/javascript",
+        "application/octet-stream",
+    ):
         assert (disposition_for(active, "r.x") or "").startswith("attachment"), active
 
 
 async def test_demo_helpers_need_the_demo_session_and_json(
-        api_factory: Callable[..., Any], sqlite_url: str) -> None:
+    api_factory: Callable[..., Any], sqlite_url: str
+) -> None:
     api: ApiClient = await api_factory(sqlite_url, dev=True)
     http = api.http
     # a cross-site POST carries no session (SameSite=Strict), text/plain needs no preflight
     for path, body in (("/demo/session", {}), ("/demo/credits", {"account_id": "demo-x"})):
-        forged = await http.post(path, content=json.dumps(body),
-                                 headers={"Content-Type": "text/plain"})
+        forged = await http.post(
+            path, content=json.dumps(body), headers={"Content-Type": "text/plain"}
+        )
         assert forged.status_code in (403, 415), forged.text
         no_session = await http.post(path, json=body)
         assert no_session.status_code == 403
@@ -657,11 +854,8 @@ async def test_demo_helpers_need_the_demo_session_and_json(
     account = session.json()["account_id"]
     assert (await http.post("/demo/credits", json={"account_id": account})).status_code == 201
     for foreign in ("alice", "0x" + "ab" * 20):  # not a demo account
-        assert (await http.post("/demo/session", json={"account_id": foreign})
-                ).status_code == 403
-        assert (await http.post("/demo/credits", json={"account_id": foreign})
-                ).status_code == 403
+        assert (await http.post("/demo/session", json={"account_id": foreign})).status_code == 403
+        assert (await http.post("/demo/credits", json={"account_id": foreign})).status_code == 403
     http.cookies.clear()
-    http.cookies.set("creditstream_demo", "forged.0000", domain="creditstream.test",
-                     path="/demo")
+    http.cookies.set("creditstream_demo", "forged.0000", domain="creditstream.test", path="/demo")
     assert (await http.post("/demo/session", json={})).status_code == 403

@@ -18,18 +18,35 @@ import pytest
 from tests.support import ROOT, TEST_SECRET, audit_mismatches, free_port, make_server_key
 
 
-def serve(tmp_path: Path, database_url: str, workers: int, **env: str) -> tuple[
-        subprocess.Popen[bytes], str, Path]:
+def serve(
+    tmp_path: Path, database_url: str, workers: int, **env: str
+) -> tuple[subprocess.Popen[bytes], str, Path]:
     port = free_port()
     log = tmp_path / f"serve-{port}.log"
-    environment = {**os.environ, "CREDITSTREAM_DATABASE_URL": database_url,
-                   "CREDITSTREAM_USER_TOKEN_SECRET": TEST_SECRET,
-                   "CREDITSTREAM_RESULTS_DIR": str(tmp_path / "results"), **env}
+    environment = {
+        **os.environ,
+        "CREDITSTREAM_DATABASE_URL": database_url,
+        "CREDITSTREAM_USER_TOKEN_SECRET": TEST_SECRET,
+        "CREDITSTREAM_RESULTS_DIR": str(tmp_path / "results"),
+        **env,
+    }
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-c", "import cli, sys; sys.exit(cli.main())", "serve",
-             "--port", str(port), "--workers", str(workers)],
-            cwd=ROOT, env=environment, stdout=out, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-c",
+                "import cli, sys; sys.exit(cli.main())",
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
+            cwd=ROOT,
+            env=environment,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     return process, f"http://127.0.0.1:{port}", log
 
 
@@ -60,8 +77,9 @@ def children(pid: int) -> list[int]:
 
 @pytest.mark.postgres
 @pytest.mark.redis
-async def test_two_workers_share_the_write_path(tmp_path: Path, pg_url: str,
-                                                redis_url: str) -> None:
+async def test_two_workers_share_the_write_path(
+    tmp_path: Path, pg_url: str, redis_url: str
+) -> None:
     from storage.migrate import upgrade_async
 
     await upgrade_async(pg_url)
@@ -71,15 +89,24 @@ async def test_two_workers_share_the_write_path(tmp_path: Path, pg_url: str,
         wait_ready(process, url, log)
         assert len(children(process.pid)) >= 2, "expected two worker processes"
         account = f"acct-{uuid.uuid4().hex[:8]}"
-        async with httpx.AsyncClient(base_url=url, timeout=20,
-                                     headers={"Authorization": f"Bearer {key}"}) as http:
-            grant = await http.post(f"/v1/accounts/{account}/grants",
-                                    json={"amount": 100, "reason": "purchase"})
+        async with httpx.AsyncClient(
+            base_url=url, timeout=20, headers={"Authorization": f"Bearer {key}"}
+        ) as http:
+            grant = await http.post(
+                f"/v1/accounts/{account}/grants", json={"amount": 100, "reason": "purchase"}
+            )
             assert grant.status_code == 201, grant.text
             keys = [uuid.uuid4().hex for _ in range(60)]
-            answers = await asyncio.gather(*(
-                http.post("/v1/holds", json={"account_id": account, "amount": 1},
-                          headers={"Idempotency-Key": k}) for k in keys + keys[:20]))
+            answers = await asyncio.gather(
+                *(
+                    http.post(
+                        "/v1/holds",
+                        json={"account_id": account, "amount": 1},
+                        headers={"Idempotency-Key": k},
+                    )
+                    for k in keys + keys[:20]
+                )
+            )
             assert [a.status_code for a in answers] == [201] * 80
             first = {k: a.json() for k, a in zip(keys, answers[:60], strict=True)}
             assert all(first[k] == a.json() for k, a in zip(keys[:20], answers[60:], strict=True))

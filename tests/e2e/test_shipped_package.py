@@ -24,8 +24,17 @@ import pytest
 from tests.e2e.test_database_outage import append_to_report
 from tests.support import ROOT, free_port
 
-NOT_SHIPPED = {"pytest", "pytest-asyncio", "pytest-timeout", "hypothesis", "moto", "playwright",
-               "schemathesis", "rich", "matplotlib"}
+NOT_SHIPPED = {
+    "pytest",
+    "pytest-asyncio",
+    "pytest-timeout",
+    "hypothesis",
+    "moto",
+    "playwright",
+    "schemathesis",
+    "rich",
+    "matplotlib",
+}
 INSTALL_TIMEOUT_S = 600
 
 
@@ -56,8 +65,9 @@ def build_context(destination: Path, copied: list[str]) -> Path:
         path = ROOT / source
         assert path.exists(), f"the Dockerfile copies {source}, which does not exist"
         if path.is_dir():
-            shutil.copytree(path, destination / source,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            shutil.copytree(
+                path, destination / source, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+            )
         else:
             shutil.copy2(path, destination / source)
     return destination
@@ -65,13 +75,20 @@ def build_context(destination: Path, copied: list[str]) -> Path:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment without anything that would let the source tree leak in."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("CREDITSTREAM_") and k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("CREDITSTREAM_") and k not in ("PYTHONPATH", "VIRTUAL_ENV")
+    }
     return {**env, "PYTHONDONTWRITEBYTECODE": "1", **extra}
 
 
-def run(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 120,
-        ) -> subprocess.CompletedProcess[str]:
+def run(
+    args: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"{args} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
     return done
@@ -81,15 +98,16 @@ def dockerfile_cmd(port: int) -> list[str]:
     """The Dockerfile's CMD (exec form), listening on 127.0.0.1:`port`."""
     text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
     (line,) = [line for line in text.splitlines() if line.startswith("CMD ")]
-    command: list[str] = json.loads(line[len("CMD "):])
+    command: list[str] = json.loads(line[len("CMD ") :])
     for flag, value in (("--host", "127.0.0.1"), ("--port", str(port))):
         assert flag in command, f"the CMD names {flag}"
         command[command.index(flag) + 1] = value
     return command
 
 
-def serve_and_hold(command: list[str], port: int, cwd: Path, env: dict[str, str], key: str,
-                   log_path: Path) -> None:
+def serve_and_hold(
+    command: list[str], port: int, cwd: Path, env: dict[str, str], key: str, log_path: Path
+) -> None:
     """Start the server, wait for /readyz, open a hold with the key, stop it with SIGTERM."""
     with open(log_path, "wb") as log:
         server = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -109,8 +127,12 @@ def serve_and_hold(command: list[str], port: int, cwd: Path, env: dict[str, str]
         assert ready is not None and ready.status_code == 200, log_path.read_text()[-3000:]
         assert ready.json()["checks"]["redis"] == "ok"
         account = f"shipped-{uuid.uuid4().hex[:8]}"
-        hold = httpx.post(base + "/v1/holds", headers={"Authorization": f"Bearer {key}"},
-                          json={"account_id": account, "amount": 1}, timeout=10)
+        hold = httpx.post(
+            base + "/v1/holds",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"account_id": account, "amount": 1},
+            timeout=10,
+        )
         assert hold.status_code == 201, hold.text
         assert hold.json()["account"]["held"] == 1
         # the API reference's assets come with the installed package, not from the source tree
@@ -130,7 +152,8 @@ def serve_and_hold(command: list[str], port: int, cwd: Path, env: dict[str, str]
 
 @pytest.mark.timeout(INSTALL_TIMEOUT_S + 120)
 def test_the_package_as_shipped_migrates_creates_a_key_and_serves(
-        tmp_path: Path, pg_url: str, redis_url: str) -> None:
+    tmp_path: Path, pg_url: str, redis_url: str
+) -> None:
     copied, install = dockerfile_build()
     context = build_context(tmp_path / "context", copied)
     wheels, venv, workdir = tmp_path / "wheels", tmp_path / "venv", tmp_path / "workdir"
@@ -139,8 +162,12 @@ def test_the_package_as_shipped_migrates_creates_a_key_and_serves(
     started = time.monotonic()
     run([sys.executable, "-m", "venv", str(venv)], tmp_path, env)
     python, pip = str(venv / "bin" / "python"), [str(venv / "bin" / "python"), "-m", "pip"]
-    run([*pip, "wheel", "--no-deps", "--quiet", "-w", str(wheels), str(context)], tmp_path, env,
-        timeout=INSTALL_TIMEOUT_S)
+    run(
+        [*pip, "wheel", "--no-deps", "--quiet", "-w", str(wheels), str(context)],
+        tmp_path,
+        env,
+        timeout=INSTALL_TIMEOUT_S,
+    )
     (wheel,) = wheels.glob("creditstream-*.whl")
     # the Dockerfile's targets, with the wheel of the copied tree in place of `.`
     targets = [f"{wheel}{t[1:]}" if t.startswith(".") else t for t in install]
@@ -161,26 +188,41 @@ def test_the_package_as_shipped_migrates_creates_a_key_and_serves(
     # PostgreSQL, as compose's one-shot migrate service does it
     pg_env = clean_env(CREDITSTREAM_DATABASE_URL=pg_url)
     assert "newest schema" in run([creditstream, "migrate"], workdir, pg_env).stdout
-    key = run([creditstream, "keys", "create", "--name", "shipped"], workdir,
-              pg_env).stdout.strip().splitlines()[-1]
+    key = (
+        run([creditstream, "keys", "create", "--name", "shipped"], workdir, pg_env)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     assert key.startswith("sk_"), key
 
     serve_env = clean_env(
-        CREDITSTREAM_DATABASE_URL=pg_url, CREDITSTREAM_REDIS_URL=redis_url,
-        CREDITSTREAM_AUTO_MIGRATE="0", CREDITSTREAM_USER_TOKEN_SECRET=secrets.token_urlsafe(48),
+        CREDITSTREAM_DATABASE_URL=pg_url,
+        CREDITSTREAM_REDIS_URL=redis_url,
+        CREDITSTREAM_AUTO_MIGRATE="0",
+        CREDITSTREAM_USER_TOKEN_SECRET=secrets.token_urlsafe(48),
         CREDITSTREAM_WEBHOOK_SECRET=secrets.token_urlsafe(48),
-        CREDITSTREAM_RESULTS_DIR=str(workdir / "results"))
+        CREDITSTREAM_RESULTS_DIR=str(workdir / "results"),
+    )
     port = free_port()
-    serve_and_hold([creditstream, "serve", "--host", "127.0.0.1", "--port", str(port)], port,
-                   workdir, serve_env, key, tmp_path / "serve.log")
+    serve_and_hold(
+        [creditstream, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        port,
+        workdir,
+        serve_env,
+        key,
+        tmp_path / "serve.log",
+    )
     # the image's own command, from its WORKDIR (the copied tree), with the venv's executables
     port = free_port()
-    command = [str(venv / "bin" / word) if i == 0 else word
-               for i, word in enumerate(dockerfile_cmd(port))]
+    command = [
+        str(venv / "bin" / word) if i == 0 else word for i, word in enumerate(dockerfile_cmd(port))
+    ]
     serve_and_hold(command, port, context, serve_env, key, tmp_path / "cmd.log")
-    line = (f"shipped package: {len(copied)} Dockerfile COPY sources → wheel → clean venv with "
-            f"{' '.join(install)!r} in {installed_s:.0f} s, {len(names)} packages, none of "
-            "test/bench; migrate (SQLite, PostgreSQL), keys create, then creditstream serve and "
-            "the Dockerfile's CMD each → /readyz 200, POST /v1/holds 201")
+    line = (
+        f"shipped package: {len(copied)} Dockerfile COPY sources → wheel → clean venv with "
+        f"{' '.join(install)!r} in {installed_s:.0f} s, {len(names)} packages, none of "
+        "test/bench; migrate (SQLite, PostgreSQL), keys create, then creditstream serve and "
+        "the Dockerfile's CMD each → /readyz 200, POST /v1/holds 201"
+    )
     print("\n" + line)
     append_to_report(line)

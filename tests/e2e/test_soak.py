@@ -24,18 +24,33 @@ DURATION_S = 120
 # grow a little: with the streams' leak taken out (gc.freeze off) it measured 1.73 MiB/min,
 # against 90-127 with it; 4 leaves room for a busy machine and still catches the leak 20 times
 # over (the 10-minute default, warmer by then, keeps 2)
-BOUNDS = {"--max-rss-slope-mib-per-min": "4", "--max-sweeper-late-s": "5",
-          "--max-sweeper-late-max-s": "10", "--max-delivery-lag-s": "10"}
+BOUNDS = {
+    "--max-rss-slope-mib-per-min": "4",
+    "--max-sweeper-late-s": "5",
+    "--max-sweeper-late-max-s": "10",
+    "--max-delivery-lag-s": "10",
+}
 
 
 @pytest.mark.postgres
 @pytest.mark.timeout(DURATION_S + 240)
 def test_two_minutes_of_churn_expiry_and_deliveries_stay_within_bounds(
-        tmp_path: Path, pg_url: str) -> None:
+    tmp_path: Path, pg_url: str
+) -> None:
     out = tmp_path / "soak.json"
-    code = main(["bench", "soak", "--json", str(out), "--database-url", pg_url,
-                 "--duration", str(DURATION_S),
-                 *(part for flag, bound in BOUNDS.items() for part in (flag, bound))])
+    code = main(
+        [
+            "bench",
+            "soak",
+            "--json",
+            str(out),
+            "--database-url",
+            pg_url,
+            "--duration",
+            str(DURATION_S),
+            *(part for flag, bound in BOUNDS.items() for part in (flag, bound)),
+        ]
+    )
     result: dict[str, Any] = json.loads(out.read_text())
     details = result["details"]
     # the load ran as asked: a run that did little would pass every bound
@@ -45,6 +60,6 @@ def test_two_minutes_of_churn_expiry_and_deliveries_stay_within_bounds(
     assert details["deliveries"]["events"] > 100 * DURATION_S, details["deliveries"]
     assert details["audit"]["mismatches"] == 0, details["audit"]
     assert result["bounds_failed"] == [], "\n".join(
-        result["bounds_failed"] + [f"{k}: {details[k]}" for k in ("rss", "sweeper",
-                                                                  "deliveries")])
+        result["bounds_failed"] + [f"{k}: {details[k]}" for k in ("rss", "sweeper", "deliveries")]
+    )
     assert code == 0

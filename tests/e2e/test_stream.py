@@ -36,10 +36,13 @@ def user_token(account_id: str, ttl_s: int = 3600) -> str:
     return token
 
 
-async def grant(http: httpx.AsyncClient, account_id: str, amount: int = 1,
-                ref: str | None = None) -> httpx.Response:
-    return await http.post(f"/v1/accounts/{account_id}/grants",
-                           json={"amount": amount, "reason": "purchase", "ref": ref})
+async def grant(
+    http: httpx.AsyncClient, account_id: str, amount: int = 1, ref: str | None = None
+) -> httpx.Response:
+    return await http.post(
+        f"/v1/accounts/{account_id}/grants",
+        json={"amount": amount, "reason": "purchase", "ref": ref},
+    )
 
 
 def assert_gap_free(seqs: list[int], first: int, last: int) -> None:
@@ -53,14 +56,16 @@ async def settle(http: httpx.AsyncClient, client: StreamClient, account: str, se
     await client.wait_for_seq(seq)
 
 
-async def wait_for_metric(server: LiveServer, name: str, at_least: float,
-                          timeout: float = 10) -> None:
+async def wait_for_metric(
+    server: LiveServer, name: str, at_least: float, timeout: float = 10
+) -> None:
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(base_url=server.url, timeout=5) as http:
         while True:
             text = (await http.get("/metrics")).text
-            values = [float(line.split()[-1]) for line in text.splitlines()
-                      if line.startswith(name)]
+            values = [
+                float(line.split()[-1]) for line in text.splitlines() if line.startswith(name)
+            ]
             if sum(values) >= at_least:
                 return
             assert time.monotonic() < deadline, f"{name} stayed below {at_least}: {values}"
@@ -68,7 +73,8 @@ async def wait_for_metric(server: LiveServer, name: str, at_least: float,
 
 
 async def test_two_instances_deliver_every_event_in_order(
-        pg_url: str, redis_url: str, live_server_factory: Factory) -> None:
+    pg_url: str, redis_url: str, live_server_factory: Factory
+) -> None:
     key = await make_server_key(pg_url)
     # a slow resync proves delivery through Redis, not through the journal poll
     env = {"CREDITSTREAM_REDIS_URL": redis_url, "CREDITSTREAM_RESYNC_INTERVAL_S": "30"}
@@ -86,12 +92,17 @@ async def test_two_instances_deliver_every_event_in_order(
         await client.wait_for_seq(101, timeout=10)
         await settle(http, client, account, 102)
     assert_gap_free(client.seqs(account), 2, 102)
-    latencies = [(at - _parse_at(m["at"])) * 1000 for at, m in client.messages
-                 if m.get("type") == "balance.updated"]
+    latencies = [
+        (at - _parse_at(m["at"])) * 1000
+        for at, m in client.messages
+        if m.get("type") == "balance.updated"
+    ]
     p50 = statistics.median(latencies)
     p99 = sorted(latencies)[int(len(latencies) * 0.99) - 1]
-    line = (f"cross-instance push latency over {len(latencies)} events: "
-            f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(latencies):.1f} ms")
+    line = (
+        f"cross-instance push latency over {len(latencies)} events: "
+        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(latencies):.1f} ms"
+    )
     print("\n" + line)
     if path := os.environ.get("CREDITSTREAM_RELIABILITY_REPORT"):
         with open(path, "a") as out:
@@ -106,12 +117,14 @@ def _parse_at(at: str) -> float:
 
 
 async def test_resume_after_disconnect_over_websocket_and_sse(
-        pg_url: str, live_server_factory: Factory) -> None:
+    pg_url: str, live_server_factory: Factory
+) -> None:
     key = await make_server_key(pg_url)
     server = live_server_factory(pg_url)
     account = new_account()
-    async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {key}"},
-                                 timeout=10) as http:
+    async with httpx.AsyncClient(
+        base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=10
+    ) as http:
         await http.put(f"/v1/accounts/{account}")
         client = StreamClient(server.url, key)
         await client.connect()
@@ -131,12 +144,14 @@ async def test_resume_after_disconnect_over_websocket_and_sse(
         assert [e["seq"] for e in sse_events] == list(range(last + 21, last + 51))
 
 
-async def read_sse(http: httpx.AsyncClient, account: str, last_event_id: int,
-                   count: int) -> list[dict[str, Any]]:
+async def read_sse(
+    http: httpx.AsyncClient, account: str, last_event_id: int, count: int
+) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     headers = {"Last-Event-ID": str(last_event_id)}
-    async with http.stream("GET", f"/v1/stream/sse?account_id={account}",
-                           headers=headers) as response:
+    async with http.stream(
+        "GET", f"/v1/stream/sse?account_id={account}", headers=headers
+    ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         frame: dict[str, str] = {}
@@ -156,14 +171,17 @@ async def read_sse(http: httpx.AsyncClient, account: str, last_event_id: int,
 
 
 async def test_event_survives_a_crash_between_commit_and_publish(
-        pg_url: str, redis_url: str, live_server_factory: Factory) -> None:
+    pg_url: str, redis_url: str, live_server_factory: Factory
+) -> None:
     key = await make_server_key(pg_url)
     one = live_server_factory(pg_url, CREDITSTREAM_REDIS_URL=redis_url)
-    two = live_server_factory(pg_url, CREDITSTREAM_REDIS_URL=redis_url,
-                              CREDITSTREAM_FAULTS="crash_after_commit")
+    two = live_server_factory(
+        pg_url, CREDITSTREAM_REDIS_URL=redis_url, CREDITSTREAM_FAULTS="crash_after_commit"
+    )
     account = new_account()
-    async with httpx.AsyncClient(base_url=two.url, headers={"Authorization": f"Bearer {key}"},
-                                 timeout=10) as http:
+    async with httpx.AsyncClient(
+        base_url=two.url, headers={"Authorization": f"Bearer {key}"}, timeout=10
+    ) as http:
         await http.put(f"/v1/accounts/{account}")
         client = StreamClient(one.url, key)
         await client.connect()
@@ -179,16 +197,21 @@ async def test_event_survives_a_crash_between_commit_and_publish(
 
 
 async def test_a_dropped_redis_message_is_detected_and_filled(
-        pg_url: str, redis_url: str, live_server_factory: Factory) -> None:
+    pg_url: str, redis_url: str, live_server_factory: Factory
+) -> None:
     key = await make_server_key(pg_url)
     env = {"CREDITSTREAM_REDIS_URL": redis_url, "CREDITSTREAM_RESYNC_INTERVAL_S": "30"}
     one = live_server_factory(pg_url, **env)
     two = live_server_factory(pg_url, CREDITSTREAM_FAULTS="drop_publish_once", **env)
     account = new_account()
-    async with httpx.AsyncClient(base_url=one.url, headers={"Authorization": f"Bearer {key}"},
-                                 timeout=10) as http_one, \
-            httpx.AsyncClient(base_url=two.url, headers={"Authorization": f"Bearer {key}"},
-                              timeout=10) as http_two:
+    async with (
+        httpx.AsyncClient(
+            base_url=one.url, headers={"Authorization": f"Bearer {key}"}, timeout=10
+        ) as http_one,
+        httpx.AsyncClient(
+            base_url=two.url, headers={"Authorization": f"Bearer {key}"}, timeout=10
+        ) as http_two,
+    ):
         await http_one.put(f"/v1/accounts/{account}")
         marker = new_account()
         await http_one.put(f"/v1/accounts/{marker}")
@@ -209,7 +232,8 @@ async def test_a_dropped_redis_message_is_detected_and_filled(
 
 
 async def test_redis_outage_keeps_rest_and_local_push_then_catches_up(
-        pg_url: str, private_redis: PrivateRedis, live_server_factory: Factory) -> None:
+    pg_url: str, private_redis: PrivateRedis, live_server_factory: Factory
+) -> None:
     key = await make_server_key(pg_url)
     env = {"CREDITSTREAM_REDIS_URL": private_redis.url, "CREDITSTREAM_RESYNC_INTERVAL_S": "30"}
     one, two = live_server_factory(pg_url, **env), live_server_factory(pg_url, **env)
@@ -242,12 +266,14 @@ async def test_redis_outage_keeps_rest_and_local_push_then_catches_up(
 
 
 async def test_a_client_that_never_reads_is_closed_with_1013_and_resumes(
-        pg_url: str, live_server_factory: Factory) -> None:
+    pg_url: str, live_server_factory: Factory
+) -> None:
     key = await make_server_key(pg_url)
     server = live_server_factory(pg_url, CREDITSTREAM_STREAM_QUEUE="20")
     account = new_account()
-    async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {key}"},
-                                 timeout=30) as http:
+    async with httpx.AsyncClient(
+        base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+    ) as http:
         await http.put(f"/v1/accounts/{account}")
     rss_before = _rss_kib(server)
     ws_url = server.url.replace("http", "ws") + f"/v1/stream?token={key}"
@@ -287,8 +313,9 @@ async def commit_grants_in_one_transaction(database_url: str, account: str, coun
         async with db.transaction() as uow:
             account_state, _ = await service.ensure_account(uow, account)
             for _ in range(count):
-                account_state.add_grant(f"grt_{uuid.uuid4().hex}", 1, "purchase", service.now(),
-                                        ref="x" * 200)
+                account_state.add_grant(
+                    f"grt_{uuid.uuid4().hex}", 1, "purchase", service.now(), ref="x" * 200
+                )
             await uow.accounts.save(account_state)
     finally:
         await db.dispose()
@@ -305,14 +332,16 @@ def _rss_kib(server: LiveServer) -> int:
 
 # --- auth, protocol errors, shutdown ---------------------------------------------------------
 
+
 @pytest.fixture
 async def one_server(pg_url: str, live_server_factory: Factory) -> tuple[LiveServer, str]:
     key = await make_server_key(pg_url)
     return live_server_factory(pg_url, CREDITSTREAM_HEARTBEAT_S="1"), key
 
 
-async def expect_close(url: str, token: str, messages: list[dict[str, Any]],
-                       timeout: float = 5) -> int:
+async def expect_close(
+    url: str, token: str, messages: list[dict[str, Any]], timeout: float = 5
+) -> int:
     client = StreamClient(url, token)
     await client.connect()
     for message in messages:
@@ -333,13 +362,15 @@ async def test_bad_token_closes_with_4401(one_server: tuple[LiveServer, str]) ->
 
 async def test_other_account_closes_with_4403(one_server: tuple[LiveServer, str]) -> None:
     server, _ = one_server
-    code = await expect_close(server.url, user_token("alice"),
-                              [{"op": "subscribe", "account_id": "bob"}])
+    code = await expect_close(
+        server.url, user_token("alice"), [{"op": "subscribe", "account_id": "bob"}]
+    )
     assert code == 4403
 
 
 async def test_token_expiring_while_connected_closes_with_4401_unless_refreshed(
-        one_server: tuple[LiveServer, str]) -> None:
+    one_server: tuple[LiveServer, str],
+) -> None:
     server, _ = one_server
     keeps_alive = [{"op": "ping"}]
     short = user_token("carol", ttl_s=2)
@@ -368,11 +399,18 @@ async def test_silent_client_closes_with_4408(one_server: tuple[LiveServer, str]
     assert await expect_close(server.url, key, [], timeout=5) == 4408
 
 
-@pytest.mark.parametrize("message", ["not json", {"op": "dance"},
-                                     {"op": "subscribe", "account_id": "bad id!"},
-                                     {"op": "subscribe", "account_id": "x", "after_seq": "1"}])
-async def test_bad_messages_close_with_1008(one_server: tuple[LiveServer, str],
-                                            message: Any) -> None:
+@pytest.mark.parametrize(
+    "message",
+    [
+        "not json",
+        {"op": "dance"},
+        {"op": "subscribe", "account_id": "bad id!"},
+        {"op": "subscribe", "account_id": "x", "after_seq": "1"},
+    ],
+)
+async def test_bad_messages_close_with_1008(
+    one_server: tuple[LiveServer, str], message: Any
+) -> None:
     server, key = one_server
     client = StreamClient(server.url, key)
     await client.connect()
@@ -383,15 +421,17 @@ async def test_bad_messages_close_with_1008(one_server: tuple[LiveServer, str],
 
 
 async def test_foreign_origin_is_refused_at_the_handshake(
-        one_server: tuple[LiveServer, str]) -> None:
+    one_server: tuple[LiveServer, str],
+) -> None:
     server, key = one_server
     ws_url = server.url.replace("http", "ws") + f"/v1/stream?token={key}"
     with pytest.raises(websockets.InvalidStatus) as refused:
         await websockets.connect(ws_url, origin="http://evil.example")  # type: ignore[arg-type]
     assert refused.value.response.status_code == 403
     async with httpx.AsyncClient(base_url=server.url) as http:
-        sse = await http.get(f"/v1/stream/sse?token={key}&account_id=x",
-                             headers={"Origin": "http://evil.example"})
+        sse = await http.get(
+            f"/v1/stream/sse?token={key}&account_id=x", headers={"Origin": "http://evil.example"}
+        )
     assert sse.status_code == 403
 
 

@@ -34,11 +34,31 @@ class ProductionServer(LiveServer):
 
     def _spawn(self, log: Any) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "asgi:app", "--host", "127.0.0.1",
-             "--port", str(self.port), "--ws", "api.ws_protocol:WebSocketProtocol",
-             "--http", "api.serving:AutoProtocol", "--ws-per-message-deflate", "false",
-             "--log-level", "warning", "--timeout-graceful-shutdown", "5"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "asgi:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--ws",
+                "api.ws_protocol:WebSocketProtocol",
+                "--http",
+                "api.serving:AutoProtocol",
+                "--ws-per-message-deflate",
+                "false",
+                "--log-level",
+                "warning",
+                "--timeout-graceful-shutdown",
+                "5",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def vm_rss(pid: int) -> int:
@@ -100,8 +120,11 @@ async def metrics_text(http: httpx.AsyncClient) -> str:
 
 
 def metric(text: str, name: str) -> float:
-    return sum(float(line.split()[-1]) for line in text.splitlines()
-               if line.startswith(name + " ") or line.startswith(name + "{"))
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith(name + " ") or line.startswith(name + "{")
+    )
 
 
 async def account_channels(redis: aioredis.Redis) -> set[str]:
@@ -111,11 +134,16 @@ async def account_channels(redis: aioredis.Redis) -> set[str]:
 
 
 async def test_memory_stays_flat_and_no_subscription_outlives_its_stream(
-        pg_url: str, private_redis: PrivateRedis, tmp_path: Path) -> None:
+    pg_url: str, private_redis: PrivateRedis, tmp_path: Path
+) -> None:
     key = await make_server_key(pg_url)
-    server = ProductionServer({"CREDITSTREAM_DATABASE_URL": pg_url,
-                         "CREDITSTREAM_REDIS_URL": private_redis.url,
-                         "CREDITSTREAM_RESULTS_DIR": str(tmp_path)}).start()
+    server = ProductionServer(
+        {
+            "CREDITSTREAM_DATABASE_URL": pg_url,
+            "CREDITSTREAM_REDIS_URL": private_redis.url,
+            "CREDITSTREAM_RESULTS_DIR": str(tmp_path),
+        }
+    ).start()
     redis = aioredis.Redis.from_url(private_redis.url)
     ws_url = server.url.replace("http://", "ws://") + f"/v1/stream?token={key}"
     try:
@@ -128,13 +156,16 @@ async def test_memory_stays_flat_and_no_subscription_outlives_its_stream(
             grew = second - first
             assert grew <= first * 0.10 + SLACK_BYTES, (
                 f"RSS {first / 2**20:.0f} MiB after the first round, {second / 2**20:.0f} MiB "
-                f"after the second: {grew / ROUND:.0f} bytes per stream stayed behind")
+                f"after the second: {grew / ROUND:.0f} bytes per stream stayed behind"
+            )
 
             deadline = time.monotonic() + 10
             while (left := await account_channels(redis)) or metric(
-                    await metrics_text(http), "creditstream_stream_subscriptions") > 0:
+                await metrics_text(http), "creditstream_stream_subscriptions"
+            ) > 0:
                 assert time.monotonic() < deadline, (
-                    f"{len(left)} channels still subscribed with no stream: {sorted(left)[:5]}")
+                    f"{len(left)} channels still subscribed with no stream: {sorted(left)[:5]}"
+                )
                 await asyncio.sleep(0.2)
     finally:
         await redis.aclose()

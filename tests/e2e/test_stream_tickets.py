@@ -23,8 +23,9 @@ def new_account() -> str:
     return f"acct-{uuid.uuid4().hex[:12]}"
 
 
-async def ticket_for(http: httpx.AsyncClient, headers: dict[str, str],
-                     body: dict[str, Any] | None = None) -> str:
+async def ticket_for(
+    http: httpx.AsyncClient, headers: dict[str, str], body: dict[str, Any] | None = None
+) -> str:
     answer = await http.post("/v1/stream-tickets", headers=headers, json=body or {})
     assert answer.status_code == 201, answer.text
     assert answer.json()["ticket"].startswith("st_")
@@ -34,30 +35,34 @@ async def ticket_for(http: httpx.AsyncClient, headers: dict[str, str],
 
 # --- who may make one, and its expiry (in-process, both databases) ----------------------------
 
+
 async def test_a_user_token_tickets_its_own_account_only(api: ApiClient) -> None:
     made = await api.http.post("/v1/stream-tickets", headers=api.user("alice"), json={})
     assert made.status_code == 201, made.text
     assert made.json()["account_id"] == "alice"
     assert made.json()["expires_at"].endswith("Z")
-    named = await api.http.post("/v1/stream-tickets", headers=api.user("alice"),
-                                json={"account_id": "alice"})
+    named = await api.http.post(
+        "/v1/stream-tickets", headers=api.user("alice"), json={"account_id": "alice"}
+    )
     assert named.status_code == 201
-    other = await api.http.post("/v1/stream-tickets", headers=api.user("alice"),
-                                json={"account_id": "bob"})
+    other = await api.http.post(
+        "/v1/stream-tickets", headers=api.user("alice"), json={"account_id": "bob"}
+    )
     assert other.status_code == 403 and other.json()["error"]["code"] == "forbidden"
-    server = await api.http.post("/v1/stream-tickets", headers=api.server(),
-                                 json={"account_id": "bob"})
+    server = await api.http.post(
+        "/v1/stream-tickets", headers=api.server(), json={"account_id": "bob"}
+    )
     assert server.status_code == 201 and server.json()["account_id"] == "bob"
     unnamed = await api.http.post("/v1/stream-tickets", headers=api.server(), json={})
     assert unnamed.status_code == 422
     assert (await api.http.post("/v1/stream-tickets", json={})).status_code == 401
-    odd = await api.http.post("/v1/stream-tickets", headers=api.user("alice"),
-                              json={"account_id": "alice", "ttl": 5})
+    odd = await api.http.post(
+        "/v1/stream-tickets", headers=api.user("alice"), json={"account_id": "alice", "ttl": 5}
+    )
     assert odd.status_code == 422
 
 
-async def test_an_expired_or_unknown_ticket_is_refused(api: ApiClient,
-                                                       clock: MutableClock) -> None:
+async def test_an_expired_or_unknown_ticket_is_refused(api: ApiClient, clock: MutableClock) -> None:
     ticket = await ticket_for(api.http, api.user("carol"))
     clock.advance(seconds=31)
     late = await api.http.get(f"/v1/stream/sse?ticket={ticket}")
@@ -69,9 +74,12 @@ async def test_an_expired_or_unknown_ticket_is_refused(api: ApiClient,
 
 # --- on live servers: once, on any instance, WebSocket and SSE --------------------------------
 
+
 @pytest.fixture
-async def two_servers(pg_url: str, live_server_factory: Factory,
-                      ) -> tuple[LiveServer, LiveServer, str]:
+async def two_servers(
+    pg_url: str,
+    live_server_factory: Factory,
+) -> tuple[LiveServer, LiveServer, str]:
     key = await make_server_key(pg_url)
     return live_server_factory(pg_url), live_server_factory(pg_url), key
 
@@ -92,7 +100,8 @@ async def open_stream(server: LiveServer, ticket: str) -> tuple[dict[str, Any], 
 
 
 async def test_a_ticket_opens_one_websocket_on_any_instance(
-        two_servers: tuple[LiveServer, LiveServer, str]) -> None:
+    two_servers: tuple[LiveServer, LiveServer, str],
+) -> None:
     first, second, key = two_servers
     account = new_account()
     server_key = {"Authorization": f"Bearer {key}"}
@@ -100,26 +109,36 @@ async def test_a_ticket_opens_one_websocket_on_any_instance(
         ticket = await ticket_for(http, server_key, {"account_id": account})
     # made on the first instance, redeemed on the second
     subscribed, code = await open_stream(second, ticket)
-    assert code is None and subscribed == {**subscribed, "type": "subscribed",
-                                           "account_id": account}
+    assert code is None and subscribed == {
+        **subscribed,
+        "type": "subscribed",
+        "account_id": account,
+    }
     for server in (first, second):  # used: refused everywhere
         _, code = await open_stream(server, ticket)
         assert code == 4401
 
 
 async def test_two_connections_racing_for_one_ticket_get_one_stream(
-        two_servers: tuple[LiveServer, LiveServer, str]) -> None:
+    two_servers: tuple[LiveServer, LiveServer, str],
+) -> None:
     first, second, key = two_servers
     async with httpx.AsyncClient(base_url=first.url, timeout=10) as http:
-        ticket = await ticket_for(http, {"Authorization": f"Bearer {key}"},
-                                  {"account_id": new_account()})
-    results = await asyncio.gather(open_stream(first, ticket), open_stream(second, ticket),
-                                   open_stream(first, ticket), open_stream(second, ticket))
+        ticket = await ticket_for(
+            http, {"Authorization": f"Bearer {key}"}, {"account_id": new_account()}
+        )
+    results = await asyncio.gather(
+        open_stream(first, ticket),
+        open_stream(second, ticket),
+        open_stream(first, ticket),
+        open_stream(second, ticket),
+    )
     assert sorted(str(code) for _, code in results) == ["4401", "4401", "4401", "None"]
 
 
 async def test_a_ticket_opens_one_sse_stream(
-        two_servers: tuple[LiveServer, LiveServer, str]) -> None:
+    two_servers: tuple[LiveServer, LiveServer, str],
+) -> None:
     from tests.e2e.test_stream import user_token
 
     first, second, _ = two_servers
@@ -141,8 +160,7 @@ async def test_a_ticket_reads_its_own_account_only(api: ApiClient) -> None:
     # even a server key's ticket is bound to the account it names
     for maker in (api.user("dora"), api.server()):
         ticket = await ticket_for(api.http, maker, {"account_id": "dora"})
-        other = await api.http.get("/v1/stream/sse", params={"ticket": ticket,
-                                                             "account_id": "eve"})
+        other = await api.http.get("/v1/stream/sse", params={"ticket": ticket, "account_id": "eve"})
         assert other.status_code == 403 and other.json()["error"]["code"] == "forbidden"
         # the refused attempt used it up: a ticket is one connection attempt
         again = await api.http.get("/v1/stream/sse", params={"ticket": ticket})

@@ -55,7 +55,8 @@ class Load:
 
 
 async def test_no_hold_or_job_stays_open_past_its_expiry_under_load(
-        pg_url: str, live_server_factory: Callable[..., LiveServer]) -> None:
+    pg_url: str, live_server_factory: Callable[..., LiveServer]
+) -> None:
     key = await make_server_key(pg_url)
     server = live_server_factory(pg_url, CREDITSTREAM_HOLD_TTL_S=str(HOLD_TTL_S))
     dsn = pg_url.replace("postgresql+asyncpg://", "postgresql://")
@@ -64,17 +65,23 @@ async def test_no_hold_or_job_stays_open_past_its_expiry_under_load(
     load = Load()
     worst_overdue = (0, 0)  # open holds, processing jobs more than LATE_BOUND_S past expiry
     try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30,
-                                     limits=httpx.Limits(max_connections=CLIENTS),
-                                     headers={"Authorization": f"Bearer {key}"}) as http:
+        async with httpx.AsyncClient(
+            base_url=server.url,
+            timeout=30,
+            limits=httpx.Limits(max_connections=CLIENTS),
+            headers={"Authorization": f"Bearer {key}"},
+        ) as http:
             for account in accounts:  # paid credits: no trial daily limit
-                granted = await http.post(f"/v1/accounts/{account}/grants",
-                                          json={"amount": 10_000_000, "reason": "purchase"})
+                granted = await http.post(
+                    f"/v1/accounts/{account}/grants",
+                    json={"amount": 10_000_000, "reason": "purchase"},
+                )
                 assert granted.status_code == 201, granted.text
             load_started = await watcher.fetchval("SELECT now()")
             deadline = time.monotonic() + LOAD_S
-            clients = [asyncio.create_task(_client(http, accounts, deadline, load))
-                       for _ in range(CLIENTS)]
+            clients = [
+                asyncio.create_task(_client(http, accounts, deadline, load)) for _ in range(CLIENTS)
+            ]
             while not all(c.done() for c in clients):  # watch the backlog while the load runs
                 holds, jobs = await watcher.fetchrow(OVERDUE, timedelta(seconds=LATE_BOUND_S))
                 worst_overdue = (max(worst_overdue[0], holds), max(worst_overdue[1], jobs))
@@ -92,13 +99,15 @@ async def test_no_hold_or_job_stays_open_past_its_expiry_under_load(
             exposition = (await http.get("/metrics")).text
     finally:
         await watcher.close()
-    figure = (f"sweeper under load: {load.holds} keyed holds and {load.jobs} jobs in "
-              f"{LOAD_S:.0f} s from {CLIENTS} clients ({load.holds / LOAD_S:.0f} holds/s, "
-              f"TTL {HOLD_TTL_S} s): {expired_during / LOAD_S:.0f} holds/s expired during the "
-              f"load; {expired} holds expired, latest {float(hold_late_s):.2f} s "
-              f"after its expiry; {timed_out} jobs timed out, latest {float(job_late_s):.2f} s; "
-              f"most open more than {LATE_BOUND_S:.0f} s past expiry during the load: "
-              f"{worst_overdue[0]} holds, {worst_overdue[1]} jobs")
+    figure = (
+        f"sweeper under load: {load.holds} keyed holds and {load.jobs} jobs in "
+        f"{LOAD_S:.0f} s from {CLIENTS} clients ({load.holds / LOAD_S:.0f} holds/s, "
+        f"TTL {HOLD_TTL_S} s): {expired_during / LOAD_S:.0f} holds/s expired during the "
+        f"load; {expired} holds expired, latest {float(hold_late_s):.2f} s "
+        f"after its expiry; {timed_out} jobs timed out, latest {float(job_late_s):.2f} s; "
+        f"most open more than {LATE_BOUND_S:.0f} s past expiry during the load: "
+        f"{worst_overdue[0]} holds, {worst_overdue[1]} jobs"
+    )
     _report(figure)
     assert load.failures == []
     # a load that makes the point: the old sweeper fell behind at 30 holds/s on a busy machine
@@ -110,25 +119,35 @@ async def test_no_hold_or_job_stays_open_past_its_expiry_under_load(
     assert timed_out == load.jobs, figure
     assert float(job_late_s) <= LATE_BOUND_S, figure
     for kind in ("hold", "job"):
-        assert re.search(rf'creditstream_sweeper_oldest_due_seconds{{kind="{kind}"}} [0-9.e+-]+',
-                         exposition), exposition[-2000:]
+        assert re.search(
+            rf'creditstream_sweeper_oldest_due_seconds{{kind="{kind}"}} [0-9.e+-]+', exposition
+        ), exposition[-2000:]
     assert await audit_mismatches(pg_url) == []
 
 
-async def _client(http: httpx.AsyncClient, accounts: list[str], deadline: float,
-                  load: Load) -> None:
+async def _client(
+    http: httpx.AsyncClient, accounts: list[str], deadline: float, load: Load
+) -> None:
     while time.monotonic() < deadline:
         load.sent += 1
         account = accounts[load.sent % len(accounts)]
         headers = {"Idempotency-Key": uuid.uuid4().hex}
         if load.sent % JOB_EVERY == 0:
-            response = await http.post("/v1/jobs", headers=headers, json={
-                "account_id": account, "operation": "audio", "ttl_seconds": JOB_TTL_S,
-                "input": {"simulate": "hang"}})
+            response = await http.post(
+                "/v1/jobs",
+                headers=headers,
+                json={
+                    "account_id": account,
+                    "operation": "audio",
+                    "ttl_seconds": JOB_TTL_S,
+                    "input": {"simulate": "hang"},
+                },
+            )
             load.jobs += response.status_code == 202
         else:
-            response = await http.post("/v1/holds", headers=headers,
-                                       json={"account_id": account, "amount": 1})
+            response = await http.post(
+                "/v1/holds", headers=headers, json={"account_id": account, "amount": 1}
+            )
             load.holds += response.status_code == 201
         if response.status_code not in (201, 202):
             load.failures.append(f"{response.status_code} {response.text[:200]}")

@@ -50,8 +50,16 @@ def assert_positive(entry: dict[str, Any]) -> None:
 @pytest.mark.postgres
 @pytest.mark.parametrize("name", ["engine", "hot"])
 def test_engine_and_hot(tmp_path: Path, pg_url: str, name: str) -> None:
-    options = ["--database-url", pg_url, "--concurrency", "4", "--duration", "0.5",
-               "--warmup", "0.2"]
+    options = [
+        "--database-url",
+        pg_url,
+        "--concurrency",
+        "4",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.2",
+    ]
     if name == "engine":
         options += ["--accounts", "20"]
     result = run_bench(tmp_path, name, *options)
@@ -65,22 +73,52 @@ def test_engine_and_hot(tmp_path: Path, pg_url: str, name: str) -> None:
 @pytest.mark.postgres
 def test_engine_profile(tmp_path: Path, pg_url: str) -> None:
     profile = tmp_path / "engine.prof"
-    result = run_bench(tmp_path, "engine", "--database-url", pg_url, "--accounts", "5",
-                       "--concurrency", "2", "--ceiling-pools", "2", "--duration", "0.3",
-                       "--warmup", "0.1",
-                       "--workloads", "hold", "--profile", str(profile))
+    result = run_bench(
+        tmp_path,
+        "engine",
+        "--database-url",
+        pg_url,
+        "--accounts",
+        "5",
+        "--concurrency",
+        "2",
+        "--ceiling-pools",
+        "2",
+        "--duration",
+        "0.3",
+        "--warmup",
+        "0.1",
+        "--workloads",
+        "hold",
+        "--profile",
+        str(profile),
+    )
     assert profile.stat().st_size > 0
     assert "tottime" in Path(str(profile) + ".txt").read_text()
     assert [r["metric"] for r in result["rows"] if r["goal"]] == [
         "holds/s, 2 callers (vs one statement, pool 2)",
-        "lone caller hold p50, ms (vs a transaction per operation)"]
+        "lone caller hold p50, ms (vs a transaction per operation)",
+    ]
 
 
 @pytest.mark.postgres
 def test_http(tmp_path: Path, pg_url: str) -> None:
-    result = run_bench(tmp_path, "http", "--database-url", pg_url, "--accounts", "20",
-                       "--connections", "4", "--duration", "0.7", "--warmup", "0.3",
-                       "--variants", "uvloop")
+    result = run_bench(
+        tmp_path,
+        "http",
+        "--database-url",
+        pg_url,
+        "--accounts",
+        "20",
+        "--connections",
+        "4",
+        "--duration",
+        "0.7",
+        "--warmup",
+        "0.3",
+        "--variants",
+        "uvloop",
+    )
     assert_positive(row(result, "req/s"))
     assert_positive(row(result, "hot account req/s"))
     assert_positive(row(result, "2 workers req/s"))
@@ -92,9 +130,26 @@ def test_http(tmp_path: Path, pg_url: str) -> None:
 @pytest.mark.postgres
 @pytest.mark.redis
 def test_push(tmp_path: Path, pg_url: str, redis_url: str) -> None:
-    result = run_bench(tmp_path, "push", "--database-url", pg_url, "--redis-url", redis_url,
-                       "--subscribers", "20", "--rate", "100", "--duration", "0.5",
-                       "--warmup", "0.2", "--settle", "0.2", "--variants", "asyncio")
+    result = run_bench(
+        tmp_path,
+        "push",
+        "--database-url",
+        pg_url,
+        "--redis-url",
+        redis_url,
+        "--subscribers",
+        "20",
+        "--rate",
+        "100",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.2",
+        "--settle",
+        "0.2",
+        "--variants",
+        "asyncio",
+    )
     assert_positive(row(result, "commit→client p99"))
     assert_positive(row(result, "server RSS per idle connection"))
     delivered = row(result, "events delivered")
@@ -106,9 +161,24 @@ def test_push(tmp_path: Path, pg_url: str, redis_url: str) -> None:
 @pytest.mark.postgres
 @pytest.mark.redis
 def test_connections(tmp_path: Path, pg_url: str, redis_url: str) -> None:
-    result = run_bench(tmp_path, "connections", "--database-url", pg_url, "--redis-url",
-                       redis_url, "--target", "20", "--budget-mib", "1024", "--steps", "2",
-                       "--settle", "0.2", "--variants", "uvloop")
+    result = run_bench(
+        tmp_path,
+        "connections",
+        "--database-url",
+        pg_url,
+        "--redis-url",
+        redis_url,
+        "--target",
+        "20",
+        "--budget-mib",
+        "1024",
+        "--steps",
+        "2",
+        "--settle",
+        "0.2",
+        "--variants",
+        "uvloop",
+    )
     held = row(result, "subscribers held")
     assert held["creditstream"] == 20 and held["ceiling"] == 20 and held["reached"] is True
     per_connection = row(result, "RSS per idle connection")
@@ -119,9 +189,22 @@ def test_connections(tmp_path: Path, pg_url: str, redis_url: str) -> None:
 
 @pytest.mark.postgres
 def test_webhooks(tmp_path: Path, pg_url: str) -> None:
-    result = run_bench(tmp_path, "webhooks", "--database-url", pg_url, "--rate", "50",
-                       "--duration", "0.5", "--warmup", "0.2", "--accounts", "10",
-                       "--receiver-ms", "1")
+    result = run_bench(
+        tmp_path,
+        "webhooks",
+        "--database-url",
+        pg_url,
+        "--rate",
+        "50",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.2",
+        "--accounts",
+        "10",
+        "--receiver-ms",
+        "1",
+    )
     delivered = row(result, "delivered events/s")
     assert delivered["ceiling"] > 0 and delivered["goal"]
     assert row(result, "events delivered in the end")["creditstream"] > 0
@@ -138,21 +221,57 @@ def test_soak(tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture[str]) -
     """A few seconds of every load at once: the report has its figures, and a bound exceeded
     (here an impossible one) exits 1 naming its flag, the others not."""
     out, plots = tmp_path / "soak.json", tmp_path / "plots"
-    code = main(["bench", "soak", *TINY, "--json", str(out), "--plot", str(plots),
-                 "--database-url", pg_url, "--duration", "8", "--churn-clients", "10",
-                 "--accounts", "50", "--stream-accounts", "20", "--hold-rate", "20",
-                 "--job-rate", "2", "--ttl", "1", "--sample-s", "1", "--drain", "5",
-                 "--max-rss-slope-mib-per-min", "100000", "--max-sweeper-late-s", "100000",
-                 "--max-delivery-lag-s", "-1"])
+    code = main(
+        [
+            "bench",
+            "soak",
+            *TINY,
+            "--json",
+            str(out),
+            "--plot",
+            str(plots),
+            "--database-url",
+            pg_url,
+            "--duration",
+            "8",
+            "--churn-clients",
+            "10",
+            "--accounts",
+            "50",
+            "--stream-accounts",
+            "20",
+            "--hold-rate",
+            "20",
+            "--job-rate",
+            "2",
+            "--ttl",
+            "1",
+            "--sample-s",
+            "1",
+            "--drain",
+            "5",
+            "--max-rss-slope-mib-per-min",
+            "100000",
+            "--max-sweeper-late-s",
+            "100000",
+            "--max-delivery-lag-s",
+            "-1",
+        ]
+    )
     assert code == 1
     assert "--max-delivery-lag-s" in capsys.readouterr().err
     result: dict[str, Any] = json.loads(out.read_text())
     assert result["benchmark"] == "soak"
     assert [b for b in result["bounds_failed"] if "--max-delivery-lag-s" not in b] == []
     assert len(result["bounds_failed"]) == 1
-    for prefix in ("server RSS slope", "server RSS per 1,000 closed streams",
-                   "hold expiry lateness p99", "job timeout lateness max", "delivery lag p99",
-                   "events not delivered"):
+    for prefix in (
+        "server RSS slope",
+        "server RSS per 1,000 closed streams",
+        "hold expiry lateness p99",
+        "job timeout lateness max",
+        "delivery lag p99",
+        "events not delivered",
+    ):
         assert ROW_KEYS <= set(row(result, prefix))
     details = result["details"]
     assert len(details["rss_samples"]) >= 5
@@ -164,12 +283,17 @@ def test_soak(tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture[str]) -
     assert (plots / "soak.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize(("option", "value", "message"), [
-    ("--duration", "0", "--duration: must be at least 1, got 0"),
-    ("--ttl", "x", "--ttl: expected a number, got 'x'"),
-    ("--hold-rate", "-5", "--hold-rate: must be at least 0, got -5")])
-def test_soak_refuses_nonsense_numbers(capsys: pytest.CaptureFixture[str], option: str,
-                                       value: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--duration", "0", "--duration: must be at least 1, got 0"),
+        ("--ttl", "x", "--ttl: expected a number, got 'x'"),
+        ("--hold-rate", "-5", "--hold-rate: must be at least 0, got -5"),
+    ],
+)
+def test_soak_refuses_nonsense_numbers(
+    capsys: pytest.CaptureFixture[str], option: str, value: str, message: str
+) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["bench", "soak", option, value])
     assert exited.value.code == 2

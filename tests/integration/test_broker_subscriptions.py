@@ -57,7 +57,8 @@ async def account_channels(client: aioredis.Redis) -> set[str]:
 
 
 async def test_concurrent_subscribes_share_subscribe_commands_and_messages_arrive(
-        started: tuple[RedisBroker, aioredis.Redis, list[tuple[str, str]]]) -> None:
+    started: tuple[RedisBroker, aioredis.Redis, list[tuple[str, str]]],
+) -> None:
     broker, client, received = started
     accounts = [f"acct_{i:04d}" for i in range(500)]
     before = await subscribe_calls(client)
@@ -75,12 +76,18 @@ async def test_concurrent_subscribes_share_subscribe_commands_and_messages_arriv
 
 
 async def test_a_channel_ends_as_last_wanted_when_changes_go_out_together(
-        started: tuple[RedisBroker, aioredis.Redis, list[tuple[str, str]]]) -> None:
+    started: tuple[RedisBroker, aioredis.Redis, list[tuple[str, str]]],
+) -> None:
     broker, client, _ = started
     await broker.subscribe("was_there")
-    await asyncio.gather(broker.subscribe("back"), broker.unsubscribe("back"),
-                         broker.subscribe("back"), broker.subscribe("gone"),
-                         broker.unsubscribe("gone"), broker.unsubscribe("was_there"))
+    await asyncio.gather(
+        broker.subscribe("back"),
+        broker.unsubscribe("back"),
+        broker.subscribe("back"),
+        broker.subscribe("gone"),
+        broker.unsubscribe("gone"),
+        broker.unsubscribe("was_there"),
+    )
     assert await account_channels(client) == {channel_for("back")}
 
 
@@ -94,8 +101,9 @@ async def settled_channels(client: aioredis.Redis, expected: set[str]) -> set[st
     return channels
 
 
-async def cancelled_now_and_then(rng: random.Random, work: list[Coroutine[Any, Any, None]],
-                                 share: float) -> None:
+async def cancelled_now_and_then(
+    rng: random.Random, work: list[Coroutine[Any, Any, None]], share: float
+) -> None:
     """Run the coroutines at once, cancelling `share` of them within a few milliseconds, at
     whatever point they have reached (waiting for a batch, in its middle, after it)."""
     loop = asyncio.get_running_loop()
@@ -107,13 +115,16 @@ async def cancelled_now_and_then(rng: random.Random, work: list[Coroutine[Any, A
 
 
 async def test_channels_end_as_wanted_when_callers_are_cancelled_mid_batch(
-        started: tuple[RedisBroker, aioredis.Redis, list[tuple[str, str]]]) -> None:
+    started: tuple[RedisBroker, aioredis.Redis, list[tuple[str, str]]],
+) -> None:
     broker, client, _ = started
     rng = random.Random(7)
     accounts = [f"churn_{i:02d}" for i in range(40)]
     for _ in range(30):  # rounds of concurrent subscribes and unsubscribes, some cancelled
-        work = [(broker.subscribe if rng.random() < 0.5 else broker.unsubscribe)(
-            rng.choice(accounts)) for _ in range(60)]
+        work = [
+            (broker.subscribe if rng.random() < 0.5 else broker.unsubscribe)(rng.choice(accounts))
+            for _ in range(60)
+        ]
         await cancelled_now_and_then(rng, work, share=0.3)
     wanted = {c for c in broker._channels}
     assert await settled_channels(client, wanted) == wanted
@@ -122,7 +133,8 @@ async def test_channels_end_as_wanted_when_callers_are_cancelled_mid_batch(
 
 
 async def test_no_feed_and_no_channel_outlive_their_subscribers_under_churn(
-        started: tuple[RedisBroker, aioredis.Redis, list[tuple[str, str]]]) -> None:
+    started: tuple[RedisBroker, aioredis.Redis, list[tuple[str, str]]],
+) -> None:
     """Subscribers come and go on a few accounts, a third of them cancelled half-way (their
     client gone mid-subscribe): afterwards no feed is left and Redis has no account channel."""
     broker, client, _ = started
@@ -152,7 +164,8 @@ async def test_no_feed_and_no_channel_outlive_their_subscribers_under_churn(
 
 
 async def test_an_unsubscribe_cancelled_while_its_batch_waits_still_goes_out(
-        started: tuple[RedisBroker, aioredis.Redis, list[tuple[str, str]]]) -> None:
+    started: tuple[RedisBroker, aioredis.Redis, list[tuple[str, str]]],
+) -> None:
     broker, client, _ = started
     await broker.subscribe("left")
     leaving = asyncio.create_task(broker.unsubscribe("left"))
@@ -175,7 +188,8 @@ class GatedJournal(MemoryJournal):
 
 
 async def test_a_subscribe_cancelled_while_reading_the_account_leaves_no_channel(
-        started: tuple[RedisBroker, aioredis.Redis, list[tuple[str, str]]]) -> None:
+    started: tuple[RedisBroker, aioredis.Redis, list[tuple[str, str]]],
+) -> None:
     broker, client, _ = started
     journal = GatedJournal()
     hub = Hub(journal, broker, poll_interval_s=60)
@@ -189,7 +203,8 @@ async def test_a_subscribe_cancelled_while_reading_the_account_leaves_no_channel
 
 
 async def test_a_long_poll_answered_at_once_leaves_no_feed(
-        started: tuple[RedisBroker, aioredis.Redis, list[tuple[str, str]]]) -> None:
+    started: tuple[RedisBroker, aioredis.Redis, list[tuple[str, str]]],
+) -> None:
     broker, client, _ = started
     journal = MemoryJournal()
     journal.append("moved")

@@ -34,7 +34,8 @@ async def assert_audit_clean(db: Database) -> None:
 
 
 async def test_concurrent_first_uses_create_the_account_exactly_once(
-        db: Database, service: CreditService) -> None:
+    db: Database, service: CreditService
+) -> None:
     async def first_use() -> bool:
         async with db.transaction() as uow:
             account, created = await service.ensure_account(uow, "newcomer")
@@ -45,8 +46,13 @@ async def test_concurrent_first_uses_create_the_account_exactly_once(
     assert results.count(True) == 1
     async with db.read() as uow:
         account = await uow.accounts.get("newcomer")
-        grants = (await uow.conn.execute(sa.select(entries).where(
-            entries.c.account_id == "newcomer", entries.c.type == "grant"))).all()
+        grants = (
+            await uow.conn.execute(
+                sa.select(entries).where(
+                    entries.c.account_id == "newcomer", entries.c.type == "grant"
+                )
+            )
+        ).all()
     assert account is not None and account.balance == 28
     assert len(grants) == 1
     await assert_audit_clean(db)
@@ -97,7 +103,8 @@ async def test_hold_capture_release_lifecycle(db: Database, service: CreditServi
 
 
 async def test_two_sweepers_release_each_expired_hold_exactly_once(
-        db: Database, service: CreditService, clock: MutableClock) -> None:
+    db: Database, service: CreditService, clock: MutableClock
+) -> None:
     async with db.transaction() as uow:
         await service.grant(uow, "sweepme", 1000, "purchase")
     for _ in range(100):
@@ -113,8 +120,13 @@ async def test_two_sweepers_release_each_expired_hold_exactly_once(
     reports = await asyncio.gather(*(s.run_once() for s in sweepers))
     assert sum(r.holds_expired for r in reports) == 100
     async with db.read() as uow:
-        releases = (await uow.conn.execute(sa.select(sa.func.count()).select_from(entries).where(
-            entries.c.account_id == "sweepme", entries.c.type == "release"))).scalar_one()
+        releases = (
+            await uow.conn.execute(
+                sa.select(sa.func.count())
+                .select_from(entries)
+                .where(entries.c.account_id == "sweepme", entries.c.type == "release")
+            )
+        ).scalar_one()
         statuses = set((await uow.conn.execute(sa.select(holds.c.status))).scalars())
         account = await uow.accounts.get("sweepme")
     assert releases == 100
@@ -125,7 +137,8 @@ async def test_two_sweepers_release_each_expired_hold_exactly_once(
 
 
 async def test_trial_expires_after_seven_days_sparing_held_credits(
-        db: Database, service: CreditService, clock: MutableClock) -> None:
+    db: Database, service: CreditService, clock: MutableClock
+) -> None:
     async with db.transaction() as uow:
         await service.charge(uow, "trialist", 2, "chat")
     clock.advance(days=1)
@@ -144,7 +157,8 @@ async def test_trial_expires_after_seven_days_sparing_held_credits(
 
 
 async def test_released_credits_of_an_expired_grant_expire_with_the_release(
-        db: Database, service: CreditService, clock: MutableClock) -> None:
+    db: Database, service: CreditService, clock: MutableClock
+) -> None:
     async with db.transaction() as uow:
         await service.ensure_account(uow, "late")
     clock.advance(hours=1)
@@ -167,30 +181,39 @@ async def test_audit_finds_a_corrupted_row(db: Database, service: CreditService)
         await service.grant(uow, "victim", 10, "purchase")
     await assert_audit_clean(db)
     async with db.transaction() as uow:
-        await uow.conn.execute(sa.update(accounts).where(accounts.c.id == "victim")
-                               .values(balance=accounts.c.balance + 5))
+        await uow.conn.execute(
+            sa.update(accounts)
+            .where(accounts.c.id == "victim")
+            .values(balance=accounts.c.balance + 5)
+        )
     async with db.read() as uow:
         _, mismatches = await audit(uow.conn)
     assert {m.field for m in mismatches} >= {"balance"}
     assert all(m.account_id == "victim" for m in mismatches)
 
 
-async def test_database_refuses_an_overdraft_even_if_code_tried(db: Database,
-                                                                service: CreditService) -> None:
+async def test_database_refuses_an_overdraft_even_if_code_tried(
+    db: Database, service: CreditService
+) -> None:
     async with db.transaction() as uow:
         await service.ensure_account(uow, "guarded")
     with pytest.raises(sa.exc.IntegrityError):
         async with db.transaction() as uow:
-            await uow.conn.execute(sa.update(accounts).where(accounts.c.id == "guarded")
-                                   .values(held=accounts.c.balance + 1))
+            await uow.conn.execute(
+                sa.update(accounts)
+                .where(accounts.c.id == "guarded")
+                .values(held=accounts.c.balance + 1)
+            )
 
 
-async def test_grants_spend_soonest_expiring_first(db: Database, service: CreditService,
-                                                  clock: MutableClock) -> None:
+async def test_grants_spend_soonest_expiring_first(
+    db: Database, service: CreditService, clock: MutableClock
+) -> None:
     async with db.transaction() as uow:
         await service.grant(uow, "order", 10, "purchase")
-        promo, _ = await service.grant(uow, "order", 5, "promo",
-                                       expires_at=clock.now() + timedelta(days=2))
+        promo, _ = await service.grant(
+            uow, "order", 5, "promo", expires_at=clock.now() + timedelta(days=2)
+        )
         charge, _ = await service.charge(uow, "order", 8, "image")
     kinds = [(f["kind"], f["amount"]) for f in charge["funding"]]
     assert kinds == [("promo", 5), ("trial", 3)]
@@ -206,8 +229,14 @@ def test_cli_audit_exit_codes(tmp_path: Path) -> None:
     env = {**os.environ, "CREDITSTREAM_DATABASE_URL": url}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cli", *args], env=env, text=True,
-                              capture_output=True, cwd=Path(__file__).parents[2], timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "cli", *args],
+            env=env,
+            text=True,
+            capture_output=True,
+            cwd=Path(__file__).parents[2],
+            timeout=60,
+        )
 
     assert cli("migrate").returncode == 0
     assert cli("grant", "cli-user", "12").returncode == 0
@@ -216,6 +245,7 @@ def test_cli_audit_exit_codes(tmp_path: Path) -> None:
     key = cli("keys", "create", "--name", "ops").stdout.strip().splitlines()[-1]
     assert key.startswith("sk_") and len(key) > 30
     import sqlite3
+
     with sqlite3.connect(tmp_path / "cli.db") as conn:
         conn.execute("UPDATE accounts SET held = 1 WHERE id = 'cli-user'")
     broken = cli("audit")

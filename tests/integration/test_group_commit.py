@@ -102,6 +102,7 @@ class Run:
                 return 201, {"hold": hold.to_dict(), "account": acct.snapshot(self.clock.now())}
 
             return self.writer.run_keyed(keyed, key, refusal, Touches(accounts=(account,)))
+
         async def charge(uow: Any) -> Any:
             result = await service.charge(uow, account, amount, "charge")
             self.spends.append((result[0]["charge_id"], "charge"))
@@ -113,10 +114,12 @@ class Run:
             "ensure": lambda uow: ensure(service, uow, account),
         }
         if kind == "hold":
+
             async def hold(uow: Any) -> Any:
                 result = await service.hold(uow, account, amount)
                 self.holds.append(result[0].hold_id)
                 return result
+
             return self.writer.run(hold, Touches(accounts=(account,)))
         return self.writer.run(use_cases[kind], Touches(accounts=(account,)))
 
@@ -167,8 +170,9 @@ async def table_rows(db: Database, tag: str) -> dict[str, Any]:
                 where = table.c.account_id.like(owned)
             columns = [c for c in table.c if c.name not in ("id",) or table is not entries]
             rows = await uow.conn.execute(sa.select(*columns).where(where))
-            dump[table.name] = sorted(json.dumps(dict(r._mapping), default=str, sort_keys=True)
-                                      for r in rows)
+            dump[table.name] = sorted(
+                json.dumps(dict(r._mapping), default=str, sort_keys=True) for r in rows
+            )
     return dump
 
 
@@ -176,8 +180,9 @@ def untagged(value: Any, tag: str) -> str:
     return json.dumps(value, default=str, sort_keys=True).replace(tag, "T")
 
 
-async def compare(db: Database, ops: list[tuple[Any, ...]], example: int,
-                  monkeypatch: pytest.MonkeyPatch) -> None:
+async def compare(
+    db: Database, ops: list[tuple[Any, ...]], example: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     clock = MutableClock()
     one = Run(db, f"one{example}x", clock)
     many = Run(db, f"all{example}x", clock)
@@ -186,8 +191,7 @@ async def compare(db: Database, ops: list[tuple[Any, ...]], example: int,
         for module in (service_module, account_module, job_service_module):
             monkeypatch.setattr(module, "new_id", run.new_id)
         if together:
-            results = await asyncio.gather(*(run.submit(op) for op in ops),
-                                           return_exceptions=True)
+            results = await asyncio.gather(*(run.submit(op) for op in ops), return_exceptions=True)
         else:
             results = []
             for op in ops:
@@ -198,17 +202,21 @@ async def compare(db: Database, ops: list[tuple[Any, ...]], example: int,
         answers[run.tag] = [answer(r, clock.now()) for r in results]
         await run.writer.aclose()
     duplicates = sum(1 for op in ops if op[0] == "keyed_hold") - len(
-        {op[3] for op in ops if op[0] == "keyed_hold"})
+        {op[3] for op in ops if op[0] == "keyed_hold"}
+    )
     assert many.writer.commits <= 1 + duplicates, "the operations did not share a batch"
     assert untagged(answers[many.tag], many.tag) == untagged(answers[one.tag], one.tag)
     assert untagged([e.to_dict() for e in many.published], many.tag) == untagged(
-        [e.to_dict() for e in one.published], one.tag)
+        [e.to_dict() for e in one.published], one.tag
+    )
     assert untagged(await table_rows(db, many.tag), many.tag) == untagged(
-        await table_rows(db, one.tag), one.tag)
+        await table_rows(db, one.tag), one.tag
+    )
 
 
-def test_a_batch_leaves_what_one_at_a_time_leaves(database_url: str,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_batch_leaves_what_one_at_a_time_leaves(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     upgrade(database_url)
     loop = asyncio.new_event_loop()
     db = Database.from_url(database_url)

@@ -44,7 +44,8 @@ async def _grant(db: Database, service: CreditService, account_id: str) -> int:
 
 
 async def test_idle_subscribers_cost_nothing_and_a_lost_publish_is_still_found(
-        db: Database, clock: MutableClock) -> None:
+    db: Database, clock: MutableClock
+) -> None:
     service = CreditService(clock, load_catalogue(None))
     accounts = [f"idle-{index}" for index in range(300)]
     for account_id in accounts:
@@ -87,7 +88,8 @@ async def test_idle_subscribers_cost_nothing_and_a_lost_publish_is_still_found(
 
 
 async def test_a_check_that_failed_is_retried_over_its_whole_window(
-        db: Database, clock: MutableClock) -> None:
+    db: Database, clock: MutableClock
+) -> None:
     service = CreditService(clock, load_catalogue(None))
     await _grant(db, service, "window")
     journal = CountingJournal(db, clock)

@@ -54,17 +54,22 @@ class LedgerMachine(RuleBasedStateMachine):
             self.refusals += 1  # a refusal is allowed; the invariants prove it changed nothing
             return None
 
-    @rule(amount=st.integers(1, 500), reason=REASONS,
-          expires_in_h=st.none() | st.integers(1, 24 * 10))
+    @rule(
+        amount=st.integers(1, 500), reason=REASONS, expires_in_h=st.none() | st.integers(1, 24 * 10)
+    )
     def grant(self, amount: int, reason: str, expires_in_h: int | None) -> None:
         expires = None if expires_in_h is None else self.clock.now() + timedelta(hours=expires_in_h)
-        self.run(self._attempt(lambda uow: self.service.grant(uow, self.account, amount, reason,
-                                                              expires)))
+        self.run(
+            self._attempt(
+                lambda uow: self.service.grant(uow, self.account, amount, reason, expires)
+            )
+        )
 
     @rule(amount=st.integers(1, 60), ttl=st.integers(1, 3600 * 48))
     def hold(self, amount: int, ttl: int) -> None:
-        result = self.run(self._attempt(
-            lambda uow: self.service.hold(uow, self.account, amount, ttl_seconds=ttl)))
+        result = self.run(
+            self._attempt(lambda uow: self.service.hold(uow, self.account, amount, ttl_seconds=ttl))
+        )
         if result is not None:
             self.holds.append(result[0].hold_id)
 
@@ -114,9 +119,15 @@ def test_ledger_invariants_hold_under_random_operations(database_url: str, examp
     db = Database.from_url(database_url)
     LedgerMachine.loop, LedgerMachine.db = loop, db
     try:
-        run_state_machine_as_test(LedgerMachine, settings=settings(
-            max_examples=examples, stateful_step_count=30, deadline=None,
-            suppress_health_check=[HealthCheck.too_slow]))
+        run_state_machine_as_test(
+            LedgerMachine,
+            settings=settings(
+                max_examples=examples,
+                stateful_step_count=30,
+                deadline=None,
+                suppress_health_check=[HealthCheck.too_slow],
+            ),
+        )
     finally:
         loop.run_until_complete(db.dispose())
         loop.close()

@@ -33,8 +33,9 @@ def service(clock: MutableClock) -> CreditService:
     return CreditService(clock, load_catalogue(None))
 
 
-async def open_holds(db: Database, service: CreditService, per_account: int,
-                     ttl_s: int = 60) -> None:
+async def open_holds(
+    db: Database, service: CreditService, per_account: int, ttl_s: int = 60
+) -> None:
     for n in range(ACCOUNTS):
         async with db.transaction() as uow:
             await service.grant(uow, f"swept-{n}", 10_000, "purchase")
@@ -45,7 +46,8 @@ async def open_holds(db: Database, service: CreditService, per_account: int,
 async def statuses(db: Database) -> dict[str, int]:
     async with db.read() as uow:
         rows = await uow.conn.execute(
-            sa.select(holds.c.status, sa.func.count().label("n")).group_by(holds.c.status))
+            sa.select(holds.c.status, sa.func.count().label("n")).group_by(holds.c.status)
+        )
     return {row.status: row.n for row in rows}
 
 
@@ -56,12 +58,14 @@ async def assert_audit_clean(db: Database) -> None:
 
 
 def oldest_due(kind: str) -> float | None:
-    return metrics.REGISTRY.get_sample_value("creditstream_sweeper_oldest_due_seconds",
-                                             {"kind": kind})
+    return metrics.REGISTRY.get_sample_value(
+        "creditstream_sweeper_oldest_due_seconds", {"kind": kind}
+    )
 
 
 async def test_a_backlog_is_swept_in_batches_without_waiting_for_the_next_tick(
-        db: Database, service: CreditService, clock: MutableClock) -> None:
+    db: Database, service: CreditService, clock: MutableClock
+) -> None:
     await open_holds(db, service, per_account=25)  # 250 due: 3 passes of 100
     clock.advance(seconds=61)
     writer = BatchWriter(db, service.now, _nowhere, lanes=4)
@@ -84,7 +88,8 @@ async def test_a_backlog_is_swept_in_batches_without_waiting_for_the_next_tick(
 
 
 async def test_two_sweepers_on_multi_lane_writers_expire_each_hold_and_job_once(
-        db: Database, service: CreditService, clock: MutableClock) -> None:
+    db: Database, service: CreditService, clock: MutableClock
+) -> None:
     jobs_service = JobService(service, timedelta(seconds=30))
     await open_holds(db, service, per_account=20)
     for n in range(ACCOUNTS):
@@ -93,8 +98,10 @@ async def test_two_sweepers_on_multi_lane_writers_expire_each_hold_and_job_once(
                 await jobs_service.create(uow, f"swept-{n}", PriceRequest("audio"), "simulated")
     clock.advance(seconds=61)  # the holds and the jobs are due; the jobs' holds not yet
     writers = [BatchWriter(db, service.now, _nowhere, lanes=4) for _ in range(2)]
-    sweepers = [Sweeper(db, service, IdempotencyStore(db), jobs=jobs_service, writer=w,
-                        pass_limit=1000) for w in writers]
+    sweepers = [
+        Sweeper(db, service, IdempotencyStore(db), jobs=jobs_service, writer=w, pass_limit=1000)
+        for w in writers
+    ]
     try:
         reports = await asyncio.gather(*(s.run_once() for s in sweepers))
     finally:
@@ -103,8 +110,11 @@ async def test_two_sweepers_on_multi_lane_writers_expire_each_hold_and_job_once(
     assert sum(r.holds_expired for r in reports) == ACCOUNTS * 20
     assert sum(r.jobs_timed_out for r in reports) == ACCOUNTS * 3
     async with db.read() as uow:
-        releases = (await uow.conn.execute(sa.select(sa.func.count()).select_from(entries)
-                                           .where(entries.c.type == "release"))).scalar_one()
+        releases = (
+            await uow.conn.execute(
+                sa.select(sa.func.count()).select_from(entries).where(entries.c.type == "release")
+            )
+        ).scalar_one()
         job_statuses = set((await uow.conn.execute(sa.select(jobs.c.status))).scalars())
     assert releases == ACCOUNTS * (20 + 3)  # one release per hold, whoever's sweeper it was
     assert job_statuses == {FAILED}
@@ -113,7 +123,8 @@ async def test_two_sweepers_on_multi_lane_writers_expire_each_hold_and_job_once(
 
 
 async def test_the_oldest_due_hold_and_job_say_how_late_the_sweeper_is(
-        db: Database, service: CreditService, clock: MutableClock) -> None:
+    db: Database, service: CreditService, clock: MutableClock
+) -> None:
     jobs_service = JobService(service, timedelta(seconds=30))
     async with db.transaction() as uow:
         await service.grant(uow, "late", 100, "purchase")

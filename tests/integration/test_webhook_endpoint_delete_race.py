@@ -31,13 +31,22 @@ async def test_a_delete_racing_deliveries_never_fails(pg_url: str) -> None:
     now = datetime.now(UTC)
     try:
         for _ in range(ROUNDS):
-            made = await store.create("http://127.0.0.1:9/hook", ["balance.updated"], now, None,
-                                      lambda endpoint: endpoint.to_dict())
+            made = await store.create(
+                "http://127.0.0.1:9/hook",
+                ["balance.updated"],
+                now,
+                None,
+                lambda endpoint: endpoint.to_dict(),
+            )
             endpoint_id = made.body["id"]
             results = await asyncio.gather(
-                *[deliveries.record(endpoint_id, {f"acct-{n}": 1}, [], Outcome(), now)
-                  for n in range(RECORDERS)],
-                store.delete(endpoint_id), return_exceptions=True)
+                *[
+                    deliveries.record(endpoint_id, {f"acct-{n}": 1}, [], Outcome(), now)
+                    for n in range(RECORDERS)
+                ],
+                store.delete(endpoint_id),
+                return_exceptions=True,
+            )
             failures = [r for r in results if isinstance(r, BaseException)]
             assert not failures, failures
             assert results[-1] is not None  # the delete found the endpoint

@@ -41,27 +41,34 @@ def refusal(exc: Exception) -> tuple[int, Any] | None:
     return (402, {"error": exc.code}) if isinstance(exc, CreditError) else None
 
 
-async def funded(writer: BatchWriter, service: CreditService, account_id: str,
-                 amount: int) -> None:
+async def funded(writer: BatchWriter, service: CreditService, account_id: str, amount: int) -> None:
     await writer.run(lambda uow: service.grant(uow, account_id, amount, "purchase"))
 
 
 async def entry_count(db: Database, account_id: str) -> int:
     async with db.read() as uow:
-        return int((await uow.conn.execute(sa.select(sa.func.count()).select_from(entries).where(
-            entries.c.account_id == account_id))).scalar_one())
+        return int(
+            (
+                await uow.conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(entries)
+                    .where(entries.c.account_id == account_id)
+                )
+            ).scalar_one()
+        )
 
 
-async def test_a_refusal_leaves_its_batch_mates_alone(writer: BatchWriter,
-                                                      service: CreditService,
-                                                      db: Database) -> None:
+async def test_a_refusal_leaves_its_batch_mates_alone(
+    writer: BatchWriter, service: CreditService, db: Database
+) -> None:
     await funded(writer, service, "acct-r", 100)
     commits = writer.commits
     results = await asyncio.gather(
         writer.run(lambda uow: service.charge(uow, "acct-r", 60, "a")),
         writer.run(lambda uow: service.charge(uow, "acct-r", 70, "b")),  # 402: 68 left
         writer.run(lambda uow: service.charge(uow, "acct-r", 40, "c")),
-        return_exceptions=True)
+        return_exceptions=True,
+    )
     assert writer.commits == commits + 1, "expected the three to share one transaction"
     assert isinstance(results[1], InsufficientCredits)
     assert not isinstance(results[0], BaseException)
@@ -72,35 +79,42 @@ async def test_a_refusal_leaves_its_batch_mates_alone(writer: BatchWriter,
 
 
 async def test_a_failing_write_splits_the_batch_and_nothing_is_applied_twice(
-        writer: BatchWriter, service: CreditService, db: Database) -> None:
+    writer: BatchWriter, service: CreditService, db: Database
+) -> None:
     await funded(writer, service, "acct-s", 1000)
     existing, _ = await writer.run(lambda uow: service.hold(uow, "acct-s", 1))
 
     async def duplicate_hold(uow: Any) -> None:
         # a row the database refuses only at the commit: the same primary key again
         account = await uow.accounts.lock("acct-s")
-        clone = Hold(existing.hold_id, "acct-s", 1, Hold.OPEN, existing.created_at,
-                     existing.expires_at)
+        clone = Hold(
+            existing.hold_id, "acct-s", 1, Hold.OPEN, existing.created_at, existing.expires_at
+        )
         await uow.holds.add(clone)
         await uow.accounts.save(account)
 
     splits = metrics.WRITE_BATCH_SPLITS._value.get()
     before = await entry_count(db, "acct-s")
     results = await asyncio.gather(
-        *(writer.run(lambda uow: service.charge(uow, "acct-s", 1, "ok"),
-                     Touches(accounts=("acct-s",))) for _ in range(5)),
+        *(
+            writer.run(
+                lambda uow: service.charge(uow, "acct-s", 1, "ok"), Touches(accounts=("acct-s",))
+            )
+            for _ in range(5)
+        ),
         writer.run(duplicate_hold),
         *(writer.run(lambda uow: service.charge(uow, "acct-s", 1, "ok")) for _ in range(5)),
-        return_exceptions=True)
+        return_exceptions=True,
+    )
     assert isinstance(results[5], ConcurrentUpdate)
     assert [r for i, r in enumerate(results) if i != 5 and isinstance(r, BaseException)] == []
     assert metrics.WRITE_BATCH_SPLITS._value.get() > splits
     assert await entry_count(db, "acct-s") == before + 10  # each charge exactly once
 
 
-async def test_an_unexpected_error_gives_the_key_back(writer: BatchWriter,
-                                                      service: CreditService,
-                                                      db: Database) -> None:
+async def test_an_unexpected_error_gives_the_key_back(
+    writer: BatchWriter, service: CreditService, db: Database
+) -> None:
     await funded(writer, service, "acct-u", 100)
     key = IdempotencyKey("scope-u", "k1", "fp")
     attempts: list[int] = []
@@ -123,8 +137,9 @@ async def test_an_unexpected_error_gives_the_key_back(writer: BatchWriter,
 
 
 @pytest.mark.postgres
-async def test_one_key_on_two_instances_has_one_effect(pg_url: str, clock: MutableClock,
-                                                       service: CreditService) -> None:
+async def test_one_key_on_two_instances_has_one_effect(
+    pg_url: str, clock: MutableClock, service: CreditService
+) -> None:
     from storage.migrate import upgrade_async
 
     await upgrade_async(pg_url)
@@ -142,8 +157,9 @@ async def test_one_key_on_two_instances_has_one_effect(pg_url: str, clock: Mutab
             charge, _ = await service.charge(uow, "acct-k", 7, "once")
             return 201, {"charge_id": charge["charge_id"]}
 
-        results = await asyncio.gather(*(writers[i % 2].run_keyed(charge, key, refusal)
-                                         for i in range(20)))
+        results = await asyncio.gather(
+            *(writers[i % 2].run_keyed(charge, key, refusal) for i in range(20))
+        )
         assert len({str(r.body) for r in results}) == 1
         assert sum(not r.replayed for r in results) == 1
         assert await entry_count(dbs[0], "acct-k") == 3  # trial grant, purchase, one charge
@@ -154,9 +170,9 @@ async def test_one_key_on_two_instances_has_one_effect(pg_url: str, clock: Mutab
             await d.dispose()
 
 
-async def test_connections_stay_few_whatever_the_callers(writer: BatchWriter,
-                                                         service: CreditService,
-                                                         db: Database) -> None:
+async def test_connections_stay_few_whatever_the_callers(
+    writer: BatchWriter, service: CreditService, db: Database
+) -> None:
     accounts = [f"acct-c{i}" for i in range(50)]
     most = 0
     done = asyncio.Event()
@@ -168,8 +184,14 @@ async def test_connections_stay_few_whatever_the_callers(writer: BatchWriter,
             await asyncio.sleep(0)
 
     sampler = asyncio.create_task(sample())
-    await asyncio.gather(*(writer.run(functools.partial(service.hold, account_id=a, amount=1),
-                                      Touches(accounts=(a,))) for a in accounts * 4))
+    await asyncio.gather(
+        *(
+            writer.run(
+                functools.partial(service.hold, account_id=a, amount=1), Touches(accounts=(a,))
+            )
+            for a in accounts * 4
+        )
+    )
     done.set()
     await sampler
     assert 1 <= most <= writer.lane_count
@@ -186,9 +208,9 @@ def service(clock: MutableClock) -> CreditService:
 
 
 @pytest.mark.postgres
-async def test_two_instances_on_one_hot_account_keep_the_ledger(pg_url: str,
-                                                                clock: MutableClock,
-                                                                service: CreditService) -> None:
+async def test_two_instances_on_one_hot_account_keep_the_ledger(
+    pg_url: str, clock: MutableClock, service: CreditService
+) -> None:
     """Two writers (two instances) batch holds, captures and charges on the same accounts at
     once: every batch reads the grants its locks protect, so nothing is lost or overdrawn."""
     from storage.migrate import upgrade_async
@@ -209,13 +231,15 @@ async def test_two_instances_on_one_hot_account_keep_the_ledger(pg_url: str,
         async def hold_then_settle(i: int) -> str:
             writer, account = writers[i % 2], accounts[(i // 2) % 2]
             try:
-                hold, _ = await writer.run(lambda uow: service.hold(uow, account, 1),
-                                           Touches(accounts=(account,)))
+                hold, _ = await writer.run(
+                    lambda uow: service.hold(uow, account, 1), Touches(accounts=(account,))
+                )
             except InsufficientCredits:
                 return "refused"
             if i % 3:
-                await writer.run(lambda uow: service.capture(uow, hold.hold_id),
-                                 Touches(holds=(hold.hold_id,)))
+                await writer.run(
+                    lambda uow: service.capture(uow, hold.hold_id), Touches(holds=(hold.hold_id,))
+                )
                 return "captured"
             return "held"
 
@@ -226,9 +250,16 @@ async def test_two_instances_on_one_hot_account_keep_the_ledger(pg_url: str,
             for account in accounts:
                 state = await uow.accounts.get(account)
                 assert state is not None and 0 <= state.held <= state.balance
-                seqs = (await uow.conn.execute(sa.text(
-                    "SELECT seq FROM events WHERE account_id = :a ORDER BY seq"),
-                    {"a": account})).scalars().all()
+                seqs = (
+                    (
+                        await uow.conn.execute(
+                            sa.text("SELECT seq FROM events WHERE account_id = :a ORDER BY seq"),
+                            {"a": account},
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
                 assert list(seqs) == list(range(1, len(seqs) + 1)), "seqs must be consecutive"
     finally:
         for w in writers:

@@ -37,13 +37,21 @@ async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 @contextlib.asynccontextmanager
-async def served(http: Any = "auto", ws: Any = WebSocketProtocol,
-                 ) -> AsyncIterator[tuple[str, uvicorn.Server]]:
+async def served(
+    http: Any = "auto",
+    ws: Any = WebSocketProtocol,
+) -> AsyncIterator[tuple[str, uvicorn.Server]]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(echo_app, http=http, ws=ws, ws_per_message_deflate=False,
-                            log_level="warning", lifespan="off")
+    config = uvicorn.Config(
+        echo_app,
+        http=http,
+        ws=ws,
+        ws_per_message_deflate=False,
+        log_level="warning",
+        lifespan="off",
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
@@ -62,14 +70,14 @@ async def test_messages_go_both_ways_in_order_and_the_handshake_is_let_go() -> N
         for i in range(50):
             await ws.send(f"m{i}")
         assert [await ws.recv() for _ in range(50)] == [f"echo:m{i}" for i in range(50)]
-        protocols = [p for p in server.server_state.connections
-                     if isinstance(p, WebSocketProtocol)]
+        protocols = [p for p in server.server_state.connections if isinstance(p, WebSocketProtocol)]
         assert len(protocols) == 1
         assert protocols[0].request is None and protocols[0].response is None
 
 
 async def test_a_slow_reader_makes_the_writer_wait_and_loses_nothing(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     pauses = []
     pause_writing = WebSocketProtocol.pause_writing
 
@@ -154,5 +162,6 @@ async def test_a_closed_websocket_is_freed_by_reference_counting_alone() -> None
             deadline = asyncio.get_running_loop().time() + 5
             while server.server_state.connections or made:
                 assert asyncio.get_running_loop().time() < deadline, sorted(
-                    type(p).__name__ for p in made)
+                    type(p).__name__ for p in made
+                )
                 await asyncio.sleep(0.05)

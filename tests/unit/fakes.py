@@ -99,8 +99,9 @@ class MemoryAccounts:
             return
         stored: Account | None = self.uow.current("accounts", account.account_id)
         if stored is not None and stored.seq != account.loaded_seq:
-            raise ConcurrentUpdate(f"Expected {account.account_id} at seq "
-                                   f"{account.loaded_seq}, found {stored.seq}")
+            raise ConcurrentUpdate(
+                f"Expected {account.account_id} at seq {account.loaded_seq}, found {stored.seq}"
+            )
         self.uow.saved.entries.extend(account.new_entries)
         self.uow.saved.events.extend(account.new_events)
         account.new_entries, account.new_events, account.new_grants = [], [], []
@@ -109,8 +110,9 @@ class MemoryAccounts:
         self.uow.saved.accounts[account.account_id] = _copy(account)
 
     async def with_due_grants(self, now: datetime, limit: int) -> list[str]:
-        due = [a.account_id for a in self.uow.rows("accounts")
-               if any(g.is_due(now) for g in a.grants)]
+        due = [
+            a.account_id for a in self.uow.rows("accounts") if any(g.is_due(now) for g in a.grants)
+        ]
         return sorted(due)[:limit]
 
 
@@ -128,8 +130,9 @@ class MemoryHolds:
     async def save(self, hold: Hold, expected_status: str) -> None:
         stored: Hold = self.uow.current("holds", hold.hold_id)
         if stored.status != expected_status:
-            raise ConcurrentUpdate(f"Expected hold {hold.hold_id} {expected_status}, "
-                                   f"found {stored.status}")
+            raise ConcurrentUpdate(
+                f"Expected hold {hold.hold_id} {expected_status}, found {stored.status}"
+            )
         self.uow.saved.holds[hold.hold_id] = _copy(hold)
 
     async def due(self, now: datetime, limit: int) -> list[str]:
@@ -148,14 +151,21 @@ class MemoryJobs:
         return None if found is None else _copy(found)
 
     async def by_task(self, provider: str, task_id: str) -> Job | None:
-        return next((_copy(j) for j in self.uow.rows("jobs")
-                     if (j.provider, j.provider_task_id) == (provider, task_id)), None)
+        return next(
+            (
+                _copy(j)
+                for j in self.uow.rows("jobs")
+                if (j.provider, j.provider_task_id) == (provider, task_id)
+            ),
+            None,
+        )
 
     async def save(self, job: Job, expected_status: str) -> None:
         stored: Job = self.uow.current("jobs", job.job_id)
         if stored.status != expected_status:
-            raise ConcurrentUpdate(f"Expected job {job.job_id} {expected_status}, "
-                                   f"found {stored.status}")
+            raise ConcurrentUpdate(
+                f"Expected job {job.job_id} {expected_status}, found {stored.status}"
+            )
         self.uow.saved.jobs[job.job_id] = _copy(job)
 
     async def due(self, now: datetime, limit: int) -> list[str]:
@@ -163,6 +173,7 @@ class MemoryJobs:
 
 
 # -- push -----------------------------------------------------------------------------------
+
 
 class MemoryJournal:
     """The hub's EventJournal over a list per account; `failing` makes every read raise."""
@@ -177,8 +188,10 @@ class MemoryJournal:
     def append(self, account_id: str, count: int = 1) -> list[dict[str, Any]]:
         """Commit `count` more events to the account's journal; returns them."""
         stream = self.events.setdefault(account_id, [])
-        added = [{"type": "balance.updated", "account_id": account_id, "seq": len(stream) + i}
-                 for i in range(1, count + 1)]
+        added = [
+            {"type": "balance.updated", "account_id": account_id, "seq": len(stream) + i}
+            for i in range(1, count + 1)
+        ]
         stream.extend(added)
         self.appended_at[account_id] = self.clock.now()
         return added
@@ -190,8 +203,9 @@ class MemoryJournal:
         self._check()
         return {a: len(self.events[a]) for a, at in self.appended_at.items() if at >= since}
 
-    async def events_after(self, account_id: str, after_seq: int,
-                           limit: int) -> list[dict[str, Any]]:
+    async def events_after(
+        self, account_id: str, after_seq: int, limit: int
+    ) -> list[dict[str, Any]]:
         self._check()
         return [e for e in self.events.get(account_id, []) if e["seq"] > after_seq][:limit]
 
@@ -202,8 +216,11 @@ class MemoryJournal:
     async def snapshots(self, account_ids: list[str]) -> dict[str, dict[str, Any]]:
         self._check()
         self.snapshot_reads.append(list(account_ids))
-        return {a: {"account_id": a, "seq": len(self.events[a])}
-                for a in account_ids if self.events.get(a)}
+        return {
+            a: {"account_id": a, "seq": len(self.events[a])}
+            for a in account_ids
+            if self.events.get(a)
+        }
 
     def _check(self) -> None:
         if self.failing is not None:

@@ -12,13 +12,16 @@ from tests.support import MutableClock
 
 SECRET = "unit-test-secret-that-is-long-enough-for-hs256"
 
+
 @pytest.fixture
 def clock() -> MutableClock:
     return MutableClock()
 
+
 @pytest.fixture
 def signer(clock: MutableClock) -> TokenSigner:
     return TokenSigner(SECRET, clock)
+
 
 def counting(signer: TokenSigner, calls: list[str]) -> None:
     verify = signer.verify
@@ -29,8 +32,10 @@ def counting(signer: TokenSigner, calls: list[str]) -> None:
 
     signer.verify = counted  # type: ignore[method-assign]
 
-async def test_a_cached_token_still_expires_on_time(clock: MutableClock,
-                                                    signer: TokenSigner) -> None:
+
+async def test_a_cached_token_still_expires_on_time(
+    clock: MutableClock, signer: TokenSigner
+) -> None:
     auth = Authenticator(db=None, signer=signer)  # type: ignore[arg-type]  # no key lookups
     token, _ = signer.issue("acct_cached", clock.now(), ttl_s=60)
     calls: list[str] = []
@@ -44,8 +49,10 @@ async def test_a_cached_token_still_expires_on_time(clock: MutableClock,
         await auth.from_token(token)
     assert (expired.value.status, expired.value.code) == (401, "token_expired")
 
+
 async def test_bad_tokens_are_not_cached_and_the_cache_is_bounded(
-        clock: MutableClock, signer: TokenSigner, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock: MutableClock, signer: TokenSigner, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(auth_module, "TOKEN_CACHE_SIZE", 3)
     auth = Authenticator(db=None, signer=signer)  # type: ignore[arg-type]
     calls: list[str] = []

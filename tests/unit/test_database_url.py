@@ -25,18 +25,22 @@ def test_database_passwords_are_masked_as_written() -> None:
     assert "hunter2" not in masked("not a url:hunter2@x")
 
 
-@pytest.mark.parametrize("url, shown", [
-    ("redis://:hunter2@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
-    ("rediss://user:hunter2@r:6380", "rediss://user:***@r:6380"),
-    ("redis+cluster://u:hun@ter2@r1:6379,r2:6379", "redis+cluster://u:***@r1:6379,r2:6379"),
-    ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
-])
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("redis://:hunter2@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+        ("rediss://user:hunter2@r:6380", "rediss://user:***@r:6380"),
+        ("redis+cluster://u:hun@ter2@r1:6379,r2:6379", "redis+cluster://u:***@r1:6379,r2:6379"),
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    ],
+)
 def test_other_urls_are_masked(url: str, shown: str) -> None:
     assert masked_url(url) == shown
 
 
-def test_sqlite_files_are_named_by_their_absolute_path(tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sqlite_files_are_named_by_their_absolute_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     default = tmp_path / "data" / "creditstream.db"
     assert sqlite_path(DEFAULT_DATABASE_URL) == default
@@ -47,13 +51,16 @@ def test_sqlite_files_are_named_by_their_absolute_path(tmp_path: Path,
     assert sqlite_path("postgresql://a@b/c") is None
 
 
-@pytest.mark.parametrize("url, says", [
-    ("mysql://u:hunter2@h/db", "mysql is not supported"),
-    ("mssql+pyodbc://u:hunter2@h/db", "mssql is not supported"),
-    ("postgresql+psycopg2://u:hunter2@h/db", "the psycopg2 driver is not supported"),
-    ("sqlite+pysqlite:///x.db", "the pysqlite driver is not supported"),
-    ("hunter2", "is not a database URL"),
-])
+@pytest.mark.parametrize(
+    "url, says",
+    [
+        ("mysql://u:hunter2@h/db", "mysql is not supported"),
+        ("mssql+pyodbc://u:hunter2@h/db", "mssql is not supported"),
+        ("postgresql+psycopg2://u:hunter2@h/db", "the psycopg2 driver is not supported"),
+        ("sqlite+pysqlite:///x.db", "the pysqlite driver is not supported"),
+        ("hunter2", "is not a database URL"),
+    ],
+)
 def test_unsupported_urls_are_refused_by_name(url: str, says: str) -> None:
     with pytest.raises(DatabaseSetupError) as refused:
         check_supported(url)
@@ -63,8 +70,16 @@ def test_unsupported_urls_are_refused_by_name(url: str, says: str) -> None:
     assert url == "hunter2" or "hunter2" not in message
 
 
-@pytest.mark.parametrize("url", ["postgresql://u@h/db", "postgres://u@h/db",
-                                 "postgresql+asyncpg://u@h/db", "sqlite:///x.db",
-                                 "sqlite+aiosqlite:///x.db", DEFAULT_DATABASE_URL])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u@h/db",
+        "postgres://u@h/db",
+        "postgresql+asyncpg://u@h/db",
+        "sqlite:///x.db",
+        "sqlite+aiosqlite:///x.db",
+        DEFAULT_DATABASE_URL,
+    ],
+)
 def test_supported_urls_pass(url: str) -> None:
     check_supported(url)

@@ -48,8 +48,9 @@ async def deliver(hub: Hub, events: list[dict[str, Any]]) -> None:
         await hub.on_message(event["account_id"], json.dumps(event))
 
 
-async def test_a_skipped_seq_is_filled_from_the_journal(hub: Hub, journal: MemoryJournal,
-                                                        broker: MemoryBroker) -> None:
+async def test_a_skipped_seq_is_filled_from_the_journal(
+    hub: Hub, journal: MemoryJournal, broker: MemoryBroker
+) -> None:
     journal.append(ACCOUNT)
     sink = ListSink()
     await hub.subscribe(ACCOUNT, sink, after_seq=1)
@@ -62,7 +63,8 @@ async def test_a_skipped_seq_is_filled_from_the_journal(hub: Hub, journal: Memor
 
 
 async def test_subscribing_replays_from_after_seq_then_goes_live(
-        hub: Hub, journal: MemoryJournal) -> None:
+    hub: Hub, journal: MemoryJournal
+) -> None:
     journal.append(ACCOUNT, 5)
     sink = ListSink()
     await hub.subscribe(ACCOUNT, sink, after_seq=2)
@@ -70,8 +72,7 @@ async def test_subscribing_replays_from_after_seq_then_goes_live(
     assert seqs(sink) == [3, 4, 5, 6]
 
 
-async def test_without_after_seq_a_snapshot_comes_first(hub: Hub,
-                                                        journal: MemoryJournal) -> None:
+async def test_without_after_seq_a_snapshot_comes_first(hub: Hub, journal: MemoryJournal) -> None:
     journal.append(ACCOUNT, 2)
     sink = ListSink()
     await hub.subscribe(ACCOUNT, sink, after_seq=None)
@@ -89,7 +90,8 @@ async def test_resync_brings_feeds_up_to_the_journal(hub: Hub, journal: MemoryJo
 
 
 async def test_a_failed_gap_fill_is_counted_and_repaired_later(
-        hub: Hub, journal: MemoryJournal) -> None:
+    hub: Hub, journal: MemoryJournal
+) -> None:
     sink = ListSink()
     await hub.subscribe(ACCOUNT, sink, after_seq=0)
     one, two = journal.append(ACCOUNT, 2)
@@ -104,7 +106,8 @@ async def test_a_failed_gap_fill_is_counted_and_repaired_later(
 
 
 async def test_a_subscribe_the_database_refuses_leaves_no_feed(
-        hub: Hub, journal: MemoryJournal, broker: MemoryBroker) -> None:
+    hub: Hub, journal: MemoryJournal, broker: MemoryBroker
+) -> None:
     journal.failing = DatabaseDown("database unreachable")
     with pytest.raises(DatabaseDown):
         await hub.subscribe(ACCOUNT, ListSink(), after_seq=0)
@@ -112,7 +115,8 @@ async def test_a_subscribe_the_database_refuses_leaves_no_feed(
 
 
 async def test_the_last_unsubscribe_leaves_the_broker_channel(
-        hub: Hub, journal: MemoryJournal, broker: MemoryBroker) -> None:
+    hub: Hub, journal: MemoryJournal, broker: MemoryBroker
+) -> None:
     first = await hub.subscribe(ACCOUNT, ListSink(), after_seq=0)
     second = await hub.subscribe(ACCOUNT, ListSink(), after_seq=0)
     await hub.unsubscribe(first)
@@ -122,7 +126,8 @@ async def test_the_last_unsubscribe_leaves_the_broker_channel(
 
 
 async def test_local_publish_delivers_here_and_hands_to_the_broker(
-        hub: Hub, journal: MemoryJournal, broker: MemoryBroker) -> None:
+    hub: Hub, journal: MemoryJournal, broker: MemoryBroker
+) -> None:
     sink = ListSink()
     await hub.subscribe(ACCOUNT, sink, after_seq=0)
     await hub.publish_local(journal.append(ACCOUNT, 2))
@@ -140,7 +145,8 @@ async def test_a_malformed_broker_message_is_dropped(hub: Hub, journal: MemoryJo
 
 
 async def test_a_long_poll_returns_once_the_stream_passes_its_seq(
-        hub: Hub, journal: MemoryJournal) -> None:
+    hub: Hub, journal: MemoryJournal
+) -> None:
     journal.append(ACCOUNT, 2)
     await hub.wait_beyond(ACCOUNT, 1, timeout_s=5)  # already beyond: at once
     await hub.wait_beyond(ACCOUNT, 2, timeout_s=0.01)  # nothing new: the timeout
@@ -148,7 +154,8 @@ async def test_a_long_poll_returns_once_the_stream_passes_its_seq(
 
 
 async def test_the_journal_check_catches_up_accounts_that_moved_and_retries_a_failure(
-        hub: Hub, journal: MemoryJournal) -> None:
+    hub: Hub, journal: MemoryJournal
+) -> None:
     sink = ListSink()
     await hub.subscribe(ACCOUNT, sink, after_seq=0)
     await hub.check_journal()  # nothing moved yet
@@ -164,20 +171,26 @@ async def test_the_journal_check_catches_up_accounts_that_moved_and_retries_a_fa
 
 
 async def test_concurrent_subscribes_get_their_snapshots_from_one_read(
-        hub: Hub, journal: MemoryJournal, broker: MemoryBroker) -> None:
+    hub: Hub, journal: MemoryJournal, broker: MemoryBroker
+) -> None:
     accounts = [f"acct-{n}" for n in range(200)]
     for number, account in enumerate(accounts):
         journal.append(account, 1 + number % 3)
     sinks = [ListSink() for _ in range(400)]  # two subscribers per account
-    await asyncio.gather(*(hub.subscribe(accounts[n % 200], sink, after_seq=None)
-                           for n, sink in enumerate(sinks)))
+    await asyncio.gather(
+        *(hub.subscribe(accounts[n % 200], sink, after_seq=None) for n, sink in enumerate(sinks))
+    )
     assert len(journal.snapshot_reads) == 1 and sorted(journal.snapshot_reads[0]) == sorted(
-        accounts)  # one read for all of them, each account asked once
+        accounts
+    )  # one read for all of them, each account asked once
     for number, sink in enumerate(sinks):
         account = accounts[number % 200]
         subscribed, snapshot = received(sink)
-        assert subscribed == {"type": "subscribed", "account_id": account,
-                              "seq": 1 + number % 200 % 3}
+        assert subscribed == {
+            "type": "subscribed",
+            "account_id": account,
+            "seq": 1 + number % 200 % 3,
+        }
         assert snapshot["type"] == "snapshot" and snapshot["seq"] == 1 + number % 200 % 3
         assert snapshot["account"]["account_id"] == account
     assert broker.subscribed == set(accounts)
@@ -186,7 +199,8 @@ async def test_concurrent_subscribes_get_their_snapshots_from_one_read(
 
 
 async def test_a_state_read_before_events_went_by_is_read_again(
-        hub: Hub, journal: MemoryJournal) -> None:
+    hub: Hub, journal: MemoryJournal
+) -> None:
     journal.append(ACCOUNT)
     stale = State({"account_id": ACCOUNT, "seq": 1})  # read when the head was 1
     await hub.subscribe(ACCOUNT, ListSink(), after_seq=0)  # the feed, at head 1
@@ -199,10 +213,13 @@ async def test_a_state_read_before_events_went_by_is_read_again(
 
 
 async def test_a_failed_read_fails_every_subscribe_that_shared_it(
-        hub: Hub, journal: MemoryJournal, broker: MemoryBroker) -> None:
+    hub: Hub, journal: MemoryJournal, broker: MemoryBroker
+) -> None:
     journal.failing = DatabaseDown("database unreachable")
-    outcomes = await asyncio.gather(*(hub.subscribe(f"acct-{n}", ListSink(), after_seq=None)
-                                      for n in range(5)), return_exceptions=True)
+    outcomes = await asyncio.gather(
+        *(hub.subscribe(f"acct-{n}", ListSink(), after_seq=None) for n in range(5)),
+        return_exceptions=True,
+    )
     assert all(isinstance(outcome, DatabaseDown) for outcome in outcomes)
     assert (hub.feeds, broker.subscribed) == ({}, set())
     journal.failing = None

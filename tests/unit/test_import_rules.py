@@ -18,8 +18,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 NOT_SHIPPED = {"tests", "docs", "deploy", ".venv", "build", "node_modules", "clients"}
-HTTP_CLIENTS = {"httpx", "httpcore", "requests", "aiohttp", "urllib3", "http.client",
-                "urllib.request"}
+HTTP_CLIENTS = {
+    "httpx",
+    "httpcore",
+    "requests",
+    "aiohttp",
+    "urllib3",
+    "http.client",
+    "urllib.request",
+}
 API_IMPORTERS = {"asgi", "wiring", "cli", "bench", "api"}
 HTTP_ROOMS = {"egress", "bench"}
 
@@ -101,14 +108,20 @@ def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_tree_is_read() -> None:
     assert {"core", "storage", "api", "realtime", "asgi", "wiring", "cli"} <= {
-        _room(m) for m in MODULES}
+        _room(m) for m in MODULES
+    }
 
 
 def test_core_imports_only_itself_and_the_standard_library() -> None:
     offenders = {
-        module: sorted(name for name in names
-                       if _room(name) != "core" and name.split(".")[0] not in sys.stdlib_module_names)
-        for module, names in IMPORTS.items() if _room(module) == "core"}
+        module: sorted(
+            name
+            for name in names
+            if _room(name) != "core" and name.split(".")[0] not in sys.stdlib_module_names
+        )
+        for module, names in IMPORTS.items()
+        if _room(module) == "core"
+    }
     assert {m: n for m, n in offenders.items() if n} == {}
 
 
@@ -124,15 +137,24 @@ def test_no_circle_between_rooms() -> None:
 
 
 def test_api_is_imported_only_by_the_composition_root_and_the_cli() -> None:
-    importers = {_room(module) for module, names in IMPORTS.items()
-                 if any(_room(name) == "api" for name in names if name in MODULES)}
+    importers = {
+        _room(module)
+        for module, names in IMPORTS.items()
+        if any(_room(name) == "api" for name in names if name in MODULES)
+    }
     assert importers - API_IMPORTERS == set()
 
 
 def test_outbound_http_goes_through_egress() -> None:
-    offenders = {module: sorted(n for n in names if n in HTTP_CLIENTS or n.split(".")[0] in
-                                {c for c in HTTP_CLIENTS if "." not in c})
-                 for module, names in IMPORTS.items() if _room(module) not in HTTP_ROOMS}
+    offenders = {
+        module: sorted(
+            n
+            for n in names
+            if n in HTTP_CLIENTS or n.split(".")[0] in {c for c in HTTP_CLIENTS if "." not in c}
+        )
+        for module, names in IMPORTS.items()
+        if _room(module) not in HTTP_ROOMS
+    }
     assert {m: n for m, n in offenders.items() if n} == {}
 
 

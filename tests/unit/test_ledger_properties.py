@@ -56,11 +56,19 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def fingerprint(self) -> tuple[Any, ...]:
         account = self.account
-        return (account.balance, account.held, account.seq, account.paid, account.plan,
-                account.trial_used, account.trial_day,
-                tuple((g.grant_id, g.remaining) for g in account.grants),
-                tuple((h.status, h.captured_amount) for h in self.opened),
-                len(account.new_entries), len(account.new_events))
+        return (
+            account.balance,
+            account.held,
+            account.seq,
+            account.paid,
+            account.plan,
+            account.trial_used,
+            account.trial_day,
+            tuple((g.grant_id, g.remaining) for g in account.grants),
+            tuple((h.status, h.captured_amount) for h in self.opened),
+            len(account.new_entries),
+            len(account.new_events),
+        )
 
     def attempt(self, action: Callable[[], T]) -> T | None:
         """Run `action`; a domain refusal is an allowed outcome only if it changed nothing."""
@@ -73,18 +81,21 @@ class LedgerMachine(RuleBasedStateMachine):
 
     # -- rules ----------------------------------------------------------------------------------
 
-    @rule(amount=amounts, reason=st.sampled_from(["trial", "promo", "purchase"]),
-          expires_in=expiries)
+    @rule(
+        amount=amounts, reason=st.sampled_from(["trial", "promo", "purchase"]), expires_in=expiries
+    )
     def grant(self, amount: int, reason: str, expires_in: int | None) -> None:
         now = self.clock.now()
         expires_at = None if expires_in is None else now + timedelta(minutes=expires_in)
-        self.attempt(lambda: self.account.add_grant(new_id("grt"), amount, reason, now,
-                                                    expires_at))
+        self.attempt(lambda: self.account.add_grant(new_id("grt"), amount, reason, now, expires_at))
 
     @rule(target=holds, amount=amounts, ttl=ttls)
     def open_hold(self, amount: int, ttl: int) -> Any:
-        hold = self.attempt(lambda: self.account.open_hold(
-            new_id("hold"), amount, timedelta(minutes=ttl), self.clock.now()))
+        hold = self.attempt(
+            lambda: self.account.open_hold(
+                new_id("hold"), amount, timedelta(minutes=ttl), self.clock.now()
+            )
+        )
         if hold is None:
             return multiple()
         self.opened.append(hold)
@@ -105,8 +116,9 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(amount=amounts)
     def charge(self, amount: int) -> None:
-        funding = self.attempt(lambda: self.account.charge(
-            new_id("chg"), amount, "use", self.clock.now()))
+        funding = self.attempt(
+            lambda: self.account.charge(new_id("chg"), amount, "use", self.clock.now())
+        )
         if funding is not None:
             assert sum(part["amount"] for part in funding) == amount
 
@@ -163,7 +175,10 @@ class LedgerMachine(RuleBasedStateMachine):
         last = self.account.new_events[-1]
         assert isinstance(last, BalanceUpdated)
         assert (last.balance, last.held, last.available) == (
-            self.account.balance, self.account.held, self.account.available)
+            self.account.balance,
+            self.account.held,
+            self.account.available,
+        )
 
 
 LedgerMachine.TestCase.settings = settings(

@@ -53,9 +53,17 @@ def paid(clock: MutableClock) -> Account:
 
 
 def state(account: Account) -> tuple[Any, ...]:
-    return (account.balance, account.held, account.seq, account.trial_used, account.trial_day,
-            account.paid, tuple((g.grant_id, g.remaining) for g in account.grants),
-            len(account.new_entries), len(account.new_events))
+    return (
+        account.balance,
+        account.held,
+        account.seq,
+        account.trial_used,
+        account.trial_day,
+        account.paid,
+        tuple((g.grant_id, g.remaining) for g in account.grants),
+        len(account.new_entries),
+        len(account.new_events),
+    )
 
 
 def spending(account: Account, action: Callable[[], object]) -> tuple[list[Any], list[Any]]:
@@ -88,9 +96,19 @@ def test_open_records_the_trial_grant_as_seq_1(trial: Account) -> None:
     assert isinstance(event, BalanceUpdated)
     assert trial.seq == 1
     assert (entry.seq, entry.type, entry.amount, entry.delta, entry.held_delta) == (
-        1, "grant", 28, 28, 0)
+        1,
+        "grant",
+        28,
+        28,
+        0,
+    )
     assert (event.seq, event.balance, event.held, event.available, event.delta) == (
-        1, 28, 0, 28, 28)
+        1,
+        28,
+        0,
+        28,
+        28,
+    )
 
 
 def test_open_account_is_on_trial_and_unpaid(trial: Account, clock: MutableClock) -> None:
@@ -123,7 +141,8 @@ def test_never_expiring_grant_is_consumed_last(bare: Account, clock: MutableCloc
 
 @pytest.mark.parametrize("reason", ["trial", "promo", "referral", "bonus"])
 def test_at_equal_expiry_trial_and_promo_go_before_paid(
-        bare: Account, clock: MutableClock, reason: str) -> None:
+    bare: Account, clock: MutableClock, reason: str
+) -> None:
     now = clock.now()
     bare.add_grant("paid", 10, "purchase", now, expires_at=now + 5 * DAY)
     clock.advance(minutes=1)
@@ -134,8 +153,7 @@ def test_at_equal_expiry_trial_and_promo_go_before_paid(
     assert amounts(funding) == [("free", 10), ("paid", 2)]
 
 
-def test_at_equal_expiry_and_kind_the_oldest_goes_first(
-        bare: Account, clock: MutableClock) -> None:
+def test_at_equal_expiry_and_kind_the_oldest_goes_first(bare: Account, clock: MutableClock) -> None:
     bare.add_grant("older", 10, "purchase", clock.now())
     clock.advance(hours=1)
     bare.add_grant("newer", 10, "plan:growth", clock.now())
@@ -168,13 +186,22 @@ def test_funding_names_the_kind_of_each_grant(bare: Account, clock: MutableClock
 def test_charge_records_its_funding_in_the_entry(bare: Account, clock: MutableClock) -> None:
     bare.add_grant("g", 10, "purchase", clock.now())
 
-    funding = bare.charge("chg", 4, "use", clock.now(), metadata={"service": "gemini"},
-                          price={"operation": "chat_refinement"})
+    funding = bare.charge(
+        "chg",
+        4,
+        "use",
+        clock.now(),
+        metadata={"service": "gemini"},
+        price={"operation": "chat_refinement"},
+    )
 
     entry = bare.new_entries[-1]
     # the engine's details at the top, the caller's metadata under its own key
-    assert entry.metadata == {"operation": "chat_refinement", "funding": funding,
-                              "metadata": {"service": "gemini"}}
+    assert entry.metadata == {
+        "operation": "chat_refinement",
+        "funding": funding,
+        "metadata": {"service": "gemini"},
+    }
     assert (entry.type, entry.op_id, entry.amount, entry.delta) == ("charge", "chg", 4, -4)
 
 
@@ -199,10 +226,19 @@ def test_opening_a_hold_consumes_no_grant(bare: Account, clock: MutableClock) ->
     assert (bare.balance, bare.held, bare.available) == (10, 6, 4)
 
 
-@pytest.mark.parametrize(("reason", "kind"), [
-    ("trial", "trial"), ("promo", "promo"), ("promotion:spring", "promo"), ("bonus", "promo"),
-    ("referral:abc", "promo"), ("purchase", "paid"), ("plan:pro", "paid"), ("points", "paid"),
-])
+@pytest.mark.parametrize(
+    ("reason", "kind"),
+    [
+        ("trial", "trial"),
+        ("promo", "promo"),
+        ("promotion:spring", "promo"),
+        ("bonus", "promo"),
+        ("referral:abc", "promo"),
+        ("purchase", "paid"),
+        ("plan:pro", "paid"),
+        ("points", "paid"),
+    ],
+)
 def test_grant_kind_follows_the_reason(reason: str, kind: str) -> None:
     assert grant_kind(reason) == kind
 
@@ -216,8 +252,7 @@ def test_full_capture_takes_the_held_amount(paid: Account, clock: MutableClock) 
     paid.capture(hold, None, clock.now())
 
     assert (paid.balance, paid.held) == (118, 0)
-    assert (hold.status, hold.captured_amount, hold.closed_at) == (
-        Hold.CAPTURED, 10, clock.now())
+    assert (hold.status, hold.captured_amount, hold.closed_at) == (Hold.CAPTURED, 10, clock.now())
 
 
 def test_partial_capture_frees_the_rest(paid: Account, clock: MutableClock) -> None:
@@ -245,7 +280,8 @@ def test_release_frees_the_hold_in_full(paid: Account, clock: MutableClock) -> N
 
 @pytest.mark.parametrize("amount", [None, 10])
 def test_repeating_a_full_capture_is_a_no_op(
-        paid: Account, clock: MutableClock, amount: int | None) -> None:
+    paid: Account, clock: MutableClock, amount: int | None
+) -> None:
     hold = paid.open_hold("hold", 10, TTL, clock.now())
     paid.capture(hold, amount, clock.now())
     before = state(paid)
@@ -256,7 +292,8 @@ def test_repeating_a_full_capture_is_a_no_op(
 
 
 def test_repeating_a_partial_capture_with_its_amount_is_a_no_op(
-        paid: Account, clock: MutableClock) -> None:
+    paid: Account, clock: MutableClock
+) -> None:
     hold = paid.open_hold("hold", 10, TTL, clock.now())
     paid.capture(hold, 4, clock.now())
     before = state(paid)
@@ -268,7 +305,8 @@ def test_repeating_a_partial_capture_with_its_amount_is_a_no_op(
 
 
 def test_capture_with_another_amount_after_capture_is_invalid_state(
-        paid: Account, clock: MutableClock) -> None:
+    paid: Account, clock: MutableClock
+) -> None:
     hold = paid.open_hold("hold", 10, TTL, clock.now())
     paid.capture(hold, 4, clock.now())
     before = state(paid)
@@ -313,7 +351,8 @@ def test_release_after_capture_is_invalid_state(paid: Account, clock: MutableClo
 
 
 def test_capture_of_an_open_hold_past_its_ttl_is_invalid_state(
-        paid: Account, clock: MutableClock) -> None:
+    paid: Account, clock: MutableClock
+) -> None:
     hold = paid.open_hold("hold", 10, TTL, clock.now())
     clock.advance(seconds=300)
     before = state(paid)
@@ -372,7 +411,8 @@ def test_capture_of_more_than_held_is_invalid_input(paid: Account, clock: Mutabl
 
 @pytest.mark.parametrize("amount", [0, -1, True, 2.0, "3"])
 def test_capture_of_a_bad_amount_is_invalid_input(
-        paid: Account, clock: MutableClock, amount: object) -> None:
+    paid: Account, clock: MutableClock, amount: object
+) -> None:
     hold = paid.open_hold("hold", 10, TTL, clock.now())
     before = state(paid)
 
@@ -383,14 +423,17 @@ def test_capture_of_a_bad_amount_is_invalid_input(
 
 
 def test_a_hold_of_another_account_cannot_be_touched(
-        paid: Account, bare: Account, clock: MutableClock) -> None:
+    paid: Account, bare: Account, clock: MutableClock
+) -> None:
     hold = paid.open_hold("hold", 10, TTL, clock.now())
     bare.add_grant("g", 50, "purchase", clock.now())
     before = state(bare)
 
-    for action in (lambda: bare.capture(hold, None, clock.now()),
-                   lambda: bare.release(hold, "x", clock.now()),
-                   lambda: bare.expire_hold(hold, clock.now() + DAY)):
+    for action in (
+        lambda: bare.capture(hold, None, clock.now()),
+        lambda: bare.release(hold, "x", clock.now()),
+        lambda: bare.expire_hold(hold, clock.now() + DAY),
+    ):
         with pytest.raises(InvalidState):
             action()
 
@@ -412,7 +455,8 @@ def test_expire_hold_before_its_ttl_does_nothing(paid: Account, clock: MutableCl
 
 
 def test_expire_hold_at_its_ttl_releases_it_with_reason_timeout(
-        paid: Account, clock: MutableClock) -> None:
+    paid: Account, clock: MutableClock
+) -> None:
     hold = paid.open_hold("hold", 10, TTL, clock.now())
     clock.advance(seconds=300)
 
@@ -424,8 +468,7 @@ def test_expire_hold_at_its_ttl_releases_it_with_reason_timeout(
     assert (entry.type, entry.reason, entry.held_delta) == ("release", "timeout", -10)
 
 
-def test_expire_hold_twice_does_nothing_the_second_time(
-        paid: Account, clock: MutableClock) -> None:
+def test_expire_hold_twice_does_nothing_the_second_time(paid: Account, clock: MutableClock) -> None:
     hold = paid.open_hold("hold", 10, TTL, clock.now())
     clock.advance(seconds=300)
     paid.expire_hold(hold, clock.now())
@@ -492,7 +535,8 @@ def test_a_never_expiring_grant_never_expires(bare: Account, clock: MutableClock
 
 
 def test_expiry_spares_the_credits_backing_an_open_hold(
-        trial: Account, clock: MutableClock) -> None:
+    trial: Account, clock: MutableClock
+) -> None:
     hold = trial.open_hold("hold", 4, LONG_TTL, clock.now())
     clock.advance(days=7)
 
@@ -505,7 +549,8 @@ def test_expiry_spares_the_credits_backing_an_open_hold(
 
 
 def test_spared_credits_expire_once_their_hold_is_released(
-        trial: Account, clock: MutableClock) -> None:
+    trial: Account, clock: MutableClock
+) -> None:
     hold = trial.open_hold("hold", 4, LONG_TTL, clock.now())
     clock.advance(days=7)
     trial.expire_due_grants(clock.now())
@@ -519,7 +564,8 @@ def test_spared_credits_expire_once_their_hold_is_released(
 
 
 def test_what_a_partial_capture_leaves_of_spared_credits_expires(
-        trial: Account, clock: MutableClock) -> None:
+    trial: Account, clock: MutableClock
+) -> None:
     hold = trial.open_hold("hold", 4, LONG_TTL, clock.now())
     clock.advance(days=7)
     trial.expire_due_grants(clock.now())
@@ -531,7 +577,8 @@ def test_what_a_partial_capture_leaves_of_spared_credits_expires(
 
 
 def test_credits_spared_for_an_open_hold_do_not_fund_other_spending(
-        paid: Account, clock: MutableClock) -> None:
+    paid: Account, clock: MutableClock
+) -> None:
     _, paid_grant = paid.grants
     hold = paid.open_hold("hold", 4, LONG_TTL, clock.now())
     clock.advance(days=7)
@@ -571,7 +618,11 @@ def test_the_fifth_credit_of_the_day_is_refused(trial: Account, clock: MutableCl
         trial.charge("chg-2", 1, "use", clock.now())
 
     assert caught.value.details == {
-        "limit": 4, "spent_today": 4, "requested": 1, "retry_after": 12 * 3600}
+        "limit": 4,
+        "spent_today": 4,
+        "requested": 1,
+        "retry_after": 12 * 3600,
+    }
     assert state(trial) == before
 
 
@@ -592,14 +643,18 @@ def test_a_single_request_over_the_limit_is_refused(trial: Account, clock: Mutab
     assert caught.value.details["spent_today"] == 0
 
 
-@pytest.mark.parametrize(("time_of_day", "retry_after"), [
-    (timedelta(hours=0), 86400),
-    (timedelta(hours=12), 43200),
-    (timedelta(hours=23, minutes=59, seconds=30), 30),
-    (timedelta(hours=23, minutes=59, seconds=59, microseconds=500000), 1),
-])
+@pytest.mark.parametrize(
+    ("time_of_day", "retry_after"),
+    [
+        (timedelta(hours=0), 86400),
+        (timedelta(hours=12), 43200),
+        (timedelta(hours=23, minutes=59, seconds=30), 30),
+        (timedelta(hours=23, minutes=59, seconds=59, microseconds=500000), 1),
+    ],
+)
 def test_retry_after_is_the_time_to_the_next_utc_midnight(
-        time_of_day: timedelta, retry_after: int) -> None:
+    time_of_day: timedelta, retry_after: int
+) -> None:
     now = datetime(2030, 1, 15, tzinfo=UTC) + time_of_day
     account = Account.open("user-1", now)
     account.charge("chg", 4, "use", now)
@@ -620,7 +675,8 @@ def test_the_limit_resets_at_utc_midnight(trial: Account, clock: MutableClock) -
 
 
 def test_the_limit_still_applies_a_second_before_midnight(
-        trial: Account, clock: MutableClock) -> None:
+    trial: Account, clock: MutableClock
+) -> None:
     trial.charge("chg", 4, "use", clock.now())
     clock.advance(hours=12, seconds=-1)
 
@@ -628,8 +684,7 @@ def test_the_limit_still_applies_a_second_before_midnight(
         trial.charge("chg-2", 1, "use", clock.now())
 
 
-def test_a_released_hold_gives_back_todays_allowance(
-        trial: Account, clock: MutableClock) -> None:
+def test_a_released_hold_gives_back_todays_allowance(trial: Account, clock: MutableClock) -> None:
     hold = trial.open_hold("hold", 4, TTL, clock.now())
     trial.release(hold, "provider_failed", clock.now())
 
@@ -638,8 +693,7 @@ def test_a_released_hold_gives_back_todays_allowance(
     assert trial.spent_today(clock.now()) == 4
 
 
-def test_an_expired_hold_gives_back_todays_allowance(
-        trial: Account, clock: MutableClock) -> None:
+def test_an_expired_hold_gives_back_todays_allowance(trial: Account, clock: MutableClock) -> None:
     hold = trial.open_hold("hold", 4, TTL, clock.now())
     clock.advance(seconds=300)
     trial.expire_hold(hold, clock.now())
@@ -647,8 +701,7 @@ def test_an_expired_hold_gives_back_todays_allowance(
     trial.charge("chg", 4, "use", clock.now())
 
 
-def test_a_partial_capture_gives_back_the_freed_part(
-        trial: Account, clock: MutableClock) -> None:
+def test_a_partial_capture_gives_back_the_freed_part(trial: Account, clock: MutableClock) -> None:
     hold = trial.open_hold("hold", 4, TTL, clock.now())
     trial.capture(hold, 1, clock.now())
 
@@ -659,7 +712,8 @@ def test_a_partial_capture_gives_back_the_freed_part(
 
 
 def test_a_hold_released_the_next_day_gives_back_nothing_today(
-        trial: Account, clock: MutableClock) -> None:
+    trial: Account, clock: MutableClock
+) -> None:
     hold = trial.open_hold("hold", 4, LONG_TTL, clock.now())
     clock.advance(hours=13)
     trial.charge("chg", 4, "use", clock.now())
@@ -682,7 +736,8 @@ def test_a_paid_grant_lifts_the_limit(trial: Account, clock: MutableClock) -> No
 
 @pytest.mark.parametrize("reason", ["promo", "bonus", "referral", "trial"])
 def test_a_promotional_grant_does_not_lift_the_limit(
-        trial: Account, clock: MutableClock, reason: str) -> None:
+    trial: Account, clock: MutableClock, reason: str
+) -> None:
     trial.add_grant("grt", 30, reason, clock.now())
 
     with pytest.raises(DailyLimitExceeded):
@@ -728,7 +783,8 @@ def test_a_hold_beyond_available_is_insufficient(bare: Account, clock: MutableCl
 
 
 def test_spending_exactly_the_available_credits_is_allowed(
-        bare: Account, clock: MutableClock) -> None:
+    bare: Account, clock: MutableClock
+) -> None:
     bare.add_grant("g", 10, "purchase", clock.now())
     bare.open_hold("hold", 6, TTL, clock.now())
 
@@ -762,10 +818,18 @@ def test_check_amount_names_the_field_in_its_message() -> None:
         check_amount(0, name="credits")
 
 
-@pytest.mark.parametrize("raw", [
-    "a", "user-1", "User_42", "a.b:c@d-e_f", "auth0:abc", "x" * 128,
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:@-",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "a",
+        "user-1",
+        "User_42",
+        "a.b:c@d-e_f",
+        "auth0:abc",
+        "x" * 128,
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:@-",
+    ],
+)
 def test_account_ids_from_the_charset_are_kept_as_they_are(raw: str) -> None:
     assert normalise_account_id(raw) == raw
 
@@ -776,19 +840,41 @@ def test_wallet_addresses_are_lowercased() -> None:
     assert normalise_account_id(wallet) == wallet.lower()
 
 
-@pytest.mark.parametrize("raw", [
-    "0xABCDEF0123456789ABCDEF0123456789ABCDEF012",
-    "0xABCDEF0123456789ABCDEF0123456789ABCDEF0",
-    "0xGBCDEF0123456789ABCDEF0123456789ABCDEF01",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "0xABCDEF0123456789ABCDEF0123456789ABCDEF012",
+        "0xABCDEF0123456789ABCDEF0123456789ABCDEF0",
+        "0xGBCDEF0123456789ABCDEF0123456789ABCDEF01",
+    ],
+)
 def test_near_wallet_ids_keep_their_case(raw: str) -> None:
     assert normalise_account_id(raw) == raw
 
 
-@pytest.mark.parametrize("raw", [
-    "", "x" * 129, "has space", "slash/", "back\\slash", "semi;colon", "pipe|", "ünïcode",
-    "line\n", "\nline", "tab\t", "null\x00", None, 42, b"bytes", ["user-1"], ".", "..",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "x" * 129,
+        "has space",
+        "slash/",
+        "back\\slash",
+        "semi;colon",
+        "pipe|",
+        "ünïcode",
+        "line\n",
+        "\nline",
+        "tab\t",
+        "null\x00",
+        None,
+        42,
+        b"bytes",
+        ["user-1"],
+        ".",
+        "..",
+    ],
+)
 def test_bad_account_ids_are_rejected(raw: object) -> None:
     with pytest.raises(InvalidAccountId):
         normalise_account_id(raw)
@@ -797,8 +883,7 @@ def test_bad_account_ids_are_rejected(raw: object) -> None:
 # -- journal and events --------------------------------------------------------------------------
 
 
-def test_each_change_appends_one_entry_and_one_event(
-        trial: Account, clock: MutableClock) -> None:
+def test_each_change_appends_one_entry_and_one_event(trial: Account, clock: MutableClock) -> None:
     now = clock.now()
     hold_a = trial.open_hold("hold-a", 2, TTL, now)
     hold_b = trial.open_hold("hold-b", 1, TTL, now)
@@ -817,18 +902,25 @@ def test_each_change_appends_one_entry_and_one_event(
         entries, events = spending(trial, change)
         assert [e.type for e in entries] == [expected_type]
         assert [(e.seq, ev.seq) for e, ev in zip(entries, events, strict=True)] == [
-            (seq_before + 1, seq_before + 1)]
+            (seq_before + 1, seq_before + 1)
+        ]
 
 
-def test_each_event_carries_the_state_after_its_change(
-        paid: Account, clock: MutableClock) -> None:
+def test_each_event_carries_the_state_after_its_change(paid: Account, clock: MutableClock) -> None:
     hold = paid.open_hold("hold", 10, TTL, clock.now())
 
     _, (event,) = spending(paid, lambda: paid.capture(hold, 6, clock.now()))
 
     assert isinstance(event, BalanceUpdated)
-    assert (event.account_id, event.seq, event.balance, event.held, event.available,
-            event.delta, event.reason) == ("user-3", paid.seq, 122, 0, 122, -6, "capture")
+    assert (
+        event.account_id,
+        event.seq,
+        event.balance,
+        event.held,
+        event.available,
+        event.delta,
+        event.reason,
+    ) == ("user-3", paid.seq, 122, 0, 122, -6, "capture")
 
 
 def test_no_op_operations_append_nothing(paid: Account, clock: MutableClock) -> None:
@@ -877,8 +969,9 @@ def test_seq_stays_consecutive_over_many_changes(paid: Account, clock: MutableCl
     assert paid.seq == 2 + 40
 
 
-def test_a_balance_its_grants_do_not_cover_is_a_bug_not_a_refusal(bare: Account,
-                                                                    clock: MutableClock) -> None:
+def test_a_balance_its_grants_do_not_cover_is_a_bug_not_a_refusal(
+    bare: Account, clock: MutableClock
+) -> None:
     bare.add_grant("grt_1", 10, "purchase", clock.now())
     bare.balance += 5  # a corrupted row: the balance claims more than the grants hold
     with pytest.raises(InvariantViolated, match="do not cover 15 credits"):

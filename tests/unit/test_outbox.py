@@ -27,8 +27,9 @@ class Socket:
 
 def outbox(socket: Socket, maxsize: int = 10) -> tuple[Outbox, list[str]]:
     calls: list[str] = []
-    box = Outbox(maxsize, socket.send, lambda: calls.append("overflow"),
-                 lambda: calls.append("broken"))
+    box = Outbox(
+        maxsize, socket.send, lambda: calls.append("overflow"), lambda: calls.append("broken")
+    )
     return box, calls
 
 

@@ -44,26 +44,34 @@ MODEL_PRICES = [
 ]
 
 
-@pytest.mark.parametrize(("operation", "model", "params", "credits"), MODEL_PRICES,
-                         ids=[f"{m}-{p}" for _, m, p, _ in MODEL_PRICES])
-def test_every_model_price_in_the_spec(catalogue: Catalogue, operation: str, model: str,
-                                       params: dict[str, Any] | None, credits: int) -> None:
+@pytest.mark.parametrize(
+    ("operation", "model", "params", "credits"),
+    MODEL_PRICES,
+    ids=[f"{m}-{p}" for _, m, p, _ in MODEL_PRICES],
+)
+def test_every_model_price_in_the_spec(
+    catalogue: Catalogue, operation: str, model: str, params: dict[str, Any] | None, credits: int
+) -> None:
     assert catalogue.quote(operation, model, params) == credits
 
 
-@pytest.mark.parametrize(("operation", "model", "params"), [
-    ("video", "MiniMax-Hailuo-02", {"resolution": "1080P", "duration": 10}),
-    ("video", "MiniMax-Hailuo-02", {"resolution": "720P", "duration": 6}),
-    ("video", "MiniMax-Hailuo-02", {"resolution": "768P", "duration": 8}),
-    ("video", "MiniMax-Hailuo-02", {"resolution": "768P"}),
-    ("video", "MiniMax-Hailuo-02", None),
-    ("video", "Gen-4 Turbo", {"duration": 7}),
-    ("video", "Gen-4 Aleph", {"duration": 5}),
-    ("music", "Music 1.5", {"duration": 91}),
-    ("music", "Music 1.5", {"duration": 120}),
-])
+@pytest.mark.parametrize(
+    ("operation", "model", "params"),
+    [
+        ("video", "MiniMax-Hailuo-02", {"resolution": "1080P", "duration": 10}),
+        ("video", "MiniMax-Hailuo-02", {"resolution": "720P", "duration": 6}),
+        ("video", "MiniMax-Hailuo-02", {"resolution": "768P", "duration": 8}),
+        ("video", "MiniMax-Hailuo-02", {"resolution": "768P"}),
+        ("video", "MiniMax-Hailuo-02", None),
+        ("video", "Gen-4 Turbo", {"duration": 7}),
+        ("video", "Gen-4 Aleph", {"duration": 5}),
+        ("music", "Music 1.5", {"duration": 91}),
+        ("music", "Music 1.5", {"duration": 120}),
+    ],
+)
 def test_options_a_model_does_not_offer_are_unsupported(
-        catalogue: Catalogue, operation: str, model: str, params: dict[str, Any] | None) -> None:
+    catalogue: Catalogue, operation: str, model: str, params: dict[str, Any] | None
+) -> None:
     with pytest.raises(UnsupportedOption) as caught:
         catalogue.quote(operation, model, params)
 
@@ -75,18 +83,28 @@ def test_unsupported_option_lists_what_is_offered(catalogue: Catalogue) -> None:
         catalogue.quote("video", "MiniMax-Hailuo-02", {"resolution": "1080P", "duration": 10})
 
     assert {"resolution": "1080P", "duration": 6, "credits": 1100} in caught.value.details[
-        "offered"]
+        "offered"
+    ]
 
 
 def test_resolution_is_case_insensitive(catalogue: Catalogue) -> None:
-    assert catalogue.quote("video", "MiniMax-Hailuo-02",
-                           {"resolution": "768p", "duration": 10}) == 1240
+    assert (
+        catalogue.quote("video", "MiniMax-Hailuo-02", {"resolution": "768p", "duration": 10})
+        == 1240
+    )
 
 
-@pytest.mark.parametrize(("operation", "credits"), [
-    ("audio", 1), ("video", 2), ("script_generation", 1), ("voice_creation", 5),
-    ("video_processing", 2), ("chat_refinement", 1),
-])
+@pytest.mark.parametrize(
+    ("operation", "credits"),
+    [
+        ("audio", 1),
+        ("video", 2),
+        ("script_generation", 1),
+        ("voice_creation", 5),
+        ("video_processing", 2),
+        ("chat_refinement", 1),
+    ],
+)
 def test_operation_base_prices(catalogue: Catalogue, operation: str, credits: int) -> None:
     assert catalogue.quote(operation) == credits
 
@@ -99,8 +117,15 @@ def test_image_and_music_need_a_model(catalogue: Catalogue, operation: str) -> N
 
 def test_the_shipped_catalogue_has_exactly_the_spec_operations(catalogue: Catalogue) -> None:
     assert set(catalogue.operations) == {
-        "audio", "video", "image", "music", "script_generation", "voice_creation",
-        "video_processing", "chat_refinement"}
+        "audio",
+        "video",
+        "image",
+        "music",
+        "script_generation",
+        "voice_creation",
+        "video_processing",
+        "chat_refinement",
+    }
 
 
 def test_the_shipped_catalogue_has_exactly_the_spec_models(catalogue: Catalogue) -> None:
@@ -115,15 +140,19 @@ def test_an_unknown_model_is_rejected(catalogue: Catalogue, model: str) -> None:
     assert caught.value.details["model"] == model
 
 
-@pytest.mark.parametrize(("operation", "model"), [
-    ("image", "MiniMax-Hailuo-02"),
-    ("video", "FLUX.1 [pro]"),
-    ("video", "Music 1.5"),
-    ("music", "Gen-4 Turbo"),
-    ("audio", "FLUX.1 [dev]"),
-])
+@pytest.mark.parametrize(
+    ("operation", "model"),
+    [
+        ("image", "MiniMax-Hailuo-02"),
+        ("video", "FLUX.1 [pro]"),
+        ("video", "Music 1.5"),
+        ("music", "Gen-4 Turbo"),
+        ("audio", "FLUX.1 [dev]"),
+    ],
+)
 def test_a_model_used_with_another_operation_is_rejected(
-        catalogue: Catalogue, operation: str, model: str) -> None:
+    catalogue: Catalogue, operation: str, model: str
+) -> None:
     with pytest.raises(UnknownModel, match="belongs to"):
         catalogue.quote(operation, model)
 
@@ -134,10 +163,13 @@ def test_an_unknown_operation_is_rejected(catalogue: Catalogue, operation: Any) 
         catalogue.quote(operation)
 
 
-@pytest.mark.parametrize("params", [
-    {"fps": 30},
-    {"resolution": "768P", "duration": 6, "seed": 1},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"fps": 30},
+        {"resolution": "768P", "duration": 6, "seed": 1},
+    ],
+)
 def test_unknown_params_are_rejected(catalogue: Catalogue, params: dict[str, Any]) -> None:
     with pytest.raises(UnsupportedOption, match="Unknown params"):
         catalogue.quote("video", "MiniMax-Hailuo-02", params)
@@ -148,19 +180,23 @@ def test_unknown_params_are_rejected_for_a_single_price_model(catalogue: Catalog
         catalogue.quote("image", "FLUX.1 [dev]", {"style": "anime"})
 
 
-@pytest.mark.parametrize("params", [
-    {"resolution": 768, "duration": 6},
-    {"resolution": ["768P"], "duration": 6},
-    {"resolution": "768P", "duration": "6"},
-    {"resolution": "768P", "duration": 6.0},
-    {"resolution": "768P", "duration": True},
-    {"resolution": "768P", "duration": 0},
-    {"resolution": "768P", "duration": -6},
-    {"resolution": "768P", "duration": 3601},
-    {"resolution": "768P", "duration": 2**63},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"resolution": 768, "duration": 6},
+        {"resolution": ["768P"], "duration": 6},
+        {"resolution": "768P", "duration": "6"},
+        {"resolution": "768P", "duration": 6.0},
+        {"resolution": "768P", "duration": True},
+        {"resolution": "768P", "duration": 0},
+        {"resolution": "768P", "duration": -6},
+        {"resolution": "768P", "duration": 3601},
+        {"resolution": "768P", "duration": 2**63},
+    ],
+)
 def test_bad_param_types_and_values_are_rejected(
-        catalogue: Catalogue, params: dict[str, Any]) -> None:
+    catalogue: Catalogue, params: dict[str, Any]
+) -> None:
     with pytest.raises(UnsupportedOption):
         catalogue.quote("video", "MiniMax-Hailuo-02", params)
 
@@ -203,11 +239,14 @@ def test_a_minimal_catalogue_loads() -> None:
     assert catalogue.provider_of("A") == "simulated"
 
 
-@pytest.mark.parametrize("text", [
-    "[operations.video\nbase = 2",
-    "[operations.video]\nbase = ",
-    "[operations.video]\nbase = 2\nbase = 3",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[operations.video\nbase = 2",
+        "[operations.video]\nbase = ",
+        "[operations.video]\nbase = 2\nbase = 3",
+    ],
+)
 def test_broken_toml_is_a_catalogue_error(text: str) -> None:
     with pytest.raises(CatalogueError, match="not valid TOML"):
         Catalogue.from_toml(text)
@@ -247,18 +286,23 @@ def test_a_non_positive_duration_is_a_catalogue_error(key: str) -> None:
         Catalogue.from_toml(VALID.replace("{ credits = 10 }", f"{{ {key} = 0, credits = 10 }}"))
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("", "non-empty \\[operations\\]"),
-    ("[operations]\n", "non-empty \\[operations\\]"),
-    ("operations = 3\n", "non-empty \\[operations\\]"),
-    ("[operations.video]\n", "needs a base price"),
-    (VALID.replace("prices = [{ credits = 10 }]", "prices = []"), "at least one price"),
-    (VALID.replace('prices = [{ credits = 10 }]', ''), "at least one price"),
-    (VALID.replace('id = "A"', 'id = ""'), "needs an id"),
-    (VALID.replace("{ credits = 10 }", "{ credits = 10, fps = 30 }"), "unknown price keys"),
-    (VALID.replace("{ credits = 10 }", "{ credits = 10, resolution = 768 }"),
-     "resolution must be a string"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "non-empty \\[operations\\]"),
+        ("[operations]\n", "non-empty \\[operations\\]"),
+        ("operations = 3\n", "non-empty \\[operations\\]"),
+        ("[operations.video]\n", "needs a base price"),
+        (VALID.replace("prices = [{ credits = 10 }]", "prices = []"), "at least one price"),
+        (VALID.replace("prices = [{ credits = 10 }]", ""), "at least one price"),
+        (VALID.replace('id = "A"', 'id = ""'), "needs an id"),
+        (VALID.replace("{ credits = 10 }", "{ credits = 10, fps = 30 }"), "unknown price keys"),
+        (
+            VALID.replace("{ credits = 10 }", "{ credits = 10, resolution = 768 }"),
+            "resolution must be a string",
+        ),
+    ],
+)
 def test_other_malformed_catalogues_are_catalogue_errors(text: str, message: str) -> None:
     with pytest.raises(CatalogueError, match=message):
         Catalogue.from_toml(text)

@@ -52,6 +52,7 @@ async def available(db: MemoryDatabase, account_id: str = "paid-1") -> int:
 
 # -- CreditService ----------------------------------------------------------------------------
 
+
 async def test_ensure_account_opens_it_once_with_its_trial(service: CreditService) -> None:
     db = MemoryDatabase()
     async with db.transaction() as uow:
@@ -64,8 +65,9 @@ async def test_ensure_account_opens_it_once_with_its_trial(service: CreditServic
     assert [e.type for e in db.entries] == ["grant"]
 
 
-async def test_hold_then_capture_part_frees_the_rest(service: CreditService,
-                                                     db: MemoryDatabase) -> None:
+async def test_hold_then_capture_part_frees_the_rest(
+    service: CreditService, db: MemoryDatabase
+) -> None:
     async with db.transaction() as uow:
         hold, account = await service.hold(uow, "paid-1", 30)
     assert (account.available, db.accounts["paid-1"].held) == (START - 30, 30)
@@ -87,7 +89,8 @@ async def test_a_refusal_commits_nothing(service: CreditService, db: MemoryDatab
 
 
 async def test_a_hold_ttl_out_of_range_is_refused_before_anything_is_read(
-        service: CreditService, db: MemoryDatabase) -> None:
+    service: CreditService, db: MemoryDatabase
+) -> None:
     for ttl in (0, MAX_HOLD_TTL_S + 1, True):
         with pytest.raises(InvalidInput, match="ttl_seconds"):
             async with db.transaction() as uow:
@@ -97,9 +100,9 @@ async def test_a_hold_ttl_out_of_range_is_refused_before_anything_is_read(
     assert hold.expires_at - hold.created_at == TTL
 
 
-async def test_the_sweeper_expires_a_hold_past_its_ttl_once(service: CreditService,
-                                                           db: MemoryDatabase,
-                                                           clock: MutableClock) -> None:
+async def test_the_sweeper_expires_a_hold_past_its_ttl_once(
+    service: CreditService, db: MemoryDatabase, clock: MutableClock
+) -> None:
     async with db.transaction() as uow:
         hold, _ = await service.hold(uow, "paid-1", 40, ttl_seconds=60)
     clock.advance(seconds=61)
@@ -113,8 +116,9 @@ async def test_the_sweeper_expires_a_hold_past_its_ttl_once(service: CreditServi
     assert await available(db) == START
 
 
-async def test_capturing_a_released_hold_is_refused(service: CreditService,
-                                                    db: MemoryDatabase) -> None:
+async def test_capturing_a_released_hold_is_refused(
+    service: CreditService, db: MemoryDatabase
+) -> None:
     async with db.transaction() as uow:
         hold, _ = await service.hold(uow, "paid-1", 5)
         await service.release(uow, hold.hold_id)
@@ -127,7 +131,8 @@ async def test_capturing_a_released_hold_is_refused(service: CreditService,
 
 
 async def test_a_charge_below_the_threshold_says_credits_are_low_once(
-        service: CreditService, db: MemoryDatabase) -> None:
+    service: CreditService, db: MemoryDatabase
+) -> None:
     for _ in range(2):
         async with db.transaction() as uow:
             await service.charge(uow, "paid-1", 62, "usage")
@@ -138,8 +143,10 @@ async def test_a_charge_below_the_threshold_says_credits_are_low_once(
 
 # -- JobService -------------------------------------------------------------------------------
 
+
 async def test_a_job_holds_its_quote_and_is_charged_only_on_success(
-        jobs: JobService, db: MemoryDatabase) -> None:
+    jobs: JobService, db: MemoryDatabase
+) -> None:
     async with db.transaction() as uow:
         job, account = await jobs.create(uow, "paid-1", PriceRequest("video"), "simulated")
     assert (job.status, job.cost, account.held) == (PROCESSING, 2, 2)
@@ -164,10 +171,12 @@ async def test_a_failed_job_releases_its_hold(jobs: JobService, db: MemoryDataba
 
 
 async def test_a_report_after_the_job_ttl_times_it_out_uncharged(
-        jobs: JobService, db: MemoryDatabase, clock: MutableClock) -> None:
+    jobs: JobService, db: MemoryDatabase, clock: MutableClock
+) -> None:
     async with db.transaction() as uow:
-        job, _ = await jobs.create(uow, "paid-1", PriceRequest("video"), "simulated",
-                                   ttl_seconds=30)
+        job, _ = await jobs.create(
+            uow, "paid-1", PriceRequest("video"), "simulated", ttl_seconds=30
+        )
     hold = db.holds[job.hold_id or ""]
     assert hold.expires_at - job.expires_at == HOLD_GRACE  # the job's timeout comes first
     clock.advance(seconds=31)
@@ -179,8 +188,9 @@ async def test_a_report_after_the_job_ttl_times_it_out_uncharged(
         assert await jobs.expire(uow, job.job_id) is False
 
 
-async def test_the_sweeper_times_out_a_due_job(jobs: JobService, db: MemoryDatabase,
-                                               clock: MutableClock) -> None:
+async def test_the_sweeper_times_out_a_due_job(
+    jobs: JobService, db: MemoryDatabase, clock: MutableClock
+) -> None:
     async with db.transaction() as uow:
         job, _ = await jobs.create(uow, "paid-1", PriceRequest("audio"), "simulated")
     clock.advance(seconds=TTL.total_seconds() + 1)
@@ -191,14 +201,18 @@ async def test_the_sweeper_times_out_a_due_job(jobs: JobService, db: MemoryDatab
     assert db.holds[job.hold_id or ""].status == Hold.RELEASED
 
 
-async def test_a_job_ttl_leaves_room_for_the_hold_grace(jobs: JobService,
-                                                        db: MemoryDatabase) -> None:
+async def test_a_job_ttl_leaves_room_for_the_hold_grace(
+    jobs: JobService, db: MemoryDatabase
+) -> None:
     with pytest.raises(InvalidInput, match=str(MAX_JOB_TTL_S)):
         async with db.transaction() as uow:
-            await jobs.create(uow, "paid-1", PriceRequest("audio"), "simulated",
-                              ttl_seconds=MAX_JOB_TTL_S + 1)
+            await jobs.create(
+                uow, "paid-1", PriceRequest("audio"), "simulated", ttl_seconds=MAX_JOB_TTL_S + 1
+            )
     async with db.transaction() as uow:
-        job, _ = await jobs.create(uow, "paid-1", PriceRequest("audio"), "simulated",
-                                   ttl_seconds=MAX_JOB_TTL_S)
+        job, _ = await jobs.create(
+            uow, "paid-1", PriceRequest("audio"), "simulated", ttl_seconds=MAX_JOB_TTL_S
+        )
     assert db.holds[job.hold_id or ""].expires_at - job.created_at == timedelta(
-        seconds=MAX_HOLD_TTL_S)
+        seconds=MAX_HOLD_TTL_S
+    )

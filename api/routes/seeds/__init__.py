@@ -29,25 +29,75 @@ from api.routing import MUTATING, ApiRoute
 
 GENERATING = (*MUTATING, 202, 502)  # 202: still processing when the wait ran out
 SEED_ROUTES: list[ApiRoute] = [
-    ApiRoute("POST", "/api/v1/video/generate", video_generate, "Seed 000: start a video "
-             "generation, charged only on success → {id}", "owner", SeedVideoGenerateBody,
-             202, MUTATING),
-    ApiRoute("GET", "/api/v1/history/{id}", history, "Seed 000: a generation's status → "
-             "{id, status, resultUrl, errorMessage}", "owner", errors=(401, 403, 404)),
-    ApiRoute("GET", "/api/v1/user/profile", profile, "Seed 000: the caller's balance "
-             "(a server key names the account with ?account_id=)", "owner",
-             errors=(401, 403, 422, 503), query=("account_id",)),
-    ApiRoute("POST", "/api/payments/award", award, "Seed 001: award a tier or points "
-             "→ {walletAddress, awardedPoints, newTotalPoints, contentType, "
-             "contentCredits}", "server", SeedAwardBody, 200, MUTATING),
-    ApiRoute("GET", "/api/users/{walletAddress}/points", points, "Seed 001: points "
-             "after applying trial expiry (creates the user with its trial on first "
-             "sight) → {walletAddress, points, trial_expires_at}", "owner",
-             errors=(401, 403, 422, 503)),
-    ApiRoute("POST", "/api/generate", generate_video, "Seed 001: generate a video "
-             "(2 credits) and answer when it has finished (202 while still processing)",
-             "owner", SeedGenerateBody, 200, GENERATING),
-    ApiRoute("POST", "/api/generate/audio", generate_audio, "Seed 001: generate an audio "
-             "(1 credit) and answer when it has finished (202 while still processing)",
-             "owner", SeedGenerateBody, 200, GENERATING),
+    ApiRoute(
+        "POST",
+        "/api/v1/video/generate",
+        video_generate,
+        "Seed 000: start a video generation, charged only on success → {id}",
+        "owner",
+        SeedVideoGenerateBody,
+        202,
+        MUTATING,
+    ),
+    ApiRoute(
+        "GET",
+        "/api/v1/history/{id}",
+        history,
+        "Seed 000: a generation's status → {id, status, resultUrl, errorMessage}",
+        "owner",
+        errors=(401, 403, 404),
+    ),
+    ApiRoute(
+        "GET",
+        "/api/v1/user/profile",
+        profile,
+        "Seed 000: the caller's balance (a server key names the account with ?account_id=)",
+        "owner",
+        errors=(401, 403, 422, 503),
+        query=("account_id",),
+    ),
+    ApiRoute(
+        "POST",
+        "/api/payments/award",
+        award,
+        "Seed 001: award a tier or points "
+        "→ {walletAddress, awardedPoints, newTotalPoints, contentType, "
+        "contentCredits}",
+        "server",
+        SeedAwardBody,
+        200,
+        MUTATING,
+    ),
+    ApiRoute(
+        "GET",
+        "/api/users/{walletAddress}/points",
+        points,
+        "Seed 001: points "
+        "after applying trial expiry (creates the user with its trial on first "
+        "sight) → {walletAddress, points, trial_expires_at}",
+        "owner",
+        errors=(401, 403, 422, 503),
+    ),
+    ApiRoute(
+        "POST",
+        "/api/generate",
+        generate_video,
+        "Seed 001: generate a video "
+        "(2 credits) and answer when it has finished (202 while still processing)",
+        "owner",
+        SeedGenerateBody,
+        200,
+        GENERATING,
+    ),
+    ApiRoute(
+        "POST",
+        "/api/generate/audio",
+        generate_audio,
+        "Seed 001: generate an audio "
+        "(1 credit) and answer when it has finished (202 while still processing)",
+        "owner",
+        SeedGenerateBody,
+        200,
+        GENERATING,
+    ),
 ]

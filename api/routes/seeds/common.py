@@ -20,9 +20,15 @@ from storage.writes.operation import OperationUnitOfWork
 SimulateMode = Literal["success", "fail", "hang"]
 
 
-async def start_job(request: Request, ctx: AppContext, principal: Principal,
-                    canonical: bytes, account_id: str, operation: str,
-                    job_input: dict[str, Any]) -> KeyedResult:
+async def start_job(
+    request: Request,
+    ctx: AppContext,
+    principal: Principal,
+    canonical: bytes,
+    account_id: str,
+    operation: str,
+    job_input: dict[str, Any],
+) -> KeyedResult:
     """Quote + hold + job in one transaction, dispatched to the simulated provider after the
     commit: what `POST /v1/jobs` does, under the same Idempotency-Key rules. Answers the
     v1 creation body `202 {job, account}` (or a stored refusal, when a key replays one)."""
@@ -30,13 +36,15 @@ async def start_job(request: Request, ctx: AppContext, principal: Principal,
     key = request.headers.get("idempotency-key")
 
     async def action(uow: OperationUnitOfWork) -> tuple[int, dict[str, Any]]:
-        job, account = await ctx.jobs.create(uow, account_id, PriceRequest(operation),
-                                             SIMULATED, job_input, None, None, key)
+        job, account = await ctx.jobs.create(
+            uow, account_id, PriceRequest(operation), SIMULATED, job_input, None, None, key
+        )
         uow.after_commit.append(lambda: dispatch(ctx, job, base_url))
         return 202, {"job": job.to_dict(), "account": account.snapshot(ctx.service.now())}
 
-    return await ctx.execute_once(request, principal, canonical, action,
-                                  Touches(accounts=(account_id,)))
+    return await ctx.execute_once(
+        request, principal, canonical, action, Touches(accounts=(account_id,))
+    )
 
 
 def replayed(result: KeyedResult) -> dict[str, str]:

@@ -26,12 +26,21 @@ class SeedVideoGenerateBody(BaseModel):
     fields are accepted and the whole body becomes the job's `input`."""
 
     model_config = ConfigDict(extra="allow", strict=True)
-    account_id: str | None = Field(default=None, min_length=1, max_length=128,
-                                   description="With a server key: the account to charge")
-    simulate: SimulateMode | None = Field(default=None,
-                                          description="Simulated provider: outcome to produce")
-    delay_ms: int | None = Field(default=None, ge=0, le=MAX_DELAY_MS,
-                                 description="Simulated provider: delay before its callback")
+    account_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="With a server key: the account to charge",
+    )
+    simulate: SimulateMode | None = Field(
+        default=None, description="Simulated provider: outcome to produce"
+    )
+    delay_ms: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_DELAY_MS,
+        description="Simulated provider: delay before its callback",
+    )
 
 
 async def read_job(ctx: AppContext, job_id: str) -> Job:
@@ -49,17 +58,21 @@ async def video_generate(request: Request) -> Response:
     body, canonical = await parse(request, SeedVideoGenerateBody)
     account_id = principal.own_account(body.account_id)
     job_input = json.loads(canonical)  # the whole request body, as the seed sends it
-    created = await start_job(request, ctx, principal, canonical, account_id, "video",
-                              job_input)
+    created = await start_job(request, ctx, principal, canonical, account_id, "video", job_input)
     if created.status != 202:
         return JSONResponse(created.body, status_code=created.status, headers=replayed(created))
-    return JSONResponse({"id": created.body["job"]["job_id"]}, status_code=202,
-                        headers=replayed(created))
+    return JSONResponse(
+        {"id": created.body["job"]["job_id"]}, status_code=202, headers=replayed(created)
+    )
 
 
 def history_body(job: Job) -> dict[str, Any]:
-    return {"id": job.job_id, "status": job.status, "resultUrl": job.result_url,
-            "errorMessage": job.error}
+    return {
+        "id": job.job_id,
+        "status": job.status,
+        "resultUrl": job.result_url,
+        "errorMessage": job.error,
+    }
 
 
 async def history(request: Request) -> Response:

@@ -59,8 +59,9 @@ class SeedGenerateBody(BaseModel):
     delay_ms: int | None = Field(default=None, ge=0, le=MAX_DELAY_MS)
 
 
-async def await_job(ctx: AppContext, job_id: str, account_id: str,
-                    timeout_s: float) -> tuple[Job, Account]:
+async def await_job(
+    ctx: AppContext, job_id: str, account_id: str, timeout_s: float
+) -> tuple[Job, Account]:
     """The job once it has left `processing`, or as it is when `timeout_s` has passed. Woken by
     the account's stream (every job change appends an event) and re-read from the database."""
     deadline = time.monotonic() + timeout_s
@@ -81,8 +82,13 @@ def with_seed_shortfall(result: KeyedResult) -> Response:
     body: dict[str, Any] = result.body
     if result.status == 402:
         error = body.get("error", {})
-        body = {**body, "message": error.get("message"), "creditsDeducted": 0,
-                "remainingCredits": error.get("available"), "shortfall": error.get("shortfall")}
+        body = {
+            **body,
+            "message": error.get("message"),
+            "creditsDeducted": 0,
+            "remainingCredits": error.get("available"),
+            "shortfall": error.get("shortfall"),
+        }
     return JSONResponse(body, status_code=result.status, headers=replayed(result))
 
 
@@ -99,14 +105,20 @@ async def award(request: Request) -> Response:
 
     async def action(uow: OperationUnitOfWork) -> tuple[int, dict[str, Any]]:
         if body.points is not None:
-            grant, account = await ctx.service.grant(uow, wallet, body.points, "points",
-                                                     key=key, details=audit)
+            grant, account = await ctx.service.grant(
+                uow, wallet, body.points, "points", key=key, details=audit
+            )
         else:
-            grant, account = await ctx.service.grant_plan(uow, wallet, body.tier, key=key,
-                                                          details=audit)
-        return 200, {"walletAddress": account.account_id, "awardedPoints": grant.amount,
-                     "newTotalPoints": account.available, "contentType": None,
-                     "contentCredits": None}
+            grant, account = await ctx.service.grant_plan(
+                uow, wallet, body.tier, key=key, details=audit
+            )
+        return 200, {
+            "walletAddress": account.account_id,
+            "awardedPoints": grant.amount,
+            "newTotalPoints": account.available,
+            "contentType": None,
+            "contentCredits": None,
+        }
 
     return await ctx.execute(request, principal, canonical, action)
 
@@ -118,8 +130,13 @@ async def points(request: Request) -> Response:
     wallet = normalise_account_id(request.path_params["walletAddress"])
     principal.require_access(wallet)
     account = await ensured_account(ctx, wallet)
-    return JSONResponse({"walletAddress": account.account_id, "points": account.available,
-                         "trial_expires_at": iso(account.trial_expires_at)})
+    return JSONResponse(
+        {
+            "walletAddress": account.account_id,
+            "points": account.available,
+            "trial_expires_at": iso(account.trial_expires_at),
+        }
+    )
 
 
 async def generate(request: Request, operation: str, noun: str) -> Response:
@@ -134,8 +151,7 @@ async def generate(request: Request, operation: str, noun: str) -> Response:
     if body.delay_ms is not None:
         job_input["delay_ms"] = body.delay_ms
     try:
-        created = await start_job(request, ctx, principal, canonical, wallet, operation,
-                                  job_input)
+        created = await start_job(request, ctx, principal, canonical, wallet, operation, job_input)
     except InsufficientCredits as exc:
         status, error, _ = to_status_and_body(exc)
         created = KeyedResult(status, error)
@@ -143,21 +159,44 @@ async def generate(request: Request, operation: str, noun: str) -> Response:
         return with_seed_shortfall(created)
     job_id = created.body["job"]["job_id"]
     job, account = await await_job(ctx, job_id, wallet, GENERATE_WAIT_S)
-    seed = {"jobId": job.job_id, "videoId": job.job_id, "resultUrl": job.result_url,
-            "remainingCredits": account.available}
+    seed = {
+        "jobId": job.job_id,
+        "videoId": job.job_id,
+        "resultUrl": job.result_url,
+        "remainingCredits": account.available,
+    }
     if job.status == SUCCESS:
-        return JSONResponse({**seed, "status": "completed", "creditsDeducted": job.cost,
-                             "message": f"{noun} generated successfully"})
+        return JSONResponse(
+            {
+                **seed,
+                "status": "completed",
+                "creditsDeducted": job.cost,
+                "message": f"{noun} generated successfully",
+            }
+        )
     if job.status == PROCESSING:
-        return JSONResponse({**seed, "status": "processing", "creditsDeducted": 0,
-                             "message": f"{noun} generation is still processing: poll "
-                             f"GET /api/v1/history/{job.job_id}. Its {job.cost} credits are "
-                             "held and charged only on success."}, status_code=202)
-    failure = ApiError(502, "generation_failed", f"{noun} generation failed: {job.error}. "
-                       "Nothing was charged.", job_id=job.job_id)
+        return JSONResponse(
+            {
+                **seed,
+                "status": "processing",
+                "creditsDeducted": 0,
+                "message": f"{noun} generation is still processing: poll "
+                f"GET /api/v1/history/{job.job_id}. Its {job.cost} credits are "
+                "held and charged only on success.",
+            },
+            status_code=202,
+        )
+    failure = ApiError(
+        502,
+        "generation_failed",
+        f"{noun} generation failed: {job.error}. Nothing was charged.",
+        job_id=job.job_id,
+    )
     status, error, _ = to_status_and_body(failure)
-    return JSONResponse({**error, **seed, "status": "failed", "creditsDeducted": 0,
-                         "message": failure.message}, status_code=status)
+    return JSONResponse(
+        {**error, **seed, "status": "failed", "creditsDeducted": 0, "message": failure.message},
+        status_code=status,
+    )
 
 
 async def generate_video(request: Request) -> Response:

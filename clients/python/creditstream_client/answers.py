@@ -15,8 +15,11 @@ USER_AGENT = f"creditstream-client-python/{VERSION}"
 
 
 def default_headers(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}", "User-Agent": USER_AGENT,
-            "Accept": "application/json"}
+    return {
+        "Authorization": f"Bearer {key}",
+        "User-Agent": USER_AGENT,
+        "Accept": "application/json",
+    }
 
 
 def decode(response: httpx.Response) -> Any:
@@ -35,5 +38,6 @@ def is_retryable(error: CreditstreamError) -> bool:
 
 
 def connection_failed(exc: Exception, attempts: int) -> ConnectionFailed:
-    return ConnectionFailed(0, "connection_error",
-                            f"no answer after {attempts} attempt(s): {type(exc).__name__}: {exc}")
+    return ConnectionFailed(
+        0, "connection_error", f"no answer after {attempts} attempt(s): {type(exc).__name__}: {exc}"
+    )

@@ -22,9 +22,16 @@ T = TypeVar("T")
 class AsyncClient:
     """`AsyncClient(base_url, key)`: as `Client`, with `await`, and `stream(account_id)`."""
 
-    def __init__(self, base_url: str, key: str, *, timeout_s: float = 10.0,
-                 max_attempts: int = 4, retry: RetryPolicy | None = None,
-                 http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        key: str,
+        *,
+        timeout_s: float = 10.0,
+        max_attempts: int = 4,
+        retry: RetryPolicy | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.retry = retry or RetryPolicy(max_attempts=max_attempts)
         self.timeout_s = timeout_s
@@ -41,13 +48,15 @@ class AsyncClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def stream(self, account_id: str, *, after_seq: int | None = None,
-               max_reconnects: int | None = None) -> AsyncGenerator[dict[str, Any], None]:
+    def stream(
+        self, account_id: str, *, after_seq: int | None = None, max_reconnects: int | None = None
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """The account's events over the WebSocket, in seq order, each once: reconnects with
         backoff and resubscribes from the last seq seen. Without `after_seq` the first item is
         a `snapshot` of the account; with it, the events after that seq come first."""
-        return EventStream(self.base_url, self._key, account_id, after_seq, self.retry,
-                           max_reconnects).events()
+        return EventStream(
+            self.base_url, self._key, account_id, after_seq, self.retry, max_reconnects
+        ).events()
 
     async def _send(self, call: Call[T]) -> T:
         attempt = 0
@@ -55,9 +64,13 @@ class AsyncClient:
             attempt += 1
             try:
                 response = await self._http.request(
-                    call.method, self.base_url + call.path, json=call.json,
-                    params=call.params or None, headers={**self._headers, **call.headers()},
-                    timeout=self.timeout_s + call.extra_timeout_s)
+                    call.method,
+                    self.base_url + call.path,
+                    json=call.json,
+                    params=call.params or None,
+                    headers={**self._headers, **call.headers()},
+                    timeout=self.timeout_s + call.extra_timeout_s,
+                )
             except RETRYABLE_EXCEPTIONS as exc:
                 if attempt >= self.retry.max_attempts:
                     raise connection_failed(exc, attempt) from exc
@@ -79,14 +92,20 @@ class AsyncClient:
         """GET /v1/accounts/{id}: the account snapshot (404 if never used)."""
         return await self._send(calls.get_account(account_id))
 
-    async def list_entries(self, account_id: str, *, after: int | None = None,
-                           limit: int | None = None) -> t.EntriesPage:
+    async def list_entries(
+        self, account_id: str, *, after: int | None = None, limit: int | None = None
+    ) -> t.EntriesPage:
         """GET /v1/accounts/{id}/entries: journal lines, oldest first."""
         return await self._send(calls.list_entries(account_id, after, limit))
 
-    async def list_events(self, account_id: str, *, after_seq: int | None = None,
-                          limit: int | None = None,
-                          wait: float | None = None) -> t.EventsPage:
+    async def list_events(
+        self,
+        account_id: str,
+        *,
+        after_seq: int | None = None,
+        limit: int | None = None,
+        wait: float | None = None,
+    ) -> t.EventsPage:
         """GET /v1/accounts/{id}/events: stream events after a seq; `wait` long-polls (≤ 30 s)."""
         return await self._send(calls.list_events(account_id, after_seq, limit, wait))
 
@@ -94,23 +113,30 @@ class AsyncClient:
         """GET /v1/accounts/{id}/usage: credits used in a day, week or month."""
         return await self._send(calls.get_usage(account_id, period))
 
-    async def list_jobs(self, account_id: str, *, status: str | None = None,
-                        limit: int | None = None) -> t.JobsPage:
+    async def list_jobs(
+        self, account_id: str, *, status: str | None = None, limit: int | None = None
+    ) -> t.JobsPage:
         """GET /v1/accounts/{id}/jobs: the account's jobs, newest first."""
         return await self._send(calls.list_jobs(account_id, status, limit))
 
-    async def create_grant(self, account_id: str, amount: int | None = None,
-                           **options: Unpack[calls.GrantOptions]) -> t.GrantResult:
+    async def create_grant(
+        self, account_id: str, amount: int | None = None, **options: Unpack[calls.GrantOptions]
+    ) -> t.GrantResult:
         """POST /v1/accounts/{id}/grants: an amount, or `plan=` / `tier=` (server key)."""
         return await self._send(calls.create_grant(account_id, amount, options))
 
-    async def create_charge(self, account_id: str, amount: int | None = None,
-                            **options: Unpack[calls.ChargeOptions]) -> t.ChargeResult:
+    async def create_charge(
+        self, account_id: str, amount: int | None = None, **options: Unpack[calls.ChargeOptions]
+    ) -> t.ChargeResult:
         """POST /v1/accounts/{id}/charges: a one-step debit of an amount or a `price=`."""
         return await self._send(calls.create_charge(account_id, amount, options))
 
-    async def create_hold(self, account_id: str | None, amount: int | None = None,
-                          **options: Unpack[calls.HoldOptions]) -> t.HoldResult:
+    async def create_hold(
+        self,
+        account_id: str | None,
+        amount: int | None = None,
+        **options: Unpack[calls.HoldOptions],
+    ) -> t.HoldResult:
         """POST /v1/holds: reserve an amount or a `price=` (account_id None: the user token's)."""
         return await self._send(calls.create_hold(account_id, amount, options))
 
@@ -118,13 +144,15 @@ class AsyncClient:
         """GET /v1/holds/{id}."""
         return await self._send(calls.get_hold(hold_id))
 
-    async def capture_hold(self, hold_id: str, amount: int | None = None, *,
-                           idempotency_key: str | None = None) -> t.HoldResult:
+    async def capture_hold(
+        self, hold_id: str, amount: int | None = None, *, idempotency_key: str | None = None
+    ) -> t.HoldResult:
         """POST /v1/holds/{id}/capture: all of the hold, or `amount` of it (server key)."""
         return await self._send(calls.capture_hold(hold_id, amount, idempotency_key))
 
-    async def release_hold(self, hold_id: str, reason: str | None = None, *,
-                           idempotency_key: str | None = None) -> t.HoldResult:
+    async def release_hold(
+        self, hold_id: str, reason: str | None = None, *, idempotency_key: str | None = None
+    ) -> t.HoldResult:
         """POST /v1/holds/{id}/release."""
         return await self._send(calls.release_hold(hold_id, reason, idempotency_key))
 
@@ -140,8 +168,9 @@ class AsyncClient:
         """GET /v1/jobs/{id}."""
         return await self._send(calls.get_job(job_id))
 
-    async def report_job_result(self, job_id: str, status: str, *, result_url: str | None = None,
-                                error: str | None = None) -> t.JobOutcome:
+    async def report_job_result(
+        self, job_id: str, status: str, *, result_url: str | None = None, error: str | None = None
+    ) -> t.JobOutcome:
         """POST /v1/jobs/{id}/result: an in-house worker's outcome, success or failed."""
         return await self._send(calls.report_job_result(job_id, status, result_url, error))
 
@@ -157,8 +186,9 @@ class AsyncClient:
         """GET /v1/plans: plans and feature limits."""
         return await self._send(calls.get_plans())
 
-    async def batch(self, operations: list[dict[str, Any]], *,
-                    idempotency_key: str | None = None) -> t.BatchResult:
+    async def batch(
+        self, operations: list[dict[str, Any]], *, idempotency_key: str | None = None
+    ) -> t.BatchResult:
         """POST /v1/batch: up to 1,000 operations in one transaction, a result each (server key)."""
         return await self._send(calls.batch(operations, idempotency_key))
 
@@ -166,8 +196,9 @@ class AsyncClient:
         """POST /v1/tokens: a user token for a browser (server key)."""
         return await self._send(calls.create_token(account_id, ttl_seconds))
 
-    async def create_webhook_endpoint(self, url: str, events: list[str], *,
-                                      idempotency_key: str | None = None) -> t.WebhookEndpoint:
+    async def create_webhook_endpoint(
+        self, url: str, events: list[str], *, idempotency_key: str | None = None
+    ) -> t.WebhookEndpoint:
         """POST /v1/webhook-endpoints: the answer holds the signing `secret`, shown once."""
         return await self._send(calls.create_webhook_endpoint(url, events, idempotency_key))
 
@@ -179,7 +210,8 @@ class AsyncClient:
         """DELETE /v1/webhook-endpoints/{id}."""
         return await self._send(calls.delete_webhook_endpoint(endpoint_id))
 
-    async def list_webhook_deliveries(self, endpoint_id: str,
-                                      limit: int | None = None) -> t.WebhookDeliveries:
+    async def list_webhook_deliveries(
+        self, endpoint_id: str, limit: int | None = None
+    ) -> t.WebhookDeliveries:
         """GET /v1/webhook-endpoints/{id}/deliveries: attempts, newest first."""
         return await self._send(calls.list_webhook_deliveries(endpoint_id, limit))

@@ -108,15 +108,20 @@ def get_account(account_id: str) -> Call[t.Account]:
 
 
 def list_entries(account_id: str, after: int | None, limit: int | None) -> Call[t.EntriesPage]:
-    return Call("GET", f"/v1/accounts/{_seg(account_id)}/entries",
-                params=_fields(after=after, limit=limit))
+    return Call(
+        "GET", f"/v1/accounts/{_seg(account_id)}/entries", params=_fields(after=after, limit=limit)
+    )
 
 
-def list_events(account_id: str, after_seq: int | None, limit: int | None,
-                wait: float | None) -> Call[t.EventsPage]:
-    return Call("GET", f"/v1/accounts/{_seg(account_id)}/events",
-                params=_fields(after_seq=after_seq, limit=limit, wait=wait),
-                extra_timeout_s=wait or 0.0)
+def list_events(
+    account_id: str, after_seq: int | None, limit: int | None, wait: float | None
+) -> Call[t.EventsPage]:
+    return Call(
+        "GET",
+        f"/v1/accounts/{_seg(account_id)}/events",
+        params=_fields(after_seq=after_seq, limit=limit, wait=wait),
+        extra_timeout_s=wait or 0.0,
+    )
 
 
 def get_usage(account_id: str, period: str | None) -> Call[t.Usage]:
@@ -124,32 +129,43 @@ def get_usage(account_id: str, period: str | None) -> Call[t.Usage]:
 
 
 def list_jobs(account_id: str, status: str | None, limit: int | None) -> Call[t.JobsPage]:
-    return Call("GET", f"/v1/accounts/{_seg(account_id)}/jobs",
-                params=_fields(status=status, limit=limit))
+    return Call(
+        "GET", f"/v1/accounts/{_seg(account_id)}/jobs", params=_fields(status=status, limit=limit)
+    )
 
 
-def create_grant(account_id: str, amount: int | None,
-                 options: GrantOptions) -> Call[t.GrantResult]:
+def create_grant(account_id: str, amount: int | None, options: GrantOptions) -> Call[t.GrantResult]:
     body = {k: v for k, v in options.items() if k != "idempotency_key"}
     expires_at = body.get("expires_at")
     if isinstance(expires_at, datetime):
         body["expires_at"] = expires_at.isoformat()
-    return _post(f"/v1/accounts/{_seg(account_id)}/grants", _fields(amount=amount, **body),
-                 options.get("idempotency_key"))
+    return _post(
+        f"/v1/accounts/{_seg(account_id)}/grants",
+        _fields(amount=amount, **body),
+        options.get("idempotency_key"),
+    )
 
 
-def create_charge(account_id: str, amount: int | None,
-                  options: ChargeOptions) -> Call[t.ChargeResult]:
+def create_charge(
+    account_id: str, amount: int | None, options: ChargeOptions
+) -> Call[t.ChargeResult]:
     body = {k: v for k, v in options.items() if k != "idempotency_key"}
-    return _post(f"/v1/accounts/{_seg(account_id)}/charges", _fields(amount=amount, **body),
-                 options.get("idempotency_key"))
+    return _post(
+        f"/v1/accounts/{_seg(account_id)}/charges",
+        _fields(amount=amount, **body),
+        options.get("idempotency_key"),
+    )
 
 
-def create_hold(account_id: str | None, amount: int | None,
-                options: HoldOptions) -> Call[t.HoldResult]:
+def create_hold(
+    account_id: str | None, amount: int | None, options: HoldOptions
+) -> Call[t.HoldResult]:
     body = {k: v for k, v in options.items() if k != "idempotency_key"}
-    return _post("/v1/holds", _fields(account_id=account_id, amount=amount, **body),
-                 options.get("idempotency_key"))
+    return _post(
+        "/v1/holds",
+        _fields(account_id=account_id, amount=amount, **body),
+        options.get("idempotency_key"),
+    )
 
 
 def get_hold(hold_id: str) -> Call[t.Hold]:
@@ -171,19 +187,22 @@ def create_refund(options: RefundOptions) -> Call[t.RefundResult]:
 
 def create_job(operation: str, options: JobOptions) -> Call[t.JobResult]:
     body = {k: v for k, v in options.items() if k != "idempotency_key"}
-    return _post("/v1/jobs", _fields(operation=operation, **body),
-                 options.get("idempotency_key"))
+    return _post("/v1/jobs", _fields(operation=operation, **body), options.get("idempotency_key"))
 
 
 def get_job(job_id: str) -> Call[t.Job]:
     return Call("GET", f"/v1/jobs/{_seg(job_id)}")
 
 
-def report_job_result(job_id: str, status: str, result_url: str | None,
-                      error: str | None) -> Call[t.JobOutcome]:
+def report_job_result(
+    job_id: str, status: str, result_url: str | None, error: str | None
+) -> Call[t.JobOutcome]:
     # a repeated report of the same outcome answers the job as it is (changed: false)
-    return _post(f"/v1/jobs/{_seg(job_id)}/result",
-                 _fields(status=status, result_url=result_url, error=error), None)
+    return _post(
+        f"/v1/jobs/{_seg(job_id)}/result",
+        _fields(status=status, result_url=result_url, error=error),
+        None,
+    )
 
 
 def quote(operation: str, options: QuoteOptions) -> Call[t.Quote]:
@@ -206,8 +225,9 @@ def create_token(account_id: str, ttl_seconds: int | None) -> Call[t.Token]:
     return Call("POST", "/v1/tokens", json=_fields(account_id=account_id, ttl_seconds=ttl_seconds))
 
 
-def create_webhook_endpoint(url: str, events: list[str],
-                            key: str | None) -> Call[t.WebhookEndpoint]:
+def create_webhook_endpoint(
+    url: str, events: list[str], key: str | None
+) -> Call[t.WebhookEndpoint]:
     return _post("/v1/webhook-endpoints", {"url": url, "events": events}, key)
 
 
@@ -220,5 +240,6 @@ def delete_webhook_endpoint(endpoint_id: str) -> Call[t.WebhookEndpoint]:
 
 
 def list_webhook_deliveries(endpoint_id: str, limit: int | None) -> Call[t.WebhookDeliveries]:
-    return Call("GET", f"/v1/webhook-endpoints/{_seg(endpoint_id)}/deliveries",
-                params=_fields(limit=limit))
+    return Call(
+        "GET", f"/v1/webhook-endpoints/{_seg(endpoint_id)}/deliveries", params=_fields(limit=limit)
+    )

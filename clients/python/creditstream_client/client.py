@@ -25,9 +25,16 @@ class Client:
     them, so it has one effect. Other errors raise at once as `CreditstreamError` subclasses.
     """
 
-    def __init__(self, base_url: str, key: str, *, timeout_s: float = 10.0,
-                 max_attempts: int = 4, retry: RetryPolicy | None = None,
-                 http: httpx.Client | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        key: str,
+        *,
+        timeout_s: float = 10.0,
+        max_attempts: int = 4,
+        retry: RetryPolicy | None = None,
+        http: httpx.Client | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.retry = retry or RetryPolicy(max_attempts=max_attempts)
         self.timeout_s = timeout_s
@@ -49,9 +56,13 @@ class Client:
             attempt += 1
             try:
                 response = self._http.request(
-                    call.method, self.base_url + call.path, json=call.json,
-                    params=call.params or None, headers={**self._headers, **call.headers()},
-                    timeout=self.timeout_s + call.extra_timeout_s)
+                    call.method,
+                    self.base_url + call.path,
+                    json=call.json,
+                    params=call.params or None,
+                    headers={**self._headers, **call.headers()},
+                    timeout=self.timeout_s + call.extra_timeout_s,
+                )
             except RETRYABLE_EXCEPTIONS as exc:
                 if attempt >= self.retry.max_attempts:
                     raise connection_failed(exc, attempt) from exc
@@ -73,14 +84,20 @@ class Client:
         """GET /v1/accounts/{id}: the account snapshot (404 if never used)."""
         return self._send(calls.get_account(account_id))
 
-    def list_entries(self, account_id: str, *, after: int | None = None,
-                     limit: int | None = None) -> t.EntriesPage:
+    def list_entries(
+        self, account_id: str, *, after: int | None = None, limit: int | None = None
+    ) -> t.EntriesPage:
         """GET /v1/accounts/{id}/entries: journal lines, oldest first."""
         return self._send(calls.list_entries(account_id, after, limit))
 
-    def list_events(self, account_id: str, *, after_seq: int | None = None,
-                    limit: int | None = None,
-                    wait: float | None = None) -> t.EventsPage:
+    def list_events(
+        self,
+        account_id: str,
+        *,
+        after_seq: int | None = None,
+        limit: int | None = None,
+        wait: float | None = None,
+    ) -> t.EventsPage:
         """GET /v1/accounts/{id}/events: stream events after a seq; `wait` long-polls (≤ 30 s)."""
         return self._send(calls.list_events(account_id, after_seq, limit, wait))
 
@@ -88,23 +105,30 @@ class Client:
         """GET /v1/accounts/{id}/usage: credits used in a day, week or month."""
         return self._send(calls.get_usage(account_id, period))
 
-    def list_jobs(self, account_id: str, *, status: str | None = None,
-                  limit: int | None = None) -> t.JobsPage:
+    def list_jobs(
+        self, account_id: str, *, status: str | None = None, limit: int | None = None
+    ) -> t.JobsPage:
         """GET /v1/accounts/{id}/jobs: the account's jobs, newest first."""
         return self._send(calls.list_jobs(account_id, status, limit))
 
-    def create_grant(self, account_id: str, amount: int | None = None,
-                     **options: Unpack[calls.GrantOptions]) -> t.GrantResult:
+    def create_grant(
+        self, account_id: str, amount: int | None = None, **options: Unpack[calls.GrantOptions]
+    ) -> t.GrantResult:
         """POST /v1/accounts/{id}/grants: an amount, or `plan=` / `tier=` (server key)."""
         return self._send(calls.create_grant(account_id, amount, options))
 
-    def create_charge(self, account_id: str, amount: int | None = None,
-                      **options: Unpack[calls.ChargeOptions]) -> t.ChargeResult:
+    def create_charge(
+        self, account_id: str, amount: int | None = None, **options: Unpack[calls.ChargeOptions]
+    ) -> t.ChargeResult:
         """POST /v1/accounts/{id}/charges: a one-step debit of an amount or a `price=`."""
         return self._send(calls.create_charge(account_id, amount, options))
 
-    def create_hold(self, account_id: str | None, amount: int | None = None,
-                    **options: Unpack[calls.HoldOptions]) -> t.HoldResult:
+    def create_hold(
+        self,
+        account_id: str | None,
+        amount: int | None = None,
+        **options: Unpack[calls.HoldOptions],
+    ) -> t.HoldResult:
         """POST /v1/holds: reserve an amount or a `price=` (account_id None: the user token's)."""
         return self._send(calls.create_hold(account_id, amount, options))
 
@@ -112,13 +136,15 @@ class Client:
         """GET /v1/holds/{id}."""
         return self._send(calls.get_hold(hold_id))
 
-    def capture_hold(self, hold_id: str, amount: int | None = None, *,
-                     idempotency_key: str | None = None) -> t.HoldResult:
+    def capture_hold(
+        self, hold_id: str, amount: int | None = None, *, idempotency_key: str | None = None
+    ) -> t.HoldResult:
         """POST /v1/holds/{id}/capture: all of the hold, or `amount` of it (server key)."""
         return self._send(calls.capture_hold(hold_id, amount, idempotency_key))
 
-    def release_hold(self, hold_id: str, reason: str | None = None, *,
-                     idempotency_key: str | None = None) -> t.HoldResult:
+    def release_hold(
+        self, hold_id: str, reason: str | None = None, *, idempotency_key: str | None = None
+    ) -> t.HoldResult:
         """POST /v1/holds/{id}/release."""
         return self._send(calls.release_hold(hold_id, reason, idempotency_key))
 
@@ -134,8 +160,9 @@ class Client:
         """GET /v1/jobs/{id}."""
         return self._send(calls.get_job(job_id))
 
-    def report_job_result(self, job_id: str, status: str, *, result_url: str | None = None,
-                          error: str | None = None) -> t.JobOutcome:
+    def report_job_result(
+        self, job_id: str, status: str, *, result_url: str | None = None, error: str | None = None
+    ) -> t.JobOutcome:
         """POST /v1/jobs/{id}/result: an in-house worker's outcome, success or failed."""
         return self._send(calls.report_job_result(job_id, status, result_url, error))
 
@@ -151,8 +178,9 @@ class Client:
         """GET /v1/plans: plans and feature limits."""
         return self._send(calls.get_plans())
 
-    def batch(self, operations: list[dict[str, Any]], *,
-              idempotency_key: str | None = None) -> t.BatchResult:
+    def batch(
+        self, operations: list[dict[str, Any]], *, idempotency_key: str | None = None
+    ) -> t.BatchResult:
         """POST /v1/batch: up to 1,000 operations in one transaction, a result each (server key)."""
         return self._send(calls.batch(operations, idempotency_key))
 
@@ -160,8 +188,9 @@ class Client:
         """POST /v1/tokens: a user token for a browser (server key)."""
         return self._send(calls.create_token(account_id, ttl_seconds))
 
-    def create_webhook_endpoint(self, url: str, events: list[str], *,
-                                idempotency_key: str | None = None) -> t.WebhookEndpoint:
+    def create_webhook_endpoint(
+        self, url: str, events: list[str], *, idempotency_key: str | None = None
+    ) -> t.WebhookEndpoint:
         """POST /v1/webhook-endpoints: the answer holds the signing `secret`, shown once."""
         return self._send(calls.create_webhook_endpoint(url, events, idempotency_key))
 
@@ -173,7 +202,8 @@ class Client:
         """DELETE /v1/webhook-endpoints/{id}."""
         return self._send(calls.delete_webhook_endpoint(endpoint_id))
 
-    def list_webhook_deliveries(self, endpoint_id: str,
-                                limit: int | None = None) -> t.WebhookDeliveries:
+    def list_webhook_deliveries(
+        self, endpoint_id: str, limit: int | None = None
+    ) -> t.WebhookDeliveries:
         """GET /v1/webhook-endpoints/{id}/deliveries: attempts, newest first."""
         return self._send(calls.list_webhook_deliveries(endpoint_id, limit))

@@ -13,8 +13,9 @@ from typing import Any
 class CreditstreamError(Exception):
     """An answer of the API that is not a success, or no answer at all (`status` 0)."""
 
-    def __init__(self, status: int, code: str, message: str,
-                 body: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, body: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
@@ -137,9 +138,16 @@ BY_CODE: dict[str, type[CreditstreamError]] = {
 }
 
 BY_STATUS: dict[int, type[CreditstreamError]] = {
-    400: BadRequest, 401: AuthenticationError, 402: InsufficientCredits,
-    403: PermissionDenied, 404: NotFound, 409: Conflict, 413: PayloadTooLarge,
-    422: ValidationError, 429: RateLimited, 503: Unavailable,
+    400: BadRequest,
+    401: AuthenticationError,
+    402: InsufficientCredits,
+    403: PermissionDenied,
+    404: NotFound,
+    409: Conflict,
+    413: PayloadTooLarge,
+    422: ValidationError,
+    429: RateLimited,
+    503: Unavailable,
 }
 
 

@@ -14,7 +14,10 @@ import httpx
 
 # a timeout (connect, read, write, pool) or a connection refused, reset or closed early
 RETRYABLE_EXCEPTIONS: tuple[type[Exception], ...] = (
-    httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+    httpx.TimeoutException,
+    httpx.NetworkError,
+    httpx.RemoteProtocolError,
+)
 
 
 @dataclass(frozen=True)

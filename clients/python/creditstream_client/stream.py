@@ -43,8 +43,15 @@ def _final_close(code: int | None, reason: str) -> CreditstreamError | None:
 
 
 class EventStream:
-    def __init__(self, base_url: str, key: str, account_id: str, after_seq: int | None,
-                 retry: RetryPolicy, max_reconnects: int | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        key: str,
+        account_id: str,
+        after_seq: int | None,
+        retry: RetryPolicy,
+        max_reconnects: int | None = None,
+    ) -> None:
         self.url = stream_url(base_url)
         self.key = key
         self.account_id = account_id
@@ -57,16 +64,20 @@ class EventStream:
         failures = 0
         while True:
             try:
-                async with connect(self.url, user_agent_header=USER_AGENT,
-                                   additional_headers={"Authorization": f"Bearer {self.key}"},
-                                   open_timeout=10) as ws:
+                async with connect(
+                    self.url,
+                    user_agent_header=USER_AGENT,
+                    additional_headers={"Authorization": f"Bearer {self.key}"},
+                    open_timeout=10,
+                ) as ws:
                     async for message in self._session(ws):
                         failures = 0  # a working session resets the backoff
                         yield message
             except ConnectionClosed as exc:
                 received = exc.rcvd
-                final = _final_close(received.code if received else None,
-                                     received.reason if received else "")
+                final = _final_close(
+                    received.code if received else None, received.reason if received else ""
+                )
                 if final is not None:
                     raise final from exc
             except InvalidStatus as exc:
@@ -79,8 +90,9 @@ class EventStream:
             failures += 1
             self.reconnects += 1
             if self.max_reconnects is not None and self.reconnects > self.max_reconnects:
-                raise CreditstreamError(0, "connection_error",
-                                        f"stream lost after {self.max_reconnects} reconnects")
+                raise CreditstreamError(
+                    0, "connection_error", f"stream lost after {self.max_reconnects} reconnects"
+                )
             await asyncio.sleep(self.retry.delay_s(min(failures, 16)))
 
     async def _session(self, ws: ClientConnection) -> AsyncIterator[dict[str, Any]]:
@@ -110,5 +122,6 @@ class EventStream:
                 self.last_seq = seq
                 yield message
             elif kind == "error":
-                raise CreditstreamError(400, str(message.get("code")),
-                                        str(message.get("message")), message)
+                raise CreditstreamError(
+                    400, str(message.get("code")), str(message.get("message")), message
+                )

@@ -9,8 +9,13 @@ import time
 MAX_TIMESTAMP_DIGITS = 12
 
 
-def verify_webhook(secret: str, body: bytes, signature_header: str | None,
-                   tolerance_s: float = 300, now: float | None = None) -> bool:
+def verify_webhook(
+    secret: str,
+    body: bytes,
+    signature_header: str | None,
+    tolerance_s: float = 300,
+    now: float | None = None,
+) -> bool:
     """True when `body` (the raw bytes, before any JSON parsing) was signed with `secret` at a
     time within `tolerance_s` of now. The digest is compared in constant time."""
     if not signature_header:
@@ -19,8 +24,12 @@ def verify_webhook(secret: str, body: bytes, signature_header: str | None,
     candidates: list[str] = []
     for part in signature_header.split(","):
         name, _, value = part.strip().partition("=")
-        if name == "t" and value.isascii() and value.isdigit() \
-                and len(value) <= MAX_TIMESTAMP_DIGITS:
+        if (
+            name == "t"
+            and value.isascii()
+            and value.isdigit()
+            and len(value) <= MAX_TIMESTAMP_DIGITS
+        ):
             timestamp = int(value)
         elif name == "v1" and value.isascii():
             candidates.append(value)

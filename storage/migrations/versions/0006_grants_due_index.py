@@ -8,25 +8,27 @@ Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-03
 """
+
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0006'
-down_revision = '0005'
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
-FREE = sa.text('remaining > reserved')
+FREE = sa.text("remaining > reserved")
 
 
 def upgrade() -> None:
-    op.create_index('ix_grants_due', 'grants', ['expires_at'], postgresql_where=FREE,
-                    sqlite_where=FREE)
-    op.drop_index('ix_grants_expires_at', table_name='grants')
+    op.create_index(
+        "ix_grants_due", "grants", ["expires_at"], postgresql_where=FREE, sqlite_where=FREE
+    )
+    op.drop_index("ix_grants_expires_at", table_name="grants")
 
 
 def downgrade() -> None:
-    op.create_index('ix_grants_expires_at', 'grants', ['expires_at'])
-    op.drop_index('ix_grants_due', table_name='grants')
+    op.create_index("ix_grants_expires_at", "grants", ["expires_at"])
+    op.drop_index("ix_grants_due", table_name="grants")
