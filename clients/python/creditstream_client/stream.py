@@ -24,6 +24,7 @@ CLOSE_BAD_TOKEN = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_BAD_MESSAGE = 1008
 DEFAULT_HEARTBEAT_S = 25.0
+HANDSHAKE_REFUSALS = 5  # HTTP refusals of the handshake in a row before giving up
 
 
 def stream_url(base_url: str) -> str:
@@ -61,7 +62,7 @@ class EventStream:
         self.reconnects = 0
 
     async def events(self) -> AsyncGenerator[dict[str, Any], None]:
-        failures = 0
+        failures = refusals = 0
         while True:
             try:
                 async with connect(
@@ -70,6 +71,7 @@ class EventStream:
                     additional_headers={"Authorization": f"Bearer {self.key}"},
                     open_timeout=10,
                 ) as ws:
+                    refusals = 0
                     async for message in self._session(ws):
                         failures = 0  # a working session resets the backoff
                         yield message
@@ -81,8 +83,12 @@ class EventStream:
                 if final is not None:
                     raise final from exc
             except InvalidStatus as exc:
+                # the server refuses a key or an account with close codes after the handshake
+                # (4401, 4403); an HTTP refusal of the handshake itself is an instance shutting
+                # down (or a proxy in the way), so it is retried, a few times in a row at most
                 status = exc.response.status_code
-                if status in (401, 403):
+                refusals += 1
+                if status in (401, 403) and refusals > HANDSHAKE_REFUSALS:
                     cls = AuthenticationError if status == 401 else PermissionDenied
                     raise cls(status, "handshake_refused", "the stream refused the key") from exc
             except (TimeoutError, OSError, WebSocketException):
