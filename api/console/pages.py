@@ -21,7 +21,7 @@ from storage.console_auth import end_session, open_session, redeem_sign_in
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 HEADERS = {
