@@ -13,11 +13,11 @@ A = "/console/api/accounts/{account_id}"
 
 
 def console_routes(enabled: bool) -> list[BaseRoute]:
-    """None when the console is off, so every /console path answers 404."""
+    """None when the console is off, so every /console path answers 404 (`GET /console`
+    itself is in the /v1 table, and says 404 when off)."""
     if not enabled:
         return []
     return [
-        Route("/console", pages.console_page, methods=["GET"]),
         Route("/console/console.js", pages.console_script, methods=["GET"]),
         Route("/console/console.css", pages.console_style, methods=["GET"]),
         Route("/console/sign-in", pages.sign_in, methods=["GET"]),

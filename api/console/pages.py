@@ -17,6 +17,7 @@ from api.console.session import (
 )
 from api.request import ctx_of
 from api.responses import JSONResponse
+from core.errors import NotFound
 from storage.console_auth import end_session, open_session, redeem_sign_in
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -45,6 +46,10 @@ def static_file(name: str) -> Response:
 
 
 async def console_page(request: Request) -> Response:
+    """`GET /console`: listed in the /v1 table (so the OpenAPI document names it), and so
+    routed whether the console is on or not: off, it answers 404 as every /console path does."""
+    if not ctx_of(request).settings.console:
+        raise NotFound("No route GET /console: the operator console is off")
     return static_file("console.html")
 
 
