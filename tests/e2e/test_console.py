@@ -134,6 +134,9 @@ async def test_session_expires_and_sign_out_ends_it(
 ) -> None:
     api = await console_api(api_factory, database_url)
     assert (await api.http.get("/console/api/session")).status_code == 401
+    # a server key is no console session
+    with_key = await api.http.get("/console/api/accounts/anyone", headers=api.server())
+    assert with_key.status_code == 401
     csrf = await signed_in(api)
     assert (await api.http.post("/console/sign-out", json={})).status_code == 403  # no CSRF
     out = await api.http.post("/console/sign-out", json={}, headers=csrf)
