@@ -1,5 +1,5 @@
 """The operator console in Debian's Chromium against a live server: sign in through the link
-`creditstream console` prints, find an account, grant credits, and see a refund made in one tab
+`creditstream console` prints, find an account, grant credits, release a hold, and see a refund made in one tab
 reach another tab's live view without a reload."""
 
 from __future__ import annotations
@@ -73,7 +73,10 @@ def test_sign_in_grant_and_a_refund_reaches_another_tab_live(
             f"/v1/accounts/{account}/charges", json={"amount": 3, "reason": "generation"}
         )
         assert charge.status_code == 201, charge.text
+        hold = http.post("/v1/holds", json={"account_id": account, "amount": 1, "ref": "stuck"})
+        assert hold.status_code == 201, hold.text
     charge_id = charge.json()["charge"]["charge_id"]
+    hold_id = hold.json()["hold"]["hold_id"]
 
     link = printed_link(sqlite_url, server.url, "Grace Hopper")
     assert link.startswith(server.url + "/console/sign-in?token=csi_")
@@ -91,6 +94,15 @@ def test_sign_in_grant_and_a_refund_reaches_another_tab_live(
     expect(first.locator("#balance")).to_have_text("65", timeout=LIVE_MS)
     grant_line = first.locator("#entries tbody tr", has_text="goodwill")
     expect(grant_line).to_contain_text("Grace Hopper", timeout=LIVE_MS)
+
+    expect(first.locator("#held")).to_have_text("1")
+    first.fill("#release-reason", "stuck job")
+    first.click(f"#holds button[data-hold-id='{hold_id}']")
+    expect(first.locator("#message")).to_contain_text(f"Released {hold_id}", timeout=LIVE_MS)
+    expect(first.locator("#held")).to_have_text("0", timeout=LIVE_MS)
+    expect(first.locator("#holds tbody tr")).to_have_count(0)
+    release_line = first.locator("#entries tbody tr", has_text="stuck job")
+    expect(release_line).to_contain_text("Grace Hopper", timeout=LIVE_MS)
 
     # a second tab (same session) follows the account; the first refunds
     second = context.new_page()
