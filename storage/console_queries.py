@@ -34,6 +34,17 @@ async def open_holds(conn: AsyncConnection, account_id: str, limit: int) -> list
     return [hold_from_row(row).to_dict() for row in rows]
 
 
+async def entries_before(
+    conn: AsyncConnection, account_id: str, before: int | None, limit: int
+) -> list[dict[str, Any]]:
+    """Journal lines newest first, older than entry `before` (None: from the newest)."""
+    stmt = sa.select(entries).where(entries.c.account_id == account_id)
+    if before is not None:
+        stmt = stmt.where(entries.c.id < before)
+    rows = await conn.execute(stmt.order_by(entries.c.id.desc()).limit(limit))
+    return [entry_to_dict(row) for row in rows]
+
+
 async def refund_entries(
     conn: AsyncConnection, account_id: str, limit: int
 ) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from api.responses import JSONResponse
 from core.events import iso
 from core.model import normalise_account_id
 from storage import queries
-from storage.console_queries import open_holds, recent_grants, refund_entries
+from storage.console_queries import entries_before, open_holds, recent_grants, refund_entries
 from storage.webhook_endpoints import WebhookEndpoints
 
 OVERVIEW_LIMIT = 50
@@ -58,20 +58,22 @@ async def account_overview(request: Request) -> Response:
 
 
 async def account_entries(request: Request) -> Response:
-    """The journal, oldest first, a page at a time (as `GET /v1/accounts/{id}/entries`)."""
+    """The journal a page at a time: `after=ID` oldest first from there (what is new since the
+    page's newest line), else newest first, older than `before=ID` when given."""
     await signed_in(request)
     ctx = ctx_of(request)
     account_id = normalise_account_id(request.path_params["account_id"])
-    after = int_param(request, "after", 0, 0, 2**62)
     limit = int_param(request, "limit", 50, 1, MAX_PAGE)
+    newer = "after" in request.query_params
+    after = int_param(request, "after", 0, 0, 2**62)
+    before = int_param(request, "before", 0, 1, 2**62) if "before" in request.query_params else None
     async with ctx.db.read() as uow:
         await ctx.service.read_account(uow, account_id)
-        page = await queries.entries_page(uow.conn, account_id, after, limit + 1)
-    more = len(page) > limit
-    page = page[:limit]
-    return JSONResponse(
-        {"entries": page, "has_more": more, "next_after": page[-1]["entry_id"] if page else after}
-    )
+        if newer:
+            page = await queries.entries_page(uow.conn, account_id, after, limit + 1)
+        else:
+            page = await entries_before(uow.conn, account_id, before, limit + 1)
+    return JSONResponse({"entries": page[:limit], "has_more": len(page) > limit})
 
 
 async def webhook_endpoints(request: Request) -> Response:

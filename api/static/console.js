@@ -7,7 +7,9 @@
 import { CreditStream } from "/static/creditstream.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { csrf: null, accountId: null, stream: null, nextAfter: 0, refreshing: null };
+const state = {
+  csrf: null, accountId: null, stream: null, newest: 0, oldest: null, refreshing: null,
+};
 window.console_ = state; // for tests and curious operators
 
 async function api(path, { method = "GET", body } = {}) {
@@ -92,29 +94,45 @@ function showOverview(view) {
   ]);
 }
 
-function appendEntries(entries) {
+function entryRow(e) {
+  const row = document.createElement("tr");
+  row.dataset.entryId = String(e.entry_id);
+  for (const value of [e.seq, e.type, e.delta, e.held_delta, e.reason, e.ref, operatorOf(e),
+    e.created_at]) cell(row, value);
+  return row;
+}
+
+/** The journal, newest line on top: the latest page first, older pages on demand, and what is
+ * new since the newest line on every refresh. */
+async function loadEntries(reset) {
   const body = $("entries").tBodies[0];
-  for (const e of entries) {
-    const row = body.insertRow();
-    row.dataset.seq = String(e.seq);
-    for (const value of [e.seq, e.type, e.delta, e.held_delta, e.reason, e.ref, operatorOf(e),
-      e.created_at]) cell(row, value);
+  const path = `/console/api/accounts/${encodeURIComponent(state.accountId)}/entries`;
+  if (reset) {
+    body.replaceChildren();
+    state.newest = 0;
+    state.oldest = null;
+    await loadOlder();
+    return;
+  }
+  for (;;) {
+    const page = await api(`${path}?after=${state.newest}&limit=200`);
+    for (const e of page.entries) body.prepend(entryRow(e));
+    if (page.entries.length) state.newest = page.entries.at(-1).entry_id;
+    if (!page.has_more) break;
   }
 }
 
-async function loadEntries(reset) {
-  if (reset) {
-    state.nextAfter = 0;
-    $("entries").tBodies[0].replaceChildren();
-  }
+async function loadOlder() {
+  const body = $("entries").tBodies[0];
+  const before = state.oldest === null ? "" : `&before=${state.oldest}`;
   const id = encodeURIComponent(state.accountId);
-  // read every page up to now, so the newest line (what just happened) is always on screen
-  for (;;) {
-    const page = await api(`/console/api/accounts/${id}/entries?after=${state.nextAfter}&limit=200`);
-    appendEntries(page.entries);
-    state.nextAfter = page.next_after;
-    if (!page.has_more) break;
+  const page = await api(`/console/api/accounts/${id}/entries?limit=50${before}`);
+  for (const e of page.entries) body.append(entryRow(e));
+  if (page.entries.length) {
+    state.oldest = page.entries.at(-1).entry_id;
+    state.newest = Math.max(state.newest, page.entries[0].entry_id);
   }
+  $("more-entries").hidden = !page.has_more;
 }
 
 async function refresh() {
@@ -260,6 +278,7 @@ async function start() {
   $("grant-form").addEventListener("submit", grant);
   $("refund-form").addEventListener("submit", refund);
   $("show-webhooks").addEventListener("click", showWebhooks);
+  $("more-entries").addEventListener("click", () => loadOlder().catch((err) => say(err.message, true)));
   $("sign-out").addEventListener("click", signOut);
   document.body.dataset.ready = "true";
 }

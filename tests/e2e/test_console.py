@@ -233,8 +233,17 @@ async def test_console_actions_are_recorded_with_the_operator(
     assert any((g["expires_at"] or "").startswith("2031-01-01T00:00:00") for g in view["grants"]), (
         view["grants"]
     )
-    lines = (await api.http.get(f"/console/api/accounts/{account}/entries?limit=2")).json()
-    assert len(lines["entries"]) == 2 and lines["has_more"] is True
+    journal = f"/console/api/accounts/{account}/entries"
+    newest = (await api.http.get(journal + "?limit=2")).json()  # newest first
+    assert [e["type"] for e in newest["entries"]] == ["release", "hold"]
+    assert newest["has_more"] is True
+    oldest_shown = newest["entries"][-1]["entry_id"]
+    older = (await api.http.get(f"{journal}?before={oldest_shown}&limit=500")).json()
+    assert older["has_more"] is False
+    assert [e["type"] for e in older["entries"]][:3] == ["refund", "charge", "grant"]
+    newer = (await api.http.get(f"{journal}?after={oldest_shown}")).json()  # oldest first
+    assert [e["type"] for e in newer["entries"]] == ["release"]
+    assert (await api.http.get(journal + "?before=0")).status_code == 422
     from tests.support import audit_mismatches
 
     assert await audit_mismatches(database_url) == []
