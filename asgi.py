@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 import realtime
 from api import openapi
+from api.console import console_routes
 from api.demo import demo_routes
 from api.docs_page import docs_routes
 from api.errors import EXCEPTION_HANDLERS
@@ -131,6 +132,7 @@ def create_app(
             ),
         ]
         + docs_routes()
+        + console_routes(settings.console)
         + demo_routes(STATIC_DIR, dev=settings.dev)
     )
     middleware = [Middleware(ObservabilityMiddleware)]

@@ -1,4 +1,5 @@
-"""The `creditstream` command: serve, migrate, keys, token, grant, balance, audit, sweep."""
+"""The `creditstream` command: serve, migrate, keys, token, grant, balance, audit, sweep,
+console."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ if TYPE_CHECKING:  # the commands import the engine only when they run
 T = TypeVar("T")
 
 KEEP_ALIVE_S = 5
-STARTUP_FAILURE = 3  # uvicorn's exit code for an application that did not start
+STARTUP_FAILURE = 3
+CONSOLE_LINK_TTL_S = 600
+MAX_OPERATOR_NAME = 64  # uvicorn's exit code for an application that did not start
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,6 +115,22 @@ def _parser(with_bench: bool = False) -> argparse.ArgumentParser:
     balance = sub.add_parser("balance", help="print ACCOUNT's snapshot as JSON")
     balance.add_argument("account")
     balance.set_defaults(handler=_balance)
+
+    console = sub.add_parser(
+        "console",
+        help="print a one-time sign-in link to the operator console (valid 10 minutes)",
+    )
+    console.add_argument(
+        "--name",
+        default=None,
+        help="the operator's name, recorded with every change made in the console (default: $USER)",
+    )
+    console.add_argument(
+        "--base-url",
+        default=None,
+        help="the server's address (default: CREDITSTREAM_PUBLIC_URL, else http://127.0.0.1:8000)",
+    )
+    console.set_defaults(handler=_console)
 
     sub.add_parser(
         "audit",
@@ -259,6 +278,31 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
     )
     token, _ = TokenSigner(secret).issue(args.account, datetime.now(UTC), args.ttl)
     print(token)
+    return 0
+
+
+def _console(args: argparse.Namespace, settings: Settings) -> int:
+    import getpass
+
+    from storage.console_auth import issue_sign_in
+
+    operator = (getpass.getuser() if args.name is None else args.name).strip()
+    if not 1 <= len(operator) <= MAX_OPERATOR_NAME or not operator.isprintable():
+        print(
+            f"creditstream: --name: expected 1-{MAX_OPERATOR_NAME} printable characters",
+            file=sys.stderr,
+        )
+        return 2
+    base_url = (args.base_url or settings.public_url or "http://127.0.0.1:8000").rstrip("/")
+    now_s = datetime.now(UTC).timestamp()
+    token = _with_db(settings, lambda db: issue_sign_in(db, operator, now_s, CONSOLE_LINK_TTL_S))
+    if not settings.console:
+        print(
+            "note: the console answers only on servers started with CREDITSTREAM_CONSOLE=1",
+            file=sys.stderr,
+        )
+    print(f"Sign-in link for {operator}, valid {CONSOLE_LINK_TTL_S // 60} minutes, once:")
+    print(f"{base_url}/console/sign-in?token={token}")
     return 0
 
 

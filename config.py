@@ -87,6 +87,7 @@ class Settings:
     results_dir: str = "data/results"
     hold_ttl_s: int = 300
     dev: bool = False
+    console: bool = False  # the operator console at /console (api/console/)
     cors_origins: tuple[str, ...] = ()
     pricing_file: str | None = None
     plans_file: str | None = None
@@ -171,6 +172,7 @@ class Settings:
             results_dir=env.get("CREDITSTREAM_RESULTS_DIR") or "data/results",
             hold_ttl_s=int(_number(env, "CREDITSTREAM_HOLD_TTL_S", 300, 1)),
             dev=_flag(env, "CREDITSTREAM_DEV"),
+            console=_flag(env, "CREDITSTREAM_CONSOLE"),
             cors_origins=tuple(
                 o.strip() for o in env.get("CREDITSTREAM_CORS_ORIGINS", "").split(",") if o.strip()
             ),

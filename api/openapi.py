@@ -50,6 +50,7 @@ SUCCESS_MEDIA_TYPES = {
     "/metrics": "text/plain",
     "/v1/stream/sse": "text/event-stream",
     "/docs": "text/html",
+    "/console": "text/html",
 }
 
 

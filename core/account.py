@@ -303,7 +303,9 @@ class Account(RefundRules):
         )
         self.expire_due_grants(now)  # the freed rest may belong to a grant already expired
 
-    def release(self, hold: Hold, reason: str, now: datetime) -> None:
+    def release(
+        self, hold: Hold, reason: str, now: datetime, details: dict[str, Any] | None = None
+    ) -> None:
         """Free an open hold in full. Releasing a released or expired hold again is a no-op."""
         self._check_owns(hold)
         if hold.status in (Hold.RELEASED, Hold.EXPIRED):
@@ -313,7 +315,7 @@ class Account(RefundRules):
                 f"Hold {hold.hold_id} is {hold.status}; only an open hold can be released",
                 hold_status=hold.status,
             )
-        self._free(hold, Hold.RELEASED, reason, now)
+        self._free(hold, Hold.RELEASED, reason, now, details)
 
     def expire_hold(self, hold: Hold, now: datetime) -> bool:
         """The sweeper's release of a hold past its TTL; False when there was nothing to do."""
@@ -470,7 +472,14 @@ class Account(RefundRules):
                 return index
         return next(i for i, g in enumerate(self.grants) if g is grant)
 
-    def _free(self, hold: Hold, status: str, reason: str, now: datetime) -> None:
+    def _free(
+        self,
+        hold: Hold,
+        status: str,
+        reason: str,
+        now: datetime,
+        details: dict[str, Any] | None = None,
+    ) -> None:
         self._unreserve(hold, consume=0)
         self.held -= hold.amount
         self._uncount_trial_spend(hold, hold.amount, now)
@@ -487,7 +496,7 @@ class Account(RefundRules):
             reason,
             hold.ref,
             hold.hold_id,
-            {"hold_id": hold.hold_id},
+            {**(details or {}), "hold_id": hold.hold_id},
             now,
             hold.metadata,
         )

@@ -175,11 +175,17 @@ class CreditService:
         return hold, account
 
     async def release(
-        self, uow: UnitOfWork, hold_id: str, reason: str = "released", key: str | None = None
+        self,
+        uow: UnitOfWork,
+        hold_id: str,
+        reason: str = "released",
+        key: str | None = None,
+        details: dict[str, Any] | None = None,
     ) -> tuple[Hold, Account]:
+        """`details` joins the release entry's metadata (the console records its operator)."""
         hold, account = await self._locked_hold(uow, hold_id, key)
         status_before = hold.status
-        account.release(hold, reason, self.now())
+        account.release(hold, reason, self.now(), details)
         await self._save_hold(uow, hold, account, status_before)
         return hold, account
 

@@ -197,6 +197,22 @@ stream_tickets = sa.Table(
     sa.Column("credential_expires", sa.BigInteger),
 )
 
+
+def _console_secrets(name: str) -> sa.Table:
+    """A console secret (a one-time sign-in token, a session id) by its SHA-256, with the
+    operator it names and its expiry (unix seconds)."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("secret_hash", sa.String(64), primary_key=True),
+        sa.Column("operator", sa.String(64), nullable=False),
+        sa.Column("expires_at", sa.BigInteger, nullable=False, index=True),
+    )
+
+
+console_sign_ins = _console_secrets("console_sign_ins")
+console_sessions = _console_secrets("console_sessions")
+
 settings = sa.Table(
     "settings",
     metadata,

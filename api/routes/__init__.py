@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from api import schemas
+from api.console.pages import console_page
 from api.docs_page import docs_page
 from api.routes import accounts as accounts
 from api.routes import batch as batch
@@ -320,5 +321,14 @@ V1_ROUTES: list[ApiRoute] = [
         "This API reference as a page (Swagger UI, served by "
         "the app itself: no request leaves the origin)",
         "none",
+    ),
+    ApiRoute(
+        "GET",
+        "/console",
+        console_page,
+        "The operator console (a page; signed in by a one-time link from `creditstream "
+        "console`), when CREDITSTREAM_CONSOLE=1; otherwise 404",
+        "none",
+        errors=(404,),
     ),
 ]

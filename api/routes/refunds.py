@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.body import parse
+from api.context import AppContext
 from api.request import ctx_of
 from api.responses import JSONResponse
 from api.schemas import RefundBody
@@ -25,13 +26,7 @@ async def create_refund(request: Request) -> Response:
     principal.require_server()
     body, canonical = await parse(request, RefundBody)
     spend_id, kind = body.spend()
-    touches = Touches(holds=(spend_id,))
-    if kind == CHARGE:
-        # the charge's account, so its write batch locks it up front (and in its lane); an
-        # unknown charge is the use case's 404
-        async with ctx.db.read(snapshot=False) as reader:
-            found = await reader.spends.find(spend_id, kind)
-        touches = Touches(accounts=(found.account_id,) if found else ())
+    touches = await refund_touches(ctx, spend_id, kind)
 
     async def action(uow: OperationUnitOfWork) -> tuple[int, dict[str, Any]]:
         refund, account = await ctx.service.refund(
@@ -46,6 +41,16 @@ async def create_refund(request: Request) -> Response:
         return 201, {"refund": refund, "account": account.snapshot(ctx.service.now())}
 
     return await ctx.execute(request, principal, canonical, action, touches)
+
+
+async def refund_touches(ctx: AppContext, spend_id: str, kind: str) -> Touches:
+    """What a refund's write batch locks up front: the hold, or the charge's account (and so
+    its lane); an unknown charge is the use case's 404."""
+    if kind != CHARGE:
+        return Touches(holds=(spend_id,))
+    async with ctx.db.read(snapshot=False) as reader:
+        found = await reader.spends.find(spend_id, kind)
+    return Touches(accounts=(found.account_id,) if found else ())
 
 
 async def get_refund(request: Request) -> Response:

@@ -135,6 +135,7 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/metrics"): Row(anyone()),
     ("GET", "/openapi.json"): Row(anyone()),
     ("GET", "/docs"): Row(anyone()),
+    ("GET", "/console"): Row(anyone(404)),  # off unless CREDITSTREAM_CONSOLE=1
     # seed-compatible routes (api/routes/seeds/); `hang` keeps the generation processing
     ("POST", "/api/v1/video/generate"): Row(
         owner_or_server(202), {"account_id": OWNER, "simulate": "hang"}

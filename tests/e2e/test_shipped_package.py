@@ -136,7 +136,15 @@ def serve_and_hold(
         assert hold.status_code == 201, hold.text
         assert hold.json()["account"]["held"] == 1
         # the API reference's assets come with the installed package, not from the source tree
-        for path in ("/docs", "/docs/assets/swagger-ui-bundle.js", "/docs/init.js"):
+        # and so do the console's (CREDITSTREAM_CONSOLE=1 below)
+        for path in (
+            "/docs",
+            "/docs/assets/swagger-ui-bundle.js",
+            "/docs/init.js",
+            "/console",
+            "/console/console.js",
+            "/console/console.css",
+        ):
             assert httpx.get(base + path, timeout=10).status_code == 200, path
     finally:
         server.terminate()
@@ -202,6 +210,7 @@ def test_the_package_as_shipped_migrates_creates_a_key_and_serves(
         CREDITSTREAM_USER_TOKEN_SECRET=secrets.token_urlsafe(48),
         CREDITSTREAM_WEBHOOK_SECRET=secrets.token_urlsafe(48),
         CREDITSTREAM_RESULTS_DIR=str(workdir / "results"),
+        CREDITSTREAM_CONSOLE="1",
     )
     port = free_port()
     serve_and_hold(
