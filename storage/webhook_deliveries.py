@@ -269,11 +269,11 @@ class WebhookDeliveries:
     ) -> bool:
         """A pass's end, in one transaction: each account's cursor moves to its position
         (never back, and only if no resend moved it back since the pass read it: its
-        generation is still the one in `generations`, 0 when absent), the attempts are kept, and the endpoint's health becomes `outcome`
-        (disabled, with its reason, when the retry window is over). False, and nothing
-        written, for an endpoint deleted meanwhile: its row is locked first (FOR KEY SHARE,
-        which `delete`'s FOR UPDATE waits for, and the other way round), so no cursor is
-        written once its deletion began."""
+        generation is still the one in `generations`, 0 when absent), the attempts are kept,
+        and the endpoint's health becomes `outcome` (disabled, with its reason, when the retry
+        window is over). False, and nothing written, for an endpoint deleted meanwhile: its row
+        is locked first (FOR KEY SHARE, which `delete`'s FOR UPDATE waits for, and the other way
+        round), so no cursor is written once its deletion began."""
         async with self.db.transaction() as uow:
             conn = uow.conn
             exists = (
