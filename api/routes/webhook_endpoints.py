@@ -139,6 +139,8 @@ async def resend_events(request: Request) -> Response:
         raise _not_found(request)
     rewound = await store.rewind(endpoint, account_id, body.from_seq)
     if rewound is None:
+        if await store.get(endpoint.endpoint_id) is None:  # deleted meanwhile
+            raise _not_found(request)
         raise NotFound(f"No account {account_id!r}")
     if not rewound.moved:
         raise ApiError(
