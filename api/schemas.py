@@ -243,3 +243,11 @@ class WebhookEndpointBody(Body):
     events: list[Literal["balance.updated", "job.updated", "credits.low"]] = Field(
         min_length=1, max_length=3, description="The event types to deliver"
     )
+
+
+class WebhookResendBody(Body):
+    account_id: str = Field(min_length=1, max_length=128, description="Whose events to resend")
+    from_seq: int = Field(
+        description="The first seq to deliver again (1 to the account's head); the endpoint's "
+        "cursor for the account moves back to from_seq - 1, never forward"
+    )

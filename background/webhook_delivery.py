@@ -14,7 +14,12 @@ One instance at a time delivers to an endpoint: it holds the endpoint's lease
 (storage/webhook_endpoints.py), renewed alongside the deliveries; when it cannot be renewed in
 time the endpoint's work, attempts in flight included, is cancelled before another instance
 may take the lease. A step (an attempt or a database call) unfinished for longer than
-`stuck_s` makes readiness report the deliverer stuck."""
+`stuck_s` makes readiness report the deliverer stuck.
+
+A resend moves a cursor back (storage/webhook_endpoints.py `rewind`): it bumps the cursor's
+generation, which a pass's `record` compares with the one it read, so a pass in flight never
+moves that cursor forward again; and the endpoint's rescan mark, which makes the next pass look
+at every account (a cursor moved back on a quiet account has no new event to be noticed by)."""
 
 from __future__ import annotations
 
@@ -30,9 +35,9 @@ from datetime import datetime, timedelta
 
 import metrics
 from background.supervision import Backoff, Heartbeat
+from background.webhook_sending import send_signed
 from core.events import Event
-from core.signatures import sign
-from egress import Egress, Failed, UrlRefused
+from egress import Egress
 from storage.webhook_deliveries import Attempt, Journaled, Outcome, WebhookDeliveries
 from storage.webhook_endpoints import Endpoint
 
@@ -52,8 +57,6 @@ RECONCILE_S = 30.0  # how often a pass looks at every account, not only those th
 MOVED_MARGIN = timedelta(seconds=10)  # commits land later than the created_at they carry
 ATTEMPT_RETENTION = timedelta(days=30)
 FAILURE_BACKOFF_CAP_S = 30.0
-ANSWER_BODY_BYTES = 64 * 1024  # read (inside the deadline) so the connection can be reused
-USER_AGENT = "creditstream-webhooks/1"
 
 Now = Callable[[], datetime]
 
@@ -78,6 +81,9 @@ class _Scan:
 
     since: datetime | None = None  # the start of the last pass that left nothing pending
     full_at: datetime | None = None  # the start of the last pass over every account
+    # the endpoint's rescan mark that pass read: a resend or an enable bumps it, and then a
+    # pass looks at every account (a cursor moved back has no new events to be noticed by)
+    rescans: int | None = None
 
 
 @dataclass
@@ -319,6 +325,7 @@ class _Pass:
         self.found = False  # some account was pending
         self.lag = self.d.lag(self.endpoint.endpoint_id)
         self.positions: dict[str, int] = {}
+        self.generations: dict[str, int] = {}  # each cursor's, as the pass read it
         self.attempts: list[Attempt] = []
 
     async def run(self) -> None:
@@ -332,10 +339,13 @@ class _Pass:
             or started - scan.full_at > timedelta(seconds=RECONCILE_S)
         )
         async with self.d.step():
+            rescans = await self.d.store.rescans(endpoint_id)  # read before the cursors
+            full = full or rescans != scan.rescans
             if scan.since is not None and not full:
                 among = await self.d.store.moved_since(scan.since - MOVED_MARGIN)
             pending = await self.d.store.pending(endpoint_id, ACCOUNTS_PER_PASS, among)
             self.found = bool(pending)
+            self.generations = {p.account_id: p.generation for p in pending}
             batches = await self.d.store.events_for(
                 [(p.account_id, p.after) for p in pending], EVENTS_PER_ACCOUNT, EVENTS_PER_PASS
             )
@@ -374,6 +384,7 @@ class _Pass:
                         self.attempts,
                         self.w.outcome,
                         self.d.wall_now(),
+                        self.generations,
                     )
                 )
         self.stopped = self.gone or self.failed or self.d.stopping.is_set() or bool(queue)
@@ -382,6 +393,7 @@ class _Pass:
         elif not self.more:  # else: what is left moved since `scan.since` too
             scan.since = started
             scan.full_at = started if full else scan.full_at
+            scan.rescans = rescans if full else scan.rescans
 
     def _should_stop(self) -> bool:
         return self.failed or self.d.stopping.is_set()
@@ -405,22 +417,24 @@ class _Pass:
     ) -> Attempt:
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
         at = self.d.wall_now()
-        started = time.monotonic()
-        status: int | None = None
-        error: str | None = None
-        try:
-            async with self.d.step():
-                status = await self._post(body, event_type, f"{account_id}:{seq}", lane)
-            if not 200 <= status < 300:
-                error = f"HTTP {status}"
-        except (UrlRefused, Failed) as exc:
-            error = str(exc)
-        duration_ms = int((time.monotonic() - started) * 1000)
+        async with self.d.step():
+            sent = await send_signed(
+                self.d.egress,
+                self.endpoint.url,
+                self.endpoint.secret,
+                body,
+                event_type,
+                f"{account_id}:{seq}",
+                lane,
+            )
+        error = sent.error
         metrics.WEBHOOK_DELIVERIES.labels("ok" if error is None else "failed").inc()
         if error is None:
             if not self.failed and self.w.outcome != Outcome():
                 self.w.outcome = Outcome()
-            return Attempt(account_id, seq, event_type, status, None, duration_ms, at)
+            return Attempt(
+                account_id, seq, event_type, sent.status_code, None, sent.duration_ms, at
+            )
         if not self.failed:  # one failure per pass: attempts in flight fail together
             self.failed = True
             self.w.outcome = self._failed(at, error)
@@ -428,37 +442,12 @@ class _Pass:
             account_id,
             seq,
             event_type,
-            status,
+            sent.status_code,
             error[:1024],
-            duration_ms,
+            sent.duration_ms,
             at,
             self.w.outcome.next_attempt_at,
         )
-
-    async def _post(self, body: bytes, event_type: str, event_id: str, lane: int) -> int:
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-            "X-Signature": sign(self.endpoint.secret, body, int(time.time())),
-            "X-Creditstream-Event": event_type,
-            "X-Creditstream-Event-Id": event_id,
-        }
-        # no redirects (the webhook rules follow none): a 3xx is a failed attempt
-        # each lane its own small connection pool (egress/client.py says why)
-        async with self.d.egress.open(
-            "POST",
-            self.endpoint.url,
-            self.d.egress.webhooks,
-            content=body,
-            headers=headers,
-            shard=lane,
-        ) as response:
-            read = 0
-            async for chunk in response.aiter_raw():
-                read += len(chunk)
-                if read > ANSWER_BODY_BYTES:
-                    break
-            return response.status_code
 
     def _failed(self, at: datetime, error: str) -> Outcome:
         outcome = self.w.outcome

@@ -248,6 +248,9 @@ webhook_endpoints = sa.Table(
     # one instance at a time delivers to an endpoint: it holds the lease until `lease_until`
     sa.Column("lease_owner", sa.String(64)),
     sa.Column("lease_until", UtcDateTime),
+    # bumped by a resend or an enable: every instance's next pass looks at every account, not
+    # only those with new events (a cursor moved back has none)
+    sa.Column("rescans", sa.Integer, nullable=False, default=0, server_default="0"),
 )
 
 webhook_cursors = sa.Table(
@@ -258,6 +261,9 @@ webhook_cursors = sa.Table(
     ),
     sa.Column("account_id", sa.String(128), primary_key=True),
     sa.Column("seq", sa.BigInteger, nullable=False),  # the last seq delivered (or skipped)
+    # bumped by each resend (the cursor moved back): a pass that read an older generation
+    # does not move the cursor, so the resend is not overwritten by a pass in flight
+    sa.Column("generation", sa.Integer, nullable=False, default=0, server_default="0"),
 )
 
 webhook_deliveries = sa.Table(

@@ -73,6 +73,7 @@ class Pending:
     account_id: str
     after: int
     first_at: datetime | None  # when the first of them was written
+    generation: int = 0  # the cursor's, as read: `record` moves it only while unchanged
 
 
 @dataclass(frozen=True)
@@ -158,13 +159,19 @@ class WebhookDeliveries:
             cursors.c.endpoint_id == endpoint_id, cursors.c.account_id == accounts.c.id
         )
         position = sa.func.coalesce(cursors.c.seq, 0)
+        generation = sa.func.coalesce(cursors.c.generation, 0)
         first_at = (
             sa.select(sa.func.min(events.c.created_at))
             .where(events.c.account_id == accounts.c.id, events.c.seq == position + 1)
             .scalar_subquery()
         )
         query = (
-            sa.select(accounts.c.id, position.label("after"), first_at.label("first_at"))
+            sa.select(
+                accounts.c.id,
+                position.label("after"),
+                first_at.label("first_at"),
+                generation.label("generation"),
+            )
             .select_from(accounts.outerjoin(cursors, condition))
             .where(accounts.c.seq > position)
             .order_by(accounts.c.id)
@@ -174,10 +181,23 @@ class WebhookDeliveries:
             for chunk in _chunks(among):
                 narrowed = query if chunk is None else query.where(accounts.c.id.in_(chunk))
                 rows = await uow.conn.execute(narrowed.limit(limit - len(found)))
-                found += [Pending(row.id, int(row.after), as_utc(row.first_at)) for row in rows]
+                found += [
+                    Pending(row.id, int(row.after), as_utc(row.first_at), int(row.generation))
+                    for row in rows
+                ]
                 if len(found) >= limit:
                     break
         return found
+
+    async def rescans(self, endpoint_id: str) -> int | None:
+        """The endpoint's rescan mark (bumped by a resend or an enable); None when it is gone."""
+        async with self.db.read(snapshot=False) as uow:
+            mark = (
+                await uow.conn.execute(
+                    sa.select(endpoints.c.rescans).where(endpoints.c.id == endpoint_id)
+                )
+            ).scalar()
+            return None if mark is None else int(mark)
 
     async def moved_since(self, since: datetime) -> list[str]:
         """Accounts with an event created at or after `since` (a range of the created_at index)."""
@@ -245,13 +265,15 @@ class WebhookDeliveries:
         attempts: list[Attempt],
         outcome: Outcome,
         now: datetime,
+        generations: dict[str, int] | None = None,
     ) -> bool:
         """A pass's end, in one transaction: each account's cursor moves to its position
-        (never back), the attempts are kept, and the endpoint's health becomes `outcome`
-        (disabled, with its reason, when the retry window is over). False, and nothing
-        written, for an endpoint deleted meanwhile: its row is locked first (FOR KEY SHARE,
-        which `delete`'s FOR UPDATE waits for, and the other way round), so no cursor is
-        written once its deletion began."""
+        (never back, and only if no resend moved it back since the pass read it: its
+        generation is still the one in `generations`, 0 when absent), the attempts are kept,
+        and the endpoint's health becomes `outcome` (disabled, with its reason, when the retry
+        window is over). False, and nothing written, for an endpoint deleted meanwhile: its row
+        is locked first (FOR KEY SHARE, which `delete`'s FOR UPDATE waits for, and the other way
+        round), so no cursor is written once its deletion began."""
         async with self.db.transaction() as uow:
             conn = uow.conn
             exists = (
@@ -264,7 +286,7 @@ class WebhookDeliveries:
             if exists is None:
                 return False
             if positions:
-                await _advance(conn, endpoint_id, positions)
+                await _advance(conn, endpoint_id, positions, generations or {})
             if attempts:
                 await conn.execute(sa.insert(deliveries), [a.row(endpoint_id) for a in attempts])
             health: dict[str, Any] = {
@@ -285,6 +307,22 @@ class WebhookDeliveries:
             )
             return True
 
+    async def record_attempt(self, endpoint_id: str, attempt: Attempt) -> bool:
+        """An attempt outside any pass (a test event): kept, nothing else changed. False, and
+        nothing written, for an endpoint deleted meanwhile (locked as `record` locks it)."""
+        async with self.db.transaction() as uow:
+            exists = (
+                await uow.conn.execute(
+                    sa.select(endpoints.c.id)
+                    .where(endpoints.c.id == endpoint_id)
+                    .with_for_update(read=True, key_share=True)
+                )
+            ).first()
+            if exists is None:
+                return False
+            await uow.conn.execute(sa.insert(deliveries).values(**attempt.row(endpoint_id)))
+            return True
+
     async def purge_attempts(self, older_than: datetime) -> int:
         async with self.db.transaction() as uow:
             gone = await uow.conn.execute(
@@ -301,19 +339,30 @@ def _leasable(now: datetime) -> sa.ColumnElement[bool]:
     )
 
 
-async def _advance(conn: AsyncConnection, endpoint_id: str, positions: dict[str, int]) -> None:
+async def _advance(
+    conn: AsyncConnection,
+    endpoint_id: str,
+    positions: dict[str, int],
+    generations: dict[str, int],
+) -> None:
+    """Forward only, and not over a resend: a cursor whose generation changed since the pass
+    read it was moved back meanwhile, and keeps that position (the next pass starts there)."""
     insert = dialect_insert(conn, cursors)
+    stays = sa.or_(
+        cursors.c.generation != insert.excluded.generation, cursors.c.seq > insert.excluded.seq
+    )
     await conn.execute(
         insert.on_conflict_do_update(
             index_elements=["endpoint_id", "account_id"],
-            set_={
-                "seq": sa.case(
-                    (cursors.c.seq > insert.excluded.seq, cursors.c.seq), else_=insert.excluded.seq
-                )
-            },
+            set_={"seq": sa.case((stays, cursors.c.seq), else_=insert.excluded.seq)},
         ),
         [
-            {"endpoint_id": endpoint_id, "account_id": account_id, "seq": seq}
+            {
+                "endpoint_id": endpoint_id,
+                "account_id": account_id,
+                "seq": seq,
+                "generation": generations.get(account_id, 0),
+            }
             for account_id, seq in sorted(positions.items())
         ],
     )

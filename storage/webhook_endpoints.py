@@ -16,7 +16,7 @@ from core.events import iso
 from core.model import new_id
 from storage.repositories import storable_key
 from storage.sql import Database
-from storage.tables import accounts
+from storage.tables import accounts, events
 from storage.tables import webhook_cursors as cursors
 from storage.tables import webhook_deliveries as deliveries
 from storage.tables import webhook_endpoints as endpoints
@@ -43,6 +43,10 @@ class Endpoint:
     failures: int
     next_attempt_at: datetime | None
 
+    @property
+    def enabled(self) -> bool:
+        return self.status == ENABLED
+
     def to_dict(self, with_secret: bool = False) -> dict[str, Any]:
         """What the API shows; the secret only once, in the answer to the registration."""
         shown: dict[str, Any] = {
@@ -60,6 +64,17 @@ class Endpoint:
         if with_secret:
             shown["secret"] = self.secret
         return shown
+
+
+@dataclass(frozen=True)
+class Rewound:
+    """A resend's answer: the account's head, and how many of its events from `from_seq` the
+    endpoint takes (what will be delivered again). `moved`: False when nothing was written
+    (`from_seq` past the head)."""
+
+    head: int
+    events: int
+    moved: bool
 
 
 class WebhookEndpoints:
@@ -161,6 +176,93 @@ class WebhookEndpoints:
             await uow.conn.execute(sa.delete(endpoints).where(endpoints.c.id == endpoint_id))
             return endpoint_from_row(row)
 
+    async def enable(self, endpoint_id: str, now: datetime) -> Endpoint | None:
+        """A disabled endpoint enabled again: healthy, due now, and every instance's next pass
+        looks at every account (its cursors are where delivery stopped, so what accumulated
+        meanwhile goes out, in order). An enabled endpoint is left as it is. None: none."""
+        if not storable_key(endpoint_id):
+            return None
+        async with self.db.transaction() as uow:
+            await uow.conn.execute(
+                sa.update(endpoints)
+                .where(endpoints.c.id == endpoint_id, endpoints.c.status == DISABLED)
+                .values(
+                    status=ENABLED,
+                    disabled_reason=None,
+                    disabled_at=None,
+                    failing_since=None,
+                    failures=0,
+                    next_attempt_at=now,
+                    rescans=endpoints.c.rescans + 1,
+                )
+            )
+            row = (
+                await uow.conn.execute(sa.select(endpoints).where(endpoints.c.id == endpoint_id))
+            ).first()
+            return None if row is None else endpoint_from_row(row)
+
+    async def rewind(self, endpoint: Endpoint, account_id: str, from_seq: int) -> Rewound | None:
+        """Move the endpoint's cursor for the account back to `from_seq - 1` (never forward),
+        so its events from `from_seq` are delivered again. The cursor's generation is bumped
+        (a pass in flight that read it before does not move it forward again) and so is the
+        endpoint's rescan mark (passes look at every account, not only those with new events).
+        None: no such account (or endpoint, deleted meanwhile); nothing is written when
+        `from_seq` is past the account's head."""
+        if not storable_key(account_id):
+            return None
+        async with self.db.transaction() as uow:
+            conn = uow.conn
+            locked = (
+                await conn.execute(
+                    sa.select(endpoints.c.id)
+                    .where(endpoints.c.id == endpoint.endpoint_id)
+                    .with_for_update()
+                )
+            ).first()  # `delete` and `record` wait for this commit, and the other way round
+            head = (
+                await conn.execute(sa.select(accounts.c.seq).where(accounts.c.id == account_id))
+            ).scalar()
+            if locked is None or head is None:
+                return None
+            if from_seq > head:
+                return Rewound(int(head), 0, False)
+            count = (
+                await conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(events)
+                    .where(
+                        events.c.account_id == account_id,
+                        events.c.seq >= from_seq,
+                        events.c.type.in_(endpoint.events),
+                    )
+                )
+            ).scalar_one()
+            await self._move_back(conn, endpoint.endpoint_id, account_id, from_seq - 1)
+            await conn.execute(
+                sa.update(endpoints)
+                .where(endpoints.c.id == endpoint.endpoint_id)
+                .values(rescans=endpoints.c.rescans + 1)
+            )
+            return Rewound(int(head), int(count), True)
+
+    @staticmethod
+    async def _move_back(conn: Any, endpoint_id: str, account_id: str, seq: int) -> None:
+        where = sa.and_(cursors.c.endpoint_id == endpoint_id, cursors.c.account_id == account_id)
+        moved = await conn.execute(
+            sa.update(cursors)
+            .where(where)
+            .values(
+                seq=sa.case((cursors.c.seq > seq, seq), else_=cursors.c.seq),
+                generation=cursors.c.generation + 1,
+            )
+        )
+        if not moved.rowcount:  # an account created after the endpoint: no cursor yet
+            await conn.execute(
+                sa.insert(cursors).values(
+                    endpoint_id=endpoint_id, account_id=account_id, seq=seq, generation=1
+                )
+            )
+
     async def attempts(self, endpoint_id: str, limit: int) -> list[dict[str, Any]]:
         """The endpoint's latest attempts, newest first."""
         if not storable_key(endpoint_id):
@@ -175,8 +277,9 @@ class WebhookEndpoints:
             return [
                 {
                     "id": row.id,
-                    "account_id": row.account_id,
-                    "seq": row.seq,
+                    # a test event belongs to no account's stream
+                    "account_id": row.account_id or None,
+                    "seq": row.seq or None,
                     "event": row.event_type,
                     "status_code": row.status_code,
                     "error": row.error,

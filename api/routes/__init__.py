@@ -272,6 +272,37 @@ V1_ROUTES: list[ApiRoute] = [
     ),
     ApiRoute(
         "POST",
+        "/v1/webhook-endpoints/{endpoint_id}/enable",
+        endpoints.enable_endpoint,
+        "Enable a disabled outbound webhook endpoint again: healthy, due now; what accumulated "
+        "while it was disabled is delivered, in order per account (enabled already: no change)",
+        "server",
+        errors=(401, 403, 404),
+    ),
+    ApiRoute(
+        "POST",
+        "/v1/webhook-endpoints/{endpoint_id}/test",
+        endpoints.send_test_event,
+        "Send one signed webhook.test event to the endpoint now (disabled or not) and answer "
+        "the attempt's outcome (ok, status_code, error, duration_ms); recorded with its "
+        "deliveries, no cursor moved",
+        "server",
+        errors=(401, 403, 404),
+    ),
+    ApiRoute(
+        "POST",
+        "/v1/webhook-endpoints/{endpoint_id}/resend",
+        endpoints.resend_events,
+        "Deliver an account's events again from from_seq (the endpoint's cursor for it moves "
+        "back, never forward); answers how many events that is. Errors: 404 unknown endpoint "
+        "or account, 422 invalid_from_seq, from_seq_beyond_head, invalid_account_id",
+        "server",
+        schemas.WebhookResendBody,
+        202,
+        (400, 401, 403, 404, 413, 422),
+    ),
+    ApiRoute(
+        "POST",
         "/v1/stream-tickets",
         stream_tickets.create_stream_ticket,
         "A one-use "

@@ -57,6 +57,10 @@ export interface WebhookEndpoint {
   failing_since: string | null; consecutive_failures: number; next_attempt_at: string | null;
   secret?: string; deleted?: boolean;
 }
+export interface WebhookTestOutcome {
+  ok: boolean; status_code: number | null; error: string | null; duration_ms: number;
+  event: { type: "webhook.test"; id: string; endpoint_id: string; created_at: string };
+}
 export interface Usage {
   account_id: string; period: string; since: string; credits_used: number;
   credits_refunded: number; operations: Record<string, { count: number; credits: number }>;
@@ -144,6 +148,10 @@ export declare class CreditstreamClient {
   deleteWebhookEndpoint(endpointId: string): Promise<WebhookEndpoint & { deleted: true }>;
   listWebhookDeliveries(endpointId: string, options?: { limit?: number }):
     Promise<{ endpoint: WebhookEndpoint; deliveries: Array<Record<string, unknown>> }>;
+  enableWebhookEndpoint(endpointId: string): Promise<WebhookEndpoint>;
+  testWebhookEndpoint(endpointId: string): Promise<WebhookTestOutcome>;
+  resendWebhookEvents(endpointId: string, body: { account_id: string; from_seq: number }):
+    Promise<{ account_id: string; from_seq: number; events: number }>;
 }
 
 export declare class CreditstreamError extends Error {

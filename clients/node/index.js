@@ -291,4 +291,17 @@ export class CreditstreamClient {
     return this.request("GET", `/v1/webhook-endpoints/${seg(endpointId)}/deliveries`,
       { query: { limit } });
   }
+  /** A disabled endpoint enabled again (what accumulated meanwhile is delivered, in order). */
+  enableWebhookEndpoint(endpointId) {
+    return this.request("POST", `/v1/webhook-endpoints/${seg(endpointId)}/enable`);
+  }
+  /** One signed `webhook.test` event sent now; answers the attempt's outcome. */
+  testWebhookEndpoint(endpointId) {
+    return this.request("POST", `/v1/webhook-endpoints/${seg(endpointId)}/test`);
+  }
+  /** The account's events from `from_seq` delivered again (at least once: dedupe by seq). */
+  resendWebhookEvents(endpointId, body) {
+    return this.request("POST", `/v1/webhook-endpoints/${seg(endpointId)}/resend`,
+      { body: compact(body) });
+  }
 }

@@ -205,6 +205,7 @@ async def test_hostile_bodies_on_every_route(hostile_api: ApiClient) -> None:
             provider="bfl",
             id="job_x",
             walletAddress="matrix-owner",
+            endpoint_id="we_x",
         )
         for name, (make, allowed) in BODIES.items():
             if make == "chunked":

@@ -126,6 +126,12 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/v1/webhook-endpoints"): Row(server_only(200)),
     ("DELETE", "/v1/webhook-endpoints/{endpoint_id}"): Row(server_only(200)),
     ("GET", "/v1/webhook-endpoints/{endpoint_id}/deliveries"): Row(server_only(200)),
+    ("POST", "/v1/webhook-endpoints/{endpoint_id}/enable"): Row(server_only(200)),
+    # the test event goes to the public literal: refused or unanswered, it is still a 200
+    ("POST", "/v1/webhook-endpoints/{endpoint_id}/test"): Row(server_only(200)),
+    ("POST", "/v1/webhook-endpoints/{endpoint_id}/resend"): Row(
+        server_only(202), {"account_id": OWNER, "from_seq": 1}
+    ),
     ("GET", "/v1/stream"): Row(
         ("4401", "4401", "4401", "4403", "subscribed", "subscribed"), via="websocket"
     ),

@@ -148,6 +148,14 @@ def test_every_operation_with_the_sync_client(live: Live) -> None:
         assert [e["id"] for e in listed] == [endpoint["id"]] and "secret" not in listed[0]
         deliveries = client.list_webhook_deliveries(endpoint["id"], limit=10)
         assert deliveries["endpoint"]["id"] == endpoint["id"]
+        assert client.enable_webhook_endpoint(endpoint["id"])["status"] == "enabled"
+        tested = client.test_webhook_endpoint(endpoint["id"])  # port 9: refused
+        assert tested["ok"] is False and tested["event"]["type"] == "webhook.test"
+        resent = client.resend_webhook_events(endpoint["id"], alice, 1)
+        assert resent["account_id"] == alice and resent["from_seq"] == 1
+        with pytest.raises(cs.ValidationError) as refused:
+            client.resend_webhook_events(endpoint["id"], alice, 0)
+        assert refused.value.code == "invalid_from_seq"
         assert client.delete_webhook_endpoint(endpoint["id"])["deleted"] is True
         assert client.list_webhook_endpoints()["endpoints"] == []
 

@@ -90,6 +90,14 @@ test("every operation", async () => {
   assert.ok((await client.listWebhookEndpoints()).endpoints.some((e) => e.id === endpoint.id));
   assert.equal((await client.listWebhookDeliveries(endpoint.id, { limit: 5 })).endpoint.id,
     endpoint.id);
+  assert.equal((await client.enableWebhookEndpoint(endpoint.id)).status, "enabled");
+  const tested = await client.testWebhookEndpoint(endpoint.id);  // port 9: refused
+  assert.equal(tested.ok, false);
+  assert.equal(tested.event.type, "webhook.test");
+  const resent = await client.resendWebhookEvents(endpoint.id, { account_id: alice, from_seq: 1 });
+  assert.deepEqual([resent.account_id, resent.from_seq], [alice, 1]);
+  await assert.rejects(client.resendWebhookEvents(endpoint.id, { account_id: alice, from_seq: 0 }),
+    (error) => error instanceof ValidationError && error.code === "invalid_from_seq");
   assert.equal((await client.deleteWebhookEndpoint(endpoint.id)).deleted, true);
 });
 

@@ -243,3 +243,21 @@ def list_webhook_deliveries(endpoint_id: str, limit: int | None) -> Call[t.Webho
     return Call(
         "GET", f"/v1/webhook-endpoints/{_seg(endpoint_id)}/deliveries", params=_fields(limit=limit)
     )
+
+
+def enable_webhook_endpoint(endpoint_id: str) -> Call[t.WebhookEndpoint]:
+    return Call("POST", f"/v1/webhook-endpoints/{_seg(endpoint_id)}/enable")
+
+
+def test_webhook_endpoint(endpoint_id: str) -> Call[t.WebhookTestOutcome]:
+    return Call("POST", f"/v1/webhook-endpoints/{_seg(endpoint_id)}/test")
+
+
+def resend_webhook_events(
+    endpoint_id: str, account_id: str, from_seq: int
+) -> Call[t.WebhookResend]:
+    return Call(
+        "POST",
+        f"/v1/webhook-endpoints/{_seg(endpoint_id)}/resend",
+        json={"account_id": account_id, "from_seq": from_seq},
+    )

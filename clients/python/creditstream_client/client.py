@@ -207,3 +207,20 @@ class Client:
     ) -> t.WebhookDeliveries:
         """GET /v1/webhook-endpoints/{id}/deliveries: attempts, newest first."""
         return self._send(calls.list_webhook_deliveries(endpoint_id, limit))
+
+    def enable_webhook_endpoint(self, endpoint_id: str) -> t.WebhookEndpoint:
+        """POST /v1/webhook-endpoints/{id}/enable: a disabled endpoint enabled again (what
+        accumulated meanwhile is delivered, in order); an enabled one as it is."""
+        return self._send(calls.enable_webhook_endpoint(endpoint_id))
+
+    def test_webhook_endpoint(self, endpoint_id: str) -> t.WebhookTestOutcome:
+        """POST /v1/webhook-endpoints/{id}/test: one signed `webhook.test` event sent now,
+        disabled or not; the answer is the attempt's outcome (ok, status_code, error)."""
+        return self._send(calls.test_webhook_endpoint(endpoint_id))
+
+    def resend_webhook_events(
+        self, endpoint_id: str, account_id: str, from_seq: int
+    ) -> t.WebhookResend:
+        """POST /v1/webhook-endpoints/{id}/resend: the account's events from `from_seq`
+        delivered again (at least once: dedupe by account and seq)."""
+        return self._send(calls.resend_webhook_events(endpoint_id, account_id, from_seq))

@@ -212,6 +212,20 @@ class WebhookDeliveries(TypedDict):
     deliveries: list[dict[str, Any]]
 
 
+class WebhookTestOutcome(TypedDict):
+    ok: bool  # the receiver answered 2xx
+    status_code: int | None  # None: no answer (refused, unreachable, past the deadline)
+    error: str | None
+    duration_ms: int
+    event: dict[str, Any]  # the webhook.test event sent: type, id, endpoint_id, created_at
+
+
+class WebhookResend(TypedDict):
+    account_id: str
+    from_seq: int
+    events: int  # how many of the account's events (from from_seq) are delivered again
+
+
 class JobOutcome(TypedDict):
     job: Job
     changed: bool  # false when the job had this outcome already (a repeated report)
