@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import rawsql
+from bench import options, rawsql
 from bench.database import (
     account_ids,
     audit_database,
@@ -44,21 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rate", type=float, default=500.0, help="events committed per second (default 500)"
     )
-    parser.add_argument(
-        "--duration", type=float, default=10.0, help="measured seconds of events (default 10)"
-    )
-    parser.add_argument(
-        "--warmup",
-        type=float,
-        default=2.0,
-        help="seconds of events before the measured ones (default 2)",
-    )
-    parser.add_argument(
-        "--accounts",
-        type=int,
-        default=200,
-        help="accounts the events are spread over (default 200)",
-    )
+    options.add_duration(parser, 10.0, "measured seconds of events")
+    options.add_warmup(parser, 2.0, "seconds of events before the measured ones")
+    options.add_accounts(parser, 200, "the events are spread over")
     parser.add_argument(
         "--receiver-ms",
         type=float,
@@ -74,12 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--writers", type=int, default=8, help="concurrent commits of the writer (default 8)"
     )
-    parser.add_argument(
-        "--db-pool",
-        type=int,
-        default=10,
-        help="CREDITSTREAM_DB_POOL_SIZE of the instance (default 10)",
-    )
+    options.add_db_pool(parser, 10, "the instance")
     parser.add_argument(
         "--drain",
         type=float,
