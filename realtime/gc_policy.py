@@ -60,7 +60,11 @@ class FreezePolicy:
 
     def _freeze(self) -> None:
         self.opened_since_freeze = 0
-        gc.collect(1)  # leave as little young garbage to the permanent generation as possible
+        # a full collection first: it walks only what is newer than the last freeze, and
+        # garbage that already reached the oldest generation (a webhook delivery's or a
+        # request's cycles, which gen-1 collections never look at) would otherwise be frozen
+        # with the live streams and kept until the next thaw
+        gc.collect()
         gc.freeze()
         self.freezes += 1
 

@@ -10,6 +10,7 @@ from starlette.routing import BaseRoute, Route
 from api.console import actions, pages, views
 
 A = "/console/api/accounts/{account_id}"
+E = "/console/api/webhook-endpoints/{endpoint_id}"
 
 
 def console_routes(enabled: bool) -> list[BaseRoute]:
@@ -30,4 +31,7 @@ def console_routes(enabled: bool) -> list[BaseRoute]:
         Route("/console/api/refunds", actions.refund, methods=["POST"]),
         Route("/console/api/holds/{hold_id}/release", actions.release, methods=["POST"]),
         Route("/console/api/webhook-endpoints", views.webhook_endpoints, methods=["GET"]),
+        Route(E + "/enable", actions.enable_endpoint, methods=["POST"]),
+        Route(E + "/test", actions.send_test_event, methods=["POST"]),
+        Route(E + "/resend", actions.resend_events, methods=["POST"]),
     ]

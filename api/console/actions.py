@@ -1,5 +1,6 @@
 """What an operator does from the console: grant credits, refund a charge or a capture, release
-a hold, and get a stream ticket for the account on screen. Each change is the same use case
+a hold, get a stream ticket for the account on screen, and enable a webhook endpoint again, send
+it a test event or resend an account's events from a seq. Each change is the same use case
 on the same write path as its /v1 route, with the operator's name in its journal line."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from api.console.session import signed_in
 from api.errors import ApiError
 from api.request import ctx_of
 from api.responses import JSONResponse
+from api.routes import webhook_endpoints
 from api.routes.refunds import refund_touches
 from api.routes.stream_tickets import TICKET_TTL_S
 from api.schemas import Body, RefundBody
@@ -131,3 +133,18 @@ async def stream_ticket(request: Request) -> Response:
         },
         status_code=201,
     )
+
+
+async def enable_endpoint(request: Request) -> Response:
+    await signed_in(request)
+    return await webhook_endpoints.enable(ctx_of(request), request)
+
+
+async def send_test_event(request: Request) -> Response:
+    await signed_in(request)
+    return await webhook_endpoints.send_test(ctx_of(request), request)
+
+
+async def resend_events(request: Request) -> Response:
+    await signed_in(request)
+    return await webhook_endpoints.resend(ctx_of(request), request)

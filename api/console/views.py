@@ -77,8 +77,8 @@ async def account_entries(request: Request) -> Response:
 
 
 async def webhook_endpoints(request: Request) -> Response:
-    """Endpoints with their latest deliveries. Re-enabling an endpoint or resending a delivery
-    would be POSTs beside the actions (api/console/actions.py), CSRF-checked the same way."""
+    """Endpoints with their latest deliveries (enabling one, a test event and a resend are
+    POSTs among the actions, api/console/actions.py)."""
     await signed_in(request)
     store = WebhookEndpoints(ctx_of(request).db)
     listed = []

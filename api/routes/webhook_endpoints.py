@@ -81,6 +81,12 @@ async def list_deliveries(request: Request) -> Response:
 async def enable_endpoint(request: Request) -> Response:
     """A disabled endpoint enabled again, due now; deliveries resume from its cursors."""
     ctx, _ = await _server(request)
+    return await enable(ctx, request)
+
+
+async def enable(ctx: AppContext, request: Request) -> Response:
+    """What `enable_endpoint` does once the caller may (a server key, or an operator's console
+    session: api/console/actions.py)."""
     endpoint = await WebhookEndpoints(ctx.db).enable(
         request.path_params["endpoint_id"], datetime.now(UTC)
     )
@@ -96,6 +102,12 @@ async def send_test_event(request: Request) -> Response:
     """One signed `webhook.test` event to the endpoint now, as a delivery is sent (egress's
     address rules and deadline), disabled or not; recorded with its attempts, no cursor moved."""
     ctx, _ = await _server(request)
+    return await send_test(ctx, request)
+
+
+async def send_test(ctx: AppContext, request: Request) -> Response:
+    """What `send_test_event` does once the caller may (a server key, or an operator's console
+    session: api/console/actions.py)."""
     endpoint = await WebhookEndpoints(ctx.db).get(request.path_params["endpoint_id"])
     if endpoint is None:
         raise _not_found(request)
@@ -127,6 +139,12 @@ async def resend_events(request: Request) -> Response:
     """Move the endpoint's cursor for an account back, so its events from `from_seq` are
     delivered again (at least once: receivers dedupe by account and seq)."""
     ctx, _ = await _server(request)
+    return await resend(ctx, request)
+
+
+async def resend(ctx: AppContext, request: Request) -> Response:
+    """What `resend_events` does once the caller may (a server key, or an operator's console
+    session: api/console/actions.py)."""
     body, _ = await parse(request, WebhookResendBody)
     account_id = normalise_account_id(body.account_id)
     if body.from_seq < 1:

@@ -225,6 +225,62 @@ function refund(event) {
   );
 }
 
+async function endpointAction(run, done) {
+  try {
+    say(done(await run()));
+    await showWebhooks();
+  } catch (err) {
+    say(err.message, true);
+  }
+}
+
+function button(text, onClick) {
+  const element = document.createElement("button");
+  element.type = "button";
+  element.textContent = text;
+  element.addEventListener("click", onClick);
+  return element;
+}
+
+// enable again, send a test event, resend an account's events from a seq: each a CSRF-checked
+// POST that runs what the /v1 route runs
+function endpointControls(endpoint) {
+  const base = `/console/api/webhook-endpoints/${encodeURIComponent(endpoint.id)}`;
+  const controls = document.createElement("div");
+  controls.className = "endpoint-controls";
+  if (endpoint.status === "disabled") {
+    controls.append(button("Enable again", () => endpointAction(
+      () => api(`${base}/enable`, { method: "POST", body: {} }),
+      (answer) => `${answer.url} is ${answer.status}`,
+    )));
+  }
+  controls.append(button("Send a test event", () => endpointAction(
+    () => api(`${base}/test`, { method: "POST", body: {} }),
+    (answer) => answer.ok ? `Test event answered ${answer.status_code}`
+                          : `Test event failed: ${answer.error ?? answer.status_code}`,
+  )));
+  const form = document.createElement("form");
+  const account = Object.assign(document.createElement("input"),
+                                { placeholder: "account id", required: true, name: "account_id" });
+  const fromSeq = Object.assign(document.createElement("input"),
+                                { type: "number", min: "1", placeholder: "from seq", required: true,
+                                  name: "from_seq" });
+  const submit = Object.assign(document.createElement("button"),
+                               { type: "submit", textContent: "Resend from seq" });
+  form.append(account, fromSeq, submit);
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    endpointAction(
+      () => api(`${base}/resend`, { method: "POST",
+                                    body: { account_id: account.value.trim(),
+                                            from_seq: Number(fromSeq.value) } }),
+      (answer) => `${answer.events} events of ${answer.account_id} from seq ${answer.from_seq} will be sent again`,
+    );
+  });
+  controls.append(form);
+  return controls;
+}
+
 async function showWebhooks() {
   try {
     const { endpoints } = await api("/console/api/webhook-endpoints");
@@ -241,8 +297,7 @@ async function showWebhooks() {
           cell(row, v);
         }
       }
-      // re-enabling an endpoint and resending a delivery belong here, as CSRF-checked POSTs
-      list.append(title, table);
+      list.append(title, endpointControls(endpoint), table);
     }
     if (!endpoints.length) list.textContent = "No webhook endpoints.";
     $("webhooks").hidden = false;

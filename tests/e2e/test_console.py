@@ -20,8 +20,10 @@ from tests.support import MutableClock
 LINK_TTL_S = 600
 
 
-async def console_api(api_factory: Callable[..., Any], database_url: str) -> ApiClient:
-    client: ApiClient = await api_factory(database_url, console=True)
+async def console_api(
+    api_factory: Callable[..., Any], database_url: str, **settings: Any
+) -> ApiClient:
+    client: ApiClient = await api_factory(database_url, console=True, **settings)
     return client
 
 
@@ -309,3 +311,40 @@ def test_cli_prints_a_one_time_link(
     link = capsys.readouterr().out.strip().splitlines()[-1]
     assert link.startswith("https://ops.example.com/console/sign-in?token=csi_")
     assert main(["console", "--name", ""]) == 2
+
+
+async def test_console_enables_tests_and_resends_webhook_endpoints_as_the_api_does(
+    api_factory: Callable[..., Any], database_url: str
+) -> None:
+    api = await console_api(api_factory, database_url, webhook_allow_private=True)
+    await api.http.put("/v1/accounts/console-hooks", headers=api.server())
+    made = await api.http.post(
+        "/v1/webhook-endpoints",
+        headers=api.server(),
+        json={"url": "http://127.0.0.1:9/nobody-listens", "events": ["balance.updated"]},
+    )
+    assert made.status_code == 201, made.text
+    base = f"/console/api/webhook-endpoints/{made.json()['id']}"
+    csrf = await signed_in(api)
+
+    refused = await api.http.post(f"{base}/test")  # no CSRF header
+    assert refused.status_code == 403, refused.text
+
+    enabled = await api.http.post(f"{base}/enable", headers=csrf)
+    assert (enabled.status_code, enabled.json()["status"]) == (200, "enabled"), enabled.text
+    tested = await api.http.post(f"{base}/test", headers=csrf)
+    assert tested.status_code == 200, tested.text
+    assert tested.json()["ok"] is False and tested.json()["error"]  # nothing listens there
+    resent = await api.http.post(
+        f"{base}/resend", headers=csrf, json={"account_id": "console-hooks", "from_seq": 1}
+    )
+    assert resent.status_code == 202, resent.text
+    assert resent.json()["from_seq"] == 1
+    beyond = await api.http.post(
+        f"{base}/resend", headers=csrf, json={"account_id": "console-hooks", "from_seq": 99}
+    )
+    assert beyond.status_code == 422, beyond.text
+
+    listed = await api.http.get("/console/api/webhook-endpoints")
+    deliveries = listed.json()["endpoints"][0]["deliveries"]
+    assert [d["event"] for d in deliveries] == ["webhook.test"]  # the test event, recorded

@@ -20,6 +20,11 @@ import pytest
 from cli import main
 
 DURATION_S = 120
+# one server process carries all of it on a 2-core machine beside the load and PostgreSQL: at
+# 100 holds/s (some 220 events/s to deliver, ~2 ms of CPU each through httpx) and 100 stream
+# closes/s it used 0.95 of a core and deliveries fell behind in bursts; half the holds leaves
+# the headroom a busy CI machine needs, and still thousands of streams, holds and deliveries
+HOLD_RATE = 50
 # RSS: the second half of a 2-minute run starts 1 minute in, while the allocator's arenas still
 # grow a little: with the streams' leak taken out (gc.freeze off) it measured 1.73 MiB/min,
 # against 90-127 with it; 4 leaves room for a busy machine and still catches the leak 20 times
@@ -48,16 +53,18 @@ def test_two_minutes_of_churn_expiry_and_deliveries_stay_within_bounds(
             pg_url,
             "--duration",
             str(DURATION_S),
+            "--hold-rate",
+            str(HOLD_RATE),
             *(part for flag, bound in BOUNDS.items() for part in (flag, bound)),
         ]
     )
     result: dict[str, Any] = json.loads(out.read_text())
     details = result["details"]
     # the load ran as asked: a run that did little would pass every bound
-    assert details["load"]["streams_closed"] > 20 * DURATION_S, details["load"]
-    assert details["load"]["holds_ok"] > 0.8 * 100 * DURATION_S, details["load"]
+    assert details["load"]["streams_closed"] > 40 * DURATION_S, details["load"]
+    assert details["load"]["holds_ok"] > 0.8 * HOLD_RATE * DURATION_S, details["load"]
     assert details["sweeper"]["jobs"]["count"] > 2 * DURATION_S, details["sweeper"]["jobs"]
-    assert details["deliveries"]["events"] > 100 * DURATION_S, details["deliveries"]
+    assert details["deliveries"]["events"] > HOLD_RATE * DURATION_S, details["deliveries"]
     assert details["audit"]["mismatches"] == 0, details["audit"]
     assert result["bounds_failed"] == [], "\n".join(
         result["bounds_failed"] + [f"{k}: {details[k]}" for k in ("rss", "sweeper", "deliveries")]

@@ -80,3 +80,18 @@ def test_the_server_wide_policy_counts_open_streams() -> None:
     assert gc_policy.POLICY.open_streams == before + 1
     gc_policy.stream_closed(ticket)
     assert gc_policy.POLICY.open_streams == before
+
+
+def test_garbage_already_in_the_oldest_generation_is_not_frozen() -> None:
+    """A delivery's or a request's cycle that reached generation 2 before it became garbage is
+    collected at the next freeze, not kept frozen until a thaw that stream churn may not bring."""
+    policy = FreezePolicy(freeze_every=1)
+    gc.collect()
+    old = Stream()
+    gone = weakref.ref(old)
+    gc.collect(1)  # alive through a generation-1 collection: now in the oldest generation
+    gc.collect(1)
+    del old  # garbage only the oldest generation's collection can find
+    policy.stream_opened()  # a freeze
+    assert gone() is None
+    assert policy.freezes == 1
