@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 import realtime
 from api import openapi
-from api.console import console_routes
+from api.console.routes import console_routes
 from api.demo import demo_routes
 from api.docs_page import docs_routes
 from api.errors import EXCEPTION_HANDLERS
@@ -35,21 +35,21 @@ from api.observability import (
     redact_tokens_in_logs,
 )
 from api.results import ResultFiles
-from api.routes import V1_ROUTES
 from api.routes.seeds import SEED_ROUTES
+from api.routes.table import V1_ROUTES
 from api.routing import starlette_routes
 from api.startup import StartupError, announce, startup_problem
 from config import ConfigError, Settings
 from core.plans import PlanCatalogue, packaged_plans
 from core.ports import Clock, SystemClock
 from core.pricing import Catalogue
+from core.version import VERSION
 from egress import Resolve, system_resolve
 from realtime.sse import sse_endpoint
 from realtime.websocket import stream_app, stream_endpoint
 from storage.migrate import upgrade_async
 from wiring import open_context
 
-VERSION = "0.1.0"
 STREAM_PATH = "/v1/stream"
 log = logging.getLogger("creditstream")
 STATIC_DIR = Path(realtime.__file__).resolve().parent / "static"  # the browser SDK, the demo page

@@ -1,5 +1,5 @@
 """What a route table is made of: each route with its OpenAPI description, so the document
-cannot drift. A leaf: the tables (api/routes/__init__.py, api/routes/seeds/) import it, and the
+cannot drift. A leaf: the tables (api/routes/table.py, api/routes/seeds/) import it, and the
 composition root (asgi.py) joins them."""
 
 from __future__ import annotations

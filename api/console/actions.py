@@ -18,7 +18,7 @@ from api.console.session import signed_in
 from api.errors import ApiError
 from api.request import ctx_of
 from api.responses import JSONResponse
-from api.routes import webhook_endpoints
+from api.routes import webhook_endpoints  # the /v1 handlers, behind the console session
 from api.routes.refunds import refund_touches
 from api.routes.stream_tickets import TICKET_TTL_S
 from api.schemas import Body, RefundBody
