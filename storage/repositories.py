@@ -46,6 +46,24 @@ class RecordColumns:
         return self._record[self._prefix + name]
 
 
+def _entry_row(e: Entry) -> dict[str, Any]:
+    """A journal line as its `entries` row (the per-operation path and the batch's writes)."""
+    return {
+        "account_id": e.account_id,
+        "seq": e.seq,
+        "type": e.type,
+        "amount": e.amount,
+        "delta": e.delta,
+        "held_delta": e.held_delta,
+        "reason": e.reason,
+        "ref": e.ref,
+        "op_id": e.op_id,
+        "idempotency_key": e.idempotency_key,
+        "metadata": e.metadata,
+        "created_at": e.at,
+    }
+
+
 def account_from_row(row: Any) -> Account:
     return Account(
         account_id=row.id,
@@ -226,23 +244,7 @@ class SqlAccounts:
         if account.new_entries:
             await self.conn.execute(
                 sa.insert(entries),
-                [
-                    {
-                        "account_id": e.account_id,
-                        "seq": e.seq,
-                        "type": e.type,
-                        "amount": e.amount,
-                        "delta": e.delta,
-                        "held_delta": e.held_delta,
-                        "reason": e.reason,
-                        "ref": e.ref,
-                        "op_id": e.op_id,
-                        "idempotency_key": e.idempotency_key,
-                        "metadata": e.metadata,
-                        "created_at": e.at,
-                    }
-                    for e in account.new_entries
-                ],
+                [_entry_row(e) for e in account.new_entries],
             )
         if account.new_events:
             await self.conn.execute(

@@ -10,7 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from storage.repositories import SqlAccounts, SqlHolds, SqlJobs, _event_time, _grant_row
+from storage.repositories import SqlAccounts, SqlHolds, SqlJobs, _entry_row, _event_time, _grant_row
 from storage.tables import accounts, entries, events, grants, holds, jobs, processed_webhooks
 from storage.writes.batch import PendingWrites
 
@@ -39,23 +39,7 @@ def planned_writes(writes: PendingWrites, now: datetime) -> list[TableWrites]:
         _split(jobs, [(SqlJobs._row(j), new) for j, new in writes.jobs.values()]),
         TableWrites(
             entries,
-            [
-                {
-                    "account_id": e.account_id,
-                    "seq": e.seq,
-                    "type": e.type,
-                    "amount": e.amount,
-                    "delta": e.delta,
-                    "held_delta": e.held_delta,
-                    "reason": e.reason,
-                    "ref": e.ref,
-                    "op_id": e.op_id,
-                    "idempotency_key": e.idempotency_key,
-                    "metadata": e.metadata,
-                    "created_at": e.at,
-                }
-                for e in writes.entries
-            ],
+            [_entry_row(e) for e in writes.entries],
             [],
         ),
         TableWrites(
