@@ -193,7 +193,7 @@ class Deliverer:
         if self.rounds % 3600 == 0:
             await self.store.purge_attempts(self.wall_now() - ATTEMPT_RETENTION)
         self.rounds += 1
-        for endpoint_id in await self.store.due(self.wall_now(), ENDPOINTS_PER_ROUND):
+        for endpoint_id in await self.store.due(self.wall_now(), ENDPOINTS_PER_ROUND, self.owner):
             if endpoint_id in self._workers or self.stopping.is_set():
                 continue  # a worker whose lease lapsed is still ending
             now = self.wall_now()

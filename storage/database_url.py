@@ -169,13 +169,21 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         ]
 
 
+def _hosts(parsed: URL) -> str:
+    """host:port, or every host of a multi-host URL (`?host=h1:5432&host=h2:5432`)."""
+    several = parsed.query.get("host")
+    if several:
+        return ", ".join([several] if isinstance(several, str) else several)
+    return f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
+
+
 def explain(exc: BaseException, url: str) -> DatabaseSetupError | None:
     """One line for a failure to reach or use the configured database, or None when the
     failure is something else (which then reports as it always did)."""
     if isinstance(exc, DatabaseSetupError):
         return exc
     parsed = _parse(url)
-    host = f"{parsed.host or 'localhost'}:{parsed.port or 5432}" if parsed else "?"
+    host = _hosts(parsed) if parsed else "?"
     user = parsed.username if parsed else None
     name = parsed.database if parsed else None
     where = _named(url)

@@ -90,7 +90,7 @@ class Database:
     async def transaction(self) -> AsyncIterator[SqlUnitOfWork]:
         """A write transaction; commits when the block ends without an exception."""
         async with unavailable_on_connection_errors():
-            async with self.engine.connect() as conn, discarded_if_demoted(conn):
+            async with self.engine.connect() as conn, discarded_if_broken(conn):
                 await conn.execution_options(creditstream_write=True)
                 async with conn.begin():
                     yield SqlUnitOfWork(conn)
@@ -101,7 +101,7 @@ class Database:
         around it on PostgreSQL (one round trip instead of BEGIN, the query and ROLLBACK)."""
         engine = self.engine if snapshot else self._autocommit
         async with unavailable_on_connection_errors():
-            async with engine.connect() as conn:
+            async with engine.connect() as conn, discarded_if_broken(conn):
                 async with conn.begin():
                     yield SqlUnitOfWork(conn)
 
@@ -122,7 +122,14 @@ class Database:
                             yield driver
                     else:
                         yield driver
-                except (asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+                except (
+                    asyncpg.InterfaceError,
+                    # the driver's own state is broken ("cannot switch to state …; another
+                    # operation is in progress", seen after a failover): never reuse it
+                    asyncpg.InternalClientError,
+                    OSError,
+                    TimeoutError,
+                ) as exc:
                     await conn.invalidate()
                     raise DatabaseUnavailable(f"database connection lost: {exc!r}"[:240]) from exc
                 except asyncpg.PostgresError as exc:
@@ -143,16 +150,31 @@ class Database:
 
 
 @asynccontextmanager
-async def discarded_if_demoted(conn: AsyncConnection) -> AsyncIterator[None]:
-    """A write refused as read-only means this connection's server is a standby now: the
-    connection is invalidated (never reused) and the caller gets `DatabaseUnavailable`."""
+async def discarded_if_broken(conn: AsyncConnection) -> AsyncIterator[None]:
+    """A write refused as read-only means this connection's server is a standby now, and a
+    driver error of asyncpg's own means its protocol state is broken: either way the connection
+    is invalidated (never reused) and the caller gets `DatabaseUnavailable`."""
     try:
         yield
     except DBAPIError as exc:
-        if _sqlstate(exc) != READ_ONLY_SQLSTATE:
+        demoted = _sqlstate(exc) == READ_ONLY_SQLSTATE
+        if not demoted and not _caused_by(exc, asyncpg.InternalClientError):
             raise
         await conn.invalidate()
-        raise DatabaseUnavailable(f"the database is not the primary: {_first_line(exc)}") from exc
+        what = "the database is not the primary" if demoted else "database connection broken"
+        raise DatabaseUnavailable(f"{what}: {_first_line(exc)}") from exc
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    current: BaseException | None = exc
+    for _ in range(4):
+        if current is None:
+            return False
+        if isinstance(current, kind):
+            return True
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return False
 
 
 @asynccontextmanager

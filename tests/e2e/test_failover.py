@@ -31,8 +31,10 @@ from tests.history import (
     run_workers,
 )
 from tests.patroni_cluster import PatroniCluster, missing_tools
+from tests.receiver import Receiver
 from tests.support import LiveServer, make_server_key
 
+EVENT_TYPES = ["balance.updated", "job.updated", "credits.low"]
 ACCOUNTS = 4
 WORKERS_PER_ACCOUNT = 3
 SETTLE_S = 4.0  # load after each fault has been recovered from
@@ -97,7 +99,11 @@ async def test_failover_and_switchover_under_history_load(
     await admin.close()
     url = cluster.url(name)
     key = await make_server_key(url)  # migrates through the multi-host URL
-    env = {"CREDITSTREAM_REDIS_URL": redis_url, "CREDITSTREAM_SWEEP_INTERVAL_S": "0.5"}
+    env = {
+        "CREDITSTREAM_REDIS_URL": redis_url,
+        "CREDITSTREAM_SWEEP_INTERVAL_S": "0.5",
+        "CREDITSTREAM_WEBHOOK_ALLOW_PRIVATE": "1",  # the receiver is on loopback
+    }
     servers = [await asyncio.to_thread(live_server_factory, url, **env) for _ in range(2)]
     pids = [s.process.pid for s in servers if s.process is not None]
     balancer = await TcpBalancer([s.port for s in servers]).start()
@@ -110,11 +116,14 @@ async def test_failover_and_switchover_under_history_load(
     probe = ReadinessProbe(servers)
     probing = asyncio.create_task(probe.run())
     log, stop = WriteLog(), asyncio.Event()
+    receiver = await Receiver().start()  # the outbound deliverer's destination
     started = time.monotonic()
     try:
         async with httpx.AsyncClient(
             base_url=balancer.url, timeout=10, headers={"Authorization": f"Bearer {key}"}
         ) as http:
+            hook = {"url": receiver.url(), "events": EVENT_TYPES}
+            assert (await http.post("/v1/webhook-endpoints", json=hook)).status_code == 201
             client = HistoryClient(http, log)
             workers = await run_workers(client, tallies, WORKERS_PER_ACCOUNT, stop, seed=20)
             await asyncio.sleep(SETTLE_S)
@@ -151,12 +160,15 @@ async def test_failover_and_switchover_under_history_load(
             await asyncio.gather(*workers)
             views = await final_views(http, tallies)
             expired = await sweeper_expires_a_hold(http)
-        await settle_and_stop(subscribers, readers, {a: v["seq"] for a, v in views.items()})
+        heads = {a: int(v["seq"]) for a, v in views.items()}
+        await settle_and_stop(subscribers, readers, heads)
+        delivered = await webhooks_delivered(receiver, heads)
     finally:
         stop.set()
         probe.stopping = True
         await probing
         await balancer.stop()
+        await receiver.stop()
 
     verdict = await check_history(url, tallies, views)  # on the new primary
     for subscriber in subscribers:
@@ -170,6 +182,8 @@ async def test_failover_and_switchover_under_history_load(
         )
         assert probe.statuses(server.port, time.monotonic() - 3, time.monotonic()) == {200}
     assert expired
+    for account, head in heads.items():  # at least once, in order: resends only repeat
+        assert delivered[account] == list(range(1, head + 1)), account
 
     ttl = cluster.ttl
     # the goal is ttl + 3 s; the assertion leaves the shared CI machine 2 s more
@@ -186,6 +200,7 @@ async def test_failover_and_switchover_under_history_load(
         f"acknowledged, {log.retries} retries, {verdict.keys} keys + {verdict.refs} batch parts "
         f"each applied once, {verdict.audited} accounts audited clean, "
         f"{sum(len(s.seqs) for s in subscribers)} events streamed (WebSocket and SSE) in order, "
+        f"every event delivered to an outbound webhook endpoint, "
         f"/readyz 503 without a primary and 200 after, no restart; elapsed "
         f"{time.monotonic() - started:.0f} s"
     )
@@ -193,6 +208,24 @@ async def test_failover_and_switchover_under_history_load(
     if path := os.environ.get("CREDITSTREAM_RELIABILITY_REPORT"):
         with open(path, "a", encoding="utf-8") as out:
             out.write(report + "\n")
+
+
+async def webhooks_delivered(receiver: Receiver, heads: dict[str, int]) -> dict[str, list[int]]:
+    """Each account's seqs as the webhook receiver first saw them, once the deliverer (which
+    lived through both faults) has caught up with every head or 30 s have passed."""
+    firsts: dict[str, list[int]] = {}
+    deadline = time.monotonic() + 30
+    while True:
+        firsts = {account: [] for account in heads}
+        for event in receiver.events():
+            seqs = firsts.get(event.get("account_id", ""))
+            if seqs is not None and event["seq"] not in seqs:
+                seqs.append(event["seq"])
+        if all(len(firsts[a]) >= head for a, head in heads.items()):
+            return firsts
+        if time.monotonic() > deadline:
+            return firsts
+        await asyncio.sleep(0.3)
 
 
 async def first_write_after(log: WriteLog, moment: float) -> float:

@@ -58,6 +58,7 @@ async def under_load(
     run_s: float,
     database: str,
     subscribe: bool,
+    per_account: int = 4,
 ) -> tuple[WriteLog, int, dict[str, dict[str, object]], list[int], list[list[int]]]:
     """Run the history workload for `run_s`; the most backends seen on `database` meanwhile."""
     subscribers: list[ResumingSubscriber | ResumingSseSubscriber] = (
@@ -73,7 +74,7 @@ async def under_load(
     async with httpx.AsyncClient(
         base_url=base_url, timeout=10, headers={"Authorization": f"Bearer {key}"}
     ) as http:
-        workers = await run_workers(HistoryClient(http, log), tallies, 4, stop, seed=4)
+        workers = await run_workers(HistoryClient(http, log), tallies, per_account, stop, seed=4)
         for _ in range(int(run_s / 0.25)):
             await asyncio.sleep(0.25)
             most = max(most, await backends(database))
@@ -101,7 +102,7 @@ async def test_history_through_pgbouncer_in_transaction_mode(
     direct = await asyncio.to_thread(live_server_factory, pg_url, **env)
     direct_tallies = [Tally(f"direct-{uuid.uuid4().hex[:8]}-{i}") for i in range(4)]
     _, direct_most, direct_views, _, _ = await under_load(
-        direct.url, key, direct_tallies, RUN_S / 2, database, subscribe=False
+        direct.url, key, direct_tallies, RUN_S / 2, database, subscribe=False, per_account=8
     )
     direct.stop()
 
@@ -127,8 +128,10 @@ async def test_history_through_pgbouncer_in_transaction_mode(
         f"through it by 2 instances ({log.retries} retries), {verdict.keys} keys + "
         f"{verdict.refs} batch parts each applied once, audit clean, "
         f"{sum(len(s) for s in seen)} events streamed in order; PostgreSQL backends under "
-        f"load: 1 instance direct {direct_most} (pool {pool} + overflow {pool * 2}), "
-        f"2 instances through pgbouncer {pooled_most} (default_pool_size {POOL_SIZE})"
+        f"load: 1 instance direct with 32 clients {direct_most} (its pool: {pool} + overflow "
+        f"{pool * 2}), "
+        f"2 instances with 16 clients through pgbouncer {pooled_most} (default_pool_size "
+        f"{POOL_SIZE})"
     )
     print("\n" + report)
     if path := os.environ.get("CREDITSTREAM_RELIABILITY_REPORT"):

@@ -7,10 +7,11 @@ import configparser
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-from storage.database_url import check_supported, split_pooler
+from storage.database_url import DatabaseSetupError, check_supported, explain, split_pooler
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,3 +64,17 @@ def test_pgbouncer_config_pools_transactions() -> None:
     url = "postgresql+asyncpg://u:p@bouncer:6432/creditstream?pooler=pgbouncer"
     plain, pooler = split_pooler(url)
     assert (plain, pooler) == ("postgresql+asyncpg://u:p@bouncer:6432/creditstream", "pgbouncer")
+
+
+def test_a_multi_host_url_is_explained_by_all_its_hosts() -> None:
+    url = (
+        "postgresql+asyncpg://cs:pw@/cs?host=pg1:5432&host=pg2:5432&target_session_attrs=read-write"
+    )
+    refused = explain(ConnectionRefusedError(111, "refused"), url)
+    assert refused is not None
+    assert "pg1:5432, pg2:5432" in str(refused) and "pw" not in str(refused)
+
+
+def test_an_unknown_pooler_is_refused_in_one_line() -> None:
+    with pytest.raises(DatabaseSetupError, match="pooler=pgbouncer"):
+        split_pooler("postgresql+asyncpg://u@h/db?pooler=odyssey")
