@@ -26,6 +26,10 @@ class PgBouncer:
         self.port = free_port()
         self.workdir = Path(tempfile.mkdtemp(prefix="creditstream-pgbouncer-"))
         self.process: subprocess.Popen[bytes] | None = None
+        shipped = configparser.ConfigParser(interpolation=None)
+        shipped.read(SHIPPED_INI)
+        # what pgbouncer may open beyond the pool when clients wait (the shipped setting)
+        self.reserve = int(shipped["pgbouncer"].get("reserve_pool_size", "0"))
 
     @property
     def log_path(self) -> Path:
