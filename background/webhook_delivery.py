@@ -366,15 +366,15 @@ class _Pass:
             if p.account_id in batches
         ]
 
-        async def lane(number: int) -> None:
+        async def lane() -> None:
             while queue and not self._should_stop():
                 account_id, batch = queue.pop()
-                await self._deliver(account_id, batch, number)
+                await self._deliver(account_id, batch)
 
         try:
             async with asyncio.TaskGroup() as lanes:
-                for number in range(min(self.d.policy.concurrency, len(queue))):
-                    lanes.create_task(lane(number))
+                for _ in range(min(self.d.policy.concurrency, len(queue))):
+                    lanes.create_task(lane())
         finally:  # also when cancelled: what was acknowledged moves the cursors
             async with self.d.step():
                 self.gone = not await asyncio.shield(
@@ -398,14 +398,14 @@ class _Pass:
     def _should_stop(self) -> bool:
         return self.failed or self.d.stopping.is_set()
 
-    async def _deliver(self, account_id: str, batch: list[Journaled], lane: int) -> None:
+    async def _deliver(self, account_id: str, batch: list[Journaled]) -> None:
         """The account's events in order, until one fails or the pass must stop."""
         for event in batch:
             if event.type in self.wanted:
                 self.lag.waiting[account_id] = event.created_at
                 if self._should_stop():
                     return
-                attempt = await self._send(account_id, event.seq, event.type, event.payload, lane)
+                attempt = await self._send(account_id, event.seq, event.type, event.payload)
                 self.attempts.append(attempt)
                 if not attempt.ok:
                     return
@@ -413,7 +413,7 @@ class _Pass:
         self.lag.waiting.pop(account_id, None)  # re-set by the next pass if more came
 
     async def _send(
-        self, account_id: str, seq: int, event_type: str, payload: dict[str, object], lane: int
+        self, account_id: str, seq: int, event_type: str, payload: dict[str, object]
     ) -> Attempt:
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
         at = self.d.wall_now()
@@ -425,7 +425,6 @@ class _Pass:
                 body,
                 event_type,
                 f"{account_id}:{seq}",
-                lane,
             )
         error = sent.error
         metrics.WEBHOOK_DELIVERIES.labels("ok" if error is None else "failed").inc()
