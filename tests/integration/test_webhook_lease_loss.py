@@ -23,7 +23,8 @@ import pytest
 import sqlalchemy as sa
 
 from asgi import create_app
-from background.webhook_delivery import RENEW_EVERY_S, Deliverer
+from background.webhook_delivery import Deliverer
+from background.webhook_worker import RENEW_EVERY_S, EndpointWorker
 from config import Settings
 from storage.keys import create_server_key
 from storage.sql import Database
@@ -94,8 +95,9 @@ async def test_a_lost_lease_cancels_the_attempt_in_flight(
 
         running.append(asyncio.create_task(first.run_forever(stop_first)))
         await asyncio.wait_for(receiver.arrived.wait(), 10)  # the first copy is in flight
-        assert endpoint_id in first._workers
-        worker = first._workers[endpoint_id]
+        assert endpoint_id in first.workers
+        worker = first.workers[endpoint_id]
+        assert isinstance(worker, EndpointWorker)
         assert await _lease_owner(db, endpoint_id) == first.owner
 
         # the lease lapses (the instance stalled past it); the next copy is answered at once
@@ -109,7 +111,7 @@ async def test_a_lost_lease_cancels_the_attempt_in_flight(
         cancelled_after = time.monotonic() - lapsed_at
         assert worker.lease_lost
         assert cancelled_after < SLOW_S / 3
-        assert first.oldest_step() is None or endpoint_id not in first._workers
+        assert first.oldest_step() is None or endpoint_id not in first.workers
         assert await _cursor(db, endpoint_id) is None  # the unanswered copy moved nothing
         assert await _attempts(db, endpoint_id) == []  # and is not recorded as delivered
 
@@ -126,7 +128,7 @@ async def test_a_lost_lease_cancels_the_attempt_in_flight(
         ]
         # the first instance never took the lease back, nor released the second one's
         assert await _lease_owner(db, endpoint_id) in (second.owner, None)
-        assert endpoint_id not in first._workers
+        assert endpoint_id not in first.workers
         # the cancelled copy is still waiting in the receiver: let it end before the teardown
         await _until(_nothing, lambda _: receiver.in_flight["/hook"] == 0, SLOW_S + 5)
     finally:
