@@ -75,11 +75,11 @@ class DeliveryPass:
             or any(len(batches.get(p.account_id, ())) >= EVENTS_PER_ACCOUNT for p in pending)
             or (sum(len(b) for b in batches.values()) >= EVENTS_PER_PASS)
         )
-        queue = [
-            (p.account_id, batches[p.account_id])
-            for p in reversed(pending)
-            if p.account_id in batches
-        ]
+        # the longest batches first (popped from the end): an account's events go one at a
+        # time, so one started last with many events would keep the pass, and its record,
+        # waiting while the other lanes idle
+        ready = [(p.account_id, batches[p.account_id]) for p in pending if p.account_id in batches]
+        queue = sorted(reversed(ready), key=lambda item: len(item[1]))  # ties: pending order
 
         async def lane() -> None:
             while queue and not self._should_stop():
