@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from storage.sql import Database
 from storage.tables import events
 
+MIN_EVENTS_RETENTION = timedelta(days=7)  # G5; CREDITSTREAM_EVENTS_RETENTION_DAYS may only add
 PRUNE_BATCH = 5000  # rows per transaction: tens of milliseconds on PostgreSQL (docs/SCALING.md)
 PRUNE_BATCHES_PER_PASS = 10  # a pass stops there; the sweeper's next pass goes on
 

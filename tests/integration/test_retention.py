@@ -13,6 +13,7 @@ from asgi import load_catalogue
 from background.sweeper import KEY_RETENTION, Sweeper
 from config import ConfigError, Settings
 from core.service import CreditService
+from storage.queries import audit
 from storage.retention import EventRetention
 from storage.sql import Database
 from storage.tables import events, idempotency_keys
@@ -107,6 +108,30 @@ async def test_the_sweeper_prunes_events_and_keys_past_their_retention(
     clock.advance(minutes=10)  # the next minute's prune: the two left have aged out too
     sweeper.runs = 0
     assert (await sweeper.run_once()).events_pruned == 2
+
+
+async def test_the_audit_accepts_a_pruned_prefix_and_flags_a_hole(
+    db: Database, service: CreditService, clock: MutableClock
+) -> None:
+    for _ in range(3):
+        async with db.transaction() as uow:
+            await service.grant(uow, "kept", 5, "purchase")
+        async with db.transaction() as uow:
+            await service.grant(uow, "idle", 5, "purchase")
+    clock.advance(days=8)
+    async with db.transaction() as uow:
+        await service.grant(uow, "kept", 5, "purchase")  # its last event, inside the window
+    assert (await EventRetention(db, WINDOW).prune(clock.now())).deleted > 0
+    async with db.read() as uow:
+        _, mismatches = await audit(uow.conn, clock.now())
+    assert mismatches == []  # "kept" has a suffix, "idle" none: both past the window only
+    async with db.transaction() as uow:
+        await uow.conn.execute(sa.delete(events).where(events.c.account_id == "kept"))
+    async with db.read() as uow:
+        _, mismatches = await audit(uow.conn, clock.now())
+    assert [(m.account_id, m.field) for m in mismatches] == [
+        ("kept", "seq (its recent events are gone)")
+    ]
 
 
 def test_the_retention_setting_keeps_at_least_the_seven_days_g5_promises() -> None:
