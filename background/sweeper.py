@@ -1,7 +1,7 @@
 """The sweeper: releases holds past their TTL, expires grants past `expires_at`, and prunes what
 outlives its retention — stream events past the journal's window and old idempotency keys — in
-bounded batches (storage/retention.py). Every instance runs one; the engine's locks and status guards make concurrent
-sweepers safe (each hold is released once)."""
+bounded batches (storage/retention.py). Every instance runs one; the engine's locks and status
+guards make concurrent sweepers safe (each hold is released once)."""
 
 from __future__ import annotations
 

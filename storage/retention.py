@@ -31,7 +31,15 @@ async def delete_older_than(
     """Delete up to `limit` rows of `table` whose `created` is before `before`, oldest first,
     in one transaction; returns how many went."""
     key = table.primary_key.columns
-    oldest = sa.select(*key).where(created < before).order_by(created).limit(limit)
+    # SKIP LOCKED (PostgreSQL; SQLite has one writer anyway): sweepers on several instances
+    # delete disjoint batches instead of queueing behind each other's row locks
+    oldest = (
+        sa.select(*key)
+        .where(created < before)
+        .order_by(created)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
     async with db.transaction() as uow:
         gone = await uow.conn.execute(sa.delete(table).where(sa.tuple_(*key).in_(oldest)))
         return int(gone.rowcount or 0)
