@@ -24,6 +24,7 @@ from datetime import timedelta
 from typing import Any
 
 from bench.database import bench_database
+from bench.measure import machine_info, service_versions
 from bench.results import Progress, Result, Row
 
 TABLES = (
@@ -60,6 +61,8 @@ async def run(args: argparse.Namespace, say: Progress) -> Result:
         {"operations": args.operations, "accounts": args.accounts, "batch": args.prune_batch},
     )
     async with bench_database(args.pg_admin, args.database_url) as dsn:
+        pg_version, _ = await service_versions(dsn, None)
+        result.machine = machine_info(pg_version, None)
         workload = _Workload(dsn, args.accounts)
         await workload.open()
         try:
