@@ -298,3 +298,24 @@ def test_soak_refuses_nonsense_numbers(
         main(["bench", "soak", option, value])
     assert exited.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.postgres
+def test_growth(tmp_path: Path, pg_url: str) -> None:
+    result = run_bench(
+        tmp_path,
+        "growth",
+        "--database-url",
+        pg_url,
+        "--operations",
+        "60",
+        "--accounts",
+        "5",
+        "--prune-batch",
+        "50",
+    )
+    assert row(result, "all tables: bytes per operation")["creditstream"] > 0
+    assert row(result, "events: rows per operation")["creditstream"] > 1  # a hold, a capture…
+    assert row(result, "requests per operation")["creditstream"] >= 1
+    prune = result["details"]["prune"]
+    assert prune["deleted"] > 0 and prune["batches"] >= 2 and prune["rows_per_s"] > 0
