@@ -28,9 +28,11 @@ from api.console.routes import console_routes
 from api.demo import demo_routes
 from api.docs_page import docs_routes
 from api.errors import EXCEPTION_HANDLERS
+from api.hot_path import HotRoutes
 from api.observability import (
     ObservabilityMiddleware,
     configure_logging,
+    observe_http,
     observe_websocket,
     redact_tokens_in_logs,
 )
@@ -152,6 +154,9 @@ def create_app(
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
     )
+    app.hot = HotRoutes(
+        app.router.routes, EXCEPTION_HANDLERS, skip_origin=bool(settings.cors_origins)
+    )
     app.state.openapi = openapi.build(API_ROUTES, VERSION)
     return app
 
@@ -160,7 +165,12 @@ class CreditstreamApp(Starlette):
     """Starlette, with `/v1/stream` WebSockets handed straight to their endpoint. A stream stays
     open for hours: through the middleware stack and the router it would keep a dozen coroutine
     frames alive (~4 KiB a connection) and pass every message it sends through each layer. The
-    request id and its `X-Request-ID` stay; CORS and the error pages concern HTTP only."""
+    request id and its `X-Request-ID` stay; CORS and the error pages concern HTTP only.
+
+    The write routes every generation calls take one pass too (api/hot_path.py), with the
+    request id, metrics and access line of every request."""
+
+    hot: HotRoutes | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -169,6 +179,10 @@ class CreditstreamApp(Starlette):
         if scope["type"] == "websocket" and _route_path(scope) == STREAM_PATH:
             scope["app"] = self
             await observe_websocket(stream_app, scope, receive, send)
+            return
+        if scope["type"] == "http" and self.hot is not None and self.hot.match(scope):
+            scope["app"] = self
+            await observe_http(self.hot.serve, scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 
