@@ -1,10 +1,12 @@
 """Log lines written off the event loop: a thread takes finished lines from a queue and writes
 whatever has gathered in one `write` and one flush.
 
-Under load a server logs a line per request; written by the request itself, each line is a
-system call on the event loop. Queued, the event loop only appends a string; the writer thread
-wakes at the first line, lets the lines of the next few milliseconds gather, and writes them
-together (at most ~1/GATHER_S wake-ups a second however many requests arrive)."""
+Under load a server logs a line per request (the access line); written by the request itself,
+each line is a system call on the event loop. Queued (`put`), the event loop only appends a
+string; the writer thread wakes at the first line, lets the lines of the next few milliseconds
+gather, and writes them together (at most ~1/GATHER_S wake-ups a second however many requests
+arrive). Every other line is written at once (`write_now`, after the queued ones, in order), as
+a stream handler would: a warning is in the log when the call that logged it returns."""
 
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ class LineWriter:
         self._woken = False
         self._wake = threading.Event()
         self._closing = False
+        self._writing = threading.RLock()  # one batch at a time, in the order lines arrived
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self._thread.start()
         atexit.register(self.close)
@@ -42,6 +45,11 @@ class LineWriter:
         if not self._woken:
             self._woken = True
             self._wake.set()
+
+    def write_now(self, line: str) -> None:
+        """Write the queued lines and then `line`, before returning."""
+        with self._writing:
+            self._write([*self._take(), line])
 
     def close(self) -> None:
         if self._thread.is_alive():
@@ -57,16 +65,20 @@ class LineWriter:
             # cleared before taking the lines: a line put from now on wakes the next round
             self._wake.clear()
             self._woken = False
-            batch: list[str] = []
-            try:
-                while True:
-                    batch.append(self._lines.popleft())
-            except IndexError:
-                pass
-            if batch:
-                self._write(batch)
+            with self._writing:
+                batch = self._take()
+                if batch:
+                    self._write(batch)
             if self._closing:
                 return
+
+    def _take(self) -> list[str]:
+        batch: list[str] = []
+        try:
+            while True:
+                batch.append(self._lines.popleft())
+        except IndexError:
+            return batch
 
     def _write(self, batch: list[str]) -> None:
         stream = self._stream or sys.stderr
@@ -77,10 +89,9 @@ class LineWriter:
             pass
 
 
-class QueuedLineHandler(logging.Handler):
-    """A logging handler whose formatted lines go to a `LineWriter`: the record is formatted
-    where it is logged (the request id of the task that logs it is read there), the write is
-    the writer thread's."""
+class LineHandler(logging.Handler):
+    """A logging handler writing through a `LineWriter`, at once and after the lines queued
+    before (the access lines, which api/observability.py queues itself)."""
 
     def __init__(self, writer: LineWriter) -> None:
         super().__init__()
@@ -88,6 +99,6 @@ class QueuedLineHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.writer.put(self.format(record))
+            self.writer.write_now(self.format(record))
         except Exception:
             self.handleError(record)

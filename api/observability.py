@@ -14,7 +14,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import metrics
-from api.log_writer import LineWriter, QueuedLineHandler
+from api.log_writer import LineHandler, LineWriter
 
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -79,7 +79,7 @@ class JsonFormatter(logging.Formatter):
 
 # the one writer thread of this process's log lines (json format), made on first configuration
 _writer: LineWriter | None = None
-_handler: QueuedLineHandler | None = None
+_handler: LineHandler | None = None
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -88,7 +88,7 @@ def configure_logging(level: str = "INFO") -> None:
     global _writer, _handler
     if _writer is None:
         _writer = LineWriter()
-    handler = _handler = QueuedLineHandler(_writer)
+    handler = _handler = LineHandler(_writer)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 
-from api.log_writer import LineWriter, QueuedLineHandler
+from api.log_writer import LineHandler, LineWriter
 
 
 def test_lines_are_written_in_order_and_close_writes_what_is_left() -> None:
@@ -53,17 +53,19 @@ def test_a_line_is_written_soon_without_close() -> None:
     assert out.getvalue() == "first\nsecond\n"
 
 
-def test_the_handler_queues_formatted_records() -> None:
+def test_the_handler_writes_at_once_after_the_queued_lines() -> None:
     out = io.StringIO()
     writer = LineWriter(out)
-    handler = QueuedLineHandler(writer)
+    handler = LineHandler(writer)
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     logger = logging.getLogger("test_log_writer")
     logger.propagate = False
     logger.addHandler(handler)
     try:
+        writer.put("queued access line")
         logger.warning("disk %s", "full")
+        # in the stream when the call returns, after the line queued before it
+        assert out.getvalue() == "queued access line\nWARNING disk full\n"
     finally:
         logger.removeHandler(handler)
-    writer.close()
-    assert out.getvalue() == "WARNING disk full\n"
+        writer.close()
