@@ -18,7 +18,13 @@ ROUTES = starlette_routes(V1_ROUTES + SEED_ROUTES)
 
 
 def scope(method: str, path: str, headers: list[tuple[bytes, bytes]] | None = None) -> Any:
-    return {"type": "http", "method": method, "path": path, "root_path": "", "headers": headers or []}
+    return {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "root_path": "",
+        "headers": headers or [],
+    }
 
 
 @pytest.mark.parametrize(
