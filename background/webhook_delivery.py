@@ -57,10 +57,6 @@ RECONCILE_S = 30.0  # how often a pass looks at every account, not only those th
 MOVED_MARGIN = timedelta(seconds=10)  # commits land later than the created_at they carry
 ATTEMPT_RETENTION = timedelta(days=30)
 FAILURE_BACKOFF_CAP_S = 30.0
-# rounds woken by commits start at most this often: under a write load every batch's commit
-# wakes the deliverer, and a round per batch was a query per batch with no endpoint to find
-# (endpoints' own workers are told of commits directly, at once)
-WAKE_GAP_S = 0.05
 
 Now = Callable[[], datetime]
 
@@ -158,7 +154,6 @@ class Deliverer:
         try:
             while not self.stopping.is_set():
                 wait = self.policy.poll_s
-                round_started = time.monotonic()
                 self.heartbeat.beat()
                 self._wake.clear()
                 try:
@@ -173,9 +168,6 @@ class Deliverer:
                     wait = backoff.next_delay()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._woken(), wait)
-                gap = min(WAKE_GAP_S, self.policy.poll_s) - (time.monotonic() - round_started)
-                if gap > 0 and not self.stopping.is_set():
-                    await asyncio.sleep(gap)
             await asyncio.gather(
                 *(w.task for w in list(self._workers.values())), return_exceptions=True
             )
