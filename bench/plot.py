@@ -123,10 +123,10 @@ def _http(plt: Any, result: dict[str, Any]) -> Any:
     phases = ["echo", "echo_workers", "uniform", "hot", "workers"]
     names = {
         "echo": "bare echo",
-        "echo_workers": f"echo, {result['params']['workers']} workers",
-        "uniform": "1,000 accounts",
-        "hot": "one hot account",
-        "workers": f"{result['params']['workers']} workers",
+        "echo_workers": f"echo,\n{result['params']['workers']} workers",
+        "uniform": "1,000\naccounts",
+        "hot": "one hot\naccount",
+        "workers": f"{result['params']['workers']}\nworkers",
     }
     width = 0.8 / max(1, len(runs))
     for i, (variant, run) in enumerate(runs.items()):
