@@ -57,10 +57,15 @@ class Deliverer(DeliveryState):
         super().__init__(store, egress, policy, journal_now, wall_now)
         self._wake = asyncio.Event()
         self.rounds = 0
+        # no endpoint was due for this instance in the last round (none enabled, or all leased
+        # by other instances or backing off): commits then need no round of their own, the
+        # next poll finds what changes — a woken round per commit batch cost a query each
+        self._idle = False
 
     async def wake(self, events: list[Event]) -> None:
         """A publisher: new events were committed, look sooner than the next poll."""
-        self._wake.set()
+        if not self._idle:
+            self._wake.set()
         for worker in self.workers.values():
             worker.dirty = True
 
@@ -112,7 +117,9 @@ class Deliverer(DeliveryState):
         if self.rounds % 3600 == 0:
             await self.store.purge_attempts(self.wall_now() - ATTEMPT_RETENTION)
         self.rounds += 1
-        for endpoint_id in await self.store.due(self.wall_now(), ENDPOINTS_PER_ROUND, self.owner):
+        due = await self.store.due(self.wall_now(), ENDPOINTS_PER_ROUND, self.owner)
+        self._idle = not due and not self.workers
+        for endpoint_id in due:
             if endpoint_id in self.workers or self.stopping.is_set():
                 continue  # a worker whose lease lapsed is still ending
             now = self.wall_now()

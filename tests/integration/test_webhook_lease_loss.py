@@ -115,6 +115,11 @@ async def test_a_lost_lease_cancels_the_attempt_in_flight(
         assert await _cursor(db, endpoint_id) is None  # the unanswered copy moved nothing
         assert await _attempts(db, endpoint_id) == []  # and is not recorded as delivered
 
+        # a lapsed lease is free for any instance, this one included: stop it, so that the
+        # handover to the second instance is what the rest of the test watches
+        stop_first.set()
+        await asyncio.wait_for(asyncio.shield(running[0]), 10)
+
         # the second instance takes the lease and delivers the account's events, once each
         running.append(asyncio.create_task(second.run_forever(stop_second)))
         journaled = await _seqs(db)
@@ -126,7 +131,7 @@ async def test_a_lost_lease_cancels_the_attempt_in_flight(
         assert [(r["seq"], r["status_code"], r["error"]) for r in recorded] == [
             (seq, 200, None) for seq in journaled
         ]
-        # the first instance never took the lease back, nor released the second one's
+        # the first instance, stopped, did not release the second one's lease
         assert await _lease_owner(db, endpoint_id) in (second.owner, None)
         assert endpoint_id not in first.workers
         # the cancelled copy is still waiting in the receiver: let it end before the teardown
