@@ -35,7 +35,7 @@ class Touches:
 NOTHING = Touches()
 
 
-@dataclass
+@dataclass(slots=True)  # one per operation: slots make it cheaper to build
 class PendingWrites:
     """Everything the batch's successful operations saved, latest state per row."""
 
