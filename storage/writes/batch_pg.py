@@ -128,10 +128,16 @@ UNCLAIM = (
 def _fields(record: asyncpg.Record, prefix: str = "") -> SimpleNamespace:
     """A record's columns as attributes, as the row mappers read them: built in C at once,
     where `RecordColumns` answers each attribute with a Python call (a batch reads thousands)."""
-    if not prefix:
-        return SimpleNamespace(**record)
+    if not prefix:  # keys and values zipped: ** on the record itself goes key by key
+        return SimpleNamespace(**dict(zip(record.keys(), record.values(), strict=True)))
     cut = len(prefix)
-    return SimpleNamespace(**{k[cut:]: v for k, v in record.items() if k.startswith(prefix)})
+    return SimpleNamespace(
+        **{
+            k[cut:]: v
+            for k, v in zip(record.keys(), record.values(), strict=True)
+            if k[:cut] == prefix
+        }
+    )
 
 
 class PgBatchSession:
