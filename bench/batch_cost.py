@@ -88,7 +88,10 @@ async def ceiling_cpu_per_hold(dsn: str, ids: list[str], size: int, batches: int
     conn = await asyncpg.connect(dsn)
     rng = random.Random(7)
     try:
-        pick = (lambda: rng.sample(ids, size)) if len(ids) >= size else (lambda: [ids[0]] * size)
+
+        def pick() -> list[str]:
+            return rng.sample(ids, size) if len(ids) >= size else [ids[0]] * size
+
         for _ in range(5):
             await rawsql_batch.hold_batch(conn, pick(), 1, datetime.now(UTC))
         cpu = 0.0
