@@ -7,7 +7,7 @@ event with the next `seq`; the unit of work persists both in the same transactio
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -458,7 +458,8 @@ class Account(RefundRules):
         """`grant` ready to change, and marked so: a working copy's own copy of it when it was
         shared (`index`, its place in `grants`, when the caller knows it)."""
         if self.shared_grants and grant.grant_id not in self.own_grants:
-            mine = replace(grant)
+            mine = object.__new__(Grant)  # dataclasses.replace, without its per-field walk
+            mine.__dict__.update(grant.__dict__)
             self.grants[self._index_of(grant) if index is None else index] = mine
             self.own_grants.add(grant.grant_id)
             grant = mine

@@ -46,7 +46,8 @@ def normalise_account_id(raw: object) -> str:
             "Expected an account id of 1-128 characters from [A-Za-z0-9_.:@-] (not . or ..), "
             f"got {str(raw)[:140]!r}"
         )
-    return raw.lower() if _WALLET.fullmatch(raw) else raw
+    # only a 42-character id starting 0x can be a wallet: most ids skip the second pattern
+    return raw.lower() if len(raw) == 42 and raw[:2] == "0x" and _WALLET.fullmatch(raw) else raw
 
 
 def check_amount(amount: object, name: str = "amount") -> int:

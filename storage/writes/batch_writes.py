@@ -21,7 +21,14 @@ Row = dict[str, Any]
 class TableWrites:
     table: sa.Table
     inserts: list[Row]
-    updates: list[Row]  # keyed by the table's `id`, every column set
+    updates: list[Row]  # keyed by the table's `id`, the columns given set
+
+
+# what can change in a grant or a hold once written (core.account: a grant's remaining and
+# reserved credits; a hold's ending): their updates set only these, fewer arrays to send and
+# fewer values for PostgreSQL to write
+GRANT_CHANGES = ("id", "remaining", "reserved")
+HOLD_CHANGES = ("id", "status", "captured_amount", "release_reason", "closed_at", "funding")
 
 
 def planned_writes(writes: PendingWrites, now: datetime) -> list[TableWrites]:
@@ -34,8 +41,8 @@ def planned_writes(writes: PendingWrites, now: datetime) -> list[TableWrites]:
                 for a, new in writes.accounts.values()
             ],
         ),
-        _split(grants, [(_grant_row(g), new) for g, new in writes.grants.values()]),
-        _split(holds, [(SqlHolds._row(h), new) for h, new in writes.holds.values()]),
+        _split(grants, [(_grant_row(g), new) for g, new in writes.grants.values()], GRANT_CHANGES),
+        _split(holds, [(SqlHolds._row(h), new) for h, new in writes.holds.values()], HOLD_CHANGES),
         _split(jobs, [(SqlJobs._row(j), new) for j, new in writes.jobs.values()]),
         TableWrites(
             entries,
@@ -74,7 +81,10 @@ def planned_writes(writes: PendingWrites, now: datetime) -> list[TableWrites]:
     ]
 
 
-def _split(table: sa.Table, rows: list[tuple[Row, bool]]) -> TableWrites:
-    return TableWrites(
-        table, [row for row, new in rows if new], [row for row, new in rows if not new]
-    )
+def _split(
+    table: sa.Table, rows: list[tuple[Row, bool]], changes: tuple[str, ...] | None = None
+) -> TableWrites:
+    updates = [row for row, new in rows if not new]
+    if changes is not None:
+        updates = [{name: row[name] for name in changes} for row in updates]
+    return TableWrites(table, [row for row, new in rows if new], updates)

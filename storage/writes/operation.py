@@ -36,16 +36,35 @@ class OperationUnitOfWork:
 
     def __init__(self, batch: Batch) -> None:
         self.batch = batch
-        self.saved = PendingWrites()  # first: the repositories below stage into it
+        self.saved = PendingWrites()  # what the repositories below stage
         self.saved_events: list[Event] = []
         self.after_commit: list[Callable[[], None]] = []
-        self.accounts = _OperationAccounts(self)
-        self.holds = _OperationHolds(self)
-        self.jobs = _OperationJobs(self)
-        self.webhooks = _OperationWebhooks(self)
-        self.spends = _OperationSpends(self)
         self.working: dict[str, Account] = {}
         self.created: set[str] = set()
+
+    # The repositories are made on each use, never kept: one kept here would point back at
+    # this unit of work, a reference cycle per operation that only the cyclic collector frees,
+    # holding the operation's accounts, rows and events until a full collection walks them.
+
+    @property
+    def accounts(self) -> _OperationAccounts:
+        return _OperationAccounts(self)
+
+    @property
+    def holds(self) -> _OperationHolds:
+        return _OperationHolds(self)
+
+    @property
+    def jobs(self) -> _OperationJobs:
+        return _OperationJobs(self)
+
+    @property
+    def webhooks(self) -> _OperationWebhooks:
+        return _OperationWebhooks(self)
+
+    @property
+    def spends(self) -> _OperationSpends:
+        return _OperationSpends(self)
 
     def commit(self) -> None:
         """The operation succeeded: what it saved becomes the batch's state and pending writes."""
@@ -117,12 +136,16 @@ class _OperationAccounts:
 
     async def lock(self, account_id: str) -> Account | None:
         uow = self.uow
-        if account_id in uow.working:
-            return uow.working[account_id]
-        await uow.batch.lock_accounts([account_id])
-        current = uow.batch.accounts.get(account_id)
+        mine = uow.working.get(account_id)
+        if mine is not None:
+            return mine
+        batch = uow.batch
+        current = batch.accounts.get(account_id)  # most often locked with the batch's load
         if current is None:
-            return None
+            await batch.lock_accounts([account_id])
+            current = batch.accounts.get(account_id)
+            if current is None:
+                return None
         account = uow.working[account_id] = copy_account(current)
         return account
 
@@ -167,14 +190,22 @@ class _StagedRows(Generic[Row]):
         raise NotImplementedError("the sweeper finds what is due with a read, not in a batch")
 
 
+def _hold_id(hold: Hold) -> str:
+    return hold.hold_id
+
+
+def _job_id(job: Job) -> str:
+    return job.job_id
+
+
 class _OperationHolds(_StagedRows[Hold]):
     def __init__(self, uow: OperationUnitOfWork) -> None:
-        super().__init__(uow.saved.holds, lambda h: h.hold_id, copy_hold, uow.batch.hold)
+        super().__init__(uow.saved.holds, _hold_id, copy_hold, uow.batch.hold)
 
 
 class _OperationJobs(_StagedRows[Job]):
     def __init__(self, uow: OperationUnitOfWork) -> None:
-        super().__init__(uow.saved.jobs, lambda j: j.job_id, copy_job, uow.batch.job)
+        super().__init__(uow.saved.jobs, _job_id, copy_job, uow.batch.job)
         self.uow = uow
 
     async def by_task(self, provider: str, task_id: str) -> Job | None:

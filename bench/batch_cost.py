@@ -1,0 +1,158 @@
+"""What one batched hold costs the engine in CPU, callers excluded: batches of holds handed
+straight to `run_batch` one after the other (no caller tasks, no futures awaited, no other
+batch in flight), the process's CPU time per hold; and the same for the batched ceiling's
+`hold_batch`. A cProfile pass over the same loop splits the engine's figure into its parts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import pstats
+import random
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from bench import rawsql_batch
+
+# the parts of a batch, by the function whose cumulative time is the part (cProfile); what is
+# left of run_batch's own total is the transaction's BEGIN and COMMIT and the glue between
+PARTS: tuple[tuple[str, str, str], ...] = (
+    ("lock the accounts, read their grants, rows to objects", "storage/writes/batch.py", "load"),
+    (
+        "core's rules: CreditService.hold, with the reads and saves it asks of its unit of work",
+        "core/service.py",
+        "hold",
+    ),
+    (
+        "an operation's changes handed to the batch (its unit of work's commit)",
+        "storage/writes/operation.py",
+        "commit",
+    ),
+    ("rows for the arrays (planned_writes)", "storage/writes/batch_writes.py", "planned_writes"),
+    (
+        "rows to column arrays, JSON encoded (pg_arrays.arrays)",
+        "storage/writes/pg_arrays.py",
+        "arrays",
+    ),
+    (
+        "asyncpg: the array statement sent (encoding included)",
+        "storage/writes/pg_arrays.py",
+        "write",
+    ),
+)
+
+
+async def engine_cpu_per_hold(
+    service: Any, db: Any, ids: list[str], size: int, batches: int, profile: bool = False
+) -> dict[str, Any]:
+    """CPU seconds of this process per hold, over `batches` batches of `size` holds on distinct
+    accounts (or the one account when there is one)."""
+    from storage.writes.batch import Touches
+    from storage.writes.transaction import Operation, run_batch
+
+    loop = asyncio.get_running_loop()
+    rng = random.Random(7)
+
+    def action(account_id: str) -> Any:
+        return lambda uow: service.hold(uow, account_id, 1)
+
+    def ops() -> list[Operation]:
+        picked = rng.sample(ids, size) if len(ids) >= size else [ids[0]] * size
+        return [Operation(action(a), Touches(accounts=(a,)), loop.create_future()) for a in picked]
+
+    for _ in range(5):  # warm: statements prepared, caches filled
+        await run_batch(db, ops(), datetime.now(UTC))
+    cpu = 0.0
+    profiler = cProfile.Profile() if profile else None
+    for _ in range(batches):
+        batch = ops()  # the callers' side: not counted
+        started = time.process_time()
+        if profiler:
+            profiler.enable()
+        await run_batch(db, batch, datetime.now(UTC))
+        if profiler:
+            profiler.disable()
+        cpu += time.process_time() - started
+    result: dict[str, Any] = {"us_per_hold": 1e6 * cpu / (batches * size)}
+    if profiler:
+        result["parts"] = _parts(profiler, batches * size)
+    return result
+
+
+async def ceiling_cpu_per_hold(dsn: str, ids: list[str], size: int, batches: int) -> float:
+    """The same figure for the batched ceiling's `hold_batch`."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    rng = random.Random(7)
+    try:
+
+        def pick() -> list[str]:
+            return rng.sample(ids, size) if len(ids) >= size else [ids[0]] * size
+
+        for _ in range(5):
+            await rawsql_batch.hold_batch(conn, pick(), 1, datetime.now(UTC))
+        cpu = 0.0
+        for _ in range(batches):
+            picked = pick()
+            started = time.process_time()
+            await rawsql_batch.hold_batch(conn, picked, 1, datetime.now(UTC))
+            cpu += time.process_time() - started
+    finally:
+        await conn.close()
+    return 1e6 * cpu / (batches * size)
+
+
+def _parts(profiler: cProfile.Profile, holds: int) -> dict[str, float]:
+    """Each part's share of run_batch, in µs per hold under the profiler (its own overhead
+    included, so the shares mean more than the sums)."""
+    stats = pstats.Stats(profiler)
+    cumulative: dict[tuple[str, str], float] = {}
+    for (filename, _, function), (_, _, _, cum, _) in stats.stats.items():  # type: ignore
+        for _, path, name in (*PARTS, ("", "storage/writes/transaction.py", "run_batch")):
+            if filename.endswith(path) and function == name:
+                cumulative[(path, name)] = cumulative.get((path, name), 0.0) + cum
+    total = cumulative.get(("storage/writes/transaction.py", "run_batch"), 0.0)
+    parts = {label: cumulative.get((path, name), 0.0) for label, path, name in PARTS}
+    # `write` includes `arrays`: keep the statement alone
+    write = "asyncpg: the array statement sent (encoding included)"
+    parts[write] -= parts["rows to column arrays, JSON encoded (pg_arrays.arrays)"]
+    parts["BEGIN, COMMIT, the operations' loop and the rest"] = total - sum(parts.values())
+    return {label: round(1e6 * s / holds, 1) for label, s in parts.items()} | {
+        "total under cProfile": round(1e6 * total / holds, 1)
+    }
+
+
+async def _main(accounts: int, size: int, batches: int) -> None:
+    from importlib import resources
+
+    from bench.database import DEFAULT_PG_ADMIN, account_ids, bench_database, seed_accounts
+    from core.ports import SystemClock
+    from core.pricing import Catalogue
+    from core.service import CreditService
+    from storage.sql import Database
+
+    text = resources.files("core").joinpath("pricing.toml").read_text(encoding="utf-8")
+    service = CreditService(SystemClock(), Catalogue.from_toml(text))
+    async with bench_database(DEFAULT_PG_ADMIN) as dsn:
+        ids = account_ids("cost", accounts)
+        await seed_accounts(dsn, ids)
+        db = Database.from_url(dsn, pool_size=1)
+        try:
+            plain = await engine_cpu_per_hold(service, db, ids, size, batches)
+            profiled = await engine_cpu_per_hold(service, db, ids, size, batches, profile=True)
+        finally:
+            await db.dispose()
+        ceiling = await ceiling_cpu_per_hold(dsn, ids, size, batches)
+    print(f"engine {plain['us_per_hold']:.1f} us/hold, batched ceiling {ceiling:.1f} us/hold")
+    for label, us in profiled["parts"].items():
+        print(f"  {us:7.1f}  {label}")
+
+
+if __name__ == "__main__":  # python -m bench.batch_cost [accounts] [holds per batch] [batches]
+    import sys
+
+    numbers = [int(a) for a in sys.argv[1:4]]
+    asyncio.run(_main(*(numbers + [1000, 64, 200][len(numbers) :])))
