@@ -121,3 +121,10 @@ WRITE_BATCH_SPLITS = Counter(
     "Batches that failed for a non-domain reason and ran again one operation at a time",
     registry=REGISTRY,
 )
+STANDBY_READS = Counter(
+    "creditstream_standby_reads",
+    "Reads routed to CREDITSTREAM_DATABASE_READ_URL, by who served them (standby, primary) "
+    "and why (caught_up; or lagging, standby_down, not_a_standby, recovery_conflict)",
+    ["served_by", "reason"],
+    registry=REGISTRY,
+)
