@@ -192,6 +192,10 @@ class Standbys:
             else:
                 metrics.STANDBY_READS.labels("standby", "caught_up").inc()
                 return result
+            if reason == "standby_down":
+                # its pooled connections died with it: the next try after STANDBY_RETRY_S
+                # opens new ones instead of failing on each stale one in turn
+                await standby.engine.dispose()
         metrics.STANDBY_READS.labels("primary", reason).inc()
         return await on_primary()
 

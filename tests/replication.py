@@ -110,5 +110,8 @@ class ReplicatedPostgres:
         finally:
             await standby.close()
 
+    async def primary(self) -> asyncpg.Connection:
+        return await asyncpg.connect(self.dsn(self.primary_port), timeout=5)
+
     async def standby(self) -> asyncpg.Connection:
         return await asyncpg.connect(self.dsn(self.standby_port), timeout=5)

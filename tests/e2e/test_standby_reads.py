@@ -1,0 +1,210 @@
+"""Reads from a streaming standby keep G6 (read your writes, on any instance): two instances
+share a primary and read from its standby (CREDITSTREAM_DATABASE_READ_URL); what one writes the
+other reads at once — from the standby when it has replayed the write, from the primary when its
+replay is paused or it is down, never stale and never a 5xx."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from storage.standby import PRIMARY_POSITION, STANDBY_RETRY_S
+from tests.conftest import unavailable
+from tests.replication import ReplicatedPostgres
+from tests.support import LiveServer, make_server_key
+
+Factory = Callable[..., LiveServer]
+LANES = 8  # accounts written and read concurrently, each by one client
+
+
+@pytest.fixture(scope="module")
+def replicated() -> Iterator[ReplicatedPostgres]:
+    cluster = ReplicatedPostgres()
+    try:
+        cluster.start()
+    except (OSError, RuntimeError) as exc:
+        cluster.stop()
+        unavailable("a PostgreSQL 15 primary and standby (initdb, pg_basebackup)", exc)
+    yield cluster
+    cluster.stop()
+
+
+class Pair:
+    """Two instances on one primary, reading from its standby, and a server key."""
+
+    def __init__(self, servers: list[LiveServer], key: str) -> None:
+        self.servers, self.key = servers, key
+        self.stale: list[str] = []
+        self.errors: list[str] = []
+
+    def client(self, server: LiveServer) -> httpx.AsyncClient:
+        auth = {"Authorization": f"Bearer {self.key}"}
+        return httpx.AsyncClient(base_url=server.url, headers=auth, timeout=15)
+
+    def routed(self) -> collections.Counter[str]:
+        """Standby-routed reads over both instances, by `served_by/reason`."""
+        counts: collections.Counter[str] = collections.Counter()
+        for server in self.servers:
+            text = httpx.get(server.url + "/metrics", timeout=5).text
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.name == "creditstream_standby_reads_total":
+                        labels = sample.labels
+                        counts[f"{labels['served_by']}/{labels['reason']}"] += int(sample.value)
+        return counts
+
+    async def run(self, pairs: int, lanes: int = LANES) -> None:
+        """`pairs` writes, each followed by a read of what it wrote on the other instance."""
+        clients = [self.client(server) for server in self.servers]
+        try:
+            await asyncio.gather(
+                *(self._lane(clients, pairs // lanes + (i < pairs % lanes)) for i in range(lanes))
+            )
+        finally:
+            for client in clients:
+                await client.aclose()
+
+    async def _lane(self, clients: list[httpx.AsyncClient], pairs: int) -> None:
+        account = f"sb-{uuid.uuid4().hex[:10]}"
+        await self._ok(await clients[0].post(f"/v1/accounts/{account}/grants", json=GRANT))
+        checks = itertools.cycle((self._balance, self._event, self._hold))
+        for n in range(pairs):
+            writer, reader = clients[n % 2], clients[1 - n % 2]
+            await next(checks)(writer, reader, account)
+
+    async def _ok(self, response: httpx.Response) -> dict[str, Any]:
+        if response.status_code >= 300:
+            self.errors.append(f"{response.request.url.path}: {response.status_code}")
+            return {}
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def _balance(self, writer: httpx.AsyncClient, reader: Any, account: str) -> None:
+        wrote = await self._ok(
+            await writer.post(f"/v1/accounts/{account}/grants", json={"amount": 1})
+        )
+        read = await self._ok(await reader.get(f"/v1/accounts/{account}"))
+        if wrote and read and read.get("seq", -1) < wrote["account"]["seq"]:
+            self.stale.append(f"snapshot seq {read['seq']} after a write at {wrote['account']}")
+
+    async def _event(self, writer: httpx.AsyncClient, reader: Any, account: str) -> None:
+        wrote = await self._ok(
+            await writer.post(f"/v1/accounts/{account}/grants", json={"amount": 1})
+        )
+        if not wrote:
+            return
+        seq = wrote["account"]["seq"]
+        read = await self._ok(
+            await reader.get(f"/v1/accounts/{account}/events", params={"after_seq": seq - 1})
+        )
+        if read and [e["seq"] for e in read["events"]][:1] != [seq]:
+            self.stale.append(f"events after {seq - 1}: {read['events'][:1]}")
+
+    async def _hold(self, writer: httpx.AsyncClient, reader: Any, account: str) -> None:
+        wrote = await self._ok(
+            await writer.post("/v1/holds", json={"account_id": account, "amount": 1})
+        )
+        if not wrote:
+            return
+        hold_id = wrote["hold"]["hold_id"]
+        response = await reader.get(f"/v1/holds/{hold_id}")
+        if response.status_code == 404:
+            self.stale.append(f"hold {hold_id} not found after its creation")
+        elif (await self._ok(response)).get("status") not in (None, "open"):
+            self.stale.append(f"hold {hold_id}: {response.text[:200]}")
+
+
+GRANT = {"amount": 100_000, "reason": "purchase"}
+
+
+@pytest.fixture
+async def pair(replicated: ReplicatedPostgres, live_server_factory: Factory) -> Pair:
+    name = await replicated.create_database()
+    primary = replicated.url(replicated.primary_port, name)
+    standby = replicated.url(replicated.standby_port, name)
+    key = await make_server_key(primary)
+    env = {"CREDITSTREAM_DATABASE_READ_URL": standby}
+    return Pair([live_server_factory(primary, **env) for _ in range(2)], key)
+
+
+def delta(after: collections.Counter[str], before: collections.Counter[str]) -> dict[str, int]:
+    return {k: after[k] - before[k] for k in after if after[k] != before[k]}
+
+
+async def test_a_thousand_writes_each_read_on_the_other_instance_through_the_standby(
+    pair: Pair,
+) -> None:
+    await pair.run(1000)
+    routed = pair.routed()
+    print(f"\n1,000 write→read pairs across two instances: {len(pair.stale)} stale, {routed}")
+    assert pair.errors == []
+    assert pair.stale == []
+    served = routed["standby/caught_up"]
+    # every read went through the standby rule; on a quiet machine nearly all are its
+    assert served + sum(v for k, v in routed.items() if k.startswith("primary/")) >= 1000
+    assert served >= 500, routed
+
+
+async def test_paused_replay_sends_reads_to_the_primary_and_resumed_brings_them_back(
+    pair: Pair, replicated: ReplicatedPostgres
+) -> None:
+    standby = await replicated.standby()
+    try:
+        await standby.execute("SELECT pg_wal_replay_pause()")
+        while await standby.fetchval("SELECT pg_get_wal_replay_pause_state()") != "paused":
+            await asyncio.sleep(0.01)
+        before = pair.routed()
+        await pair.run(48)
+        paused = delta(pair.routed(), before)
+        assert pair.errors == [] and pair.stale == []
+        assert paused.get("standby/caught_up", 0) == 0, paused
+        assert paused.get("primary/lagging", 0) >= 48, paused
+
+        await standby.execute("SELECT pg_wal_replay_resume()")
+        primary = await replicated.primary()
+        try:
+            await replicated.wait_replayed(await primary.fetchval(PRIMARY_POSITION))
+        finally:
+            await primary.close()
+        before = pair.routed()
+        await pair.run(48)
+        resumed = delta(pair.routed(), before)
+    finally:
+        await standby.execute("SELECT pg_wal_replay_resume()")
+        await standby.close()
+    print(f"\nreplay paused: {paused}; resumed: {resumed}")
+    assert pair.errors == [] and pair.stale == []
+    assert resumed.get("standby/caught_up", 0) >= 24, resumed
+
+
+async def test_a_stopped_standby_sends_reads_to_the_primary_with_no_error(
+    pair: Pair, replicated: ReplicatedPostgres
+) -> None:
+    before = pair.routed()
+    reads = asyncio.create_task(pair.run(400, lanes=4))
+    try:
+        await asyncio.sleep(1.0)  # mid-load: some reads are on the standby when it goes
+        await asyncio.to_thread(replicated.stop_standby)
+        await reads
+    finally:
+        reads.cancel()
+        await asyncio.to_thread(replicated.start_standby)
+    down = delta(pair.routed(), before)
+    assert pair.errors == [] and pair.stale == [], (pair.errors[:5], pair.stale[:5])
+    assert down.get("primary/standby_down", 0) > 0, down
+
+    await asyncio.sleep(STANDBY_RETRY_S + 0.5)  # the instances try the standby again
+    before = pair.routed()
+    await pair.run(24)
+    back = delta(pair.routed(), before)
+    print(f"\nstandby stopped mid-load: {down}; started again: {back}")
+    assert pair.errors == [] and pair.stale == []
+    assert back.get("standby/caught_up", 0) > 0, back
