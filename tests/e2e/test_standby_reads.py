@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from storage.standby import PRIMARY_POSITION, STANDBY_RETRY_S
 from tests.conftest import unavailable
-from tests.replication import ReplicatedPostgres
+from bench.replication import ReplicatedPostgres
 from tests.support import LiveServer, make_server_key
 
 Factory = Callable[..., LiveServer]

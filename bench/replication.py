@@ -1,6 +1,7 @@
-"""A PostgreSQL 15 primary and its streaming standby of the test's own: initdb'd as `postgres`
-in a temporary directory, on free ports, the standby cloned with `pg_basebackup -R`; removed
-afterwards. Tests may pause the standby's replay, stop it and start it again."""
+"""A PostgreSQL 15 primary and its streaming standby, of a test's or `bench reads`' own:
+initdb'd as `postgres` in a temporary directory, on free ports, the standby cloned with
+`pg_basebackup -R`; removed afterwards. Tests may pause the standby's replay, stop it and start
+it again."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from pathlib import Path
 
 import asyncpg
 
+from bench.servers import free_port
 from storage.standby import PRIMARY_POSITION, REPLAYED
-from tests.support import free_port
 
 BIN = Path(os.environ.get("CREDITSTREAM_PG_BIN", "/usr/lib/postgresql/15/bin"))
 SETTINGS = (
@@ -61,7 +62,7 @@ class ReplicatedPostgres:
         self._pg_ctl(self.primary_dir, self.primary_port, "start")
         self._as_postgres(
             BIN / "pg_basebackup",
-            *("-h", "127.0.0.1", "-p", self.primary_port, "-U", "postgres"),
+            *("-h", "127.0.0.1", "-p", str(self.primary_port), "-U", "postgres"),
             *("-D", self.standby_dir, "-R", "-X", "stream", "-c", "fast"),
         )
         self.start_standby()

@@ -1,0 +1,172 @@
+"""`creditstream bench reads`: what one read costs the primary's CPU when the instance reads
+from the primary alone, and when it reads from a streaming standby (CREDITSTREAM_DATABASE_READ_URL)
+— where the primary still answers each read's `pg_current_wal_lsn()` (shared by the reads that
+arrive together, see storage/standby.py).
+
+It starts a primary and its standby of its own (bench/replication.py: initdb as `postgres`, free
+ports, removed afterwards), one instance per configuration, and clients reading account snapshots
+and entries pages of seeded accounts. The primary's CPU is its postmaster's and backends' time
+from /proc, ended backends included (the postmaster's reaped-children time)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench.database import account_ids, create_server_key, seed_accounts
+from bench.measure import CLOCK_TICKS, machine_info
+from bench.options import add_accounts, add_duration, add_warmup
+from bench.replication import ReplicatedPostgres
+from bench.results import Goal, Progress, Result, Row
+from bench.servers import BENCH_SECRET, UvicornServer, child_pids
+
+CONFIGURATIONS = ("primary only", "with a standby")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_duration(parser, 10.0, "seconds of reads measured per configuration")
+    add_warmup(parser, 2.0, "seconds of reads before each measurement")
+    add_accounts(parser, 500, "read")
+    parser.add_argument(
+        "--clients", type=int, default=32, help="concurrent HTTP clients reading (default 32)"
+    )
+
+
+def cluster_cpu_s(data_dir: Path) -> float:
+    """CPU seconds of a cluster: its postmaster, live backends, and backends already reaped."""
+    pid = int((data_dir / "postmaster.pid").read_text().split()[0])
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    own_and_reaped = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    children = 0
+    for child in child_pids(pid):
+        try:
+            stat = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended between the listing and the read: counted once reaped
+        children += int(stat[11]) + int(stat[12])
+    return (own_and_reaped + children) / CLOCK_TICKS
+
+
+async def _reads(url: str, key: str, ids: list[str], clients: int, seconds: float) -> int:
+    """Reads answered 200 within `seconds`, by `clients` each reading in turn."""
+    done = 0
+    deadline = time.monotonic() + seconds
+    limits = httpx.Limits(max_connections=clients)
+    auth = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=url, headers=auth, limits=limits, timeout=30) as http:
+
+        async def client() -> None:
+            nonlocal done
+            pick = random.Random()
+            while time.monotonic() < deadline:
+                account = pick.choice(ids)
+                path = f"/v1/accounts/{account}"
+                if pick.random() < 0.5:
+                    path += "/entries?limit=10"
+                response = await http.get(path)
+                if response.status_code != 200:
+                    raise RuntimeError(f"GET {path}: {response.status_code} {response.text[:200]}")
+                done += 1
+
+        await asyncio.gather(*(client() for _ in range(clients)))
+    return done
+
+
+def _served(url: str) -> dict[str, int]:
+    text = httpx.get(url + "/metrics", timeout=5).text
+    return {
+        f"{s.labels['served_by']}/{s.labels['reason']}": int(s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "creditstream_standby_reads_total"
+    }
+
+
+async def _measure(
+    cluster: ReplicatedPostgres, server: UvicornServer, key: str, ids: list[str], args: Any
+) -> dict[str, Any]:
+    await _reads(server.url, key, ids, args.clients, args.warmup)
+    primary0, standby0 = cluster_cpu_s(cluster.primary_dir), cluster_cpu_s(cluster.standby_dir)
+    started = time.monotonic()
+    reads = await _reads(server.url, key, ids, args.clients, args.duration)
+    elapsed = time.monotonic() - started
+    primary = cluster_cpu_s(cluster.primary_dir) - primary0
+    standby = cluster_cpu_s(cluster.standby_dir) - standby0
+    return {
+        "reads": reads,
+        "reads_per_s": reads / elapsed,
+        "primary_cpu_s": primary,
+        "standby_cpu_s": standby,
+        "primary_cpu_us_per_read": 1e6 * primary / max(reads, 1),
+        "standby_cpu_us_per_read": 1e6 * standby / max(reads, 1),
+        "served": _served(server.url),
+    }
+
+
+async def run(args: argparse.Namespace, say: Progress) -> Result:
+    started = time.monotonic()
+    cluster = ReplicatedPostgres()
+    say("starting a PostgreSQL primary and its streaming standby")
+    try:
+        await asyncio.to_thread(cluster.start)
+        name = await cluster.create_database()
+        primary_url = cluster.url(cluster.primary_port, name)
+        standby_url = cluster.url(cluster.standby_port, name)
+        from storage.migrate import upgrade_async
+
+        await upgrade_async(primary_url)
+        ids = account_ids("brd", args.accounts)
+        await seed_accounts(primary_url, ids)
+        key = await create_server_key(primary_url)
+        runs: dict[str, dict[str, Any]] = {}
+        with tempfile.TemporaryDirectory(prefix="creditstream-bench-") as tmp:
+            for label in CONFIGURATIONS:
+                env = {
+                    "CREDITSTREAM_DATABASE_URL": primary_url,
+                    "CREDITSTREAM_USER_TOKEN_SECRET": BENCH_SECRET,
+                    "CREDITSTREAM_RESULTS_DIR": str(Path(tmp) / "results"),
+                }
+                if label == "with a standby":
+                    env["CREDITSTREAM_DATABASE_READ_URL"] = standby_url
+                server = await UvicornServer("asgi:app", env, "asyncio", Path(tmp)).start()
+                try:
+                    say(f"{label}: {args.clients} clients reading for {args.duration:g} s")
+                    runs[label] = await _measure(cluster, server, key, ids, args)
+                finally:
+                    server.stop()
+    finally:
+        await asyncio.to_thread(cluster.stop)
+    alone, standby = runs["primary only"], runs["with a standby"]
+    result = Result(
+        "reads",
+        f"reads: GET an account snapshot or entries page, {args.clients} clients, "
+        f"{args.accounts:,} accounts — the primary's CPU per read with and without a standby",
+        {"clients": args.clients, "accounts": args.accounts, "duration_s": args.duration},
+        machine=machine_info(),
+    )
+    result.caption = "ratio = with a standby ÷ primary only"
+    result.rows = [
+        Row(
+            "primary CPU per read",
+            standby["primary_cpu_us_per_read"],
+            alone["primary_cpu_us_per_read"],
+            Goal("ratio", "<=", 0.5),
+            "µs",
+        ),
+        Row("reads/s", standby["reads_per_s"], alone["reads_per_s"], unit="reads/s"),
+        Row("standby CPU per read", standby["standby_cpu_us_per_read"], None, unit="µs"),
+    ]
+    served = standby["served"]
+    share = served.get("standby/caught_up", 0) / max(sum(served.values()), 1)
+    result.rows.append(Row("reads served by the standby", 100 * share, None, unit="%"))
+    result.details = {"runs": runs}
+    result.elapsed_s = time.monotonic() - started
+    return result
