@@ -16,9 +16,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.replication import ReplicatedPostgres
 from storage.standby import PRIMARY_POSITION, STANDBY_RETRY_S
 from tests.conftest import unavailable
-from bench.replication import ReplicatedPostgres
 from tests.support import LiveServer, make_server_key
 
 Factory = Callable[..., LiveServer]
