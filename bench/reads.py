@@ -22,7 +22,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.database import account_ids, create_server_key, seed_accounts
-from bench.measure import CLOCK_TICKS, machine_info
+from bench.measure import CLOCK_TICKS, machine_info, service_versions
 from bench.options import add_accounts, add_duration, add_warmup
 from bench.replication import ReplicatedPostgres
 from bench.results import Goal, Progress, Result, Row
@@ -126,6 +126,7 @@ async def run(args: argparse.Namespace, say: Progress) -> Result:
         ids = account_ids("brd", args.accounts)
         await seed_accounts(primary_url, ids)
         key = await create_server_key(primary_url)
+        pg_version, _ = await service_versions(cluster.dsn(cluster.primary_port), None)
         runs: dict[str, dict[str, Any]] = {}
         with tempfile.TemporaryDirectory(prefix="creditstream-bench-") as tmp:
             for label in CONFIGURATIONS:
@@ -150,7 +151,7 @@ async def run(args: argparse.Namespace, say: Progress) -> Result:
         f"reads: GET an account snapshot or entries page, {args.clients} clients, "
         f"{args.accounts:,} accounts — the primary's CPU per read with and without a standby",
         {"clients": args.clients, "accounts": args.accounts, "duration_s": args.duration},
-        machine=machine_info(),
+        machine=machine_info(pg_version),
     )
     result.caption = "ratio = with a standby ÷ primary only"
     result.rows = [

@@ -298,3 +298,25 @@ def test_soak_refuses_nonsense_numbers(
         main(["bench", "soak", option, value])
     assert exited.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.postgres
+def test_reads(tmp_path: Path) -> None:
+    """Starts a primary and a standby of its own (initdb, pg_basebackup as `postgres`)."""
+    result = run_bench(
+        tmp_path,
+        "reads",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.2",
+        "--clients",
+        "2",
+        "--accounts",
+        "5",
+    )
+    per_read = row(result, "primary CPU per read")
+    # CPU time comes in 10 ms ticks: half a second of reads may show none
+    assert per_read["creditstream"] >= 0 and per_read["ceiling"] >= 0 and per_read["goal"]
+    assert row(result, "reads served by the standby")["creditstream"] > 0
+    assert result["details"]["runs"]["with a standby"]["reads"] > 0
