@@ -128,3 +128,9 @@ STANDBY_READS = Counter(
     ["served_by", "reason"],
     registry=REGISTRY,
 )
+STANDBY_POSITION_FETCHES = Counter(
+    "creditstream_standby_position_fetches",
+    "Round trips to the primary for its WAL position (pg_current_wal_lsn()), each shared by the "
+    "standby reads that arrived while the previous one was in flight",
+    registry=REGISTRY,
+)

@@ -36,7 +36,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_warmup(parser, 2.0, "seconds of reads before each measurement")
     add_accounts(parser, 500, "read")
     parser.add_argument(
-        "--clients", type=int, default=32, help="concurrent HTTP clients reading (default 32)"
+        "--clients",
+        default="1,32",
+        help="concurrent HTTP clients reading, comma-separated: each measured (default 1,32)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="alternating rounds of both configurations (default 2)",
     )
 
 
@@ -81,39 +89,53 @@ async def _reads(url: str, key: str, ids: list[str], clients: int, seconds: floa
 
 
 def _served(url: str) -> dict[str, int]:
+    """The instance's standby-read counters, and its round trips for the primary's position."""
     text = httpx.get(url + "/metrics", timeout=5).text
-    return {
-        f"{s.labels['served_by']}/{s.labels['reason']}": int(s.value)
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == "creditstream_standby_reads_total"
-    }
+    served: dict[str, int] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "creditstream_standby_reads_total":
+                served[f"{s.labels['served_by']}/{s.labels['reason']}"] = int(s.value)
+            elif s.name == "creditstream_standby_position_fetches_total":
+                served["position round trips"] = int(s.value)
+    return served
 
 
 async def _measure(
-    cluster: ReplicatedPostgres, server: UvicornServer, key: str, ids: list[str], args: Any
-) -> dict[str, Any]:
-    await _reads(server.url, key, ids, args.clients, args.warmup)
+    cluster: ReplicatedPostgres, url: str, key: str, ids: list[str], clients: int, args: Any
+) -> dict[str, float]:
+    await _reads(url, key, ids, clients, args.warmup)
     primary0, standby0 = cluster_cpu_s(cluster.primary_dir), cluster_cpu_s(cluster.standby_dir)
     started = time.monotonic()
-    reads = await _reads(server.url, key, ids, args.clients, args.duration)
-    elapsed = time.monotonic() - started
-    primary = cluster_cpu_s(cluster.primary_dir) - primary0
-    standby = cluster_cpu_s(cluster.standby_dir) - standby0
+    reads = await _reads(url, key, ids, clients, args.duration)
     return {
         "reads": reads,
-        "reads_per_s": reads / elapsed,
+        "seconds": time.monotonic() - started,
+        "primary_cpu_s": cluster_cpu_s(cluster.primary_dir) - primary0,
+        "standby_cpu_s": cluster_cpu_s(cluster.standby_dir) - standby0,
+    }
+
+
+def _totals(phases: list[dict[str, float]]) -> dict[str, float]:
+    reads = sum(p["reads"] for p in phases)
+    primary, standby = (
+        sum(p["primary_cpu_s"] for p in phases),
+        sum(p["standby_cpu_s"] for p in phases),
+    )
+    return {
+        "reads": reads,
+        "reads_per_s": reads / sum(p["seconds"] for p in phases),
         "primary_cpu_s": primary,
         "standby_cpu_s": standby,
         "primary_cpu_us_per_read": 1e6 * primary / max(reads, 1),
         "standby_cpu_us_per_read": 1e6 * standby / max(reads, 1),
-        "served": _served(server.url),
     }
 
 
 async def run(args: argparse.Namespace, say: Progress) -> Result:
     started = time.monotonic()
     cluster = ReplicatedPostgres()
+    concurrencies = [int(c) for c in str(args.clients).split(",")]
     say("starting a PostgreSQL primary and its streaming standby")
     try:
         await asyncio.to_thread(cluster.start)
@@ -127,47 +149,80 @@ async def run(args: argparse.Namespace, say: Progress) -> Result:
         await seed_accounts(primary_url, ids)
         key = await create_server_key(primary_url)
         pg_version, _ = await service_versions(cluster.dsn(cluster.primary_port), None)
-        runs: dict[str, dict[str, Any]] = {}
+        phases: dict[str, list[dict[str, float]]] = {}
         with tempfile.TemporaryDirectory(prefix="creditstream-bench-") as tmp:
-            for label in CONFIGURATIONS:
-                env = {
-                    "CREDITSTREAM_DATABASE_URL": primary_url,
-                    "CREDITSTREAM_USER_TOKEN_SECRET": BENCH_SECRET,
-                    "CREDITSTREAM_RESULTS_DIR": str(Path(tmp) / "results"),
-                }
-                if label == "with a standby":
-                    env["CREDITSTREAM_DATABASE_READ_URL"] = standby_url
-                server = await UvicornServer("asgi:app", env, "asyncio", Path(tmp)).start()
-                try:
-                    say(f"{label}: {args.clients} clients reading for {args.duration:g} s")
-                    runs[label] = await _measure(cluster, server, key, ids, args)
-                finally:
+            servers: dict[str, UvicornServer] = {}
+            try:
+                for label in CONFIGURATIONS:  # both run throughout: same background work
+                    env = {
+                        "CREDITSTREAM_DATABASE_URL": primary_url,
+                        "CREDITSTREAM_USER_TOKEN_SECRET": BENCH_SECRET,
+                        "CREDITSTREAM_RESULTS_DIR": str(Path(tmp) / "results"),
+                    }
+                    if label == "with a standby":
+                        env["CREDITSTREAM_DATABASE_READ_URL"] = standby_url
+                    servers[label] = await UvicornServer(
+                        "asgi:app", env, "asyncio", Path(tmp), name=label.replace(" ", "-")
+                    ).start()
+                # alternating rounds, so that drift on a shared machine falls on both sides
+                for round_ in range(args.rounds):
+                    for clients in concurrencies:
+                        for label, server in servers.items():
+                            say(f"round {round_ + 1}, {clients} clients, {label}")
+                            phase = await _measure(cluster, server.url, key, ids, clients, args)
+                            phases.setdefault(f"{clients}/{label}", []).append(phase)
+                served = _served(servers["with a standby"].url)
+            finally:
+                for server in servers.values():
                     server.stop()
     finally:
         await asyncio.to_thread(cluster.stop)
-    alone, standby = runs["primary only"], runs["with a standby"]
     result = Result(
         "reads",
-        f"reads: GET an account snapshot or entries page, {args.clients} clients, "
-        f"{args.accounts:,} accounts — the primary's CPU per read with and without a standby",
-        {"clients": args.clients, "accounts": args.accounts, "duration_s": args.duration},
+        f"reads: GET an account snapshot or entries page, {args.accounts:,} accounts — the "
+        f"primary's CPU per read with and without a standby",
+        {
+            "clients": args.clients,
+            "accounts": args.accounts,
+            "duration_s": args.duration,
+            "rounds": args.rounds,
+        },
         machine=machine_info(pg_version),
     )
     result.caption = "ratio = with a standby ÷ primary only"
-    result.rows = [
+    runs = {key: _totals(each) for key, each in phases.items()}
+    for clients in concurrencies:
+        alone, standby = runs[f"{clients}/primary only"], runs[f"{clients}/with a standby"]
+        result.rows += [
+            Row(
+                f"primary CPU per read, {clients} clients",
+                standby["primary_cpu_us_per_read"],
+                alone["primary_cpu_us_per_read"],
+                Goal("ratio", "<=", 0.5),
+                "µs",
+            ),
+            Row(f"reads/s, {clients} clients", standby["reads_per_s"], alone["reads_per_s"]),
+            Row(
+                f"standby CPU per read, {clients} clients",
+                standby["standby_cpu_us_per_read"],
+                alone["primary_cpu_us_per_read"],
+                unit="µs",
+            ),
+        ]
+    routed = sum(v for k, v in served.items() if "/" in k)
+    result.rows += [
         Row(
-            "primary CPU per read",
-            standby["primary_cpu_us_per_read"],
-            alone["primary_cpu_us_per_read"],
-            Goal("ratio", "<=", 0.5),
-            "µs",
+            "reads served by the standby",
+            100 * served.get("standby/caught_up", 0) / max(routed, 1),
+            None,
+            unit="%",
         ),
-        Row("reads/s", standby["reads_per_s"], alone["reads_per_s"], unit="reads/s"),
-        Row("standby CPU per read", standby["standby_cpu_us_per_read"], None, unit="µs"),
+        Row(
+            "standby reads per primary position round trip",
+            routed / max(served.get("position round trips", 0), 1),
+            None,
+        ),
     ]
-    served = standby["served"]
-    share = served.get("standby/caught_up", 0) / max(sum(served.values()), 1)
-    result.rows.append(Row("reads served by the standby", 100 * share, None, unit="%"))
-    result.details = {"runs": runs}
+    result.details = {"runs": runs, "phases": phases, "served": served}
     result.elapsed_s = time.monotonic() - started
     return result

@@ -92,6 +92,7 @@ class PrimaryPosition:
             while self._next is not None:
                 waiting, self._next = self._next, None
                 self.fetches += 1
+                metrics.STANDBY_POSITION_FETCHES.inc()
                 try:
                     waiting.set_result(await self._fetch())
                 except Exception as exc:  # each waiter raises it (the primary is down: a 503)
