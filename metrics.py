@@ -124,7 +124,7 @@ WRITE_BATCH_SPLITS = Counter(
 STANDBY_READS = Counter(
     "creditstream_standby_reads",
     "Reads routed to CREDITSTREAM_DATABASE_READ_URL, by who served them (standby, primary) "
-    "and why (caught_up; or lagging, standby_down, not_a_standby, recovery_conflict)",
+    "and why (caught_up; or lagging, standby_down, standby_busy, not_a_standby, recovery_conflict)",
     ["served_by", "reason"],
     registry=REGISTRY,
 )

@@ -23,6 +23,7 @@ from typing import TypeVar
 
 import asyncpg
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 import metrics
@@ -147,6 +148,7 @@ class Standbys:
     ) -> T:
         """`work` on a caught-up standby's connection (in a transaction when `snapshot`), else
         `on_primary()`. `work` only reads: running it again on the primary is harmless."""
+        target = await self.position.current()
 
         async def attempt(standby: Standby) -> T:
             engine = standby.engine if snapshot else standby.autocommit
@@ -156,7 +158,6 @@ class Standbys:
                 async with conn.begin():
                     return await work(conn)
 
-        target = await self.position.current()
         return await self._route(attempt, on_primary)
 
     async def driver(
@@ -165,6 +166,7 @@ class Standbys:
         on_primary: Callable[[], Awaitable[T]],
     ) -> T:
         """`work` on a caught-up standby's own asyncpg connection, else `on_primary()`."""
+        target = await self.position.current()
 
         async def attempt(standby: Standby) -> T:
             async with standby.autocommit.connect() as conn:
@@ -172,7 +174,6 @@ class Standbys:
                 await self._wait_for(driver, target)
                 return await work(driver)
 
-        target = await self.position.current()
         return await self._route(attempt, on_primary)
 
     async def _route(
@@ -186,6 +187,8 @@ class Standbys:
                 result = await attempt(standby)
             except _Fallback as fallback:
                 reason = fallback.reason
+            except PoolTimeout:  # every connection to it busy: it is loaded, not gone
+                reason = "standby_busy"
             except (DBAPIError, OperationalError, InterfaceError) as exc:
                 reason = self._failed(standby, exc, _sqlstate(exc))
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
