@@ -44,6 +44,7 @@ class Pair:
         self.servers, self.key = servers, key
         self.stale: list[str] = []
         self.errors: list[str] = []
+        self.done = 0  # pairs written and read
 
     def client(self, server: LiveServer) -> httpx.AsyncClient:
         auth = {"Authorization": f"Bearer {self.key}"}
@@ -79,6 +80,7 @@ class Pair:
         for n in range(pairs):
             writer, reader = clients[n % 2], clients[1 - n % 2]
             await next(checks)(writer, reader, account)
+            self.done += 1
 
     async def _ok(self, response: httpx.Response) -> dict[str, Any]:
         if response.status_code >= 300:
@@ -191,9 +193,11 @@ async def test_a_stopped_standby_sends_reads_to_the_primary_with_no_error(
     before = pair.routed()
     reads = asyncio.create_task(pair.run(400, lanes=4))
     try:
-        await asyncio.sleep(1.0)  # mid-load: some reads are on the standby when it goes
+        while pair.done < 40 and not reads.done():  # mid-load: reads on the standby as it goes
+            await asyncio.sleep(0.01)
         await asyncio.to_thread(replicated.stop_standby)
         await reads
+        await pair.run(40)  # and with it down
     finally:
         reads.cancel()
         await asyncio.to_thread(replicated.start_standby)
