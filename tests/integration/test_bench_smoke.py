@@ -316,6 +316,8 @@ def test_reads(tmp_path: Path) -> None:
         "1",
         "--accounts",
         "5",
+        "--idle",
+        "0.2",
     )
     per_read = row(result, "primary CPU per read, 2 clients")
     # CPU time comes in 10 ms ticks: half a second of reads may show none
