@@ -89,6 +89,7 @@ class PrimaryPosition:
         return await asyncio.shield(waiting)
 
     async def _serve(self) -> None:
+        waiting: asyncio.Future[int] | None = None
         try:
             while self._next is not None:
                 waiting, self._next = self._next, None
@@ -100,9 +101,10 @@ class PrimaryPosition:
                     waiting.set_exception(exc)
         finally:
             self._serving = None
-            if self._next is not None and not self._next.done():  # cancelled at shutdown
-                self._next.set_exception(RuntimeError("primary position fetch stopped"))
-                self._next = None
+            for left in (waiting, self._next):  # cancelled at shutdown: no waiter hangs
+                if left is not None and not left.done():
+                    left.set_exception(RuntimeError("primary position fetch stopped"))
+            self._next = None
 
 
 @dataclass(eq=False)

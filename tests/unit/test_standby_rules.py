@@ -98,3 +98,14 @@ async def test_a_failed_round_trip_fails_its_reads_and_the_next_one_tries_again(
     with pytest.raises(ConnectionError):
         await position.current()
     assert await position.current() == 7
+
+
+async def test_waiters_of_a_fetch_cancelled_at_shutdown_do_not_hang() -> None:
+    primary = ScriptedPrimary()
+    position = PrimaryPosition(primary.fetch)
+    read = asyncio.create_task(position.current())
+    await asyncio.sleep(0.01)
+    assert position._serving is not None
+    position._serving.cancel()
+    with pytest.raises(RuntimeError, match="stopped"):
+        await asyncio.wait_for(read, 1)
