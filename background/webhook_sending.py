@@ -33,14 +33,13 @@ async def send_signed(
     body: bytes,
     event_type: str,
     event_id: str,
-    shard: int = 0,
 ) -> Sent:
     """POST `body` to `url` and say how it went; never raises for the receiver's doing."""
     started = time.monotonic()
     status: int | None = None
     error: str | None = None
     try:
-        status = await _post(egress, url, secret, body, event_type, event_id, shard)
+        status = await _post(egress, url, secret, body, event_type, event_id)
         if not 200 <= status < 300:
             error = f"HTTP {status}"
     except (UrlRefused, Failed) as exc:
@@ -55,7 +54,6 @@ async def _post(
     body: bytes,
     event_type: str,
     event_id: str,
-    shard: int,
 ) -> int:
     headers = {
         "Content-Type": "application/json",
@@ -64,12 +62,9 @@ async def _post(
         "X-Creditstream-Event": event_type,
         "X-Creditstream-Event-Id": event_id,
     }
-    # each shard its own small connection pool (egress/client.py says why)
-    async with egress.open(
-        "POST", url, egress.webhooks, content=body, headers=headers, shard=shard
-    ) as response:
+    async with egress.open("POST", url, egress.webhooks, content=body, headers=headers) as response:
         read = 0
-        async for chunk in response.aiter_raw():
+        async for chunk in response.chunks():
             read += len(chunk)
             if read > ANSWER_BODY_BYTES:
                 break

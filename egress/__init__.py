@@ -2,10 +2,11 @@
 deadlines and redirects. Nothing else in the server opens outbound connections."""
 
 from egress.addresses import IpAddress, Resolve, UrlRefused, is_public, parse, system_resolve
-from egress.client import Egress, Failed, Rules
+from egress.client import Answer, Egress, Failed, Rules
 from egress.pinned import Target
 
 __all__ = [
+    "Answer",
     "Egress",
     "Failed",
     "IpAddress",

@@ -14,7 +14,7 @@ import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
 
-import httpx
+from yarl import URL
 
 SCHEMES = ("http", "https")
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -40,24 +40,26 @@ class UrlRefused(ValueError):
         self.code = code
 
 
-def parse(url: str) -> httpx.URL:
+def parse(url: str) -> URL:
+    """The URL as it is checked and then requested: the same parsed object both times, so
+    the host that was checked is the host that is connected to."""
     try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        parsed = URL(url)
+    except (TypeError, ValueError) as exc:
         raise UrlRefused("invalid_url", f"Expected an http(s) URL, got {url[:100]!r}") from exc
     if parsed.scheme not in SCHEMES or not parsed.host:
         raise UrlRefused("invalid_url", f"Expected an http(s) URL with a host, got {url[:100]!r}")
-    if parsed.userinfo:
+    if parsed.raw_user is not None or parsed.raw_password is not None:
         raise UrlRefused("invalid_url", "Credentials in an outbound URL are not accepted")
     return parsed
 
 
-def host_of(url: httpx.URL) -> str:
+def host_of(url: URL) -> str:
     """The host as it is resolved and connected to (IDNA-encoded, no IPv6 brackets)."""
-    return url.raw_host.decode("ascii").lower()
+    return (url.raw_host or "").lower()
 
 
-def port_of(url: httpx.URL) -> int:
+def port_of(url: URL) -> int:
     return url.port or (443 if url.scheme == "https" else 80)
 
 
@@ -81,7 +83,7 @@ async def system_resolve(host: str, port: int) -> list[IpAddress]:
 
 
 async def addresses_for(
-    url: httpx.URL,
+    url: URL,
     allow_private: bool,
     allow_setting: str,
     resolve: Resolve,

@@ -60,7 +60,7 @@ async def fetch(url: str, egress: Egress) -> tuple[bytes, str]:
             if response.status_code != 200:
                 raise FetchFailed(f"result download answered {response.status_code}")
             body = bytearray()
-            async for chunk in response.aiter_bytes():
+            async for chunk in response.chunks():
                 body += chunk
                 if len(body) > MAX_RESULT_BYTES:
                     raise FetchFailed(f"result is larger than {MAX_RESULT_BYTES} bytes")

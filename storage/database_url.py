@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import socket
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from sqlalchemy.engine import URL, make_url
@@ -22,6 +24,9 @@ PLAIN_SCHEMES = {
     "postgres://": "postgresql+asyncpg://",
     "sqlite://": "sqlite+aiosqlite://",
 }
+# transaction-mode poolers a URL may declare with `pooler=` (creditstream's parameter, not the
+# driver's: it is taken off the URL before connecting)
+POOLERS = ("pgbouncer",)
 MIGRATE_HINT = "run `creditstream migrate` with the same CREDITSTREAM_DATABASE_URL"
 
 
@@ -36,6 +41,36 @@ def normalise_url(url: str) -> str:
         if url.startswith(plain):
             return async_ + url[len(plain) :]
     return url
+
+
+def split_pooler(url: str) -> tuple[str, str | None]:
+    """The URL without its `pooler=` parameter (creditstream's own, not the driver's), and the
+    pooler it declares: `pgbouncer` (or any transaction-mode pooler) or None."""
+    parsed = make_url(url)
+    pooler = parsed.query.get("pooler")
+    if pooler is None:
+        return url, None
+    if not isinstance(pooler, str) or pooler not in POOLERS:
+        raise DatabaseSetupError(
+            f"{SETTING}: pooler={pooler!r} is not known; write "
+            f"pooler=pgbouncer for a pooler in transaction mode"
+        )
+    rest = parsed.difference_update_query(["pooler"])
+    return rest.render_as_string(hide_password=False), pooler
+
+
+def pooler_connect_args(pooler: str | None) -> dict[str, Any]:
+    """A transaction-mode pooler keeps no prepared statement from one transaction to the next
+    (pgbouncer 1.18 none at all): asyncpg's statement cache off, SQLAlchemy's too, and the
+    statements SQLAlchemy still prepares named uniquely, so two clients sharing a server
+    connection never collide on a name."""
+    if pooler is None:
+        return {}
+    return {
+        "statement_cache_size": 0,
+        "prepared_statement_cache_size": 0,
+        "prepared_statement_name_func": lambda: f"__cs_{uuid.uuid4().hex}__",
+    }
 
 
 def _parse(url: str) -> URL | None:
@@ -134,13 +169,21 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         ]
 
 
+def _hosts(parsed: URL) -> str:
+    """host:port, or every host of a multi-host URL (`?host=h1:5432&host=h2:5432`)."""
+    several = parsed.query.get("host")
+    if several:
+        return ", ".join([several] if isinstance(several, str) else several)
+    return f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
+
+
 def explain(exc: BaseException, url: str) -> DatabaseSetupError | None:
     """One line for a failure to reach or use the configured database, or None when the
     failure is something else (which then reports as it always did)."""
     if isinstance(exc, DatabaseSetupError):
         return exc
     parsed = _parse(url)
-    host = f"{parsed.host or 'localhost'}:{parsed.port or 5432}" if parsed else "?"
+    host = _hosts(parsed) if parsed else "?"
     user = parsed.username if parsed else None
     name = parsed.database if parsed else None
     where = _named(url)

@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from storage.database_url import check_supported, normalise_url
+from storage.database_url import check_supported, normalise_url, pooler_connect_args, split_pooler
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -74,7 +74,10 @@ async def _at_head(url: str) -> bool:
     heads = head_revisions()
     if not heads:
         return False
-    engine = create_async_engine(normalise_url(url), poolclass=NullPool)
+    plain, pooler = split_pooler(normalise_url(url))
+    engine = create_async_engine(
+        plain, poolclass=NullPool, connect_args=pooler_connect_args(pooler)
+    )
     try:
         async with engine.connect() as conn:
             rows = await conn.execute(sa.text("SELECT version_num FROM alembic_version"))

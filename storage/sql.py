@@ -17,7 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from core.events import Event
 from core.ports import ServiceUnavailable
 from storage.database_url import DEFAULT_DATABASE_URL as DEFAULT_DATABASE_URL  # re-exported
-from storage.database_url import DatabaseSetupError, check_supported
+from storage.database_url import (
+    DatabaseSetupError,
+    check_supported,
+    pooler_connect_args,
+    split_pooler,
+)
 from storage.database_url import normalise_url as normalise_url  # re-exported
 from storage.repositories import SqlAccounts, SqlHolds, SqlJobs, SqlSpends
 from storage.standby import PRIMARY_POSITION, Standby, Standbys
@@ -26,6 +31,9 @@ T = TypeVar("T")
 
 # SQLSTATE classes of a connection that is gone or a server that is going away
 UNAVAILABLE_CLASSES = ("08", "57")
+# a write on a server that is no longer the primary (a Patroni switchover demoted it under a
+# connection that survived): that connection is discarded and the next one finds the new primary
+READ_ONLY_SQLSTATE = "25006"
 
 
 class StorageError(Exception):
@@ -50,20 +58,23 @@ class SqlUnitOfWork:
 
 
 class Database:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, pooler: str | None = None) -> None:
         self.engine = engine
         self.standbys: Standbys | None = None  # CREDITSTREAM_DATABASE_READ_URL
+        # behind a transaction pooler every statement runs inside a transaction: outside one,
+        # the pooler may hand the next protocol message to another server connection
+        self.pooler = pooler
         # the same pool; SQLite keeps its own BEGIN handling
         self._autocommit = (
             engine
-            if engine.dialect.name == "sqlite"
+            if engine.dialect.name == "sqlite" or pooler
             else engine.execution_options(isolation_level="AUTOCOMMIT")
         )
 
     @classmethod
     def from_url(cls, url: str, pool_size: int = 10, read_urls: tuple[str, ...] = ()) -> Database:
         check_supported(url)  # one clear line for mysql://…, not "No module named 'MySQLdb'"
-        url = normalise_url(url)
+        url, pooler = split_pooler(normalise_url(url))
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite":
             if read_urls:
@@ -74,15 +85,16 @@ class Database:
             return cls(_sqlite_engine(url))
         engine = create_async_engine(
             # no pre-ping: a dead connection fails its statement and is discarded, which costs
-            # one 503 after an outage instead of a round trip on every checkout
+            # one 503 after an outage instead of a round trip on every checkout (a multi-host
+            # URL's next connection then finds the new primary by target_session_attrs)
             url,
             pool_size=pool_size,
             max_overflow=pool_size * 2,
             pool_timeout=5,
             # a dead database must produce a quick 503, not a request that hangs
-            connect_args={"timeout": 3, "command_timeout": 15},
+            connect_args={"timeout": 3, "command_timeout": 15, **pooler_connect_args(pooler)},
         )
-        db = cls(engine)
+        db = cls(engine, pooler)
         if read_urls:
             standbys = [Standby.from_url(read_url, pool_size) for read_url in read_urls]
             db.standbys = Standbys(standbys, db._primary_position)
@@ -96,7 +108,7 @@ class Database:
     async def transaction(self) -> AsyncIterator[SqlUnitOfWork]:
         """A write transaction; commits when the block ends without an exception."""
         async with unavailable_on_connection_errors():
-            async with self.engine.connect() as conn:
+            async with self.engine.connect() as conn, discarded_if_broken(conn):
                 await conn.execution_options(creditstream_write=True)
                 async with conn.begin():
                     yield SqlUnitOfWork(conn)
@@ -107,7 +119,7 @@ class Database:
         around it on PostgreSQL (one round trip instead of BEGIN, the query and ROLLBACK)."""
         engine = self.engine if snapshot else self._autocommit
         async with unavailable_on_connection_errors():
-            async with engine.connect() as conn:
+            async with engine.connect() as conn, discarded_if_broken(conn):
                 async with conn.begin():
                     yield SqlUnitOfWork(conn)
 
@@ -121,13 +133,26 @@ class Database:
         async with unavailable_on_connection_errors():
             async with self.engine.connect() as conn:
                 raw = await conn.get_raw_connection()
+                driver: asyncpg.Connection = raw.driver_connection
                 try:
-                    yield raw.driver_connection
-                except (asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+                    if self.pooler and not driver.is_in_transaction():
+                        async with driver.transaction():
+                            yield driver
+                    else:
+                        yield driver
+                except (
+                    asyncpg.InterfaceError,
+                    # the driver's own state is broken ("cannot switch to state …; another
+                    # operation is in progress", seen after a failover): never reuse it
+                    asyncpg.InternalClientError,
+                    OSError,
+                    TimeoutError,
+                ) as exc:
                     await conn.invalidate()
                     raise DatabaseUnavailable(f"database connection lost: {exc!r}"[:240]) from exc
                 except asyncpg.PostgresError as exc:
-                    if (exc.sqlstate or "")[:2] in UNAVAILABLE_CLASSES:
+                    state = exc.sqlstate or ""
+                    if state[:2] in UNAVAILABLE_CLASSES or state == READ_ONLY_SQLSTATE:
                         await conn.invalidate()
                         raise DatabaseUnavailable(f"database unavailable: {exc}"[:240]) from exc
                     if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
@@ -180,6 +205,34 @@ class Database:
 
 
 @asynccontextmanager
+async def discarded_if_broken(conn: AsyncConnection) -> AsyncIterator[None]:
+    """A write refused as read-only means this connection's server is a standby now, and a
+    driver error of asyncpg's own means its protocol state is broken: either way the connection
+    is invalidated (never reused) and the caller gets `DatabaseUnavailable`."""
+    try:
+        yield
+    except DBAPIError as exc:
+        demoted = _sqlstate(exc) == READ_ONLY_SQLSTATE
+        if not demoted and not _caused_by(exc, asyncpg.InternalClientError):
+            raise
+        await conn.invalidate()
+        what = "the database is not the primary" if demoted else "database connection broken"
+        raise DatabaseUnavailable(f"{what}: {_first_line(exc)}") from exc
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    current: BaseException | None = exc
+    for _ in range(4):
+        if current is None:
+            return False
+        if isinstance(current, kind):
+            return True
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return False
+
+
+@asynccontextmanager
 async def unavailable_on_connection_errors() -> AsyncIterator[None]:
     try:
         yield
@@ -188,9 +241,27 @@ async def unavailable_on_connection_errors() -> AsyncIterator[None]:
     except DBAPIError as exc:
         if exc.connection_invalidated:
             raise DatabaseUnavailable(f"database connection lost: {_first_line(exc)}") from exc
+        if _sqlstate(exc)[:2] in UNAVAILABLE_CLASSES:
+            # e.g. 57P03 "the database system is shutting down" while a connection is opened
+            # during a switchover: SQLAlchemy reports it as a plain DBAPIError
+            raise DatabaseUnavailable(f"database unavailable: {_first_line(exc)}") from exc
         raise
     except (TimeoutError, OSError) as exc:
         raise DatabaseUnavailable(f"database unreachable: {exc!r}") from exc
+
+
+def _sqlstate(exc: BaseException) -> str:
+    """The SQLSTATE of a driver error, however SQLAlchemy wrapped it ("" when there is none)."""
+    current: BaseException | None = exc
+    for _ in range(4):
+        if current is None:
+            break
+        state = getattr(current, "sqlstate", None)
+        if isinstance(state, str) and state:
+            return state
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return ""
 
 
 def _first_line(exc: Exception) -> str:

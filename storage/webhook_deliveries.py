@@ -92,12 +92,12 @@ class WebhookDeliveries:
 
     # --- delivery: leases ----------------------------------------------------------------
 
-    async def due(self, now: datetime, limit: int) -> list[str]:
-        """Enabled endpoints no instance holds and no backoff holds back."""
+    async def due(self, now: datetime, limit: int, owner: str | None = None) -> list[str]:
+        """Enabled endpoints no other instance holds and no backoff holds back."""
         async with self.db.read(snapshot=False) as uow:
             rows = await uow.conn.execute(
                 sa.select(endpoints.c.id)
-                .where(_leasable(now))
+                .where(_leasable(now, owner))
                 .order_by(endpoints.c.id)
                 .limit(limit)
             )
@@ -108,11 +108,12 @@ class WebhookDeliveries:
     ) -> Endpoint | None:
         """Take the endpoint's lease, or None when another instance holds it (or it is not
         due). One conditional UPDATE: on PostgreSQL a second taker waits on the row lock and
-        then finds the condition false; SQLite runs writers one at a time."""
+        then finds the condition false; SQLite runs writers one at a time. The caller runs at
+        most one worker per endpoint, so taking back its own lease is safe."""
         async with self.db.transaction() as uow:
             taken = await uow.conn.execute(
                 sa.update(endpoints)
-                .where(endpoints.c.id == endpoint_id, _leasable(now))
+                .where(endpoints.c.id == endpoint_id, _leasable(now, owner))
                 .values(lease_owner=owner, lease_until=until)
             )
             if not taken.rowcount:
@@ -331,10 +332,14 @@ class WebhookDeliveries:
             return int(gone.rowcount or 0)
 
 
-def _leasable(now: datetime) -> sa.ColumnElement[bool]:
+def _leasable(now: datetime, owner: str | None = None) -> sa.ColumnElement[bool]:
+    """Enabled, due, and leased by nobody (or by `owner` itself: its worker ended without
+    releasing the lease because the database was gone, e.g. mid-failover, and must not wait
+    for the lease to lapse before delivering again)."""
+    free = sa.or_(endpoints.c.lease_until.is_(None), endpoints.c.lease_until <= now)
     return sa.and_(
         endpoints.c.status == ENABLED,
-        sa.or_(endpoints.c.lease_until.is_(None), endpoints.c.lease_until <= now),
+        free if owner is None else sa.or_(free, endpoints.c.lease_owner == owner),
         sa.or_(endpoints.c.next_attempt_at.is_(None), endpoints.c.next_attempt_at <= now),
     )
 

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from storage.database_url import normalise_url
+from storage.database_url import normalise_url, pooler_connect_args, split_pooler
 from storage.tables import metadata
 
 target_metadata = metadata
@@ -29,7 +29,9 @@ def _run(connection: Any) -> None:
 
 
 async def _run_async(url: str) -> None:
-    engine = create_async_engine(url)
+    # a multi-host URL (target_session_attrs=read-write) migrates whichever node is the primary
+    plain, pooler = split_pooler(url)
+    engine = create_async_engine(plain, connect_args=pooler_connect_args(pooler))
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)
@@ -41,7 +43,9 @@ async def _run_async(url: str) -> None:
 def run_migrations() -> None:
     url = normalise_url(context.config.get_main_option("sqlalchemy.url") or "")
     if context.is_offline_mode():
-        context.configure(url=url, target_metadata=target_metadata, literal_binds=True)
+        context.configure(
+            url=split_pooler(url)[0], target_metadata=target_metadata, literal_binds=True
+        )
         with context.begin_transaction():
             context.run_migrations()
         return

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 
+import httpx
 import websockets
 
 EVENT_TYPES = ("balance.updated", "job.updated", "credits.low")
@@ -42,8 +44,45 @@ class ResumingSubscriber:
             await asyncio.sleep(0.1)
 
 
+class ResumingSseSubscriber:
+    """The same over Server-Sent Events, resuming with Last-Event-ID after every drop."""
+
+    def __init__(self, url: str, key: str, account: str) -> None:
+        self.url = url + f"/v1/stream/sse?account_id={account}"
+        self.headers = {"Authorization": f"Bearer {key}"}
+        self.account = account
+        self.seqs: list[int] = []
+        self.close_codes: list[int | None] = []
+        self.stopping = False
+
+    async def run(self) -> None:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(5, read=60)) as http:
+            while not self.stopping:
+                headers = dict(self.headers)
+                if self.seqs:
+                    headers["Last-Event-ID"] = str(self.seqs[-1])
+                try:
+                    async with http.stream("GET", self.url, headers=headers) as response:
+                        self.close_codes.append(response.status_code)
+                        if response.status_code == 200:
+                            await self._read(response)
+                except httpx.HTTPError:
+                    self.close_codes.append(None)
+                await asyncio.sleep(0.1)
+
+    async def _read(self, response: httpx.Response) -> None:
+        event: str | None = None
+        async for line in response.aiter_lines():
+            if line.startswith("event: "):
+                event = line[len("event: ") :]
+            elif line.startswith("data: ") and event in EVENT_TYPES:
+                self.seqs.append(json.loads(line[len("data: ") :])["seq"])
+            elif not line:
+                event = None
+
+
 async def settle_and_stop(
-    subscribers: list[ResumingSubscriber],
+    subscribers: Sequence[ResumingSubscriber | ResumingSseSubscriber],
     readers: list[asyncio.Task[None]],
     heads: dict[str, int],
     timeout_s: float = 10,
