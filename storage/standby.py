@@ -22,12 +22,19 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import asyncpg
+import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 import metrics
-from storage.database_url import check_supported, masked, normalise_url
+from storage.database_url import (
+    check_supported,
+    masked,
+    normalise_url,
+    pooler_connect_args,
+    split_pooler,
+)
 
 T = TypeVar("T")
 log = logging.getLogger("creditstream.standby")
@@ -59,6 +66,7 @@ def split_read_urls(value: str | None) -> tuple[str, ...]:
     urls = tuple(u.strip() for u in _ITEM_START.split(value or "") if u.strip())
     for url in urls:
         check_supported(url)
+        split_pooler(normalise_url(url))  # an unknown pooler= stops the start, as for the primary
         if not normalise_url(url).startswith("postgresql"):
             raise StandbySetupError(
                 f"{SETTING}={masked(url)}: standbys are PostgreSQL streaming replicas "
@@ -112,18 +120,27 @@ class Standby:
     name: str  # the URL, password masked
     engine: AsyncEngine
     autocommit: AsyncEngine  # the same pool, no BEGIN/ROLLBACK around a single statement
+    # behind a transaction pooler (`?pooler=pgbouncer`, as for the primary) the check and the
+    # read share one transaction, so that they run on one server connection
+    pooled: bool = False
     down_until: float = 0.0
 
     @classmethod
     def from_url(cls, url: str, pool_size: int) -> Standby:
+        plain, pooler = split_pooler(normalise_url(url))
         engine = create_async_engine(
-            normalise_url(url),
+            plain,
             pool_size=pool_size,
             max_overflow=pool_size * 2,
             pool_timeout=CONNECT_TIMEOUT_S,
-            connect_args={"timeout": CONNECT_TIMEOUT_S, "command_timeout": 15},
+            connect_args={
+                "timeout": CONNECT_TIMEOUT_S,
+                "command_timeout": 15,
+                **pooler_connect_args(pooler),
+            },
         )
-        return cls(masked(url), engine, engine.execution_options(isolation_level="AUTOCOMMIT"))
+        autocommit = engine if pooler else engine.execution_options(isolation_level="AUTOCOMMIT")
+        return cls(masked(url), engine, autocommit, pooled=pooler is not None)
 
 
 class _Fallback(Exception):
@@ -155,8 +172,13 @@ class Standbys:
         async def attempt(standby: Standby) -> T:
             engine = standby.engine if snapshot else standby.autocommit
             async with engine.connect() as conn:
-                raw = await conn.get_raw_connection()
-                await self._wait_for(raw.driver_connection, target)
+                if standby.pooled:
+                    async with conn.begin():
+                        await self._wait_for(lambda: conn.scalar(sa.text(REPLAYED)), target)
+                        return await work(conn)
+                # otherwise checked straight on asyncpg, before any BEGIN: a round trip less
+                driver: asyncpg.Connection = (await conn.get_raw_connection()).driver_connection
+                await self._wait_for(lambda: driver.fetchval(REPLAYED), target)
                 async with conn.begin():
                     return await work(conn)
 
@@ -172,8 +194,12 @@ class Standbys:
 
         async def attempt(standby: Standby) -> T:
             async with standby.autocommit.connect() as conn:
-                driver = (await conn.get_raw_connection()).driver_connection
-                await self._wait_for(driver, target)
+                driver: asyncpg.Connection = (await conn.get_raw_connection()).driver_connection
+                if standby.pooled:
+                    async with driver.transaction():
+                        await self._wait_for(lambda: driver.fetchval(REPLAYED), target)
+                        return await work(driver)
+                await self._wait_for(lambda: driver.fetchval(REPLAYED), target)
                 return await work(driver)
 
         return await self._route(attempt, on_primary)
@@ -229,13 +255,13 @@ class Standbys:
         return "standby_down"
 
     @staticmethod
-    async def _wait_for(driver: asyncpg.Connection, target: int) -> None:
+    async def _wait_for(replayed_now: Callable[[], Awaitable[int | None]], target: int) -> None:
         """Return once the standby has replayed `target`; raise _Fallback when it is not a
         standby (promoted: it may not be the primary writes go to) or stays behind."""
         deadline = time.monotonic() + READ_WAIT_S
         pause = FIRST_RECHECK_S
         while True:
-            replayed = await driver.fetchval(REPLAYED)
+            replayed = await replayed_now()
             if replayed is None:
                 raise _Fallback("not_a_standby")
             if replayed >= target:

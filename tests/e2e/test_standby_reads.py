@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.replication import ReplicatedPostgres
 from storage.standby import PRIMARY_POSITION, STANDBY_RETRY_S
 from tests.conftest import unavailable
+from tests.pgbouncer import PgBouncer
 from tests.support import LiveServer, make_server_key
 
 Factory = Callable[..., LiveServer]
@@ -229,14 +232,27 @@ READS = (
 )
 
 
+@pytest.mark.parametrize("through", ["direct", "pgbouncer"])
 async def test_every_read_route_answers_from_the_standby_as_from_the_primary(
-    replicated: ReplicatedPostgres, api_factory: Callable[..., Any]
+    replicated: ReplicatedPostgres, api_factory: Callable[..., Any], through: str
 ) -> None:
     name = await replicated.create_database()
     primary = replicated.url(replicated.primary_port, name)
-    with_standby = await api_factory(
-        primary, database_read_urls=(replicated.url(replicated.standby_port, name),)
-    )
+    standby = replicated.url(replicated.standby_port, name)
+    if through == "pgbouncer":  # a transaction-mode pooler in front of the standby
+        if shutil.which("pgbouncer") is None or os.geteuid() != 0:
+            unavailable("pgbouncer, run as root", FileNotFoundError("pgbouncer"))
+        bouncer = PgBouncer("127.0.0.1", replicated.standby_port).start()
+        standby = bouncer.url(standby)
+    try:
+        await _every_read_route(api_factory, primary, standby)
+    finally:
+        if through == "pgbouncer":
+            bouncer.stop()
+
+
+async def _every_read_route(api_factory: Callable[..., Any], primary: str, standby: str) -> None:
+    with_standby = await api_factory(primary, database_read_urls=(standby,))
     alone = await api_factory(primary)
     server, a = with_standby.server(), f"sb-{uuid.uuid4().hex[:8]}"
 
