@@ -221,6 +221,9 @@ class Standbys:
                 reason = self._failed(standby, exc, _sqlstate(exc))
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
                 reason = self._failed(standby, exc, getattr(exc, "sqlstate", None))
+            except Exception:  # the read's own answer, from the standby (a 404, say)
+                metrics.STANDBY_READS.labels("standby", "caught_up").inc()
+                raise
             else:
                 metrics.STANDBY_READS.labels("standby", "caught_up").inc()
                 return result
