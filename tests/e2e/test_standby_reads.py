@@ -208,6 +208,12 @@ async def test_a_stopped_standby_sends_reads_to_the_primary_with_no_error(
     assert pair.errors == [] and pair.stale == [], (pair.errors[:5], pair.stale[:5])
     assert down.get("primary/standby_down", 0) > 0, down
 
+    # back up, it first replays what it missed (reads meanwhile go to the primary as lagging)
+    primary = await replicated.primary()
+    try:
+        await replicated.wait_replayed(await primary.fetchval(PRIMARY_POSITION))
+    finally:
+        await primary.close()
     await asyncio.sleep(STANDBY_RETRY_S + 0.5)  # the instances try the standby again
     before = pair.routed()
     await pair.run(24)
