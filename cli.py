@@ -137,9 +137,10 @@ def _parser(with_bench: bool = False) -> argparse.ArgumentParser:
         help="check balance = Σ entries and held = Σ open holds for every "
         "account; exits 1 on any mismatch",
     ).set_defaults(handler=_audit)
-    sub.add_parser("sweep", help="release expired holds and expire grants once").set_defaults(
-        handler=_sweep
-    )
+    sub.add_parser(
+        "sweep",
+        help="release expired holds, expire grants and prune what is past its retention, once",
+    ).set_defaults(handler=_sweep)
     if with_bench:
         # only for `creditstream bench`: the runtime (and the image) ships without the
         # benchmarks and their dependencies
@@ -360,10 +361,14 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
 
 def _sweep(args: argparse.Namespace, settings: Settings) -> int:
     from background.sweeper import Sweeper
+    from storage.retention import EventRetention
     from storage.writes.idempotency import IdempotencyStore
 
     async def run(db: Database) -> Any:
-        return await Sweeper(db, _service(settings), IdempotencyStore(db)).run_once()
+        retention = EventRetention(db, timedelta(days=settings.events_retention_days))
+        return await Sweeper(
+            db, _service(settings), IdempotencyStore(db), events_retention=retention
+        ).run_once()
 
     report = _with_db(settings, run)
     print(json.dumps(report.__dict__))

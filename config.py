@@ -28,6 +28,7 @@ PLACEHOLDER_MARKERS = (
     "xxxxxxxx",
 )
 MIN_DISTINCT_CHARACTERS = 8
+MIN_EVENTS_RETENTION_DAYS = 7.0  # G5: a subscriber may resume from a week back
 
 
 class ConfigError(ValueError):
@@ -103,6 +104,7 @@ class Settings:
     pricing_file: str | None = None
     plans_file: str | None = None
     sweep_interval_s: float = 1.0
+    events_retention_days: float = 7.0  # the stream journal's window (G5: at least 7 days)
     db_pool_size: int = 10
     write_connections: int = 1
     write_batch_max: int = 256
@@ -191,6 +193,9 @@ class Settings:
             pricing_file=env.get("CREDITSTREAM_PRICING_FILE") or None,
             plans_file=env.get("CREDITSTREAM_PLANS_FILE") or None,
             sweep_interval_s=_number(env, "CREDITSTREAM_SWEEP_INTERVAL_S", 1.0, 0.05),
+            events_retention_days=_number(
+                env, "CREDITSTREAM_EVENTS_RETENTION_DAYS", 7.0, MIN_EVENTS_RETENTION_DAYS
+            ),
             db_pool_size=int(_number(env, "CREDITSTREAM_DB_POOL_SIZE", 10, 1)),
             write_connections=int(_number(env, "CREDITSTREAM_WRITE_CONNECTIONS", 1, 1)),
             write_batch_max=int(_number(env, "CREDITSTREAM_WRITE_BATCH_MAX", 256, 1)),

@@ -37,6 +37,7 @@ from realtime.streams import Realtime, StreamAuthError, StreamConfig, Viewer
 from storage.journal import SqlEventJournal
 from storage.keys import stored_secret
 from storage.objects import LocalDirectoryStore, S3Store
+from storage.retention import EventRetention
 from storage.sql import Database
 from storage.webhook_deliveries import WebhookDeliveries
 from storage.writes.idempotency import IdempotencyStore
@@ -93,7 +94,14 @@ async def open_context(
     heartbeats = list(realtime.hub.heartbeats)
     publishers: list[Callable[[list[Event]], Awaitable[None]]] = [realtime.publish]
     if run_sweeper:  # the instance's background work: the sweeper and outbound webhooks
-        sweeper = Sweeper(db, service, idempotency, jobs=jobs, writer=writer)
+        sweeper = Sweeper(
+            db,
+            service,
+            idempotency,
+            jobs=jobs,
+            writer=writer,
+            events_retention=EventRetention(db, timedelta(days=settings.events_retention_days)),
+        )
         _supervise(
             stack,
             sweeper.heartbeat,

@@ -6,6 +6,7 @@ import json
 import re
 from typing import Any, TypeVar
 
+import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
@@ -14,6 +15,8 @@ from api.errors import ApiError
 MAX_BODY_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 32
 _UNPAIRED_SURROGATE = re.compile("[\ud800-\udfff]")
+_BOM = b"\xef\xbb\xbf"
+_LONG_NUMBER = re.compile(rb"\d{19}")
 
 Schema = TypeVar("Schema", bound=BaseModel)
 
@@ -41,11 +44,17 @@ def decode_json(raw: bytes) -> Any:
     if not raw.strip():
         return {}
     try:
-        value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except UnicodeDecodeError as exc:
-        raise ApiError(400, "invalid_json", "Request body is not valid UTF-8") from exc
-    except (ValueError, RecursionError) as exc:
-        raise ApiError(400, "invalid_json", f"Request body is not valid JSON: {exc}") from exc
+        # orjson decodes what the standard parser takes, alike, several times faster; what it
+        # refuses the standard parser decodes again, for its own error message. Not given to
+        # it: a BOM (the standard parser refuses it) and numbers of 19 digits or more (orjson
+        # makes a float of an integer beyond 64 bits, the standard parser an int)
+        value = (
+            orjson.loads(raw)
+            if not raw.startswith(_BOM) and _LONG_NUMBER.search(raw) is None
+            else _standard_json(raw)
+        )
+    except orjson.JSONDecodeError:
+        value = _standard_json(raw)
     if _depth(value) > MAX_JSON_DEPTH:
         raise ApiError(422, "validation_error", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     if _has_unstorable_text(value):
@@ -57,6 +66,15 @@ def decode_json(raw: bytes) -> Any:
             "Strings may not contain NUL (\\u0000) or unpaired surrogates (\\ud800-\\udfff)",
         )
     return value
+
+
+def _standard_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "invalid_json", "Request body is not valid UTF-8") from exc
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, "invalid_json", f"Request body is not valid JSON: {exc}") from exc
 
 
 def validate(schema: type[Schema], value: Any) -> Schema:

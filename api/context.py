@@ -119,7 +119,7 @@ class AppContext:
                 f"Expected an Idempotency-Key of 1-{MAX_KEY_LENGTH} printable characters",
             )
         fingerprint = hashlib.sha256(
-            b"%s %s\n%s" % (request.method.encode(), request.url.path.encode(), canonical_body)
+            b"%s %s\n%s" % (request.method.encode(), _url_path(request).encode(), canonical_body)
         ).hexdigest()
         return await self.writer.run_keyed(
             action, IdempotencyKey(principal.scope, key, fingerprint), stored_refusal, touches
@@ -157,9 +157,29 @@ def stored_refusal(exc: Exception) -> tuple[int, Any] | None:
 def operation_name(request: Request) -> str:
     """`hold`, `capture`, `charge`, … from the route template, for the operations metric."""
     route = request.scope.get("route")
-    path = route.path if route is not None else request.scope["path"]
+    if route is None:
+        return _operation_of(request.scope["path"])
+    name = _OPERATIONS.get(route.path)
+    if name is None:
+        name = _OPERATIONS[route.path] = _operation_of(route.path)
+    return name
+
+
+_OPERATIONS: dict[str, str] = {}  # by route template: as many as there are routes
+
+
+def _operation_of(path: str) -> str:
     words = [w for w in path.split("/") if w and not w.startswith("{")]
     return words[-1].removesuffix("s") if words else "unknown"
+
+
+def _url_path(request: Request) -> str:
+    """`request.url.path` without building the URL: the path as the scope has it, unless it has
+    a character the URL escapes."""
+    path: str = request.scope["path"]
+    if "?" in path or "#" in path or "\\" in path or path.startswith("//"):
+        return request.url.path
+    return path
 
 
 def _error_code(result: KeyedResult) -> str:

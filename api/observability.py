@@ -14,6 +14,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import metrics
+from api.log_writer import LineHandler, LineWriter
 
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -76,8 +77,18 @@ class JsonFormatter(logging.Formatter):
         return redact(orjson.dumps(entry, default=str).decode())
 
 
+# the one writer thread of this process's log lines (json format), made on first configuration
+_writer: LineWriter | None = None
+_handler: LineHandler | None = None
+
+
 def configure_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler()
+    """JSON lines on stderr, written by a thread (api/log_writer.py) so that no request waits
+    for a write."""
+    global _writer, _handler
+    if _writer is None:
+        _writer = LineWriter()
+    handler = _handler = LineHandler(_writer)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -100,34 +111,105 @@ class ObservabilityMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _request_id(scope)
-        token = REQUEST_ID.set(request_id)
-        started = time.perf_counter()
-        status = 500
+        await observe_http(self.app, scope, receive, send)
 
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
-            await send(message)
 
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            elapsed = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", "unmatched")
-            metrics.HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
-            metrics.HTTP_SECONDS.labels(scope["method"], route).observe(elapsed)
-            access_log.info(
-                "%s %s %s",
-                scope["method"],
-                scope["path"],
-                status,
-                extra={"status": status, "route": route, "duration_ms": round(elapsed * 1000, 2)},
-            )
-            REQUEST_ID.reset(token)
+async def observe_http(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """A request id (`X-Request-ID`, and on every line logged meanwhile), the request metrics
+    and the access line around one HTTP request."""
+    request_id = _request_id(scope)
+    token = REQUEST_ID.set(request_id)
+    started = time.perf_counter()
+    status = 500
+    id_header = (b"x-request-id", request_id.encode())
+
+    async def send_with_id(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            message["headers"] = [*message.get("headers", ()), id_header]
+        await send(message)
+
+    try:
+        await app(scope, receive, send_with_id)
+    finally:
+        elapsed = time.perf_counter() - started
+        route = getattr(scope.get("route"), "path", "unmatched")
+        method = scope["method"]
+        _count(method, route, status, elapsed)
+        if access_log.isEnabledFor(logging.INFO):
+            _log_access(method, scope["path"], status, route, elapsed, request_id)
+        REQUEST_ID.reset(token)
+
+
+# the metric series of each (method, route, status) seen, so a request does not look its labels
+# up again; bounded, as the method is whatever the client sent
+_SERIES: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+MAX_CACHED_SERIES = 1024
+
+
+def _count(method: str, route: str, status: int, elapsed: float) -> None:
+    key = (method, route, status)
+    series = _SERIES.get(key)
+    if series is None:
+        series = (
+            metrics.HTTP_REQUESTS.labels(method, route, str(status)),
+            metrics.HTTP_SECONDS.labels(method, route),
+        )
+        if len(_SERIES) < MAX_CACHED_SERIES:
+            _SERIES[key] = series
+    series[0].inc()
+    series[1].observe(elapsed)
+
+
+_parent_log = logging.getLogger("creditstream")
+_second = -1
+_second_text = ""
+
+
+def _log_access(
+    method: str, path: str, status: int, route: str, elapsed: float, request_id: str
+) -> None:
+    """The access line. As `configure_logging` set logging up, it is built here, as the JSON
+    formatter would build it, and queued for the writer; with any other set-up (a handler added
+    by a test, the text format) it goes through `logging` as any line."""
+    duration_ms = round(elapsed * 1000, 2)
+    handler = _handler
+    root_handlers = logging.root.handlers
+    if (
+        handler is None
+        or _writer is None
+        or len(root_handlers) != 1
+        or root_handlers[0] is not handler
+        or access_log.handlers
+        or _parent_log.handlers
+        or not access_log.propagate
+    ):
+        access_log.info(
+            "%s %s %s",
+            method,
+            path,
+            status,
+            extra={"status": status, "route": route, "duration_ms": duration_ms},
+        )
+        return
+    global _second, _second_text
+    now = time.time()
+    second = int(now)
+    if second != _second:
+        _second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second = second
+    entry = {
+        "time": f"{_second_text}.{int((now - second) * 1000):03d}Z",
+        "level": "info",
+        "logger": "creditstream.access",
+        "message": f"{method} {path} {status}",
+        "request_id": request_id,
+        "status": status,
+        "route": route,
+        "duration_ms": duration_ms,
+    }
+    _writer.put(redact(orjson.dumps(entry).decode()))
 
 
 async def observe_websocket(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:

@@ -1,6 +1,7 @@
-"""The sweeper: releases holds past their TTL, expires grants past `expires_at` and forgets old
-idempotency keys. Every instance runs one; the engine's locks and status guards make concurrent
-sweepers safe (each hold is released once)."""
+"""The sweeper: releases holds past their TTL, expires grants past `expires_at`, and prunes what
+outlives its retention — stream events past the journal's window and old idempotency keys — in
+bounded batches (storage/retention.py). Every instance runs one; the engine's locks and status
+guards make concurrent sweepers safe (each hold is released once)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from core.events import Event
 from core.job_service import JobService
 from core.service import CreditService
 from storage import due
+from storage.retention import EventRetention, PruneResult, in_batches
 from storage.sql import Database
 from storage.writes.batch import Touches
 from storage.writes.idempotency import IdempotencyStore
@@ -27,6 +29,8 @@ from storage.writes.writer import BatchWriter
 log = logging.getLogger("creditstream.sweeper")
 PASS_LIMIT = 500  # of each kind per pass; a full pass is followed by the next one at once
 KEY_RETENTION = timedelta(hours=48)
+EVENTS_RETENTION = timedelta(days=7)  # CREDITSTREAM_EVENTS_RETENTION_DAYS
+PRUNE_EVERY = 60  # passes between prunes (a minute at the default interval) unless one has more
 FAILURE_BACKOFF_CAP_S = 30.0
 STUCK_S = 300.0  # one pass: a few batches of at most PASS_LIMIT each, bounded by the db's timeouts
 
@@ -40,6 +44,7 @@ class SweepReport:
     grants_expired: int = 0
     jobs_timed_out: int = 0
     keys_purged: int = 0
+    events_pruned: int = 0
     more_due: bool = False  # a kind filled its pass and made progress: sweep again at once
 
 
@@ -53,8 +58,11 @@ class Sweeper:
         jobs: JobService | None = None,
         writer: BatchWriter | None = None,
         pass_limit: int = PASS_LIMIT,
+        events_retention: EventRetention | None = None,
     ) -> None:
         self.db, self.service, self.idempotency = db, service, idempotency
+        self.events_retention = events_retention or EventRetention(db, EVENTS_RETENTION)
+        self._prune_due = True  # the first pass prunes; then every PRUNE_EVERY, or at once
         self.jobs = jobs or JobService(service)
         self.writer = writer or BatchWriter(db, service.now, publish or _nowhere, lanes=1)
         self.pass_limit = pass_limit
@@ -97,10 +105,22 @@ class Sweeper:
                 (account_ids, report.grants_expired),
             )
         )
-        if self.runs % 600 == 0:
-            report.keys_purged = await self.idempotency.purge(self.service.now() - KEY_RETENTION)
+        if self._prune_due or self.runs % PRUNE_EVERY == 0:
+            await self._prune(report)
         self.runs += 1
         return report
+
+    async def _prune(self, report: SweepReport) -> None:
+        """One bounded round of retention: a table with more due than a pass takes is pruned
+        again on the next pass rather than in one long transaction now."""
+        now = self.service.now()
+        events = await self.events_retention.prune(now)
+        keys_before = now - KEY_RETENTION
+        keys: PruneResult = await in_batches(
+            lambda limit: self.idempotency.purge(keys_before, limit)
+        )
+        report.events_pruned, report.keys_purged = events.deleted, keys.deleted
+        self._prune_due = events.more or keys.more
 
     async def run_forever(self, interval_s: float, stopping: asyncio.Event) -> None:
         """Sweep until `stopping` is set; a pass in progress finishes first, so shutdown never
@@ -120,7 +140,7 @@ class Sweeper:
                 for kind, count in report.__dict__.items():
                     if count and kind != "more_due":
                         metrics.SWEPT.labels(kind).inc(count)
-                if report.holds_expired or report.grants_expired or report.jobs_timed_out:
+                if any(count for kind, count in report.__dict__.items() if kind != "more_due"):
                     log.info("sweep", extra=dict(report.__dict__))
                 if report.more_due:
                     continue

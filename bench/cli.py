@@ -47,6 +47,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "webhooks": "outbound webhooks into one endpoint whose receiver takes 20 ms: "
         "delivered/s against the rate committed, and the lag (goals: ≥ 0.95×, "
         "p99 ≤ 1 s)",
+        "growth": "bytes on disk per operation for each table (rows and indexes) under a "
+        "realistic mix of keyed requests, and the cost of pruning the stream journal",
         "soak": "an endurance run: stream churn, holds and jobs left to expire, outbound "
         "deliveries, together for --duration; server RSS slope, sweeper lateness and "
         "delivery lag against bounds (exits 1 when one is exceeded)",
@@ -123,6 +125,10 @@ def _add_specific(name: str, parser: argparse.ArgumentParser) -> None:
         from bench import webhooks
 
         webhooks.add_arguments(parser)
+    elif name == "growth":
+        from bench import growth
+
+        growth.add_arguments(parser)
     elif name == "soak":
         from bench import soak
 
@@ -158,6 +164,10 @@ async def _run_one(name: str, args: argparse.Namespace, say: Progress) -> Result
         from bench import reads
 
         return await reads.run(args, say)
+    if name == "growth":
+        from bench import growth
+
+        return await growth.run(args, say)
     from bench import connections
 
     return await connections.run(args, say)

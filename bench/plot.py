@@ -120,21 +120,22 @@ def _engine(plt: Any, result: dict[str, Any]) -> Any:
 def _http(plt: Any, result: dict[str, Any]) -> Any:
     fig, (left, right) = plt.subplots(1, 2, figsize=(8.5, 3.2))
     runs = result["details"]["runs"]
-    phases = ["echo", "uniform", "hot", "workers"]
+    phases = ["echo", "echo_workers", "uniform", "hot", "workers"]
     names = {
         "echo": "bare echo",
-        "uniform": "1,000 accounts",
-        "hot": "one hot account",
-        "workers": f"{result['params']['workers']} workers",
+        "echo_workers": f"echo,\n{result['params']['workers']} workers",
+        "uniform": "1,000\naccounts",
+        "hot": "one hot\naccount",
+        "workers": f"{result['params']['workers']}\nworkers",
     }
     width = 0.8 / max(1, len(runs))
     for i, (variant, run) in enumerate(runs.items()):
         left.bar(
             [x + i * width for x in range(len(phases))],
-            [run[p]["req_per_s"] for p in phases],
+            [run[p]["req_per_s"] if p in run else 0 for p in phases],
             width,
             label=variant,
-            color=[CEILING_COLOR, CS_COLOR, CS_COLOR, CS_COLOR],
+            color=[CEILING_COLOR, CEILING_COLOR, CS_COLOR, CS_COLOR, CS_COLOR],
         )
     left.set_xticks([x + width * (len(runs) - 1) / 2 for x in range(len(phases))])
     left.set_xticklabels([names[p] for p in phases], fontsize=7)

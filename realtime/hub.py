@@ -77,8 +77,12 @@ class Hub:
                     subscription.skip_through = await self._send_snapshot(
                         feed, sink, reset=after_seq is not None, state=state
                     )
-                else:
-                    await self._replay(feed, sink, after_seq)
+                elif not await self._replay(feed, sink, after_seq):
+                    # the journal no longer holds the events after `after_seq` (past its
+                    # retention window): the whole state instead, which replaces the client's
+                    subscription.skip_through = await self._send_snapshot(
+                        feed, sink, reset=True, state=state
+                    )
                 feed.subscriptions.add(subscription)
                 metrics.SUBSCRIPTIONS.inc()
         return subscription
@@ -173,18 +177,23 @@ class Hub:
         sink.offer(dump(message))
         return seq
 
-    async def _replay(self, feed: Feed, sink: Sink, after_seq: int) -> None:
+    async def _replay(self, feed: Feed, sink: Sink, after_seq: int) -> bool:
+        """Send the journal's events after `after_seq` up to the feed's head. False when one is
+        missing (pruned past the retention window): nothing after the gap is sent."""
         cursor = after_seq
         while cursor < feed.head:
             page = await self.journal.events_after(feed.account_id, cursor, REPLAY_PAGE)
             page = [e for e in page if e["seq"] <= feed.head]
             if not page:
-                break
+                return False  # the head is ahead of `cursor`, yet no event is left after it
             for event in page:
+                if event["seq"] != cursor + 1:
+                    return False
                 await sink.wait_for_room(1, REPLAY_PATIENCE_S)
                 if not sink.offer(dump(event)):
-                    return
-            cursor = page[-1]["seq"]
+                    return True  # overflowed: the connection closes and the client resumes
+                cursor = event["seq"]
+        return True
 
     # -- delivering ---------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.events import iso
 from core.model import Hold
+from storage.retention import MIN_EVENTS_RETENTION
 from storage.tables import accounts, entries, events, grants, holds, jobs
 
 
@@ -180,8 +181,12 @@ class Mismatch:
         )
 
 
-async def audit(conn: AsyncConnection) -> tuple[int, list[Mismatch]]:
-    """Check G2 for every account: balance = Σ entries = Σ grant remainders, held = Σ open holds."""
+async def audit(conn: AsyncConnection, now: datetime | None = None) -> tuple[int, list[Mismatch]]:
+    """Check G2 for every account: balance = Σ entries = Σ grant remainders, held = Σ open holds;
+    and its stream: the events kept run without a gap up to its seq. Events past the journal's
+    retention window are pruned oldest first, so what is kept is a suffix; an account may have
+    none left only when its last event (its `updated_at`) is older than the shortest window."""
+    pruned_before = (now or datetime.now(UTC)) - MIN_EVENTS_RETENTION
     entry_sums = (
         sa.select(
             entries.c.account_id,
@@ -193,7 +198,10 @@ async def audit(conn: AsyncConnection) -> tuple[int, list[Mismatch]]:
     )
     event_seqs = (
         sa.select(
-            events.c.account_id, sa.func.max(events.c.seq).label("seq"), sa.func.count().label("n")
+            events.c.account_id,
+            sa.func.max(events.c.seq).label("seq"),
+            sa.func.min(events.c.seq).label("first"),
+            sa.func.count().label("n"),
         )
         .group_by(events.c.account_id)
         .subquery()
@@ -219,9 +227,11 @@ async def audit(conn: AsyncConnection) -> tuple[int, list[Mismatch]]:
             accounts.c.balance,
             accounts.c.held,
             accounts.c.seq,
+            accounts.c.updated_at,
             entry_sums.c.delta,
             entry_sums.c.held.label("entry_held"),
             event_seqs.c.seq.label("event_seq"),
+            event_seqs.c.first.label("event_first"),
             event_seqs.c.n.label("event_count"),
             open_holds.c.held.label("hold_held"),
             remaining.c.left,
@@ -242,9 +252,15 @@ async def audit(conn: AsyncConnection) -> tuple[int, list[Mismatch]]:
             ("held", row.held, int(row.entry_held or 0)),
             ("held (open holds)", row.held, int(row.hold_held or 0)),
             ("held (grant reservations)", row.held, int(row.reserved or 0)),
-            ("seq", row.seq, int(row.event_seq or 0)),
-            ("events (gap-free seq)", row.seq, int(row.event_count or 0)),
         ]
+        if row.event_seq is not None:
+            kept = int(row.event_seq) - int(row.event_first) + 1
+            checks += [
+                ("seq", row.seq, int(row.event_seq)),
+                ("events (gap-free seq)", kept, int(row.event_count)),
+            ]
+        elif row.seq and row.updated_at >= pruned_before:
+            checks.append(("seq (its recent events are gone)", row.seq, 0))
         mismatches += [
             Mismatch(row.id, name, stored, computed)
             for name, stored, computed in checks

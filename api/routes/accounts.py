@@ -94,9 +94,28 @@ async def _events_page(
         return account, await queries.events_after(uow.conn, account_id, after_seq, limit)
 
     account, events = await ctx.db.standby_read(read)
-    if not events and wait:
+    if not events and wait and after_seq >= account.seq:
         await ctx.wait_for_events(account_id, after_seq, wait)
         account, events = await ctx.db.standby_read(read)
+    if after_seq < account.seq and not _follows(after_seq, events):
+        # the journal no longer holds what follows `after_seq` (past its retention window):
+        # the page carries the whole state instead, as the stream's snapshot with `reset`
+        snapshot = {
+            "type": "snapshot",
+            "account_id": account_id,
+            "account": account.snapshot(ctx.service.now()),
+            "seq": account.seq,
+            "reset": True,
+        }
+        return JSONResponse(
+            {
+                "account_id": account_id,
+                "events": [snapshot],
+                "seq": account.seq,
+                "next_after_seq": account.seq,
+                "reset": True,
+            }
+        )
     return JSONResponse(
         {
             "account_id": account_id,
@@ -105,6 +124,11 @@ async def _events_page(
             "next_after_seq": events[-1]["seq"] if events else after_seq,
         }
     )
+
+
+def _follows(after_seq: int, events: list[dict[str, Any]]) -> bool:
+    """Whether the page continues the stream from `after_seq` without a gap."""
+    return bool(events) and all(e["seq"] == after_seq + 1 + i for i, e in enumerate(events))
 
 
 async def usage(request: Request) -> Response:

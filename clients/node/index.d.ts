@@ -102,7 +102,7 @@ export declare class CreditstreamClient {
   listEntries(accountId: string, options?: { after?: number; limit?: number }):
     Promise<{ entries: Entry[]; has_more: boolean; next_after: number }>;
   listEvents(accountId: string, options?: { afterSeq?: number; limit?: number; wait?: number }):
-    Promise<{ account_id: string; events: StreamEvent[]; seq: number; next_after_seq: number }>;
+    Promise<{ account_id: string; events: StreamEvent[]; seq: number; next_after_seq: number; reset?: boolean }>;
   getUsage(accountId: string, period?: "day" | "week" | "month"): Promise<Usage>;
   listJobs(accountId: string, options?: { status?: Job["status"]; limit?: number }):
     Promise<{ account_id: string; jobs: Job[] }>;

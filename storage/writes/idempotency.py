@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-import sqlalchemy as sa
-
 import metrics
 from core.errors import IdempotencyKeyReused, RequestInProgress
+from storage.retention import PRUNE_BATCH, delete_older_than
 from storage.sql import Database
 from storage.tables import idempotency_keys as keys
 
@@ -99,7 +98,7 @@ class IdempotencyStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def purge(self, older_than: datetime) -> int:
-        async with self.db.transaction() as uow:
-            result = await uow.conn.execute(sa.delete(keys).where(keys.c.created_at < older_than))
-            return int(result.rowcount or 0)
+    async def purge(self, older_than: datetime, limit: int = PRUNE_BATCH) -> int:
+        """Forget up to `limit` keys created before `older_than`, oldest first, in one short
+        transaction (the sweeper repeats it: storage/retention.py)."""
+        return await delete_older_than(self.db, keys, keys.c.created_at, older_than, limit)

@@ -324,3 +324,23 @@ def test_reads(tmp_path: Path) -> None:
     assert per_read["creditstream"] >= 0 and per_read["ceiling"] >= 0 and per_read["goal"]
     assert row(result, "reads served by the standby")["creditstream"] > 0
     assert result["details"]["runs"]["2/with a standby"]["reads"] > 0
+
+
+def test_growth(tmp_path: Path, pg_url: str) -> None:
+    result = run_bench(
+        tmp_path,
+        "growth",
+        "--database-url",
+        pg_url,
+        "--operations",
+        "60",
+        "--accounts",
+        "5",
+        "--prune-batch",
+        "50",
+    )
+    assert row(result, "all tables: bytes per operation")["creditstream"] > 0
+    assert row(result, "events: rows per operation")["creditstream"] > 1  # a hold, a capture…
+    assert row(result, "requests per operation")["creditstream"] >= 1
+    prune = result["details"]["prune"]
+    assert prune["deleted"] > 0 and prune["batches"] >= 2 and prune["rows_per_s"] > 0

@@ -184,6 +184,7 @@ class MemoryJournal:
         self.clock = MutableClock()
         self.failing: Exception | None = None
         self.snapshot_reads: list[list[str]] = []  # the accounts of each `snapshots` call
+        self.pruned: set[tuple[str, int]] = set()  # (account, seq) deleted past the retention
 
     def append(self, account_id: str, count: int = 1) -> list[dict[str, Any]]:
         """Commit `count` more events to the account's journal; returns them."""
@@ -207,7 +208,11 @@ class MemoryJournal:
         self, account_id: str, after_seq: int, limit: int
     ) -> list[dict[str, Any]]:
         self._check()
-        return [e for e in self.events.get(account_id, []) if e["seq"] > after_seq][:limit]
+        return [
+            e
+            for e in self.events.get(account_id, [])
+            if e["seq"] > after_seq and (account_id, e["seq"]) not in self.pruned
+        ][:limit]
 
     async def heads(self, account_ids: list[str]) -> dict[str, int]:
         self._check()

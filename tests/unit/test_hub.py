@@ -227,3 +227,61 @@ async def test_a_failed_read_fails_every_subscribe_that_shared_it(
     sink = ListSink()
     await hub.subscribe("acct-0", sink, after_seq=None)
     assert received(sink)[1]["seq"] == 1
+
+
+async def test_resuming_from_before_the_retention_window_gets_a_reset_snapshot(
+    hub: Hub, journal: MemoryJournal
+) -> None:
+    journal.append(ACCOUNT, 6)
+    journal.pruned |= {(ACCOUNT, seq) for seq in range(1, 4)}  # 1–3 gone, 4–6 kept
+    sink = ListSink()
+    await hub.subscribe(ACCOUNT, sink, after_seq=1)
+    await deliver(hub, journal.append(ACCOUNT))
+    kinds = [(m["type"], m["seq"], m.get("reset")) for m in received(sink)]
+    assert kinds == [
+        ("subscribed", 6, None),
+        ("snapshot", 6, True),  # not 4–6 with 2–3 silently missing
+        ("balance.updated", 7, None),
+    ]
+
+
+async def test_resuming_at_the_window_edge_replays_without_a_snapshot(
+    hub: Hub, journal: MemoryJournal
+) -> None:
+    journal.append(ACCOUNT, 6)
+    journal.pruned |= {(ACCOUNT, seq) for seq in range(1, 4)}
+    sink = ListSink()
+    await hub.subscribe(ACCOUNT, sink, after_seq=3)
+    assert seqs(sink) == [4, 5, 6]
+    assert not any(m["type"] == "snapshot" for m in received(sink))
+
+
+async def test_a_gap_met_during_a_replay_ends_it_with_a_reset_snapshot(
+    hub: Hub, journal: MemoryJournal
+) -> None:
+    journal.append(ACCOUNT, 6)
+    journal.pruned.add((ACCOUNT, 4))  # pruned between two pages of a long replay
+    sink = ListSink()
+    await hub.subscribe(ACCOUNT, sink, after_seq=1)
+    await deliver(hub, journal.append(ACCOUNT))
+    kinds = [(m["type"], m["seq"]) for m in received(sink)]
+    assert kinds == [
+        ("subscribed", 6),
+        ("balance.updated", 2),
+        ("balance.updated", 3),
+        ("snapshot", 6),
+        ("balance.updated", 7),
+    ]
+
+
+async def test_an_account_whose_whole_journal_was_pruned_gets_a_reset_snapshot(
+    hub: Hub, journal: MemoryJournal
+) -> None:
+    journal.append(ACCOUNT, 3)
+    journal.pruned |= {(ACCOUNT, seq) for seq in range(1, 4)}
+    sink = ListSink()
+    await hub.subscribe(ACCOUNT, sink, after_seq=0)
+    assert [(m["type"], m.get("reset")) for m in received(sink)] == [
+        ("subscribed", None),
+        ("snapshot", True),
+    ]

@@ -144,6 +144,8 @@ class EventsPage(TypedDict):
     events: list[dict[str, Any]]
     seq: int
     next_after_seq: int
+    # after_seq was past the journal's retention: `events` holds the account's snapshot instead
+    reset: NotRequired[bool]
 
 
 class Usage(TypedDict):
