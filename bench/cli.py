@@ -55,7 +55,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "reads": "the primary's CPU per read (account snapshots, entries pages) with and "
         "without a streaming standby serving them (CREDITSTREAM_DATABASE_READ_URL); starts "
         "its own primary and standby, so runs as root or postgres (goal ≤ 0.5×)",
-        "all": "every benchmark above but soak and reads at its default size, one after the other",
+        "all": "every benchmark above but soak, growth and reads at its default size, one after "
+        "the other",
     }
     for name, text in helps.items():
         parser = sub.add_parser(name, help=text, description=text)
