@@ -326,6 +326,7 @@ def test_reads(tmp_path: Path) -> None:
     assert result["details"]["runs"]["2/with a standby"]["reads"] > 0
 
 
+@pytest.mark.postgres
 def test_growth(tmp_path: Path, pg_url: str) -> None:
     result = run_bench(
         tmp_path,
