@@ -6,7 +6,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from storage.database_url import DEFAULT_DATABASE_URL
+from storage.database_url import DEFAULT_DATABASE_URL, DatabaseSetupError
+from storage.database_url import SETTING as DATABASE_SETTING
+from storage.standby import SETTING as READ_SETTING
+from storage.standby import StandbySetupError, split_read_urls
 
 MIN_SECRET_BYTES = 32
 # fragments of the placeholders sample configurations ship with (docker-compose.yml used
@@ -74,9 +77,17 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -
     return value
 
 
+def _read_urls(env: Mapping[str, str]) -> tuple[str, ...]:
+    try:
+        return split_read_urls(env.get("CREDITSTREAM_DATABASE_READ_URL"))
+    except (DatabaseSetupError, StandbySetupError) as exc:
+        raise ConfigError(str(exc).replace(DATABASE_SETTING, READ_SETTING)) from exc
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
+    database_read_urls: tuple[str, ...] = ()  # standbys (storage/standby.py)
     redis_url: str | None = None
     user_token_secret: str | None = None
     webhook_secret: str | None = None
@@ -157,6 +168,7 @@ class Settings:
         prefix, payment_prefix = "CREDITSTREAM_WEBHOOK_SECRET_", "CREDITSTREAM_PAYMENT_SECRET_"
         return cls(
             database_url=env.get("CREDITSTREAM_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            database_read_urls=_read_urls(env),
             redis_url=env.get("CREDITSTREAM_REDIS_URL") or None,
             user_token_secret=env.get("CREDITSTREAM_USER_TOKEN_SECRET") or None,
             webhook_secret=env.get("CREDITSTREAM_WEBHOOK_SECRET") or None,

@@ -121,3 +121,16 @@ WRITE_BATCH_SPLITS = Counter(
     "Batches that failed for a non-domain reason and ran again one operation at a time",
     registry=REGISTRY,
 )
+STANDBY_READS = Counter(
+    "creditstream_standby_reads",
+    "Reads routed to CREDITSTREAM_DATABASE_READ_URL, by who served them (standby, primary) "
+    "and why (caught_up; or lagging, standby_down, standby_busy, not_a_standby, recovery_conflict)",
+    ["served_by", "reason"],
+    registry=REGISTRY,
+)
+STANDBY_POSITION_FETCHES = Counter(
+    "creditstream_standby_position_fetches",
+    "Round trips to the primary for its WAL position (pg_current_wal_lsn()), each shared by the "
+    "standby reads that arrived while the previous one was in flight",
+    registry=REGISTRY,
+)

@@ -61,7 +61,9 @@ async def open_context(
 ) -> tuple[AppContext, Realtime]:
     """Everything the routes need, each resource opened inside `stack`: a failure at any step
     closes what the steps before it opened, and shutdown closes all in reverse order."""
-    db = Database.from_url(settings.database_url, settings.db_pool_size)
+    db = Database.from_url(
+        settings.database_url, settings.db_pool_size, settings.database_read_urls
+    )
     stack.push_async_callback(_dispose, db)
     signer = TokenSigner(
         settings.user_token_secret or await stored_secret(db, "user_token_secret"), clock

@@ -188,6 +188,9 @@ def summary(
             else "production"
         ),
     ]
+    if settings.database_read_urls:  # only when set: the summary stays as it was without
+        standbys = ", ".join(describe(url) for url in settings.database_read_urls)
+        lines.insert(2, f"  reads:    standbys {standbys}, the primary when one lags or fails")
     if settings.dev:
         lines.append(f"  demo:     {demo}")
     if dev_key is not None:

@@ -54,7 +54,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "soak": "an endurance run: stream churn, holds and jobs left to expire, outbound "
         "deliveries, together for --duration; server RSS slope, sweeper lateness and "
         "delivery lag against bounds (exits 1 when one is exceeded)",
-        "all": "every benchmark above but soak at its default size, one after the other",
+        "reads": "the primary's CPU per read (account snapshots, entries pages) with and "
+        "without a streaming standby serving them (CREDITSTREAM_DATABASE_READ_URL); starts "
+        "its own primary and standby, so runs as root or postgres (goal ≤ 0.5×)",
+        "all": "every benchmark above but soak, growth and reads at its default size, one after "
+        "the other",
     }
     for name, text in helps.items():
         parser = sub.add_parser(name, help=text, description=text)
@@ -132,6 +136,10 @@ def _add_specific(name: str, parser: argparse.ArgumentParser) -> None:
         from bench import soak
 
         soak.add_arguments(parser)
+    elif name == "reads":
+        from bench import reads
+
+        reads.add_arguments(parser)
 
 
 async def _run_one(name: str, args: argparse.Namespace, say: Progress) -> Result:
@@ -155,6 +163,10 @@ async def _run_one(name: str, args: argparse.Namespace, say: Progress) -> Result
         from bench import soak
 
         return await soak.run(args, say)
+    if name == "reads":
+        from bench import reads
+
+        return await reads.run(args, say)
     if name == "growth":
         from bench import growth
 

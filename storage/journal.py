@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
 
 from core.ports import Clock
 from storage import queries
 from storage.repositories import RecordColumns, account_from_row
-from storage.sql import Database
+from storage.sql import Database, SqlUnitOfWork
 from storage.tables import accounts, events
 
 HEADS_CHUNK = 1000
@@ -26,19 +27,23 @@ class SqlEventJournal:
     async def events_after(
         self, account_id: str, after_seq: int, limit: int
     ) -> list[dict[str, Any]]:
-        async with self.db.read() as uow:
-            return await queries.events_after(uow.conn, account_id, after_seq, limit)
+        return await self.db.standby_read(
+            lambda uow: queries.events_after(uow.conn, account_id, after_seq, limit)
+        )
 
     async def heads(self, account_ids: list[str]) -> dict[str, int]:
-        heads: dict[str, int] = {}
-        async with self.db.read() as uow:
+
+        async def read(uow: SqlUnitOfWork) -> dict[str, int]:
+            heads: dict[str, int] = {}
             for start in range(0, len(account_ids), HEADS_CHUNK):
                 chunk = account_ids[start : start + HEADS_CHUNK]
                 rows = await uow.conn.execute(
                     sa.select(accounts.c.id, accounts.c.seq).where(accounts.c.id.in_(chunk))
                 )
                 heads.update({row.id: int(row.seq) for row in rows})
-        return heads
+            return heads
+
+        return await self.db.standby_read(read)
 
     def now(self) -> datetime:
         """The clock the journal's `created_at` is written with."""
@@ -65,7 +70,9 @@ class SqlEventJournal:
         now = self.clock.now()
         found: dict[str, dict[str, Any]] = {}
         if self.db.dialect == "postgresql":
-            async with self.db.driver() as driver:
+
+            async def read(driver: asyncpg.Connection) -> dict[str, dict[str, Any]]:
+                found.clear()  # a standby that failed halfway leaves its part to the primary
                 for start in range(0, len(account_ids), HEADS_CHUNK):
                     records = await driver.fetch(
                         SNAPSHOTS, account_ids[start : start + HEADS_CHUNK]
@@ -73,7 +80,9 @@ class SqlEventJournal:
                     found.update(
                         {r["id"]: account_from_row(RecordColumns(r)).snapshot(now) for r in records}
                     )
-            return found
+                return found
+
+            return await self.db.standby_driver(read)
         async with self.db.read(snapshot=False) as uow:
             for start in range(0, len(account_ids), HEADS_CHUNK):
                 chunk = account_ids[start : start + HEADS_CHUNK]

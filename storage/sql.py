@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import sqlalchemy as sa
@@ -17,9 +17,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from core.events import Event
 from core.ports import ServiceUnavailable
 from storage.database_url import DEFAULT_DATABASE_URL as DEFAULT_DATABASE_URL  # re-exported
-from storage.database_url import check_supported, pooler_connect_args, split_pooler
+from storage.database_url import (
+    DatabaseSetupError,
+    check_supported,
+    pooler_connect_args,
+    split_pooler,
+)
 from storage.database_url import normalise_url as normalise_url  # re-exported
 from storage.repositories import SqlAccounts, SqlHolds, SqlJobs, SqlSpends
+from storage.standby import PRIMARY_POSITION, Standby, Standbys
+
+T = TypeVar("T")
 
 # SQLSTATE classes of a connection that is gone or a server that is going away
 UNAVAILABLE_CLASSES = ("08", "57")
@@ -52,6 +60,7 @@ class SqlUnitOfWork:
 class Database:
     def __init__(self, engine: AsyncEngine, pooler: str | None = None) -> None:
         self.engine = engine
+        self.standbys: Standbys | None = None  # CREDITSTREAM_DATABASE_READ_URL
         # behind a transaction pooler every statement runs inside a transaction: outside one,
         # the pooler may hand the next protocol message to another server connection
         self.pooler = pooler
@@ -63,11 +72,16 @@ class Database:
         )
 
     @classmethod
-    def from_url(cls, url: str, pool_size: int = 10) -> Database:
+    def from_url(cls, url: str, pool_size: int = 10, read_urls: tuple[str, ...] = ()) -> Database:
         check_supported(url)  # one clear line for mysql://…, not "No module named 'MySQLdb'"
         url, pooler = split_pooler(normalise_url(url))
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite":
+            if read_urls:
+                raise DatabaseSetupError(
+                    "CREDITSTREAM_DATABASE_READ_URL names standbys, which need PostgreSQL: "
+                    "CREDITSTREAM_DATABASE_URL is SQLite (unset one, or use PostgreSQL)"
+                )
             return cls(_sqlite_engine(url))
         engine = create_async_engine(
             # no pre-ping: a dead connection fails its statement and is discarded, which costs
@@ -80,7 +94,11 @@ class Database:
             # a dead database must produce a quick 503, not a request that hangs
             connect_args={"timeout": 3, "command_timeout": 15, **pooler_connect_args(pooler)},
         )
-        return cls(engine, pooler)
+        db = cls(engine, pooler)
+        if read_urls:
+            standbys = [Standby.from_url(read_url, pool_size) for read_url in read_urls]
+            db.standbys = Standbys(standbys, db._primary_position)
+        return db
 
     @property
     def dialect(self) -> str:
@@ -141,11 +159,48 @@ class Database:
                         raise IntegrityError("driver", None, exc) from exc
                     raise DBAPIError("driver", None, exc) from exc
 
+    async def standby_read(
+        self, read: Callable[[SqlUnitOfWork], Awaitable[T]], snapshot: bool = True
+    ) -> T:
+        """`read(uow)` on a standby that has replayed every commit acknowledged before this call
+        (on any instance), else on the primary; as `read()` without standbys. `read` must only
+        read: a standby failing under it makes the primary run it again."""
+
+        async def on_primary() -> T:
+            async with self.read(snapshot) as uow:
+                return await read(uow)
+
+        if self.standbys is None:
+            return await on_primary()
+        async with unavailable_on_connection_errors():  # the primary's, as `read()` raises them
+            return await self.standbys.read(
+                lambda conn: read(SqlUnitOfWork(conn)), snapshot, on_primary
+            )
+
+    async def standby_driver(self, read: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """`read(connection)` on a caught-up standby's asyncpg connection, else the primary's
+        (PostgreSQL only; see `standby_read` and `driver`)."""
+
+        async def on_primary() -> T:
+            async with self.driver() as driver:
+                return await read(driver)
+
+        if self.standbys is None:
+            return await on_primary()
+        async with unavailable_on_connection_errors():
+            return await self.standbys.driver(read, on_primary)
+
+    async def _primary_position(self) -> int:
+        async with self.driver() as driver:
+            return int(await driver.fetchval(PRIMARY_POSITION))
+
     async def ping(self) -> None:
         async with self.read() as uow:
             await uow.conn.execute(sa.text("SELECT 1"))
 
     async def dispose(self) -> None:
+        if self.standbys is not None:
+            await self.standbys.dispose()
         await self.engine.dispose()
 
 

@@ -14,7 +14,9 @@ from api.errors import ApiError
 from api.request import MAX_PAGE, float_param, int_param, path_account
 from api.responses import JSONResponse
 from api.schemas import ChargeBody, GrantBody
+from core.account import Account
 from storage import queries
+from storage.sql import SqlUnitOfWork
 from storage.writes.batch import Touches
 from storage.writes.operation import OperationUnitOfWork
 
@@ -36,8 +38,9 @@ async def ensure_account(request: Request) -> Response:
 
 async def get_account(request: Request) -> Response:
     ctx, _, account_id = await path_account(request)
-    async with ctx.db.read(snapshot=False) as uow:
-        account = await ctx.service.read_account(uow, account_id)
+    account = await ctx.db.standby_read(
+        lambda uow: ctx.service.read_account(uow, account_id), snapshot=False
+    )
     return JSONResponse(account.snapshot(ctx.service.now()))
 
 
@@ -45,9 +48,12 @@ async def list_entries(request: Request) -> Response:
     ctx, _, account_id = await path_account(request)
     after = int_param(request, "after", 0, 0, 2**62)
     limit = int_param(request, "limit", 100, 1, MAX_PAGE)
-    async with ctx.db.read() as uow:
+
+    async def read(uow: SqlUnitOfWork) -> list[dict[str, Any]]:
         await ctx.service.read_account(uow, account_id)
-        page = await queries.entries_page(uow.conn, account_id, after, limit + 1)
+        return await queries.entries_page(uow.conn, account_id, after, limit + 1)
+
+    page = await ctx.db.standby_read(read)
     more = len(page) > limit
     page = page[:limit]
     return JSONResponse(
@@ -82,14 +88,15 @@ async def list_events(request: Request) -> Response:
 async def _events_page(
     ctx: AppContext, account_id: str, after_seq: int, limit: int, wait: float
 ) -> Response:
-    async with ctx.db.read() as uow:
+
+    async def read(uow: SqlUnitOfWork) -> tuple[Account, list[dict[str, Any]]]:
         account = await ctx.service.read_account(uow, account_id)
-        events = await queries.events_after(uow.conn, account_id, after_seq, limit)
+        return account, await queries.events_after(uow.conn, account_id, after_seq, limit)
+
+    account, events = await ctx.db.standby_read(read)
     if not events and wait and after_seq >= account.seq:
         await ctx.wait_for_events(account_id, after_seq, wait)
-        async with ctx.db.read() as uow:
-            account = await ctx.service.read_account(uow, account_id)
-            events = await queries.events_after(uow.conn, account_id, after_seq, limit)
+        account, events = await ctx.db.standby_read(read)
     if after_seq < account.seq and not _follows(after_seq, events):
         # the journal no longer holds what follows `after_seq` (past its retention window):
         # the page carries the whole state instead, as the stream's snapshot with `reset`
@@ -133,9 +140,12 @@ async def usage(request: Request) -> Response:
         )
     now = ctx.service.now()
     since = now - PERIODS[period]
-    async with ctx.db.read() as uow:
+
+    async def read(uow: SqlUnitOfWork) -> dict[str, Any]:
         await ctx.service.read_account(uow, account_id)
-        figures = await queries.usage(uow.conn, account_id, since, now)
+        return await queries.usage(uow.conn, account_id, since, now)
+
+    figures = await ctx.db.standby_read(read)
     return JSONResponse(
         {
             "account_id": account_id,
@@ -156,9 +166,12 @@ async def list_jobs(request: Request) -> Response:
             f"status: expected processing, success or failed, got {status!r}",
         )
     limit = int_param(request, "limit", 50, 1, MAX_PAGE)
-    async with ctx.db.read() as uow:
+
+    async def read(uow: SqlUnitOfWork) -> list[dict[str, Any]]:
         await ctx.service.read_account(uow, account_id)
-        jobs = await queries.jobs_of(uow.conn, account_id, status, limit)
+        return await queries.jobs_of(uow.conn, account_id, status, limit)
+
+    jobs = await ctx.db.standby_read(read)
     return JSONResponse({"account_id": account_id, "jobs": jobs})
 
 

@@ -13,7 +13,8 @@ from api.responses import JSONResponse
 from api.schemas import CaptureBody, HoldBody, ReleaseBody
 from core.errors import NotFound
 from core.model import Hold
-from core.refunds import CAPTURE
+from core.refunds import CAPTURE, Spend
+from storage.sql import SqlUnitOfWork
 from storage.writes.batch import Touches
 from storage.writes.operation import OperationUnitOfWork
 
@@ -44,7 +45,8 @@ async def get_hold(request: Request) -> Response:
     ctx = ctx_of(request)
     principal = await ctx.principal(request)
     hold_id = request.path_params["hold_id"]
-    async with ctx.db.read() as uow:
+
+    async def read(uow: SqlUnitOfWork) -> tuple[Hold | None, Spend | None]:
         hold = await uow.holds.get(hold_id)
         # a captured hold's capture is a spend: its refunds are listed with it
         capture = (
@@ -52,6 +54,9 @@ async def get_hold(request: Request) -> Response:
             if hold is not None and hold.status == Hold.CAPTURED
             else None
         )
+        return hold, capture
+
+    hold, capture = await ctx.db.standby_read(read)
     if hold is None:
         raise NotFound(f"No hold {hold_id}", hold_id=hold_id)
     principal.require_access(hold.account_id)

@@ -85,8 +85,7 @@ async def get_job(request: Request) -> Response:
     ctx = ctx_of(request)
     principal = await ctx.principal(request)
     job_id = request.path_params["job_id"]
-    async with ctx.db.read() as uow:
-        job = await uow.jobs.get(job_id)
+    job = await ctx.db.standby_read(lambda uow: uow.jobs.get(job_id))
     if job is None:
         raise NotFound(f"No job {job_id}", job_id=job_id)
     principal.require_access(job.account_id)

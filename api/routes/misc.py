@@ -37,8 +37,7 @@ async def quote(request: Request) -> Response:
     if body.account_id is None and principal.is_server:
         return JSONResponse({"cost": cost})
     account_id = principal.own_account(body.account_id)
-    async with ctx.db.read() as uow:
-        account = await uow.accounts.get(account_id)
+    account = await ctx.db.standby_read(lambda uow: uow.accounts.get(account_id))
     now = ctx.service.now()
     # an account never used yet would be opened with its trial grant by the first hold
     available = TRIAL.credits if account is None else account.available

@@ -14,8 +14,9 @@ from api.request import ctx_of
 from api.responses import JSONResponse
 from api.schemas import RefundBody
 from core.errors import NotFound
-from core.refunds import CHARGE
+from core.refunds import CHARGE, Spend
 from storage.queries import refunded_spend
+from storage.sql import SqlUnitOfWork
 from storage.writes.batch import Touches
 from storage.writes.operation import OperationUnitOfWork
 
@@ -59,9 +60,12 @@ async def get_refund(request: Request) -> Response:
     principal = await ctx.principal(request)
     principal.require_server()
     refund_id = request.path_params["refund_id"]
-    async with ctx.db.read() as uow:
+
+    async def read(uow: SqlUnitOfWork) -> Spend | None:
         found = await refunded_spend(uow.conn, refund_id)
-        spend = None if found is None else await uow.spends.find(*found)
+        return None if found is None else await uow.spends.find(*found)
+
+    spend = await ctx.db.standby_read(read)
     view = None if spend is None else spend.refund_view(refund_id)
     if view is None:
         raise NotFound(f"No refund {refund_id}", refund_id=refund_id)
@@ -73,8 +77,7 @@ async def get_charge(request: Request) -> Response:
     ctx = ctx_of(request)
     principal = await ctx.principal(request)
     charge_id = request.path_params["charge_id"]
-    async with ctx.db.read() as uow:
-        spend = await uow.spends.find(charge_id, CHARGE)
+    spend = await ctx.db.standby_read(lambda uow: uow.spends.find(charge_id, CHARGE))
     if spend is None:
         raise NotFound(f"No charge {charge_id}", charge_id=charge_id)
     principal.require_access(spend.account_id)

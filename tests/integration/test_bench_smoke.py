@@ -301,6 +301,32 @@ def test_soak_refuses_nonsense_numbers(
 
 
 @pytest.mark.postgres
+def test_reads(tmp_path: Path) -> None:
+    """Starts a primary and a standby of its own (initdb, pg_basebackup as `postgres`)."""
+    result = run_bench(
+        tmp_path,
+        "reads",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.2",
+        "--clients",
+        "2",
+        "--rounds",
+        "1",
+        "--accounts",
+        "5",
+        "--idle",
+        "0.2",
+    )
+    per_read = row(result, "primary CPU per read, 2 clients")
+    # CPU time comes in 10 ms ticks: half a second of reads may show none
+    assert per_read["creditstream"] >= 0 and per_read["ceiling"] >= 0 and per_read["goal"]
+    assert row(result, "reads served by the standby")["creditstream"] > 0
+    assert result["details"]["runs"]["2/with a standby"]["reads"] > 0
+
+
+@pytest.mark.postgres
 def test_growth(tmp_path: Path, pg_url: str) -> None:
     result = run_bench(
         tmp_path,

@@ -44,8 +44,7 @@ class SeedVideoGenerateBody(BaseModel):
 
 
 async def read_job(ctx: AppContext, job_id: str) -> Job:
-    async with ctx.db.read() as uow:
-        job = await uow.jobs.get(job_id)
+    job = await ctx.db.standby_read(lambda uow: uow.jobs.get(job_id))
     if job is None:
         raise NotFound(f"No job {job_id}", job_id=job_id)
     return job

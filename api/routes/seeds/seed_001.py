@@ -24,6 +24,7 @@ from core.events import iso
 from core.jobs import PROCESSING, SUCCESS, Job
 from core.model import MAX_AMOUNT, normalise_account_id
 from providers.simulated import MAX_DELAY_MS
+from storage.sql import SqlUnitOfWork
 from storage.writes.idempotency import KeyedResult
 from storage.writes.operation import OperationUnitOfWork
 
@@ -65,10 +66,12 @@ async def await_job(
     """The job once it has left `processing`, or as it is when `timeout_s` has passed. Woken by
     the account's stream (every job change appends an event) and re-read from the database."""
     deadline = time.monotonic() + timeout_s
+
+    async def read(uow: SqlUnitOfWork) -> tuple[Job | None, Account | None]:
+        return await uow.jobs.get(job_id), await uow.accounts.get(account_id)
+
     while True:
-        async with ctx.db.read() as uow:
-            job = await uow.jobs.get(job_id)
-            account = await uow.accounts.get(account_id)
+        job, account = await ctx.db.standby_read(read)
         if job is None or account is None:
             raise NotFound(f"No job {job_id}", job_id=job_id)
         left = deadline - time.monotonic()
