@@ -250,6 +250,7 @@ async def one_run(
         cores = meter.stop()
         await asyncio.sleep(max(0.5, args.settle))  # let the last events arrive
         report = await fleet.report()
+        counters = await push_counters(servers) if side == "creditstream" else {}
     finally:
         if fleet is not None:
             await fleet.close()
@@ -281,14 +282,35 @@ async def one_run(
         "cpu_cores": cores,
         "server_cores": server_cores,
         "closed_during_run": report["closed"],
+        "instance_counters": counters,
     }
     lat = measured["latency_ms"]
     say(
         f"push {variant} {side}: {len(latencies)}/{len(commits)} events, p50 "
         f"{lat['p50'] or 0:.2f} ms, p99 {lat['p99'] or 0:.2f} ms, max {lat['max'] or 0:.1f} ms, "
         f"{driven['achieved_per_s']:.0f} commits/s, cpu {cores}"
+        + (f", counters {counters}" if counters else "")
     )
     return measured
+
+
+PUSH_COUNTERS = ("creditstream_events_delivered_total", "creditstream_events_gap_filled_total")
+
+
+async def push_counters(servers: list[UvicornServer]) -> dict[str, float]:
+    """The instances' delivery counters summed (from /metrics): how many events reached their
+    subscribers through the journal (gap fill, journal check) rather than through Redis."""
+    import httpx
+
+    totals = dict.fromkeys(PUSH_COUNTERS, 0.0)
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        for server in servers:
+            text = (await client.get(server.url + "/metrics")).text
+            for line in text.splitlines():
+                name, _, value = line.partition(" ")
+                if name in totals:
+                    totals[name] += float(value)
+    return totals
 
 
 async def run(args: argparse.Namespace, say: Progress) -> Result:

@@ -4,7 +4,11 @@
 Each check asks the journal only which accounts had events since the previous check (minus
 `CHECK_OVERLAP`, for commits still in flight and clock skew between instances), so its cost
 follows the rate of writes, not the number of subscribed accounts: idle subscribers cost
-nothing. The accounts that moved are handed to the hub, which fills the feeds that are behind.
+nothing. The accounts that moved are handed to the hub, which fills the feeds that are behind,
+one check later: an event just committed is on its way through Redis when a check first sees
+it, and filling it then would read the journal (holding the feed, and so the Redis listener
+waiting on it) for an event about to arrive anyway. What the previous check saw and the feed
+still lacks was lost: that is filled. A lost publish is so found within two intervals.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class JournalCheck:
         self.interval_s = interval_s
         self.heartbeat = Heartbeat("journal-check", POLL_STUCK_S)
         self._checked_from: datetime | None = None  # the next window starts here
+        self._seen: dict[str, int] = {}  # the heads the previous check read, filled by the next
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
@@ -60,12 +65,14 @@ class JournalCheck:
                 pass  # wait_for has cancelled it
 
     async def check(self) -> None:
-        """Catch up every local feed whose account had an event since the last check."""
+        """Catch up every local feed still behind a head the previous check read; read the
+        heads of the accounts with events since then for the next one."""
         started = self.journal.now()
         since = (started if self._checked_from is None else self._checked_from) - CHECK_OVERLAP
         moved = await self.journal.moved_since(since) if self.watching() else {}
-        await self.catch_up(moved)
-        self._checked_from = started  # only once it succeeded: a failed check is retried whole
+        await self.catch_up(self._seen)
+        # only once it succeeded: a failed check is retried whole
+        self._checked_from, self._seen = started, moved
 
     async def _run_forever(self) -> None:
         """While checks fail (the database is down) it backs off up to POLL_BACKOFF_CAP_S, and
