@@ -76,6 +76,7 @@ def test_a_write_during_an_outage_answers_once_the_database_is_back_applied_once
     assert [c["op_id"] for c in charges] == [charge["charge_id"]]  # exactly one effect
     assert charges[0]["idempotency_key"] == posts[0].headers["idempotency-key"]
     assert account["balance"] == 28 - 2
+    print(f"\n8 s database outage: the charge answered after {took:.1f} s, {len(posts)} attempts")
 
 
 def test_a_budget_shorter_than_the_outage_fails_naming_the_last_answer(
@@ -135,3 +136,47 @@ def test_a_post_without_a_key_is_not_repeated_and_attempts_still_bound_a_call(
         with pytest.raises(cs.Unavailable) as raised:
             client.get_account(dee)
         assert raised.value.attempts == 2 and "gave up after 2 attempt(s)" in str(raised.value)
+
+
+async def test_the_stream_resumes_after_its_server_is_gone_for_12_s(
+    pg_url: str, live_server_factory: Callable[..., LiveServer]
+) -> None:
+    key = await make_server_key(pg_url)
+    server = await asyncio.to_thread(live_server_factory, pg_url)
+    eve = account_id()
+    received: list[int] = []
+    async with cs.AsyncClient(server.url, key) as client:
+        await client.ensure_account(eve)
+        stream = client.stream(eve, after_seq=0)
+
+        async def consume() -> None:
+            async for event in stream:
+                received.append(int(event["seq"]))
+
+        consumer = asyncio.create_task(consume())
+        try:
+            await client.create_grant(eve, 1, reason="bonus")
+            head = (await client.get_account(eve))["seq"]
+            await until(lambda: len(received) >= head)
+            await asyncio.to_thread(server.stop)  # refused connections, reconnect after reconnect
+            await asyncio.sleep(12)
+            await asyncio.to_thread(server.start)
+            back = time.monotonic()
+            await client.create_grant(eve, 2, reason="bonus")
+            final = (await client.get_account(eve))["seq"]
+            await until(lambda: bool(received) and received[-1] >= final)
+            caught_up_s = time.monotonic() - back
+        finally:
+            consumer.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await consumer
+    assert received == list(range(1, final + 1))  # every event once, in order
+    assert caught_up_s < 10, caught_up_s  # the waits are capped: it reconnects soon after
+    print(f"\nstream: caught up {caught_up_s:.1f} s after its server was back from 12 s away")
+
+
+async def until(done: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 60
+    while not done():
+        assert time.monotonic() < deadline, "the stream did not deliver in 60 s"
+        await asyncio.sleep(0.05)
