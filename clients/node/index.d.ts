@@ -82,10 +82,16 @@ export interface ClientOptions {
   key: string;
   /** per attempt (default 10000) */
   timeoutMs?: number;
-  /** attempts per call on 503, 409 request_in_progress, timeouts and dropped connections (default 4) */
+  /** at most this many attempts per call (default Infinity: only the budget bounds a call) */
   maxAttempts?: number;
+  /** the first backoff window (default 250); it doubles per attempt, with full jitter */
   baseDelayMs?: number;
+  /** the cap on each wait between attempts (default 2000) */
   maxDelayMs?: number;
+  /** no attempt starts later than this after the call began (default 30000: outlasts a
+   *  database failover); retried: 503, 502, 504, 429 with a Retry-After that fits,
+   *  409 request_in_progress, timeouts and dropped connections */
+  retryBudgetMs?: number;
   fetch?: typeof fetch;
 }
 
@@ -93,6 +99,8 @@ export declare class CreditstreamClient {
   constructor(options: ClientOptions);
   readonly baseUrl: string;
   delayMs(attempt: number, retryAfterS?: number | null): number;
+  nextWaitMs(attempt: number, startedAt: number, repeatable: boolean,
+             retryAfterS?: number | null): number | null;
   request<T = unknown>(method: string, path: string, options?: {
     body?: unknown; query?: Record<string, unknown>; idempotencyKey?: string; extraTimeoutMs?: number;
   }): Promise<T>;
@@ -161,6 +169,8 @@ export declare class CreditstreamError extends Error {
   readonly code: string;
   /** the error object of the envelope, details included */
   readonly body: Record<string, any>;
+  /** how many attempts the call made (set on errors a call throws) */
+  attempts?: number;
 }
 export declare class ConnectionFailed extends CreditstreamError {}
 export declare class BadRequest extends CreditstreamError {}

@@ -1,10 +1,13 @@
 // creditstream's Node client for server code: Node 20's fetch and crypto, no dependencies.
 //
 // Every POST carries an Idempotency-Key (a random UUID per call, or the caller's), the same on
-// each attempt; a call is retried with exponential backoff and full jitter on 503, 409
-// `request_in_progress`, timeouts and dropped connections, so an answer lost on the way is
-// replayed by the server rather than applied twice. Other 4xx answers throw at once, as typed
-// errors built from the envelope {"error": {"code", "message", ...details}}.
+// each attempt; a call is retried with exponential backoff and full jitter (each wait capped at
+// maxDelayMs) on 503 (502, 504), 429 with a Retry-After that fits, 409 `request_in_progress`,
+// timeouts and dropped connections, for up to retryBudgetMs (30 s: longer than a database
+// failover), so an answer lost on the way is replayed by the server rather than applied twice.
+// Only a GET, PUT or DELETE, or a request with an Idempotency-Key, is ever repeated. Other 4xx
+// answers throw at once, as typed errors built from the envelope {"error": {"code", "message",
+// ...details}}.
 
 import { createHmac, randomUUID, timingSafeEqual } from "node:crypto";
 
@@ -129,6 +132,15 @@ const seg = (value) => encodeURIComponent(String(value));
 const compact = (object) =>
   Object.fromEntries(Object.entries(object ?? {}).filter(([, v]) => v !== undefined && v !== null));
 
+const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]);
+const RETRYABLE_STATUSES = new Set([429, 502, 503, 504]);
+
+/** Seconds from a Retry-After header, or null (absent, a date, or nonsense). */
+function retryAfterOf(response) {
+  const seconds = Number.parseFloat(response.headers.get("retry-after") ?? "");
+  return Number.isFinite(seconds) && seconds >= 0 ? seconds : null;
+}
+
 /** A failure of fetch itself: refused, reset, closed early, or the attempt's timeout. */
 function isNetworkFailure(error) {
   return error instanceof TypeError
@@ -138,29 +150,43 @@ function isNetworkFailure(error) {
 export class CreditstreamClient {
   /**
    * @param {{baseUrl: string, key: string, timeoutMs?: number, maxAttempts?: number,
-   *          baseDelayMs?: number, maxDelayMs?: number, fetch?: typeof fetch}} options
+   *          baseDelayMs?: number, maxDelayMs?: number, retryBudgetMs?: number,
+   *          fetch?: typeof fetch}} options
    */
-  constructor({ baseUrl, key, timeoutMs = 10_000, maxAttempts = 4, baseDelayMs = 250,
-                maxDelayMs = 8_000, fetch: fetchImpl = globalThis.fetch }) {
+  constructor({ baseUrl, key, timeoutMs = 10_000, maxAttempts = Infinity, baseDelayMs = 250,
+                maxDelayMs = 2_000, retryBudgetMs = 30_000,
+                fetch: fetchImpl = globalThis.fetch }) {
     if (!baseUrl || !key) throw new TypeError("CreditstreamClient needs baseUrl and key");
     if (!(maxAttempts >= 1)) throw new TypeError("maxAttempts must be at least 1");
+    if (!(retryBudgetMs >= 0)) throw new TypeError("retryBudgetMs must not be negative");
     this.baseUrl = String(baseUrl).replace(/\/+$/, "");
     this.key = key;
     this.timeoutMs = timeoutMs;
     this.maxAttempts = maxAttempts;
     this.baseDelayMs = baseDelayMs;
     this.maxDelayMs = maxDelayMs;
+    this.retryBudgetMs = retryBudgetMs;
     this.fetch = fetchImpl;
   }
 
-  /** Full jitter over an exponentially growing window, never below the server's Retry-After. */
+  /** Full jitter over an exponentially growing window capped at maxDelayMs, never below the
+   * server's Retry-After. */
   delayMs(attempt, retryAfterS = null) {
-    const window = Math.min(this.maxDelayMs, this.baseDelayMs * 2 ** (attempt - 1));
+    const window = Math.min(this.maxDelayMs, this.baseDelayMs * 2 ** Math.min(attempt - 1, 30));
     let wait = Math.random() * window;
     if (retryAfterS !== null && Number.isFinite(retryAfterS)) {
-      wait = Math.max(wait, Math.min(retryAfterS * 1000, this.maxDelayMs));
+      wait = Math.max(wait, retryAfterS * 1000);
     }
     return wait;
+  }
+
+  /** The wait before the next attempt, or null: give up (not repeatable, out of attempts, or
+   * out of budget — no attempt starts later than retryBudgetMs after the call began). */
+  nextWaitMs(attempt, startedAt, repeatable, retryAfterS = null) {
+    if (!repeatable || attempt >= this.maxAttempts) return null;
+    const left = this.retryBudgetMs - (Date.now() - startedAt);
+    if (left <= 0 || (retryAfterS !== null && retryAfterS * 1000 > left)) return null;
+    return Math.min(this.delayMs(attempt, retryAfterS), left);
   }
 
   /**
@@ -177,43 +203,51 @@ export class CreditstreamClient {
                       "User-Agent": `creditstream-client-node/${VERSION}` };
     if (body !== undefined) headers["Content-Type"] = "application/json";
     if (method === "POST") headers["Idempotency-Key"] = idempotencyKey || randomUUID();
+    const repeatable = SAFE_METHODS.has(method) || Boolean(headers["Idempotency-Key"]);
     const payload = body === undefined ? undefined : JSON.stringify(body);
+    const startedAt = Date.now();
+    const summary = (attempt) => `gave up after ${attempt} attempt(s) in `
+      + `${((Date.now() - startedAt) / 1000).toFixed(1)} s (retry budget `
+      + `${this.retryBudgetMs / 1000} s)`;
     for (let attempt = 1; ; attempt++) {
       let response;
+      let decoded = null;
       try {
         response = await this.fetch(url, {
           method, headers, body: payload,
           signal: AbortSignal.timeout(this.timeoutMs + extraTimeoutMs) });
-      } catch (error) {
+        const text = await response.text();
+        try { decoded = text ? JSON.parse(text) : null; } catch { decoded = null; }
+      } catch (error) {  // no answer, or its body was cut off
         if (!isNetworkFailure(error)) throw error;
-        if (attempt >= this.maxAttempts) {
-          throw new ConnectionFailed(0, "connection_error",
-            `no answer after ${attempt} attempt(s): `
-              + `${error.cause?.code || error.name}: ${error.message}`,
+        const wait = this.nextWaitMs(attempt, startedAt, repeatable);
+        if (wait === null) {
+          const failed = new ConnectionFailed(0, "connection_error",
+            `no answer: ${error.cause?.code || error.name}: ${error.message} `
+              + `(${summary(attempt)}; last answer: none)`,
             { cause: String(error.cause ?? error) });
+          failed.attempts = attempt;
+          throw failed;
         }
-        await sleep(this.delayMs(attempt));
+        await sleep(wait);
         continue;
-      }
-      let decoded = null;
-      let text = "";
-      try {
-        text = await response.text();
-        decoded = text ? JSON.parse(text) : null;
-      } catch (error) {
-        if (isNetworkFailure(error) && attempt < this.maxAttempts) {  // the body was cut off
-          await sleep(this.delayMs(attempt));
-          continue;
-        }
-        decoded = null;
       }
       if (response.ok) return decoded;
       const failure = errorFromResponse(response.status, decoded);
-      const retryable = response.status === 503
+      failure.attempts = attempt;
+      const retryable = RETRYABLE_STATUSES.has(response.status)
         || (response.status === 409 && failure.code === "request_in_progress");
-      if (!retryable || attempt >= this.maxAttempts) throw failure;
-      const retryAfter = Number.parseFloat(response.headers.get("retry-after") ?? "");
-      await sleep(this.delayMs(attempt, Number.isFinite(retryAfter) ? retryAfter : null));
+      const retryAfter = retryAfterOf(response);
+      // a 429 without Retry-After does not say when its limit lifts: waiting blindly won't help
+      const wait = !retryable || (response.status === 429 && retryAfter === null) ? null
+        : this.nextWaitMs(attempt, startedAt, repeatable, retryAfter);
+      if (wait === null) {
+        if (retryable && attempt > 1) {
+          failure.message += ` (${summary(attempt)}; last answer ${response.status})`;
+        }
+        throw failure;
+      }
+      await sleep(wait);
     }
   }
 

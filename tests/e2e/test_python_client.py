@@ -401,24 +401,32 @@ async def test_the_stream_starts_with_a_snapshot_without_after_seq(live: Live) -
 
 
 def test_what_is_retried_and_how_long_it_waits() -> None:
-    from creditstream_client.retry import retryable_answer
+    from creditstream_client.retry import Attempts, repeatable, retryable_answer
 
-    assert retryable_answer(503, "service_unavailable")
-    assert retryable_answer(409, "request_in_progress")
+    for status, code in [(503, "service_unavailable"), (409, "request_in_progress"), (502, "")]:
+        assert retryable_answer(status, code), (status, code)
+    assert retryable_answer(429, "rate_limited")  # only with a Retry-After that fits the budget
     for status, code in [
         (409, "invalid_state"),
         (402, "insufficient_credits"),
-        (429, "feature_limit_exceeded"),
         (422, "validation_error"),
         (404, "not_found"),
         (500, "internal_error"),
     ]:
         assert not retryable_answer(status, code), (status, code)
+    assert repeatable("GET", None) and repeatable("PUT", None) and repeatable("POST", "k")
+    assert not repeatable("POST", None)
     policy = cs.RetryPolicy(max_attempts=5, base_delay_s=0.25, max_delay_s=2.0)
-    waits = [policy.delay_s(attempt) for attempt in (1, 2, 3, 4, 10) for _ in range(200)]
+    waits = [policy.delay_s(attempt) for attempt in (1, 2, 3, 4, 10, 99) for _ in range(200)]
     assert all(0 <= w <= 2.0 for w in waits) and len(set(waits)) > 100  # jittered, capped
     assert max(policy.delay_s(1) for _ in range(200)) <= 0.25
-    assert policy.delay_s(1, retry_after_s=1.5) >= 1.5  # the server's Retry-After, capped
-    assert policy.delay_s(1, retry_after_s=60) <= 2.0
+    assert policy.delay_s(1, retry_after_s=1.5) >= 1.5  # at least the server's Retry-After
+    defaults = cs.RetryPolicy()
+    assert (defaults.max_attempts, defaults.max_delay_s, defaults.total_s) == (None, 2.0, 30.0)
+    attempts = Attempts(cs.RetryPolicy(total_s=10.0), repeatable=True)
+    attempts.count = 1
+    assert attempts.next_wait(retry_after_s=60) is None  # longer than the budget: give up now
+    assert (attempts.next_wait(retry_after_s=3) or 0) >= 3
+    assert Attempts(cs.RetryPolicy(), repeatable=False).next_wait() is None
     with pytest.raises(ValueError):
         cs.RetryPolicy(max_attempts=0)

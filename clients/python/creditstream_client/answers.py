@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from creditstream_client.errors import ConnectionFailed, CreditstreamError, error_from_response
-from creditstream_client.retry import retryable_answer
+from creditstream_client.retry import Attempts, retry_after_of, retryable_answer
 
 VERSION = "0.1.0"
 USER_AGENT = f"creditstream-client-python/{VERSION}"
@@ -37,7 +37,32 @@ def is_retryable(error: CreditstreamError) -> bool:
     return retryable_answer(error.status, error.code)
 
 
-def connection_failed(exc: Exception, attempts: int) -> ConnectionFailed:
-    return ConnectionFailed(
-        0, "connection_error", f"no answer after {attempts} attempt(s): {type(exc).__name__}: {exc}"
+def wait_after_answer(
+    attempts: Attempts, error: CreditstreamError, response: httpx.Response
+) -> float | None:
+    """How long to wait before trying again after this error answer, or None: give up."""
+    if not is_retryable(error):
+        return None
+    retry_after = retry_after_of(response)
+    if error.status == 429 and retry_after is None:
+        return None  # a limit that does not say when it lifts: waiting blindly will not help
+    return attempts.next_wait(retry_after)
+
+
+def gave_up(error: CreditstreamError, attempts: Attempts) -> CreditstreamError:
+    """The last answer's typed error, its message saying that the retries ran out."""
+    if attempts.count > 1 and is_retryable(error):
+        error.message = f"{error.message} ({attempts.summary()}; last answer {error.status})"
+        error.args = (f"{error.status} {error.code}: {error.message}",)
+    error.attempts = attempts.count
+    return error
+
+
+def connection_failed(exc: Exception, attempts: Attempts) -> ConnectionFailed:
+    failed = ConnectionFailed(
+        0,
+        "connection_error",
+        f"no answer: {type(exc).__name__}: {exc} ({attempts.summary()}; last answer: none)",
     )
+    failed.attempts = attempts.count
+    return failed

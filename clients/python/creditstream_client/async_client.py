@@ -10,10 +10,16 @@ import httpx
 
 from creditstream_client import calls
 from creditstream_client import types as t
-from creditstream_client.answers import connection_failed, decode, default_headers, is_retryable
+from creditstream_client.answers import (
+    connection_failed,
+    decode,
+    default_headers,
+    gave_up,
+    wait_after_answer,
+)
 from creditstream_client.calls import Call
 from creditstream_client.errors import CreditstreamError
-from creditstream_client.retry import RETRYABLE_EXCEPTIONS, RetryPolicy, retry_after_of
+from creditstream_client.retry import RETRYABLE_EXCEPTIONS, Attempts, RetryPolicy, repeatable
 from creditstream_client.stream import EventStream
 
 T = TypeVar("T")
@@ -28,12 +34,16 @@ class AsyncClient:
         key: str,
         *,
         timeout_s: float = 10.0,
-        max_attempts: int = 4,
+        max_attempts: int | None = None,
+        retry_budget_s: float | None = None,
         retry: RetryPolicy | None = None,
         http: httpx.AsyncClient | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.retry = retry or RetryPolicy(max_attempts=max_attempts)
+        self.retry = retry or RetryPolicy(
+            max_attempts=max_attempts,
+            total_s=RetryPolicy.total_s if retry_budget_s is None else retry_budget_s,
+        )
         self.timeout_s = timeout_s
         self._key = key
         self._http = http or httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s)
@@ -59,9 +69,9 @@ class AsyncClient:
         ).events()
 
     async def _send(self, call: Call[T]) -> T:
-        attempt = 0
+        attempts = Attempts(self.retry, repeatable(call.method, call.idempotency_key))
         while True:
-            attempt += 1
+            attempts.count += 1
             try:
                 response = await self._http.request(
                     call.method,
@@ -72,17 +82,19 @@ class AsyncClient:
                     timeout=self.timeout_s + call.extra_timeout_s,
                 )
             except RETRYABLE_EXCEPTIONS as exc:
-                if attempt >= self.retry.max_attempts:
-                    raise connection_failed(exc, attempt) from exc
-                await asyncio.sleep(self.retry.delay_s(attempt))
+                wait = attempts.next_wait()
+                if wait is None:
+                    raise connection_failed(exc, attempts) from exc
+                await asyncio.sleep(wait)
                 continue
             try:
                 value: T = decode(response)
                 return value
             except CreditstreamError as error:
-                if not is_retryable(error) or attempt >= self.retry.max_attempts:
-                    raise
-                await asyncio.sleep(self.retry.delay_s(attempt, retry_after_of(response)))
+                wait = wait_after_answer(attempts, error, response)
+                if wait is None:
+                    raise gave_up(error, attempts) from None
+                await asyncio.sleep(wait)
 
     async def ensure_account(self, account_id: str) -> t.Account:
         """PUT /v1/accounts/{id}: the account, created with its trial on first sight."""

@@ -9,10 +9,16 @@ import httpx
 
 from creditstream_client import calls
 from creditstream_client import types as t
-from creditstream_client.answers import connection_failed, decode, default_headers, is_retryable
+from creditstream_client.answers import (
+    connection_failed,
+    decode,
+    default_headers,
+    gave_up,
+    wait_after_answer,
+)
 from creditstream_client.calls import Call
 from creditstream_client.errors import CreditstreamError
-from creditstream_client.retry import RETRYABLE_EXCEPTIONS, RetryPolicy, retry_after_of
+from creditstream_client.retry import RETRYABLE_EXCEPTIONS, Attempts, RetryPolicy, repeatable
 
 T = TypeVar("T")
 
@@ -20,9 +26,12 @@ T = TypeVar("T")
 class Client:
     """`Client(base_url, key)`: `key` is a server key (`sk_…`) or a user token.
 
-    Every call is tried up to `max_attempts` times on 503, 409 `request_in_progress`, timeouts
-    and dropped connections (backoff with jitter); a POST keeps its Idempotency-Key across
-    them, so it has one effect. Other errors raise at once as `CreditstreamError` subclasses.
+    A call is tried again on 503 (502, 504), 429 with a Retry-After, 409 `request_in_progress`,
+    timeouts and dropped connections, with capped backoff and jitter, for up to
+    `retry_budget_s` (30 s: long enough to ride out a database failover) or `max_attempts`
+    (default: no limit but the budget); `retry=RetryPolicy(...)` sets every knob. A POST keeps
+    its Idempotency-Key across attempts, so it has one effect; a POST without one is never
+    repeated. Other errors raise at once as `CreditstreamError` subclasses.
     """
 
     def __init__(
@@ -31,12 +40,16 @@ class Client:
         key: str,
         *,
         timeout_s: float = 10.0,
-        max_attempts: int = 4,
+        max_attempts: int | None = None,
+        retry_budget_s: float | None = None,
         retry: RetryPolicy | None = None,
         http: httpx.Client | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.retry = retry or RetryPolicy(max_attempts=max_attempts)
+        self.retry = retry or RetryPolicy(
+            max_attempts=max_attempts,
+            total_s=RetryPolicy.total_s if retry_budget_s is None else retry_budget_s,
+        )
         self.timeout_s = timeout_s
         self._http = http or httpx.Client(base_url=self.base_url, timeout=timeout_s)
         self._headers = default_headers(key)
@@ -51,9 +64,9 @@ class Client:
         self.close()
 
     def _send(self, call: Call[T]) -> T:
-        attempt = 0
+        attempts = Attempts(self.retry, repeatable(call.method, call.idempotency_key))
         while True:
-            attempt += 1
+            attempts.count += 1
             try:
                 response = self._http.request(
                     call.method,
@@ -64,17 +77,19 @@ class Client:
                     timeout=self.timeout_s + call.extra_timeout_s,
                 )
             except RETRYABLE_EXCEPTIONS as exc:
-                if attempt >= self.retry.max_attempts:
-                    raise connection_failed(exc, attempt) from exc
-                time.sleep(self.retry.delay_s(attempt))
+                wait = attempts.next_wait()
+                if wait is None:
+                    raise connection_failed(exc, attempts) from exc
+                time.sleep(wait)
                 continue
             try:
                 value: T = decode(response)
                 return value
             except CreditstreamError as error:
-                if not is_retryable(error) or attempt >= self.retry.max_attempts:
-                    raise
-                time.sleep(self.retry.delay_s(attempt, retry_after_of(response)))
+                wait = wait_after_answer(attempts, error, response)
+                if wait is None:
+                    raise gave_up(error, attempts) from None
+                time.sleep(wait)
 
     def ensure_account(self, account_id: str) -> t.Account:
         """PUT /v1/accounts/{id}: the account, created with its trial on first sight."""

@@ -21,6 +21,7 @@ class CreditstreamError(Exception):
         self.code = code
         self.message = message
         self.body: dict[str, Any] = body or {}
+        self.attempts = 1  # how many attempts the call made before this error was raised
 
     def detail(self, name: str) -> Any:
         """A detail field of the error object (e.g. `shortfall`), or None."""

@@ -1,7 +1,9 @@
 """The account's events over `GET /v1/stream` (README, "Live push"), resumed across reconnects.
 
-After any drop (a server restart's 1012, a slow consumer's 1013, a reset connection) it
-reconnects with backoff and full jitter and resubscribes with `after_seq` = the last seq it
+After any drop (a server restart's 1012, a slow consumer's or a database failover's 1013, a
+reset connection, an instance gone for a while) it reconnects with backoff and full jitter, each
+wait capped at the policy's `max_delay_s` and no limit on the reconnects but `max_reconnects`
+(a stream outlives any call's budget), and resubscribes with `after_seq` = the last seq it
 yielded; the server then sends every later event from its journal, so nothing is skipped, and
 anything at or below that seq is dropped here, so nothing is yielded twice.
 """
