@@ -121,7 +121,10 @@ def test_http(tmp_path: Path, pg_url: str) -> None:
     )
     assert_positive(row(result, "req/s"))
     assert_positive(row(result, "hot account req/s"))
-    assert_positive(row(result, "2 workers req/s"))
+    assert_positive(row(result, "gain of 2 workers"))
+    two = row(result, "2 workers req/s vs one")
+    echo_two = row(result, "echo: 2 workers req/s vs one")
+    assert two["creditstream"] > 0 and echo_two["creditstream"] > 0
     latency = row(result, "latency p99")
     assert latency["creditstream"] > 0 and latency["ceiling"] > 0
     assert result["details"]["audit"]["mismatches"] == 0
