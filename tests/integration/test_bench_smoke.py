@@ -63,17 +63,12 @@ def test_engine_and_hot(tmp_path: Path, pg_url: str, name: str) -> None:
     if name == "engine":
         options += ["--accounts", "20"]
     result = run_bench(tmp_path, name, *options)
-    # the engine's goal is against the batched ceiling, the hot one's against one statement
-    assert_positive(
-        row(result, "holds/s, 4 callers (vs batched)" if name == "engine" else "holds/s")
-    )
-    vs_other = row(
-        result,
-        "holds/s, 4 callers (vs one statement"
-        if name == "engine"
-        else "holds/s, 4 callers (vs batched)",
-    )
-    assert vs_other["creditstream"] > 0 and vs_other["ceiling"] > 0
+    # the engine's goal is against the batched ceiling, the hot one's against one statement; a
+    # smoke run this short may end before the batched ceiling commits its first 100-hold batch
+    goal_row = row(result, "holds/s, 4 callers (vs batched)" if name == "engine" else "holds/s")
+    assert goal_row["creditstream"] > 0 and goal_row["ceiling"] >= 0 and goal_row["goal"], goal_row
+    one_statement = row(result, "holds/s, 4 callers (vs one statement")
+    assert one_statement["creditstream"] > 0 and one_statement["ceiling"] > 0, one_statement
     assert_positive(row(result, "hold+capture cycles/s"))
     assert_positive(row(result, "lone caller hold p50"))
     assert result["details"]["audit"]["mismatches"] == 0
