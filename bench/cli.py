@@ -57,7 +57,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "reads": "the primary's CPU per read (account snapshots, entries pages) with and "
         "without a streaming standby serving them (CREDITSTREAM_DATABASE_READ_URL); starts "
         "its own primary and standby, so runs as root or postgres (goal ≤ 0.5×)",
-        "all": "every benchmark above but soak, growth and reads at its default size, one after "
+        "listener": "CPU per message of one instance's Redis listener, with the reply parser "
+        "as shipped (hiredis) against redis-py's Python parser",
+        "all": "every benchmark above but soak, growth, reads and listener at its default size, one after "
         "the other",
     }
     for name, text in helps.items():
@@ -140,6 +142,10 @@ def _add_specific(name: str, parser: argparse.ArgumentParser) -> None:
         from bench import reads
 
         reads.add_arguments(parser)
+    elif name == "listener":
+        from bench import listener
+
+        listener.add_arguments(parser)
 
 
 async def _run_one(name: str, args: argparse.Namespace, say: Progress) -> Result:
@@ -171,6 +177,10 @@ async def _run_one(name: str, args: argparse.Namespace, say: Progress) -> Result
         from bench import growth
 
         return await growth.run(args, say)
+    if name == "listener":
+        from bench import listener
+
+        return await listener.run(args, say)
     from bench import connections
 
     return await connections.run(args, say)

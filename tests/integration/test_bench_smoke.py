@@ -137,6 +137,19 @@ def test_http(tmp_path: Path, pg_url: str) -> None:
 
 @pytest.mark.postgres
 @pytest.mark.redis
+def test_listener(tmp_path: Path, pg_url: str, redis_url: str) -> None:
+    result = run_bench(
+        tmp_path, "listener", "--redis-url", redis_url, "--messages", "300", "--rounds", "1"
+    )
+    per_message = row(result, "listener CPU per message")
+    assert per_message["creditstream"] > 0 and per_message["ceiling"] > 0
+    rounds = result["details"]["rounds"]
+    assert [r["as"] for r in rounds] == ["shipped", "python"]
+    assert rounds[1]["parser"] == "_AsyncRESP3Parser" and all(r["messages"] == 300 for r in rounds)
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
 def test_push(tmp_path: Path, pg_url: str, redis_url: str) -> None:
     result = run_bench(
         tmp_path,
