@@ -15,9 +15,10 @@ from core.job_service import MAX_JOB_TTL_S
 from core.jobs import MAX_INPUT_BYTES
 from core.metadata import MAX_KEY_LENGTH, MAX_KEYS, MAX_VALUE_LENGTH, check_metadata
 from core.model import MAX_AMOUNT
+from core.price_request import PriceRequest
 from core.pricing import PARAM_NAMES
 from core.refunds import CAPTURE, CHARGE
-from core.service import MAX_HOLD_TTL_S, PriceRequest
+from core.service import MAX_HOLD_TTL_S
 
 Ref = Field(default=None, min_length=1, max_length=256)
 

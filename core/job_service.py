@@ -11,7 +11,8 @@ from core.errors import InvalidInput, NotFound
 from core.jobs import FAILED, PROCESSING, SUCCESS, Job, check_input
 from core.model import checked_ttl, new_id
 from core.ports import UnitOfWork
-from core.service import MAX_HOLD_TTL_S, CreditService, PriceRequest
+from core.price_request import PriceRequest
+from core.service import MAX_HOLD_TTL_S, CreditService
 
 HOLD_GRACE = timedelta(seconds=60)  # the job's own timeout releases its hold, not the hold's TTL
 MAX_JOB_TTL_S = MAX_HOLD_TTL_S - int(HOLD_GRACE.total_seconds())

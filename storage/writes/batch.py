@@ -245,7 +245,7 @@ def shallow_copy(value: T) -> T:
 
 def copy_account(account: Account) -> Account:
     """A working copy an operation may change freely; the original stays as it was. Its grants
-    are copied when it changes them (core.account), not here: a part of a batch touches one or
+    are copied when it changes them (core.grants), not here: a part of a batch touches one or
     two of an account's grants, whatever their number."""
     return account.working_copy()
 

@@ -24,9 +24,9 @@ class TableWrites:
     updates: list[Row]  # keyed by the table's `id`, the columns given set
 
 
-# what can change in a grant or a hold once written (core.account: a grant's remaining and
-# reserved credits; a hold's ending): their updates set only these, fewer arrays to send and
-# fewer values for PostgreSQL to write
+# what can change in a grant or a hold once written (core.grants, core.holds: a grant's
+# remaining and reserved credits; a hold's ending): their updates set only these, fewer arrays
+# to send and fewer values for PostgreSQL to write
 GRANT_CHANGES = ("id", "remaining", "reserved")
 HOLD_CHANGES = ("id", "status", "captured_amount", "release_reason", "closed_at", "funding")
 

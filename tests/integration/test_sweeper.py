@@ -17,7 +17,8 @@ from background.sweeper import Sweeper
 from core.job_service import JobService
 from core.jobs import FAILED
 from core.model import Hold
-from core.service import CreditService, PriceRequest
+from core.price_request import PriceRequest
+from core.service import CreditService
 from storage.queries import audit
 from storage.sql import Database
 from storage.tables import entries, holds, jobs

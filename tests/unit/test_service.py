@@ -12,8 +12,9 @@ from core.errors import InsufficientCredits, InvalidInput, InvalidState, NotFoun
 from core.job_service import HOLD_GRACE, MAX_JOB_TTL_S, JobService
 from core.jobs import FAILED, PROCESSING, SUCCESS
 from core.model import Hold
+from core.price_request import PriceRequest
 from core.pricing import Catalogue
-from core.service import MAX_HOLD_TTL_S, CreditService, PriceRequest
+from core.service import MAX_HOLD_TTL_S, CreditService
 from tests.support import MutableClock
 from tests.unit.fakes import MemoryDatabase
 

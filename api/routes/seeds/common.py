@@ -11,7 +11,7 @@ from api.auth import Principal
 from api.context import AppContext
 from api.dispatch import callback_base, dispatch
 from core.account import Account
-from core.service import PriceRequest
+from core.price_request import PriceRequest
 from providers.simulated import NAME as SIMULATED
 from storage.writes.batch import Touches
 from storage.writes.idempotency import KeyedResult
