@@ -8,14 +8,13 @@ one hot account; creditstream with `--workers 2`. A second worker's gain (req/s 
 with one) is compared with the echo's own gain from it, measured in the same run: two workers on
 two shared cores (with PostgreSQL and the load generator on them too) may not double even the
 echo. Each uvicorn variant (asyncio + h11, uvloop + httptools) asked for runs all.
+
+The load of one phase is in bench/http_holds_load.py, the rows in bench/http_holds_report.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,10 +28,12 @@ from bench.database import (
     create_server_key,
     seed_accounts,
 )
-from bench.measure import CpuMeter, contention_note, machine_info, service_versions
+from bench.http_holds_load import load
+from bench.http_holds_report import add_rows
+from bench.measure import contention_note, machine_info, service_versions
 from bench.profiles import profile_summary
-from bench.results import Goal, Progress, Result, Row
-from bench.servers import BENCH_SECRET, ROOT, VARIANTS, UvicornServer, stop_servers
+from bench.results import Progress, Result
+from bench.servers import BENCH_SECRET, VARIANTS, UvicornServer, stop_servers
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,56 +81,6 @@ def parse_variants(text: str) -> list[str]:
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; expected {', '.join(VARIANTS)}")
     return variants
-
-
-async def load(
-    server: UvicornServer, key: str, ids: list[str], args: argparse.Namespace
-) -> dict[str, Any]:
-    cfg = {
-        "host": "127.0.0.1",
-        "port": server.port,
-        "path": "/v1/holds",
-        "authorization": f"Bearer {key}",
-        "accounts": ids,
-        "connections": args.connections,
-        "warmup": args.warmup,
-        "duration": args.duration,
-        "client": args.client,
-        "idempotency": True,
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.loadgen",
-        cwd=ROOT,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        limit=2**26,
-    )
-    assert proc.stdin is not None
-    proc.stdin.write((json.dumps(cfg) + "\n").encode())
-    await proc.stdin.drain()
-    proc.stdin.close()
-    meter = CpuMeter({"server": server.pid, "loadgen": proc.pid})
-    await asyncio.sleep(args.warmup)
-    meter.start()
-    await asyncio.sleep(args.duration)
-    cores = meter.stop()
-    out, err = await proc.communicate()
-    if proc.returncode != 0 or not out.strip():
-        raise RuntimeError(f"load generator failed ({proc.returncode}): {err.decode()[-2000:]}")
-    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
-    result["cpu_cores"] = cores
-    return result
-
-
-def per_request_ms(measured: dict[str, Any]) -> float | None:
-    cores, rate = measured["cpu_cores"].get("server"), measured["req_per_s"]
-    return None if cores is None or not rate else 1000.0 * cores / rate
-
-
-PHASES = ("echo", "echo_workers", "uniform", "hot", "workers")
 
 
 async def run(args: argparse.Namespace, say: Progress) -> Result:
@@ -219,7 +170,7 @@ async def run(args: argparse.Namespace, say: Progress) -> Result:
             audit = await audit_database(dsn)
     result = Result("http", title, params, machine=machine_info(pg_version))
     for variant in variants:
-        _rows(result, runs[variant], "+".join(VARIANTS[variant]), args.workers)
+        add_rows(result, runs[variant], "+".join(VARIANTS[variant]), args.workers)
     result.notes.append(
         "ceiling: a bare Starlette JSON echo on the same uvicorn flags and load "
         "(no database); goals: ≥ 0.25× the echo, hot ≥ 0.8× uniform, the gain of "
@@ -245,61 +196,3 @@ async def run(args: argparse.Namespace, say: Progress) -> Result:
     result.details = {"runs": runs, "audit": audit}
     result.elapsed_s = time.monotonic() - started
     return result
-
-
-def _rows(result: Result, run: dict[str, Any], label: str, workers: int) -> None:
-    echo, echo_many, uniform, hot, many = (run[p] for p in PHASES)
-    result.rows.append(
-        Row(f"req/s ({label})", uniform["req_per_s"], echo["req_per_s"], Goal("ratio", ">=", 0.25))
-    )
-    result.rows.append(
-        Row(
-            f"hot account req/s vs uniform ({label})",
-            hot["req_per_s"],
-            uniform["req_per_s"],
-            Goal("ratio", ">=", 0.8),
-        )
-    )
-    result.rows.append(
-        Row(f"{workers} workers req/s vs one ({label})", many["req_per_s"], uniform["req_per_s"])
-    )
-    result.rows.append(
-        Row(
-            f"echo: {workers} workers req/s vs one ({label})",
-            echo_many["req_per_s"],
-            echo["req_per_s"],
-        )
-    )
-    result.rows.append(
-        Row(
-            f"gain of {workers} workers vs the echo's gain ({label})",
-            many["req_per_s"] / uniform["req_per_s"],
-            echo_many["req_per_s"] / echo["req_per_s"],
-            Goal("ratio", ">=", 0.9),
-        )
-    )
-    for q in ("p50", "p99"):
-        result.rows.append(
-            Row(f"latency {q}, ms ({label})", uniform["latency_ms"][q], echo["latency_ms"][q])
-        )
-    result.rows.append(
-        Row(f"server CPU per request, ms ({label})", per_request_ms(uniform), per_request_ms(echo))
-    )
-    result.rows.append(
-        Row(
-            f"PostgreSQL CPU, cores ({label})",
-            uniform["cpu_cores"].get("postgres"),
-            echo["cpu_cores"].get("postgres"),
-        )
-    )
-    result.rows.append(
-        Row(
-            f"load generator CPU, cores ({label})",
-            uniform["cpu_cores"].get("loadgen"),
-            echo["cpu_cores"].get("loadgen"),
-        )
-    )
-    for phase, measured in run.items():
-        bad = {s: n for s, n in measured["statuses"].items() if not s.startswith("2")}
-        if bad or measured["errors"]:
-            result.notes.append(f"{phase} ({label}): non-2xx {bad}, errors {measured['errors']}")

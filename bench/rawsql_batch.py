@@ -8,7 +8,8 @@ import uuid
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from bench.rawsql import TS, _dumps, _iso
+from bench.rawsql_statements import TS
+from bench.rawsql_steps import dumps, iso
 
 if TYPE_CHECKING:
     import asyncpg
@@ -61,7 +62,7 @@ async def hold_batch(
     ttl: timedelta = timedelta(seconds=300),
 ) -> int:
     """`len(account_ids)` holds of `amount` in one transaction; returns how many were opened."""
-    at = _iso(now)
+    at = iso(now)
     async with conn.transaction():
         locked = {r["id"]: dict(r) for r in await conn.fetch(LOCK_ACCOUNTS, account_ids)}
         grants: dict[str, list[dict[str, Any]]] = {}
@@ -89,7 +90,7 @@ async def hold_batch(
                     hold_id,
                     account_id,
                     amount,
-                    _dumps([{"grant_id": grant["id"], "kind": grant["kind"], "amount": amount}]),
+                    dumps([{"grant_id": grant["id"], "kind": grant["kind"], "amount": amount}]),
                 )
             )
             entries.append((account_id, account["seq"], amount, hold_id))
@@ -97,7 +98,7 @@ async def hold_batch(
                 (
                     account_id,
                     account["seq"],
-                    _dumps(
+                    dumps(
                         {
                             "type": "balance.updated",
                             "account_id": account_id,
