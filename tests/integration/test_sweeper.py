@@ -18,7 +18,7 @@ from core.job_service import JobService
 from core.jobs import FAILED
 from core.model import Hold
 from core.service import CreditService, PriceRequest
-from storage.queries import audit
+from storage.audit import audit
 from storage.sql import Database
 from storage.tables import entries, holds, jobs
 from storage.writes.idempotency import IdempotencyStore
