@@ -346,7 +346,7 @@ def _balance(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _audit(args: argparse.Namespace, settings: Settings) -> int:
-    from storage.queries import audit
+    from storage.audit import audit
 
     async def run(db: Database) -> Any:
         async with db.read() as uow:

@@ -11,12 +11,12 @@ receiver holds back nobody else. A failure pauses the whole endpoint with expone
 after the retry window (three days by default) it is disabled with the reason.
 
 One instance at a time delivers to an endpoint: it holds the endpoint's lease
-(storage/webhook_endpoints.py), renewed alongside the deliveries; when it cannot be renewed in
+(storage/webhook_leases.py), renewed alongside the deliveries; when it cannot be renewed in
 time the endpoint's work, attempts in flight included, is cancelled before another instance
 may take the lease (background/webhook_worker.py). A step (an attempt or a database call) unfinished for longer than
 `stuck_s` makes readiness report the deliverer stuck.
 
-A resend moves a cursor back (storage/webhook_endpoints.py `rewind`): it bumps the cursor's
+A resend moves a cursor back (storage/webhook_resends.py `rewind`): it bumps the cursor's
 generation, which a pass's `record` compares with the one it read, so a pass in flight never
 moves that cursor forward again; and the endpoint's rescan mark, which makes the next pass look
 at every account (a cursor moved back on a quiet account has no new event to be noticed by)."""

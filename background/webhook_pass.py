@@ -12,8 +12,9 @@ from datetime import datetime, timedelta
 import metrics
 from background.webhook_sending import send_signed
 from background.webhook_state import DeliveryState
-from storage.webhook_deliveries import Attempt, Journaled, Outcome
-from storage.webhook_endpoints import Endpoint
+from storage.webhook_backlog import Journaled
+from storage.webhook_deliveries import Attempt, Outcome
+from storage.webhook_endpoint_record import Endpoint
 
 log = logging.getLogger("creditstream.outbound")
 ACCOUNTS_PER_PASS = 200

@@ -13,7 +13,7 @@ import metrics
 from background.webhook_pass import DeliveryPass
 from background.webhook_state import DeliveryState
 from storage.webhook_deliveries import Outcome
-from storage.webhook_endpoints import Endpoint
+from storage.webhook_endpoint_record import Endpoint
 
 log = logging.getLogger("creditstream.outbound")
 # also how soon deliveries stop on an endpoint deleted (or disabled) meanwhile: a renewal

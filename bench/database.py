@@ -100,7 +100,7 @@ async def seed_accounts(dsn: str, ids: Sequence[str], balance: int = SEED_BALANC
 
 async def audit_database(dsn: str) -> dict[str, Any]:
     """`creditstream audit` on the benchmark's database: both sides must leave a sound ledger."""
-    from storage.queries import audit
+    from storage.audit import audit
     from storage.sql import Database
 
     db = Database.from_url(dsn, pool_size=1)

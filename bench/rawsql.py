@@ -1,6 +1,6 @@
 """The ceiling: a hold and a capture written by hand on asyncpg.
 
-The statements are the ones storage/repositories.py makes SQLAlchemy issue for
+The statements are the ones the repositories (storage/*_repository.py) make SQLAlchemy issue for
 `CreditService.hold` and `.capture` (captured once with `sqlalchemy.engine` logging), in the same
 order, one round trip each, inside one transaction:
 

@@ -8,8 +8,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.model import Hold
-from storage.queries import entry_to_dict
-from storage.repositories import grant_from_row, hold_from_row
+from storage.account_repository import grant_from_row
+from storage.hold_repository import hold_from_row
+from storage.journal_queries import entry_to_dict
 from storage.tables import entries, grants, holds
 
 

@@ -9,8 +9,9 @@ import asyncpg
 import sqlalchemy as sa
 
 from core.ports import Clock
-from storage import queries
-from storage.repositories import RecordColumns, account_from_row
+from storage import journal_queries
+from storage.account_repository import account_from_row
+from storage.dialects import RecordColumns
 from storage.sql import Database, SqlUnitOfWork
 from storage.tables import accounts, events
 
@@ -28,7 +29,7 @@ class SqlEventJournal:
         self, account_id: str, after_seq: int, limit: int
     ) -> list[dict[str, Any]]:
         return await self.db.standby_read(
-            lambda uow: queries.events_after(uow.conn, account_id, after_seq, limit)
+            lambda uow: journal_queries.events_after(uow.conn, account_id, after_seq, limit)
         )
 
     async def heads(self, account_ids: list[str]) -> dict[str, int]:

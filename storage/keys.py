@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from core.model import new_id
-from storage.repositories import dialect_insert
+from storage.dialects import dialect_insert
 from storage.sql import Database
 from storage.tables import api_keys, settings
 

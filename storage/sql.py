@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from core.events import Event
 from core.ports import ServiceUnavailable
+from storage.account_repository import SqlAccounts
 from storage.database_url import DEFAULT_DATABASE_URL as DEFAULT_DATABASE_URL  # re-exported
 from storage.database_url import (
     DatabaseSetupError,
@@ -24,7 +25,9 @@ from storage.database_url import (
     split_pooler,
 )
 from storage.database_url import normalise_url as normalise_url  # re-exported
-from storage.repositories import SqlAccounts, SqlHolds, SqlJobs, SqlSpends
+from storage.hold_repository import SqlHolds
+from storage.job_repository import SqlJobs
+from storage.spend_repository import SqlSpends
 from storage.standby import PRIMARY_POSITION, Standby, Standbys
 
 T = TypeVar("T")

@@ -1,83 +1,33 @@
-"""Outbound webhook endpoints in SQL: the registry (register, list, read, remove) and the
-attempts an operator reads. Delivering to them — cursors, leases, the attempts' writing — is
-storage/webhook_deliveries.py."""
+"""The outbound webhook endpoint registry: register, list, read, remove, enable; the attempts."""
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from core.events import iso
 from core.model import new_id
-from storage.repositories import storable_key
+from storage.dialects import storable_key
 from storage.sql import Database
-from storage.tables import accounts, events
+from storage.tables import accounts
 from storage.tables import webhook_cursors as cursors
 from storage.tables import webhook_deliveries as deliveries
 from storage.tables import webhook_endpoints as endpoints
+from storage.webhook_endpoint_record import DISABLED, ENABLED, Endpoint, endpoint_from_row
+from storage.webhook_resends import WebhookResends
 from storage.writes import idempotency
 from storage.writes.batch_sql import SqlBatchSession
 from storage.writes.idempotency import IdempotencyKey, KeyedResult, replay_of
 
-ENABLED, DISABLED = "enabled", "disabled"
+# delivering to an endpoint (cursors, leases, writing the attempts) is storage/webhook_deliveries.py
 SECRET_PREFIX = "whsec_"
-IN_CHUNK = 500  # account ids per IN (…)
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    endpoint_id: str
-    url: str
-    events: tuple[str, ...]
-    secret: str
-    status: str
-    disabled_reason: str | None
-    created_at: datetime
-    disabled_at: datetime | None
-    failing_since: datetime | None
-    failures: int
-    next_attempt_at: datetime | None
-
-    @property
-    def enabled(self) -> bool:
-        return self.status == ENABLED
-
-    def to_dict(self, with_secret: bool = False) -> dict[str, Any]:
-        """What the API shows; the secret only once, in the answer to the registration."""
-        shown: dict[str, Any] = {
-            "id": self.endpoint_id,
-            "url": self.url,
-            "events": list(self.events),
-            "status": self.status,
-            "disabled_reason": self.disabled_reason,
-            "created_at": iso(self.created_at),
-            "disabled_at": iso(self.disabled_at),
-            "failing_since": iso(self.failing_since),
-            "consecutive_failures": self.failures,
-            "next_attempt_at": iso(self.next_attempt_at),
-        }
-        if with_secret:
-            shown["secret"] = self.secret
-        return shown
-
-
-@dataclass(frozen=True)
-class Rewound:
-    """A resend's answer: the account's head, and how many of its events from `from_seq` the
-    endpoint takes (what will be delivered again). `moved`: False when nothing was written
-    (`from_seq` past the head)."""
-
-    head: int
-    events: int
-    moved: bool
-
-
-class WebhookEndpoints:
+class WebhookEndpoints(WebhookResends):
     def __init__(self, db: Database) -> None:
         self.db = db
 
@@ -201,68 +151,6 @@ class WebhookEndpoints:
             ).first()
             return None if row is None else endpoint_from_row(row)
 
-    async def rewind(self, endpoint: Endpoint, account_id: str, from_seq: int) -> Rewound | None:
-        """Move the endpoint's cursor for the account back to `from_seq - 1` (never forward),
-        so its events from `from_seq` are delivered again. The cursor's generation is bumped
-        (a pass in flight that read it before does not move it forward again) and so is the
-        endpoint's rescan mark (passes look at every account, not only those with new events).
-        None: no such account (or endpoint, deleted meanwhile); nothing is written when
-        `from_seq` is past the account's head."""
-        if not storable_key(account_id):
-            return None
-        async with self.db.transaction() as uow:
-            conn = uow.conn
-            locked = (
-                await conn.execute(
-                    sa.select(endpoints.c.id)
-                    .where(endpoints.c.id == endpoint.endpoint_id)
-                    .with_for_update()
-                )
-            ).first()  # `delete` and `record` wait for this commit, and the other way round
-            head = (
-                await conn.execute(sa.select(accounts.c.seq).where(accounts.c.id == account_id))
-            ).scalar()
-            if locked is None or head is None:
-                return None
-            if from_seq > head:
-                return Rewound(int(head), 0, False)
-            count = (
-                await conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(events)
-                    .where(
-                        events.c.account_id == account_id,
-                        events.c.seq >= from_seq,
-                        events.c.type.in_(endpoint.events),
-                    )
-                )
-            ).scalar_one()
-            await self._move_back(conn, endpoint.endpoint_id, account_id, from_seq - 1)
-            await conn.execute(
-                sa.update(endpoints)
-                .where(endpoints.c.id == endpoint.endpoint_id)
-                .values(rescans=endpoints.c.rescans + 1)
-            )
-            return Rewound(int(head), int(count), True)
-
-    @staticmethod
-    async def _move_back(conn: Any, endpoint_id: str, account_id: str, seq: int) -> None:
-        where = sa.and_(cursors.c.endpoint_id == endpoint_id, cursors.c.account_id == account_id)
-        moved = await conn.execute(
-            sa.update(cursors)
-            .where(where)
-            .values(
-                seq=sa.case((cursors.c.seq > seq, seq), else_=cursors.c.seq),
-                generation=cursors.c.generation + 1,
-            )
-        )
-        if not moved.rowcount:  # an account created after the endpoint: no cursor yet
-            await conn.execute(
-                sa.insert(cursors).values(
-                    endpoint_id=endpoint_id, account_id=account_id, seq=seq, generation=1
-                )
-            )
-
     async def attempts(self, endpoint_id: str, limit: int) -> list[dict[str, Any]]:
         """The endpoint's latest attempts, newest first."""
         if not storable_key(endpoint_id):
@@ -290,25 +178,3 @@ class WebhookEndpoints:
                 }
                 for row in rows
             ]
-
-
-def as_utc(stamp: datetime | None) -> datetime | None:
-    if stamp is None or stamp.tzinfo is not None:
-        return stamp
-    return stamp.replace(tzinfo=UTC)
-
-
-def endpoint_from_row(row: Any) -> Endpoint:
-    return Endpoint(
-        row.id,
-        row.url,
-        tuple(row.events),
-        row.secret,
-        row.status,
-        row.disabled_reason,
-        row.created_at,
-        row.disabled_at,
-        row.failing_since,
-        int(row.failures),
-        row.next_attempt_at,
-    )

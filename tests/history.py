@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from storage.queries import audit
+from storage.audit import audit
 from storage.sql import Database
 from storage.tables import entries
 

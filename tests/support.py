@@ -166,7 +166,7 @@ async def make_server_key(database_url: str) -> str:
 
 async def audit_mismatches(database_url: str) -> list[str]:
     """What `creditstream audit` would report for the database, one line per mismatch."""
-    from storage.queries import audit
+    from storage.audit import audit
     from storage.sql import Database
 
     db = Database.from_url(database_url)

@@ -14,7 +14,7 @@ from api.request import MAX_PAGE, ctx_of, int_param
 from api.responses import JSONResponse
 from core.events import iso
 from core.model import normalise_account_id
-from storage import queries
+from storage import job_queries, journal_queries
 from storage.console_queries import entries_before, open_holds, recent_grants, refund_entries
 from storage.webhook_endpoints import WebhookEndpoints
 
@@ -44,7 +44,7 @@ async def account_overview(request: Request) -> Response:
         account = await ctx.service.read_account(uow, account_id)
         grants = await recent_grants(uow.conn, account_id, OVERVIEW_LIMIT)
         holds = await open_holds(uow.conn, account_id, OVERVIEW_LIMIT)
-        jobs = await queries.jobs_of(uow.conn, account_id, None, OVERVIEW_LIMIT)
+        jobs = await job_queries.jobs_of(uow.conn, account_id, None, OVERVIEW_LIMIT)
         refunds = await refund_entries(uow.conn, account_id, OVERVIEW_LIMIT)
     return JSONResponse(
         {
@@ -70,7 +70,7 @@ async def account_entries(request: Request) -> Response:
     async with ctx.db.read() as uow:
         await ctx.service.read_account(uow, account_id)
         if newer:
-            page = await queries.entries_page(uow.conn, account_id, after, limit + 1)
+            page = await journal_queries.entries_page(uow.conn, account_id, after, limit + 1)
         else:
             page = await entries_before(uow.conn, account_id, before, limit + 1)
     return JSONResponse({"entries": page[:limit], "has_more": len(page) > limit})

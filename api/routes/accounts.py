@@ -15,7 +15,7 @@ from api.request import MAX_PAGE, float_param, int_param, path_account
 from api.responses import JSONResponse
 from api.schemas import ChargeBody, GrantBody
 from core.account import Account
-from storage import queries
+from storage import job_queries, journal_queries, usage_queries
 from storage.sql import SqlUnitOfWork
 from storage.writes.batch import Touches
 from storage.writes.operation import OperationUnitOfWork
@@ -51,7 +51,7 @@ async def list_entries(request: Request) -> Response:
 
     async def read(uow: SqlUnitOfWork) -> list[dict[str, Any]]:
         await ctx.service.read_account(uow, account_id)
-        return await queries.entries_page(uow.conn, account_id, after, limit + 1)
+        return await journal_queries.entries_page(uow.conn, account_id, after, limit + 1)
 
     page = await ctx.db.standby_read(read)
     more = len(page) > limit
@@ -91,7 +91,7 @@ async def _events_page(
 
     async def read(uow: SqlUnitOfWork) -> tuple[Account, list[dict[str, Any]]]:
         account = await ctx.service.read_account(uow, account_id)
-        return account, await queries.events_after(uow.conn, account_id, after_seq, limit)
+        return account, await journal_queries.events_after(uow.conn, account_id, after_seq, limit)
 
     account, events = await ctx.db.standby_read(read)
     if not events and wait and after_seq >= account.seq:
@@ -143,7 +143,7 @@ async def usage(request: Request) -> Response:
 
     async def read(uow: SqlUnitOfWork) -> dict[str, Any]:
         await ctx.service.read_account(uow, account_id)
-        return await queries.usage(uow.conn, account_id, since, now)
+        return await usage_queries.usage(uow.conn, account_id, since, now)
 
     figures = await ctx.db.standby_read(read)
     return JSONResponse(
@@ -169,7 +169,7 @@ async def list_jobs(request: Request) -> Response:
 
     async def read(uow: SqlUnitOfWork) -> list[dict[str, Any]]:
         await ctx.service.read_account(uow, account_id)
-        return await queries.jobs_of(uow.conn, account_id, status, limit)
+        return await job_queries.jobs_of(uow.conn, account_id, status, limit)
 
     jobs = await ctx.db.standby_read(read)
     return JSONResponse({"account_id": account_id, "jobs": jobs})

@@ -15,7 +15,7 @@ from api.responses import JSONResponse
 from api.schemas import RefundBody
 from core.errors import NotFound
 from core.refunds import CHARGE, Spend
-from storage.queries import refunded_spend
+from storage.journal_queries import refunded_spend
 from storage.sql import SqlUnitOfWork
 from storage.writes.batch import Touches
 from storage.writes.operation import OperationUnitOfWork

@@ -26,7 +26,8 @@ from core.events import iso
 from core.model import normalise_account_id
 from egress import UrlRefused
 from storage.webhook_deliveries import Attempt, WebhookDeliveries
-from storage.webhook_endpoints import Endpoint, WebhookEndpoints
+from storage.webhook_endpoint_record import Endpoint
+from storage.webhook_endpoints import WebhookEndpoints
 from storage.writes.idempotency import IdempotencyKey
 
 

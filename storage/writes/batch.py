@@ -17,7 +17,7 @@ from core.account import Account
 from core.events import Event
 from core.jobs import Job
 from core.model import Entry, Grant, Hold
-from storage.repositories import storable_key
+from storage.dialects import storable_key
 
 T = TypeVar("T")
 

@@ -22,16 +22,11 @@ from core.account import Account
 from core.jobs import Job
 from core.model import Entry, Grant, Hold
 from core.refunds import REFUND
-from storage.repositories import (
-    RecordColumns,
-    account_from_row,
-    entry_from_row,
-    funding_grant_ids,
-    grant_from_row,
-    hold_from_row,
-    job_from_row,
-    storable_key,
-)
+from storage.account_repository import account_from_row, entry_from_row, grant_from_row
+from storage.dialects import RecordColumns, storable_key
+from storage.hold_repository import hold_from_row
+from storage.job_repository import job_from_row
+from storage.spend_repository import funding_grant_ids
 from storage.tables import UtcDateTime, accounts, grants, holds, idempotency_keys
 from storage.writes import pg_arrays
 from storage.writes.batch import PendingWrites

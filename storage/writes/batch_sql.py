@@ -17,14 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from core.account import Account
 from core.jobs import Job
 from core.model import Entry, Grant, Hold
-from storage.repositories import (
-    account_from_row,
-    dialect_insert,
-    grant_from_row,
-    hold_from_row,
-    job_from_row,
-    spend_rows,
-)
+from storage.account_repository import account_from_row, grant_from_row
+from storage.dialects import dialect_insert
+from storage.hold_repository import hold_from_row
+from storage.job_repository import job_from_row
+from storage.spend_repository import spend_rows
 from storage.tables import accounts, grants, holds, idempotency_keys, jobs, processed_webhooks
 from storage.writes.batch import PendingWrites
 from storage.writes.batch_writes import planned_writes

@@ -10,7 +10,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from storage.repositories import SqlAccounts, SqlHolds, SqlJobs, _entry_row, _event_time, _grant_row
+from storage.account_repository import SqlAccounts, _entry_row, _event_time, _grant_row
+from storage.hold_repository import SqlHolds
+from storage.job_repository import SqlJobs
 from storage.tables import accounts, entries, events, grants, holds, jobs, processed_webhooks
 from storage.writes.batch import PendingWrites
 

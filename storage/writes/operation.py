@@ -16,7 +16,7 @@ from core.events import Event
 from core.jobs import Job
 from core.model import Hold
 from core.refunds import Spend
-from storage.repositories import funding_grant_ids
+from storage.spend_repository import funding_grant_ids
 from storage.writes.batch import (
     Batch,
     PendingWrites,

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from storage.queries import audit
+from storage.audit import audit
 from storage.sql import Database
 from storage.tables import entries, holds
 from tests.e2e.balancer import TcpBalancer

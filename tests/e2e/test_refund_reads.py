@@ -85,7 +85,7 @@ async def test_refund_and_charge_reads_refuse_the_unknown_and_the_unentitled(
 
 async def test_a_refund_is_found_through_its_index(api: ApiClient, database_url: str) -> None:
     """The lookup uses the partial expression index of migration 0005 on either database."""
-    from storage.queries import REFUND_ID_EXPRESSION
+    from storage.journal_queries import REFUND_ID_EXPRESSION
 
     db = api.ctx.db
     async with db.read() as uow:

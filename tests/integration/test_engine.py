@@ -14,7 +14,7 @@ from background.sweeper import Sweeper
 from core.errors import InsufficientCredits, InvalidState
 from core.model import Hold
 from core.service import CreditService
-from storage.queries import audit
+from storage.audit import audit
 from storage.sql import Database
 from storage.tables import accounts, entries, holds
 from storage.writes.idempotency import IdempotencyStore

@@ -21,8 +21,8 @@ from asgi import load_catalogue
 from background.sweeper import Sweeper
 from core.errors import CreditError
 from core.service import CreditService
+from storage.audit import audit
 from storage.migrate import upgrade
-from storage.queries import audit
 from storage.sql import Database
 from storage.writes.idempotency import IdempotencyStore
 from tests.support import MutableClock

@@ -13,7 +13,7 @@ from asgi import load_catalogue
 from background.sweeper import KEY_RETENTION, Sweeper
 from config import ConfigError, Settings
 from core.service import CreditService
-from storage.queries import audit
+from storage.audit import audit
 from storage.retention import EventRetention
 from storage.sql import Database
 from storage.tables import events, idempotency_keys

@@ -19,7 +19,7 @@ from core.jobs import FAILED
 from core.model import Hold
 from core.price_request import PriceRequest
 from core.service import CreditService
-from storage.queries import audit
+from storage.audit import audit
 from storage.sql import Database
 from storage.tables import entries, holds, jobs
 from storage.writes.idempotency import IdempotencyStore

@@ -27,7 +27,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_stream_tickets_expires_at", "stream_tickets", ["expires_at"])
     # partial: only refund lines carry a refund_id, so other journal writes pay nothing for it.
-    # storage/queries.REFUND_ID_EXPRESSION queries with the same expression
+    # storage/journal_queries.REFUND_ID_EXPRESSION queries with the same expression
     if op.get_bind().dialect.name == "postgresql":
         expression = "(metadata ->> 'refund_id')"
     else:
