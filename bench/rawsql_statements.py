@@ -1,6 +1,6 @@
-"""The statements the ceiling sends, as text: the ones the repositories (storage/account_repository.py, hold_repository.py) make SQLAlchemy
-issue for a hold and a capture (bench/rawsql.py sends them one round trip each), and the hold
-written as one statement.
+"""The statements the ceiling sends, as text: the ones the repositories
+(storage/account_repository.py, storage/hold_repository.py) make SQLAlchemy issue for a hold and
+a capture (bench/rawsql.py sends them one round trip each), and the hold written as one statement.
 """
 
 from __future__ import annotations
