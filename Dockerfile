@@ -9,6 +9,7 @@ COPY egress egress
 COPY api api
 COPY providers providers
 COPY background background
+COPY commands commands
 COPY asgi.py wiring.py cli.py config.py metrics.py ./
 # the runtime and uvicorn's uvloop/httptools (the `serve` extra); no test or benchmark packages.
 # tests/e2e/test_shipped_package.py installs exactly what is copied above into a clean venv and

@@ -46,6 +46,17 @@ def cdf_points(samples: Sequence[float], points: int = 200) -> list[tuple[float,
     return [(ordered[i], (i + 1) / n) for i in idx]
 
 
+def slope(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of y over x."""
+    if len(points) < 2:
+        return None
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    var = sum((x - mx) ** 2 for x, _ in points)
+    return None if var == 0 else sum((x - mx) * (y - my) for x, y in points) / var
+
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 

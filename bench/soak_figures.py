@@ -7,8 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from bench.connections import slope
-from bench.measure import summarize
+from bench.measure import slope, summarize
 
 
 def second_half(samples: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
