@@ -26,7 +26,8 @@ from redis._parsers import _AsyncRESP3Parser
 
 from bench.measure import machine_info, service_versions
 from bench.results import Progress, Result, Row
-from realtime.broker import RedisBroker, channel_for
+from realtime.broker import channel_for
+from realtime.redis_broker import RedisBroker
 
 ACCOUNTS = [f"acct_{i:013d}" for i in range(1000)]
 # the size of a balance.updated event as the hub publishes it

@@ -5,8 +5,10 @@ extends the plain one)."""
 
 from __future__ import annotations
 
-from realtime.broker import Broker, InProcessBroker, RedisBroker, is_cluster_url
-from realtime.redis_cluster import RedisClusterBroker
+from realtime.broker import Broker
+from realtime.in_process_broker import InProcessBroker
+from realtime.redis_broker import RedisBroker
+from realtime.redis_cluster import RedisClusterBroker, is_cluster_url
 
 
 def broker_for(redis_url: str | None, drop_first_publish: bool = False) -> Broker:

@@ -1,5 +1,5 @@
 """Sharded pub/sub on a Redis Cluster: `CREDITSTREAM_REDIS_URL=redis+cluster://…` makes the
-Redis broker this subclass of it (realtime/broker.py chooses by the URL's scheme)."""
+Redis broker this subclass of it (realtime/brokers.py chooses by the URL's scheme)."""
 
 from __future__ import annotations
 
@@ -14,16 +14,16 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from realtime.broker import (
-    CHANNEL_PREFIX,
-    CLUSTER_SCHEMES,
-    OnMessage,
-    OnResync,
-    RedisBroker,
-    text_of,
-)
+from realtime.broker import CHANNEL_PREFIX, OnMessage, OnResync
+from realtime.redis_broker import RedisBroker, text_of
 
 log = logging.getLogger("creditstream.broker")
+
+CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}  # scheme → TLS
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.split("://", 1)[0].lower() in CLUSTER_SCHEMES
 
 
 def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:

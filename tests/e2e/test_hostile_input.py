@@ -34,7 +34,7 @@ from api.body import MAX_BODY_BYTES, MAX_JSON_DEPTH
 from api.tokens import TokenSigner
 from asgi import API_ROUTES
 from core.signatures import sign
-from realtime.websocket import MAX_MESSAGE_CHARS
+from realtime.websocket_frames import MAX_MESSAGE_CHARS
 from storage.tables import accounts, entries, events, grants, holds, jobs, processed_webhooks
 from tests.conftest import ApiClient
 from tests.support import TEST_SECRET, LiveServer, make_server_key

@@ -29,7 +29,7 @@ import pytest
 from asgi import load_catalogue
 from core.ports import SystemClock
 from core.service import CreditService
-from realtime.websocket import CLOSE_INTERNAL_ERROR, CLOSE_TRY_AGAIN_LATER, close_for_error
+from realtime.websocket_frames import CLOSE_INTERNAL_ERROR, CLOSE_TRY_AGAIN_LATER, close_for_error
 from storage.sql import Database, DatabaseUnavailable
 from tests.e2e.balancer import TcpBalancer
 from tests.e2e.stream_client import StreamClient

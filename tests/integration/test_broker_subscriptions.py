@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from realtime.broker import CHANNEL_PREFIX, RedisBroker, channel_for
+from realtime.broker import CHANNEL_PREFIX, channel_for
 from realtime.hub import Hub
+from realtime.redis_broker import RedisBroker
 from tests.support import PrivateRedis
 from tests.unit.fakes import ListSink, MemoryJournal
 

@@ -10,9 +10,9 @@ from typing import Any
 
 from asgi import load_catalogue
 from core.service import CreditService
-from realtime.broker import InProcessBroker
 from realtime.feeds import QueueSink
 from realtime.hub import Hub
+from realtime.in_process_broker import InProcessBroker
 from realtime.journal_check import CHECK_OVERLAP
 from storage.journal import SqlEventJournal
 from storage.sql import Database
