@@ -1,7 +1,7 @@
 """`creditstream bench listener`: the CPU one instance's Redis listener spends per message.
 
 Every event of every account an instance serves arrives through one listener
-(`realtime.broker.RedisBroker`), so its cost per message bounds the events/s one instance can
+(`realtime.redis_broker.RedisBroker`), so its cost per message bounds the events/s one instance can
 push. A publisher process sends `--messages` event-sized payloads over 1,000 subscribed account
 channels as fast as Redis takes them; the listener hands each to a counting callback. The same
 listener is measured with the reply parser redis-py picks when hiredis is installed (as shipped)
