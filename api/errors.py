@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from api.responses import JSONResponse
 from core import errors as domain
-from storage.sql import DatabaseUnavailable
+from storage.connection_errors import DatabaseUnavailable
 
 log = logging.getLogger("creditstream.api")
 

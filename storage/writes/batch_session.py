@@ -17,7 +17,8 @@ from typing import Any, Protocol
 import asyncpg
 from sqlalchemy import exc as sa_exc
 
-from storage.sql import Database, DatabaseUnavailable
+from storage.connection_errors import DatabaseUnavailable
+from storage.sql import Database
 from storage.writes.batch import BatchReads, PendingWrites
 from storage.writes.batch_pg import PgBatchSession
 from storage.writes.batch_sql import SqlBatchSession

@@ -22,7 +22,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 import metrics
 from core.errors import ConcurrentUpdate
 from core.events import Event
-from storage.sql import Database, DatabaseUnavailable
+from storage.connection_errors import DatabaseUnavailable
+from storage.sql import Database
 from storage.writes.batch import NOTHING, Touches
 from storage.writes.idempotency import IdempotencyKey, KeyedResult
 from storage.writes.operation import OperationUnitOfWork

@@ -30,7 +30,8 @@ from asgi import load_catalogue
 from core.ports import SystemClock
 from core.service import CreditService
 from realtime.websocket_frames import CLOSE_INTERNAL_ERROR, CLOSE_TRY_AGAIN_LATER, close_for_error
-from storage.sql import Database, DatabaseUnavailable
+from storage.connection_errors import DatabaseUnavailable
+from storage.sql import Database
 from tests.e2e.balancer import TcpBalancer
 from tests.e2e.stream_client import StreamClient
 from tests.e2e.test_database_outage import append_to_report

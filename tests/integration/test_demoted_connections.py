@@ -9,8 +9,9 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from storage.connection_errors import DatabaseUnavailable
 from storage.migrate import upgrade_async
-from storage.sql import Database, DatabaseUnavailable
+from storage.sql import Database
 
 WRITE = "INSERT INTO alembic_version (version_num) VALUES ('demoted')"
 
