@@ -17,6 +17,11 @@ half of those still open (`THAW_MIN` at least), everything is thawed, one full c
 reclaims what the dead streams left, and the survivors — the live streams — are frozen again.
 That full collection runs once per turnover of half the open streams, never while streams just
 stay open; what closed streams can hold meanwhile is bounded by the same count.
+
+Not while the server stops, though: every stream closes then, which would set off a thaw at
+each halving of those still open — four or five full collections of a second or more each at
+10,000 streams, all inside the graceful-shutdown window, for memory the exiting process gives
+back anyway.
 """
 
 from __future__ import annotations
@@ -40,10 +45,12 @@ class FreezePolicy:
         self.opened_since_freeze = 0
         self.frozen_closed = 0  # frozen streams closed since the last thaw
         self.thaws = 0
+        self.stopping = False  # the server is closing every stream: no more thaws
 
     def stream_opened(self) -> int:
         """Count a new stream; returns its ticket for `stream_closed`."""
         ticket = self.freezes
+        self.stopping = False  # streams are taken again (another app in the same process)
         self.open_streams += 1
         self.opened_since_freeze += 1
         if self.opened_since_freeze >= self.freeze_every:
@@ -55,6 +62,8 @@ class FreezePolicy:
         if ticket == self.freezes:
             return  # opened since the last freeze: not frozen, the collector reclaims it
         self.frozen_closed += 1
+        if self.stopping:
+            return
         if self.frozen_closed >= max(self.thaw_min, self.open_streams // 2):
             self._thaw()
 
@@ -92,3 +101,7 @@ def stream_opened() -> int:
 
 def stream_closed(ticket: int) -> None:
     POLICY.stream_closed(ticket)
+
+
+def server_stopping() -> None:
+    POLICY.stopping = True

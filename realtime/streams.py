@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from starlette.requests import HTTPConnection
 
 from core.events import Event
+from realtime import gc_policy
 from realtime.hub import Hub
 
 CLOSE_BAD_TOKEN = 4401
@@ -85,6 +86,7 @@ class Realtime:
     def begin_shutdown(self) -> None:
         """Close every stream with 1012 so clients reconnect (to another instance) and resume."""
         self.shutting_down.set()
+        gc_policy.server_stopping()
         self.hub.release_waiters()
         for connection in list(self.connections):
             connection.request_close(CLOSE_RESTARTING, "server restarting")

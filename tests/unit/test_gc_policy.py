@@ -95,3 +95,35 @@ def test_garbage_already_in_the_oldest_generation_is_not_frozen() -> None:
     policy.stream_opened()  # a freeze
     assert gone() is None
     assert policy.freezes == 1
+
+
+def test_no_thaw_while_the_server_closes_every_stream() -> None:
+    policy = FreezePolicy(freeze_every=10, thaw_min=5)
+    tickets = [policy.stream_opened() for _ in range(40)]
+    policy.stopping = True
+    for ticket in tickets:
+        policy.stream_closed(ticket)
+    assert policy.thaws == 0 and policy.open_streams == 0
+    # another app in the same process takes streams again: thaws come back with them
+    later = [policy.stream_opened() for _ in range(20)]
+    assert not policy.stopping
+    for ticket in later:
+        policy.stream_closed(ticket)
+    assert policy.thaws >= 1
+
+
+def test_begin_shutdown_stops_the_thaws() -> None:
+    from realtime.hub import Hub
+    from realtime.streams import Realtime, StreamConfig
+    from tests.unit.fakes import MemoryBroker, MemoryJournal
+
+    async def nobody(*_: object) -> None:
+        return None
+
+    hub = Hub(MemoryJournal(), MemoryBroker(), poll_interval_s=60)
+    realtime = Realtime(hub, StreamConfig(authenticate=nobody, verify_token=nobody))  # type: ignore[arg-type]
+    try:
+        realtime.begin_shutdown()
+        assert gc_policy.POLICY.stopping
+    finally:
+        gc_policy.POLICY.stopping = False
