@@ -1,13 +1,12 @@
-"""Redis pub/sub between instances: a supervised listener that reconnects, resubscribes and
-resyncs, and a publisher that sends in batches. The Redis Cluster variant, sharded pub/sub, is
-realtime/redis_cluster.py.
+"""Redis pub/sub between instances: batched (UN)SUBSCRIBEs and a supervised listener that
+reconnects, resubscribes and resyncs; the publishing side is realtime/redis_publishing.py. The
+Redis Cluster variant, sharded pub/sub, is realtime/redis_cluster.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -17,18 +16,16 @@ from redis.exceptions import RedisError
 import metrics
 from background.supervision import Backoff, Heartbeat
 from realtime.broker import CHANNEL_PREFIX, OnMessage, OnResync, channel_for
+from realtime.redis_publishing import OUTBOX_SIZE, RedisPublishing
 
 log = logging.getLogger("creditstream.broker")
 
-OUTBOX_SIZE = 50_000
-PUBLISH_BATCH = 200
-PUBLISH_RETRY_PAUSES_S = (0.05, 0.25, 0.0)
 # the listener beats at least once a second while connected (get_message's timeout), and
 # every reconnect attempt; a resync waits for the database at most its own timeouts
 LISTENER_STUCK_S = 30.0
 
 
-class RedisBroker:
+class RedisBroker(RedisPublishing):
     """Redis pub/sub with a supervised listener that reconnects, resubscribes and resyncs.
     For a `redis+cluster://` URL use `RedisClusterBroker` (realtime/redis_cluster.py);
     `realtime.brokers.broker_for` picks between them."""
@@ -43,7 +40,7 @@ class RedisBroker:
         self._changed: set[str] = set()  # wanted or unwanted since the last SUBSCRIBE went out
         self._flusher: asyncio.Task[None] | None = None  # sends `_changed`, while there is any
         self._batch_sent: asyncio.Future[None] | None = None  # done once `_changed` went out
-        self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue(OUTBOX_SIZE)
+        self._outbox = asyncio.Queue(OUTBOX_SIZE)
         self._drop_next_publish = drop_first_publish  # fault injection for the gap-fill tests
         self._client: aioredis.Redis | None = None
         self._pubsub: aioredis.client.PubSub | None = None
@@ -94,15 +91,6 @@ class RedisBroker:
         channel = channel_for(account_id)
         self._channels.discard(channel)
         await self._send_subscription(channel)
-
-    def publish(self, account_id: str, payload: str) -> None:
-        if self._drop_next_publish:
-            self._drop_next_publish = False
-            return
-        try:
-            self._outbox.put_nowait((channel_for(account_id), payload))
-        except asyncio.QueueFull:  # Redis is far behind; the journal repairs what is dropped
-            self.publish_failures += 1
 
     async def ping(self) -> None:
         if self._client is None:
@@ -258,48 +246,6 @@ class RedisBroker:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
             except (RedisError, OSError):
                 pass
-
-    async def _publish_forever(self) -> None:
-        while True:
-            batch = [await self._outbox.get()]
-            while len(batch) < PUBLISH_BATCH and not self._outbox.empty():
-                batch.append(self._outbox.get_nowait())
-            self.publisher.beat()
-            try:
-                await self._publish_batch(batch)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # dropped: subscribers elsewhere repair from the journal
-                self.publish_failures += len(batch)
-                self.publisher.failed(exc, f"publishing {len(batch)} messages")
-
-    publish_command = "PUBLISH"
-
-    def _publishing_client(self) -> Any:
-        assert self._client is not None
-        return self._client
-
-    async def _publish_batch(self, batch: list[tuple[str, str]]) -> None:
-        # a pooled connection may be stale after a Redis restart: retry on a fresh one
-        for attempt, pause in enumerate(PUBLISH_RETRY_PAUSES_S):
-            try:
-                async with self._publishing_client().pipeline(transaction=False) as pipe:
-                    for channel, payload in batch:
-                        pipe.execute_command(self.publish_command, channel, payload)
-                    await pipe.execute()
-                self.published += len(batch)
-                return
-            except (RedisError, OSError) as exc:
-                if attempt == len(PUBLISH_RETRY_PAUSES_S) - 1:
-                    self.publish_failures += len(batch)
-                    log.warning(
-                        "redis %s of %d messages failed: %r",
-                        self.publish_command.lower(),
-                        len(batch),
-                        exc,
-                    )
-                    return
-                await asyncio.sleep(pause)
 
 
 def text_of(value: bytes | str) -> str:
