@@ -13,11 +13,11 @@ from bench.fleet_processes import FleetGroup
 from bench.measure import process_cpu_s, rss_kib, slope
 from bench.results import Progress
 from bench.servers import (
-    BENCH_SECRET,
     GranianServer,
     PicowsRelayServer,
     UvicornServer,
     stop_servers,
+    stream_app,
 )
 
 
@@ -31,17 +31,7 @@ async def one_run(
     logs: Path,
     say: Progress,
 ) -> dict[str, Any]:
-    if side == "creditstream":
-        app = "bench.gc_frozen:app" if args.gc_freeze else "asgi:app"
-        env = {
-            "CREDITSTREAM_DATABASE_URL": dsn,
-            "CREDITSTREAM_REDIS_URL": args.redis_url,
-            "CREDITSTREAM_USER_TOKEN_SECRET": BENCH_SECRET,
-            "CREDITSTREAM_RESULTS_DIR": str(logs / "results"),
-            "CREDITSTREAM_DB_POOL_SIZE": str(args.db_pool),
-        }
-    else:
-        app, env = "bench.bare_push:app", {"BENCH_REDIS_URL": args.redis_url}
+    app, env = stream_app(side, args, dsn, logs)
     kind = (
         PicowsRelayServer
         if side == "ceiling" and args.ceiling == "picows"

@@ -13,7 +13,7 @@ from bench.fleet_processes import FleetGroup
 from bench.measure import CpuMeter, cdf_points, rss_kib, summarize
 from bench.push_writer import Writer
 from bench.results import Progress
-from bench.servers import BENCH_SECRET, UvicornServer, stop_servers
+from bench.servers import UvicornServer, stop_servers, stream_app
 
 
 async def one_run(
@@ -27,19 +27,9 @@ async def one_run(
     logs: Path,
     say: Progress,
 ) -> dict[str, Any]:
-    if side == "creditstream":
-        app = "bench.gc_frozen:app" if args.gc_freeze else "asgi:app"
-        env = {
-            "CREDITSTREAM_DATABASE_URL": dsn,
-            "CREDITSTREAM_REDIS_URL": args.redis_url,
-            "CREDITSTREAM_USER_TOKEN_SECRET": BENCH_SECRET,
-            "CREDITSTREAM_RESULTS_DIR": str(logs / "results"),
-            "CREDITSTREAM_DB_POOL_SIZE": str(args.db_pool),
-        }
-        if args.resync_interval is not None:
-            env["CREDITSTREAM_RESYNC_INTERVAL_S"] = str(args.resync_interval)
-    else:
-        app, env = "bench.bare_push:app", {"BENCH_REDIS_URL": args.redis_url}
+    app, env = stream_app(side, args, dsn, logs)
+    if side == "creditstream" and args.resync_interval is not None:
+        env["CREDITSTREAM_RESYNC_INTERVAL_S"] = str(args.resync_interval)
     servers = [
         UvicornServer(app, env, variant, logs, f"push-{side}-{variant}-{i}", ws=args.ws)
         for i in range(2)

@@ -263,3 +263,18 @@ def user_tokens(ids: Iterable[str], ttl_s: int = 6 * 3600) -> list[str]:
     signer = TokenSigner(BENCH_SECRET, clock)
     now = clock.now()
     return [signer.issue(a, now, ttl_s)[0] for a in ids]
+
+
+def stream_app(side: str, args: Any, dsn: str, logs: Path) -> tuple[str, dict[str, str]]:
+    """The app and environment of a push/connections side: creditstream as deployed (or with
+    `--gc-freeze`), or the bare relay that is its ceiling."""
+    if side != "creditstream":
+        return "bench.bare_push:app", {"BENCH_REDIS_URL": args.redis_url}
+    app = "bench.gc_frozen:app" if args.gc_freeze else "asgi:app"
+    return app, {
+        "CREDITSTREAM_DATABASE_URL": dsn,
+        "CREDITSTREAM_REDIS_URL": args.redis_url,
+        "CREDITSTREAM_USER_TOKEN_SECRET": BENCH_SECRET,
+        "CREDITSTREAM_RESULTS_DIR": str(logs / "results"),
+        "CREDITSTREAM_DB_POOL_SIZE": str(args.db_pool),
+    }
