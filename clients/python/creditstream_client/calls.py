@@ -2,7 +2,9 @@
 
 The sync and async clients send the same calls; only the sending differs. Every POST carries an
 Idempotency-Key: the caller's, or a fresh uuid4 made here, once per logical call, so all the
-attempts of one call share it.
+attempts of one call share it. The routes that keep no keys (a quote, a token, enabling, testing
+or resending to a webhook endpoint) have the same effect however often they run, so their calls
+are retried like the rest.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def _fields(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def _post(path: str, body: dict[str, Any], key: str | None) -> Call[Any]:
+def _post(path: str, body: dict[str, Any] | None, key: str | None) -> Call[Any]:
     return Call("POST", path, json=body, idempotency_key=key or str(uuid.uuid4()))
 
 
@@ -206,7 +208,7 @@ def report_job_result(
 
 
 def quote(operation: str, options: QuoteOptions) -> Call[t.Quote]:
-    return Call("POST", "/v1/quote", json=_fields(operation=operation, **options))
+    return _post("/v1/quote", _fields(operation=operation, **options), None)
 
 
 def get_pricing() -> Call[dict[str, Any]]:
@@ -222,7 +224,7 @@ def batch(operations: list[dict[str, Any]], key: str | None) -> Call[t.BatchResu
 
 
 def create_token(account_id: str, ttl_seconds: int | None) -> Call[t.Token]:
-    return Call("POST", "/v1/tokens", json=_fields(account_id=account_id, ttl_seconds=ttl_seconds))
+    return _post("/v1/tokens", _fields(account_id=account_id, ttl_seconds=ttl_seconds), None)
 
 
 def create_webhook_endpoint(
@@ -246,18 +248,18 @@ def list_webhook_deliveries(endpoint_id: str, limit: int | None) -> Call[t.Webho
 
 
 def enable_webhook_endpoint(endpoint_id: str) -> Call[t.WebhookEndpoint]:
-    return Call("POST", f"/v1/webhook-endpoints/{_seg(endpoint_id)}/enable")
+    return _post(f"/v1/webhook-endpoints/{_seg(endpoint_id)}/enable", None, None)
 
 
 def test_webhook_endpoint(endpoint_id: str) -> Call[t.WebhookTestOutcome]:
-    return Call("POST", f"/v1/webhook-endpoints/{_seg(endpoint_id)}/test")
+    return _post(f"/v1/webhook-endpoints/{_seg(endpoint_id)}/test", None, None)
 
 
 def resend_webhook_events(
     endpoint_id: str, account_id: str, from_seq: int
 ) -> Call[t.WebhookResend]:
-    return Call(
-        "POST",
+    return _post(
         f"/v1/webhook-endpoints/{_seg(endpoint_id)}/resend",
-        json={"account_id": account_id, "from_seq": from_seq},
+        {"account_id": account_id, "from_seq": from_seq},
+        None,
     )
