@@ -18,6 +18,12 @@ reclaims what the dead streams left, and the survivors — the live streams — 
 That full collection runs once per turnover of half the open streams, never while streams just
 stay open; what closed streams can hold meanwhile is bounded by the same count.
 
+A thaw stops the event loop for as long as that full collection takes (1.4–1.6 s with 5,000
+streams open), so thaws are at least `THAW_INTERVAL_S` apart: when a network blip drops most
+streams at once, each halving of those still open would otherwise set one off, back to back.
+A thaw that is due waits for the next close after the interval; meanwhile closed frozen streams
+hold only what they held before, and the cycles known so far are broken.
+
 Not while the server stops, though: every stream closes then, which would set off a thaw at
 each halving of those still open — four or five full collections of a second or more each at
 10,000 streams, all inside the graceful-shutdown window, for memory the exiting process gives
@@ -28,18 +34,30 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import time
+from collections.abc import Callable
 
 log = logging.getLogger("creditstream.gc")
 
 FREEZE_EVERY = 500
 THAW_MIN = 1000  # ~60 MB of connections at the worst, were they all still cyclic
+THAW_INTERVAL_S = 10.0
 
 
 class FreezePolicy:
-    def __init__(self, freeze_every: int = FREEZE_EVERY, thaw_min: int = THAW_MIN) -> None:
+    def __init__(
+        self,
+        freeze_every: int = FREEZE_EVERY,
+        thaw_min: int = THAW_MIN,
+        thaw_interval_s: float = THAW_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.freeze_every = freeze_every
         self.thaw_min = thaw_min
+        self.thaw_interval_s = thaw_interval_s
+        self.clock = clock
+        self.last_thaw_at = -math.inf
         self.freezes = 0  # how many freezes so far: a stream opened before the last one is frozen
         self.open_streams = 0
         self.opened_since_freeze = 0
@@ -64,7 +82,10 @@ class FreezePolicy:
         self.frozen_closed += 1
         if self.stopping:
             return
-        if self.frozen_closed >= max(self.thaw_min, self.open_streams // 2):
+        if (
+            self.frozen_closed >= max(self.thaw_min, self.open_streams // 2)
+            and self.clock() - self.last_thaw_at >= self.thaw_interval_s
+        ):
             self._thaw()
 
     def _freeze(self) -> None:
@@ -83,6 +104,7 @@ class FreezePolicy:
         reclaimed = gc.collect()
         self.frozen_closed = 0
         self.thaws += 1
+        self.last_thaw_at = self.clock()
         self._freeze()  # every stream open now is frozen again
         log.info(
             "thawed the frozen streams: %d objects reclaimed in %.0f ms (%d streams open)",

@@ -74,6 +74,27 @@ def test_the_thaw_waits_for_half_the_open_streams_to_turn_over() -> None:
     assert policy.thaws == 1
 
 
+def test_a_mass_disconnect_thaws_once_per_interval() -> None:
+    """Each halving of the open streams would set off a full collection; back to back, they
+    would stop the event loop for seconds. One per interval, and a due one after it."""
+    now = [100.0]
+    policy = FreezePolicy(freeze_every=100, thaw_min=10, thaw_interval_s=10, clock=lambda: now[0])
+    tickets = [policy.stream_opened() for _ in range(1000)]  # frozen ten times over
+    for ticket in tickets[:900]:
+        policy.stream_closed(ticket)
+    assert policy.thaws == 1  # halvings at 500, 250, 125… all inside one interval
+    now[0] += 10
+    policy.stream_closed(tickets[900])  # the next close after the interval: the due thaw
+    assert policy.thaws == 2
+    for ticket in tickets[901:]:
+        policy.stream_closed(ticket)
+    assert policy.thaws == 2 and policy.open_streams == 0
+    unlimited = FreezePolicy(freeze_every=100, thaw_min=10, thaw_interval_s=0)
+    for ticket in [unlimited.stream_opened() for _ in range(1000)]:
+        unlimited.stream_closed(ticket)
+    assert unlimited.thaws >= 4
+
+
 def test_the_server_wide_policy_counts_open_streams() -> None:
     before = gc_policy.POLICY.open_streams
     ticket = gc_policy.stream_opened()
