@@ -2,10 +2,11 @@
 expiry, and how it closes.
 
 One task per idle connection: the handler's own task reads client messages; one timer per
-session watches its heartbeat and token deadlines (not a task, nor a timer, per receive). Every outgoing message (replies and events) goes
-through the connection's bounded `Outbox`, in order; it writes from a task that lives only while
-something is pending. A close request (slow consumer, shutdown) or a failed write interrupts the
-reader by cancelling the handler's task, which then closes the connection.
+session watches its heartbeat and token deadlines (not a task, nor a timer, per receive). Every
+outgoing message (replies and events) goes through the connection's bounded `Outbox`, in order;
+it writes from a task that lives only while something is pending. A close request (slow
+consumer, shutdown) or a failed write interrupts the reader by cancelling the handler's task,
+which then closes the connection.
 """
 
 from __future__ import annotations
@@ -134,10 +135,9 @@ class StreamSession:
 
     def _arm_deadline(self) -> None:
         """One timer per session for its silence and token deadlines, moved only when it fires
-        (or the token changes), not one per message: a timer made for each of a connection's
-        messages outlived it (until the next ping, 20 s on) as young objects — a handle, its
-        context, a bound method, the timeout — that every young collection then walked, ~5 per
-        connection each heartbeat, thousands between two collections at 10,000 streams."""
+        (or the token changes). A timer per receive lived until the next message, the next
+        ping 20 s on, as young objects (a handle, its context, a bound method, the timeout)
+        that every young collection walked: thousands between two of them at 10,000 streams."""
         if self._deadline is not None:
             self._deadline.cancel()
         self._deadline = asyncio.get_running_loop().call_later(self._time_left(), self._on_deadline)
