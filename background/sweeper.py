@@ -74,8 +74,7 @@ class Sweeper:
         account's lane, so the batcher groups them into a few transactions (one each, awaited in
         turn, could not keep up with a busy instance's holds)."""
         report = SweepReport()
-        async with self.db.read() as uow:
-            due_jobs = await due.due_jobs(uow.conn, self.service.now(), self.pass_limit)
+        due_jobs = await due.jobs_due(self.db, self.service.now(), self.pass_limit)
         self._record_lateness("job", due_jobs)
         # before holds: a job's timeout releases its own hold
         report.jobs_timed_out = await self._expire_all(
@@ -85,15 +84,15 @@ class Sweeper:
             )
             for d in due_jobs
         )
-        async with self.db.read() as uow:
-            due_holds = await due.due_holds(uow.conn, self.service.now(), self.pass_limit)
+        due_holds = await due.holds_due(self.db, self.service.now(), self.pass_limit)
         self._record_lateness("hold", due_holds)
         report.holds_expired = await self._expire_all(
             (self._hold_expiry(d.id), Touches(accounts=(d.account_id,), holds=(d.id,)))
             for d in due_holds
         )
-        async with self.db.read() as uow:
-            account_ids = await uow.accounts.with_due_grants(self.service.now(), self.pass_limit)
+        account_ids = await due.accounts_with_due_grants(
+            self.db, self.service.now(), self.pass_limit
+        )
         report.grants_expired = await self._expire_all(
             (self._grant_expiry(a), Touches(accounts=(a,))) for a in account_ids
         )

@@ -57,6 +57,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_variants(parser, "asyncio")
     options.add_gc_freeze(parser)
     parser.add_argument(
+        "--watch-loop",
+        action="store_true",
+        help="serve creditstream as bench.loop_watch:app: every older-generation collection "
+        "and every stall of the event loop of 5 ms or more in the instances' logs, with the "
+        "stacks sampled inside it; each event's commit time, instance and latency in --logs "
+        "as latencies-SIDE-VARIANT.json",
+    )
+    parser.add_argument(
         "--writers",
         type=int,
         default=8,
@@ -102,6 +110,7 @@ async def run(args: argparse.Namespace, say: Progress) -> Result:
         "warmup_s": args.warmup,
         "variants": variants,
         "gc_freeze": args.gc_freeze,
+        "watch_loop": args.watch_loop,
         "writers": args.writers,
         "db_pool": args.db_pool,
         "ws": args.ws,

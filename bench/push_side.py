@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -85,10 +86,17 @@ async def one_run(
     measure_from = driven["started"] + args.warmup
     commits = {k: t for k, t in driven["commits"].items() if t >= measure_from}
     latencies = []
+    timeline = []  # commit time, instance, latency: set beside the instances' stalls
+    instance = {account_id: i % 2 for i, account_id in enumerate(ids)}
     for account_id, seq, arrived in report["receipts"]:
         committed = commits.get((account_id, seq))
         if committed is not None:
             latencies.append((arrived - committed) * 1000.0)
+            timeline.append((committed, instance[account_id], latencies[-1]))
+    if getattr(args, "watch_loop", False):
+        (logs / f"latencies-{side}-{variant}.json").write_text(
+            json.dumps({"ports": [s.port for s in servers], "events": sorted(timeline)})
+        )
     delivered = 100.0 * len(latencies) / max(1, len(commits))
     server_cores = cores.get("instance_1", 0.0) + cores.get("instance_2", 0.0)
     measured = {

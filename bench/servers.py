@@ -267,11 +267,17 @@ def user_tokens(ids: Iterable[str], ttl_s: int = 6 * 3600) -> list[str]:
 
 def stream_app(side: str, args: Any, dsn: str, logs: Path) -> tuple[str, dict[str, str]]:
     """The app and environment of a push/connections side: creditstream as deployed (or with
-    `--gc-freeze`), or the bare relay that is its ceiling."""
+    `--gc-freeze`, either one watched with `--watch-loop`), or the bare relay that is its
+    ceiling."""
     if side != "creditstream":
         return "bench.bare_push:app", {"BENCH_REDIS_URL": args.redis_url}
     app = "bench.gc_frozen:app" if args.gc_freeze else "asgi:app"
+    watch = {}
+    if getattr(args, "watch_loop", False):
+        app = "bench.loop_watch:app"
+        watch = {"BENCH_WATCH_FROZEN": "1" if args.gc_freeze else "0"}
     return app, {
+        **watch,
         "CREDITSTREAM_DATABASE_URL": dsn,
         "CREDITSTREAM_REDIS_URL": args.redis_url,
         "CREDITSTREAM_USER_TOKEN_SECRET": BENCH_SECRET,

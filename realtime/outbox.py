@@ -70,7 +70,10 @@ class Outbox:
     async def _write_pending(self) -> None:
         try:
             while self._pending and not self._closed:
-                batch, self._pending = self._pending, []
+                # the pending list stays the same object: a fresh one per write would outlive it
+                # as a young object, walked by every young collection until the next write
+                batch = self._pending.copy()
+                self._pending.clear()
                 self._in_flight = len(batch)
                 for text in batch:
                     await self._send(text)

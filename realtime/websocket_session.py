@@ -1,11 +1,12 @@
 """One WebSocket stream's session: its subscriptions, the client's ops, heartbeats and token
 expiry, and how it closes.
 
-One task per idle connection: the handler's own task reads client messages (its deadline an
-`asyncio.timeout`, not a task per receive). Every outgoing message (replies and events) goes
-through the connection's bounded `Outbox`, in order; it writes from a task that lives only while
-something is pending. A close request (slow consumer, shutdown) or a failed write interrupts the
-reader by cancelling the handler's task, which then closes the connection.
+One task per idle connection: the handler's own task reads client messages; one timer per
+session watches its heartbeat and token deadlines (not a task, nor a timer, per receive). Every
+outgoing message (replies and events) goes through the connection's bounded `Outbox`, in order;
+it writes from a task that lives only while something is pending. A close request (slow
+consumer, shutdown) or a failed write interrupts the reader by cancelling the handler's task,
+which then closes the connection.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class StreamSession:
         self._last_heard = time.monotonic()
         self._reader: asyncio.Task[Any] | None = None  # the handler's task, while it reads
         self._interrupted = False
+        self._deadline: asyncio.TimerHandle | None = None  # silence or token expiry
 
     def request_close(self, code: int, reason: str) -> None:
         if self.close_request is None:
@@ -115,20 +117,40 @@ class StreamSession:
     # -- receiving ----------------------------------------------------------------------------
 
     async def _receive_forever(self) -> None:
-        while True:
-            try:
-                async with asyncio.timeout(self._time_left()):
-                    message = await self.websocket.receive()
-            except TimeoutError:
-                self._on_silence()
-                continue
-            if message["type"] == "websocket.disconnect":
-                return
-            self._last_heard = time.monotonic()
-            text = message.get("text")
-            if text is None:
-                raise ProtocolViolation(CLOSE_BAD_MESSAGE, "expected JSON text messages")
-            await self._handle(parse_message(text))
+        self._arm_deadline()
+        try:
+            while True:
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                self._last_heard = time.monotonic()
+                text = message.get("text")
+                if text is None:
+                    raise ProtocolViolation(CLOSE_BAD_MESSAGE, "expected JSON text messages")
+                await self._handle(parse_message(text))
+        finally:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+    def _arm_deadline(self) -> None:
+        """One timer per session for its silence and token deadlines, moved only when it fires
+        (or the token changes). A timer per receive lived until the next message, the next
+        ping 20 s on, as young objects (a handle, its context, a bound method, the timeout)
+        that every young collection walked: thousands between two of them at 10,000 streams."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = asyncio.get_running_loop().call_later(self._time_left(), self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        self._deadline = None
+        expiry = self._seconds_to_expiry()
+        if expiry is not None and expiry <= 0:
+            self.request_close(CLOSE_BAD_TOKEN, "token expired")
+        elif time.monotonic() - self._last_heard >= self.config.heartbeat_s * MISSED_HEARTBEATS:
+            self.request_close(CLOSE_HEARTBEAT, "heartbeat missed")
+        else:  # heard from since it was armed: wait for what is left
+            self._arm_deadline()
 
     def _time_left(self) -> float:
         heartbeat_deadline = (
@@ -140,13 +162,6 @@ class StreamSession:
     def _seconds_to_expiry(self) -> float | None:
         expires = self.viewer.expires
         return None if expires is None else expires - self.config.clock()
-
-    def _on_silence(self) -> None:
-        expiry = self._seconds_to_expiry()
-        if expiry is not None and expiry <= 0:
-            raise ProtocolViolation(CLOSE_BAD_TOKEN, "token expired")
-        if time.monotonic() - self._last_heard >= self.config.heartbeat_s * MISSED_HEARTBEATS:
-            raise ProtocolViolation(CLOSE_HEARTBEAT, "heartbeat missed")
 
     async def _handle(self, message: dict[str, Any]) -> None:
         op = message.get("op")
@@ -213,6 +228,7 @@ class StreamSession:
         if (fresh.kind, fresh.subject) != (self.viewer.kind, self.viewer.subject):
             raise ProtocolViolation(CLOSE_FORBIDDEN, "a refresh token must name the same account")
         self.viewer = fresh
+        self._arm_deadline()  # the new token's expiry
         self.sink.offer(dump({"type": "refreshed", "expires_at": fresh.expires}))
 
     def _account_of(self, message: dict[str, Any]) -> str:

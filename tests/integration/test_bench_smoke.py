@@ -181,6 +181,44 @@ def test_push(tmp_path: Path, pg_url: str, redis_url: str) -> None:
 
 @pytest.mark.postgres
 @pytest.mark.redis
+def test_push_watch_loop(tmp_path: Path, pg_url: str, redis_url: str) -> None:
+    logs = tmp_path / "logs"
+    run_bench(
+        tmp_path,
+        "push",
+        "--database-url",
+        pg_url,
+        "--redis-url",
+        redis_url,
+        "--subscribers",
+        "10",
+        "--rate",
+        "50",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.2",
+        "--settle",
+        "0.2",
+        "--variants",
+        "asyncio",
+        "--watch-loop",
+        "--logs",
+        str(logs),
+    )
+    timeline = json.loads((logs / "latencies-creditstream-asyncio.json").read_text())
+    assert len(timeline["ports"]) == 2 and timeline["events"]
+    watched = [
+        json.loads(line.removeprefix("watch "))
+        for log in logs.glob("push-creditstream-asyncio-*.log")
+        for line in log.read_text().splitlines()
+        if line.startswith("watch ")
+    ]
+    assert {w["kind"] for w in watched} >= {"gc_summary"}
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
 def test_connections(tmp_path: Path, pg_url: str, redis_url: str) -> None:
     result = run_bench(
         tmp_path,

@@ -19,6 +19,7 @@ from core.jobs import FAILED
 from core.model import Hold
 from core.price_request import PriceRequest
 from core.service import CreditService
+from storage import due
 from storage.audit import audit
 from storage.sql import Database
 from storage.tables import entries, holds, jobs
@@ -144,6 +145,35 @@ async def test_the_oldest_due_hold_and_job_say_how_late_the_sweeper_is(
         assert (oldest_due("hold"), oldest_due("job")) == (0.0, 0.0)
     finally:
         await sweeper.writer.aclose()
+
+
+async def test_the_due_reads_find_the_same_on_either_path(
+    db: Database, service: CreditService, clock: MutableClock
+) -> None:
+    """On PostgreSQL the sweeper's reads are prepared statements straight on asyncpg; they find
+    what the SQLAlchemy statements (SQLite's path) find, in the same order and up to the limit."""
+    jobs_service = JobService(service, timedelta(seconds=30))
+    async with db.transaction() as uow:
+        for n in range(4):
+            await service.grant(
+                uow, f"due-{n}", 50, "purchase", expires_at=clock.now() + timedelta(seconds=10 + n)
+            )
+            await service.hold(uow, f"due-{n}", 1, ttl_seconds=20 + n)
+            await jobs_service.create(uow, f"due-{n}", PriceRequest("audio"), "simulated")
+        await service.hold(uow, "due-0", 1, ttl_seconds=3600)  # not due
+    clock.advance(seconds=90)
+    now = clock.now()
+    holds_found = await due.holds_due(db, now, 3)
+    jobs_found = await due.jobs_due(db, now, 3)
+    grant_accounts = await due.accounts_with_due_grants(db, now, 3)
+    async with db.read() as uow:
+        assert holds_found == await due.due_holds(uow.conn, now, 3)
+        assert jobs_found == await due.due_jobs(uow.conn, now, 3)
+        assert sorted(grant_accounts) == sorted(await uow.accounts.with_due_grants(now, 3))
+    assert [d.account_id for d in holds_found] == ["due-0", "due-1", "due-2"]
+    assert all(d.hold_id is not None for d in jobs_found) and len(jobs_found) == 3
+    assert sorted(grant_accounts) == ["due-0", "due-1", "due-2"]
+    assert all(d.expires_at.tzinfo is not None for d in holds_found + jobs_found)
 
 
 async def _nowhere(events: list) -> None:  # type: ignore[type-arg]
