@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
+import gc
 import pstats
 import random
 import time
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench import rawsql_batch
+from bench.measure import postgres_pids, process_cpu_s
 
 # the parts of a batch, by the function whose cumulative time is the part (cProfile); what is
 # left of run_batch's own total is the transaction's BEGIN and COMMIT and the glue between
@@ -66,6 +68,9 @@ async def engine_cpu_per_hold(
         await run_batch(db, ops(), datetime.now(UTC))
     cpu = 0.0
     profiler = cProfile.Profile() if profile else None
+    collector = _Collector()
+    gc.callbacks.append(collector.observe)
+    pg_started = _postgres_cpu()
     for _ in range(batches):
         batch = ops()  # the callers' side: not counted
         started = time.process_time()
@@ -75,14 +80,45 @@ async def engine_cpu_per_hold(
         if profiler:
             profiler.disable()
         cpu += time.process_time() - started
-    result: dict[str, Any] = {"us_per_hold": 1e6 * cpu / (batches * size)}
+    pg = _postgres_cpu() - pg_started
+    gc.callbacks.remove(collector.observe)
+    holds = batches * size
+    result: dict[str, Any] = {
+        "us_per_hold": 1e6 * cpu / holds,
+        "pg_us_per_hold": 1e6 * pg / holds,
+        "collector_us_per_hold": 1e6 * sum(collector.seconds) / holds,
+        "collections_per_1000_holds": [1000 * n / holds for n in collector.counts],
+    }
     if profiler:
         result["parts"] = _parts(profiler, batches * size)
     return result
 
 
-async def ceiling_cpu_per_hold(dsn: str, ids: list[str], size: int, batches: int) -> float:
-    """The same figure for the batched ceiling's `hold_batch`."""
+class _Collector:
+    """The cyclic collector's runs by generation and their time (the callers' side included,
+    which allocates little): what the objects a batch keeps alive cost it."""
+
+    def __init__(self) -> None:
+        self.counts, self.seconds, self._started = [0, 0, 0], [0.0, 0.0, 0.0], 0.0
+
+    def observe(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        generation = info["generation"]
+        self.counts[generation] += 1
+        self.seconds[generation] += time.perf_counter() - self._started
+
+
+def _postgres_cpu() -> float:
+    return sum(process_cpu_s(p) for p in postgres_pids())
+
+
+async def ceiling_cpu_per_hold(
+    dsn: str, ids: list[str], size: int, batches: int
+) -> tuple[float, float]:
+    """The same figures for the batched ceiling's `hold_batch`: this process's and PostgreSQL's
+    CPU per hold, in µs."""
     import asyncpg
 
     conn = await asyncpg.connect(dsn)
@@ -95,14 +131,16 @@ async def ceiling_cpu_per_hold(dsn: str, ids: list[str], size: int, batches: int
         for _ in range(5):
             await rawsql_batch.hold_batch(conn, pick(), 1, datetime.now(UTC))
         cpu = 0.0
+        pg_started = _postgres_cpu()
         for _ in range(batches):
             picked = pick()
             started = time.process_time()
             await rawsql_batch.hold_batch(conn, picked, 1, datetime.now(UTC))
             cpu += time.process_time() - started
+        pg = _postgres_cpu() - pg_started
     finally:
         await conn.close()
-    return 1e6 * cpu / (batches * size)
+    return 1e6 * cpu / (batches * size), 1e6 * pg / (batches * size)
 
 
 def _parts(profiler: cProfile.Profile, holds: int) -> dict[str, float]:
@@ -145,8 +183,16 @@ async def _main(accounts: int, size: int, batches: int) -> None:
             profiled = await engine_cpu_per_hold(service, db, ids, size, batches, profile=True)
         finally:
             await db.dispose()
-        ceiling = await ceiling_cpu_per_hold(dsn, ids, size, batches)
-    print(f"engine {plain['us_per_hold']:.1f} us/hold, batched ceiling {ceiling:.1f} us/hold")
+        ceiling, ceiling_pg = await ceiling_cpu_per_hold(dsn, ids, size, batches)
+    print(
+        f"engine {plain['us_per_hold']:.1f} us/hold (PostgreSQL {plain['pg_us_per_hold']:.1f}), "
+        f"batched ceiling {ceiling:.1f} us/hold (PostgreSQL {ceiling_pg:.1f})"
+    )
+    runs = " / ".join(f"{n:.2f}" for n in plain["collections_per_1000_holds"])
+    print(
+        f"  collector {plain['collector_us_per_hold']:.1f} us/hold; collections of generations "
+        f"0 / 1 / 2 per 1000 holds: {runs}"
+    )
     for label, us in profiled["parts"].items():
         print(f"  {us:7.1f}  {label}")
 

@@ -26,13 +26,15 @@ async def cpu_per_hold(
     profiled = await batch_cost.engine_cpu_per_hold(
         engine.service, engine.db, ids, size, 100, profile=True
     )
-    ceiling = await batch_cost.ceiling_cpu_per_hold(dsn, ids, size, 100)
+    ceiling, ceiling_pg = await batch_cost.ceiling_cpu_per_hold(dsn, ids, size, 100)
     callers = await measure(CallersOnly().hold, size, 0.5, 2.0)
     caller_us = per_op_ms(callers, "self")
     cost = {
         "holds_per_batch": size,
         "engine_us": plain["us_per_hold"],
+        "engine_pg_us": plain["pg_us_per_hold"],
         "ceiling_us": ceiling,
+        "ceiling_pg_us": ceiling_pg,
         "parts_us_under_cprofile": profiled["parts"],
         "caller_us": None if caller_us is None else 1000.0 * caller_us,
     }

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
@@ -22,13 +21,13 @@ from core.account import Account
 from core.jobs import Job
 from core.model import Entry, Grant, Hold
 from core.refunds import REFUND
-from storage.account_repository import account_from_row, entry_from_row, grant_from_row
+from storage.account_repository import entry_from_row, grant_from_row
 from storage.dialects import RecordColumns, storable_key
 from storage.hold_repository import hold_from_row
 from storage.job_repository import job_from_row
 from storage.spend_repository import funding_grant_ids
 from storage.tables import UtcDateTime, accounts, grants, holds, idempotency_keys
-from storage.writes import pg_arrays
+from storage.writes import pg_arrays, pg_records
 from storage.writes.batch import PendingWrites
 from storage.writes.batch_writes import planned_writes
 from storage.writes.idempotency import DONE, IN_PROGRESS, IdempotencyKey, KeyId, StoredResponse
@@ -120,21 +119,6 @@ UNCLAIM = (
 )
 
 
-def _fields(record: asyncpg.Record, prefix: str = "") -> SimpleNamespace:
-    """A record's columns as attributes, as the row mappers read them: built in C at once,
-    where `RecordColumns` answers each attribute with a Python call (a batch reads thousands)."""
-    if not prefix:  # keys and values zipped: ** on the record itself goes key by key
-        return SimpleNamespace(**dict(zip(record.keys(), record.values(), strict=True)))
-    cut = len(prefix)
-    return SimpleNamespace(
-        **{
-            k[cut:]: v
-            for k, v in zip(record.keys(), record.values(), strict=True)
-            if k[:cut] == prefix
-        }
-    )
-
-
 class PgBatchSession:
     """One batch's transaction on an asyncpg connection."""
 
@@ -155,19 +139,20 @@ class PgBatchSession:
             if hold_ids or job_ids
             else await self.conn.fetch(LOCK_ACCOUNTS, list(account_ids))
         )
-        found = {r["id"]: account_from_row(_fields(r)) for r in rows}
+        found = {r[0]: pg_records.account(r) for r in rows}
         if hold_ids and found:
             # the holds named come with the grants: read after the lock, like them
             for record in await self.conn.fetch(LIVE_GRANTS_AND_HOLDS, list(found), list(hold_ids)):
-                if record["g_id"] is not None:
-                    grant = grant_from_row(_fields(record, "g_"))
+                if record[0] is not None:  # g_id
+                    grant = pg_records.grant(record)
                     found[grant.account_id].grants.append(grant)
                 else:
-                    hold = hold_from_row(_fields(record, "h_"))
+                    hold = pg_records.hold_after_grant(record)
                     self._prefetched[hold.hold_id] = hold
         elif found:
             for record in await self.conn.fetch(LIVE_GRANTS, list(found)):
-                found[record["account_id"]].grants.append(grant_from_row(_fields(record)))
+                grant = pg_records.grant(record)
+                found[grant.account_id].grants.append(grant)
         return list(found.values())
 
     async def holds(self, hold_ids: Sequence[str]) -> list[Hold]:

@@ -89,6 +89,10 @@ class OperationUnitOfWork:
             batch.webhooks[key] = response
             batch.writes.webhooks[key] = response
         self.saved_events.extend(saved.events)
+        # what it staged is the batch's now: dropped here, its containers go at once instead of
+        # being carried through the collector's generations until the batch ends (a collection
+        # of the oldest one walks every object in the process)
+        del self.saved, self.working, self.created
 
     def part(self) -> OperationUnitOfWork:
         """A unit of work for one part of this operation (`POST /v1/batch`), on the same batch:
@@ -109,8 +113,11 @@ class OperationUnitOfWork:
         saved.entries.extend(account.new_entries)
         saved.events.extend(account.new_events)
         saved.accounts[account.account_id] = (account, False)
-        account.new_entries, account.new_events, account.new_grants = [], [], []
-        account.touched_grants = {}
+        # emptied, not replaced: fresh containers would live as long as the account does
+        account.new_entries.clear()
+        account.new_events.clear()
+        account.new_grants.clear()
+        account.touched_grants.clear()
         account.loaded_seq = account.seq
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import metrics
 from core.errors import ConcurrentUpdate, IdempotencyKeyReused, RequestInProgress
+from core.events import Event
 from storage.sql import Database
 from storage.writes import idempotency
 from storage.writes.batch import Batch, Touches
@@ -40,7 +41,10 @@ class Outcome:
 
     results: dict[Operation, Any] = field(default_factory=dict)
     errors: dict[Operation, BaseException] = field(default_factory=dict)
-    committed: list[OperationUnitOfWork] = field(default_factory=list)
+    # what the committed operations left for after the commit, in their order; their units of
+    # work are not kept, so what each held goes with it instead of living as long as the batch
+    events: list[Event] = field(default_factory=list)
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
     deferred: list[Operation] = field(default_factory=list)
 
 
@@ -114,7 +118,8 @@ async def _apply(
         outcome.errors[op] = exc
         return
     uow.commit()
-    outcome.committed.append(uow)
+    outcome.events.extend(uow.saved_events)
+    outcome.after_commit.extend(uow.after_commit)
     if op.key is None:
         outcome.results[op] = value
         return

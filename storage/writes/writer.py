@@ -195,12 +195,10 @@ class BatchWriter:
 
     async def _deliver(self, outcome: Outcome) -> None:
         """After the commit: publish the batch's events at once, then answer every caller."""
-        events = [event for uow in outcome.committed for event in uow.saved_events]
-        if events:
-            await self.publish(events)
-        for uow in outcome.committed:
-            for callback in uow.after_commit:
-                callback()
+        if outcome.events:
+            await self.publish(outcome.events)
+        for callback in outcome.after_commit:
+            callback()
         for op, value in outcome.results.items():
             if not op.future.done():
                 op.future.set_result(value)

@@ -1,0 +1,67 @@
+"""asyncpg records to core's objects, by column position: a batch maps hundreds of rows, and
+each went through a namespace of attributes first, built and dropped per row.
+
+Positions come from the tables' column order, the order the batch's SELECTs list them in
+(storage/writes/batch_pg.py), so a new column needs no second list here.
+"""
+
+from __future__ import annotations
+
+from operator import itemgetter
+from typing import Any
+
+import asyncpg
+import sqlalchemy as sa
+
+from core.account import Account
+from core.model import Grant, Hold
+from storage.tables import accounts, grants, holds
+
+
+def _positions(table: sa.Table, names: tuple[str, ...], offset: int = 0) -> Any:
+    """What picks these columns out of a record, in this order, in C."""
+    column_names = [c.name for c in table.c]
+    return itemgetter(*(offset + column_names.index(n) for n in names))
+
+
+# Grant's fields in the order its constructor takes them
+_GRANT = _positions(
+    grants,
+    ("id", "account_id", "amount", "remaining", "reason", "kind", "expires_at", "created_at")
+    + ("ref", "reserved"),
+)
+_ACCOUNT_NAMES = tuple(c.name for c in accounts.c if c.name != "updated_at")
+_ACCOUNT = _positions(accounts, _ACCOUNT_NAMES)
+_HOLD_NAMES = tuple(c.name for c in holds.c)
+# the hold half of the grants-and-holds read: its columns follow the grant's
+_HOLD_AFTER_GRANT = _positions(holds, _HOLD_NAMES, len(grants.c))
+
+
+def grant(record: asyncpg.Record) -> Grant:
+    """A grant from a record with the grants table's columns first, in table order."""
+    return Grant(*_GRANT(record))
+
+
+def account(record: asyncpg.Record) -> Account:
+    """An account from a record with the accounts table's columns, in table order."""
+    row = dict(zip(_ACCOUNT_NAMES, _ACCOUNT(record), strict=True))
+    usage = row.pop("feature_usage")
+    return Account(
+        account_id=row.pop("id"),
+        loaded_seq=row["seq"],
+        feature_usage=dict(usage) if isinstance(usage, dict) else {},
+        **row,
+    )
+
+
+def hold_after_grant(record: asyncpg.Record) -> Hold:
+    """A hold from the hold half of a grants-and-holds record."""
+    row = dict(zip(_HOLD_NAMES, _HOLD_AFTER_GRANT(record), strict=True))
+    return Hold(
+        hold_id=row.pop("id"),
+        funding=list(row.pop("funding") or []),
+        allocation=list(row.pop("allocation") or []),
+        metadata=dict(row.pop("metadata") or {}),
+        price=dict(row.pop("price") or {}),
+        **row,
+    )
