@@ -130,11 +130,11 @@ def test_a_post_to_a_route_without_keys_rides_out_the_outage_and_attempts_still_
         cut_server.cut.cut_for(OUTAGE_S)
         # enabling an endpoint keeps no key on the server, and is the same however often it
         # runs: retried through the outage with one key, until the real answer
-        with pytest.raises(cs.NotFound) as raised:
+        with pytest.raises(cs.NotFound) as not_found:
             client.enable_webhook_endpoint("whe_unknown")
-        assert raised.value.attempts > 2
+        assert not_found.value.attempts > 2
         posts = [r for r in sent if r.method == "POST"]
-        assert len(posts) == raised.value.attempts
+        assert len(posts) == not_found.value.attempts
         assert len({r.headers["idempotency-key"] for r in posts}) == 1
     cut_server.cut.cut_for(OUTAGE_S)
     with cs.Client(cut_server.url, cut_server.key, max_attempts=2) as client:
