@@ -56,6 +56,11 @@ class StreamSession:
         self._reader: asyncio.Task[Any] | None = None  # the handler's task, while it reads
         self._interrupted = False
         self._deadline: asyncio.TimerHandle | None = None  # silence or token expiry
+        # the server's own ASGI receive, awaited without Starlette's `WebSocket.receive` around
+        # it: a waiting receive is one coroutine fewer, left behind by every message the stream
+        # gets and walked by young collections until the next (realtime/gc_policy.py freezes the
+        # ones made when it opened); `_receive_forever` keeps Starlette's state checks
+        self._asgi_receive = websocket._receive
 
     def request_close(self, code: int, reason: str) -> None:
         if self.close_request is None:
@@ -120,9 +125,13 @@ class StreamSession:
         self._arm_deadline()
         try:
             while True:
-                message = await self.websocket.receive()
-                if message["type"] == "websocket.disconnect":
+                message = await self._asgi_receive()
+                kind = message["type"]
+                if kind == "websocket.disconnect":
+                    self.websocket.client_state = WebSocketState.DISCONNECTED
                     return
+                if kind != "websocket.receive":
+                    raise RuntimeError(f"Expected ASGI message 'websocket.receive', got {kind!r}")
                 self._last_heard = time.monotonic()
                 text = message.get("text")
                 if text is None:

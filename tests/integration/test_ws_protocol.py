@@ -75,6 +75,29 @@ async def test_messages_go_both_ways_in_order_and_the_handshake_is_let_go() -> N
         assert protocols[0].request is None and protocols[0].response is None
 
 
+async def test_messages_reuse_the_connections_lists_and_fragments_are_joined() -> None:
+    """The frames, the parsed events and the bytes to write stay the same lists across
+    messages (a new one per message would outlive it as a young object for the collector)."""
+    async with served() as (url, server), connect(url) as ws:
+        await ws.send("first")
+        assert await ws.recv() == "echo:first"
+        (protocol,) = [
+            p for p in server.server_state.connections if isinstance(p, WebSocketProtocol)
+        ]
+        kept = (protocol.frames, protocol.conn.events, protocol.conn.writes)
+        await ws.send(["frag", "men", "ted"])  # one message in three frames
+        assert await ws.recv() == "echo:fragmented"
+        await ws.send("last")
+        assert await ws.recv() == "echo:last"
+        assert (protocol.frames, protocol.conn.events, protocol.conn.writes) == ([], [], [])
+        assert all(
+            a is b
+            for a, b in zip(
+                kept, (protocol.frames, protocol.conn.events, protocol.conn.writes), strict=True
+            )
+        )
+
+
 async def test_a_slow_reader_makes_the_writer_wait_and_loses_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
