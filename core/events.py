@@ -6,9 +6,21 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
+# the last moment written and its text: a batch stamps all its operations with one moment, so
+# its events ask for the same text many times in a row
+_last_iso: tuple[datetime | None, str | None] = (None, None)
+
 
 def iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+    global _last_iso
+    if moment is None:
+        return None
+    last, text = _last_iso
+    if moment is last:
+        return text
+    text = moment.isoformat().replace("+00:00", "Z")
+    _last_iso = (moment, text)
+    return text
 
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}

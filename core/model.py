@@ -10,8 +10,8 @@ grant's expiry never takes credits a hold will capture, and those credits fund n
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,8 +35,15 @@ _DOT_SEGMENTS = frozenset({".", ".."})
 PROMOTIONAL_REASONS = frozenset({"trial", "promo", "promotion", "bonus", "referral"})
 
 
+# a version-4 UUID's fixed bits (RFC 9562 §5.4): the same ids `uuid.uuid4().hex` gives, made
+# without building a UUID object (a third of the time, and an id is made for every operation)
+_V4_KEEP = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
+_V4_SET = (0x4 << 76) | (0x2 << 62)
+
+
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
+    bits = int.from_bytes(os.urandom(16), "big") & _V4_KEEP | _V4_SET
+    return f"{prefix}_{bits:032x}"
 
 
 def normalise_account_id(raw: object) -> str:

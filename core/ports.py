@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -15,9 +16,15 @@ class Clock(Protocol):
     def now(self) -> datetime: ...
 
 
+# The time of the transaction an operation runs in, set by whoever runs one (a group-commit
+# batch): every operation of one transaction is stamped alike, as PostgreSQL's now() stamps a
+# transaction, so a batch's rows share their timestamps and each travels to the database once.
+TRANSACTION_TIME: ContextVar[datetime | None] = ContextVar("transaction_time", default=None)
+
+
 class SystemClock:
     def now(self) -> datetime:
-        return datetime.now(UTC)
+        return TRANSACTION_TIME.get() or datetime.now(UTC)
 
 
 class AccountRepository(Protocol):

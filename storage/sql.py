@@ -33,6 +33,7 @@ from storage.database_url import (
 from storage.database_url import normalise_url as normalise_url  # re-exported
 from storage.hold_repository import SqlHolds
 from storage.job_repository import SqlJobs
+from storage.json_columns import json_loads
 from storage.spend_repository import SqlSpends
 from storage.standby import PRIMARY_POSITION, Standby, Standbys
 
@@ -88,6 +89,7 @@ class Database:
             pool_timeout=5,
             # a dead database must produce a quick 503, not a request that hangs
             connect_args={"timeout": 3, "command_timeout": 15, **pooler_connect_args(pooler)},
+            json_deserializer=json_loads,
         )
         db = cls(engine, pooler)
         if read_urls:

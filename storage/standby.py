@@ -35,6 +35,7 @@ from storage.database_url import (
     pooler_connect_args,
     split_pooler,
 )
+from storage.json_columns import json_loads
 
 T = TypeVar("T")
 log = logging.getLogger("creditstream.standby")
@@ -138,6 +139,7 @@ class Standby:
                 "command_timeout": 15,
                 **pooler_connect_args(pooler),
             },
+            json_deserializer=json_loads,
         )
         autocommit = engine if pooler else engine.execution_options(isolation_level="AUTOCOMMIT")
         return cls(masked(url), engine, autocommit, pooled=pooler is not None)

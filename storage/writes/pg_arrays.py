@@ -2,8 +2,11 @@
 unnest(arrays) per table, on the batch's asyncpg connection.
 
 Each column travels as one array, so a batch of hundreds of rows is one statement per table, and
-asyncpg keeps the statement prepared on the connection. The SQL is derived from the SQLAlchemy
-tables, so the schema stays defined in one place.
+asyncpg keeps the statement prepared on the connection. A column whose rows all hold the same
+value (a batch's `created_at`, a status, the NULLs) travels as that one value instead: asyncpg
+encodes every array element on its own (about 1 µs for a timestamp, 0.6 for a text), and
+PostgreSQL unnests one array fewer. The SQL is derived from the SQLAlchemy tables, so the schema
+stays defined in one place.
 """
 
 from __future__ import annotations
@@ -44,36 +47,51 @@ def _is_json(column: sa.Column[Any]) -> bool:
     return isinstance(column.type, sa.JSON)
 
 
-def _insert(table: sa.Table, names: tuple[str, ...], first: int) -> str:
+def _value(column: sa.Column[Any], param: str, single: bool) -> str:
+    """How the statement reads a column: `v.name` from the unnested arrays, or its one value."""
+    source = f"{param}::{_array_type(column)[:-2]}" if single else f"v.{column.name}"
+    return f"{source}::json" if _is_json(column) else source
+
+
+def _unnested(columns: list[sa.Column[Any]], params: list[str], singles: tuple[bool, ...]) -> str:
+    arrays = [
+        (f"{p}::{_array_type(c)}", c.name)
+        for c, p, single in zip(columns, params, singles, strict=True)
+        if not single
+    ]
+    return f"unnest({', '.join(a for a, _ in arrays)}) AS v({', '.join(n for _, n in arrays)})"
+
+
+def _insert(table: sa.Table, names: tuple[str, ...], singles: tuple[bool, ...], first: int) -> str:
     columns = [table.c[n] for n in names]
+    params = [f"${i}" for i in range(first, first + len(names))]
     selected = ", ".join(
-        f"v.{n}::json" if _is_json(c) else f"v.{n}" for n, c in zip(names, columns, strict=True)
+        _value(c, p, single) for c, p, single in zip(columns, params, singles, strict=True)
     )
-    params = ", ".join(f"${i}::{_array_type(c)}" for i, c in enumerate(columns, first))
     return (
         f"INSERT INTO {table.name} ({', '.join(names)}) SELECT {selected} "
-        f"FROM unnest({params}) AS v({', '.join(names)})"
+        f"FROM {_unnested(columns, params, singles)}"
     )
 
 
-def _update(table: sa.Table, names: tuple[str, ...], first: int) -> str:
+def _update(table: sa.Table, names: tuple[str, ...], singles: tuple[bool, ...], first: int) -> str:
     """Rows matched on the table's primary key; every other column given is set."""
-    keys = [c.name for c in table.primary_key.columns]
+    keys = {c.name for c in table.primary_key.columns}
     columns = [table.c[n] for n in names]
-    assignments = ", ".join(
-        f"{n} = v.{n}::json" if _is_json(c) else f"{n} = v.{n}"
-        for n, c in zip(names, columns, strict=True)
-        if n not in keys
-    )
-    params = ", ".join(f"${i}::{_array_type(c)}" for i, c in enumerate(columns, first))
-    match = " AND ".join(f"{table.name}.{k} = v.{k}" for k in keys)
+    params = [f"${i}" for i in range(first, first + len(names))]
+    read = {
+        c.name: _value(c, p, single) for c, p, single in zip(columns, params, singles, strict=True)
+    }
+    assignments = ", ".join(f"{n} = {read[n]}" for n in names if n not in keys)
+    match = " AND ".join(f"{table.name}.{k} = {read[k]}" for k in names if k in keys)
     return (
-        f"UPDATE {table.name} SET {assignments} FROM unnest({params}) "
-        f"AS v({', '.join(names)}) WHERE {match}"
+        f"UPDATE {table.name} SET {assignments} FROM {_unnested(columns, params, singles)} "
+        f"WHERE {match}"
     )
 
 
-Part = tuple[sa.Table, str, tuple[str, ...]]  # (table, "insert" | "update", columns)
+# (table, "insert" | "update", columns, which columns travel as one value)
+Part = tuple[sa.Table, str, tuple[str, ...], tuple[bool, ...]]
 
 
 @lru_cache(maxsize=256)
@@ -82,24 +100,31 @@ def combined_sql(parts: tuple[Part, ...]) -> str:
     PostgreSQL runs each CTE once, on one snapshot; the parts touch different rows, and foreign
     keys are checked at the end of the statement, when the rows they point at are there."""
     ctes, first = [], 1
-    for i, (table, kind, names) in enumerate(parts):
+    for i, (table, kind, names, singles) in enumerate(parts):
         build = _insert if kind == "insert" else _update
-        ctes.append(f"w{i} AS ({build(table, names, first)})")
+        ctes.append(f"w{i} AS ({build(table, names, singles, first)})")
         first += len(names)
     return f"WITH {', '.join(ctes)} SELECT 1"
 
 
 def arrays(
     table: sa.Table, names: tuple[str, ...], rows: Sequence[dict[str, Any]]
-) -> list[list[Any]]:
-    """The rows as one list per column, JSON columns serialised."""
-    out = []
-    for name in names:
+) -> tuple[tuple[bool, ...], list[Any]]:
+    """The rows as one list per column, JSON columns serialised; a column whose rows all hold
+    the same value as that value alone (flagged), except the first, which keeps the row count."""
+    out: list[Any] = []
+    singles: list[bool] = []
+    for position, name in enumerate(names):
         if _is_json(table.c[name]):
-            out.append([orjson.dumps(row[name]).decode() for row in rows])
+            values = [orjson.dumps(row[name]).decode() for row in rows]
         else:
-            out.append([row[name] for row in rows])
-    return out
+            values = [row[name] for row in rows]
+        # `count` compares by identity first, then ==; a column holds values of one type, so
+        # equal means the same value to PostgreSQL (an aware datetime: the same instant)
+        single = position > 0 and values.count(values[0]) == len(values)
+        singles.append(single)
+        out.append(values[0] if single else values)
+    return tuple(singles), out
 
 
 async def write(
@@ -107,11 +132,12 @@ async def write(
 ) -> None:
     """Insert or update (by `id`) each part's rows, all in one statement."""
     shaped: list[Part] = []
-    args: list[list[Any]] = []
+    args: list[Any] = []
     for table, kind, rows in parts:
         if rows:
             names = tuple(rows[0])
-            shaped.append((table, kind, names))
-            args.extend(arrays(table, names, rows))
+            singles, columns = arrays(table, names, rows)
+            shaped.append((table, kind, names, singles))
+            args.extend(columns)
     if shaped:
         await conn.execute(combined_sql(tuple(shaped)), *args)

@@ -13,6 +13,7 @@ from typing import Any
 import metrics
 from core.errors import ConcurrentUpdate, IdempotencyKeyReused, RequestInProgress
 from core.events import Event
+from core.ports import TRANSACTION_TIME
 from storage.sql import Database
 from storage.writes import idempotency
 from storage.writes.batch import Batch, Touches
@@ -55,6 +56,14 @@ async def run_batch(db: Database, ops: list[Operation], now: datetime) -> Outcom
     in doubt; every other error is its operation's own, in the outcome."""
     outcome = Outcome()
     metrics.WRITE_BATCH_SIZE.observe(len(ops))
+    stamped = TRANSACTION_TIME.set(now)
+    try:
+        return await _run(db, ops, now, outcome)
+    finally:
+        TRANSACTION_TIME.reset(stamped)
+
+
+async def _run(db: Database, ops: list[Operation], now: datetime, outcome: Outcome) -> Outcome:
     async with batch_session(db) as session:
         batch = Batch(session)
         runnable = await _claim(session, ops, now, outcome)

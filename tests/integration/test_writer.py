@@ -266,3 +266,36 @@ async def test_two_instances_on_one_hot_account_keep_the_ledger(
             await w.aclose()
         for d in dbs:
             await d.dispose()
+
+
+async def test_the_operations_of_one_batch_carry_its_time(db: Database) -> None:
+    """On the system clock, every operation of a batch is stamped with the batch's time (as one
+    transaction's now()); outside a batch the clock runs on."""
+    from asgi import load_catalogue
+    from core.ports import SystemClock
+
+    service = CreditService(SystemClock(), load_catalogue(None))
+    writer = BatchWriter(db, service.now, _no_subscribers)
+    try:
+        await writer.run(lambda uow: service.grant(uow, "acct-t", 100, "purchase"))
+        commits = writer.commits
+        opened = await asyncio.gather(
+            *(writer.run(lambda uow: service.hold(uow, "acct-t", 1)) for _ in range(12))
+        )
+        batches = writer.commits - commits
+        assert batches < 12, "expected holds to share batches"
+        stamps = {hold.created_at for hold, _ in opened}
+        assert len(stamps) <= batches
+        assert {hold.expires_at - hold.created_at for hold, _ in opened} == {service.hold_ttl}
+        async with db.read() as uow:
+            stored = [await uow.holds.get(hold.hold_id) for hold, _ in opened]
+        assert {h.created_at for h in stored if h is not None} == stamps
+        first = service.now()
+        await asyncio.sleep(0.002)
+        assert service.now() > first, "outside a batch the clock is the system's"
+    finally:
+        await writer.aclose()
+
+
+async def _no_subscribers(events: list[Event]) -> None:
+    pass
