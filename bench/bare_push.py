@@ -42,7 +42,7 @@ class Relay:
     async def stop(self) -> None:
         self.reader.cancel()
         await asyncio.gather(self.reader, return_exceptions=True)
-        await self.pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+        await self.pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # unannotated before redis 8.2
         await self.client.aclose()
 
     async def _read(self) -> None:

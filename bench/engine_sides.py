@@ -23,11 +23,13 @@ class EngineSide:
         from core.service import CreditService
         from storage.sql import Database
         from storage.writes.batch import Touches
-        from storage.writes.writer import BatchWriter
+        from storage.writes.writer import DEPTH, BatchWriter
 
         text = resources.files("core").joinpath("pricing.toml").read_text(encoding="utf-8")
         self.service = CreditService(SystemClock(), Catalogue.from_toml(text))
-        self.db = Database.from_url(dsn, pool_size=lanes)
+        # each lane keeps up to DEPTH batches in flight, each on a connection of its own: fewer
+        # pooled connections would open and close one per batch
+        self.db = Database.from_url(dsn, pool_size=lanes * DEPTH)
         self.writer = BatchWriter(self.db, self.service.now, _nowhere, lanes=lanes)
         self.ids = ids
         # a caller's own work is a pick and a call, as the ceiling's: what it will touch is

@@ -243,7 +243,7 @@ class RedisBroker(RedisPublishing):
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             try:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+                await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # unannotated before redis 8.2
             except (RedisError, OSError):
                 pass
 

@@ -214,7 +214,7 @@ class RedisClusterBroker(RedisBroker):
         clients, self._shard_clients = self._shard_clients, []
         for pubsub in shards.values():
             try:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+                await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # unannotated before redis 8.2
             except (RedisError, OSError):
                 pass
         for client in clients:

@@ -24,6 +24,7 @@ from storage.writes.operation import OperationUnitOfWork
 Action = Callable[[OperationUnitOfWork], Awaitable[Any]]
 Refusal = Callable[[Exception], tuple[int, Any] | None]
 # errors that put the transaction itself in doubt: the whole batch goes again
+YIELD_EVERY = 16  # operations applied between two turns of the event loop
 IN_DOUBT: tuple[type[BaseException], ...] = (ConcurrentUpdate, *DATABASE_ERRORS)
 
 
@@ -49,29 +50,39 @@ class Outcome:
     deferred: list[Operation] = field(default_factory=list)
 
 
-async def run_batch(db: Database, ops: list[Operation], now: datetime) -> Outcome:
+async def run_batch(
+    db: Database, ops: list[Operation], now: datetime, applied: Callable[[], None] = lambda: None
+) -> Outcome:
     """One batch as one transaction: its keys claimed, its accounts locked in id order, each
     operation applied in arrival order on its own working copy, the answers of keyed ones
-    recorded, the rows written set-based, one commit. Raises what puts the transaction itself
-    in doubt; every other error is its operation's own, in the outcome."""
+    recorded, the rows written set-based, one commit. `applied` is called once the operations
+    are applied and what is left is the database's: the write and the commit. Raises what puts
+    the transaction itself in doubt; every other error is its operation's own, in the outcome."""
     outcome = Outcome()
     metrics.WRITE_BATCH_SIZE.observe(len(ops))
     stamped = TRANSACTION_TIME.set(now)
     try:
-        return await _run(db, ops, now, outcome)
+        return await _run(db, ops, now, outcome, applied)
     finally:
         TRANSACTION_TIME.reset(stamped)
 
 
-async def _run(db: Database, ops: list[Operation], now: datetime, outcome: Outcome) -> Outcome:
+async def _run(
+    db: Database, ops: list[Operation], now: datetime, outcome: Outcome, applied: Callable[[], None]
+) -> Outcome:
     async with batch_session(db) as session:
         batch = Batch(session)
         runnable = await _claim(session, ops, now, outcome)
         await batch.load(op.touches for op in runnable)
         responses: dict[KeyId, tuple[int, Any]] = {}
         failed: list[KeyId] = []
-        for op in runnable:
+        for position, op in enumerate(runnable, 1):
             await _apply(batch, op, outcome, responses, failed)
+            if position % YIELD_EVERY == 0:
+                # let the batch before this one go on meanwhile: its write's answer waits for
+                # the event loop, and its commit with it
+                await asyncio.sleep(0)
+        applied()
         if responses:
             await session.record(responses)
         await session.flush(batch.writes, now)

@@ -1,9 +1,12 @@
 """Group commit: every mutating operation goes through a `BatchWriter`.
 
 Operations that arrive while a batch is in flight form the next batch; there is no timer, so a
-lone operation goes at once. A batch is one transaction (storage/writes/transaction.py) on one of a
-few write connections, its "lane"; after its commit every caller is answered and the batch's
-events are published together. A refusal (402, 409, 422, 429 …) is that operation's own result. A batch that
+lone operation goes at once. A batch is one transaction (storage/writes/transaction.py); a few
+"lanes" split the accounts between them, and each lane keeps up to two batches in flight on
+connections of their own: the next one starts as soon as the one before has applied its
+operations and waits on the database for its write and commit, so this process's work and
+PostgreSQL's overlap instead of taking turns. After its commit every caller of a batch is
+answered and its events are published together, in the order the lane's batches started. A refusal (402, 409, 422, 429 …) is that operation's own result. A batch that
 fails for any other reason is run again one operation at a time, so one bad operation never
 takes its batch-mates down and nothing is applied twice.
 """
@@ -12,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -34,6 +39,10 @@ T = TypeVar("T")
 Publish = Callable[[list[Event]], Awaitable[None]]
 ATTEMPTS = 3
 RETRY_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
+# batches in flight per lane. Two is what overlaps this process with the database: a third
+# would only wait for a core. An older batch never waits for a newer one (a newer one locks
+# after the older locked everything it holds), so the overlap adds no deadlock.
+DEPTH = 2
 
 
 class _Lane:
@@ -50,15 +59,44 @@ class _Lane:
             self.queue.extend(ops)
         self.ready.set()
 
-    def take(self, most: int) -> list[Operation]:
+    def share(self, alone: bool, most: int) -> int:
+        """How many the next batch takes: all that waits, unless no other batch is in flight
+        and a second may start — then half, so that the two can overlap (a burst or a closed
+        loop of callers would otherwise stay one batch taking turns with the database)."""
+        if alone:
+            return min(most, max(1, (len(self.queue) + 1) // 2))
+        return most
+
+    def take(self, most: int, busy: frozenset[str] = frozenset()) -> list[Operation]:
+        """Up to `most`, in arrival order, stopping before the first that names an account of a
+        batch in flight (`busy`): it would wait in this batch for that one's row locks and make
+        the two take turns again. Nothing is passed over, so batches apply what arrived in the
+        order it arrived, as one batch would."""
         ops: list[Operation] = []
         while self.queue and len(ops) < most:
-            op = self.queue.popleft()
+            op = self.queue[0]
+            if busy and not busy.isdisjoint(op.touches.accounts):
+                break
+            self.queue.popleft()
             if not op.future.done():  # its caller went away before it ran
                 ops.append(op)
         if not self.queue:
             self.ready.clear()
         return ops
+
+
+@dataclass(eq=False)
+class _Flight:
+    """One batch in flight: `applied` once it waits on the database (the lane may start the next
+    then); it answers its callers only after the batch before it answered its own, so an
+    account's events reach the broker in the order of its commits."""
+
+    before: asyncio.Future[None] | None
+    accounts: frozenset[str]
+    applied: asyncio.Event = field(default_factory=asyncio.Event)
+    answered: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
 
 class BatchWriter:
@@ -69,10 +107,12 @@ class BatchWriter:
         publish: Publish,
         lanes: int = 1,
         max_batch: int = 256,
+        depth: int = DEPTH,
     ) -> None:
         self.db, self.now, self.publish = db, now, publish
-        count = 1 if db.dialect == "sqlite" else max(1, lanes)  # SQLite: one writer at a time
-        self.lanes = [_Lane() for _ in range(count)]
+        sqlite = db.dialect == "sqlite"  # one writer at a time
+        self.lanes = [_Lane() for _ in range(1 if sqlite else max(1, lanes))]
+        self.depth = 1 if sqlite else max(1, depth)
         self.max_batch = max_batch
         self._tasks: list[asyncio.Task[None]] = []
         self.commits = 0  # transactions committed, for tests and benchmarks
@@ -81,6 +121,11 @@ class BatchWriter:
     @property
     def lane_count(self) -> int:
         return len(self.lanes)
+
+    @property
+    def connection_count(self) -> int:
+        """The most write connections in use at once."""
+        return len(self.lanes) * self.depth
 
     async def run(
         self, action: Callable[[OperationUnitOfWork], Awaitable[T]], touches: Touches = NOTHING
@@ -134,29 +179,62 @@ class BatchWriter:
         return self.lanes[hash(op.touches.accounts[0]) % len(self.lanes)]
 
     async def _run_lane(self, lane: _Lane) -> None:
-        while True:
-            await lane.ready.wait()
-            ops = lane.take(self.max_batch)
-            if not ops:
-                continue
-            self._in_flight += 1
-            try:
-                await self._commit(ops)
-            except Exception as exc:  # a lane must outlive any one batch
-                log.exception("a write batch failed unexpectedly")
-                _fail(ops, exc)
-            finally:
-                self._in_flight -= 1
-
-    async def _commit(self, ops: list[Operation]) -> None:
+        slots = asyncio.Semaphore(self.depth)
+        flying: set[asyncio.Task[None]] = set()
+        flights: list[_Flight] = []  # in flight, oldest first
+        last: _Flight | None = None
         try:
-            outcome = await self._transact(ops)
+            while True:
+                await lane.ready.wait()
+                await slots.acquire()
+                busy = frozenset().union(*(f.accounts for f in flights))
+                ops = lane.take(lane.share(not flying and self.depth > 1, self.max_batch), busy)
+                if not ops:
+                    slots.release()
+                    if lane.queue and flying:  # all that waits names the batch in flight
+                        await asyncio.wait(flying, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                self._in_flight += 1  # counted from the take: aclose waits for what left the queue
+                accounts = frozenset(a for op in ops for a in op.touches.accounts)
+                flight = _Flight(last.answered if last else None, accounts)
+                last = flight
+                flights.append(flight)
+                task = asyncio.create_task(self._fly(ops, flight, slots))
+                flying.add(task)
+                task.add_done_callback(flying.discard)
+                task.add_done_callback(functools.partial(_landed, flights, flight))
+                # the next batch starts once this one waits on the database (or is done)
+                applied = asyncio.ensure_future(flight.applied.wait())
+                try:
+                    await asyncio.wait([applied, task], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    applied.cancel()
+        finally:
+            for task in flying:
+                task.cancel()
+
+    async def _fly(self, ops: list[Operation], flight: _Flight, slots: asyncio.Semaphore) -> None:
+        try:
+            await self._commit(ops, flight)
+        except Exception as exc:  # a lane must outlive any one batch
+            log.exception("a write batch failed unexpectedly")
+            _fail(ops, exc)
+        finally:
+            flight.applied.set()
+            if not flight.answered.done():
+                flight.answered.set_result(None)
+            self._in_flight -= 1
+            slots.release()
+
+    async def _commit(self, ops: list[Operation], flight: _Flight) -> None:
+        try:
+            outcome = await self._transact(ops, flight)
         except DatabaseUnavailable as exc:
             _fail(ops, exc)
             return
         except (ConcurrentUpdate, DBAPIError) as exc:
             if len(ops) == 1:
-                await self._retry_alone(ops[0], exc)
+                await self._retry_alone(ops[0], exc, flight)
                 return
             log.info(
                 "a batch of %d failed (%s); running its operations one by one",
@@ -165,36 +243,39 @@ class BatchWriter:
             )
             metrics.WRITE_BATCH_SPLITS.inc()
             for op in ops:
-                await self._commit([op])
+                await self._commit([op], flight)
             return
-        await self._deliver(outcome)
+        await self._deliver(outcome, flight)
 
-    async def _retry_alone(self, op: Operation, first: BaseException) -> None:
+    async def _retry_alone(self, op: Operation, first: BaseException, flight: _Flight) -> None:
         error: BaseException = first
         for _ in range(ATTEMPTS - 1):
             if not _retryable(error):
                 break
             try:
-                outcome = await self._transact([op])
+                outcome = await self._transact([op], flight)
             except DatabaseUnavailable as exc:
                 _fail([op], exc)
                 return
             except (ConcurrentUpdate, DBAPIError) as exc:
                 error = exc
                 continue
-            await self._deliver(outcome)
+            await self._deliver(outcome, flight)
             return
         if _retryable(error):
             error = ConcurrentUpdate("The account changed concurrently; retry the request")
         _fail([op], error)
 
-    async def _transact(self, ops: list[Operation]) -> Outcome:
-        outcome = await run_batch(self.db, ops, self.now())
+    async def _transact(self, ops: list[Operation], flight: _Flight) -> Outcome:
+        outcome = await run_batch(self.db, ops, self.now(), flight.applied.set)
         self.commits += 1
         return outcome
 
-    async def _deliver(self, outcome: Outcome) -> None:
-        """After the commit: publish the batch's events at once, then answer every caller."""
+    async def _deliver(self, outcome: Outcome, flight: _Flight) -> None:
+        """After the commit, once the batch before has answered: publish the batch's events at
+        once, then answer every caller."""
+        if flight.before is not None:
+            await asyncio.shield(flight.before)
         if outcome.events:
             await self.publish(outcome.events)
         for callback in outcome.after_commit:
@@ -207,6 +288,10 @@ class BatchWriter:
                 op.future.set_exception(error)
         for op in reversed(outcome.deferred):  # first in line for their lane's next batch
             self._lane_for(op).put([op], first=True)
+
+
+def _landed(flights: list[_Flight], flight: _Flight, _: object) -> None:
+    flights.remove(flight)
 
 
 def _retryable(error: BaseException) -> bool:

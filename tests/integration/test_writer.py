@@ -59,8 +59,10 @@ async def entry_count(db: Database, account_id: str) -> int:
 
 
 async def test_a_refusal_leaves_its_batch_mates_alone(
-    writer: BatchWriter, service: CreditService, db: Database
+    service: CreditService, db: Database, clock: MutableClock
 ) -> None:
+    # one batch in flight: the three are one batch (two in flight would split a burst in two)
+    writer = BatchWriter(db, clock.now, _no_subscribers, depth=1)
     await funded(writer, service, "acct-r", 100)
     commits = writer.commits
     results = await asyncio.gather(
@@ -76,6 +78,7 @@ async def test_a_refusal_leaves_its_batch_mates_alone(
     async with db.read() as uow:
         account = await uow.accounts.get("acct-r")
     assert account is not None and account.balance == 128 - 100
+    await writer.aclose()
 
 
 async def test_a_failing_write_splits_the_batch_and_nothing_is_applied_twice(
@@ -194,7 +197,7 @@ async def test_connections_stay_few_whatever_the_callers(
     )
     done.set()
     await sampler
-    assert 1 <= most <= writer.lane_count
+    assert 1 <= most <= writer.connection_count
     async with db.read() as uow:
         count = (await uow.conn.execute(sa.select(sa.func.count()).select_from(holds))).scalar()
     assert count == 200
@@ -299,3 +302,58 @@ async def test_the_operations_of_one_batch_carry_its_time(db: Database) -> None:
 
 async def _no_subscribers(events: list[Event]) -> None:
     pass
+
+
+@pytest.mark.postgres
+async def test_two_batches_overlap_and_answer_in_the_order_they_started(
+    pg_url: str, clock: MutableClock
+) -> None:
+    """A burst is split over two batches in flight at once (two write connections checked
+    out). The second holds operations that did not say which account they touch, on accounts
+    of the first: they wait for its row locks, and their events must still be published after
+    the first batch's, though the first one's broker is slow."""
+    from storage.migrate import upgrade_async
+
+    await upgrade_async(pg_url)
+    db = Database.from_url(pg_url, pool_size=4)
+    published: list[Event] = []
+    calls = 0
+
+    async def publish(events: list[Event]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(0.05)  # the first batch's broker is slow
+        published.extend(events)
+
+    service = CreditService(clock, __import__("asgi").load_catalogue(None))
+    writer = BatchWriter(db, clock.now, publish)
+    accounts = [f"acct-o{i}" for i in range(40)]
+    most = 0
+    sampling = True
+
+    async def sample() -> None:
+        nonlocal most
+        while sampling:
+            most = max(most, db.engine.pool.checkedout())  # type: ignore[attr-defined]
+            await asyncio.sleep(0)
+
+    def grant(account_id: str) -> Any:
+        return functools.partial(service.grant, account_id=account_id, amount=5, reason="p")
+
+    sampler = asyncio.create_task(sample())
+    try:
+        await asyncio.gather(
+            *(writer.run(grant(a), Touches(accounts=(a,))) for a in accounts),
+            *(writer.run(grant(a)) for a in accounts[:10]),  # no touches said
+        )
+    finally:
+        sampling = False
+        await sampler
+        await writer.aclose()
+        await db.dispose()
+    assert most == 2, "expected two batches in flight at once"
+    assert writer.commits >= 2
+    for account in accounts:
+        seqs = [e.seq for e in published if e.account_id == account]
+        assert seqs == list(range(1, len(seqs) + 1)), f"{account}'s events out of order: {seqs}"
