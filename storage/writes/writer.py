@@ -5,20 +5,20 @@ lone operation goes at once. A batch is one transaction (storage/writes/transact
 "lanes" split the accounts between them, and each lane keeps up to two batches in flight on
 connections of their own: the next one starts as soon as the one before has applied its
 operations and waits on the database for its write and commit, so this process's work and
-PostgreSQL's overlap instead of taking turns. After its commit every caller of a batch is
-answered and its events are published together, in the order the lane's batches started. A refusal (402, 409, 422, 429 …) is that operation's own result. A batch that
-fails for any other reason is run again one operation at a time, so one bad operation never
-takes its batch-mates down and nothing is applied twice.
+PostgreSQL's overlap instead of taking turns (the lanes' queues and the batches in flight are
+storage/writes/lanes.py). After its commit every caller of a batch is answered and its events
+are published together, in the order the lane's batches started. A refusal (402, 409, 422, 429
+…) is that operation's own result. A batch that fails for any other reason is run again one
+operation at a time, so one bad operation never takes its batch-mates down and nothing is
+applied twice.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -31,6 +31,7 @@ from storage.connection_errors import DatabaseUnavailable
 from storage.sql import Database
 from storage.writes.batch import NOTHING, Touches
 from storage.writes.idempotency import IdempotencyKey, KeyedResult
+from storage.writes.lanes import Flight, Lane, landed
 from storage.writes.operation import OperationUnitOfWork
 from storage.writes.transaction import Operation, Outcome, Refusal, run_batch
 
@@ -40,63 +41,11 @@ Publish = Callable[[list[Event]], Awaitable[None]]
 ATTEMPTS = 3
 RETRY_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
 # batches in flight per lane. Two is what overlaps this process with the database: a third
-# would only wait for a core. An older batch never waits for a newer one (a newer one locks
-# after the older locked everything it holds), so the overlap adds no deadlock.
+# never starts under callers that each wait for their answer (they come back only once their
+# batch has answered and left its slot; docs/PERFORMANCE.md). An older batch never waits for a
+# newer one (a newer one locks after the older locked everything it holds), so the overlap
+# adds no deadlock.
 DEPTH = 2
-
-
-class _Lane:
-    """One write connection's queue: what arrives while its batch is in flight is its next."""
-
-    def __init__(self) -> None:
-        self.queue: collections.deque[Operation] = collections.deque()
-        self.ready = asyncio.Event()
-
-    def put(self, ops: Iterable[Operation], first: bool = False) -> None:
-        if first:
-            self.queue.extendleft(reversed(list(ops)))
-        else:
-            self.queue.extend(ops)
-        self.ready.set()
-
-    def share(self, alone: bool, most: int) -> int:
-        """How many the next batch takes: all that waits, unless no other batch is in flight
-        and a second may start — then half, so that the two can overlap (a burst or a closed
-        loop of callers would otherwise stay one batch taking turns with the database)."""
-        if alone:
-            return min(most, max(1, (len(self.queue) + 1) // 2))
-        return most
-
-    def take(self, most: int, busy: frozenset[str] = frozenset()) -> list[Operation]:
-        """Up to `most`, in arrival order, stopping before the first that names an account of a
-        batch in flight (`busy`): it would wait in this batch for that one's row locks and make
-        the two take turns again. Nothing is passed over, so batches apply what arrived in the
-        order it arrived, as one batch would."""
-        ops: list[Operation] = []
-        while self.queue and len(ops) < most:
-            op = self.queue[0]
-            if busy and not busy.isdisjoint(op.touches.accounts):
-                break
-            self.queue.popleft()
-            if not op.future.done():  # its caller went away before it ran
-                ops.append(op)
-        if not self.queue:
-            self.ready.clear()
-        return ops
-
-
-@dataclass(eq=False)
-class _Flight:
-    """One batch in flight: `applied` once it waits on the database (the lane may start the next
-    then); it answers its callers only after the batch before it answered its own, so an
-    account's events reach the broker in the order of its commits."""
-
-    before: asyncio.Future[None] | None
-    accounts: frozenset[str]
-    applied: asyncio.Event = field(default_factory=asyncio.Event)
-    answered: asyncio.Future[None] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
 
 
 class BatchWriter:
@@ -111,7 +60,7 @@ class BatchWriter:
     ) -> None:
         self.db, self.now, self.publish = db, now, publish
         sqlite = db.dialect == "sqlite"  # one writer at a time
-        self.lanes = [_Lane() for _ in range(1 if sqlite else max(1, lanes))]
+        self.lanes = [Lane() for _ in range(1 if sqlite else max(1, lanes))]
         self.depth = 1 if sqlite else max(1, depth)
         self.max_batch = max_batch
         self._tasks: list[asyncio.Task[None]] = []
@@ -171,18 +120,18 @@ class BatchWriter:
         self._lane_for(op).put([op])
         return await op.future
 
-    def _lane_for(self, op: Operation) -> _Lane:
+    def _lane_for(self, op: Operation) -> Lane:
         # an account's operations always share a lane, so batches in flight at the same time
         # touch different accounts and never wait for each other's row locks
         if len(self.lanes) == 1 or not op.touches.accounts:
             return self.lanes[0]
         return self.lanes[hash(op.touches.accounts[0]) % len(self.lanes)]
 
-    async def _run_lane(self, lane: _Lane) -> None:
+    async def _run_lane(self, lane: Lane) -> None:
         slots = asyncio.Semaphore(self.depth)
         flying: set[asyncio.Task[None]] = set()
-        flights: list[_Flight] = []  # in flight, oldest first
-        last: _Flight | None = None
+        flights: list[Flight] = []  # in flight, oldest first
+        last: Flight | None = None
         try:
             while True:
                 await lane.ready.wait()
@@ -196,13 +145,13 @@ class BatchWriter:
                     continue
                 self._in_flight += 1  # counted from the take: aclose waits for what left the queue
                 accounts = frozenset(a for op in ops for a in op.touches.accounts)
-                flight = _Flight(last.answered if last else None, accounts)
+                flight = Flight(last.answered if last else None, accounts)
                 last = flight
                 flights.append(flight)
                 task = asyncio.create_task(self._fly(ops, flight, slots))
                 flying.add(task)
                 task.add_done_callback(flying.discard)
-                task.add_done_callback(functools.partial(_landed, flights, flight))
+                task.add_done_callback(functools.partial(landed, flights, flight))
                 # the next batch starts once this one waits on the database (or is done)
                 applied = asyncio.ensure_future(flight.applied.wait())
                 try:
@@ -213,7 +162,7 @@ class BatchWriter:
             for task in flying:
                 task.cancel()
 
-    async def _fly(self, ops: list[Operation], flight: _Flight, slots: asyncio.Semaphore) -> None:
+    async def _fly(self, ops: list[Operation], flight: Flight, slots: asyncio.Semaphore) -> None:
         try:
             await self._commit(ops, flight)
         except Exception as exc:  # a lane must outlive any one batch
@@ -226,7 +175,7 @@ class BatchWriter:
             self._in_flight -= 1
             slots.release()
 
-    async def _commit(self, ops: list[Operation], flight: _Flight) -> None:
+    async def _commit(self, ops: list[Operation], flight: Flight) -> None:
         try:
             outcome = await self._transact(ops, flight)
         except DatabaseUnavailable as exc:
@@ -247,7 +196,7 @@ class BatchWriter:
             return
         await self._deliver(outcome, flight)
 
-    async def _retry_alone(self, op: Operation, first: BaseException, flight: _Flight) -> None:
+    async def _retry_alone(self, op: Operation, first: BaseException, flight: Flight) -> None:
         error: BaseException = first
         for _ in range(ATTEMPTS - 1):
             if not _retryable(error):
@@ -266,12 +215,12 @@ class BatchWriter:
             error = ConcurrentUpdate("The account changed concurrently; retry the request")
         _fail([op], error)
 
-    async def _transact(self, ops: list[Operation], flight: _Flight) -> Outcome:
+    async def _transact(self, ops: list[Operation], flight: Flight) -> Outcome:
         outcome = await run_batch(self.db, ops, self.now(), flight.applied.set)
         self.commits += 1
         return outcome
 
-    async def _deliver(self, outcome: Outcome, flight: _Flight) -> None:
+    async def _deliver(self, outcome: Outcome, flight: Flight) -> None:
         """After the commit, once the batch before has answered: publish the batch's events at
         once, then answer every caller."""
         if flight.before is not None:
@@ -288,10 +237,6 @@ class BatchWriter:
                 op.future.set_exception(error)
         for op in reversed(outcome.deferred):  # first in line for their lane's next batch
             self._lane_for(op).put([op], first=True)
-
-
-def _landed(flights: list[_Flight], flight: _Flight, _: object) -> None:
-    flights.remove(flight)
 
 
 def _retryable(error: BaseException) -> bool:
