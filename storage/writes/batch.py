@@ -31,6 +31,11 @@ class Touches:
     holds: tuple[str, ...] = ()
     jobs: tuple[str, ...] = ()
 
+    @property
+    def said(self) -> bool:
+        """Whether the operation said what it touches, so the batch locks it before it runs."""
+        return bool(self.accounts or self.holds or self.jobs)
+
 
 NOTHING = Touches()
 

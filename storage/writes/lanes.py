@@ -33,15 +33,19 @@ class Lane:
             return min(most, max(1, (len(self.queue) + 1) // 2))
         return most
 
-    def take(self, most: int, busy: frozenset[str] = frozenset()) -> list[Operation]:
+    def take(self, most: int, busy: frozenset[str] | None = None) -> list[Operation]:
         """Up to `most`, in arrival order, stopping before the first that names an account of a
-        batch in flight (`busy`): it would wait in this batch for that one's row locks and make
-        the two take turns again. Nothing is passed over, so batches apply what arrived in the
-        order it arrived, as one batch would."""
+        batch in flight (`busy`, the accounts of the batches in flight; None when there is
+        none): it would wait in this batch for that one's row locks and make the two take turns
+        again. While a batch is in flight it also stops before one that did not say what it
+        touches: such an operation reads before it locks (the charge a refund names, say), and
+        would miss what the batch in flight is about to commit. Nothing is passed over, so
+        batches apply what arrived in the order it arrived, as one batch would."""
         ops: list[Operation] = []
         while self.queue and len(ops) < most:
             op = self.queue[0]
-            if busy and not busy.isdisjoint(op.touches.accounts):
+            touches = op.touches
+            if busy is not None and not (touches.said and busy.isdisjoint(touches.accounts)):
                 break
             self.queue.popleft()
             if not op.future.done():  # its caller went away before it ran

@@ -136,7 +136,7 @@ class BatchWriter:
             while True:
                 await lane.ready.wait()
                 await slots.acquire()
-                busy = frozenset().union(*(f.accounts for f in flights))
+                busy = frozenset().union(*(f.accounts for f in flights)) if flights else None
                 ops = lane.take(lane.share(not flying and self.depth > 1, self.max_batch), busy)
                 if not ops:
                     slots.release()

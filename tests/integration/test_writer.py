@@ -309,9 +309,9 @@ async def test_two_batches_overlap_and_answer_in_the_order_they_started(
     pg_url: str, clock: MutableClock
 ) -> None:
     """A burst is split over two batches in flight at once (two write connections checked
-    out). The second holds operations that did not say which account they touch, on accounts
-    of the first: they wait for its row locks, and their events must still be published after
-    the first batch's, though the first one's broker is slow."""
+    out). Operations that did not say which account they touch, on accounts of the first, wait
+    until it has landed, and their events must still be published after the first batch's,
+    though the first one's broker is slow."""
     from storage.migrate import upgrade_async
 
     await upgrade_async(pg_url)
@@ -357,3 +357,36 @@ async def test_two_batches_overlap_and_answer_in_the_order_they_started(
     for account in accounts:
         seqs = [e.seq for e in published if e.account_id == account]
         assert seqs == list(range(1, len(seqs) + 1)), f"{account}'s events out of order: {seqs}"
+
+
+async def test_an_operation_that_did_not_say_what_it_touches_waits_for_the_batch_in_flight(
+    pg_url: str, clock: MutableClock
+) -> None:
+    """A refund that did not name its account reads the charge before it locks anything: it
+    must not start beside the batch in flight that is about to commit that charge, or it would
+    not find it (404) where one batch would."""
+    from storage.migrate import upgrade_async
+
+    await upgrade_async(pg_url)
+    db = Database.from_url(pg_url, pool_size=4)
+    service = CreditService(clock, __import__("asgi").load_catalogue(None))
+    writer = BatchWriter(db, clock.now, _no_subscribers)
+    charged: list[str] = []
+
+    async def charge(uow: Any) -> Any:
+        result = await service.charge(uow, "acct-r", 3, "generation")
+        charged.append(result[0]["charge_id"])
+        return result
+
+    async def refund(uow: Any) -> Any:
+        return await service.refund(uow, charged[0], "charge", 3)
+
+    try:
+        # the first batch takes half of what waits (the charge), the second what is left
+        _, (refunded, _) = await asyncio.gather(
+            writer.run(charge, Touches(accounts=("acct-r",))), writer.run(refund)
+        )
+    finally:
+        await writer.aclose()
+        await db.dispose()
+    assert refunded["refunded"] == 3
