@@ -153,7 +153,11 @@ class SqlAccounts:
         the partial index ix_grants_due (a plain DISTINCT walked every grant ever made)."""
         oldest = (
             sa.select(grants.c.account_id)
-            .where(grants.c.expires_at <= now, grants.c.remaining > grants.c.reserved)
+            .where(
+                grants.c.expires_at <= now,
+                grants.c.remaining > 0,  # what ix_grants_due's predicate names
+                grants.c.remaining > grants.c.reserved,
+            )
             .order_by(grants.c.expires_at)
             .limit(limit)
             .subquery()

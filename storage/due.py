@@ -35,7 +35,7 @@ DUE_JOBS = (
 )
 DUE_GRANT_ACCOUNTS = (
     "SELECT DISTINCT account_id FROM (SELECT account_id FROM grants WHERE expires_at <= $1 "
-    "AND remaining > reserved ORDER BY expires_at LIMIT $2) AS oldest"
+    "AND remaining > 0 AND remaining > reserved ORDER BY expires_at LIMIT $2) AS oldest"
 )
 
 

@@ -72,12 +72,15 @@ grants = sa.Table(
     sa.CheckConstraint("remaining >= 0 AND remaining <= amount", name="ck_grants_remaining"),
     sa.CheckConstraint("reserved >= 0 AND reserved <= remaining", name="ck_grants_reserved"),
     sa.Index("ix_grants_account_live", "account_id", "remaining"),
-    # the sweeper's due grants: only a grant with free credits can expire any
+    # the sweeper's due grants: only a grant with credits left can expire any. The predicate
+    # must not name `reserved`: a hold changes it, and an indexed column's change (a partial
+    # index's predicate included) makes every hold's grant update write new index entries
+    # instead of updating in place (migration 0009)
     sa.Index(
         "ix_grants_due",
         "expires_at",
-        postgresql_where=sa.text("remaining > reserved"),
-        sqlite_where=sa.text("remaining > reserved"),
+        postgresql_where=sa.text("remaining > 0"),
+        sqlite_where=sa.text("remaining > 0"),
     ),
 )
 

@@ -5,7 +5,9 @@ time out each job once, and the lateness of the oldest due hold and job is expos
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -21,8 +23,10 @@ from core.price_request import PriceRequest
 from core.service import CreditService
 from storage import due
 from storage.audit import audit
+from storage.migrate import upgrade_async
 from storage.sql import Database
 from storage.tables import entries, holds, jobs
+from storage.writes.batch import Touches
 from storage.writes.idempotency import IdempotencyStore
 from storage.writes.writer import BatchWriter
 from tests.support import MutableClock
@@ -178,3 +182,62 @@ async def test_the_due_reads_find_the_same_on_either_path(
 
 async def _nowhere(events: list) -> None:  # type: ignore[type-arg]
     """The journal has the events; these tests read the tables."""
+
+
+@pytest.fixture
+async def pg_db(pg_url: str) -> AsyncIterator[Database]:
+    await upgrade_async(pg_url)
+    database = Database.from_url(pg_url, pool_size=5)
+    yield database
+    await database.dispose()
+
+
+async def test_the_due_grants_query_reads_the_partial_index(
+    pg_db: Database, service: CreditService, clock: MutableClock
+) -> None:
+    """The sweeper's due-grants read must imply ix_grants_due's predicate, or PostgreSQL cannot
+    use the index and walks every grant ever made (seq scans off: the index is the only way
+    left that fits)."""
+    async with pg_db.transaction() as uow:
+        await service.grant(
+            uow, "due-plan", 50, "purchase", expires_at=clock.now() + timedelta(seconds=5)
+        )
+    async with pg_db.driver() as driver, driver.transaction():
+        await driver.execute("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(
+            r[0] for r in await driver.fetch("EXPLAIN " + due.DUE_GRANT_ACCOUNTS, clock.now(), 10)
+        )
+    assert "ix_grants_due" in plan, plan
+
+
+async def test_holds_and_releases_update_their_grant_in_place(
+    pg_db: Database, service: CreditService, clock: MutableClock
+) -> None:
+    """A hold and a release change a grant's `reserved` only. No index may name it (a partial
+    index's predicate counts), or every one of them writes new entries into each of the grants'
+    indexes and leaves a dead row version behind (migration 0009): PostgreSQL's statistics
+    count the grants' updates that were HOT (in place)."""
+    async with pg_db.transaction() as uow:
+        await service.grant(uow, "hot-grant", 10_000, "purchase")
+    writer = BatchWriter(pg_db, service.now, _nowhere)
+    touches = Touches(accounts=("hot-grant",))
+    try:
+        for _ in range(20):
+            hold, _ = await writer.run(
+                lambda uow: service.hold(uow, "hot-grant", 5, ttl_seconds=60), touches
+            )
+            release = functools.partial(service.release, hold_id=hold.hold_id)
+            await writer.run(release, touches)
+    finally:
+        await writer.aclose()
+    deadline = time.monotonic() + 15
+    async with pg_db.driver() as driver:
+        while True:  # a backend reports its counts once idle, at most once a second
+            row = await driver.fetchrow(
+                "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'grants'"
+            )
+            if row["n_tup_upd"] >= 40 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+    assert row["n_tup_upd"] >= 40
+    assert row["n_tup_hot_upd"] >= 0.9 * row["n_tup_upd"], dict(row)
