@@ -1,8 +1,8 @@
 """A batch's reads and writes on PostgreSQL, straight on asyncpg.
 
 A batch is a handful of statements whatever its size: claim the keys, lock the accounts and read
-their live grants (one round trip), read the holds and jobs named, write each table from arrays,
-record the answers. SQLAlchemy would compile, bind and convert every one of them per batch and per
+their live grants (one round trip; a second only when the lock waited for another transaction's
+commit), read the holds and jobs named, write each table from arrays, record the answers. SQLAlchemy would compile, bind and convert every one of them per batch and per
 row; here each is a fixed text that asyncpg prepares once per connection.
 """
 
@@ -38,10 +38,6 @@ GRANT_COLUMNS = tuple(c.name for c in grants.c)
 
 # the accounts named, locked in id order; with holds or jobs named, their accounts too (joined
 # from the named ids, so the plan starts from the few ids, never from the whole table)
-LOCK_ACCOUNTS = (
-    f"SELECT {', '.join(ACCOUNT_COLUMNS)} FROM accounts WHERE id = ANY($1::text[]) "
-    "ORDER BY id FOR UPDATE"
-)
 LOCK_ACCOUNTS_AND_OWNERS = (
     f"SELECT {', '.join(ACCOUNT_COLUMNS)} FROM accounts WHERE id IN ("
     "SELECT unnest($1::text[]) "
@@ -49,8 +45,9 @@ LOCK_ACCOUNTS_AND_OWNERS = (
     "UNION SELECT j.account_id FROM unnest($3::text[]) AS n(id) JOIN jobs j ON j.id = n.id) "
     "ORDER BY id FOR UPDATE"
 )
-# their live grants, in a statement of its own: one that waited for a lock reads other tables
-# as they were when it started, and a grant the lock's holder changed would be read stale
+# their live grants, in a statement of its own (after a lock that waited, or beside the holds
+# named): one that waited for a lock reads other tables as they were when it started, and a
+# grant the lock's holder changed would be read stale
 LIVE_GRANTS = (
     f"SELECT {', '.join(GRANT_COLUMNS)} FROM grants "
     "WHERE account_id = ANY($1::text[]) AND remaining > 0"
@@ -97,6 +94,37 @@ def _live_grants_and_holds() -> str:
 
 
 LIVE_GRANTS_AND_HOLDS = _live_grants_and_holds()
+
+
+def _locked_accounts_and_live_grants() -> str:
+    """The accounts named, locked in id order, and their live grants, in one round trip: a row
+    is either an account (a_ columns, then whether it is the version this statement's snapshot
+    holds) or a grant (g_ columns).
+
+    The grants are read on the statement's snapshot, taken before the lock: a lock that waited
+    for another transaction got the row that transaction committed, but the grants it changed
+    are read as they were. Every transaction that changes a live grant rewrites its account's
+    row in the same commit (a batch saves an account whose grants it touched), so an account
+    whose locked version is not its snapshot version says the grants may be stale, and the
+    batch reads them again (LIVE_GRANTS) now that the lock is held."""
+    account_half = (
+        f"SELECT {_columns(grants, 'g_', None)}, {_columns(accounts, 'a_', 'l')}, "
+        "l.locked_version = s.xmin AS unchanged "
+        "FROM locked l LEFT JOIN accounts s ON s.id = l.id"
+    )
+    grant_half = (
+        f"SELECT {_columns(grants, 'g_', 'g')}, {_columns(accounts, 'a_', None)}, NULL::boolean "
+        "FROM grants g WHERE g.account_id = ANY($1::text[]) AND g.remaining > 0"
+    )
+    return (
+        "WITH locked AS MATERIALIZED (SELECT a.*, a.xmin AS locked_version FROM accounts a "
+        "WHERE a.id = ANY($1::text[]) ORDER BY a.id FOR UPDATE) "
+        f"{account_half} UNION ALL {grant_half}"
+    )
+
+
+LOCK_ACCOUNTS_WITH_GRANTS = _locked_accounts_and_live_grants()
+UNCHANGED = len(grants.c) + len(accounts.c)  # the account half's flag
 JOBS = "SELECT j.* FROM unnest($1::text[]) AS n(id) JOIN jobs j ON j.id = n.id"
 JOB_BY_TASK = "SELECT * FROM jobs WHERE provider = $1 AND provider_task_id = $2"
 # a spend's journal lines and its funders: read after the account's lock, as LIVE_GRANTS is
@@ -132,12 +160,10 @@ class PgBatchSession:
     async def lock_accounts(
         self, account_ids: Sequence[str], hold_ids: Sequence[str] = (), job_ids: Sequence[str] = ()
     ) -> list[Account]:
-        rows = (
-            await self.conn.fetch(
-                LOCK_ACCOUNTS_AND_OWNERS, list(account_ids), list(hold_ids), list(job_ids)
-            )
-            if hold_ids or job_ids
-            else await self.conn.fetch(LOCK_ACCOUNTS, list(account_ids))
+        if not (hold_ids or job_ids):
+            return await self._lock_accounts_with_grants(account_ids)
+        rows = await self.conn.fetch(
+            LOCK_ACCOUNTS_AND_OWNERS, list(account_ids), list(hold_ids), list(job_ids)
         )
         found = {r[0]: pg_records.account(r) for r in rows}
         if hold_ids and found:
@@ -153,6 +179,24 @@ class PgBatchSession:
             for record in await self.conn.fetch(LIVE_GRANTS, list(found)):
                 grant = pg_records.grant(record)
                 found[grant.account_id].grants.append(grant)
+        return list(found.values())
+
+    async def _lock_accounts_with_grants(self, account_ids: Sequence[str]) -> list[Account]:
+        found: dict[str, Account] = {}
+        live: list[asyncpg.Record] = []
+        current = True
+        for record in await self.conn.fetch(LOCK_ACCOUNTS_WITH_GRANTS, list(account_ids)):
+            if record[0] is not None:  # g_id: a grant
+                live.append(record)
+                continue
+            account = pg_records.account_after_grant(record)
+            found[account.account_id] = account
+            current = current and record[UNCHANGED] is True
+        if not current:  # the lock waited for a commit: read the grants as they are now
+            live = await self.conn.fetch(LIVE_GRANTS, list(found))
+        for record in live:
+            grant = pg_records.grant(record)
+            found[grant.account_id].grants.append(grant)
         return list(found.values())
 
     async def holds(self, hold_ids: Sequence[str]) -> list[Hold]:

@@ -33,8 +33,10 @@ _GRANT = _positions(
 _ACCOUNT_NAMES = tuple(c.name for c in accounts.c if c.name != "updated_at")
 _ACCOUNT = _positions(accounts, _ACCOUNT_NAMES)
 _HOLD_NAMES = tuple(c.name for c in holds.c)
-# the hold half of the grants-and-holds read: its columns follow the grant's
+# the hold half of the grants-and-holds read, the account half of the locked-accounts-and-grants
+# read: their columns follow the grant's
 _HOLD_AFTER_GRANT = _positions(holds, _HOLD_NAMES, len(grants.c))
+_ACCOUNT_AFTER_GRANT = _positions(accounts, _ACCOUNT_NAMES, len(grants.c))
 
 
 def grant(record: asyncpg.Record) -> Grant:
@@ -44,7 +46,16 @@ def grant(record: asyncpg.Record) -> Grant:
 
 def account(record: asyncpg.Record) -> Account:
     """An account from a record with the accounts table's columns, in table order."""
-    row = dict(zip(_ACCOUNT_NAMES, _ACCOUNT(record), strict=True))
+    return _account(_ACCOUNT(record))
+
+
+def account_after_grant(record: asyncpg.Record) -> Account:
+    """An account from the account half of a locked-accounts-and-grants record."""
+    return _account(_ACCOUNT_AFTER_GRANT(record))
+
+
+def _account(values: tuple[Any, ...]) -> Account:
+    row = dict(zip(_ACCOUNT_NAMES, values, strict=True))
     usage = row.pop("feature_usage")
     return Account(
         account_id=row.pop("id"),

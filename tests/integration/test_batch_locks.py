@@ -1,0 +1,95 @@
+"""A batch's lock and reads on PostgreSQL: the accounts are locked and their live grants read in
+one statement, on a snapshot taken before the lock. A lock that waited for another transaction
+must not leave the batch with the grants as they were before that transaction committed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from asgi import load_catalogue
+from core.account import Account
+from core.events import Event
+from core.model import Hold
+from core.service import CreditService
+from storage.migrate import upgrade_async
+from storage.sql import Database
+from storage.writes.batch import Touches
+from storage.writes.batch_session import batch_session
+from storage.writes.writer import BatchWriter
+from tests.support import MutableClock
+
+
+@pytest.fixture
+async def pg_db(pg_url: str) -> AsyncIterator[Database]:
+    await upgrade_async(pg_url)
+    database = Database.from_url(pg_url, pool_size=5)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+def service(clock: MutableClock) -> CreditService:
+    return CreditService(clock, load_catalogue(None))
+
+
+async def _locked(db: Database, account_id: str) -> list[Account]:
+    async with batch_session(db) as session:
+        return await session.lock_accounts([account_id])
+
+
+async def test_a_lock_that_waited_reads_the_grants_committed_meanwhile(
+    pg_db: Database, service: CreditService
+) -> None:
+    async with pg_db.transaction() as uow:
+        await service.grant(uow, "waited", 100, "purchase")
+    granting = asyncio.Event()
+
+    async def lock_after_the_grant_began() -> list[Account]:
+        await granting.wait()
+        return await _locked(pg_db, "waited")
+
+    reader = asyncio.create_task(lock_after_the_grant_began())
+    async with pg_db.transaction() as uow:
+        await service.grant(uow, "waited", 500, "purchase")
+        granting.set()
+        await asyncio.sleep(0.3)  # the reader has taken its snapshot and waits for the lock
+        assert not reader.done()
+    (account,) = await reader
+    assert 500 in [g.remaining for g in account.grants]
+    assert sum(g.remaining for g in account.grants) == account.balance
+
+
+async def test_a_hold_whose_lock_waited_is_funded_by_the_grant_committed_meanwhile(
+    pg_db: Database, service: CreditService, clock: MutableClock
+) -> None:
+    async with pg_db.transaction() as uow:
+        await service.grant(uow, "funded", 100, "purchase")
+
+    async def nowhere(events: list[Event]) -> None:
+        pass
+
+    writer = BatchWriter(pg_db, clock.now, nowhere)
+    granting = asyncio.Event()
+
+    async def hold_after_the_grant_began() -> tuple[Hold, Account]:
+        await granting.wait()
+        return await writer.run(
+            lambda uow: service.hold(uow, "funded", 550), Touches(accounts=("funded",))
+        )
+
+    holding = asyncio.create_task(hold_after_the_grant_began())
+    try:
+        async with pg_db.transaction() as uow:
+            await service.grant(uow, "funded", 500, "purchase")
+            granting.set()
+            await asyncio.sleep(0.3)
+            assert not holding.done()
+        hold, account = await holding
+    finally:
+        await writer.aclose()
+    assert (hold.amount, account.held) == (550, 550)
+    assert sum(g.reserved for g in account.grants) == 550
+    assert sum(g.remaining for g in account.grants) == account.balance
