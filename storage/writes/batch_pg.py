@@ -96,10 +96,11 @@ def _live_grants_and_holds() -> str:
 LIVE_GRANTS_AND_HOLDS = _live_grants_and_holds()
 
 
-def _locked_accounts_and_live_grants() -> str:
-    """The accounts named, locked in id order, and their live grants, in one round trip: a row
-    is either an account (a_ columns, then whether it is the version this statement's snapshot
-    holds) or a grant (g_ columns).
+def _locked_accounts_and_live_grants(ids: str, tail: str = "") -> tuple[str, str]:
+    """The accounts named by the text[] parameter `ids`, locked in id order, and their live
+    grants: a CTE and the SELECTs over it. A row is either an account (a_ columns, then whether
+    it is the version this statement's snapshot holds) or a grant (g_ columns); `tail` adds
+    typed NULLs for the columns of a statement's other rows.
 
     The grants are read on the statement's snapshot, taken before the lock: a lock that waited
     for another transaction got the row that transaction committed, but the grants it changed
@@ -107,23 +108,29 @@ def _locked_accounts_and_live_grants() -> str:
     row in the same commit (a batch saves an account whose grants it touched), so an account
     whose locked version is not its snapshot version says the grants may be stale, and the
     batch reads them again (LIVE_GRANTS) now that the lock is held."""
+    locked = (
+        "locked AS MATERIALIZED (SELECT a.*, a.xmin AS locked_version FROM accounts a "
+        f"WHERE a.id = ANY({ids}::text[]) ORDER BY a.id FOR UPDATE)"
+    )
     account_half = (
         f"SELECT {_columns(grants, 'g_', None)}, {_columns(accounts, 'a_', 'l')}, "
-        "l.locked_version = s.xmin AS unchanged "
+        f"l.locked_version = s.xmin AS unchanged{tail} "
         "FROM locked l LEFT JOIN accounts s ON s.id = l.id"
     )
     grant_half = (
-        f"SELECT {_columns(grants, 'g_', 'g')}, {_columns(accounts, 'a_', None)}, NULL::boolean "
-        "FROM grants g WHERE g.account_id = ANY($1::text[]) AND g.remaining > 0"
+        f"SELECT {_columns(grants, 'g_', 'g')}, {_columns(accounts, 'a_', None)}, "
+        f"NULL::boolean{tail} "
+        f"FROM grants g WHERE g.account_id = ANY({ids}::text[]) AND g.remaining > 0"
     )
-    return (
-        "WITH locked AS MATERIALIZED (SELECT a.*, a.xmin AS locked_version FROM accounts a "
-        "WHERE a.id = ANY($1::text[]) ORDER BY a.id FOR UPDATE) "
-        f"{account_half} UNION ALL {grant_half}"
-    )
+    return locked, f"{account_half} UNION ALL {grant_half}"
 
 
-LOCK_ACCOUNTS_WITH_GRANTS = _locked_accounts_and_live_grants()
+def _lock_accounts_with_grants() -> str:
+    locked, rows = _locked_accounts_and_live_grants("$1")
+    return f"WITH {locked} {rows}"
+
+
+LOCK_ACCOUNTS_WITH_GRANTS = _lock_accounts_with_grants()
 UNCHANGED = len(grants.c) + len(accounts.c)  # the account half's flag
 JOBS = "SELECT j.* FROM unnest($1::text[]) AS n(id) JOIN jobs j ON j.id = n.id"
 JOB_BY_TASK = "SELECT * FROM jobs WHERE provider = $1 AND provider_task_id = $2"
@@ -137,6 +144,24 @@ CLAIM = (
     "$3::text[]) WITH ORDINALITY AS k(scope, key, fingerprint, n) ORDER BY k.n "
     "ON CONFLICT (scope, key) DO NOTHING RETURNING scope, key"
 )
+
+
+def _claim_and_lock() -> str:
+    """CLAIM, then the accounts of $6 locked with their live grants, in one round trip: the
+    claimed keys are the first rows (their scope and key in the last two columns). The keys are
+    claimed before any account is locked, as when they are two statements: an INSERT in a CTE
+    runs once, to completion, and the first branch of the UNION ALL reads all of it before the
+    second reads the locked accounts."""
+    locked, rows = _locked_accounts_and_live_grants("$6", ", NULL::text, NULL::text")
+    return (
+        f"WITH claimed AS ({CLAIM}), {locked} "
+        f"SELECT {_columns(grants, 'g_', None)}, {_columns(accounts, 'a_', None)}, "
+        f"NULL::boolean, c.scope::text, c.key::text FROM claimed c UNION ALL {rows}"
+    )
+
+
+CLAIM_AND_LOCK = _claim_and_lock()
+CLAIMED_KEY = UNCHANGED + 1  # a claimed key's row: its scope, then its key
 STORED = (
     "SELECT scope, key, fingerprint, status, response_status, response_body "
     "FROM idempotency_keys WHERE (scope, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
@@ -154,6 +179,10 @@ class PgBatchSession:
         self.conn = conn
         self._prefetched: dict[str, Hold] = {}  # read with the grants, just after the lock
         self._answers: list[dict[str, Any]] = []  # keys' answers, written by flush
+        self._lock_with: list[str] = []  # the accounts the next claim locks too
+        # locked, with their live grants, by the claim's statement: handed out by lock_accounts
+        self._locked_early: dict[str, Account] = {}
+        self._absent_early: set[str] = set()
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -161,7 +190,11 @@ class PgBatchSession:
         self, account_ids: Sequence[str], hold_ids: Sequence[str] = (), job_ids: Sequence[str] = ()
     ) -> list[Account]:
         if not (hold_ids or job_ids):
-            return await self._lock_accounts_with_grants(account_ids)
+            early, absent = self._locked_early, self._absent_early
+            if (early or absent) and all(a in early or a in absent for a in account_ids):
+                return [early.pop(a) for a in account_ids if a in early]
+            records = await self.conn.fetch(LOCK_ACCOUNTS_WITH_GRANTS, list(account_ids))
+            return await self._accounts_with_grants(records)
         rows = await self.conn.fetch(
             LOCK_ACCOUNTS_AND_OWNERS, list(account_ids), list(hold_ids), list(job_ids)
         )
@@ -181,11 +214,13 @@ class PgBatchSession:
                 found[grant.account_id].grants.append(grant)
         return list(found.values())
 
-    async def _lock_accounts_with_grants(self, account_ids: Sequence[str]) -> list[Account]:
+    async def _accounts_with_grants(self, records: Iterable[asyncpg.Record]) -> list[Account]:
+        """The accounts and grants of LOCK_ACCOUNTS_WITH_GRANTS's rows; the grants read again
+        if the lock waited for another transaction's commit."""
         found: dict[str, Account] = {}
         live: list[asyncpg.Record] = []
         current = True
-        for record in await self.conn.fetch(LOCK_ACCOUNTS_WITH_GRANTS, list(account_ids)):
+        for record in records:
             if record[0] is not None:  # g_id: a grant
                 live.append(record)
                 continue
@@ -233,16 +268,29 @@ class PgBatchSession:
 
     # -- idempotency keys ---------------------------------------------------------------------
 
+    def lock_with_claim(self, account_ids: Sequence[str]) -> None:
+        self._lock_with = list(account_ids)
+
     async def claim(self, ordered: list[IdempotencyKey], now: datetime) -> list[KeyId]:
-        rows = await self.conn.fetch(
-            CLAIM,
+        keys = (
             [k.scope for k in ordered],
             [k.key for k in ordered],
             [k.fingerprint for k in ordered],
-            IN_PROGRESS,
-            now,
         )
-        return [(r["scope"], r["key"]) for r in rows]
+        if not self._lock_with:
+            rows = await self.conn.fetch(CLAIM, *keys, IN_PROGRESS, now)
+            return [(r["scope"], r["key"]) for r in rows]
+        wanted, self._lock_with = self._lock_with, []
+        claimed: list[KeyId] = []
+        locked: list[asyncpg.Record] = []
+        for record in await self.conn.fetch(CLAIM_AND_LOCK, *keys, IN_PROGRESS, now, wanted):
+            if record[CLAIMED_KEY] is not None:
+                claimed.append((record[CLAIMED_KEY], record[CLAIMED_KEY + 1]))
+            else:
+                locked.append(record)
+        self._locked_early = {a.account_id: a for a in await self._accounts_with_grants(locked)}
+        self._absent_early = set(wanted) - self._locked_early.keys()
+        return claimed
 
     async def stored(self, key_ids: list[KeyId]) -> dict[KeyId, StoredResponse]:
         rows = await self.conn.fetch(STORED, [s for s, _ in key_ids], [k for _, k in key_ids])

@@ -9,7 +9,7 @@ database error as `DBAPIError` (its `orig.sqlstate` tells a deadlock from the re
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, Protocol
@@ -27,6 +27,11 @@ from storage.writes.idempotency import IdempotencyKey, KeyId, StoredResponse
 
 class BatchSession(BatchReads, Protocol):
     """What a batch reads (BatchReads), and its keys and writes."""
+
+    def lock_with_claim(self, account_ids: Sequence[str]) -> None:
+        """The accounts (in id order) the batch will lock once its keys are claimed, when it
+        names no hold or job: where the database allows, the claim's own statement locks them
+        and reads their live grants, and `lock_accounts` hands them out without a round trip."""
 
     async def claim(self, ordered: list[IdempotencyKey], now: datetime) -> list[KeyId]:
         """INSERT the keys in this order unless they exist; the ones inserted."""

@@ -95,6 +95,9 @@ class SqlBatchSession:
 
     # -- idempotency keys ---------------------------------------------------------------------
 
+    def lock_with_claim(self, account_ids: Sequence[str]) -> None:
+        """One statement at a time here: the accounts are locked when the batch asks."""
+
     async def claim(self, ordered: list[IdempotencyKey], now: datetime) -> list[KeyId]:
         inserted = await self.conn.execute(
             dialect_insert(self.conn, idempotency_keys)

@@ -14,6 +14,7 @@ import metrics
 from core.errors import ConcurrentUpdate, IdempotencyKeyReused, RequestInProgress
 from core.events import Event
 from core.ports import TRANSACTION_TIME
+from storage.dialects import storable_key
 from storage.sql import Database
 from storage.writes import idempotency
 from storage.writes.batch import Batch, Touches
@@ -95,6 +96,10 @@ async def _claim(
     session: BatchSession, ops: list[Operation], now: datetime, outcome: Outcome
 ) -> list[Operation]:
     """Claim the batch's keys; answer replays and mismatches; return what must run."""
+    if any(op.key for op in ops) and not any(op.touches.holds or op.touches.jobs for op in ops):
+        session.lock_with_claim(
+            sorted({a for op in ops for a in op.touches.accounts if storable_key(a)})
+        )
     claims = await idempotency.claim(session, (op.key for op in ops if op.key), now)
     runnable: list[Operation] = []
     owners: set[KeyId] = set()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,8 @@ from storage.migrate import upgrade_async
 from storage.sql import Database
 from storage.writes.batch import Touches
 from storage.writes.batch_session import batch_session
+from storage.writes.idempotency import IdempotencyKey, KeyedResult
+from storage.writes.operation import OperationUnitOfWork
 from storage.writes.writer import BatchWriter
 from tests.support import MutableClock
 
@@ -93,3 +96,47 @@ async def test_a_hold_whose_lock_waited_is_funded_by_the_grant_committed_meanwhi
     assert (hold.amount, account.held) == (550, 550)
     assert sum(g.reserved for g in account.grants) == 550
     assert sum(g.remaining for g in account.grants) == account.balance
+
+
+async def test_a_keyed_hold_claimed_with_the_lock_that_waited_sees_the_grant_committed_meanwhile(
+    pg_db: Database, service: CreditService, clock: MutableClock
+) -> None:
+    """A keyed batch naming accounts only claims its keys and locks the accounts in one
+    statement (CLAIM_AND_LOCK): the same re-read applies there."""
+    async with pg_db.transaction() as uow:
+        await service.grant(uow, "keyed", 100, "purchase")
+
+    async def nowhere(events: list[Event]) -> None:
+        pass
+
+    async def hold(uow: OperationUnitOfWork) -> tuple[int, Any]:
+        opened, _ = await service.hold(uow, "keyed", 550)
+        return 201, opened.to_dict()
+
+    def refusal(exc: Exception) -> tuple[int, Any] | None:
+        return None
+
+    writer = BatchWriter(pg_db, clock.now, nowhere)
+    key = IdempotencyKey("scope", "key-1", "fingerprint")
+    granting = asyncio.Event()
+
+    async def hold_after_the_grant_began() -> KeyedResult:
+        await granting.wait()
+        return await writer.run_keyed(hold, key, refusal, Touches(accounts=("keyed",)))
+
+    holding = asyncio.create_task(hold_after_the_grant_began())
+    try:
+        async with pg_db.transaction() as uow:
+            await service.grant(uow, "keyed", 500, "purchase")
+            granting.set()
+            await asyncio.sleep(0.3)
+            assert not holding.done()
+        answer = await holding
+        replay = await writer.run_keyed(hold, key, refusal, Touches(accounts=("keyed",)))
+    finally:
+        await writer.aclose()
+    assert (answer.status, answer.body["amount"], answer.replayed) == (201, 550, False)
+    assert (replay.body, replay.replayed) == (answer.body, True)
+    async with pg_db.read() as uow:
+        account = await uow.accounts.get("keyed")
+    assert account is not None and account.held == 550

@@ -18,7 +18,7 @@ from core.model import Hold
 from core.service import CreditService
 from storage.sql import Database
 from storage.tables import entries, holds
-from storage.writes.batch import Touches
+from storage.writes.batch import NOTHING, Touches
 from storage.writes.idempotency import IdempotencyKey
 from storage.writes.writer import BatchWriter
 from tests.support import MutableClock
@@ -140,9 +140,16 @@ async def test_an_unexpected_error_gives_the_key_back(
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize(
+    "touches",
+    [NOTHING, Touches(accounts=("acct-k",))],
+    ids=["claimed-alone", "claimed-with-the-lock"],
+)
 async def test_one_key_on_two_instances_has_one_effect(
-    pg_url: str, clock: MutableClock, service: CreditService
+    pg_url: str, clock: MutableClock, service: CreditService, touches: Touches
 ) -> None:
+    """Said or not, what the operation touches: the key is claimed alone, or in the statement
+    that also locks the account (storage/writes/batch_pg.py CLAIM_AND_LOCK)."""
     from storage.migrate import upgrade_async
 
     await upgrade_async(pg_url)
@@ -161,7 +168,7 @@ async def test_one_key_on_two_instances_has_one_effect(
             return 201, {"charge_id": charge["charge_id"]}
 
         results = await asyncio.gather(
-            *(writers[i % 2].run_keyed(charge, key, refusal) for i in range(20))
+            *(writers[i % 2].run_keyed(charge, key, refusal, touches) for i in range(20))
         )
         assert len({str(r.body) for r in results}) == 1
         assert sum(not r.replayed for r in results) == 1
