@@ -132,6 +132,38 @@ def _lock_accounts_with_grants() -> str:
 
 LOCK_ACCOUNTS_WITH_GRANTS = _lock_accounts_with_grants()
 UNCHANGED = len(grants.c) + len(accounts.c)  # the account half's flag
+OWNERS_OF_HOLDS = (
+    "SELECT unnest($1::text[]) "
+    "UNION SELECT h.account_id FROM unnest($2::text[]) AS n(id) JOIN holds h ON h.id = n.id"
+)
+
+
+def _lock_owners_with_grants_and_holds() -> str:
+    """The accounts of $1 and the owners of the holds of $2, locked in id order, with their
+    live grants and the holds, in one round trip: a row is a grant (g_ columns), a hold (h_) or
+    an account (a_, then whether it is the version this statement's snapshot holds). The grants
+    and holds are read on the snapshot, before the lock: a lock that waited for a commit makes
+    the batch read them again (LIVE_GRANTS_AND_HOLDS), as in _locked_accounts_and_live_grants;
+    a hold never changes without its account's row (ending it changes its account's held
+    credits)."""
+    no_grant, no_hold = _columns(grants, "g_", None), _columns(holds, "h_", None)
+    no_account = _columns(accounts, "a_", None)
+    return (
+        "WITH locked AS MATERIALIZED (SELECT a.*, a.xmin AS locked_version FROM accounts a "
+        f"WHERE a.id IN ({OWNERS_OF_HOLDS}) ORDER BY a.id FOR UPDATE) "
+        f"SELECT {no_grant}, {no_hold}, {_columns(accounts, 'a_', 'l')}, "
+        "l.locked_version = s.xmin AS unchanged "
+        "FROM locked l LEFT JOIN accounts s ON s.id = l.id "
+        f"UNION ALL SELECT {_columns(grants, 'g_', 'g')}, {no_hold}, {no_account}, NULL::boolean "
+        "FROM grants g WHERE g.account_id IN (SELECT id FROM locked) AND g.remaining > 0 "
+        f"UNION ALL SELECT {no_grant}, {_columns(holds, 'h_', 'h')}, {no_account}, NULL::boolean "
+        "FROM unnest($2::text[]) AS n(id) JOIN holds h ON h.id = n.id"
+    )
+
+
+LOCK_OWNERS_WITH_GRANTS_AND_HOLDS = _lock_owners_with_grants_and_holds()
+HOLD_ID = len(grants.c)  # a hold's row: its h_id
+UNCHANGED_AFTER_HOLD = len(grants.c) + len(holds.c) + len(accounts.c)
 JOBS = "SELECT j.* FROM unnest($1::text[]) AS n(id) JOIN jobs j ON j.id = n.id"
 JOB_BY_TASK = "SELECT * FROM jobs WHERE provider = $1 AND provider_task_id = $2"
 # a spend's journal lines and its funders: read after the account's lock, as LIVE_GRANTS is
@@ -195,6 +227,8 @@ class PgBatchSession:
                 return [early.pop(a) for a in account_ids if a in early]
             records = await self.conn.fetch(LOCK_ACCOUNTS_WITH_GRANTS, list(account_ids))
             return await self._accounts_with_grants(records)
+        if not job_ids:
+            return await self._lock_owners_with_grants_and_holds(account_ids, hold_ids)
         rows = await self.conn.fetch(
             LOCK_ACCOUNTS_AND_OWNERS, list(account_ids), list(hold_ids), list(job_ids)
         )
@@ -212,6 +246,32 @@ class PgBatchSession:
             for record in await self.conn.fetch(LIVE_GRANTS, list(found)):
                 grant = pg_records.grant(record)
                 found[grant.account_id].grants.append(grant)
+        return list(found.values())
+
+    async def _lock_owners_with_grants_and_holds(
+        self, account_ids: Sequence[str], hold_ids: Sequence[str]
+    ) -> list[Account]:
+        found: dict[str, Account] = {}
+        read: list[asyncpg.Record] = []  # grants and holds
+        current = True
+        for record in await self.conn.fetch(
+            LOCK_OWNERS_WITH_GRANTS_AND_HOLDS, list(account_ids), list(hold_ids)
+        ):
+            if record[0] is not None or record[HOLD_ID] is not None:
+                read.append(record)
+                continue
+            account = pg_records.account_after_grant_and_hold(record)
+            found[account.account_id] = account
+            current = current and record[UNCHANGED_AFTER_HOLD] is True
+        if not current:  # the lock waited for a commit: read them as they are now
+            read = await self.conn.fetch(LIVE_GRANTS_AND_HOLDS, list(found), list(hold_ids))
+        for record in read:  # both statements put a grant's columns first, then a hold's
+            if record[0] is not None:
+                grant = pg_records.grant(record)
+                found[grant.account_id].grants.append(grant)
+            else:
+                hold = pg_records.hold_after_grant(record)
+                self._prefetched[hold.hold_id] = hold
         return list(found.values())
 
     async def _accounts_with_grants(self, records: Iterable[asyncpg.Record]) -> list[Account]:

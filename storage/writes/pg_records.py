@@ -37,6 +37,8 @@ _HOLD_NAMES = tuple(c.name for c in holds.c)
 # read: their columns follow the grant's
 _HOLD_AFTER_GRANT = _positions(holds, _HOLD_NAMES, len(grants.c))
 _ACCOUNT_AFTER_GRANT = _positions(accounts, _ACCOUNT_NAMES, len(grants.c))
+# the account third of the locked-accounts, grants-and-holds read: after a grant's and a hold's
+_ACCOUNT_AFTER_GRANT_AND_HOLD = _positions(accounts, _ACCOUNT_NAMES, len(grants.c) + len(holds.c))
 
 
 def grant(record: asyncpg.Record) -> Grant:
@@ -52,6 +54,11 @@ def account(record: asyncpg.Record) -> Account:
 def account_after_grant(record: asyncpg.Record) -> Account:
     """An account from the account half of a locked-accounts-and-grants record."""
     return _account(_ACCOUNT_AFTER_GRANT(record))
+
+
+def account_after_grant_and_hold(record: asyncpg.Record) -> Account:
+    """An account from the account third of a locked-accounts, grants-and-holds record."""
+    return _account(_ACCOUNT_AFTER_GRANT_AND_HOLD(record))
 
 
 def _account(values: tuple[Any, ...]) -> Account:

@@ -140,3 +140,31 @@ async def test_a_keyed_hold_claimed_with_the_lock_that_waited_sees_the_grant_com
     async with pg_db.read() as uow:
         account = await uow.accounts.get("keyed")
     assert account is not None and account.held == 550
+
+
+async def test_a_lock_by_hold_that_waited_reads_the_hold_as_committed_meanwhile(
+    pg_db: Database, service: CreditService
+) -> None:
+    """A batch naming a hold locks its owner and reads the owner's grants and the hold in one
+    statement (LOCK_OWNERS_WITH_GRANTS_AND_HOLDS): when the lock waited for a transaction that
+    released the hold, the batch reads the hold released, and the grants it freed."""
+    async with pg_db.transaction() as uow:
+        await service.grant(uow, "by-hold", 100, "purchase")
+        opened, _ = await service.hold(uow, "by-hold", 60)
+    releasing = asyncio.Event()
+
+    async def lock_by_the_hold() -> tuple[list[Account], list[Hold]]:
+        await releasing.wait()
+        async with batch_session(pg_db) as session:
+            locked = await session.lock_accounts([], [opened.hold_id])
+            return locked, await session.holds([opened.hold_id])
+
+    reader = asyncio.create_task(lock_by_the_hold())
+    async with pg_db.transaction() as uow:
+        await service.release(uow, opened.hold_id)
+        releasing.set()
+        await asyncio.sleep(0.3)
+        assert not reader.done()
+    (account,), (hold,) = await reader
+    assert hold.status == Hold.RELEASED
+    assert account.held == 0 and sum(g.reserved for g in account.grants) == 0
