@@ -112,6 +112,15 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 
 
 @pytest.fixture
+async def pg_db(pg_url: str) -> AsyncIterator[Database]:
+    """A migrated PostgreSQL database, for what only PostgreSQL does."""
+    await upgrade_async(pg_url)
+    database = Database.from_url(pg_url, pool_size=5)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
 def clock() -> MutableClock:
     return MutableClock()
 

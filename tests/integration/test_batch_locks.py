@@ -1,12 +1,13 @@
-"""A batch's lock and reads on PostgreSQL: the accounts are locked and their live grants read in
-one statement, on a snapshot taken before the lock. A lock that waited for another transaction
-must not leave the batch with the grants as they were before that transaction committed."""
+"""A batch's lock and reads on PostgreSQL: the accounts (or the holds' owners) are locked and
+their live grants (and the holds) read in one statement, on a snapshot taken before the lock. A
+lock that waited for another transaction must not leave the batch with what that transaction
+committed unseen: each test fails with the re-read in storage/writes/batch_pg.py removed."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import pytest
 
@@ -14,23 +15,17 @@ from asgi import load_catalogue
 from core.account import Account
 from core.events import Event
 from core.model import Hold
+from core.ports import UnitOfWork
 from core.service import CreditService
-from storage.migrate import upgrade_async
 from storage.sql import Database
 from storage.writes.batch import Touches
 from storage.writes.batch_session import batch_session
-from storage.writes.idempotency import IdempotencyKey, KeyedResult
+from storage.writes.idempotency import IdempotencyKey
 from storage.writes.operation import OperationUnitOfWork
 from storage.writes.writer import BatchWriter
 from tests.support import MutableClock
 
-
-@pytest.fixture
-async def pg_db(pg_url: str) -> AsyncIterator[Database]:
-    await upgrade_async(pg_url)
-    database = Database.from_url(pg_url, pool_size=5)
-    yield database
-    await database.dispose()
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -38,9 +33,37 @@ def service(clock: MutableClock) -> CreditService:
     return CreditService(clock, load_catalogue(None))
 
 
-async def _locked(db: Database, account_id: str) -> list[Account]:
-    async with batch_session(db) as session:
-        return await session.lock_accounts([account_id])
+@pytest.fixture
+async def writer(pg_db: Database, clock: MutableClock) -> AsyncIterator[BatchWriter]:
+    async def nowhere(events: list[Event]) -> None:
+        pass
+
+    batch_writer = BatchWriter(pg_db, clock.now, nowhere)
+    yield batch_writer
+    await batch_writer.aclose()
+
+
+async def while_another_commits(
+    db: Database,
+    meanwhile: Callable[[UnitOfWork], Awaitable[Any]],
+    locking: Callable[[], Awaitable[T]],
+) -> T:
+    """Start `locking` while a transaction of its own has done `meanwhile` and holds the
+    account's lock; commit that transaction once `locking` waits for it; return what `locking`
+    returned."""
+    began = asyncio.Event()
+
+    async def after_it_began() -> T:
+        await began.wait()
+        return await locking()
+
+    task = asyncio.create_task(after_it_began())
+    async with db.transaction() as uow:
+        await meanwhile(uow)
+        began.set()
+        await asyncio.sleep(0.3)  # `locking` has taken its snapshot and waits for the lock
+        assert not task.done()
+    return await task
 
 
 async def test_a_lock_that_waited_reads_the_grants_committed_meanwhile(
@@ -48,66 +71,44 @@ async def test_a_lock_that_waited_reads_the_grants_committed_meanwhile(
 ) -> None:
     async with pg_db.transaction() as uow:
         await service.grant(uow, "waited", 100, "purchase")
-    granting = asyncio.Event()
 
-    async def lock_after_the_grant_began() -> list[Account]:
-        await granting.wait()
-        return await _locked(pg_db, "waited")
+    async def lock() -> list[Account]:
+        async with batch_session(pg_db) as session:
+            return await session.lock_accounts(["waited"])
 
-    reader = asyncio.create_task(lock_after_the_grant_began())
-    async with pg_db.transaction() as uow:
-        await service.grant(uow, "waited", 500, "purchase")
-        granting.set()
-        await asyncio.sleep(0.3)  # the reader has taken its snapshot and waits for the lock
-        assert not reader.done()
-    (account,) = await reader
+    (account,) = await while_another_commits(
+        pg_db, lambda uow: service.grant(uow, "waited", 500, "purchase"), lock
+    )
     assert 500 in [g.remaining for g in account.grants]
     assert sum(g.remaining for g in account.grants) == account.balance
 
 
 async def test_a_hold_whose_lock_waited_is_funded_by_the_grant_committed_meanwhile(
-    pg_db: Database, service: CreditService, clock: MutableClock
+    pg_db: Database, service: CreditService, writer: BatchWriter
 ) -> None:
     async with pg_db.transaction() as uow:
         await service.grant(uow, "funded", 100, "purchase")
 
-    async def nowhere(events: list[Event]) -> None:
-        pass
-
-    writer = BatchWriter(pg_db, clock.now, nowhere)
-    granting = asyncio.Event()
-
-    async def hold_after_the_grant_began() -> tuple[Hold, Account]:
-        await granting.wait()
+    async def hold() -> tuple[Hold, Account]:
         return await writer.run(
             lambda uow: service.hold(uow, "funded", 550), Touches(accounts=("funded",))
         )
 
-    holding = asyncio.create_task(hold_after_the_grant_began())
-    try:
-        async with pg_db.transaction() as uow:
-            await service.grant(uow, "funded", 500, "purchase")
-            granting.set()
-            await asyncio.sleep(0.3)
-            assert not holding.done()
-        hold, account = await holding
-    finally:
-        await writer.aclose()
-    assert (hold.amount, account.held) == (550, 550)
+    opened, account = await while_another_commits(
+        pg_db, lambda uow: service.grant(uow, "funded", 500, "purchase"), hold
+    )
+    assert (opened.amount, account.held) == (550, 550)
     assert sum(g.reserved for g in account.grants) == 550
     assert sum(g.remaining for g in account.grants) == account.balance
 
 
 async def test_a_keyed_hold_claimed_with_the_lock_that_waited_sees_the_grant_committed_meanwhile(
-    pg_db: Database, service: CreditService, clock: MutableClock
+    pg_db: Database, service: CreditService, writer: BatchWriter
 ) -> None:
     """A keyed batch naming accounts only claims its keys and locks the accounts in one
     statement (CLAIM_AND_LOCK): the same re-read applies there."""
     async with pg_db.transaction() as uow:
         await service.grant(uow, "keyed", 100, "purchase")
-
-    async def nowhere(events: list[Event]) -> None:
-        pass
 
     async def hold(uow: OperationUnitOfWork) -> tuple[int, Any]:
         opened, _ = await service.hold(uow, "keyed", 550)
@@ -116,25 +117,14 @@ async def test_a_keyed_hold_claimed_with_the_lock_that_waited_sees_the_grant_com
     def refusal(exc: Exception) -> tuple[int, Any] | None:
         return None
 
-    writer = BatchWriter(pg_db, clock.now, nowhere)
     key = IdempotencyKey("scope", "key-1", "fingerprint")
-    granting = asyncio.Event()
-
-    async def hold_after_the_grant_began() -> KeyedResult:
-        await granting.wait()
-        return await writer.run_keyed(hold, key, refusal, Touches(accounts=("keyed",)))
-
-    holding = asyncio.create_task(hold_after_the_grant_began())
-    try:
-        async with pg_db.transaction() as uow:
-            await service.grant(uow, "keyed", 500, "purchase")
-            granting.set()
-            await asyncio.sleep(0.3)
-            assert not holding.done()
-        answer = await holding
-        replay = await writer.run_keyed(hold, key, refusal, Touches(accounts=("keyed",)))
-    finally:
-        await writer.aclose()
+    touches = Touches(accounts=("keyed",))
+    answer = await while_another_commits(
+        pg_db,
+        lambda uow: service.grant(uow, "keyed", 500, "purchase"),
+        lambda: writer.run_keyed(hold, key, refusal, touches),
+    )
+    replay = await writer.run_keyed(hold, key, refusal, touches)
     assert (answer.status, answer.body["amount"], answer.replayed) == (201, 550, False)
     assert (replay.body, replay.replayed) == (answer.body, True)
     async with pg_db.read() as uow:
@@ -151,20 +141,14 @@ async def test_a_lock_by_hold_that_waited_reads_the_hold_as_committed_meanwhile(
     async with pg_db.transaction() as uow:
         await service.grant(uow, "by-hold", 100, "purchase")
         opened, _ = await service.hold(uow, "by-hold", 60)
-    releasing = asyncio.Event()
 
     async def lock_by_the_hold() -> tuple[list[Account], list[Hold]]:
-        await releasing.wait()
         async with batch_session(pg_db) as session:
             locked = await session.lock_accounts([], [opened.hold_id])
             return locked, await session.holds([opened.hold_id])
 
-    reader = asyncio.create_task(lock_by_the_hold())
-    async with pg_db.transaction() as uow:
-        await service.release(uow, opened.hold_id)
-        releasing.set()
-        await asyncio.sleep(0.3)
-        assert not reader.done()
-    (account,), (hold,) = await reader
+    (account,), (hold,) = await while_another_commits(
+        pg_db, lambda uow: service.release(uow, opened.hold_id), lock_by_the_hold
+    )
     assert hold.status == Hold.RELEASED
     assert account.held == 0 and sum(g.reserved for g in account.grants) == 0

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -23,7 +22,6 @@ from core.price_request import PriceRequest
 from core.service import CreditService
 from storage import due
 from storage.audit import audit
-from storage.migrate import upgrade_async
 from storage.sql import Database
 from storage.tables import entries, holds, jobs
 from storage.writes.batch import Touches
@@ -182,14 +180,6 @@ async def test_the_due_reads_find_the_same_on_either_path(
 
 async def _nowhere(events: list) -> None:  # type: ignore[type-arg]
     """The journal has the events; these tests read the tables."""
-
-
-@pytest.fixture
-async def pg_db(pg_url: str) -> AsyncIterator[Database]:
-    await upgrade_async(pg_url)
-    database = Database.from_url(pg_url, pool_size=5)
-    yield database
-    await database.dispose()
 
 
 async def test_the_due_grants_query_reads_the_partial_index(
