@@ -1,9 +1,10 @@
 """A batch's reads and writes on PostgreSQL, straight on asyncpg.
 
 A batch is a handful of statements whatever its size: claim the keys, lock the accounts and read
-their live grants (one round trip; a second only when the lock waited for another transaction's
-commit), read the holds and jobs named, write each table from arrays, record the answers. SQLAlchemy would compile, bind and convert every one of them per batch and per
-row; here each is a fixed text that asyncpg prepares once per connection.
+their live grants and the holds named (one round trip, the keys' claim included; a second only
+when the lock waited for another transaction's commit), read the jobs named, write each table
+from arrays, record the answers. SQLAlchemy would compile, bind and convert every one of them per
+batch and per row; here each is a fixed text that asyncpg prepares once per connection.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from storage.writes.idempotency import DONE, IN_PROGRESS, IdempotencyKey, KeyId,
 ACCOUNT_COLUMNS = tuple(c.name for c in accounts.c)
 GRANT_COLUMNS = tuple(c.name for c in grants.c)
 
-# the accounts named, locked in id order; with holds or jobs named, their accounts too (joined
-# from the named ids, so the plan starts from the few ids, never from the whole table)
+# with jobs named: the accounts named and the holds' and jobs' accounts, locked in id order
+# (joined from the named ids, so the plan starts from the few ids, never from the whole table)
 LOCK_ACCOUNTS_AND_OWNERS = (
     f"SELECT {', '.join(ACCOUNT_COLUMNS)} FROM accounts WHERE id IN ("
     "SELECT unnest($1::text[]) "
