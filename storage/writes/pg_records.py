@@ -2,7 +2,7 @@
 each went through a namespace of attributes first, built and dropped per row.
 
 Positions come from the tables' column order, the order the batch's SELECTs list them in
-(storage/writes/batch_pg.py), so a new column needs no second list here.
+(storage/writes/pg_statements.py), so a new column needs no second list here.
 """
 
 from __future__ import annotations

@@ -149,7 +149,7 @@ async def test_one_key_on_two_instances_has_one_effect(
     pg_url: str, clock: MutableClock, service: CreditService, touches: Touches
 ) -> None:
     """Said or not, what the operation touches: the key is claimed alone, or in the statement
-    that also locks the account (storage/writes/batch_pg.py CLAIM_AND_LOCK)."""
+    that also locks the account (storage/writes/pg_statements.py CLAIM_AND_LOCK)."""
     from storage.migrate import upgrade_async
 
     await upgrade_async(pg_url)

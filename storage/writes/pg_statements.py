@@ -1,0 +1,183 @@
+"""The fixed texts of a batch's statements on PostgreSQL (storage/writes/batch_pg.py runs them):
+derived from the tables, so a new column reaches them without a second list to keep, and each
+prepared once per connection by asyncpg.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from storage.tables import UtcDateTime, accounts, grants, holds
+
+# from the tables, so a new column reaches the batch without a second list to keep
+ACCOUNT_COLUMNS = tuple(c.name for c in accounts.c)
+GRANT_COLUMNS = tuple(c.name for c in grants.c)
+
+# with jobs named: the accounts named and the holds' and jobs' accounts, locked in id order
+# (joined from the named ids, so the plan starts from the few ids, never from the whole table)
+LOCK_ACCOUNTS_AND_OWNERS = (
+    f"SELECT {', '.join(ACCOUNT_COLUMNS)} FROM accounts WHERE id IN ("
+    "SELECT unnest($1::text[]) "
+    "UNION SELECT h.account_id FROM unnest($2::text[]) AS n(id) JOIN holds h ON h.id = n.id "
+    "UNION SELECT j.account_id FROM unnest($3::text[]) AS n(id) JOIN jobs j ON j.id = n.id) "
+    "ORDER BY id FOR UPDATE"
+)
+# their live grants, in a statement of its own (after a lock that waited, or beside the holds
+# named): one that waited for a lock reads other tables as they were when it started, and a
+# grant the lock's holder changed would be read stale
+LIVE_GRANTS = (
+    f"SELECT {', '.join(GRANT_COLUMNS)} FROM grants "
+    "WHERE account_id = ANY($1::text[]) AND remaining > 0"
+)
+HOLDS = "SELECT h.* FROM unnest($1::text[]) AS n(id) JOIN holds h ON h.id = n.id"
+SQL_TYPES: tuple[tuple[type[Any], str], ...] = (
+    (sa.JSON, "json"),
+    (sa.Boolean, "boolean"),
+    (sa.BigInteger, "bigint"),
+    (sa.Integer, "bigint"),
+    (UtcDateTime, "timestamptz"),
+    (sa.String, "text"),
+    (sa.Text, "text"),
+)
+
+
+def _typed_null(column: sa.Column[Any]) -> str:
+    sql_type = next(t for python_type, t in SQL_TYPES if isinstance(column.type, python_type))
+    return f"NULL::{sql_type}"
+
+
+def _columns(table: sa.Table, prefix: str, alias: str | None) -> str:
+    """The table's columns as `prefix_name`, from `alias`, or typed NULLs when alias is None."""
+    return ", ".join(
+        f"{alias}.{c.name} AS {prefix}{c.name}"
+        if alias is not None
+        else f"{_typed_null(c)} AS {prefix}{c.name}"
+        for c in table.c
+    )
+
+
+def _live_grants_and_holds() -> str:
+    """The live grants of the locked accounts and the holds named, in one round trip: a row is
+    either a grant (g_ columns) or a hold (h_ columns); the other half is NULL."""
+    grant_half = (
+        f"SELECT {_columns(grants, 'g_', 'g')}, {_columns(holds, 'h_', None)} "
+        "FROM grants g WHERE g.account_id = ANY($1::text[]) AND g.remaining > 0"
+    )
+    hold_half = (
+        f"SELECT {_columns(grants, 'g_', None)}, {_columns(holds, 'h_', 'h')} "
+        "FROM unnest($2::text[]) AS n(id) JOIN holds h ON h.id = n.id"
+    )
+    return f"{grant_half} UNION ALL {hold_half}"
+
+
+LIVE_GRANTS_AND_HOLDS = _live_grants_and_holds()
+
+
+def _locked_accounts_and_live_grants(ids: str, tail: str = "") -> tuple[str, str]:
+    """The accounts named by the text[] parameter `ids`, locked in id order, and their live
+    grants: a CTE and the SELECTs over it. A row is either an account (a_ columns, then whether
+    it is the version this statement's snapshot holds) or a grant (g_ columns); `tail` adds
+    typed NULLs for the columns of a statement's other rows.
+
+    The grants are read on the statement's snapshot, taken before the lock: a lock that waited
+    for another transaction got the row that transaction committed, but the grants it changed
+    are read as they were. Every transaction that changes a live grant rewrites its account's
+    row in the same commit (a batch saves an account whose grants it touched), so an account
+    whose locked version is not its snapshot version says the grants may be stale, and the
+    batch reads them again (LIVE_GRANTS) now that the lock is held."""
+    locked = (
+        "locked AS MATERIALIZED (SELECT a.*, a.xmin AS locked_version FROM accounts a "
+        f"WHERE a.id = ANY({ids}::text[]) ORDER BY a.id FOR UPDATE)"
+    )
+    account_half = (
+        f"SELECT {_columns(grants, 'g_', None)}, {_columns(accounts, 'a_', 'l')}, "
+        f"l.locked_version = s.xmin AS unchanged{tail} "
+        "FROM locked l LEFT JOIN accounts s ON s.id = l.id"
+    )
+    grant_half = (
+        f"SELECT {_columns(grants, 'g_', 'g')}, {_columns(accounts, 'a_', None)}, "
+        f"NULL::boolean{tail} "
+        f"FROM grants g WHERE g.account_id = ANY({ids}::text[]) AND g.remaining > 0"
+    )
+    return locked, f"{account_half} UNION ALL {grant_half}"
+
+
+def _lock_accounts_with_grants() -> str:
+    locked, rows = _locked_accounts_and_live_grants("$1")
+    return f"WITH {locked} {rows}"
+
+
+LOCK_ACCOUNTS_WITH_GRANTS = _lock_accounts_with_grants()
+UNCHANGED = len(grants.c) + len(accounts.c)  # the account half's flag
+OWNERS_OF_HOLDS = (
+    "SELECT unnest($1::text[]) "
+    "UNION SELECT h.account_id FROM unnest($2::text[]) AS n(id) JOIN holds h ON h.id = n.id"
+)
+
+
+def _lock_owners_with_grants_and_holds() -> str:
+    """The accounts of $1 and the owners of the holds of $2, locked in id order, with their
+    live grants and the holds, in one round trip: a row is a grant (g_ columns), a hold (h_) or
+    an account (a_, then whether it is the version this statement's snapshot holds). The grants
+    and holds are read on the snapshot, before the lock: a lock that waited for a commit makes
+    the batch read them again (LIVE_GRANTS_AND_HOLDS), as in _locked_accounts_and_live_grants;
+    a hold never changes without its account's row (ending it changes its account's held
+    credits)."""
+    no_grant, no_hold = _columns(grants, "g_", None), _columns(holds, "h_", None)
+    no_account = _columns(accounts, "a_", None)
+    return (
+        "WITH locked AS MATERIALIZED (SELECT a.*, a.xmin AS locked_version FROM accounts a "
+        f"WHERE a.id IN ({OWNERS_OF_HOLDS}) ORDER BY a.id FOR UPDATE) "
+        f"SELECT {no_grant}, {no_hold}, {_columns(accounts, 'a_', 'l')}, "
+        "l.locked_version = s.xmin AS unchanged "
+        "FROM locked l LEFT JOIN accounts s ON s.id = l.id "
+        f"UNION ALL SELECT {_columns(grants, 'g_', 'g')}, {no_hold}, {no_account}, NULL::boolean "
+        "FROM grants g WHERE g.account_id IN (SELECT id FROM locked) AND g.remaining > 0 "
+        f"UNION ALL SELECT {no_grant}, {_columns(holds, 'h_', 'h')}, {no_account}, NULL::boolean "
+        "FROM unnest($2::text[]) AS n(id) JOIN holds h ON h.id = n.id"
+    )
+
+
+LOCK_OWNERS_WITH_GRANTS_AND_HOLDS = _lock_owners_with_grants_and_holds()
+HOLD_ID = len(grants.c)  # a hold's row: its h_id
+UNCHANGED_AFTER_HOLD = len(grants.c) + len(holds.c) + len(accounts.c)
+JOBS = "SELECT j.* FROM unnest($1::text[]) AS n(id) JOIN jobs j ON j.id = n.id"
+JOB_BY_TASK = "SELECT * FROM jobs WHERE provider = $1 AND provider_task_id = $2"
+# a spend's journal lines and its funders: read after the account's lock, as LIVE_GRANTS is
+SPEND_LINES = "SELECT * FROM entries WHERE op_id = $1 AND type = ANY($2::text[]) ORDER BY id"
+GRANTS = f"SELECT {', '.join(GRANT_COLUMNS)} FROM grants WHERE id = ANY($1::text[])"
+WEBHOOK = "SELECT response FROM processed_webhooks WHERE provider = $1 AND event_id = $2"
+CLAIM = (
+    "INSERT INTO idempotency_keys (scope, key, fingerprint, status, created_at, locked_at) "
+    "SELECT k.scope, k.key, k.fingerprint, $4, $5, $5 FROM unnest($1::text[], $2::text[], "
+    "$3::text[]) WITH ORDINALITY AS k(scope, key, fingerprint, n) ORDER BY k.n "
+    "ON CONFLICT (scope, key) DO NOTHING RETURNING scope, key"
+)
+
+
+def _claim_and_lock() -> str:
+    """CLAIM, then the accounts of $6 locked with their live grants, in one round trip: the
+    claimed keys are the first rows (their scope and key in the last two columns). The keys are
+    claimed before any account is locked, as when they are two statements: an INSERT in a CTE
+    runs once, to completion, and the first branch of the UNION ALL reads all of it before the
+    second reads the locked accounts."""
+    locked, rows = _locked_accounts_and_live_grants("$6", ", NULL::text, NULL::text")
+    return (
+        f"WITH claimed AS ({CLAIM}), {locked} "
+        f"SELECT {_columns(grants, 'g_', None)}, {_columns(accounts, 'a_', None)}, "
+        f"NULL::boolean, c.scope::text, c.key::text FROM claimed c UNION ALL {rows}"
+    )
+
+
+CLAIM_AND_LOCK = _claim_and_lock()
+CLAIMED_KEY = UNCHANGED + 1  # a claimed key's row: its scope, then its key
+STORED = (
+    "SELECT scope, key, fingerprint, status, response_status, response_body "
+    "FROM idempotency_keys WHERE (scope, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+)
+UNCLAIM = (
+    "DELETE FROM idempotency_keys WHERE (scope, key) IN "
+    "(SELECT * FROM unnest($1::text[], $2::text[]))"
+)
