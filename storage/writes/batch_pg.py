@@ -10,7 +10,7 @@ batch and per row; here each is a fixed text that asyncpg prepares once per conn
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -36,7 +36,6 @@ from storage.writes.pg_statements import (
     CLAIM_AND_LOCK,
     CLAIMED_KEY,
     GRANTS,
-    HOLD_ID,
     HOLDS,
     JOB_BY_TASK,
     JOBS,
@@ -85,64 +84,51 @@ class PgBatchSession:
         found = {r[0]: pg_records.account(r) for r in rows}
         if hold_ids and found:
             # the holds named come with the grants: read after the lock, like them
-            for record in await self.conn.fetch(LIVE_GRANTS_AND_HOLDS, list(found), list(hold_ids)):
-                if record[0] is not None:  # g_id
-                    grant = pg_records.grant(record)
-                    found[grant.account_id].grants.append(grant)
-                else:
-                    hold = pg_records.hold_after_grant(record)
-                    self._prefetched[hold.hold_id] = hold
+            self._take_grants_and_holds(
+                found, await self.conn.fetch(LIVE_GRANTS_AND_HOLDS, list(found), list(hold_ids))
+            )
         elif found:
-            for record in await self.conn.fetch(LIVE_GRANTS, list(found)):
-                grant = pg_records.grant(record)
-                found[grant.account_id].grants.append(grant)
+            _take_grants(found, await self.conn.fetch(LIVE_GRANTS, list(found)))
         return list(found.values())
 
     async def _lock_owners_with_grants_and_holds(
         self, account_ids: Sequence[str], hold_ids: Sequence[str]
     ) -> list[Account]:
-        found: dict[str, Account] = {}
-        read: list[asyncpg.Record] = []  # grants and holds
-        current = True
-        for record in await self.conn.fetch(
+        records = await self.conn.fetch(
             LOCK_OWNERS_WITH_GRANTS_AND_HOLDS, list(account_ids), list(hold_ids)
-        ):
-            if record[0] is not None or record[HOLD_ID] is not None:
-                read.append(record)
-                continue
-            account = pg_records.account_after_grant_and_hold(record)
-            found[account.account_id] = account
-            current = current and record[UNCHANGED_AFTER_HOLD] is True
-        if not current:  # the lock waited for a commit: read them as they are now
-            read = await self.conn.fetch(LIVE_GRANTS_AND_HOLDS, list(found), list(hold_ids))
-        for record in read:  # both statements put a grant's columns first, then a hold's
-            if record[0] is not None:
+        )
+        found, read = await _locked_and_read(
+            records,
+            pg_records.account_after_grant_and_hold,
+            UNCHANGED_AFTER_HOLD,
+            lambda ids: self.conn.fetch(LIVE_GRANTS_AND_HOLDS, ids, list(hold_ids)),
+        )
+        self._take_grants_and_holds(found, read)
+        return list(found.values())
+
+    async def _accounts_with_grants(self, records: Iterable[asyncpg.Record]) -> list[Account]:
+        """The accounts and grants of LOCK_ACCOUNTS_WITH_GRANTS's rows (or CLAIM_AND_LOCK's)."""
+        found, live = await _locked_and_read(
+            records,
+            pg_records.account_after_grant,
+            UNCHANGED,
+            lambda ids: self.conn.fetch(LIVE_GRANTS, ids),
+        )
+        _take_grants(found, live)
+        return list(found.values())
+
+    def _take_grants_and_holds(
+        self, found: dict[str, Account], records: Iterable[asyncpg.Record]
+    ) -> None:
+        """Rows of grants (g_ columns first) and holds (h_ columns after the grant's): each grant
+        to its account, each hold kept for holds()."""
+        for record in records:
+            if record[0] is not None:  # g_id
                 grant = pg_records.grant(record)
                 found[grant.account_id].grants.append(grant)
             else:
                 hold = pg_records.hold_after_grant(record)
                 self._prefetched[hold.hold_id] = hold
-        return list(found.values())
-
-    async def _accounts_with_grants(self, records: Iterable[asyncpg.Record]) -> list[Account]:
-        """The accounts and grants of LOCK_ACCOUNTS_WITH_GRANTS's rows; the grants read again
-        if the lock waited for another transaction's commit."""
-        found: dict[str, Account] = {}
-        live: list[asyncpg.Record] = []
-        current = True
-        for record in records:
-            if record[0] is not None:  # g_id: a grant
-                live.append(record)
-                continue
-            account = pg_records.account_after_grant(record)
-            found[account.account_id] = account
-            current = current and record[UNCHANGED] is True
-        if not current:  # the lock waited for a commit: read the grants as they are now
-            live = await self.conn.fetch(LIVE_GRANTS, list(found))
-        for record in live:
-            grant = pg_records.grant(record)
-            found[grant.account_id].grants.append(grant)
-        return list(found.values())
 
     async def holds(self, hold_ids: Sequence[str]) -> list[Hold]:
         if hold_ids and all(h in self._prefetched for h in hold_ids):
@@ -241,3 +227,35 @@ class PgBatchSession:
             ]
         parts.append((idempotency_keys, "update", self._answers))
         await pg_arrays.write(self.conn, parts)
+
+
+async def _locked_and_read(
+    records: Iterable[asyncpg.Record],
+    account_of: Callable[[asyncpg.Record], Account],
+    unchanged_at: int,
+    read_again: Callable[[list[str]], Awaitable[list[asyncpg.Record]]],
+) -> tuple[dict[str, Account], list[asyncpg.Record]]:
+    """A locking statement's rows (pg_statements._locked) as the accounts it locked and the rows
+    it read with them; those rows read again, under the lock, when any account's locked version
+    is not its snapshot's (the lock waited for a commit that may have changed them)."""
+    found: dict[str, Account] = {}
+    read: list[asyncpg.Record] = []
+    current = True
+    for record in records:
+        unchanged = record[unchanged_at]
+        if unchanged is None:  # not an account's row
+            read.append(record)
+            continue
+        account = account_of(record)
+        found[account.account_id] = account
+        current = current and unchanged
+    if not current:
+        read = await read_again(list(found))
+    return found, read
+
+
+def _take_grants(found: dict[str, Account], records: Iterable[asyncpg.Record]) -> None:
+    """Rows with a grant's columns first: each grant to its account."""
+    for record in records:
+        grant = pg_records.grant(record)
+        found[grant.account_id].grants.append(grant)

@@ -15,12 +15,15 @@ from storage.tables import UtcDateTime, accounts, grants, holds
 ACCOUNT_COLUMNS = tuple(c.name for c in accounts.c)
 GRANT_COLUMNS = tuple(c.name for c in grants.c)
 
-# with jobs named: the accounts named and the holds' and jobs' accounts, locked in id order
-# (joined from the named ids, so the plan starts from the few ids, never from the whole table)
-LOCK_ACCOUNTS_AND_OWNERS = (
-    f"SELECT {', '.join(ACCOUNT_COLUMNS)} FROM accounts WHERE id IN ("
+# the accounts of $1 and the owners of the holds of $2 (joined from the named ids, so the plan
+# starts from the few ids, never from the whole table)
+OWNERS_OF_HOLDS = (
     "SELECT unnest($1::text[]) "
-    "UNION SELECT h.account_id FROM unnest($2::text[]) AS n(id) JOIN holds h ON h.id = n.id "
+    "UNION SELECT h.account_id FROM unnest($2::text[]) AS n(id) JOIN holds h ON h.id = n.id"
+)
+# with jobs named: those and the jobs' accounts, locked in id order
+LOCK_ACCOUNTS_AND_OWNERS = (
+    f"SELECT {', '.join(ACCOUNT_COLUMNS)} FROM accounts WHERE id IN ({OWNERS_OF_HOLDS} "
     "UNION SELECT j.account_id FROM unnest($3::text[]) AS n(id) JOIN jobs j ON j.id = n.id) "
     "ORDER BY id FOR UPDATE"
 )
@@ -75,33 +78,42 @@ def _live_grants_and_holds() -> str:
 LIVE_GRANTS_AND_HOLDS = _live_grants_and_holds()
 
 
-def _locked_accounts_and_live_grants(ids: str, tail: str = "") -> tuple[str, str]:
-    """The accounts named by the text[] parameter `ids`, locked in id order, and their live
-    grants: a CTE and the SELECTs over it. A row is either an account (a_ columns, then whether
-    it is the version this statement's snapshot holds) or a grant (g_ columns); `tail` adds
-    typed NULLs for the columns of a statement's other rows.
+def _locked(where: str, before: str, after: str = "") -> tuple[str, str]:
+    """The accounts `where` picks, locked in id order: a CTE `locked`, and the SELECT of its rows
+    (the columns `before`, typed NULLs of the statement's other rows, then the a_ columns, then
+    whether the row locked is the version this statement's snapshot holds, then `after`).
 
-    The grants are read on the statement's snapshot, taken before the lock: a lock that waited
-    for another transaction got the row that transaction committed, but the grants it changed
-    are read as they were. Every transaction that changes a live grant rewrites its account's
-    row in the same commit (a batch saves an account whose grants it touched), so an account
-    whose locked version is not its snapshot version says the grants may be stale, and the
-    batch reads them again (LIVE_GRANTS) now that the lock is held."""
+    A statement that locks and reads other tables in one reads them on its snapshot, taken
+    before the lock: a lock that waited for another transaction got the row that transaction
+    committed, but what it changed elsewhere is read as it was. Every transaction that changes a
+    live grant or a hold rewrites its account's row in the same commit (a batch saves an account
+    whose grants it touched; ending a hold changes its account's held credits), so an account
+    whose locked version is not its snapshot's says the other reads may be stale, and the batch
+    reads them again (LIVE_GRANTS, LIVE_GRANTS_AND_HOLDS) now that the lock is held. An account
+    missing from the snapshot counts as changed."""
     locked = (
         "locked AS MATERIALIZED (SELECT a.*, a.xmin AS locked_version FROM accounts a "
-        f"WHERE a.id = ANY({ids}::text[]) ORDER BY a.id FOR UPDATE)"
+        f"WHERE a.id {where} ORDER BY a.id FOR UPDATE)"
     )
-    account_half = (
-        f"SELECT {_columns(grants, 'g_', None)}, {_columns(accounts, 'a_', 'l')}, "
-        f"l.locked_version = s.xmin AS unchanged{tail} "
+    rows = (
+        f"SELECT {before}, {_columns(accounts, 'a_', 'l')}, "
+        f"(l.locked_version = s.xmin) IS TRUE AS unchanged{after} "
         "FROM locked l LEFT JOIN accounts s ON s.id = l.id"
     )
-    grant_half = (
+    return locked, rows
+
+
+def _locked_accounts_and_live_grants(ids: str, tail: str = "") -> tuple[str, str]:
+    """The accounts named by the text[] parameter `ids`, locked (_locked), and their live grants:
+    a CTE and the SELECTs over it. A row is either an account (a_ columns, then its flag) or a
+    grant (g_ columns); `tail` adds typed NULLs for the columns of a statement's other rows."""
+    locked, account_rows = _locked(f"= ANY({ids}::text[])", _columns(grants, "g_", None), tail)
+    grant_rows = (
         f"SELECT {_columns(grants, 'g_', 'g')}, {_columns(accounts, 'a_', None)}, "
         f"NULL::boolean{tail} "
         f"FROM grants g WHERE g.account_id = ANY({ids}::text[]) AND g.remaining > 0"
     )
-    return locked, f"{account_half} UNION ALL {grant_half}"
+    return locked, f"{account_rows} UNION ALL {grant_rows}"
 
 
 def _lock_accounts_with_grants() -> str:
@@ -110,29 +122,18 @@ def _lock_accounts_with_grants() -> str:
 
 
 LOCK_ACCOUNTS_WITH_GRANTS = _lock_accounts_with_grants()
-UNCHANGED = len(grants.c) + len(accounts.c)  # the account half's flag
-OWNERS_OF_HOLDS = (
-    "SELECT unnest($1::text[]) "
-    "UNION SELECT h.account_id FROM unnest($2::text[]) AS n(id) JOIN holds h ON h.id = n.id"
-)
+UNCHANGED = len(grants.c) + len(accounts.c)  # an account row's flag; NULL on a grant's
 
 
 def _lock_owners_with_grants_and_holds() -> str:
-    """The accounts of $1 and the owners of the holds of $2, locked in id order, with their
-    live grants and the holds, in one round trip: a row is a grant (g_ columns), a hold (h_) or
-    an account (a_, then whether it is the version this statement's snapshot holds). The grants
-    and holds are read on the snapshot, before the lock: a lock that waited for a commit makes
-    the batch read them again (LIVE_GRANTS_AND_HOLDS), as in _locked_accounts_and_live_grants;
-    a hold never changes without its account's row (ending it changes its account's held
-    credits)."""
+    """The accounts of $1 and the owners of the holds of $2, locked (_locked), with their live
+    grants and the holds, in one round trip: a row is a grant (g_ columns), a hold (h_) or an
+    account (a_, then its flag)."""
     no_grant, no_hold = _columns(grants, "g_", None), _columns(holds, "h_", None)
     no_account = _columns(accounts, "a_", None)
+    locked, account_rows = _locked(f"IN ({OWNERS_OF_HOLDS})", f"{no_grant}, {no_hold}")
     return (
-        "WITH locked AS MATERIALIZED (SELECT a.*, a.xmin AS locked_version FROM accounts a "
-        f"WHERE a.id IN ({OWNERS_OF_HOLDS}) ORDER BY a.id FOR UPDATE) "
-        f"SELECT {no_grant}, {no_hold}, {_columns(accounts, 'a_', 'l')}, "
-        "l.locked_version = s.xmin AS unchanged "
-        "FROM locked l LEFT JOIN accounts s ON s.id = l.id "
+        f"WITH {locked} {account_rows} "
         f"UNION ALL SELECT {_columns(grants, 'g_', 'g')}, {no_hold}, {no_account}, NULL::boolean "
         "FROM grants g WHERE g.account_id IN (SELECT id FROM locked) AND g.remaining > 0 "
         f"UNION ALL SELECT {no_grant}, {_columns(holds, 'h_', 'h')}, {no_account}, NULL::boolean "
@@ -141,7 +142,7 @@ def _lock_owners_with_grants_and_holds() -> str:
 
 
 LOCK_OWNERS_WITH_GRANTS_AND_HOLDS = _lock_owners_with_grants_and_holds()
-HOLD_ID = len(grants.c)  # a hold's row: its h_id
+# an account row's flag; NULL on a grant's or a hold's
 UNCHANGED_AFTER_HOLD = len(grants.c) + len(holds.c) + len(accounts.c)
 JOBS = "SELECT j.* FROM unnest($1::text[]) AS n(id) JOIN jobs j ON j.id = n.id"
 JOB_BY_TASK = "SELECT * FROM jobs WHERE provider = $1 AND provider_task_id = $2"
