@@ -51,6 +51,17 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             terminalreporter.write_line(line)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed test's report ends with each running server's log: the servers' own account of
+    a closed connection or a 5xx, which is gone once the fixtures clean up."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for server in LiveServer.running:
+            report.sections.append((f"server :{server.port} log (end)", server.log_tail()))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--runslow"):
         return

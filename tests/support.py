@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
@@ -43,6 +43,9 @@ def free_port() -> int:
 class LiveServer:
     """`uvicorn asgi:app` in its own process, as production runs it."""
 
+    # the servers running now: a failed test's report carries the end of each one's log
+    running: ClassVar[list[LiveServer]] = []
+
     def __init__(self, env: dict[str, str], port: int | None = None) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -55,6 +58,7 @@ class LiveServer:
     def start(self, timeout: float = 30.0) -> LiveServer:
         with open(self.log_path, "ab") as log:
             self.process = self._spawn(log)
+        LiveServer.running.append(self)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -95,7 +99,15 @@ class LiveServer:
             stderr=subprocess.STDOUT,
         )
 
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError as exc:
+            return f"(no log: {exc})"
+
     def stop(self, kill: bool = False) -> None:
+        if self in LiveServer.running:
+            LiveServer.running.remove(self)
         if self.process is None or self.process.poll() is not None:
             return
         if kill:

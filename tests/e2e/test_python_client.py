@@ -430,3 +430,11 @@ def test_what_is_retried_and_how_long_it_waits() -> None:
     assert Attempts(cs.RetryPolicy(), repeatable=False).next_wait() is None
     with pytest.raises(ValueError):
         cs.RetryPolicy(max_attempts=0)
+
+
+def test_the_client_drops_an_idle_connection_before_the_server_does() -> None:
+    from commands.server import KEEP_ALIVE_S
+    from creditstream_client.retry import POOL_LIMITS
+
+    expiry = POOL_LIMITS.keepalive_expiry
+    assert expiry is not None and expiry < KEEP_ALIVE_S

@@ -51,7 +51,10 @@ class Pair:
 
     def client(self, server: LiveServer) -> httpx.AsyncClient:
         auth = {"Authorization": f"Bearer {self.key}"}
-        return httpx.AsyncClient(base_url=server.url, headers=auth, timeout=15)
+        # idle connections closed before the server's 5 s idle close: at the same timeout a
+        # request can be sent on a connection in the instant the server closes it (no answer)
+        limits = httpx.Limits(keepalive_expiry=2.0)
+        return httpx.AsyncClient(base_url=server.url, headers=auth, timeout=15, limits=limits)
 
     def routed(self) -> collections.Counter[str]:
         """Standby-routed reads over both instances, by `served_by/reason`."""

@@ -19,7 +19,13 @@ from creditstream_client.answers import (
 )
 from creditstream_client.calls import Call
 from creditstream_client.errors import CreditstreamError
-from creditstream_client.retry import RETRYABLE_EXCEPTIONS, Attempts, RetryPolicy, repeatable
+from creditstream_client.retry import (
+    POOL_LIMITS,
+    RETRYABLE_EXCEPTIONS,
+    Attempts,
+    RetryPolicy,
+    repeatable,
+)
 from creditstream_client.stream import EventStream
 
 T = TypeVar("T")
@@ -46,7 +52,9 @@ class AsyncClient:
         )
         self.timeout_s = timeout_s
         self._key = key
-        self._http = http or httpx.AsyncClient(base_url=self.base_url, timeout=timeout_s)
+        self._http = http or httpx.AsyncClient(
+            base_url=self.base_url, timeout=timeout_s, limits=POOL_LIMITS
+        )
         self._headers = default_headers(key)
 
     async def aclose(self) -> None:

@@ -18,7 +18,13 @@ from creditstream_client.answers import (
 )
 from creditstream_client.calls import Call
 from creditstream_client.errors import CreditstreamError
-from creditstream_client.retry import RETRYABLE_EXCEPTIONS, Attempts, RetryPolicy, repeatable
+from creditstream_client.retry import (
+    POOL_LIMITS,
+    RETRYABLE_EXCEPTIONS,
+    Attempts,
+    RetryPolicy,
+    repeatable,
+)
 
 T = TypeVar("T")
 
@@ -51,7 +57,9 @@ class Client:
             total_s=RetryPolicy.total_s if retry_budget_s is None else retry_budget_s,
         )
         self.timeout_s = timeout_s
-        self._http = http or httpx.Client(base_url=self.base_url, timeout=timeout_s)
+        self._http = http or httpx.Client(
+            base_url=self.base_url, timeout=timeout_s, limits=POOL_LIMITS
+        )
         self._headers = default_headers(key)
 
     def close(self) -> None:

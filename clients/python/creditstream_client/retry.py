@@ -26,6 +26,12 @@ RETRYABLE_EXCEPTIONS: tuple[type[Exception], ...] = (
     httpx.RemoteProtocolError,
 )
 
+# connections idle this long are closed by the client, before the server's own idle close (5 s
+# in `creditstream serve`, as in uvicorn): at the same timeout, a request sent on a pooled
+# connection in the instant the server closes it is reset with no answer, and a POST without a
+# key could not be sent again
+POOL_LIMITS = httpx.Limits(keepalive_expiry=4.0)
+
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})  # repeatable by definition
 
 
