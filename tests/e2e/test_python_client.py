@@ -433,8 +433,9 @@ def test_what_is_retried_and_how_long_it_waits() -> None:
 
 
 def test_the_client_drops_an_idle_connection_before_the_server_does() -> None:
-    from commands.server import KEEP_ALIVE_S
     from creditstream_client.retry import POOL_LIMITS
+
+    from commands.server import KEEP_ALIVE_S
 
     expiry = POOL_LIMITS.keepalive_expiry
     assert expiry is not None and expiry < KEEP_ALIVE_S
