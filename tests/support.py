@@ -63,15 +63,14 @@ class LiveServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(
-                    f"server exited with {self.process.returncode}: "
-                    f"{self.log_path.read_text()[-2000:]}"
+                    f"server exited with {self.process.returncode}: {self.log_tail(2000)}"
                 )
             try:
                 if httpx.get(self.url + "/healthz", timeout=0.5).status_code == 200:
                     return self
             except httpx.HTTPError:
                 time.sleep(0.1)
-        raise RuntimeError(f"server did not start: {self.log_path.read_text()[-2000:]}")
+        raise RuntimeError(f"server did not start: {self.log_tail(2000)}")
 
     def _spawn(self, log: Any) -> subprocess.Popen[bytes]:
         return subprocess.Popen(

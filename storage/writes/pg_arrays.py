@@ -21,26 +21,32 @@ import sqlalchemy as sa
 
 from storage.tables import UtcDateTime
 
-# JSON travels as text and is cast in SQL: the same text SQLAlchemy's JSON type would send
-ARRAY_TYPES: tuple[tuple[type[Any], str], ...] = (
-    (sa.JSON, "text[]"),
-    (sa.Boolean, "boolean[]"),
-    (sa.BigInteger, "bigint[]"),
-    (sa.Integer, "bigint[]"),
-    (UtcDateTime, "timestamptz[]"),
-    (sa.String, "text[]"),
-    (sa.Text, "text[]"),
+# each column type's PostgreSQL name (the batch's typed NULLs use it too: pg_statements.py)
+SQL_TYPES: tuple[tuple[type[Any], str], ...] = (
+    (sa.JSON, "json"),
+    (sa.Boolean, "boolean"),
+    (sa.BigInteger, "bigint"),
+    (sa.Integer, "bigint"),
+    (UtcDateTime, "timestamptz"),
+    (sa.String, "text"),
+    (sa.Text, "text"),
 )
 
 
-def _array_type(column: sa.Column[Any]) -> str:
-    for python_type, array in ARRAY_TYPES:
+def sql_type(column: sa.Column[Any]) -> str:
+    for python_type, name in SQL_TYPES:
         if isinstance(column.type, python_type):
-            return array
+            return name
     raise TypeError(
-        f"Expected a column type with an array form, got {column.type!r} "
+        f"Expected a column type with a PostgreSQL name, got {column.type!r} "
         f"for {column.table.name}.{column.name}"
     )
+
+
+def _sent_as(column: sa.Column[Any]) -> str:
+    """The type a column's values travel as: JSON as text, cast in SQL (the same text
+    SQLAlchemy's JSON type would send)."""
+    return "text" if _is_json(column) else sql_type(column)
 
 
 def _is_json(column: sa.Column[Any]) -> bool:
@@ -49,13 +55,13 @@ def _is_json(column: sa.Column[Any]) -> bool:
 
 def _value(column: sa.Column[Any], param: str, single: bool) -> str:
     """How the statement reads a column: `v.name` from the unnested arrays, or its one value."""
-    source = f"{param}::{_array_type(column)[:-2]}" if single else f"v.{column.name}"
+    source = f"{param}::{_sent_as(column)}" if single else f"v.{column.name}"
     return f"{source}::json" if _is_json(column) else source
 
 
 def _unnested(columns: list[sa.Column[Any]], params: list[str], singles: tuple[bool, ...]) -> str:
     arrays = [
-        (f"{p}::{_array_type(c)}", c.name)
+        (f"{p}::{_sent_as(c)}[]", c.name)
         for c, p, single in zip(columns, params, singles, strict=True)
         if not single
     ]

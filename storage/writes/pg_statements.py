@@ -9,7 +9,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from storage.tables import UtcDateTime, accounts, grants, holds
+from storage.tables import accounts, grants, holds
+from storage.writes.pg_arrays import sql_type
 
 # from the tables, so a new column reaches the batch without a second list to keep
 ACCOUNT_COLUMNS = tuple(c.name for c in accounts.c)
@@ -35,20 +36,10 @@ LIVE_GRANTS = (
     "WHERE account_id = ANY($1::text[]) AND remaining > 0"
 )
 HOLDS = "SELECT h.* FROM unnest($1::text[]) AS n(id) JOIN holds h ON h.id = n.id"
-SQL_TYPES: tuple[tuple[type[Any], str], ...] = (
-    (sa.JSON, "json"),
-    (sa.Boolean, "boolean"),
-    (sa.BigInteger, "bigint"),
-    (sa.Integer, "bigint"),
-    (UtcDateTime, "timestamptz"),
-    (sa.String, "text"),
-    (sa.Text, "text"),
-)
 
 
 def _typed_null(column: sa.Column[Any]) -> str:
-    sql_type = next(t for python_type, t in SQL_TYPES if isinstance(column.type, python_type))
-    return f"NULL::{sql_type}"
+    return f"NULL::{sql_type(column)}"
 
 
 def _columns(table: sa.Table, prefix: str, alias: str | None) -> str:
