@@ -221,7 +221,16 @@ class Standbys:
                 reason = "standby_busy"
             except (DBAPIError, OperationalError, InterfaceError) as exc:
                 reason = self._failed(standby, exc, _sqlstate(exc))
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            except (
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                # the driver's own state broken by the standby going away mid-read ("cannot
+                # switch to state …; another operation is in progress"), as storage/sql.py
+                # treats it on the primary
+                asyncpg.InternalClientError,
+                OSError,
+                TimeoutError,
+            ) as exc:
                 reason = self._failed(standby, exc, getattr(exc, "sqlstate", None))
             except Exception:  # the read's own answer, from the standby (a 404, say)
                 metrics.STANDBY_READS.labels("standby", "caught_up").inc()

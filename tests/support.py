@@ -99,10 +99,13 @@ class LiveServer:
         )
 
     def log_tail(self, chars: int = 4000) -> str:
+        """The log's end without its access lines: one per request, they would push the errors
+        and warnings out of what is shown."""
         try:
-            return self.log_path.read_text(errors="replace")[-chars:]
+            lines = self.log_path.read_text(errors="replace").splitlines()
         except OSError as exc:
             return f"(no log: {exc})"
+        return "\n".join(line for line in lines if "creditstream.access" not in line)[-chars:]
 
     def stop(self, kill: bool = False) -> None:
         if self in LiveServer.running:

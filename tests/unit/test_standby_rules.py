@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
 
 from config import ConfigError, Settings
-from storage.standby import PrimaryPosition, split_read_urls
+from storage.standby import PrimaryPosition, Standby, Standbys, split_read_urls
 
 
 def test_a_comma_separated_list_names_each_standby() -> None:
@@ -109,3 +110,23 @@ async def test_waiters_of_a_fetch_cancelled_at_shutdown_do_not_hang() -> None:
     position._serving.cancel()
     with pytest.raises(RuntimeError, match="stopped"):
         await asyncio.wait_for(read, 1)
+
+
+async def test_a_standby_connection_left_broken_by_its_stop_sends_the_read_to_the_primary() -> None:
+    # seen when a standby stopped mid-load: asyncpg's own state error, not a PostgreSQL one
+    standby = Standby.from_url("postgresql://u@127.0.0.1:1/cs", pool_size=1)
+    standbys = Standbys([standby], primary_position=lambda: asyncio.sleep(0, 0))
+
+    async def attempt(_: Standby) -> str:
+        raise asyncpg.InternalClientError(
+            "cannot switch to state 12; another operation (2) is in progress"
+        )
+
+    async def on_primary() -> str:
+        return "from the primary"
+
+    try:
+        assert await standbys._route(attempt, on_primary) == "from the primary"
+        assert standby.down_until > 0  # skipped for STANDBY_RETRY_S
+    finally:
+        await standbys.dispose()
