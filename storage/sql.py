@@ -129,32 +129,13 @@ class Database:
         deadlock from the rest)."""
         async with unavailable_on_connection_errors():
             async with self.engine.connect() as conn:
-                raw = await conn.get_raw_connection()
-                driver: asyncpg.Connection = raw.driver_connection
-                try:
+                driver = await driver_of(conn)
+                async with driver_errors(conn):
                     if self.pooler and not driver.is_in_transaction():
                         async with driver.transaction():
                             yield driver
                     else:
                         yield driver
-                except (
-                    asyncpg.InterfaceError,
-                    # the driver's own state is broken ("cannot switch to state …; another
-                    # operation is in progress", seen after a failover): never reuse it
-                    asyncpg.InternalClientError,
-                    OSError,
-                    TimeoutError,
-                ) as exc:
-                    await conn.invalidate()
-                    raise DatabaseUnavailable(f"database connection lost: {exc!r}"[:240]) from exc
-                except asyncpg.PostgresError as exc:
-                    state = exc.sqlstate or ""
-                    if state[:2] in UNAVAILABLE_CLASSES or state == READ_ONLY_SQLSTATE:
-                        await conn.invalidate()
-                        raise DatabaseUnavailable(f"database unavailable: {exc}"[:240]) from exc
-                    if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
-                        raise IntegrityError("driver", None, exc) from exc
-                    raise DBAPIError("driver", None, exc) from exc
 
     async def standby_read(
         self, read: Callable[[SqlUnitOfWork], Awaitable[T]], snapshot: bool = True
@@ -199,6 +180,41 @@ class Database:
         if self.standbys is not None:
             await self.standbys.dispose()
         await self.engine.dispose()
+
+
+async def driver_of(conn: AsyncConnection) -> asyncpg.Connection:
+    """The asyncpg connection under a checked-out SQLAlchemy connection."""
+    raw = await conn.get_raw_connection()
+    driver: asyncpg.Connection = raw.driver_connection
+    return driver
+
+
+@asynccontextmanager
+async def driver_errors(conn: AsyncConnection) -> AsyncIterator[None]:
+    """Errors of statements sent on `conn`'s asyncpg connection, as the rest of storage raises
+    them: a lost or refused connection as `DatabaseUnavailable` (and `conn` invalidated, so
+    the pool never hands it out again), a constraint as `IntegrityError`, any other database
+    error as `DBAPIError`."""
+    try:
+        yield
+    except (
+        asyncpg.InterfaceError,
+        # the driver's own state is broken ("cannot switch to state …; another
+        # operation is in progress", seen after a failover): never reuse it
+        asyncpg.InternalClientError,
+        OSError,
+        TimeoutError,
+    ) as exc:
+        await conn.invalidate()
+        raise DatabaseUnavailable(f"database connection lost: {exc!r}"[:240]) from exc
+    except asyncpg.PostgresError as exc:
+        state = exc.sqlstate or ""
+        if state[:2] in UNAVAILABLE_CLASSES or state == READ_ONLY_SQLSTATE:
+            await conn.invalidate()
+            raise DatabaseUnavailable(f"database unavailable: {exc}"[:240]) from exc
+        if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
+            raise IntegrityError("driver", None, exc) from exc
+        raise DBAPIError("driver", None, exc) from exc
 
 
 def _sqlite_engine(url: str) -> AsyncEngine:

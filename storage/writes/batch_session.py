@@ -22,6 +22,7 @@ from storage.sql import Database
 from storage.writes.batch import BatchReads, PendingWrites
 from storage.writes.batch_pg import PgBatchSession
 from storage.writes.batch_sql import SqlBatchSession
+from storage.writes.begun import BegunConnections
 from storage.writes.idempotency import IdempotencyKey, KeyId, StoredResponse
 
 
@@ -47,11 +48,18 @@ class BatchSession(BatchReads, Protocol):
 
 
 @asynccontextmanager
-async def batch_session(db: Database) -> AsyncIterator[BatchSession]:
-    """One write transaction; commits when the block ends without an exception."""
+async def batch_session(
+    db: Database, connections: BegunConnections | None = None
+) -> AsyncIterator[BatchSession]:
+    """One write transaction; commits when the block ends without an exception. On PostgreSQL,
+    `connections` (a lane's) may start it on a connection whose transaction is already begun."""
     if db.dialect != "postgresql":
         async with db.transaction() as uow:
             yield SqlBatchSession(uow.conn)
+        return
+    if connections is not None:
+        async with connections.transaction() as driver:
+            yield PgBatchSession(driver)
         return
     async with db.driver() as driver:
         # asyncpg's own transaction: SQLAlchemy never began one on this connection, so its

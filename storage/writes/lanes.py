@@ -8,6 +8,7 @@ import collections
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from storage.writes.begun import BegunConnections
 from storage.writes.transaction import Operation
 
 
@@ -17,6 +18,11 @@ class Lane:
     def __init__(self) -> None:
         self.queue: collections.deque[Operation] = collections.deque()
         self.ready = asyncio.Event()
+        # PostgreSQL: its connections, kept begun between batches while more waits
+        self.connections: BegunConnections | None = None
+
+    def waiting(self) -> bool:
+        return bool(self.queue)
 
     def put(self, ops: Iterable[Operation], first: bool = False) -> None:
         if first:
@@ -63,6 +69,7 @@ class Flight:
 
     before: asyncio.Future[None] | None
     accounts: frozenset[str]
+    connections: BegunConnections | None = None  # its lane's
     applied: asyncio.Event = field(default_factory=asyncio.Event)
     answered: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()

@@ -19,6 +19,7 @@ from storage.sql import Database
 from storage.writes import idempotency
 from storage.writes.batch import Batch, Touches
 from storage.writes.batch_session import DATABASE_ERRORS, BatchSession, batch_session
+from storage.writes.begun import BegunConnections
 from storage.writes.idempotency import IdempotencyKey, KeyedResult, KeyId, replay_of
 from storage.writes.operation import OperationUnitOfWork
 
@@ -52,26 +53,36 @@ class Outcome:
 
 
 async def run_batch(
-    db: Database, ops: list[Operation], now: datetime, applied: Callable[[], None] = lambda: None
+    db: Database,
+    ops: list[Operation],
+    now: datetime,
+    applied: Callable[[], None] = lambda: None,
+    connections: BegunConnections | None = None,
 ) -> Outcome:
     """One batch as one transaction: its keys claimed, its accounts locked in id order, each
     operation applied in arrival order on its own working copy, the answers of keyed ones
     recorded, the rows written set-based, one commit. `applied` is called once the operations
-    are applied and what is left is the database's: the write and the commit. Raises what puts
+    are applied and what is left is the database's: the write and the commit; `connections`, a
+    lane's, where the transaction runs (storage/writes/begun.py). Raises what puts
     the transaction itself in doubt; every other error is its operation's own, in the outcome."""
     outcome = Outcome()
     metrics.WRITE_BATCH_SIZE.observe(len(ops))
     stamped = TRANSACTION_TIME.set(now)
     try:
-        return await _run(db, ops, now, outcome, applied)
+        return await _run(db, ops, now, outcome, applied, connections)
     finally:
         TRANSACTION_TIME.reset(stamped)
 
 
 async def _run(
-    db: Database, ops: list[Operation], now: datetime, outcome: Outcome, applied: Callable[[], None]
+    db: Database,
+    ops: list[Operation],
+    now: datetime,
+    outcome: Outcome,
+    applied: Callable[[], None],
+    connections: BegunConnections | None,
 ) -> Outcome:
-    async with batch_session(db) as session:
+    async with batch_session(db, connections) as session:
         batch = Batch(session)
         runnable = await _claim(session, ops, now, outcome)
         await batch.load(op.touches for op in runnable)

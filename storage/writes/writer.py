@@ -30,6 +30,7 @@ from core.events import Event
 from storage.connection_errors import DatabaseUnavailable
 from storage.sql import Database
 from storage.writes.batch import NOTHING, Touches
+from storage.writes.begun import BegunConnections
 from storage.writes.idempotency import IdempotencyKey, KeyedResult
 from storage.writes.lanes import Flight, Lane, landed
 from storage.writes.operation import OperationUnitOfWork
@@ -61,6 +62,9 @@ class BatchWriter:
         self.db, self.now, self.publish = db, now, publish
         sqlite = db.dialect == "sqlite"  # one writer at a time
         self.lanes = [Lane() for _ in range(1 if sqlite else max(1, lanes))]
+        if not sqlite:
+            for lane in self.lanes:
+                lane.connections = BegunConnections(db, lane.waiting)
         self.depth = 1 if sqlite else max(1, depth)
         self.max_batch = max_batch
         self._tasks: list[asyncio.Task[None]] = []
@@ -105,6 +109,9 @@ class BatchWriter:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        for lane in self.lanes:
+            if lane.connections is not None:
+                await lane.connections.release()
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -134,6 +141,13 @@ class BatchWriter:
         last: Flight | None = None
         try:
             while True:
+                if not lane.queue:
+                    if flying:  # woken by work arriving or by a batch landing, whichever first
+                        await _first_of(lane.ready.wait(), flying)
+                        continue
+                    if lane.connections is not None:
+                        # idle: no transaction stays begun for a batch that may never come
+                        await lane.connections.release()
                 await lane.ready.wait()
                 await slots.acquire()
                 busy = frozenset().union(*(f.accounts for f in flights)) if flights else None
@@ -145,7 +159,7 @@ class BatchWriter:
                     continue
                 self._in_flight += 1  # counted from the take: aclose waits for what left the queue
                 accounts = frozenset(a for op in ops for a in op.touches.accounts)
-                flight = Flight(last.answered if last else None, accounts)
+                flight = Flight(last.answered if last else None, accounts, lane.connections)
                 last = flight
                 flights.append(flight)
                 task = asyncio.create_task(self._fly(ops, flight, slots))
@@ -153,11 +167,7 @@ class BatchWriter:
                 task.add_done_callback(flying.discard)
                 task.add_done_callback(functools.partial(landed, flights, flight))
                 # the next batch starts once this one waits on the database (or is done)
-                applied = asyncio.ensure_future(flight.applied.wait())
-                try:
-                    await asyncio.wait([applied, task], return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    applied.cancel()
+                await _first_of(flight.applied.wait(), {task})
         finally:
             for task in flying:
                 task.cancel()
@@ -216,7 +226,7 @@ class BatchWriter:
         _fail([op], error)
 
     async def _transact(self, ops: list[Operation], flight: Flight) -> Outcome:
-        outcome = await run_batch(self.db, ops, self.now(), flight.applied.set)
+        outcome = await run_batch(self.db, ops, self.now(), flight.applied.set, flight.connections)
         self.commits += 1
         return outcome
 
@@ -237,6 +247,15 @@ class BatchWriter:
                 op.future.set_exception(error)
         for op in reversed(outcome.deferred):  # first in line for their lane's next batch
             self._lane_for(op).put([op], first=True)
+
+
+async def _first_of(wait: Awaitable[Any], tasks: set[asyncio.Task[None]]) -> None:
+    """Until `wait` is done or one of `tasks` is."""
+    waiting = asyncio.ensure_future(wait)
+    try:
+        await asyncio.wait([waiting, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
 
 
 def _retryable(error: BaseException) -> bool:

@@ -1,0 +1,209 @@
+"""A write lane's connections kept with their next transaction begun (storage/writes/begun.py):
+batches under load start on them, they hold no snapshot, they go back to the pool rolled back
+once the lane is idle, and a failure never hands the pool a connection inside a transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+
+import asyncpg
+import pytest
+import sqlalchemy as sa
+
+from core.events import Event
+from core.service import CreditService
+from storage.connection_errors import DatabaseUnavailable
+from storage.sql import Database
+from storage.tables import holds
+from storage.writes.batch import Touches
+from storage.writes.begun import BegunConnections
+from storage.writes.operation import OperationUnitOfWork
+from storage.writes.writer import BatchWriter
+from tests.support import MutableClock
+
+pytestmark = pytest.mark.postgres
+
+
+async def _nowhere(events: list[Event]) -> None:
+    return None
+
+
+@pytest.fixture
+def service(clock: MutableClock) -> CreditService:
+    from asgi import load_catalogue
+
+    return CreditService(clock, load_catalogue(None))
+
+
+async def _sessions(db: Database) -> list[dict[str, object]]:
+    """This database's sessions but the pool's, as pg_stat_activity sees them (asked on a
+    connection of its own: the pool's next one may be the very one the test looks at)."""
+    outside = await asyncpg.connect(_dsn(db))
+    try:
+        rows = await outside.fetch(
+            "SELECT pid, state, backend_xid::text AS xid, backend_xmin::text AS xmin "
+            "FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await outside.close()
+    return [dict(row) for row in rows]
+
+
+def _dsn(db: Database) -> str:
+    return db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _session(db: Database, pid: int) -> dict[str, object]:
+    return next(s for s in await _sessions(db) if s["pid"] == pid)
+
+
+async def _probe_table(db: Database) -> None:
+    async with db.transaction() as uow:
+        await uow.conn.execute(sa.text("CREATE TABLE IF NOT EXISTS probe (n int)"))
+
+
+async def _probe_rows(db: Database) -> int:
+    async with db.read(snapshot=False) as uow:
+        return int((await uow.conn.execute(sa.text("SELECT count(*) FROM probe"))).scalar_one())
+
+
+def _checked_out(db: Database) -> int:
+    return int(db.engine.pool.checkedout())  # type: ignore[attr-defined]
+
+
+async def test_a_loaded_lane_starts_batches_on_begun_connections_and_gives_them_back_when_idle(
+    pg_db: Database, clock: MutableClock, service: CreditService
+) -> None:
+    writer = BatchWriter(pg_db, clock.now, _nowhere, lanes=1)
+    accounts = [f"acct-b{i}" for i in range(40)]
+    await asyncio.gather(
+        *(
+            writer.run(functools.partial(service.grant, account_id=a, amount=1000, reason="p"))
+            for a in accounts
+        )
+    )
+
+    async def caller(account: str) -> None:
+        for _ in range(15):
+            await writer.run(
+                functools.partial(service.hold, account_id=account, amount=1),
+                Touches(accounts=(account,)),
+            )
+
+    try:
+        await asyncio.gather(*(caller(a) for a in accounts))
+        connections = writer.lanes[0].connections
+        assert connections is not None
+        assert connections.reused > 0, "expected batches under load to start on begun ones"
+        for _ in range(200):  # the lane gives them back once it has nothing to do
+            if connections.kept == 0 and _checked_out(pg_db) == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert connections.kept == 0
+        assert _checked_out(pg_db) == 0
+        assert [s for s in await _sessions(pg_db) if s["state"] != "idle"] == []
+        async with pg_db.read(snapshot=False) as uow:
+            opened = (
+                await uow.conn.execute(sa.select(sa.func.count()).select_from(holds))
+            ).scalar_one()
+        assert opened == 40 * 15  # each hold exactly once
+    finally:
+        await writer.aclose()
+
+
+async def test_a_connection_kept_for_a_caller_that_went_away_is_given_back(
+    pg_db: Database, clock: MutableClock, service: CreditService
+) -> None:
+    """The batch commits while an operation waits, so it keeps its connection begun; the
+    operation's caller has gone away by then, so no batch comes: the idle lane gives it back."""
+    writer = BatchWriter(pg_db, clock.now, _nowhere, lanes=1, depth=1)
+    gate = asyncio.Event()
+
+    async def slow_hold(uow: OperationUnitOfWork) -> object:
+        await gate.wait()
+        return await service.hold(uow, "acct-gone", 1)
+
+    try:
+        await writer.run(lambda uow: service.grant(uow, "acct-gone", 10, "p"))
+        first = asyncio.create_task(writer.run(slow_hold))
+        await asyncio.sleep(0.05)  # the slow one is in flight
+        gone = asyncio.create_task(writer.run(lambda uow: service.hold(uow, "acct-gone", 1)))
+        await asyncio.sleep(0.01)  # queued behind it
+        gone.cancel()
+        gate.set()
+        await first
+        connections = writer.lanes[0].connections
+        assert connections is not None
+        for _ in range(200):
+            if connections.kept == 0 and _checked_out(pg_db) == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert connections.kept == 0 and _checked_out(pg_db) == 0
+        assert [s for s in await _sessions(pg_db) if s["state"] != "idle"] == []
+    finally:
+        await writer.aclose()
+
+
+async def test_a_kept_connection_holds_no_snapshot_and_is_given_back_rolled_back(
+    pg_db: Database,
+) -> None:
+    connections = BegunConnections(pg_db, wanted=lambda: True)
+    async with connections.transaction() as driver:
+        await driver.fetchval("SELECT txid_current()")  # this transaction had an id
+        pid = driver.get_server_pid()
+    assert connections.kept == 1 and _checked_out(pg_db) == 1
+    kept = await _session(pg_db, pid)
+    assert kept["state"] == "idle in transaction"
+    assert kept["xid"] is None and kept["xmin"] is None, "a begun transaction holds nothing back"
+
+    async with connections.transaction() as again:
+        assert again.get_server_pid() == pid
+    assert connections.reused == 1
+
+    await connections.release()
+    assert connections.kept == 0 and _checked_out(pg_db) == 0
+    assert (await _session(pg_db, pid))["state"] == "idle"
+
+
+@pytest.mark.parametrize("failure", ["raised", "refused by the database"])
+async def test_a_failed_transaction_is_rolled_back_and_its_connection_not_kept(
+    pg_db: Database, failure: str
+) -> None:
+    await _probe_table(pg_db)
+    connections = BegunConnections(pg_db, wanted=lambda: True)
+    async with connections.transaction():
+        pass  # one kept, begun: the failing transaction starts on it
+    with pytest.raises((RuntimeError, sa.exc.DBAPIError)):
+        async with connections.transaction() as driver:
+            pid = driver.get_server_pid()
+            await driver.execute("INSERT INTO probe VALUES (1)")
+            if failure == "raised":
+                raise RuntimeError("an operation's bug")
+            await driver.execute("INSERT INTO probe VALUES ('not a number')")
+    assert connections.kept == 0 and _checked_out(pg_db) == 0
+    assert await _probe_rows(pg_db) == 0
+    assert (await _session(pg_db, pid))["state"] == "idle"
+
+
+async def test_a_kept_connection_killed_fails_one_transaction_and_the_next_works(
+    pg_db: Database,
+) -> None:
+    await _probe_table(pg_db)
+    connections = BegunConnections(pg_db, wanted=lambda: True)
+    async with connections.transaction() as driver:
+        pid = driver.get_server_pid()
+    admin = await asyncpg.connect(_dsn(pg_db))
+    try:
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await admin.close()
+    with pytest.raises(DatabaseUnavailable):
+        async with connections.transaction() as driver:
+            await driver.execute("INSERT INTO probe VALUES (1)")
+    assert connections.kept == 0 and _checked_out(pg_db) == 0
+    async with connections.transaction() as driver:
+        await driver.execute("INSERT INTO probe VALUES (2)")
+    await connections.release()
+    assert await _probe_rows(pg_db) == 1
