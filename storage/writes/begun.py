@@ -1,20 +1,19 @@
-"""A write lane's PostgreSQL connections, kept with their next transaction already begun while
-more operations wait in the lane.
+"""A write lane's PostgreSQL connections, kept with their next transaction already begun.
 
-A batch's transaction costs a BEGIN and a COMMIT, a round trip each. When a batch commits while
-its lane has more waiting, its connection sends `COMMIT; BEGIN` as one message and stays with the
-lane, and the lane's next batch starts on it with its transaction open: a round trip and a pool
-checkout fewer per batch under load. A transaction begun and not yet used has taken no snapshot,
-lock or transaction id, so it holds nothing back (vacuum included). The lane gives its begun
-connections back, their empty transaction rolled back, as soon as nothing waits and no batch of
-its own is in flight (storage/writes/writer.py). A connection never goes back to the pool inside
-a transaction."""
+A batch's transaction costs a BEGIN and a COMMIT, a round trip each. A batch that commits sends
+`COMMIT; BEGIN` as one message and its connection stays with the lane, so the lane's next batch
+starts on it with its transaction open: a round trip and a pool checkout fewer per batch, for a
+lane under load and for a lone caller's next request alike. A transaction begun and not yet used
+has taken no snapshot, lock or transaction id, so it holds nothing back (vacuum included). The
+lane gives its kept connections back, their empty transaction rolled back, once it has been idle
+(nothing waiting, no batch of its own in flight) for `LINGER_S` (storage/writes/writer.py). A
+connection never goes back to the pool inside a transaction."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
@@ -27,14 +26,17 @@ log = logging.getLogger("creditstream.writer")
 Held = tuple[AsyncConnection, asyncpg.Connection]
 
 
-class BegunConnections:
-    """`transaction()` runs one batch's transaction; `wanted()`, asked at its commit, says
-    whether the lane has more waiting (then its connection is kept, begun); `release()` gives
-    back what is kept."""
+# how long an idle lane keeps its begun connections: a caller's next request after its answer
+# comes within it, while no begun transaction outlives a burst by more than this
+LINGER_S = 0.1
 
-    def __init__(self, db: Database, wanted: Callable[[], bool]) -> None:
+
+class BegunConnections:
+    """`transaction()` runs one batch's transaction and keeps its connection, begun, for the
+    next; `release()` gives back what is kept."""
+
+    def __init__(self, db: Database) -> None:
         self._db = db
-        self._wanted = wanted
         self._kept: list[Held] = []
         self._giving_back: set[asyncio.Future[None]] = set()
         self.reused = 0  # transactions that started on a kept connection, for tests and benches
@@ -48,28 +50,26 @@ class BegunConnections:
         """One write transaction on a kept connection, or on a new one; commits when the block
         ends without an exception. Errors leave as `Database.driver()` raises them."""
         async with unavailable_on_connection_errors():
+            driver: asyncpg.Connection | None = None
             if self._kept:
                 conn, driver = self._kept.pop()
                 self.reused += 1
             else:
                 conn = await self._db.engine.connect()
-                driver = await driver_of(conn)
             kept = False
             try:
                 async with driver_errors(conn):
-                    if not driver.is_in_transaction():
+                    if driver is None:
+                        driver = await driver_of(conn)
                         await driver.execute("BEGIN")
                     try:
                         yield driver
                     except BaseException:
                         await _roll_back(conn, driver)
                         raise
-                    if self._wanted():
-                        await driver.execute("COMMIT; BEGIN")
-                        self._kept.append((conn, driver))
-                        kept = True
-                    else:
-                        await driver.execute("COMMIT")
+                    await driver.execute("COMMIT; BEGIN")
+                    self._kept.append((conn, driver))
+                    kept = True
             finally:
                 if not kept:  # shielded, as SQLAlchemy's own exit: a cancellation mid-way
                     await asyncio.shield(_give_back(conn, driver))  # would leak it
@@ -106,7 +106,7 @@ async def _roll_back(conn: AsyncConnection, driver: asyncpg.Connection) -> None:
         await conn.invalidate()
 
 
-async def _give_back(conn: AsyncConnection, driver: asyncpg.Connection) -> None:
-    if not conn.invalidated and not driver.is_closed() and driver.is_in_transaction():
+async def _give_back(conn: AsyncConnection, driver: asyncpg.Connection | None) -> None:
+    if driver is not None and not conn.invalidated and driver.is_in_transaction():
         await conn.invalidate()  # never a connection inside a transaction to the pool's next user
     await conn.close()

@@ -18,11 +18,8 @@ class Lane:
     def __init__(self) -> None:
         self.queue: collections.deque[Operation] = collections.deque()
         self.ready = asyncio.Event()
-        # PostgreSQL: its connections, kept begun between batches while more waits
+        # PostgreSQL: its connections, kept with a transaction begun between batches
         self.connections: BegunConnections | None = None
-
-    def waiting(self) -> bool:
-        return bool(self.queue)
 
     def put(self, ops: Iterable[Operation], first: bool = False) -> None:
         if first:

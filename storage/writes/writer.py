@@ -30,7 +30,7 @@ from core.events import Event
 from storage.connection_errors import DatabaseUnavailable
 from storage.sql import Database
 from storage.writes.batch import NOTHING, Touches
-from storage.writes.begun import BegunConnections
+from storage.writes.begun import LINGER_S, BegunConnections
 from storage.writes.idempotency import IdempotencyKey, KeyedResult
 from storage.writes.lanes import Flight, Lane, landed
 from storage.writes.operation import OperationUnitOfWork
@@ -64,7 +64,7 @@ class BatchWriter:
         self.lanes = [Lane() for _ in range(1 if sqlite else max(1, lanes))]
         if not sqlite:
             for lane in self.lanes:
-                lane.connections = BegunConnections(db, lane.waiting)
+                lane.connections = BegunConnections(db)
         self.depth = 1 if sqlite else max(1, depth)
         self.max_batch = max_batch
         self._tasks: list[asyncio.Task[None]] = []
@@ -145,9 +145,12 @@ class BatchWriter:
                     if flying:  # woken by work arriving or by a batch landing, whichever first
                         await _first_of(lane.ready.wait(), flying)
                         continue
-                    if lane.connections is not None:
-                        # idle: no transaction stays begun for a batch that may never come
-                        await lane.connections.release()
+                    if lane.connections is not None and lane.connections.kept:
+                        # idle: what is kept with a transaction begun goes back unless work
+                        # comes soon
+                        if not await _set_within(lane.ready, LINGER_S):
+                            await lane.connections.release()
+                        continue
                 await lane.ready.wait()
                 await slots.acquire()
                 busy = frozenset().union(*(f.accounts for f in flights)) if flights else None
@@ -256,6 +259,14 @@ async def _first_of(wait: Awaitable[Any], tasks: set[asyncio.Task[None]]) -> Non
         await asyncio.wait([waiting, *tasks], return_when=asyncio.FIRST_COMPLETED)
     finally:
         waiting.cancel()
+
+
+async def _set_within(event: asyncio.Event, seconds: float) -> bool:
+    try:
+        await asyncio.wait_for(event.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
 
 
 def _retryable(error: BaseException) -> bool:

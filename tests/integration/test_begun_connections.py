@@ -18,7 +18,6 @@ from storage.sql import Database
 from storage.tables import holds
 from storage.writes.batch import Touches
 from storage.writes.begun import BegunConnections
-from storage.writes.operation import OperationUnitOfWork
 from storage.writes.writer import BatchWriter
 from tests.support import MutableClock
 
@@ -113,43 +112,35 @@ async def test_a_loaded_lane_starts_batches_on_begun_connections_and_gives_them_
         await writer.aclose()
 
 
-async def test_a_connection_kept_for_a_caller_that_went_away_is_given_back(
+async def test_a_lone_callers_next_request_reuses_it_and_an_idle_lane_gives_it_back(
     pg_db: Database, clock: MutableClock, service: CreditService
 ) -> None:
-    """The batch commits while an operation waits, so it keeps its connection begun; the
-    operation's caller has gone away by then, so no batch comes: the idle lane gives it back."""
-    writer = BatchWriter(pg_db, clock.now, _nowhere, lanes=1, depth=1)
-    gate = asyncio.Event()
-
-    async def slow_hold(uow: OperationUnitOfWork) -> object:
-        await gate.wait()
-        return await service.hold(uow, "acct-gone", 1)
-
+    writer = BatchWriter(pg_db, clock.now, _nowhere, lanes=1)
+    connections = writer.lanes[0].connections
+    assert connections is not None
     try:
-        await writer.run(lambda uow: service.grant(uow, "acct-gone", 10, "p"))
-        first = asyncio.create_task(writer.run(slow_hold))
-        await asyncio.sleep(0.05)  # the slow one is in flight
-        gone = asyncio.create_task(writer.run(lambda uow: service.hold(uow, "acct-gone", 1)))
-        await asyncio.sleep(0.01)  # queued behind it
-        gone.cancel()
-        gate.set()
-        await first
-        connections = writer.lanes[0].connections
-        assert connections is not None
-        for _ in range(200):
+        await writer.run(lambda uow: service.grant(uow, "acct-lone", 10, "p"))
+        assert connections.kept == 1  # begun for the next batch
+        await writer.run(lambda uow: service.hold(uow, "acct-lone", 1))
+        assert connections.reused == 1
+        assert [s["state"] for s in await _sessions(pg_db)] == ["idle in transaction"]
+        for _ in range(100):  # idle past LINGER_S: given back, rolled back
             if connections.kept == 0 and _checked_out(pg_db) == 0:
                 break
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.02)
         assert connections.kept == 0 and _checked_out(pg_db) == 0
-        assert [s for s in await _sessions(pg_db) if s["state"] != "idle"] == []
+        assert [s["state"] for s in await _sessions(pg_db)] == ["idle"]
+        await writer.run(lambda uow: service.hold(uow, "acct-lone", 1))  # a fresh one works
+        assert connections.reused == 1
     finally:
         await writer.aclose()
+    assert connections.kept == 0 and _checked_out(pg_db) == 0
 
 
 async def test_a_kept_connection_holds_no_snapshot_and_is_given_back_rolled_back(
     pg_db: Database,
 ) -> None:
-    connections = BegunConnections(pg_db, wanted=lambda: True)
+    connections = BegunConnections(pg_db)
     async with connections.transaction() as driver:
         await driver.fetchval("SELECT txid_current()")  # this transaction had an id
         pid = driver.get_server_pid()
@@ -172,7 +163,7 @@ async def test_a_failed_transaction_is_rolled_back_and_its_connection_not_kept(
     pg_db: Database, failure: str
 ) -> None:
     await _probe_table(pg_db)
-    connections = BegunConnections(pg_db, wanted=lambda: True)
+    connections = BegunConnections(pg_db)
     async with connections.transaction():
         pass  # one kept, begun: the failing transaction starts on it
     with pytest.raises((RuntimeError, sa.exc.DBAPIError)):
@@ -191,7 +182,7 @@ async def test_a_kept_connection_killed_fails_one_transaction_and_the_next_works
     pg_db: Database,
 ) -> None:
     await _probe_table(pg_db)
-    connections = BegunConnections(pg_db, wanted=lambda: True)
+    connections = BegunConnections(pg_db)
     async with connections.transaction() as driver:
         pid = driver.get_server_pid()
     admin = await asyncpg.connect(_dsn(pg_db))
