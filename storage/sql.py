@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 import sqlalchemy as sa
@@ -53,9 +54,17 @@ class SqlUnitOfWork:
         self.spends = SqlSpends(conn)
 
 
+class ConnectionKeeper(Protocol):
+    """Something that keeps pooled connections checked out between its uses."""
+
+    async def release(self) -> None:
+        """Give them all back to the pool."""
+
+
 class Database:
     def __init__(self, engine: AsyncEngine, pooler: str | None = None) -> None:
         self.engine = engine
+        self._keepers: weakref.WeakSet[ConnectionKeeper] = weakref.WeakSet()
         self.standbys: Standbys | None = None  # CREDITSTREAM_DATABASE_READ_URL
         # behind a transaction pooler every statement runs inside a transaction: outside one,
         # the pooler may hand the next protocol message to another server connection
@@ -176,7 +185,14 @@ class Database:
         async with self.read() as uow:
             await uow.conn.execute(sa.text("SELECT 1"))
 
+    def keeps_connections(self, keeper: ConnectionKeeper) -> None:
+        """`dispose()` has `keeper` give its connections back first (a write lane's, kept
+        between batches: storage/writes/begun.py), whether or not its owner was closed."""
+        self._keepers.add(keeper)
+
     async def dispose(self) -> None:
+        for keeper in list(self._keepers):
+            await keeper.release()
         if self.standbys is not None:
             await self.standbys.dispose()
         await self.engine.dispose()

@@ -37,6 +37,7 @@ class BegunConnections:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        db.keeps_connections(self)  # given back when the database is disposed, at the latest
         self._kept: list[Held] = []
         self._giving_back: set[asyncio.Future[None]] = set()
         self.reused = 0  # transactions that started on a kept connection, for tests and benches

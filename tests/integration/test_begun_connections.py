@@ -198,3 +198,14 @@ async def test_a_kept_connection_killed_fails_one_transaction_and_the_next_works
         await driver.execute("INSERT INTO probe VALUES (2)")
     await connections.release()
     assert await _probe_rows(pg_db) == 1
+
+
+async def test_disposing_the_database_gives_back_what_an_unclosed_writer_kept(
+    pg_db: Database, clock: MutableClock, service: CreditService
+) -> None:
+    writer = BatchWriter(pg_db, clock.now, _nowhere, lanes=1)  # never closed, as a CLI's sweep
+    await writer.run(lambda uow: service.grant(uow, "acct-left", 10, "p"))
+    assert writer.lanes[0].connections is not None and writer.lanes[0].connections.kept == 1
+    await pg_db.dispose()
+    assert writer.lanes[0].connections.kept == 0
+    assert await _sessions(pg_db) == []
