@@ -52,6 +52,7 @@ async def engine_cpu_per_hold(
     """CPU seconds of this process per hold, over `batches` batches of `size` holds on distinct
     accounts (or the one account when there is one)."""
     from storage.writes.batch import Touches
+    from storage.writes.begun import BegunConnections
     from storage.writes.transaction import Operation, run_batch
 
     loop = asyncio.get_running_loop()
@@ -64,8 +65,10 @@ async def engine_cpu_per_hold(
         picked = rng.sample(ids, size) if len(ids) >= size else [ids[0]] * size
         return [Operation(action(a), Touches(accounts=(a,)), loop.create_future()) for a in picked]
 
+    # a lane's connections, as the writer's: each batch starts on the one the last kept begun
+    connections = BegunConnections(db)
     for _ in range(5):  # warm: statements prepared, caches filled
-        await run_batch(db, ops(), datetime.now(UTC))
+        await run_batch(db, ops(), datetime.now(UTC), connections=connections)
     cpu = 0.0
     profiler = cProfile.Profile() if profile else None
     collector = _Collector()
@@ -76,12 +79,13 @@ async def engine_cpu_per_hold(
         started = time.process_time()
         if profiler:
             profiler.enable()
-        await run_batch(db, batch, datetime.now(UTC))
+        await run_batch(db, batch, datetime.now(UTC), connections=connections)
         if profiler:
             profiler.disable()
         cpu += time.process_time() - started
     pg = _postgres_cpu() - pg_started
     gc.callbacks.remove(collector.observe)
+    await connections.release()
     holds = batches * size
     result: dict[str, Any] = {
         "us_per_hold": 1e6 * cpu / holds,

@@ -51,21 +51,20 @@ class BatchSession(BatchReads, Protocol):
 async def batch_session(
     db: Database, connections: BegunConnections | None = None
 ) -> AsyncIterator[BatchSession]:
-    """One write transaction; commits when the block ends without an exception. On PostgreSQL,
-    `connections` (a lane's) may start it on a connection whose transaction is already begun."""
+    """One write transaction; commits when the block ends without an exception. On PostgreSQL
+    it runs on `connections` (a lane's: it may start on a connection whose transaction is
+    already begun); without them, on connections of its own, given back at its end."""
     if db.dialect != "postgresql":
         async with db.transaction() as uow:
             yield SqlBatchSession(uow.conn)
         return
-    if connections is not None:
-        async with connections.transaction() as driver:
+    lane = connections or BegunConnections(db)
+    try:
+        async with lane.transaction() as driver:
             yield PgBatchSession(driver)
-        return
-    async with db.driver() as driver:
-        # asyncpg's own transaction: SQLAlchemy never began one on this connection, so its
-        # reset when the connection goes back to the pool has nothing to undo
-        async with driver.transaction():
-            yield PgBatchSession(driver)
+    finally:
+        if connections is None:
+            await lane.release()
 
 
 # what, raised inside an operation, means the transaction itself is in doubt (the batch goes
