@@ -2,6 +2,7 @@
 straight to `run_batch` one after the other (no caller tasks, no futures awaited, no other
 batch in flight), the process's CPU time per hold; and the same for the batched ceiling's
 `hold_batch`. A cProfile pass over the same loop splits the engine's figure into its parts.
+And a cycle's two halves: a batch of captures against the batch of holds it captures.
 """
 
 from __future__ import annotations
@@ -98,6 +99,66 @@ async def engine_cpu_per_hold(
     return result
 
 
+async def engine_cpu_per_capture(
+    service: Any, db: Any, ids: list[str], size: int, batches: int
+) -> dict[str, float]:
+    """CPU per batched capture against the hold it captures, both from one run: each round a
+    batch of `size` holds on distinct accounts, then a batch capturing those holds (a cycle's
+    two halves, as `bench engine`'s cycle phase makes them), each half's CPU of this process
+    and of PostgreSQL counted on its own, in µs per operation."""
+    from storage.writes.batch import Touches
+    from storage.writes.begun import BegunConnections
+    from storage.writes.transaction import Operation, run_batch
+
+    loop = asyncio.get_running_loop()
+    rng = random.Random(11)
+    connections = BegunConnections(db)
+    spent = {"hold": [0.0, 0.0], "capture": [0.0, 0.0]}  # this process, PostgreSQL
+
+    async def timed(kind: str, ops: list[Operation], counted: bool) -> list[Any]:
+        pg_started = _postgres_cpu()  # read before this process's clock starts: it costs
+        started = time.process_time()
+        outcome = await run_batch(db, ops, datetime.now(UTC), connections=connections)
+        if counted:
+            spent[kind][0] += time.process_time() - started
+            spent[kind][1] += _postgres_cpu() - pg_started
+        if outcome.errors:
+            raise next(iter(outcome.errors.values()))
+        return [outcome.results[op] for op in ops]
+
+    def hold(account_id: str) -> Any:
+        return lambda uow: service.hold(uow, account_id, 1)
+
+    def capture(hold_id: str) -> Any:
+        return lambda uow: service.capture(uow, hold_id)
+
+    try:
+        for round_ in range(batches + 5):  # the first five warm the statements and caches
+            picked = rng.sample(ids, size) if len(ids) >= size else [ids[0]] * size
+            held = await timed(
+                "hold",
+                [Operation(hold(a), Touches(accounts=(a,)), loop.create_future()) for a in picked],
+                round_ >= 5,
+            )
+            await timed(
+                "capture",
+                [
+                    Operation(capture(h.hold_id), Touches(holds=(h.hold_id,)), loop.create_future())
+                    for h, _ in held
+                ],
+                round_ >= 5,
+            )
+    finally:
+        await connections.release()
+    count = batches * size
+    return {
+        "hold_us": 1e6 * spent["hold"][0] / count,
+        "hold_pg_us": 1e6 * spent["hold"][1] / count,
+        "capture_us": 1e6 * spent["capture"][0] / count,
+        "capture_pg_us": 1e6 * spent["capture"][1] / count,
+    }
+
+
 class _Collector:
     """The cyclic collector's runs by generation and their time (the callers' side included,
     which allocates little): what the objects a batch keeps alive cost it."""
@@ -185,6 +246,7 @@ async def _main(accounts: int, size: int, batches: int) -> None:
         try:
             plain = await engine_cpu_per_hold(service, db, ids, size, batches)
             profiled = await engine_cpu_per_hold(service, db, ids, size, batches, profile=True)
+            cycle = await engine_cpu_per_capture(service, db, ids, size, batches)
         finally:
             await db.dispose()
         ceiling, ceiling_pg = await ceiling_cpu_per_hold(dsn, ids, size, batches)
@@ -196,6 +258,11 @@ async def _main(accounts: int, size: int, batches: int) -> None:
     print(
         f"  collector {plain['collector_us_per_hold']:.1f} us/hold; collections of generations "
         f"0 / 1 / 2 per 1000 holds: {runs}"
+    )
+    print(
+        f"  a cycle's halves: capture {cycle['capture_us']:.1f} us (PostgreSQL "
+        f"{cycle['capture_pg_us']:.1f}) against its hold's {cycle['hold_us']:.1f} "
+        f"(PostgreSQL {cycle['hold_pg_us']:.1f})"
     )
     for label, us in profiled["parts"].items():
         print(f"  {us:7.1f}  {label}")

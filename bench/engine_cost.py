@@ -19,7 +19,8 @@ async def cpu_per_hold(
     sides: dict[str, Any], dsn: str, ids: list[str], levels: list[int], say: Progress
 ) -> dict[str, Any]:
     """The engine's and the batched ceiling's CPU per hold with no callers (bench/batch_cost.py),
-    in batches the size of the goal's callers, and what those callers alone cost per hold."""
+    in batches the size of the goal's callers, what those callers alone cost per hold, and a
+    capture's CPU against its hold's (what bounds cycles/s against holds/s)."""
     size = 64 if 64 in levels else levels[len(levels) // 2]
     engine: EngineSide = sides["creditstream"]
     plain = await batch_cost.engine_cpu_per_hold(engine.service, engine.db, ids, size, 100)
@@ -27,6 +28,7 @@ async def cpu_per_hold(
         engine.service, engine.db, ids, size, 100, profile=True
     )
     ceiling, ceiling_pg = await batch_cost.ceiling_cpu_per_hold(dsn, ids, size, 100)
+    cycle = await batch_cost.engine_cpu_per_capture(engine.service, engine.db, ids, size, 50)
     callers = await measure(CallersOnly().hold, size, 0.5, 2.0)
     caller_us = per_op_ms(callers, "self")
     cost = {
@@ -37,10 +39,14 @@ async def cpu_per_hold(
         "ceiling_pg_us": ceiling_pg,
         "parts_us_under_cprofile": profiled["parts"],
         "caller_us": None if caller_us is None else 1000.0 * caller_us,
+        # a cycle's halves, from one run of their own
+        "cycle_us": cycle,
     }
     say(
         f"CPU per hold, {size} per batch, no callers: engine {cost['engine_us']:.0f} µs, "
-        f"batched ceiling {ceiling:.0f} µs; {size} callers alone {cost['caller_us'] or 0:.0f} µs"
+        f"batched ceiling {ceiling:.0f} µs; {size} callers alone {cost['caller_us'] or 0:.0f} µs; "
+        f"a capture {cycle['capture_us']:.0f} µs (PostgreSQL {cycle['capture_pg_us']:.0f}) "
+        f"against its hold's {cycle['hold_us']:.0f} (PostgreSQL {cycle['hold_pg_us']:.0f})"
     )
     return cost
 

@@ -110,6 +110,24 @@ def add_cost_rows(result: Result, cost: dict[str, Any]) -> None:
         )
     )
     result.rows.append(Row(f"CPU per hold of {size} bare callers, µs", cost["caller_us"], None))
+    cycle = cost.get("cycle_us")
+    if cycle:
+        # a cycle is a hold and a capture: were both to cost the same, cycles/s could be half of
+        # holds/s; a capture dearer than its hold keeps cycles below that
+        result.rows.append(
+            Row(
+                f"CPU per capture in batches of {size}, µs (vs its hold's, same run)",
+                cycle["capture_us"],
+                cycle["hold_us"],
+            )
+        )
+        result.rows.append(
+            Row(
+                f"PostgreSQL CPU per capture in batches of {size}, µs (vs its hold's)",
+                cycle["capture_pg_us"],
+                cycle["hold_pg_us"],
+            )
+        )
     parts = cost["parts_us_under_cprofile"]
     total = parts.get("total under cProfile") or 1.0
     result.notes.append(

@@ -65,6 +65,11 @@ def push_result(
             Row(
                 f"time to subscribe all, s ({label})", cs["connect_seconds"], ce["connect_seconds"]
             ),
+            Row(
+                f"servers' CPU per connection opened, ms ({label})",
+                cs["server_cpu_ms_per_connection"],
+                ce["server_cpu_ms_per_connection"],
+            ),
         ]
         for side, measured in runs[variant].items():
             if measured["writer_failures"]:

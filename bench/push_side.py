@@ -54,7 +54,10 @@ async def one_run(
         first = await fleet.connect(warm)
         await asyncio.sleep(args.settle)
         before = {s.pid: rss_kib(s.pid) for s in servers}
+        connecting = CpuMeter({"instance_1": servers[0].pid, "instance_2": servers[1].pid})
+        connecting.start()
         connected = await fleet.connect(len(ids) - warm)
+        connect_cores = connecting.stop()
         if connected["failed"]:
             raise RuntimeError(
                 f"{connected['failed']} subscribers failed to connect: {connected['errors']}"
@@ -64,11 +67,19 @@ async def one_run(
         added = len(ids) - warm
         kib_per_connection = sum(after[p] - before[p] for p in after) / max(1, added)
         fleet_cpu_ms = 1000.0 * connected["cpu_s"] / max(1, added)
+        # the instances' CPU per connection opened, from their share of the phase's cores
+        server_connect_ms = (
+            1000.0
+            * connected["seconds"]
+            * (connect_cores["instance_1"] + connect_cores["instance_2"])
+            / max(1, added)
+        )
         say(
             f"push {variant} {side}: {connected['total']} subscribers in "
             f"{first['seconds'] + connected['seconds']:.1f} s, "
             f"{kib_per_connection:.1f} KiB per connection, fleet CPU "
-            f"{fleet_cpu_ms:.2f} ms per connection ({args.client})"
+            f"{fleet_cpu_ms:.2f} ms per connection ({args.client}), servers' CPU "
+            f"{server_connect_ms:.2f} ms per connection, cpu while connecting {connect_cores}"
         )
 
         meter = CpuMeter({"instance_1": servers[0].pid, "instance_2": servers[1].pid, **fleet.pids})
@@ -106,6 +117,8 @@ async def one_run(
         "rss_kib_after": after,
         "connect_seconds": first["seconds"] + connected["seconds"],
         "fleet_cpu_ms_per_connection": fleet_cpu_ms,
+        "server_cpu_ms_per_connection": server_connect_ms,
+        "connect_cpu_cores": connect_cores,
         "events_measured": len(commits),
         "events_received": len(latencies),
         "delivered_pct": delivered,
