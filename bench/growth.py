@@ -35,6 +35,7 @@ TABLES = (
     "grants",
     "accounts",
     "idempotency_keys",
+    "idempotency_answers",
 )
 MIX = ["job"] * 7 + ["job_failed"] + ["capture"] * 4 + ["release"] * 2 + ["charge"] * 3 + ["grant"]
 RESULT_URL = "data:text/plain;base64,aGVsbG8="  # a tiny result: the object store is on disk

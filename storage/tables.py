@@ -177,6 +177,18 @@ idempotency_keys = sa.Table(
     sa.Index("ix_idempotency_created_at", "created_at"),
 )
 
+# a claimed key's answer, written in the transaction that claimed it (migration 0010): a row
+# of its own rather than an update of the claim, which found no room on the claim's page and
+# wrote new entries into both of its indexes (rows claimed before 0010 keep their answer there)
+idempotency_answers = sa.Table(
+    "idempotency_answers",
+    metadata,
+    sa.Column("scope", sa.String(160), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("response_status", sa.Integer, nullable=False),
+    sa.Column("response_body", sa.Text, nullable=False),
+)
+
 api_keys = sa.Table(
     "api_keys",
     metadata,

@@ -9,7 +9,6 @@ batch and per row; here each is a fixed text that asyncpg prepares once per conn
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -26,11 +25,17 @@ from storage.dialects import RecordColumns, storable_key
 from storage.hold_repository import hold_from_row
 from storage.job_repository import job_from_row
 from storage.spend_repository import funding_grant_ids
-from storage.tables import idempotency_keys
+from storage.tables import idempotency_answers
 from storage.writes import pg_arrays, pg_records
 from storage.writes.batch import PendingWrites
 from storage.writes.batch_writes import planned_writes
-from storage.writes.idempotency import DONE, IN_PROGRESS, IdempotencyKey, KeyId, StoredResponse
+from storage.writes.idempotency import (
+    IN_PROGRESS,
+    IdempotencyKey,
+    KeyId,
+    StoredResponse,
+    stored_response,
+)
 from storage.writes.pg_statements import (
     CLAIM,
     CLAIM_AND_LOCK,
@@ -191,10 +196,8 @@ class PgBatchSession:
     async def stored(self, key_ids: list[KeyId]) -> dict[KeyId, StoredResponse]:
         rows = await self.conn.fetch(STORED, [s for s, _ in key_ids], [k for _, k in key_ids])
         return {
-            (r["scope"], r["key"]): StoredResponse(
-                r["fingerprint"],
-                r["response_status"] if r["status"] == DONE else None,
-                json.loads(r["response_body"]) if r["status"] == DONE else None,
+            (r["scope"], r["key"]): stored_response(
+                r["fingerprint"], r["answered"], r["response_status"], r["response_body"]
             )
             for r in rows
         }
@@ -205,7 +208,6 @@ class PgBatchSession:
             {
                 "scope": scope,
                 "key": key,
-                "status": DONE,
                 "response_status": status,
                 "response_body": orjson.dumps(body).decode(),
             }
@@ -225,7 +227,7 @@ class PgBatchSession:
                 (planned.table, "insert", planned.inserts),
                 (planned.table, "update", planned.updates),
             ]
-        parts.append((idempotency_keys, "update", self._answers))
+        parts.append((idempotency_answers, "insert", self._answers))
         await pg_arrays.write(self.conn, parts)
 
 

@@ -22,10 +22,25 @@ from storage.dialects import dialect_insert
 from storage.hold_repository import hold_from_row
 from storage.job_repository import job_from_row
 from storage.spend_repository import spend_rows
-from storage.tables import accounts, grants, holds, idempotency_keys, jobs, processed_webhooks
+from storage.tables import (
+    accounts,
+    grants,
+    holds,
+    idempotency_answers,
+    idempotency_keys,
+    jobs,
+    processed_webhooks,
+)
 from storage.writes.batch import PendingWrites
 from storage.writes.batch_writes import planned_writes
-from storage.writes.idempotency import DONE, IN_PROGRESS, IdempotencyKey, KeyId, StoredResponse
+from storage.writes.idempotency import (
+    DONE,
+    IN_PROGRESS,
+    IdempotencyKey,
+    KeyId,
+    StoredResponse,
+    stored_response,
+)
 
 
 class SqlBatchSession:
@@ -120,27 +135,31 @@ class SqlBatchSession:
         return [(r.scope, r.key) for r in inserted]
 
     async def stored(self, key_ids: list[KeyId]) -> dict[KeyId, StoredResponse]:
+        k, a = idempotency_keys, idempotency_answers
         rows = await self.conn.execute(
-            sa.select(idempotency_keys).where(
-                sa.tuple_(idempotency_keys.c.scope, idempotency_keys.c.key).in_(key_ids)
+            sa.select(
+                k.c.scope,
+                k.c.key,
+                k.c.fingerprint,
+                (a.c.scope.is_not(None) | (k.c.status == DONE)).label("answered"),
+                sa.func.coalesce(a.c.response_status, k.c.response_status).label("status"),
+                sa.func.coalesce(a.c.response_body, k.c.response_body).label("body"),
             )
+            .select_from(k.outerjoin(a, (a.c.scope == k.c.scope) & (a.c.key == k.c.key)))
+            .where(sa.tuple_(k.c.scope, k.c.key).in_(key_ids))
         )
         return {
-            (r.scope, r.key): _stored(r.fingerprint, r.status, r.response_status, r.response_body)
+            (r.scope, r.key): stored_response(r.fingerprint, bool(r.answered), r.status, r.body)
             for r in rows
         }
 
     async def record(self, responses: dict[KeyId, tuple[int, Any]]) -> None:
         await self.conn.execute(
-            sa.update(idempotency_keys).where(
-                idempotency_keys.c.scope == sa.bindparam("k_scope"),
-                idempotency_keys.c.key == sa.bindparam("k_key"),
-            ),
+            sa.insert(idempotency_answers),
             [
                 {
-                    "k_scope": scope,
-                    "k_key": key,
-                    "status": DONE,
+                    "scope": scope,
+                    "key": key,
                     "response_status": status,
                     "response_body": json.dumps(body),
                 }
@@ -171,11 +190,3 @@ class SqlBatchSession:
                         for row in planned.updates
                     ],
                 )
-
-
-def _stored(
-    fingerprint: str, status: str, response_status: int | None, response_body: str | None
-) -> StoredResponse:
-    if status != DONE:
-        return StoredResponse(fingerprint, None, None)
-    return StoredResponse(fingerprint, response_status, json.loads(response_body or "null"))

@@ -4,22 +4,32 @@ A batch claims its keys first, with one INSERT … ON CONFLICT DO NOTHING in key
 another transaction is claiming right now makes this INSERT wait for that transaction to end, so
 two instances never run the same key's effect. The response is written before the same commit, so
 a crash leaves neither the effect nor the key, and a retry runs as if for the first time.
+
+The response is a row of its own (`idempotency_answers`), inserted, not an update of the claim:
+an update found no room on the claim's page (a batch's claims fill pages whole) and wrote a new
+entry into each of the claims' indexes and a dead row for vacuum, per request. A key claimed
+before that change keeps its answer in its claim's row, read from there.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+import sqlalchemy as sa
+
 import metrics
 from core.errors import IdempotencyKeyReused, RequestInProgress
-from storage.retention import PRUNE_BATCH, delete_older_than
+from storage.retention import PRUNE_BATCH
 from storage.sql import Database
+from storage.tables import idempotency_answers as answers
 from storage.tables import idempotency_keys as keys
 
 IN_PROGRESS = "in_progress"
+PURGE_CHUNK = 1000  # keys per DELETE: two bind parameters each
 DONE = "done"
 
 KeyId = tuple[str, str]  # (scope, key)
@@ -41,6 +51,16 @@ class StoredResponse:
     fingerprint: str
     status: int | None  # None: claimed by an earlier version's request that is still running
     body: Any
+
+
+def stored_response(
+    fingerprint: str, answered: bool, status: int | None, body: str | None
+) -> StoredResponse:
+    """A claimed key as read back: its answer (its own row, or its claim's for a key claimed
+    before answers had rows of their own) once answered, else still running."""
+    if not answered:
+        return StoredResponse(fingerprint, None, None)
+    return StoredResponse(fingerprint, status, json.loads(body or "null"))
 
 
 @dataclass(frozen=True)
@@ -99,6 +119,25 @@ class IdempotencyStore:
         self.db = db
 
     async def purge(self, older_than: datetime, limit: int = PRUNE_BATCH) -> int:
-        """Forget up to `limit` keys created before `older_than`, oldest first, in one short
-        transaction (the sweeper repeats it: storage/retention.py)."""
-        return await delete_older_than(self.db, keys, keys.c.created_at, older_than, limit)
+        """Forget up to `limit` keys created before `older_than`, oldest first, and their
+        answers, in one short transaction (the sweeper repeats it: storage/retention.py). The
+        keys are picked once and both tables deleted by them: an answer left behind would make
+        the next claim of its key fail to record its own."""
+        oldest = (
+            sa.select(keys.c.scope, keys.c.key)
+            .where(keys.c.created_at < older_than)
+            .order_by(keys.c.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)  # sweepers on several instances: disjoint sets
+        )
+        async with self.db.transaction() as uow:
+            picked = [(r.scope, r.key) for r in await uow.conn.execute(oldest)]
+            for start in range(0, len(picked), PURGE_CHUNK):
+                chunk = picked[start : start + PURGE_CHUNK]
+                await uow.conn.execute(
+                    sa.delete(answers).where(sa.tuple_(answers.c.scope, answers.c.key).in_(chunk))
+                )
+                await uow.conn.execute(
+                    sa.delete(keys).where(sa.tuple_(keys.c.scope, keys.c.key).in_(chunk))
+                )
+            return len(picked)

@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from storage.tables import accounts, grants, holds
+from storage.writes.idempotency import DONE
 from storage.writes.pg_arrays import sql_type
 
 # from the tables, so a new column reaches the batch without a second list to keep
@@ -165,9 +166,15 @@ def _claim_and_lock() -> str:
 
 CLAIM_AND_LOCK = _claim_and_lock()
 CLAIMED_KEY = UNCHANGED + 1  # a claimed key's row: its scope, then its key
+# a claimed key, answered once its answer has a row (or, claimed before answers had rows of
+# their own, its claim says `done` and holds the answer)
 STORED = (
-    "SELECT scope, key, fingerprint, status, response_status, response_body "
-    "FROM idempotency_keys WHERE (scope, key) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+    "SELECT k.scope, k.key, k.fingerprint, "
+    f"(a.scope IS NOT NULL OR k.status = '{DONE}') AS answered, "
+    "coalesce(a.response_status, k.response_status) AS response_status, "
+    "coalesce(a.response_body, k.response_body) AS response_body "
+    "FROM idempotency_keys k LEFT JOIN idempotency_answers a USING (scope, key) "
+    "WHERE (k.scope, k.key) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
 )
 UNCLAIM = (
     "DELETE FROM idempotency_keys WHERE (scope, key) IN "

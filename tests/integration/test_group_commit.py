@@ -24,7 +24,15 @@ from core.events import Event
 from core.service import CreditService
 from storage.migrate import upgrade
 from storage.sql import Database
-from storage.tables import accounts, entries, events, grants, holds, idempotency_keys
+from storage.tables import (
+    accounts,
+    entries,
+    events,
+    grants,
+    holds,
+    idempotency_answers,
+    idempotency_keys,
+)
 from storage.writes.batch import Touches
 from storage.writes.idempotency import IdempotencyKey, KeyedResult
 from storage.writes.writer import BatchWriter
@@ -157,10 +165,21 @@ def plain(part: Any, now: Any) -> Any:
 
 async def table_rows(db: Database, tag: str) -> dict[str, Any]:
     owned = f"acct-{tag}-%"
-    scope_column = {idempotency_keys: idempotency_keys.c.scope}
+    scope_column = {
+        idempotency_keys: idempotency_keys.c.scope,
+        idempotency_answers: idempotency_answers.c.scope,
+    }
     dump: dict[str, Any] = {}
     async with db.read() as uow:
-        for table in (accounts, grants, holds, entries, events, idempotency_keys):
+        for table in (
+            accounts,
+            grants,
+            holds,
+            entries,
+            events,
+            idempotency_keys,
+            idempotency_answers,
+        ):
             where: sa.ColumnElement[bool]
             if table is accounts:
                 where = accounts.c.id.like(owned)

@@ -5,6 +5,7 @@ comes back for the rest on its next pass rather than in one long transaction."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -16,8 +17,8 @@ from core.service import CreditService
 from storage.audit import audit
 from storage.retention import EventRetention
 from storage.sql import Database
-from storage.tables import events, idempotency_keys
-from storage.writes.idempotency import IdempotencyStore
+from storage.tables import events, idempotency_answers, idempotency_keys
+from storage.writes.idempotency import PURGE_CHUNK, IdempotencyStore
 from tests.support import MutableClock
 
 WINDOW = timedelta(days=7)
@@ -96,6 +97,13 @@ async def test_the_sweeper_prunes_events_and_keys_past_their_retention(
                 )
             ],
         )
+        await uow.conn.execute(
+            sa.insert(idempotency_answers),
+            [
+                {"scope": "tests", "key": key, "response_status": 201, "response_body": "{}"}
+                for key in ("old", "young")
+            ],
+        )
     sweeper = Sweeper(
         db, service, IdempotencyStore(db), events_retention=EventRetention(db, WINDOW)
     )
@@ -105,6 +113,9 @@ async def test_the_sweeper_prunes_events_and_keys_past_their_retention(
     async with db.read() as uow:
         keys = (await uow.conn.execute(sa.select(idempotency_keys.c.key))).scalars().all()
     assert keys == ["young"]
+    async with db.read() as uow:
+        answered = (await uow.conn.execute(sa.select(idempotency_answers.c.key))).scalars().all()
+    assert answered == ["young"]  # an answer goes with its key, or the key's next claim fails
     clock.advance(minutes=10)  # the next minute's prune: the two left have aged out too
     sweeper.runs = 0
     assert (await sweeper.run_once()).events_pruned == 2
@@ -141,3 +152,57 @@ def test_the_retention_setting_keeps_at_least_the_seven_days_g5_promises() -> No
     )
     with pytest.raises(ConfigError, match="at least 7"):
         Settings.from_env({"CREDITSTREAM_EVENTS_RETENTION_DAYS": "3"})
+
+
+async def test_keys_purged_in_chunks_take_their_answers_and_their_keys_come_back_new(
+    db: Database, clock: MutableClock
+) -> None:
+    """More keys than one DELETE takes (PURGE_CHUNK) go in one purge with their answers; a
+    key purged can then be claimed and answered again."""
+    now = clock.now()
+    old = now - KEY_RETENTION - timedelta(minutes=1)
+    count = PURGE_CHUNK + 7
+    async with db.transaction() as uow:
+        await uow.conn.execute(
+            sa.insert(idempotency_keys),
+            [
+                {
+                    "scope": "bulk",
+                    "key": f"k{n}",
+                    "fingerprint": "f",
+                    "status": "in_progress",
+                    "created_at": old,
+                    "locked_at": old,
+                }
+                for n in range(count)
+            ],
+        )
+        await uow.conn.execute(
+            sa.insert(idempotency_answers),
+            [
+                {"scope": "bulk", "key": f"k{n}", "response_status": 201, "response_body": "{}"}
+                for n in range(count)
+            ],
+        )
+    store = IdempotencyStore(db)
+    assert await store.purge(now - KEY_RETENTION, limit=count + 100) == count
+    async with db.read() as uow:
+        for table in (idempotency_keys, idempotency_answers):
+            left = (await uow.conn.execute(sa.select(sa.func.count()).select_from(table))).scalar()
+            assert left == 0, table.name
+    from storage.writes.idempotency import IdempotencyKey
+    from storage.writes.writer import BatchWriter
+
+    async def nowhere(events: list[Any]) -> None:
+        return None
+
+    writer = BatchWriter(db, clock.now, nowhere)
+    try:
+
+        async def answer(uow: Any) -> tuple[int, dict[str, str]]:
+            return 201, {"again": "yes"}
+
+        result = await writer.run_keyed(answer, IdempotencyKey("bulk", "k3", "f"), lambda exc: None)
+    finally:
+        await writer.aclose()
+    assert (result.status, result.body, result.replayed) == (201, {"again": "yes"}, False)

@@ -12,12 +12,12 @@ import pytest
 import sqlalchemy as sa
 
 import metrics
-from core.errors import ConcurrentUpdate, CreditError, InsufficientCredits
+from core.errors import ConcurrentUpdate, CreditError, InsufficientCredits, RequestInProgress
 from core.events import Event
 from core.model import Hold
 from core.service import CreditService
 from storage.sql import Database
-from storage.tables import entries, holds
+from storage.tables import entries, holds, idempotency_keys
 from storage.writes.batch import NOTHING, Touches
 from storage.writes.idempotency import IdempotencyKey
 from storage.writes.writer import BatchWriter
@@ -397,3 +397,98 @@ async def test_an_operation_that_did_not_say_what_it_touches_waits_for_the_batch
         await writer.aclose()
         await db.dispose()
     assert refunded["refunded"] == 3
+
+
+@pytest.mark.postgres
+async def test_a_keyed_answer_is_a_row_of_its_own_and_its_claim_is_never_rewritten(
+    pg_db: Database, clock: MutableClock, service: CreditService
+) -> None:
+    """Batches of dozens of keys: each key's claim is inserted once and never updated (an
+    update found no room on the claim's page and wrote new index entries and a dead row, per
+    request: migration 0010); each answer is inserted beside it, and replays read it."""
+    from time import monotonic
+
+    writer = BatchWriter(pg_db, clock.now, _discard)
+    touches = Touches(accounts=("acct-pages",))
+
+    def keyed(n: int) -> IdempotencyKey:
+        return IdempotencyKey("scope-p", f"key-{n:04d}", "fp")
+
+    async def open_hold(uow: Any) -> tuple[int, Any]:
+        hold, account = await service.hold(uow, "acct-pages", 1)
+        return 201, {"hold": hold.to_dict(), "account": account.snapshot(clock.now())}
+
+    try:
+        await funded(writer, service, "acct-pages", 10_000)
+        first = await asyncio.gather(
+            *(writer.run_keyed(open_hold, keyed(n), refusal, touches) for n in range(150))
+        )
+        again = await asyncio.gather(
+            *(writer.run_keyed(open_hold, keyed(n), refusal, touches) for n in range(150))
+        )
+    finally:
+        await writer.aclose()
+    assert all(a.status == 201 and not a.replayed for a in first)
+    assert [(a.body, a.replayed) for a in again] == [(a.body, True) for a in first]
+    async with pg_db.driver() as driver:
+        assert await driver.fetchval("SELECT count(*) FROM idempotency_answers") == 150
+        deadline = monotonic() + 15
+        while True:  # a backend reports its counts once idle, at most once a second
+            row = await driver.fetchrow(
+                "SELECT n_tup_ins, n_tup_upd FROM pg_stat_user_tables "
+                "WHERE relname = 'idempotency_keys'"
+            )
+            if row["n_tup_ins"] >= 150 or monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+    assert (row["n_tup_ins"], row["n_tup_upd"]) == (150, 0), dict(row)
+
+
+async def test_keys_claimed_before_answers_had_rows_replay_from_their_claim(
+    db: Database, writer: BatchWriter, clock: MutableClock
+) -> None:
+    """Claims written before migration 0010 hold their answer themselves (`done`), or none yet
+    (`in_progress`: a request of that version still running): the first replays, the second
+    is refused as in progress, and neither runs the operation."""
+    now = clock.now()
+    async with db.transaction() as uow:
+        await uow.conn.execute(
+            sa.insert(idempotency_keys),
+            [
+                {
+                    "scope": "scope-old",
+                    "key": "answered",
+                    "fingerprint": "fp",
+                    "status": "done",
+                    "response_status": 201,
+                    "response_body": '{"charge_id": "chg_before"}',
+                    "created_at": now,
+                    "locked_at": now,
+                },
+                {
+                    "scope": "scope-old",
+                    "key": "running",
+                    "fingerprint": "fp",
+                    "status": "in_progress",
+                    "response_status": None,
+                    "response_body": None,
+                    "created_at": now,
+                    "locked_at": now,
+                },
+            ],
+        )
+    ran: list[str] = []
+
+    async def never(uow: Any) -> tuple[int, Any]:
+        ran.append("ran")
+        return 201, {}
+
+    replay = await writer.run_keyed(never, IdempotencyKey("scope-old", "answered", "fp"), refusal)
+    assert (replay.status, replay.body, replay.replayed) == (201, {"charge_id": "chg_before"}, True)
+    with pytest.raises(RequestInProgress):
+        await writer.run_keyed(never, IdempotencyKey("scope-old", "running", "fp"), refusal)
+    assert ran == []
+
+
+async def _discard(events: list[Event]) -> None:
+    return None
