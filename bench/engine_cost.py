@@ -20,7 +20,7 @@ async def cpu_per_hold(
 ) -> dict[str, Any]:
     """The engine's and the batched ceiling's CPU per hold with no callers (bench/batch_cost.py),
     in batches the size of the goal's callers, what those callers alone cost per hold, and a
-    capture's CPU against its hold's (what bounds cycles/s against holds/s)."""
+    hold+capture cycle's CPU (what bounds cycles/s against holds/s)."""
     size = 64 if 64 in levels else levels[len(levels) // 2]
     engine: EngineSide = sides["creditstream"]
     plain = await batch_cost.engine_cpu_per_hold(engine.service, engine.db, ids, size, 100)
@@ -28,7 +28,7 @@ async def cpu_per_hold(
         engine.service, engine.db, ids, size, 100, profile=True
     )
     ceiling, ceiling_pg = await batch_cost.ceiling_cpu_per_hold(dsn, ids, size, 100)
-    cycle = await batch_cost.engine_cpu_per_capture(engine.service, engine.db, ids, size, 50)
+    cycle = await batch_cost.engine_cpu_per_capture(engine.service, engine.db, ids, size, 100)
     callers = await measure(CallersOnly().hold, size, 0.5, 2.0)
     caller_us = per_op_ms(callers, "self")
     cost = {
@@ -45,8 +45,8 @@ async def cpu_per_hold(
     say(
         f"CPU per hold, {size} per batch, no callers: engine {cost['engine_us']:.0f} µs, "
         f"batched ceiling {ceiling:.0f} µs; {size} callers alone {cost['caller_us'] or 0:.0f} µs; "
-        f"a capture {cycle['capture_us']:.0f} µs (PostgreSQL {cycle['capture_pg_us']:.0f}) "
-        f"against its hold's {cycle['hold_us']:.0f} (PostgreSQL {cycle['hold_pg_us']:.0f})"
+        f"a hold+capture cycle {cycle['hold_us'] + cycle['capture_us']:.0f} µs (PostgreSQL "
+        f"{cycle['hold_pg_us'] + cycle['capture_pg_us']:.0f})"
     )
     return cost
 

@@ -112,21 +112,20 @@ def add_cost_rows(result: Result, cost: dict[str, Any]) -> None:
     result.rows.append(Row(f"CPU per hold of {size} bare callers, µs", cost["caller_us"], None))
     cycle = cost.get("cycle_us")
     if cycle:
-        # a cycle is a hold and a capture: were both to cost the same, cycles/s could be half of
-        # holds/s; a capture dearer than its hold keeps cycles below that
+        # a cycle is a hold and then a capture; what one half leaves (objects the collector
+        # walks in the next) makes the halves' split unsteady, their sum is not
         result.rows.append(
             Row(
-                f"CPU per capture in batches of {size}, µs (vs its hold's, same run)",
-                cycle["capture_us"],
-                cycle["hold_us"],
+                f"CPU per hold+capture cycle in batches of {size}, callers excluded, µs "
+                "(vs a hold's)",
+                cycle["hold_us"] + cycle["capture_us"],
+                cost["engine_us"],
             )
         )
-        result.rows.append(
-            Row(
-                f"PostgreSQL CPU per capture in batches of {size}, µs (vs its hold's)",
-                cycle["capture_pg_us"],
-                cycle["hold_pg_us"],
-            )
+        result.notes.append(
+            "a cycle's CPU in this process is the cycle row's ratio times a hold's: where that "
+            "CPU bounds the engine, cycles/s reach at most holds/s divided by it (PostgreSQL's "
+            "share per half, autovacuum included, is in the JSON details)"
         )
     parts = cost["parts_us_under_cprofile"]
     total = parts.get("total under cProfile") or 1.0
