@@ -4,7 +4,8 @@ retention window (G5: at least 7 days; a subscriber resuming from before it gets
 
 Each batch is one short transaction deleting at most `batch` rows, oldest first, found through
 the table's time index: `DELETE … WHERE (primary key) IN (SELECT … ORDER BY time LIMIT n)`, the
-same statement on PostgreSQL and SQLite. Short transactions keep row locks and WAL bursts small,
+same statement on PostgreSQL and SQLite (idempotency keys pick their rows once and delete their
+answers with them: storage/writes/idempotency.py). Short transactions keep row locks and WAL bursts small,
 so writes and the sweeper's expiries go on between batches. Entries, holds, jobs, grants and
 refunds are the ledger and are never pruned.
 """
