@@ -7,8 +7,9 @@ a crash leaves neither the effect nor the key, and a retry runs as if for the fi
 
 The response is a row of its own (`idempotency_answers`), inserted, not an update of the claim:
 an update found no room on the claim's page (a batch's claims fill pages whole) and wrote a new
-entry into each of the claims' indexes and a dead row for vacuum, per request. A key claimed
-before that change keeps its answer in its claim's row, read from there.
+entry into each of the claims' indexes and a dead row for vacuum, per request. Retention deletes
+a key's answer with it. A key claimed before that change keeps its answer in its claim's row,
+read from there.
 """
 
 from __future__ import annotations
@@ -22,15 +23,17 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 
 import metrics
-from core.errors import IdempotencyKeyReused, RequestInProgress
+from core.errors import ConcurrentUpdate, IdempotencyKeyReused, RequestInProgress
 from storage.retention import PRUNE_BATCH
 from storage.sql import Database
 from storage.tables import idempotency_answers as answers
 from storage.tables import idempotency_keys as keys
 
 IN_PROGRESS = "in_progress"
-PURGE_CHUNK = 1000  # keys per DELETE: two bind parameters each
 DONE = "done"
+CLAIM_ATTEMPTS = 3
+# keys per DELETE in a purge: two bind parameters each, within the 999 an older SQLite allows
+PURGE_CHUNK = 400
 
 KeyId = tuple[str, str]  # (scope, key)
 
@@ -88,13 +91,18 @@ async def claim(
     if not by_id:
         return {}
     ordered = [by_id[i] for i in sorted(by_id)]  # one lock order everywhere: no deadlocks
-    claimed: dict[KeyId, StoredResponse | None] = {
-        key_id: None for key_id in await table.claim(ordered, now)
-    }
-    taken = [i for i in by_id if i not in claimed]
-    if taken:
-        claimed.update(await table.stored(taken))
-    return claimed
+    claimed: dict[KeyId, StoredResponse | None] = {}
+    for _ in range(CLAIM_ATTEMPTS):
+        claimed.update((key_id, None) for key_id in await table.claim(ordered, now))
+        taken = [i for i in by_id if i not in claimed]
+        if taken:
+            claimed.update(await table.stored(taken))
+        # a key neither claimed nor found was forgotten (retention) between the two
+        # statements: claimed again
+        ordered = [by_id[i] for i in sorted(by_id) if i not in claimed]
+        if not ordered:
+            return claimed
+    raise ConcurrentUpdate("idempotency keys came and went while being claimed")
 
 
 def replay_of(stored: StoredResponse, key: IdempotencyKey) -> KeyedResult:

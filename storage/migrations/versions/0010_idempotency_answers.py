@@ -8,8 +8,8 @@ into both of the claims' indexes and leaving a dead version for vacuum, per requ
 inserted into a table of its own costs one index entry and leaves nothing dead.
 
 Keys claimed before this revision keep their answers in their claim's row; they are read from
-there (storage/writes/idempotency.py) until retention removes them. Downgrading moves every
-answer back into its claim.
+there (storage/writes/idempotency.py) until retention removes them (a key with its answer).
+Downgrading moves every answer back into its claim.
 
 Revision ID: 0010
 Revises: 0009
@@ -38,6 +38,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        # answers committed while the copy runs would be dropped with the table: none may be
+        # written until it is gone (the lock waits for batches in flight to commit)
+        op.execute("LOCK TABLE idempotency_answers IN SHARE MODE")
     op.execute(
         "UPDATE idempotency_keys SET status = 'done', "
         "response_status = (SELECT a.response_status FROM idempotency_answers a "
