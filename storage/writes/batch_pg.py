@@ -227,7 +227,9 @@ class PgBatchSession:
                 (planned.table, "insert", planned.inserts),
                 (planned.table, "update", planned.updates),
             ]
-        parts.append((idempotency_answers, "insert", self._answers))
+        # an upsert: a key claimed in this transaction has no answer but one its claim's deletion
+        # left behind (by hand, or by a sweeper of the version before 0010), which it replaces
+        parts.append((idempotency_answers, "upsert", self._answers))
         await pg_arrays.write(self.conn, parts)
 
 

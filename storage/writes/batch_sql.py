@@ -154,8 +154,16 @@ class SqlBatchSession:
         }
 
     async def record(self, responses: dict[KeyId, tuple[int, Any]]) -> None:
+        # an upsert, as on PostgreSQL (batch_pg.py): it replaces an answer left without a claim
+        upsert = dialect_insert(self.conn, idempotency_answers)
         await self.conn.execute(
-            sa.insert(idempotency_answers),
+            upsert.on_conflict_do_update(
+                index_elements=["scope", "key"],
+                set_={
+                    "response_status": upsert.excluded.response_status,
+                    "response_body": upsert.excluded.response_body,
+                },
+            ),
             [
                 {
                     "scope": scope,

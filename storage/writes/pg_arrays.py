@@ -96,8 +96,19 @@ def _update(table: sa.Table, names: tuple[str, ...], singles: tuple[bool, ...], 
     )
 
 
-# (table, "insert" | "update", columns, which columns travel as one value)
+def _upsert(table: sa.Table, names: tuple[str, ...], singles: tuple[bool, ...], first: int) -> str:
+    """An insert whose row replaces one already there with its primary key."""
+    keys = [c.name for c in table.primary_key.columns]
+    replaced = ", ".join(f"{n} = EXCLUDED.{n}" for n in names if n not in keys)
+    return (
+        f"{_insert(table, names, singles, first)} "
+        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {replaced}"
+    )
+
+
+# (table, "insert" | "update" | "upsert", columns, which columns travel as one value)
 Part = tuple[sa.Table, str, tuple[str, ...], tuple[bool, ...]]
+BUILDERS = {"insert": _insert, "update": _update, "upsert": _upsert}
 
 
 @lru_cache(maxsize=256)
@@ -107,8 +118,7 @@ def combined_sql(parts: tuple[Part, ...]) -> str:
     keys are checked at the end of the statement, when the rows they point at are there."""
     ctes, first = [], 1
     for i, (table, kind, names, singles) in enumerate(parts):
-        build = _insert if kind == "insert" else _update
-        ctes.append(f"w{i} AS ({build(table, names, singles, first)})")
+        ctes.append(f"w{i} AS ({BUILDERS[kind](table, names, singles, first)})")
         first += len(names)
     return f"WITH {', '.join(ctes)} SELECT 1"
 
@@ -136,7 +146,8 @@ def arrays(
 async def write(
     conn: asyncpg.Connection, parts: Sequence[tuple[sa.Table, str, Sequence[dict[str, Any]]]]
 ) -> None:
-    """Insert or update (by `id`) each part's rows, all in one statement."""
+    """Insert, update (by `id`) or upsert (by the primary key) each part's rows, all in one
+    statement."""
     shaped: list[Part] = []
     args: list[Any] = []
     for table, kind, rows in parts:

@@ -534,5 +534,29 @@ async def test_a_key_forgotten_between_its_claim_and_its_read_is_claimed_again(
     assert json.loads(body) == {"n": 2}
 
 
+async def test_an_answer_left_without_its_claim_gives_way_to_the_keys_next_answer(
+    db: Database, writer: BatchWriter
+) -> None:
+    """A claim deleted on its own (by hand, or by a sweeper of the version before 0010, which
+    knows no answers) leaves its answer behind; the key's next claim is new, and its answer
+    replaces the one left, instead of refusing the batch."""
+    key = IdempotencyKey("scope-orphan", "k", "fp")
+
+    def answering(n: int) -> Any:
+        async def answer(uow: Any) -> tuple[int, Any]:
+            return 201, {"n": n}
+
+        return answer
+
+    first = await writer.run_keyed(answering(1), key, refusal)
+    async with db.transaction() as uow:
+        await uow.conn.execute(sa.delete(idempotency_keys))
+    again = await writer.run_keyed(answering(2), key, refusal)
+    replay = await writer.run_keyed(answering(3), key, refusal)
+    assert (first.body, first.replayed) == ({"n": 1}, False)
+    assert (again.body, again.replayed) == ({"n": 2}, False)
+    assert (replay.body, replay.replayed) == ({"n": 2}, True)
+
+
 async def _discard(events: list[Event]) -> None:
     return None
