@@ -129,8 +129,8 @@ class IdempotencyStore:
     async def purge(self, older_than: datetime, limit: int = PRUNE_BATCH) -> int:
         """Forget up to `limit` keys created before `older_than`, oldest first, and their
         answers, in one short transaction (the sweeper repeats it: storage/retention.py). The
-        keys are picked once and both tables deleted by them: an answer left behind would make
-        the next claim of its key fail to record its own."""
+        keys are picked once and both tables deleted by them, so no answer outlives its key
+        (one that did would only be replaced by the key's next answer: batch_pg.py)."""
         oldest = (
             sa.select(keys.c.scope, keys.c.key)
             .where(keys.c.created_at < older_than)
