@@ -54,4 +54,25 @@ async def load(
         raise RuntimeError(f"load generator failed ({proc.returncode}): {err.decode()[-2000:]}")
     result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     result["cpu_cores"] = cores
+    result["batches"] = await asyncio.to_thread(batch_sizes, server.port)
     return result
+
+
+def batch_sizes(port: int) -> dict[str, float] | None:
+    """The server's group-commit batches over its whole life (warm-up included), from its
+    Prometheus metrics; None for a server without them (the echo)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return None
+    values = {}
+    for line in text.splitlines():
+        for name in ("sum", "count"):
+            if line.startswith(f"creditstream_write_batch_size_{name} "):
+                values[name] = float(line.split()[1])
+    if not values.get("count"):
+        return None
+    return {"batches": values["count"], "mean": values["sum"] / values["count"]}

@@ -8,6 +8,7 @@ import collections
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from storage.writes.batch import Touches
 from storage.writes.begun import BegunConnections
 from storage.writes.transaction import Operation
 
@@ -37,32 +38,83 @@ class Lane:
         return most
 
     def take(self, most: int, busy: frozenset[str] | None = None) -> list[Operation]:
-        """Up to `most`, in arrival order, stopping before the first that names an account of a
-        batch in flight (`busy`, the accounts of the batches in flight; None when there is
-        none): it would wait in this batch for that one's row locks and make the two take turns
-        again. While a batch is in flight it also stops before one that did not say what it
-        touches: such an operation reads before it locks (the charge a refund names, say), and
-        would miss what the batch in flight is about to commit. Nothing is passed over, so
-        batches apply what arrived in the order it arrived, as one batch would."""
+        """Up to `most`, in arrival order. While batches are in flight (`busy`, the accounts
+        they touch; None when there is none) an operation that names one of those accounts is
+        passed over and stays first in line: it would wait in this batch for that one's row
+        locks and make the two take turns again. Whatever names an account, hold or job of an
+        operation passed over is passed over too, so an account's operations still apply in
+        the order they arrived; operations on other accounts go ahead, as they would have if
+        they had arrived a moment sooner (all of them are waiting, none answered). While a
+        batch is in flight the lane stops before an operation that did not say what it touches:
+        such an operation reads before it locks (the charge a refund names, say), and would
+        miss what the batch in flight is about to commit."""
+        if busy is None:
+            return self._take_in_order(most)
         ops: list[Operation] = []
-        while self.queue and len(ops) < most:
-            op = self.queue[0]
+        passed: list[Operation] = []
+        blocked = _Blocked(busy)
+        queue = self.queue
+        while queue and len(ops) < most and len(passed) < most:
+            op = queue[0]
             touches = op.touches
-            if busy is not None and not (touches.said and busy.isdisjoint(touches.accounts)):
+            if not touches.said:
                 break
-            self.queue.popleft()
-            if not op.future.done():  # its caller went away before it ran
+            queue.popleft()
+            if op.future.done():  # its caller went away before it ran
+                continue
+            if blocked.names(touches):
+                blocked.add(touches)
+                passed.append(op)
+            else:
                 ops.append(op)
-        if not self.queue:
+        queue.extendleft(reversed(passed))
+        if not queue:
             self.ready.clear()
         return ops
+
+    def _take_in_order(self, most: int) -> list[Operation]:
+        ops: list[Operation] = []
+        queue = self.queue
+        while queue and len(ops) < most:
+            op = queue.popleft()
+            if not op.future.done():  # its caller went away before it ran
+                ops.append(op)
+        if not queue:
+            self.ready.clear()
+        return ops
+
+
+class _Blocked:
+    """What an operation must not name to join the next batch: the accounts of the batches in
+    flight, and everything an operation passed over names."""
+
+    __slots__ = ("accounts", "holds", "jobs")
+
+    def __init__(self, busy: frozenset[str]) -> None:
+        self.accounts: set[str] = set(busy)
+        self.holds: set[str] = set()
+        self.jobs: set[str] = set()
+
+    def names(self, touches: Touches) -> bool:
+        return not (
+            self.accounts.isdisjoint(touches.accounts)
+            and self.holds.isdisjoint(touches.holds)
+            and self.jobs.isdisjoint(touches.jobs)
+        )
+
+    def add(self, touches: Touches) -> None:
+        self.accounts.update(touches.accounts)
+        self.holds.update(touches.holds)
+        self.jobs.update(touches.jobs)
 
 
 @dataclass(eq=False)
 class Flight:
     """One batch in flight: `applied` once it waits on the database (the lane may start the next
     then); it answers its callers only after the batch before it answered its own, so an
-    account's events reach the broker in the order of its commits."""
+    account's events reach the broker in the order of its commits. `accounts` are those its
+    operations named, and from `applied` on also those it locked for the holds and jobs they
+    named: the next batch passes over what names them."""
 
     before: asyncio.Future[None] | None
     accounts: frozenset[str]
@@ -71,6 +123,11 @@ class Flight:
     answered: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+
+    def locked(self, accounts: frozenset[str]) -> None:
+        """`run_batch`'s `applied`: the operations are applied, holding these accounts' locks."""
+        self.accounts = self.accounts | accounts
+        self.applied.set()
 
 
 def landed(flights: list[Flight], flight: Flight, _: object) -> None:

@@ -50,19 +50,21 @@ class Outcome:
     events: list[Event] = field(default_factory=list)
     after_commit: list[Callable[[], None]] = field(default_factory=list)
     deferred: list[Operation] = field(default_factory=list)
+    new_holds: list[tuple[str, str]] = field(default_factory=list)  # (hold id, account id)
 
 
 async def run_batch(
     db: Database,
     ops: list[Operation],
     now: datetime,
-    applied: Callable[[], None] = lambda: None,
+    applied: Callable[[frozenset[str]], None] = lambda locked: None,
     connections: BegunConnections | None = None,
 ) -> Outcome:
     """One batch as one transaction: its keys claimed, its accounts locked in id order, each
     operation applied in arrival order on its own working copy, the answers of keyed ones
     recorded, the rows written set-based, one commit. `applied` is called once the operations
-    are applied and what is left is the database's: the write and the commit; `connections`, a
+    are applied and what is left is the database's: the write and the commit, with the accounts
+    the transaction locked (also those of the holds and jobs it named); `connections`, a
     lane's, where the transaction runs (storage/writes/begun.py). Raises what puts
     the transaction itself in doubt; every other error is its operation's own, in the outcome."""
     outcome = Outcome()
@@ -79,7 +81,7 @@ async def _run(
     ops: list[Operation],
     now: datetime,
     outcome: Outcome,
-    applied: Callable[[], None],
+    applied: Callable[[frozenset[str]], None],
     connections: BegunConnections | None,
 ) -> Outcome:
     async with batch_session(db, connections) as session:
@@ -94,12 +96,15 @@ async def _run(
                 # let the batch before this one go on meanwhile: its write's answer waits for
                 # the event loop, and its commit with it
                 await asyncio.sleep(0)
-        applied()
+        applied(frozenset(batch.accounts))
         if responses:
             await session.record(responses)
         await session.flush(batch.writes, now)
         if failed:
             await session.unclaim(failed)
+    outcome.new_holds = [
+        (h, hold.account_id) for h, (hold, new) in batch.writes.holds.items() if new
+    ]
     return outcome
 
 

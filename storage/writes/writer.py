@@ -31,6 +31,7 @@ from storage.connection_errors import DatabaseUnavailable
 from storage.sql import Database
 from storage.writes.batch import NOTHING, Touches
 from storage.writes.begun import LINGER_S, BegunConnections
+from storage.writes.hold_owners import HoldOwners
 from storage.writes.idempotency import IdempotencyKey, KeyedResult
 from storage.writes.lanes import Flight, Lane, landed
 from storage.writes.operation import OperationUnitOfWork
@@ -68,6 +69,7 @@ class BatchWriter:
         self.depth = 1 if sqlite else max(1, depth)
         self.max_batch = max_batch
         self._tasks: list[asyncio.Task[None]] = []
+        self.hold_owners = HoldOwners()
         self.commits = 0  # transactions committed, for tests and benchmarks
         self._in_flight = 0
 
@@ -124,6 +126,7 @@ class BatchWriter:
                 asyncio.create_task(self._run_lane(lane), name=f"write-lane-{i}")
                 for i, lane in enumerate(self.lanes)
             ]
+        op.touches = self.hold_owners.complete(op.touches)
         self._lane_for(op).put([op])
         return await op.future
 
@@ -229,7 +232,7 @@ class BatchWriter:
         _fail([op], error)
 
     async def _transact(self, ops: list[Operation], flight: Flight) -> Outcome:
-        outcome = await run_batch(self.db, ops, self.now(), flight.applied.set, flight.connections)
+        outcome = await run_batch(self.db, ops, self.now(), flight.locked, flight.connections)
         self.commits += 1
         return outcome
 
@@ -238,6 +241,7 @@ class BatchWriter:
         once, then answer every caller."""
         if flight.before is not None:
             await asyncio.shield(flight.before)
+        self.hold_owners.learn(outcome.new_holds)
         if outcome.events:
             await self.publish(outcome.events)
         for callback in outcome.after_commit:

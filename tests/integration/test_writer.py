@@ -560,3 +560,81 @@ async def test_an_answer_left_without_its_claim_gives_way_to_the_keys_next_answe
 
 async def _discard(events: list[Event]) -> None:
     return None
+
+
+@pytest.mark.postgres
+async def test_a_burst_beside_a_batch_in_flight_keeps_each_accounts_order(
+    pg_url: str, clock: MutableClock
+) -> None:
+    """Captures named by their hold alone and grants named by their account, interleaved over a
+    few accounts in one burst: the batches beside one in flight pass over what names its
+    accounts (a capture's account is known from the batch that opened its hold), yet every
+    operation applies once, and each account's events are published in the order of its
+    commits."""
+    from storage.migrate import upgrade_async
+
+    await upgrade_async(pg_url)
+    db = Database.from_url(pg_url, pool_size=4)
+    published: list[Event] = []
+
+    async def publish(events: list[Event]) -> None:
+        published.extend(events)
+
+    service = CreditService(clock, __import__("asgi").load_catalogue(None))
+    writer = BatchWriter(db, clock.now, publish)
+    accounts = [f"acct-p{i}" for i in range(4)]
+    try:
+        for account in accounts:
+            await writer.run(
+                functools.partial(service.grant, account_id=account, amount=100, reason="p"),
+                Touches(accounts=(account,)),
+            )
+        held: list[tuple[str, str]] = []
+        for account in accounts:
+            for _ in range(6):
+                hold, _ = await writer.run(
+                    functools.partial(service.hold, account_id=account, amount=2),
+                    Touches(accounts=(account,)),
+                )
+                held.append((hold.hold_id, account))
+        # the batch that opened a hold taught the writer its account before answering
+        assert all(
+            writer.hold_owners.complete(Touches(holds=(h,))).accounts == (a,) for h, a in held
+        )
+        before = await _balances(db, accounts)
+        calls: list[Any] = []
+        for hold_id, account in held:
+            calls.append(
+                writer.run(
+                    functools.partial(service.capture, hold_id=hold_id), Touches(holds=(hold_id,))
+                )
+            )
+            calls.append(
+                writer.run(
+                    functools.partial(service.grant, account_id=account, amount=1, reason="p"),
+                    Touches(accounts=(account,)),
+                )
+            )
+        results = await asyncio.gather(*calls)
+        assert writer.commits >= 2 + len(held)
+        balances = await _balances(db, accounts)
+    finally:
+        await writer.aclose()
+        await db.dispose()
+    captured = [r[0] for r in results[::2]]
+    assert all(h.status == Hold.CAPTURED for h in captured)
+    assert balances == {a: before[a] - 6 * 2 + 6 for a in accounts}
+    for account in accounts:
+        seqs = [e.seq for e in published if e.account_id == account]
+        assert seqs == list(range(1, len(seqs) + 1)), f"{account}'s events out of order: {seqs}"
+        assert len(seqs) >= 1 + 6 + 12
+
+
+async def _balances(db: Database, accounts: list[str]) -> dict[str, int]:
+    found = {}
+    async with db.read() as uow:
+        for account_id in accounts:
+            account = await uow.accounts.get(account_id)
+            assert account is not None
+            found[account_id] = account.balance
+    return found
