@@ -161,11 +161,13 @@ async def run(args: argparse.Namespace, say: Progress) -> Result:
                             f"server log: {server.log_tail()}"
                         )
                     runs[variant][phase] = measured
+                    batches = measured.get("batches")
                     say(
                         f"http {variant} {phase}: {measured['req_per_s']:,.0f} req/s, p50 "
                         f"{measured['latency_ms']['p50']:.1f} ms, p99 "
                         f"{measured['latency_ms']['p99']:.1f} ms, statuses "
                         f"{measured['statuses']}, cpu {measured['cpu_cores']}"
+                        + (f", {batches['mean']:.1f} operations per batch" if batches else "")
                     )
             audit = await audit_database(dsn)
     result = Result("http", title, params, machine=machine_info(pg_version))

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import sys
+import urllib.request
 from typing import Any
 
 from bench.measure import CpuMeter
@@ -60,15 +61,14 @@ async def load(
 
 def batch_sizes(port: int) -> dict[str, float] | None:
     """The server's group-commit batches over its whole life (warm-up included), from its
-    Prometheus metrics; None for a server without them (the echo)."""
-    import urllib.request
-
+    Prometheus metrics (with several workers, the one that answers); None for a server
+    without them (the echo)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
             text = answer.read().decode()
     except OSError:
         return None
-    values = {}
+    values: dict[str, float] = {}
     for line in text.splitlines():
         for name in ("sum", "count"):
             if line.startswith(f"creditstream_write_batch_size_{name} "):
