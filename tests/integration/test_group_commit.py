@@ -1,6 +1,10 @@
 """Group commit changes the shape of the write path, not its results: any sequence of operations
 run as one batch leaves exactly the rows, answers and events that running them one at a time in
-the same order leaves (both databases, hypothesis)."""
+the same order leaves (both databases, hypothesis). With two batches in flight, a batch passes
+over what names an account of the one in flight, so operations on different accounts may apply
+in another order than they arrived: the batches must then leave what running them one at a time
+in the order they applied them leaves, and that order must keep each account's operations, and
+every operation that did not say what it touches, where they arrived."""
 
 from __future__ import annotations
 
@@ -64,6 +68,7 @@ class Run:
         self.holds: list[str] = []
         self.spends: list[tuple[str, str]] = []  # (charge_id or hold_id, "charge" or "capture")
         self.counter = itertools.count()
+        self.started: list[int] = []  # the operations' positions, as their batches ran them
 
     async def _publish(self, events: list[Event]) -> None:
         self.published.extend(events)
@@ -74,7 +79,19 @@ class Run:
     def account(self, index: int) -> str:
         return f"acct-{self.tag}-{index}"
 
-    def submit(self, op: tuple[Any, ...]) -> Coroutine[Any, Any, Any]:
+    def ran_order(self) -> list[int]:
+        """The positions of the operations that ran, in the order they last ran (a batch that
+        failed runs its operations again one at a time). Replays and refused keys never run."""
+        return list(dict.fromkeys(reversed(self.started)))[::-1]
+
+    def _recorded(self, index: int, action: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        async def run(uow: Any) -> Any:
+            self.started.append(index)
+            return await action(uow)
+
+        return run
+
+    def submit(self, op: tuple[Any, ...], index: int) -> Coroutine[Any, Any, Any]:
         kind, target, amount = op[0], op[1], op[2]
         service, account = self.service, self.account(target)
         if kind in ("capture", "release"):
@@ -90,7 +107,7 @@ class Run:
                     return captured
                 return await service.release(uow, hold_id)
 
-            return self.writer.run(settle)
+            return self.writer.run(self._recorded(index, settle))
         if kind == "refund":
             spend_ref = target
 
@@ -100,7 +117,7 @@ class Run:
                 spend_id, spent = self.spends[spend_ref]
                 return await service.refund(uow, spend_id, spent, amount)
 
-            return self.writer.run(refund)
+            return self.writer.run(self._recorded(index, refund))
         if kind == "keyed_hold":
             key = IdempotencyKey(self.tag, f"key-{op[3]}", f"hold {target} {amount}")
 
@@ -109,7 +126,9 @@ class Run:
                 self.holds.append(hold.hold_id)
                 return 201, {"hold": hold.to_dict(), "account": acct.snapshot(self.clock.now())}
 
-            return self.writer.run_keyed(keyed, key, refusal, Touches(accounts=(account,)))
+            return self.writer.run_keyed(
+                self._recorded(index, keyed), key, refusal, Touches(accounts=(account,))
+            )
 
         async def charge(uow: Any) -> Any:
             result = await service.charge(uow, account, amount, "charge")
@@ -128,8 +147,8 @@ class Run:
                 self.holds.append(result[0].hold_id)
                 return result
 
-            return self.writer.run(hold, Touches(accounts=(account,)))
-        return self.writer.run(use_cases[kind], Touches(accounts=(account,)))
+            return self.writer.run(self._recorded(index, hold), Touches(accounts=(account,)))
+        return self.writer.run(self._recorded(index, use_cases[kind]), Touches(accounts=(account,)))
 
 
 async def ensure(service: CreditService, uow: Any, account_id: str) -> Any:
@@ -207,25 +226,35 @@ async def compare(
     depth: int = 1,
 ) -> None:
     """With one batch in flight (`depth` 1) the operations share one batch; with two, the lane
-    splits them over batches that overlap, and what they leave must be the same again."""
+    splits them over batches that overlap, and what they leave must be what running them one at
+    a time, in the order the batches ran them, leaves."""
     clock = MutableClock()
     one = Run(db, f"one{example}d{depth}x", clock)
     many = Run(db, f"all{example}d{depth}x", clock, depth)
     answers: dict[str, list[Any]] = {}
-    for run, together in ((one, False), (many, True)):
-        for module in (service_module, account_module, job_service_module):
-            monkeypatch.setattr(module, "new_id", run.new_id)
-        if together:
-            results = await asyncio.gather(*(run.submit(op) for op in ops), return_exceptions=True)
-        else:
-            results = []
-            for op in ops:
-                try:
-                    results.append(await run.submit(op))
-                except Exception as exc:
-                    results.append(exc)
-        answers[run.tag] = [answer(r, clock.now()) for r in results]
-        await run.writer.aclose()
+    for module in (service_module, account_module, job_service_module):
+        monkeypatch.setattr(module, "new_id", many.new_id)
+    results = await asyncio.gather(
+        *(many.submit(op, i) for i, op in enumerate(ops)), return_exceptions=True
+    )
+    answers[many.tag] = [answer(r, clock.now()) for r in results]
+    await many.writer.aclose()
+    ran = many.ran_order()
+    if depth == 1:
+        assert ran == sorted(ran), "one batch at a time applies in arrival order"
+    assert_each_account_keeps_its_order(ops, ran)
+    # what never ran (a replay, a key refused) answers from its key, wherever it goes
+    order = ran + [i for i in range(len(ops)) if i not in set(ran)]
+    for module in (service_module, account_module, job_service_module):
+        monkeypatch.setattr(module, "new_id", one.new_id)
+    alone: dict[int, Any] = {}
+    for i in order:
+        try:
+            alone[i] = await one.submit(ops[i], i)
+        except Exception as exc:
+            alone[i] = exc
+    answers[one.tag] = [answer(alone[i], clock.now()) for i in range(len(ops))]
+    await one.writer.aclose()
     duplicates = sum(1 for op in ops if op[0] == "keyed_hold") - len(
         {op[3] for op in ops if op[0] == "keyed_hold"}
     )
@@ -238,6 +267,17 @@ async def compare(
     assert untagged(await table_rows(db, many.tag), many.tag) == untagged(
         await table_rows(db, one.tag), one.tag
     )
+
+
+def assert_each_account_keeps_its_order(ops: list[tuple[Any, ...]], ran: list[int]) -> None:
+    """Two operations that ran keep their arrival order when they name the same account, or
+    when either did not say what it touches (captures, releases and refunds here name none)."""
+    position = {index: n for n, index in enumerate(ran)}
+    unsaid = ("capture", "release", "refund")
+    for i, j in itertools.combinations(sorted(ran), 2):
+        first, then = ops[i], ops[j]
+        if first[0] in unsaid or then[0] in unsaid or first[1] == then[1]:
+            assert position[i] < position[j], f"{first} (#{i}) applied after {then} (#{j})"
 
 
 @pytest.mark.parametrize("depth", [1, 2])
