@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import json
 import sys
-import urllib.request
 from typing import Any
 
 from bench.measure import CpuMeter
@@ -55,24 +54,28 @@ async def load(
         raise RuntimeError(f"load generator failed ({proc.returncode}): {err.decode()[-2000:]}")
     result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     result["cpu_cores"] = cores
-    result["batches"] = await asyncio.to_thread(batch_sizes, server.port)
+    result["batches"] = await batch_sizes(server.url)
     return result
 
 
-def batch_sizes(port: int) -> dict[str, float] | None:
+async def batch_sizes(url: str) -> dict[str, float] | None:
     """The server's group-commit batches over its whole life (warm-up included), from its
     Prometheus metrics (with several workers, the one that answers); None for a server
     without them (the echo)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
-            text = answer.read().decode()
-    except OSError:
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        answer = await client.get(url + "/metrics")
+    if answer.status_code != 200:
         return None
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        for name in ("sum", "count"):
-            if line.startswith(f"creditstream_write_batch_size_{name} "):
-                values[name] = float(line.split()[1])
-    if not values.get("count"):
+    values = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(answer.text)
+        if family.name == "creditstream_write_batch_size"
+        for sample in family.samples
+    }
+    count = values.get("creditstream_write_batch_size_count")
+    if not count:
         return None
-    return {"batches": values["count"], "mean": values["sum"] / values["count"]}
+    return {"batches": count, "mean": values["creditstream_write_batch_size_sum"] / count}
