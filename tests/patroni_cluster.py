@@ -68,6 +68,10 @@ class PatroniCluster:
     def ttl(self) -> int:
         return int(self.shipped["bootstrap"]["dcs"]["ttl"])
 
+    @property
+    def loop_wait(self) -> int:
+        return int(self.shipped["bootstrap"]["dcs"]["loop_wait"])
+
     # -- start and stop ---------------------------------------------------------------------
 
     def start(self, timeout: float = 90.0) -> PatroniCluster:
@@ -160,9 +164,11 @@ class PatroniCluster:
         if node.process is not None and node.process.poll() is not None:
             raise RuntimeError(f"patroni {node.name} exited: {self.log_tail(node)}")
 
-    def log_tail(self, node: PatroniNode) -> str:
+    def log_tail(self, node: PatroniNode, chars: int | None = 3000) -> str:
+        """The end of the node's Patroni log (all of it when `chars` is None)."""
         try:
-            return node.log_path.read_text()[-3000:]
+            text = node.log_path.read_text()
+            return text if chars is None else text[-chars:]
         except OSError:
             return "(no log)"
 
