@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from realtime.broker import CHANNEL_PREFIX, channel_for
 from realtime.hub import Hub
-from realtime.redis_broker import RedisBroker
+from realtime.redis_broker import SUBSCRIBE_LINGER_S, RedisBroker
 from tests.support import PrivateRedis
 from tests.unit.fakes import ListSink, MemoryJournal
 
@@ -74,6 +74,27 @@ async def test_concurrent_subscribes_share_subscribe_commands_and_messages_arriv
             break
         await asyncio.sleep(0.01)
     assert received == [(a, f"event of {a}") for a in accounts[:20]]
+
+
+async def test_subscribes_arriving_one_by_one_gather_within_the_linger(
+    started: tuple[RedisBroker, aioredis.Redis, list[tuple[str, str]]],
+) -> None:
+    """A storm spread over time (a subscribe a millisecond, as clients reconnect) goes out in
+    about one SUBSCRIBE per SUBSCRIBE_LINGER_S, not one per subscribe."""
+    broker, client, _ = started
+    accounts = [f"spread_{i:03d}" for i in range(300)]
+    loop = asyncio.get_running_loop()
+    before = await subscribe_calls(client)
+    began = loop.time()
+    subscribing = []
+    for account in accounts:
+        subscribing.append(asyncio.create_task(broker.subscribe(account)))
+        await asyncio.sleep(0.001)
+    await asyncio.gather(*subscribing)
+    took = loop.time() - began
+    sent = await subscribe_calls(client) - before
+    assert sent <= took / SUBSCRIBE_LINGER_S + 2, (sent, took)
+    assert await account_channels(client) == {channel_for(a) for a in accounts}
 
 
 async def test_a_channel_ends_as_last_wanted_when_changes_go_out_together(
