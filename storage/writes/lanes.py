@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -32,10 +33,29 @@ class Lane:
     def share(self, alone: bool, most: int) -> int:
         """How many the next batch takes: all that waits, unless no other batch is in flight
         and a second may start — then half, so that the two can overlap (a burst or a closed
-        loop of callers would otherwise stay one batch taking turns with the database)."""
-        if alone:
-            return min(most, max(1, (len(self.queue) + 1) // 2))
-        return most
+        loop of callers would otherwise stay one batch taking turns with the database). Half
+        only when a second batch could take at least half of the rest while the first flies:
+        what names the first half's accounts (one hot account's burst) would only wait for it,
+        in a batch of half the size."""
+        if not alone:
+            return most
+        half = min(most, max(1, (len(self.queue) + 1) // 2))
+        rest = min(most, len(self.queue)) - half
+        if rest <= 0:
+            return most
+        first = _Blocked(frozenset())
+        for op in itertools.islice(self.queue, half):
+            first.add(op.touches)
+        takeable = 0
+        for op in itertools.islice(self.queue, half, half + rest):
+            touches = op.touches
+            if not touches.said:
+                break  # a second batch stops before it
+            if first.names(touches):
+                first.add(touches)
+            else:
+                takeable += 1
+        return half if takeable * 2 >= rest else most
 
     def take(self, most: int, busy: frozenset[str] | None = None) -> list[Operation]:
         """Up to `most`, in arrival order. While batches are in flight (`busy`, the accounts

@@ -36,6 +36,38 @@ async def test_with_nothing_in_flight_it_takes_in_arrival_order() -> None:
     assert list(lane.queue) == ops[2:]
 
 
+async def test_alone_it_takes_half_when_a_second_batch_could_take_the_rest() -> None:
+    lane = Lane()
+    lane.put([_op((f"a{i}",)) for i in range(10)])
+    assert lane.share(alone=True, most=256) == 5
+    assert lane.share(alone=False, most=256) == 256, "beside a batch in flight: all it may"
+
+
+async def test_alone_it_takes_all_when_the_rest_would_wait_for_the_first_half() -> None:
+    # one hot account: a second batch could take none of the rest while the first flies
+    lane = Lane()
+    lane.put([_op(("hot",)) for _ in range(10)])
+    assert lane.share(alone=True, most=256) == 256
+    assert lane.share(alone=True, most=8) == 8, "never past the batch's cap"
+    # mostly names what the first half names (by account or through a hold passed over)
+    lane = Lane()
+    first = [_op(("a",), ("h1",)), _op(("b",)), _op(("c",))]
+    rest = [_op(holds=("h1",)), _op(("b",)), _op(("free",))]
+    lane.put(first + rest)
+    assert lane.share(alone=True, most=256) == 256
+    # half of the rest free: halves
+    lane = Lane()
+    lane.put([_op(("a",)), _op(("b",)), _op(("c",)), _op(("a",)), _op(("x",)), _op(("y",))])
+    assert lane.share(alone=True, most=256) == 3
+
+
+async def test_alone_an_operation_that_said_nothing_ends_what_a_second_batch_could_take() -> None:
+    lane = Lane()
+    unsaid = Operation(_action, NOTHING, asyncio.get_running_loop().create_future())
+    lane.put([_op(("a",)), _op(("b",)), unsaid, _op(("c",))])
+    assert lane.share(alone=True, most=256) == 256
+
+
 async def test_an_operation_on_an_account_in_flight_is_passed_over_and_stays_first() -> None:
     lane = Lane()
     on_busy, other, again, third = _op(("busy",)), _op(("b",)), _op(("busy",)), _op(("c",))
