@@ -108,8 +108,9 @@ class RedisBroker(RedisPublishing):
     async def _send_subscription(self, channel: str) -> None:
         """Channels changed while a SUBSCRIBE is on its way, or within SUBSCRIBE_LINGER_S of
         the last one, go out together in the next one (and one UNSUBSCRIBE): a reconnect storm
-        of thousands of subscribers costs a few commands, not one each. Each channel goes out as `_channels` wants it then, so a
-        subscribe and an unsubscribe of one channel in quick succession end as the last said.
+        of thousands of subscribers costs a few commands, not one each. Each channel goes out
+        as `_channels` wants it then, so a subscribe and an unsubscribe of one channel in quick
+        succession end as the last said.
 
         The commands go out from a task of the broker's own, which the caller only waits for:
         a caller cancelled half-way (a client gone in the middle of its subscribe) took the

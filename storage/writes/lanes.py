@@ -51,9 +51,7 @@ class Lane:
             touches = op.touches
             if not touches.said:
                 break  # a second batch stops before it
-            if first.names(touches):
-                first.add(touches)
-            else:
+            if not first.passes_over(touches):
                 takeable += 1
         return half if takeable * 2 >= rest else most
 
@@ -82,11 +80,7 @@ class Lane:
             queue.popleft()
             if op.future.done():  # its caller went away before it ran
                 continue
-            if blocked.names(touches):
-                blocked.add(touches)
-                passed.append(op)
-            else:
-                ops.append(op)
+            (passed if blocked.passes_over(touches) else ops).append(op)
         queue.extendleft(reversed(passed))
         if not queue:
             self.ready.clear()
@@ -121,6 +115,13 @@ class _Blocked:
             and self.holds.isdisjoint(touches.holds)
             and self.jobs.isdisjoint(touches.jobs)
         )
+
+    def passes_over(self, touches: Touches) -> bool:
+        """Whether an operation touching `touches` must wait; if so, what it names waits too."""
+        if self.names(touches):
+            self.add(touches)
+            return True
+        return False
 
     def add(self, touches: Touches) -> None:
         self.accounts.update(touches.accounts)
