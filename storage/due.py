@@ -1,7 +1,8 @@
 """What the sweeper finds due: open holds and processing jobs past `expires_at`, oldest first,
 each with its account (so its expiry goes to that account's write lane and is locked with it in
 the batch's one `SELECT … FOR UPDATE`), and the accounts of the oldest grants past theirs. Each
-query is a range scan of its (status, expires_at) index, or of the partial `ix_grants_due`.
+query is a range scan of a partial index on `expires_at` of the open holds, the processing jobs
+or the grants with credits left (`ix_grants_due`).
 
 Every instance sweeps every second, and almost always finds nothing; on PostgreSQL the three
 reads are prepared statements straight on asyncpg, one statement each with no transaction
@@ -18,20 +19,18 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from core.jobs import PROCESSING
-from core.model import Hold
-from storage.tables import holds, jobs
+from storage.tables import OPEN_HOLD, PROCESSING_JOB, holds, jobs
 
 if TYPE_CHECKING:
     from storage.sql import Database
 
 DUE_HOLDS = (
-    "SELECT id, account_id, expires_at FROM holds WHERE status = $1 AND expires_at <= $2 "
-    "ORDER BY expires_at LIMIT $3"
+    f"SELECT id, account_id, expires_at FROM holds WHERE {OPEN_HOLD} AND expires_at <= $1 "
+    "ORDER BY expires_at LIMIT $2"
 )
 DUE_JOBS = (
-    "SELECT id, account_id, expires_at, hold_id FROM jobs WHERE status = $1 "
-    "AND expires_at <= $2 ORDER BY expires_at LIMIT $3"
+    f"SELECT id, account_id, expires_at, hold_id FROM jobs WHERE {PROCESSING_JOB} "
+    "AND expires_at <= $1 ORDER BY expires_at LIMIT $2"
 )
 DUE_GRANT_ACCOUNTS = (
     "SELECT DISTINCT account_id FROM (SELECT account_id FROM grants WHERE expires_at <= $1 "
@@ -52,7 +51,7 @@ class Due:
 async def holds_due(db: Database, now: datetime, limit: int) -> list[Due]:
     if db.dialect == "postgresql":
         async with db.driver() as driver:
-            records = await driver.fetch(DUE_HOLDS, Hold.OPEN, now, limit)
+            records = await driver.fetch(DUE_HOLDS, now, limit)
         return [Due(r[0], r[1], r[2]) for r in records]
     async with db.read() as uow:
         return await due_holds(uow.conn, now, limit)
@@ -61,7 +60,7 @@ async def holds_due(db: Database, now: datetime, limit: int) -> list[Due]:
 async def jobs_due(db: Database, now: datetime, limit: int) -> list[Due]:
     if db.dialect == "postgresql":
         async with db.driver() as driver:
-            records = await driver.fetch(DUE_JOBS, PROCESSING, now, limit)
+            records = await driver.fetch(DUE_JOBS, now, limit)
         return [Due(r[0], r[1], r[2], r[3]) for r in records]
     async with db.read() as uow:
         return await due_jobs(uow.conn, now, limit)
@@ -78,7 +77,7 @@ async def accounts_with_due_grants(db: Database, now: datetime, limit: int) -> l
 async def due_holds(conn: AsyncConnection, now: datetime, limit: int) -> list[Due]:
     rows = await conn.execute(
         sa.select(holds.c.id, holds.c.account_id, holds.c.expires_at)
-        .where(holds.c.status == Hold.OPEN, holds.c.expires_at <= now)
+        .where(sa.text(OPEN_HOLD), holds.c.expires_at <= now)
         .order_by(holds.c.expires_at)
         .limit(limit)
     )
@@ -88,7 +87,7 @@ async def due_holds(conn: AsyncConnection, now: datetime, limit: int) -> list[Du
 async def due_jobs(conn: AsyncConnection, now: datetime, limit: int) -> list[Due]:
     rows = await conn.execute(
         sa.select(jobs.c.id, jobs.c.account_id, jobs.c.expires_at, jobs.c.hold_id)
-        .where(jobs.c.status == PROCESSING, jobs.c.expires_at <= now)
+        .where(sa.text(PROCESSING_JOB), jobs.c.expires_at <= now)
         .order_by(jobs.c.expires_at)
         .limit(limit)
     )

@@ -200,6 +200,24 @@ async def test_the_due_grants_query_reads_the_partial_index(
     assert "ix_grants_due" in plan, plan
 
 
+@pytest.mark.parametrize(
+    ("query", "index"),
+    [(due.DUE_HOLDS, "ix_holds_open_expires"), (due.DUE_JOBS, "ix_jobs_processing_expires")],
+)
+async def test_the_due_holds_and_jobs_queries_read_their_partial_indexes(
+    pg_db: Database, clock: MutableClock, query: str, index: str
+) -> None:
+    """The due holds and jobs are read through indexes of the open holds and the processing
+    jobs alone (migration 0011): the query must say the index's predicate itself, as a literal,
+    or PostgreSQL's generic plan for the prepared statement cannot use it (seq scans off: the
+    index is the only way left that fits)."""
+    async with pg_db.driver() as driver, driver.transaction():
+        await driver.execute("SET LOCAL enable_seqscan = off")
+        await driver.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        plan = "\n".join(r[0] for r in await driver.fetch("EXPLAIN " + query, clock.now(), 10))
+    assert index in plan, plan
+
+
 async def test_holds_and_releases_update_their_grant_in_place(
     pg_db: Database, service: CreditService, clock: MutableClock
 ) -> None:
