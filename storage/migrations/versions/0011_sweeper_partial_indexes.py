@@ -25,28 +25,22 @@ depends_on = None
 OPEN_HOLD = sa.text("status = 'open'")
 PROCESSING_JOB = sa.text("status = 'processing'")
 
+# (table, the partial index, the index it replaces, the partial index's predicate)
+INDEXES = (
+    ("holds", "ix_holds_open_expires", "ix_holds_status_expires", OPEN_HOLD),
+    ("jobs", "ix_jobs_processing_expires", "ix_jobs_status_expires", PROCESSING_JOB),
+)
+
 
 def upgrade() -> None:
-    op.create_index(
-        "ix_holds_open_expires",
-        "holds",
-        ["expires_at"],
-        postgresql_where=OPEN_HOLD,
-        sqlite_where=OPEN_HOLD,
-    )
-    op.drop_index("ix_holds_status_expires", table_name="holds")
-    op.create_index(
-        "ix_jobs_processing_expires",
-        "jobs",
-        ["expires_at"],
-        postgresql_where=PROCESSING_JOB,
-        sqlite_where=PROCESSING_JOB,
-    )
-    op.drop_index("ix_jobs_status_expires", table_name="jobs")
+    for table, index, replaced, predicate in INDEXES:
+        op.create_index(
+            index, table, ["expires_at"], postgresql_where=predicate, sqlite_where=predicate
+        )
+        op.drop_index(replaced, table_name=table)
 
 
 def downgrade() -> None:
-    op.create_index("ix_jobs_status_expires", "jobs", ["status", "expires_at"])
-    op.drop_index("ix_jobs_processing_expires", table_name="jobs")
-    op.create_index("ix_holds_status_expires", "holds", ["status", "expires_at"])
-    op.drop_index("ix_holds_open_expires", table_name="holds")
+    for table, index, replaced, _ in reversed(INDEXES):
+        op.create_index(replaced, table, ["status", "expires_at"])
+        op.drop_index(index, table_name=table)
