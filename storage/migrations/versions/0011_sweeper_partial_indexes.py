@@ -4,7 +4,9 @@ The (status, expires_at) indexes kept an entry for every hold and job ever made,
 capture, a release or a job's completion changes `status`, each of them wrote a new entry
 under the new status too (one more index write per capture, and a dead entry for vacuum). Only
 open holds and processing jobs can fall due: these indexes hold only those, so a hold leaves
-its index when it closes and the index stays the size of what is open.
+its index when it closes and the index stays the size of what is open. Building each reads its
+table once, and writes to that table wait meanwhile (0.1 s for a million narrow rows here: the
+read grows with the table on disk).
 
 Revision ID: 0011
 Revises: 0010
