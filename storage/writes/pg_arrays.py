@@ -19,7 +19,7 @@ import asyncpg
 import orjson
 import sqlalchemy as sa
 
-from storage.tables import UtcDateTime
+from storage.column_types import UtcDateTime
 
 # each column type's PostgreSQL name (the batch's typed NULLs use it too: pg_statements.py)
 SQL_TYPES: tuple[tuple[type[Any], str], ...] = (

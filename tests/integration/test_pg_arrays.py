@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 import sqlalchemy as sa
 
-from storage.tables import UtcDateTime
+from storage.column_types import UtcDateTime
 from storage.writes import pg_arrays
 
 metadata = sa.MetaData()
