@@ -29,6 +29,7 @@ from storage.tables import idempotency_answers
 from storage.writes import pg_arrays, pg_records
 from storage.writes.batch import PendingWrites
 from storage.writes.batch_writes import planned_writes
+from storage.writes.committed_accounts import StaleAccounts, Version
 from storage.writes.idempotency import (
     IN_PROGRESS,
     IdempotencyKey,
@@ -37,6 +38,7 @@ from storage.writes.idempotency import (
     stored_response,
 )
 from storage.writes.pg_statements import (
+    ACCOUNT_VERSIONS,
     CLAIM,
     CLAIM_AND_LOCK,
     CLAIMED_KEY,
@@ -57,6 +59,15 @@ from storage.writes.pg_statements import (
     WEBHOOK,
 )
 
+# what a write applied on remembered accounts runs into when one of them changed since: the
+# next event's sequence number taken meanwhile (a unique index), a deadlock or a serialization
+# failure. The batch runs again with the
+# locking read, where a real one recurs and takes the usual way.
+STALE_STATE_ERRORS = (
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.TransactionRollbackError,
+)
+
 
 class PgBatchSession:
     """One batch's transaction on an asyncpg connection."""
@@ -69,6 +80,7 @@ class PgBatchSession:
         # locked, with their live grants, by the claim's statement: handed out by lock_accounts
         self._locked_early: dict[str, Account] = {}
         self._absent_early: set[str] = set()
+        self._expected: dict[str, Version] = {}
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -220,7 +232,12 @@ class PgBatchSession:
 
     # -- writes -------------------------------------------------------------------------------
 
-    async def flush(self, writes: PendingWrites, now: datetime) -> None:
+    def expect(self, versions: dict[str, Version]) -> None:
+        """The accounts the batch applied on as remembered, not locked: the write locks them and
+        checks their versions before what it wrote counts (flush)."""
+        self._expected = versions
+
+    async def flush(self, writes: PendingWrites, now: datetime) -> dict[str, Version]:
         parts: list[tuple[Any, str, Sequence[dict[str, Any]]]] = []
         for planned in planned_writes(writes, now):
             parts += [
@@ -230,7 +247,20 @@ class PgBatchSession:
         # an upsert: a key claimed in this transaction has no answer but one its claim's deletion
         # left behind (by hand, or by a sweeper of the version before 0010), which it replaces
         parts.append((idempotency_answers, "upsert", self._answers))
-        await pg_arrays.write(self.conn, parts)
+        expected = self._expected
+        try:
+            rows = await pg_arrays.write(self.conn, parts, ACCOUNT_VERSIONS, sorted(expected))
+        except STALE_STATE_ERRORS as exc:
+            if expected:  # rows written from a stale state clash with what was committed since
+                raise StaleAccounts(sorted(expected)) from exc
+            raise
+        written: dict[str, Version] = {}
+        found: dict[str, Version] = {}
+        for record in rows:
+            (written if record[0] else found)[record[1]] = (record[2], record[3])
+        if expected and found != expected:
+            raise StaleAccounts([a for a, v in expected.items() if found.get(a) != v])
+        return written
 
 
 async def _locked_and_read(

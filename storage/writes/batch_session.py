@@ -23,6 +23,7 @@ from storage.writes.batch import BatchReads, PendingWrites
 from storage.writes.batch_pg import PgBatchSession
 from storage.writes.batch_sql import SqlBatchSession
 from storage.writes.begun import BegunConnections
+from storage.writes.committed_accounts import Version
 from storage.writes.idempotency import IdempotencyKey, KeyId, StoredResponse
 
 
@@ -44,7 +45,13 @@ class BatchSession(BatchReads, Protocol):
 
     async def unclaim(self, key_ids: Iterable[KeyId]) -> None: ...
 
-    async def flush(self, writes: PendingWrites, now: datetime) -> None: ...
+    def expect(self, versions: dict[str, Version]) -> None:
+        """The accounts the batch applied on as remembered (storage/writes/committed_accounts.py)
+        rather than locked: flush locks them and raises StaleAccounts unless each row is still
+        the version given."""
+
+    async def flush(self, writes: PendingWrites, now: datetime) -> dict[str, Version]:
+        """Write what the batch saved; the versions of the account rows written."""
 
 
 @asynccontextmanager

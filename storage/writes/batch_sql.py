@@ -33,6 +33,7 @@ from storage.tables import (
 )
 from storage.writes.batch import PendingWrites
 from storage.writes.batch_writes import planned_writes
+from storage.writes.committed_accounts import Version
 from storage.writes.idempotency import (
     DONE,
     IN_PROGRESS,
@@ -185,7 +186,10 @@ class SqlBatchSession:
 
     # -- writes -------------------------------------------------------------------------------
 
-    async def flush(self, writes: PendingWrites, now: datetime) -> None:
+    def expect(self, versions: dict[str, Version]) -> None:
+        raise NotImplementedError("a SQLite batch locks the database first (BEGIN IMMEDIATE)")
+
+    async def flush(self, writes: PendingWrites, now: datetime) -> dict[str, Version]:
         for planned in planned_writes(writes, now):
             if planned.inserts:
                 await self.conn.execute(sa.insert(planned.table), planned.inserts)
@@ -198,3 +202,4 @@ class SqlBatchSession:
                         for row in planned.updates
                     ],
                 )
+        return {}  # no versions: nothing remembers accounts on SQLite

@@ -12,6 +12,7 @@ stays defined in one place.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -111,16 +112,44 @@ Part = tuple[sa.Table, str, tuple[str, ...], tuple[bool, ...]]
 BUILDERS = {"insert": _insert, "update": _update, "upsert": _upsert}
 
 
+@dataclass(frozen=True)
+class Versions:
+    """What a write reports of one table's rows: `returning`, a RETURNING list read from every
+    row it inserts or updates there, and `guard`, a locking SELECT of rows named by the
+    statement's first parameter (a text[]) with the same columns, run before any write. Both
+    come back as rows of (written, those columns...): written is false for the guard's rows."""
+
+    table: str
+    returning: str
+    guard: str
+
+
 @lru_cache(maxsize=256)
-def combined_sql(parts: tuple[Part, ...]) -> str:
+def combined_sql(
+    parts: tuple[Part, ...], versions: Versions | None = None, guarded: bool = False
+) -> str:
     """Every part as a data-modifying CTE of one statement: one round trip for all the writes.
     PostgreSQL runs each CTE once, on one snapshot; the parts touch different rows, and foreign
-    keys are checked at the end of the statement, when the rows they point at are there."""
-    ctes, first = [], 1
+    keys are checked at the end of the statement, when the rows they point at are there. The
+    statement answers with `versions`' rows: the guard's first (the main query reads it first,
+    so its locks are taken before any write runs; a write not read by the main query runs once
+    the main query is done), then those written."""
+    ctes: list[str] = []
+    answers: list[str] = []
+    first = 1
+    if guarded and versions is not None:
+        ctes.append(f"guard AS MATERIALIZED ({versions.guard})")
+        answers.append("SELECT false AS written, * FROM guard")
+        first = 2
     for i, (table, kind, names, singles) in enumerate(parts):
-        ctes.append(f"w{i} AS ({BUILDERS[kind](table, names, singles, first)})")
+        sql = BUILDERS[kind](table, names, singles, first)
+        if versions is not None and table.name == versions.table:
+            sql = f"{sql} RETURNING {versions.returning}"
+            answers.append(f"SELECT true AS written, * FROM w{i}")
+        ctes.append(f"w{i} AS ({sql})")
         first += len(names)
-    return f"WITH {', '.join(ctes)} SELECT 1"
+    answer = " UNION ALL ".join(answers) if answers else "SELECT NULL::boolean WHERE false"
+    return f"WITH {', '.join(ctes)} {answer}" if ctes else answer
 
 
 def arrays(
@@ -144,17 +173,27 @@ def arrays(
 
 
 async def write(
-    conn: asyncpg.Connection, parts: Sequence[tuple[sa.Table, str, Sequence[dict[str, Any]]]]
-) -> None:
+    conn: asyncpg.Connection,
+    parts: Sequence[tuple[sa.Table, str, Sequence[dict[str, Any]]]],
+    versions: Versions | None = None,
+    guard: Sequence[str] = (),
+) -> list[asyncpg.Record]:
     """Insert, update (by `id`) or upsert (by the primary key) each part's rows, all in one
-    statement."""
+    statement; with `versions`, answer the versions of its table's rows written, and lock and
+    report those of the rows `guard` names first. Without either, nothing is sent when there
+    is nothing to write."""
     shaped: list[Part] = []
-    args: list[Any] = []
+    args: list[Any] = [list(guard)] if guard else []
     for table, kind, rows in parts:
         if rows:
             names = tuple(rows[0])
             singles, columns = arrays(table, names, rows)
             shaped.append((table, kind, names, singles))
             args.extend(columns)
-    if shaped:
-        await conn.execute(combined_sql(tuple(shaped)), *args)
+    if not (shaped or guard):
+        return []
+    sql = combined_sql(tuple(shaped), versions, bool(guard))
+    if versions is None:
+        await conn.execute(sql, *args)
+        return []
+    return list(await conn.fetch(sql, *args))

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from storage.tables import accounts, grants, holds
 from storage.writes.idempotency import DONE
-from storage.writes.pg_arrays import sql_type
+from storage.writes.pg_arrays import Versions, sql_type
 
 # from the tables, so a new column reaches the batch without a second list to keep
 ACCOUNT_COLUMNS = tuple(c.name for c in accounts.c)
@@ -179,4 +179,15 @@ STORED = (
 UNCLAIM = (
     "DELETE FROM idempotency_keys WHERE (scope, key) IN "
     "(SELECT * FROM unnest($1::text[], $2::text[]))"
+)
+
+# an account row's version (storage/writes/committed_accounts.py): what a batch's write answers
+# for each account it writes, and, when it applied on remembered accounts, for each of those,
+# locked in id order before anything is written
+_VERSION = "{t}id AS id, {t}xmin::text::bigint AS xid, {t}seq AS seq"
+ACCOUNT_VERSIONS = Versions(
+    "accounts",
+    _VERSION.format(t="accounts."),
+    f"SELECT {_VERSION.format(t='')} FROM accounts WHERE id = ANY($1::text[]) "
+    "ORDER BY id FOR UPDATE",
 )

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import metrics
+from core.account import Account
 from core.errors import ConcurrentUpdate, IdempotencyKeyReused, RequestInProgress
 from core.events import Event
 from core.ports import TRANSACTION_TIME
@@ -20,6 +21,7 @@ from storage.writes import idempotency
 from storage.writes.batch import Batch, Touches
 from storage.writes.batch_session import DATABASE_ERRORS, BatchSession, batch_session
 from storage.writes.begun import BegunConnections
+from storage.writes.committed_accounts import CommittedAccounts, StaleAccounts, Version
 from storage.writes.idempotency import IdempotencyKey, KeyedResult, KeyId, replay_of
 from storage.writes.operation import OperationUnitOfWork
 
@@ -59,35 +61,69 @@ async def run_batch(
     now: datetime,
     applied: Callable[[frozenset[str]], None] = lambda locked: None,
     connections: BegunConnections | None = None,
+    remembered: CommittedAccounts | None = None,
 ) -> Outcome:
     """One batch as one transaction: its keys claimed, its accounts locked in id order, each
     operation applied in arrival order on its own working copy, the answers of keyed ones
     recorded, the rows written set-based, one commit. `applied` is called once the operations
     are applied and what is left is the database's: the write and the commit, with the accounts
     the transaction locked (also those of the holds and jobs it named); `connections`, a
-    lane's, where the transaction runs (storage/writes/begun.py). Raises what puts
-    the transaction itself in doubt; every other error is its operation's own, in the outcome."""
-    outcome = Outcome()
+    lane's, where the transaction runs (storage/writes/begun.py). With `remembered`, a batch
+    whose accounts are all there applies on them without the locking read, its write checks
+    them, and one found stale runs again with the read (storage/writes/committed_accounts.py);
+    every account a batch writes is remembered as committed. Raises what puts the transaction
+    itself in doubt; every other error is its operation's own, in the outcome."""
     metrics.WRITE_BATCH_SIZE.observe(len(ops))
     stamped = TRANSACTION_TIME.set(now)
     try:
-        return await _run(db, ops, now, outcome, applied, connections)
+        known = _remembered_for(ops, remembered)
+        if known is not None:
+            try:
+                return await _run(db, ops, now, applied, connections, remembered, known)
+            except StaleAccounts as stale:
+                assert remembered is not None
+                remembered.stale += 1
+                remembered.forget(stale.account_ids)
+        return await _run(db, ops, now, applied, connections, remembered, None)
     finally:
         TRANSACTION_TIME.reset(stamped)
+
+
+def _remembered_for(
+    ops: list[Operation], remembered: CommittedAccounts | None
+) -> dict[str, tuple[Account, Version]] | None:
+    """The accounts of a batch that names nothing but accounts, all remembered; else None. A
+    keyed operation's key must be claimed before it runs, a hold or job read under its
+    account's lock: those batches take the locking read."""
+    if remembered is None:
+        return None
+    account_ids: set[str] = set()
+    for op in ops:
+        touches = op.touches
+        if op.key is not None or touches.holds or touches.jobs or not touches.accounts:
+            return None
+        account_ids.update(touches.accounts)
+    return remembered.all_of(sorted(account_ids))
 
 
 async def _run(
     db: Database,
     ops: list[Operation],
     now: datetime,
-    outcome: Outcome,
     applied: Callable[[frozenset[str]], None],
     connections: BegunConnections | None,
+    remembered: CommittedAccounts | None,
+    known: dict[str, tuple[Account, Version]] | None,
 ) -> Outcome:
+    outcome = Outcome()
     async with batch_session(db, connections) as session:
         batch = Batch(session)
         runnable = await _claim(session, ops, now, outcome)
-        await batch.load(op.touches for op in runnable)
+        if known is None:
+            await batch.load(op.touches for op in runnable)
+        else:
+            batch.adopt({a: account for a, (account, _) in known.items()})
+            session.expect({a: version for a, (_, version) in known.items()})
         responses: dict[KeyId, tuple[int, Any]] = {}
         failed: list[KeyId] = []
         for position, op in enumerate(runnable, 1):
@@ -99,9 +135,14 @@ async def _run(
         applied(frozenset(batch.accounts))
         if responses:
             await session.record(responses)
-        await session.flush(batch.writes, now)
+        written = await session.flush(batch.writes, now)
         if failed:
             await session.unclaim(failed)
+    if remembered is not None:  # committed
+        for account_id, version in written.items():
+            remembered.remember(batch.accounts[account_id], version)
+        if known is not None:
+            remembered.hits += 1
     outcome.new_holds = [
         (h, hold.account_id) for h, (hold, new) in batch.writes.holds.items() if new
     ]

@@ -31,6 +31,7 @@ from storage.connection_errors import DatabaseUnavailable
 from storage.sql import Database
 from storage.writes.batch import NOTHING, Touches
 from storage.writes.begun import LINGER_S, BegunConnections
+from storage.writes.committed_accounts import CommittedAccounts
 from storage.writes.hold_owners import HoldOwners
 from storage.writes.idempotency import IdempotencyKey, KeyedResult
 from storage.writes.lanes import Flight, Lane, landed
@@ -70,6 +71,9 @@ class BatchWriter:
         self.max_batch = max_batch
         self._tasks: list[asyncio.Task[None]] = []
         self.hold_owners = HoldOwners()
+        # PostgreSQL: the accounts its batches committed, so the next batch on them may skip
+        # its locking read (SQLite's BEGIN IMMEDIATE locks everything anyway)
+        self.remembered = None if sqlite else CommittedAccounts()
         self.commits = 0  # transactions committed, for tests and benchmarks
         self._in_flight = 0
 
@@ -232,7 +236,16 @@ class BatchWriter:
         _fail([op], error)
 
     async def _transact(self, ops: list[Operation], flight: Flight) -> Outcome:
-        outcome = await run_batch(self.db, ops, self.now(), flight.locked, flight.connections)
+        try:
+            outcome = await run_batch(
+                self.db, ops, self.now(), flight.locked, flight.connections, self.remembered
+            )
+        except BaseException:
+            # a lost connection may be a failover to a standby that missed the last commits:
+            # nothing remembered is trusted after a batch that failed as a whole
+            if self.remembered is not None:
+                self.remembered.clear()
+            raise
         self.commits += 1
         return outcome
 

@@ -1,0 +1,219 @@
+"""Batches on the accounts this process last committed skip the locking read: they apply on the
+remembered state, and their write locks the accounts and checks each row's version before any
+of it counts (storage/writes/committed_accounts.py). A row changed anywhere else — another
+instance, a transaction that holds the lock meanwhile, an operator's SQL — sends the batch back to
+the locking read, so no answer is ever given on a stale balance."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import sqlalchemy as sa
+
+from asgi import load_catalogue
+from core.errors import InsufficientCredits
+from core.events import Event
+from core.service import CreditService
+from storage.connection_errors import DatabaseUnavailable
+from storage.sql import Database
+from storage.writes.batch import Touches
+from storage.writes.committed_accounts import CommittedAccounts
+from storage.writes.writer import BatchWriter
+from tests.support import MutableClock, audit_mismatches
+
+
+async def _nowhere(events: list[Event]) -> None:
+    return None
+
+
+@pytest.fixture
+def service(clock: MutableClock) -> CreditService:
+    return CreditService(clock, load_catalogue(None))
+
+
+@pytest.fixture
+async def instances(pg_url: str, clock: MutableClock) -> AsyncIterator[list[BatchWriter]]:
+    """Two instances' writers on one database, each with a pool of its own."""
+    from storage.migrate import upgrade_async
+
+    await upgrade_async(pg_url)
+    dbs = [Database.from_url(pg_url, pool_size=4) for _ in range(2)]
+    writers = [BatchWriter(d, clock.now, _nowhere) for d in dbs]
+    yield writers
+    for writer in writers:
+        await writer.aclose()
+    for db in dbs:
+        await db.dispose()
+
+
+def remembered(writer: BatchWriter) -> CommittedAccounts:
+    assert writer.remembered is not None
+    return writer.remembered
+
+
+async def hold(writer: BatchWriter, service: CreditService, account: str, amount: int) -> int:
+    opened, _ = await writer.run(
+        lambda uow: service.hold(uow, account, amount), Touches(accounts=(account,))
+    )
+    return opened.amount
+
+
+async def grant(writer: BatchWriter, service: CreditService, account: str, amount: int) -> None:
+    await writer.run(
+        lambda uow: service.grant(uow, account, amount, "purchase"), Touches(accounts=(account,))
+    )
+
+
+async def balance_and_held(db: Database, account: str) -> tuple[int, int]:
+    async with db.read() as uow:
+        state = await uow.accounts.get(account)
+    assert state is not None
+    return state.balance, state.held
+
+
+async def test_a_batch_on_accounts_it_committed_skips_the_locking_read(
+    instances: list[BatchWriter], service: CreditService, pg_url: str
+) -> None:
+    writer = instances[0]
+    await writer.run(lambda uow: service.grant(uow, "known", 100, "purchase"))  # no hint: locks
+    assert remembered(writer).hits == 0 and len(remembered(writer)) == 1
+    balance, _ = await balance_and_held(writer.db, "known")  # the grant and the signup bonus
+    amounts = await asyncio.gather(*(hold(writer, service, "known", 7) for _ in range(10)))
+    assert amounts == [7] * 10
+    assert remembered(writer).hits >= 1, "expected the holds to apply on the remembered account"
+    assert remembered(writer).stale == 0, "nothing else wrote the account"
+    assert await balance_and_held(writer.db, "known") == (balance, 70)
+    with pytest.raises(InsufficientCredits):
+        await hold(writer, service, "known", balance - 70 + 1)
+    assert await audit_mismatches(pg_url) == []
+
+
+async def test_credits_spent_by_another_instance_are_not_spent_again(
+    instances: list[BatchWriter], service: CreditService, pg_url: str
+) -> None:
+    here, there = instances
+    await grant(here, service, "spent", 100)
+    balance, _ = await balance_and_held(here.db, "spent")
+    await hold(here, service, "spent", 60)  # here remembers balance - 60 free
+    await there.run(
+        lambda uow: service.charge(uow, "spent", balance - 60, "elsewhere"),
+        Touches(accounts=("spent",)),
+    )
+    with pytest.raises(InsufficientCredits):
+        await hold(here, service, "spent", 10)
+    assert remembered(here).stale == 1, "expected the remembered account to be found stale"
+    assert await balance_and_held(here.db, "spent") == (60, 60)
+    assert await audit_mismatches(pg_url) == []
+
+
+async def test_credits_granted_by_another_instance_fund_a_hold_the_remembered_state_refuses(
+    instances: list[BatchWriter], service: CreditService
+) -> None:
+    here, there = instances
+    await grant(here, service, "topped", 10)
+    balance, _ = await balance_and_held(here.db, "topped")
+    await hold(here, service, "topped", balance)  # here remembers nothing free
+    await grant(there, service, "topped", 100)
+    assert await hold(here, service, "topped", 50) == 50
+    assert remembered(here).stale == 1
+    assert await balance_and_held(here.db, "topped") == (balance + 100, balance + 50)
+
+
+async def test_an_operators_sql_between_two_batches_is_seen(
+    instances: list[BatchWriter], service: CreditService, pg_url: str
+) -> None:
+    writer = instances[0]
+    await grant(writer, service, "by-hand", 100)
+    async with writer.db.engine.begin() as conn:  # a grant drained by hand, with its account
+        await conn.execute(sa.text("UPDATE grants SET remaining = 0 WHERE account_id = 'by-hand'"))
+        await conn.execute(sa.text("UPDATE accounts SET balance = 0 WHERE id = 'by-hand'"))
+    with pytest.raises(InsufficientCredits):
+        await hold(writer, service, "by-hand", 1)
+    assert remembered(writer).stale == 1
+
+
+async def test_a_batch_whose_write_waits_for_a_lock_sees_what_that_lock_committed(
+    instances: list[BatchWriter], service: CreditService
+) -> None:
+    """The write locks the remembered accounts first; one locked by a transaction that then
+    grants credits waits for its commit, finds the row changed, and runs again on it."""
+    here, there = instances
+    await grant(here, service, "waited", 10)
+    balance, _ = await balance_and_held(here.db, "waited")
+    await hold(here, service, "waited", balance)
+    began = asyncio.Event()
+
+    async def hold_once_it_began() -> int:
+        await began.wait()
+        return await hold(here, service, "waited", 50)
+
+    task = asyncio.create_task(hold_once_it_began())
+    async with there.db.transaction() as uow:
+        await service.grant(uow, "waited", 100, "purchase")  # holds the account's lock
+        began.set()
+        await asyncio.sleep(0.3)
+        assert not task.done(), "expected the write to wait for the account's lock"
+    assert await task == 50
+    assert remembered(here).stale == 1
+    assert await balance_and_held(here.db, "waited") == (balance + 100, balance + 50)
+
+
+async def test_a_batch_that_failed_as_a_whole_forgets_every_account(
+    instances: list[BatchWriter], service: CreditService
+) -> None:
+    writer = instances[0]
+    for account in ("lost-a", "lost-b"):
+        await grant(writer, service, account, 10)
+    assert len(remembered(writer)) == 2
+    async with writer.db.engine.begin() as conn:  # the writer's kept connections are cut
+        await conn.execute(
+            sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+    with pytest.raises(DatabaseUnavailable):
+        await hold(writer, service, "lost-a", 1)
+    assert len(remembered(writer)) == 0
+    assert await hold(writer, service, "lost-a", 1) == 1  # a fresh connection locks again
+
+
+async def test_two_instances_racing_on_remembered_accounts_keep_the_ledger(
+    instances: list[BatchWriter], service: CreditService, pg_url: str
+) -> None:
+    accounts = ["race-a", "race-b", "race-c"]
+    for account in accounts:
+        await grant(instances[0], service, account, 200)
+        await grant(instances[1], service, account, 1)  # both instances remember them
+
+    async def one(i: int) -> str:
+        writer, account = instances[i % 2], accounts[(i // 2) % 3]
+        try:
+            if i % 5 == 0:
+                await writer.run(
+                    lambda uow: service.charge(uow, account, 3, f"c-{i}"),
+                    Touches(accounts=(account,)),
+                )
+            else:
+                await hold(writer, service, account, 2)
+        except InsufficientCredits:
+            return "refused"
+        return "done"
+
+    results = await asyncio.gather(*(one(i) for i in range(600)))
+    assert results.count("refused") > 0, "expected the accounts to run dry"
+    assert sum(remembered(w).hits for w in instances) > 0
+    assert await audit_mismatches(pg_url) == []
+    async with instances[0].db.read() as uow:
+        for account in accounts:
+            state = await uow.accounts.get(account)
+            assert state is not None and 0 <= state.held <= state.balance
+            seqs = (
+                await uow.conn.execute(
+                    sa.text("SELECT seq FROM events WHERE account_id = :a ORDER BY seq"),
+                    {"a": account},
+                )
+            ).scalars()
+            assert list(seqs) == list(range(1, state.seq + 1)), "expected every event, in order"
