@@ -121,6 +121,14 @@ WRITE_BATCH_SPLITS = Counter(
     "Batches that failed for a non-domain reason and ran again one operation at a time",
     registry=REGISTRY,
 )
+WRITE_BATCHES_REMEMBERED = Counter(
+    "creditstream_write_batches_remembered",
+    "Batches that applied on the accounts as this process last committed them, without a "
+    "locking read: `committed`, or `stale` (a row or key changed elsewhere meanwhile; the "
+    "batch ran again with the locking read)",
+    ["outcome"],
+    registry=REGISTRY,
+)
 STANDBY_READS = Counter(
     "creditstream_standby_reads",
     "Reads routed to CREDITSTREAM_DATABASE_READ_URL, by who served them (standby, primary) "

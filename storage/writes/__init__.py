@@ -8,7 +8,7 @@ commit) once its batch has committed, and the batch's events handed to the publi
 
 Inside, one batch is one transaction (`writer` runs lanes of them, `begun` keeps a lane's connection with its next
 transaction begun, `transaction` runs one; `batch` is its state in
-memory; `operation` is one operation's working copy; `batch_session` with `batch_pg` or
+memory; `committed_accounts` what the writer's batches last committed, so a batch may skip its locking read; `operation` is one operation's working copy; `batch_session` with `batch_pg` or
 `batch_sql` does its reads and writes per database, `pg_records` turning PostgreSQL's rows into
 core's objects; `batch_writes` and `pg_arrays` turn pending changes into set-based statements; `idempotency` claims keys and stores answers).
 """

@@ -25,7 +25,7 @@ from storage.dialects import RecordColumns, storable_key
 from storage.hold_repository import hold_from_row
 from storage.job_repository import job_from_row
 from storage.spend_repository import funding_grant_ids
-from storage.tables import idempotency_answers
+from storage.tables import idempotency_answers, idempotency_keys
 from storage.writes import pg_arrays, pg_records
 from storage.writes.batch import PendingWrites
 from storage.writes.batch_writes import planned_writes
@@ -81,6 +81,7 @@ class PgBatchSession:
         self._locked_early: dict[str, Account] = {}
         self._absent_early: set[str] = set()
         self._expected: dict[str, Version] = {}
+        self._claim_with_write: dict[KeyId, IdempotencyKey] = {}
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -232,6 +233,10 @@ class PgBatchSession:
 
     # -- writes -------------------------------------------------------------------------------
 
+    def claim_with_write(self, keys: list[IdempotencyKey]) -> None:
+        for key in keys:
+            self._claim_with_write.setdefault(key.id, key)  # the first request owns it
+
     def expect(self, versions: dict[str, Version]) -> None:
         """The accounts the batch applied on as remembered, not locked: the write locks them and
         checks their versions before what it wrote counts (flush)."""
@@ -246,6 +251,8 @@ class PgBatchSession:
             ]
         # an upsert: a key claimed in this transaction has no answer but one its claim's deletion
         # left behind (by hand, or by a sweeper of the version before 0010), which it replaces
+        if self._claim_with_write:
+            parts.append((idempotency_keys, "insert", self._claims_of_answers(now)))
         parts.append((idempotency_answers, "upsert", self._answers))
         expected = self._expected
         try:
@@ -261,6 +268,25 @@ class PgBatchSession:
         if expected and found != expected:
             raise StaleAccounts([a for a, v in expected.items() if found.get(a) != v])
         return written
+
+    def _claims_of_answers(self, now: datetime) -> list[dict[str, Any]]:
+        """The claims of the keys answered, in key order (one lock order everywhere), as CLAIM
+        inserts them; a plain insert, so a key claimed already fails the write."""
+        wanted = self._claim_with_write
+        answered = sorted(
+            (a["scope"], a["key"]) for a in self._answers if (a["scope"], a["key"]) in wanted
+        )
+        return [
+            {
+                "scope": scope,
+                "key": key,
+                "fingerprint": wanted[(scope, key)].fingerprint,
+                "status": IN_PROGRESS,
+                "created_at": now,
+                "locked_at": now,
+            }
+            for scope, key in answered
+        ]
 
 
 async def _locked_and_read(

@@ -35,6 +35,10 @@ class BatchSession(BatchReads, Protocol):
         names no hold or job: where the database allows, the claim's own statement locks them
         and reads their live grants, and `lock_accounts` hands them out without a round trip."""
 
+    def claim_with_write(self, keys: list[IdempotencyKey]) -> None:
+        """Claim, with the batch's write (flush), each of these keys the batch answers; one
+        claimed already fails the write (a batch on remembered accounts: committed_accounts.py)."""
+
     async def claim(self, ordered: list[IdempotencyKey], now: datetime) -> list[KeyId]:
         """INSERT the keys in this order unless they exist; the ones inserted."""
 

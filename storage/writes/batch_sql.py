@@ -186,6 +186,9 @@ class SqlBatchSession:
 
     # -- writes -------------------------------------------------------------------------------
 
+    def claim_with_write(self, keys: list[IdempotencyKey]) -> None:
+        raise NotImplementedError("a SQLite batch locks the database first (BEGIN IMMEDIATE)")
+
     def expect(self, versions: dict[str, Version]) -> None:
         raise NotImplementedError("a SQLite batch locks the database first (BEGIN IMMEDIATE)")
 

@@ -28,10 +28,12 @@ Version = tuple[int, int]
 
 
 class StaleAccounts(Exception):
-    """A batch applied on remembered accounts whose rows have changed since: it is rolled back."""
+    """A batch applied on remembered accounts found one of their rows changed since (or a key
+    it claimed with its write taken meanwhile): it is rolled back, to run again with the
+    locking read."""
 
     def __init__(self, account_ids: list[str]) -> None:
-        super().__init__(f"{len(account_ids)} remembered account(s) changed since: {account_ids}")
+        super().__init__(f"the remembered state of {account_ids} is stale")
         self.account_ids = account_ids
 
 

@@ -22,7 +22,13 @@ from storage.writes.batch import Batch, Touches
 from storage.writes.batch_session import DATABASE_ERRORS, BatchSession, batch_session
 from storage.writes.begun import BegunConnections
 from storage.writes.committed_accounts import CommittedAccounts, StaleAccounts, Version
-from storage.writes.idempotency import IdempotencyKey, KeyedResult, KeyId, replay_of
+from storage.writes.idempotency import (
+    IdempotencyKey,
+    KeyedResult,
+    KeyId,
+    StoredResponse,
+    replay_of,
+)
 from storage.writes.operation import OperationUnitOfWork
 
 Action = Callable[[OperationUnitOfWork], Awaitable[Any]]
@@ -83,6 +89,7 @@ async def run_batch(
             except StaleAccounts as stale:
                 assert remembered is not None
                 remembered.stale += 1
+                metrics.WRITE_BATCHES_REMEMBERED.labels("stale").inc()
                 remembered.forget(stale.account_ids)
         return await _run(db, ops, now, applied, connections, remembered, None)
     finally:
@@ -93,14 +100,13 @@ def _remembered_for(
     ops: list[Operation], remembered: CommittedAccounts | None
 ) -> dict[str, tuple[Account, Version]] | None:
     """The accounts of a batch that names nothing but accounts, all remembered; else None. A
-    keyed operation's key must be claimed before it runs, a hold or job read under its
-    account's lock: those batches take the locking read."""
+    hold or a job is read under its account's lock: such a batch takes the locking read."""
     if remembered is None:
         return None
     account_ids: set[str] = set()
     for op in ops:
         touches = op.touches
-        if op.key is not None or touches.holds or touches.jobs or not touches.accounts:
+        if touches.holds or touches.jobs or not touches.accounts:
             return None
         account_ids.update(touches.accounts)
     return remembered.all_of(sorted(account_ids))
@@ -118,7 +124,7 @@ async def _run(
     outcome = Outcome()
     async with batch_session(db, connections) as session:
         batch = Batch(session)
-        runnable = await _claim(session, ops, now, outcome)
+        runnable = await _claim(session, ops, now, outcome, in_write=known is not None)
         if known is None:
             await batch.load(op.touches for op in runnable)
         else:
@@ -136,13 +142,14 @@ async def _run(
         if responses:
             await session.record(responses)
         written = await session.flush(batch.writes, now)
-        if failed:
+        if failed and known is None:  # claimed with the write, only answered keys are
             await session.unclaim(failed)
     if remembered is not None:  # committed
         for account_id, version in written.items():
             remembered.remember(batch.accounts[account_id], version)
         if known is not None:
             remembered.hits += 1
+            metrics.WRITE_BATCHES_REMEMBERED.labels("committed").inc()
     outcome.new_holds = [
         (h, hold.account_id) for h, (hold, new) in batch.writes.holds.items() if new
     ]
@@ -150,14 +157,22 @@ async def _run(
 
 
 async def _claim(
-    session: BatchSession, ops: list[Operation], now: datetime, outcome: Outcome
+    session: BatchSession, ops: list[Operation], now: datetime, outcome: Outcome, in_write: bool
 ) -> list[Operation]:
-    """Claim the batch's keys; answer replays and mismatches; return what must run."""
-    if any(op.key for op in ops) and not any(op.touches.holds or op.touches.jobs for op in ops):
-        session.lock_with_claim(
-            sorted({a for op in ops for a in op.touches.accounts if storable_key(a)})
-        )
-    claims = await idempotency.claim(session, (op.key for op in ops if op.key), now)
+    """Claim the batch's keys; answer replays and mismatches; return what must run. A batch on
+    remembered accounts (`in_write`) claims its keys with its write instead, as new: one taken
+    meanwhile fails the write, and the batch runs again with this claim first."""
+    keys = [op.key for op in ops if op.key]
+    claims: dict[KeyId, StoredResponse | None]
+    if in_write:
+        session.claim_with_write(keys)
+        claims = {key.id: None for key in keys}
+    else:
+        if keys and not any(op.touches.holds or op.touches.jobs for op in ops):
+            session.lock_with_claim(
+                sorted({a for op in ops for a in op.touches.accounts if storable_key(a)})
+            )
+        claims = await idempotency.claim(session, keys, now)
     runnable: list[Operation] = []
     owners: set[KeyId] = set()
     for op in ops:

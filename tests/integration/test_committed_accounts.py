@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from asgi import load_catalogue
-from core.errors import InsufficientCredits
+from core.errors import CreditError, IdempotencyKeyReused, InsufficientCredits
 from core.events import Event
 from core.service import CreditService
 from storage.connection_errors import DatabaseUnavailable
 from storage.sql import Database
 from storage.writes.batch import Touches
 from storage.writes.committed_accounts import CommittedAccounts
+from storage.writes.idempotency import IdempotencyKey, KeyedResult
 from storage.writes.writer import BatchWriter
 from tests.support import MutableClock, audit_mismatches
 
@@ -217,3 +219,86 @@ async def test_two_instances_racing_on_remembered_accounts_keep_the_ledger(
                 )
             ).scalars()
             assert list(seqs) == list(range(1, state.seq + 1)), "expected every event, in order"
+
+
+async def charge_keyed(
+    writer: BatchWriter, service: CreditService, account: str, key: IdempotencyKey
+) -> KeyedResult:
+    async def charge(uow: Any) -> tuple[int, Any]:
+        made, _ = await service.charge(uow, account, 5, "keyed")
+        return 201, {"charge_id": made["charge_id"]}
+
+    return await writer.run_keyed(charge, key, _refusal, Touches(accounts=(account,)))
+
+
+def _refusal(exc: Exception) -> tuple[int, Any] | None:
+    return (402, {"error": exc.code}) if isinstance(exc, CreditError) else None
+
+
+async def test_keys_are_claimed_with_the_write_and_a_repeat_replays_its_answer(
+    instances: list[BatchWriter], service: CreditService, pg_url: str
+) -> None:
+    writer = instances[0]
+    await grant(writer, service, "keyed", 100)
+    keys = [IdempotencyKey("scope", f"k{i}", "fp") for i in range(8)]
+    first = await asyncio.gather(*(charge_keyed(writer, service, "keyed", k) for k in keys))
+    assert remembered(writer).hits >= 1 and remembered(writer).stale == 0
+    assert not any(r.replayed for r in first)
+    again = await charge_keyed(writer, service, "keyed", keys[3])  # claimed: the write fails
+    assert again.replayed and again.body == first[3].body
+    assert remembered(writer).stale == 1
+    with pytest.raises(IdempotencyKeyReused):
+        await charge_keyed(writer, service, "keyed", IdempotencyKey("scope", "k0", "other"))
+    async with writer.db.read() as uow:
+        claims = (
+            await uow.conn.execute(sa.text("SELECT count(*) FROM idempotency_keys"))
+        ).scalar_one()
+        answers = (
+            await uow.conn.execute(sa.text("SELECT count(*) FROM idempotency_answers"))
+        ).scalar_one()
+    assert (claims, answers) == (8, 8)
+    assert await audit_mismatches(pg_url) == []
+
+
+async def test_one_key_sent_to_two_instances_on_remembered_accounts_has_one_effect(
+    instances: list[BatchWriter], service: CreditService
+) -> None:
+    for writer in instances:
+        await grant(writer, service, "shared-key", 500)  # both remember the account
+    key = IdempotencyKey("scope", "same", "fp")
+    results = await asyncio.gather(
+        *(charge_keyed(instances[i % 2], service, "shared-key", key) for i in range(12))
+    )
+    assert len({str(r.body) for r in results}) == 1
+    assert sum(not r.replayed for r in results) == 1
+    async with instances[0].db.read() as uow:
+        charged = (
+            await uow.conn.execute(
+                sa.text("SELECT count(*) FROM entries WHERE type = 'charge' AND account_id = :a"),
+                {"a": "shared-key"},
+            )
+        ).scalar_one()
+    assert charged == 1
+
+
+async def test_a_key_whose_operation_failed_unexpectedly_is_not_claimed(
+    instances: list[BatchWriter], service: CreditService
+) -> None:
+    writer = instances[0]
+    await grant(writer, service, "flaky", 100)
+    key = IdempotencyKey("scope", "flaky", "fp")
+    attempts: list[int] = []
+
+    async def flaky(uow: Any) -> tuple[int, Any]:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("a bug, not a refusal")
+        made, _ = await service.charge(uow, "flaky", 5, "flaky")
+        return 201, {"charge_id": made["charge_id"]}
+
+    touches = Touches(accounts=("flaky",))
+    with pytest.raises(RuntimeError):
+        await writer.run_keyed(flaky, key, _refusal, touches)
+    retried = await writer.run_keyed(flaky, key, _refusal, touches)
+    assert retried.status == 201 and not retried.replayed
+    assert remembered(writer).hits == 2 and remembered(writer).stale == 0
