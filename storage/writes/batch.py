@@ -121,10 +121,12 @@ class Batch:
             # read again now that their accounts are locked: until then they could change
             self._keep(await self._read_holds(hold_ids), await self._read_jobs(job_ids))
 
-    def adopt(self, accounts: dict[str, Account]) -> None:
-        """Accounts as this process last committed them, in place of the locking read: the
-        batch's write locks them and checks they are still so (committed_accounts.py)."""
+    def adopt(self, accounts: dict[str, Account], holds: dict[str, Hold]) -> None:
+        """Accounts, and holds of theirs, as this process last committed them, in place of the
+        locking read: the batch's write locks the accounts and checks they are still so, which
+        vouches for the holds too (committed_accounts.py)."""
         self.accounts.update(accounts)
+        self.holds.update(holds)
 
     async def lock_accounts(
         self, account_ids: Iterable[str], hold_ids: Sequence[str] = (), job_ids: Sequence[str] = ()

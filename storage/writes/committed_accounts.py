@@ -1,25 +1,38 @@
-"""The accounts this process's batches last committed, with the row version each commit left.
+"""The accounts this process's batches last committed, with the row version each commit left, and
+the holds committed with them.
 
-A batch that touches only accounts found here skips its locking read: its operations apply on
-the committed state, and its write locks the accounts (in id order, as the locking read would)
-and checks that each row is still the version remembered before anything it wrote counts
-(storage/writes/pg_arrays.py, `GUARD`). Every transaction that changes an account's live grants or
-holds rewrites the account's row in the same commit (storage/writes/pg_statements.py, `_locked`),
-so an unchanged row version vouches for the grants read with it. A row another writer changed
-since (another instance, the sweeper's per-operation path, an operator's SQL) fails the check:
-the batch rolls back and runs again through the locking read, and the entry is forgotten. The
-map is bounded; the least recently used account goes first.
+A batch that names only accounts found here, and holds found with them, skips its locking read:
+its operations apply on the committed state, and its write locks the accounts (in id order, as
+the locking read would) and checks that each row is still the version remembered before
+anything it wrote counts (storage/writes/pg_arrays.py, `Versions.guard`). Every transaction that
+changes an account's live grants or holds rewrites the account's row in the same commit
+(storage/writes/pg_statements.py, `_locked`), so an unchanged row version vouches for the grants
+and holds read with it. A row another writer changed since (another instance, an operator's SQL)
+fails the check: the batch rolls back and runs again through the locking read, and the account
+is forgotten.
+
+A hold stays vouched for across commits of its account only while each of them is known to
+have started from the state remembered: a batch that applied on the remembered account (its
+write checked the version) carries the account's holds on; a batch that locked and read the
+account starts it afresh, with only the holds it read or wrote, since another instance may
+have ended any other hold in between. Both maps are bounded; the least recently used goes first.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from core.account import Account
+from core.model import Hold
 
 # accounts remembered; an account with a few grants is ~2 KiB here, so ~8 MiB at most
 MAX_ACCOUNTS = 4096
+# holds remembered (~1 KiB each): those opened in the last few seconds at a few thousand a
+# second, which are the ones captured or released soonest
+MAX_HOLDS = 8192
 
 # a row's version: its xmin (the transaction that wrote it) and its event sequence; the second
 # tells apart two versions whose xmin could coincide (a failover to a standby that never saw
@@ -37,19 +50,31 @@ class StaleAccounts(Exception):
         self.account_ids = account_ids
 
 
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """An account as a batch committed it; `lineage` names the unbroken run of this process's
+    commits it belongs to, and the holds remembered in it."""
+
+    account: Account
+    version: Version
+    lineage: int
+
+
 class CommittedAccounts:
-    def __init__(self, most: int = MAX_ACCOUNTS) -> None:
-        self._most = most
-        self._known: OrderedDict[str, tuple[Account, Version]] = OrderedDict()
+    def __init__(self, most: int = MAX_ACCOUNTS, most_holds: int = MAX_HOLDS) -> None:
+        self._most, self._most_holds = most, most_holds
+        self._known: OrderedDict[str, Committed] = OrderedDict()
+        self._holds: OrderedDict[str, tuple[Hold, int]] = OrderedDict()  # with its lineage
+        self._lineages = itertools.count(1)
         self.hits = 0  # batches that skipped their locking read, for tests and benchmarks
         self.stale = 0  # of those, the ones a changed row sent back to the locking read
 
     def __len__(self) -> int:
         return len(self._known)
 
-    def all_of(self, account_ids: Iterable[str]) -> dict[str, tuple[Account, Version]] | None:
+    def all_of(self, account_ids: Iterable[str]) -> dict[str, Committed] | None:
         """Every one of these accounts as last committed, or None if one is not known."""
-        found: dict[str, tuple[Account, Version]] = {}
+        found: dict[str, Committed] = {}
         known = self._known
         for account_id in account_ids:
             entry = known.get(account_id)
@@ -60,17 +85,58 @@ class CommittedAccounts:
             known.move_to_end(account_id)
         return found
 
-    def remember(self, account: Account, version: Version) -> None:
+    def hold_owner(self, hold_id: str) -> str | None:
+        entry = self._holds.get(hold_id)
+        return None if entry is None else entry[0].account_id
+
+    def holds(
+        self, hold_ids: Iterable[str], accounts: dict[str, Committed]
+    ) -> dict[str, Hold] | None:
+        """Every one of these holds as committed in the lineage of its account in `accounts`,
+        or None if one is not known so."""
+        found: dict[str, Hold] = {}
+        for hold_id in hold_ids:
+            entry = self._holds.get(hold_id)
+            if entry is None:
+                return None
+            hold, lineage = entry
+            account = accounts.get(hold.account_id)
+            if account is None or account.lineage != lineage:
+                return None
+            found[hold_id] = hold
+        return found
+
+    def remember(self, account: Account, version: Version, applied_on: Committed | None) -> None:
+        """The account as a batch committed it; `applied_on`, what the batch applied on when it
+        skipped the locking read (its write found the row at that version), carries the
+        lineage and its holds on."""
         known = self._known
-        known[account.account_id] = (account, version)
+        if applied_on is not None and known.get(account.account_id) is applied_on:
+            lineage = applied_on.lineage
+        else:
+            lineage = next(self._lineages)
+        known[account.account_id] = Committed(account, version, lineage)
         known.move_to_end(account.account_id)
         while len(known) > self._most:
             known.popitem(last=False)
 
+    def remember_hold(self, hold: Hold) -> None:
+        """A hold a batch read or wrote, committed with its account (remembered just before)."""
+        account = self._known.get(hold.account_id)
+        if account is None:
+            return
+        known = self._holds
+        known[hold.hold_id] = (hold, account.lineage)
+        known.move_to_end(hold.hold_id)
+        while len(known) > self._most_holds:
+            known.popitem(last=False)
+
     def forget(self, account_ids: Iterable[str]) -> None:
+        """Their holds go with them: a lineage is never continued once its account is gone."""
         for account_id in account_ids:
             self._known.pop(account_id, None)
 
     def clear(self) -> None:
         """After a failed batch whose cause is not known (a lost connection, a failover)."""
         self._known.clear()
+        self._holds.clear()

@@ -11,9 +11,9 @@ from datetime import datetime
 from typing import Any
 
 import metrics
-from core.account import Account
 from core.errors import ConcurrentUpdate, IdempotencyKeyReused, RequestInProgress
 from core.events import Event
+from core.model import Hold
 from core.ports import TRANSACTION_TIME
 from storage.dialects import storable_key
 from storage.sql import Database
@@ -21,7 +21,7 @@ from storage.writes import idempotency
 from storage.writes.batch import Batch, Touches
 from storage.writes.batch_session import DATABASE_ERRORS, BatchSession, batch_session
 from storage.writes.begun import BegunConnections
-from storage.writes.committed_accounts import CommittedAccounts, StaleAccounts, Version
+from storage.writes.committed_accounts import Committed, CommittedAccounts, StaleAccounts
 from storage.writes.idempotency import (
     IdempotencyKey,
     KeyedResult,
@@ -96,20 +96,41 @@ async def run_batch(
         TRANSACTION_TIME.reset(stamped)
 
 
+@dataclass(frozen=True)
+class Remembered:
+    """What a batch applies on instead of its locking read: its accounts as committed, with
+    their versions, and the holds it names as committed with them."""
+
+    accounts: dict[str, Committed]
+    holds: dict[str, Hold]
+
+
 def _remembered_for(
     ops: list[Operation], remembered: CommittedAccounts | None
-) -> dict[str, tuple[Account, Version]] | None:
-    """The accounts of a batch that names nothing but accounts, all remembered; else None. A
-    hold or a job is read under its account's lock: such a batch takes the locking read."""
+) -> Remembered | None:
+    """What a batch names, all remembered: its accounts, and the holds it names with their
+    accounts; else None. A job is read under its account's lock: such a batch takes the
+    locking read."""
     if remembered is None:
         return None
     account_ids: set[str] = set()
+    hold_ids: set[str] = set()
     for op in ops:
         touches = op.touches
-        if touches.holds or touches.jobs or not touches.accounts:
+        if touches.jobs or not (touches.accounts or touches.holds):
             return None
         account_ids.update(touches.accounts)
-    return remembered.all_of(sorted(account_ids))
+        hold_ids.update(touches.holds)
+    for hold_id in hold_ids:
+        owner = remembered.hold_owner(hold_id)
+        if owner is None:
+            return None
+        account_ids.add(owner)
+    accounts = remembered.all_of(sorted(account_ids))
+    if accounts is None:
+        return None
+    holds = remembered.holds(hold_ids, accounts)
+    return None if holds is None else Remembered(accounts, holds)
 
 
 async def _run(
@@ -119,7 +140,7 @@ async def _run(
     applied: Callable[[frozenset[str]], None],
     connections: BegunConnections | None,
     remembered: CommittedAccounts | None,
-    known: dict[str, tuple[Account, Version]] | None,
+    known: Remembered | None,
 ) -> Outcome:
     outcome = Outcome()
     async with batch_session(db, connections) as session:
@@ -128,8 +149,8 @@ async def _run(
         if known is None:
             await batch.load(op.touches for op in runnable)
         else:
-            batch.adopt({a: account for a, (account, _) in known.items()})
-            session.expect({a: version for a, (_, version) in known.items()})
+            batch.adopt({a: c.account for a, c in known.accounts.items()}, known.holds)
+            session.expect({a: c.version for a, c in known.accounts.items()})
         responses: dict[KeyId, tuple[int, Any]] = {}
         failed: list[KeyId] = []
         for position, op in enumerate(runnable, 1):
@@ -145,8 +166,12 @@ async def _run(
         if failed and known is None:  # claimed with the write, only answered keys are
             await session.unclaim(failed)
     if remembered is not None:  # committed
+        applied_on = known.accounts if known is not None else {}
         for account_id, version in written.items():
-            remembered.remember(batch.accounts[account_id], version)
+            remembered.remember(batch.accounts[account_id], version, applied_on.get(account_id))
+        for hold in batch.holds.values():  # read or written with an account written
+            if hold.account_id in written:
+                remembered.remember_hold(hold)
         if known is not None:
             remembered.hits += 1
             metrics.WRITE_BATCHES_REMEMBERED.labels("committed").inc()

@@ -1,5 +1,5 @@
-"""Batches on the accounts this process last committed skip the locking read: they apply on the
-remembered state, and their write locks the accounts and checks each row's version before any
+"""Batches on the accounts this process last committed (and on the holds committed with them)
+skip the locking read: they apply on the remembered state, and their write locks the accounts and checks each row's version before any
 of it counts (storage/writes/committed_accounts.py). A row changed anywhere else — another
 instance, a transaction that holds the lock meanwhile, an operator's SQL — sends the batch back to
 the locking read, so no answer is ever given on a stale balance."""
@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from asgi import load_catalogue
-from core.errors import CreditError, IdempotencyKeyReused, InsufficientCredits
+from core.errors import CreditError, IdempotencyKeyReused, InsufficientCredits, InvalidState
 from core.events import Event
 from core.service import CreditService
 from storage.connection_errors import DatabaseUnavailable
@@ -302,3 +302,66 @@ async def test_a_key_whose_operation_failed_unexpectedly_is_not_claimed(
     retried = await writer.run_keyed(flaky, key, _refusal, touches)
     assert retried.status == 201 and not retried.replayed
     assert remembered(writer).hits == 2 and remembered(writer).stale == 0
+
+
+async def open_hold(writer: BatchWriter, service: CreditService, account: str, amount: int) -> str:
+    opened, _ = await writer.run(
+        lambda uow: service.hold(uow, account, amount), Touches(accounts=(account,))
+    )
+    return opened.hold_id
+
+
+async def capture(writer: BatchWriter, service: CreditService, hold_id: str) -> str:
+    captured, _ = await writer.run(
+        lambda uow: service.capture(uow, hold_id), Touches(holds=(hold_id,))
+    )
+    return captured.status
+
+
+async def test_a_hold_committed_here_is_captured_without_the_locking_read(
+    instances: list[BatchWriter], service: CreditService, pg_url: str
+) -> None:
+    writer = instances[0]
+    await grant(writer, service, "cycle", 100)
+    balance, _ = await balance_and_held(writer.db, "cycle")
+    hold_ids = [await open_hold(writer, service, "cycle", 5) for _ in range(4)]
+    hits = remembered(writer).hits
+    assert (
+        await asyncio.gather(*(capture(writer, service, h) for h in hold_ids)) == ["captured"] * 4
+    )
+    assert remembered(writer).hits > hits and remembered(writer).stale == 0
+    assert await balance_and_held(writer.db, "cycle") == (balance - 20, 0)
+    assert await capture(writer, service, hold_ids[0]) == "captured"  # a repeat: a no-op
+    assert await balance_and_held(writer.db, "cycle") == (balance - 20, 0)
+    assert await audit_mismatches(pg_url) == []
+
+
+async def test_a_hold_released_by_another_instance_is_not_captured_here(
+    instances: list[BatchWriter], service: CreditService, pg_url: str
+) -> None:
+    here, there = instances
+    await grant(here, service, "released", 100)
+    balance, _ = await balance_and_held(here.db, "released")
+    hold_id = await open_hold(here, service, "released", 30)  # here remembers it open
+    await there.run(lambda uow: service.release(uow, hold_id), Touches(holds=(hold_id,)))
+    with pytest.raises(InvalidState):
+        await capture(here, service, hold_id)
+    assert remembered(here).stale == 1
+    assert await balance_and_held(here.db, "released") == (balance, 0)
+    assert await audit_mismatches(pg_url) == []
+
+
+async def test_a_hold_not_read_by_the_accounts_last_commit_here_is_read_again(
+    instances: list[BatchWriter], service: CreditService
+) -> None:
+    """A commit of the account that did not read the hold leaves the remembered hold behind
+    the account's version: another instance may have ended it in between."""
+    here, there = instances
+    await grant(here, service, "behind", 100)
+    hold_id = await open_hold(here, service, "behind", 30)
+    await there.run(lambda uow: service.release(uow, hold_id), Touches(holds=(hold_id,)))
+    await hold(here, service, "behind", 1)  # stale: runs again, the account remembered anew
+    assert remembered(here).stale == 1
+    with pytest.raises(InvalidState):
+        await capture(here, service, hold_id)
+    assert remembered(here).stale == 1, "expected the hold's capture to lock first"
