@@ -59,15 +59,6 @@ from storage.writes.pg_statements import (
     WEBHOOK,
 )
 
-# what a write applied on remembered accounts runs into when one of them changed since: the
-# next event's sequence number taken meanwhile (a unique index), a deadlock or a serialization
-# failure. The batch runs again with the
-# locking read, where a real one recurs and takes the usual way.
-STALE_STATE_ERRORS = (
-    asyncpg.IntegrityConstraintViolationError,
-    asyncpg.TransactionRollbackError,
-)
-
 
 class PgBatchSession:
     """One batch's transaction on an asyncpg connection."""
@@ -256,17 +247,23 @@ class PgBatchSession:
         parts.append((idempotency_answers, "upsert", self._answers))
         expected = self._expected
         try:
-            rows = await pg_arrays.write(self.conn, parts, ACCOUNT_VERSIONS, sorted(expected))
-        except STALE_STATE_ERRORS as exc:
-            if expected:  # rows written from a stale state clash with what was committed since
-                raise StaleAccounts(sorted(expected)) from exc
+            rows = await pg_arrays.write(
+                self.conn,
+                parts,
+                ACCOUNT_VERSIONS,
+                [(a, xid, seq) for a, (xid, seq) in sorted(expected.items())],
+            )
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            if expected:  # a key it claimed with the write was claimed meanwhile
+                raise StaleAccounts([]) from exc
             raise
         written: dict[str, Version] = {}
         found: dict[str, Version] = {}
         for record in rows:
             (written if record[0] else found)[record[1]] = (record[2], record[3])
-        if expected and found != expected:
-            raise StaleAccounts([a for a, v in expected.items() if found.get(a) != v])
+        stale = [a for a, version in expected.items() if found.get(a) != version]
+        if stale:  # the write was gated on them: nothing was written
+            raise StaleAccounts(stale)
         return written
 
     def _claims_of_answers(self, now: datetime) -> list[dict[str, Any]]:

@@ -3,26 +3,27 @@ the holds committed with them.
 
 A batch that names only accounts found here, and holds found with them, skips its locking read:
 its operations apply on the committed state, and its write locks the accounts (in id order, as
-the locking read would) and checks that each row is still the version remembered before
-anything it wrote counts (storage/writes/pg_arrays.py, `Versions.guard`). Every transaction that
+the locking read would) and writes nothing unless each row is still the version remembered
+(storage/writes/pg_arrays.py, `Versions`). Every transaction that
 changes an account's live grants or holds rewrites the account's row in the same commit
 (storage/writes/pg_statements.py, `_locked`), so an unchanged row version vouches for the grants
 and holds read with it. A row another writer changed since (another instance, an operator's SQL)
-fails the check: the batch rolls back and runs again through the locking read, and the account
-is forgotten.
+fails the check: nothing is written, the batch rolls back and runs again through the locking
+read, and the account is not remembered for a while (CHANGED_ELSEWHERE_S).
 
 A hold stays vouched for across commits of its account only while each of them is known to
 have started from the state remembered: a batch that applied on the remembered account (its
 write checked the version) carries the account's holds on; a batch that locked and read the
 account starts it afresh, with only the holds it read or wrote, since another instance may
-have ended any other hold in between. Both maps are bounded; the least recently used goes first.
+have ended any other hold in between. Every map here is bounded; the least recently used goes first.
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from core.account import Account
@@ -33,6 +34,11 @@ MAX_ACCOUNTS = 4096
 # holds remembered (~1 KiB each): those opened in the last few seconds at a few thousand a
 # second, which are the ones captured or released soonest
 MAX_HOLDS = 8192
+
+# how long an account found changed by another writer is not remembered: one that several
+# instances write would otherwise fail a batch's checked write time and again, where the
+# locking read costs one round trip
+CHANGED_ELSEWHERE_S = 60.0
 
 # a row's version: its xmin (the transaction that wrote it) and its event sequence; the second
 # tells apart two versions whose xmin could coincide (a failover to a standby that never saw
@@ -61,11 +67,17 @@ class Committed:
 
 
 class CommittedAccounts:
-    def __init__(self, most: int = MAX_ACCOUNTS, most_holds: int = MAX_HOLDS) -> None:
-        self._most, self._most_holds = most, most_holds
+    def __init__(
+        self,
+        most: int = MAX_ACCOUNTS,
+        most_holds: int = MAX_HOLDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._most, self._most_holds, self._clock = most, most_holds, clock
         self._known: OrderedDict[str, Committed] = OrderedDict()
         self._holds: OrderedDict[str, tuple[Hold, int]] = OrderedDict()  # with its lineage
         self._lineages = itertools.count(1)
+        self._elsewhere: OrderedDict[str, float] = OrderedDict()  # until when, monotonic
         self.hits = 0  # batches that skipped their locking read, for tests and benchmarks
         self.stale = 0  # of those, the ones a changed row sent back to the locking read
 
@@ -110,13 +122,18 @@ class CommittedAccounts:
         """The account as a batch committed it; `applied_on`, what the batch applied on when it
         skipped the locking read (its write found the row at that version), carries the
         lineage and its holds on."""
+        account_id = account.account_id
+        if account_id in self._elsewhere:
+            if self._elsewhere[account_id] > self._clock():
+                return
+            del self._elsewhere[account_id]
         known = self._known
-        if applied_on is not None and known.get(account.account_id) is applied_on:
+        if applied_on is not None and known.get(account_id) is applied_on:
             lineage = applied_on.lineage
         else:
             lineage = next(self._lineages)
-        known[account.account_id] = Committed(account, version, lineage)
-        known.move_to_end(account.account_id)
+        known[account_id] = Committed(account, version, lineage)
+        known.move_to_end(account_id)
         while len(known) > self._most:
             known.popitem(last=False)
 
@@ -131,12 +148,21 @@ class CommittedAccounts:
         while len(known) > self._most_holds:
             known.popitem(last=False)
 
-    def forget(self, account_ids: Iterable[str]) -> None:
-        """Their holds go with them: a lineage is never continued once its account is gone."""
+    def changed_elsewhere(self, account_ids: Iterable[str]) -> None:
+        """Forget these accounts, found changed by another writer, and do not remember them
+        for CHANGED_ELSEWHERE_S. Their holds go with them: a lineage is never continued once
+        its account is gone."""
+        until = self._clock() + CHANGED_ELSEWHERE_S
+        elsewhere = self._elsewhere
         for account_id in account_ids:
             self._known.pop(account_id, None)
+            elsewhere[account_id] = until
+            elsewhere.move_to_end(account_id)
+        while len(elsewhere) > self._most:
+            elsewhere.popitem(last=False)
 
     def clear(self) -> None:
         """After a failed batch whose cause is not known (a lost connection, a failover)."""
         self._known.clear()
         self._holds.clear()
+        self._elsewhere.clear()

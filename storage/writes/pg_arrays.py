@@ -69,7 +69,9 @@ def _unnested(columns: list[sa.Column[Any]], params: list[str], singles: tuple[b
     return f"unnest({', '.join(a for a, _ in arrays)}) AS v({', '.join(n for _, n in arrays)})"
 
 
-def _insert(table: sa.Table, names: tuple[str, ...], singles: tuple[bool, ...], first: int) -> str:
+def _insert(
+    table: sa.Table, names: tuple[str, ...], singles: tuple[bool, ...], first: int, gate: str
+) -> str:
     columns = [table.c[n] for n in names]
     params = [f"${i}" for i in range(first, first + len(names))]
     selected = ", ".join(
@@ -77,11 +79,13 @@ def _insert(table: sa.Table, names: tuple[str, ...], singles: tuple[bool, ...], 
     )
     return (
         f"INSERT INTO {table.name} ({', '.join(names)}) SELECT {selected} "
-        f"FROM {_unnested(columns, params, singles)}"
+        f"FROM {_unnested(columns, params, singles)}{f' WHERE {gate}' if gate else ''}"
     )
 
 
-def _update(table: sa.Table, names: tuple[str, ...], singles: tuple[bool, ...], first: int) -> str:
+def _update(
+    table: sa.Table, names: tuple[str, ...], singles: tuple[bool, ...], first: int, gate: str
+) -> str:
     """Rows matched on the table's primary key; every other column given is set."""
     keys = {c.name for c in table.primary_key.columns}
     columns = [table.c[n] for n in names]
@@ -93,16 +97,18 @@ def _update(table: sa.Table, names: tuple[str, ...], singles: tuple[bool, ...], 
     match = " AND ".join(f"{table.name}.{k} = {read[k]}" for k in names if k in keys)
     return (
         f"UPDATE {table.name} SET {assignments} FROM {_unnested(columns, params, singles)} "
-        f"WHERE {match}"
+        f"WHERE {match}{f' AND {gate}' if gate else ''}"
     )
 
 
-def _upsert(table: sa.Table, names: tuple[str, ...], singles: tuple[bool, ...], first: int) -> str:
+def _upsert(
+    table: sa.Table, names: tuple[str, ...], singles: tuple[bool, ...], first: int, gate: str
+) -> str:
     """An insert whose row replaces one already there with its primary key."""
     keys = [c.name for c in table.primary_key.columns]
     replaced = ", ".join(f"{n} = EXCLUDED.{n}" for n in names if n not in keys)
     return (
-        f"{_insert(table, names, singles, first)} "
+        f"{_insert(table, names, singles, first, gate)} "
         f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {replaced}"
     )
 
@@ -115,13 +121,16 @@ BUILDERS = {"insert": _insert, "update": _update, "upsert": _upsert}
 @dataclass(frozen=True)
 class Versions:
     """What a write reports of one table's rows: `returning`, a RETURNING list read from every
-    row it inserts or updates there, and `guard`, a locking SELECT of rows named by the
-    statement's first parameter (a text[]) with the same columns, run before any write. Both
-    come back as rows of (written, those columns...): written is false for the guard's rows."""
+    row it inserts or updates there, and, when the write is to count only if some rows are
+    still at the versions its caller read, `guard`, a locking SELECT of those rows (named by
+    the statement's first parameter, a text[]) with the same columns, and `current`, whether
+    the guard found each of them at its version (given as the second and third parameters).
+    Both come back as rows of (written, the columns...): written is false for the guard's."""
 
     table: str
     returning: str
     guard: str
+    current: str
 
 
 @lru_cache(maxsize=256)
@@ -131,18 +140,22 @@ def combined_sql(
     """Every part as a data-modifying CTE of one statement: one round trip for all the writes.
     PostgreSQL runs each CTE once, on one snapshot; the parts touch different rows, and foreign
     keys are checked at the end of the statement, when the rows they point at are there. The
-    statement answers with `versions`' rows: the guard's first (the main query reads it first,
-    so its locks are taken before any write runs; a write not read by the main query runs once
-    the main query is done), then those written."""
+    statement answers with `versions`' rows: the guard's, then those written. `guarded`, every
+    write is gated on the guard's rows being current: none runs before the guard has locked
+    them (each one reads the gate, which reads the guard), and none writes a row unless all of
+    them are current, so a stale state leaves nothing to clash with what was committed since."""
     ctes: list[str] = []
     answers: list[str] = []
-    first = 1
+    first, gate = 1, ""
     if guarded and versions is not None:
-        ctes.append(f"guard AS MATERIALIZED ({versions.guard})")
+        ctes += [
+            f"guard AS MATERIALIZED ({versions.guard})",
+            f"current AS MATERIALIZED ({versions.current})",
+        ]
         answers.append("SELECT false AS written, * FROM guard")
-        first = 2
+        first, gate = 4, "(SELECT ok FROM current)"
     for i, (table, kind, names, singles) in enumerate(parts):
-        sql = BUILDERS[kind](table, names, singles, first)
+        sql = BUILDERS[kind](table, names, singles, first, gate)
         if versions is not None and table.name == versions.table:
             sql = f"{sql} RETURNING {versions.returning}"
             answers.append(f"SELECT true AS written, * FROM w{i}")
@@ -176,23 +189,24 @@ async def write(
     conn: asyncpg.Connection,
     parts: Sequence[tuple[sa.Table, str, Sequence[dict[str, Any]]]],
     versions: Versions | None = None,
-    guard: Sequence[str] = (),
+    expected: Sequence[tuple[str, int, int]] = (),
 ) -> list[asyncpg.Record]:
     """Insert, update (by `id`) or upsert (by the primary key) each part's rows, all in one
-    statement; with `versions`, answer the versions of its table's rows written, and lock and
-    report those of the rows `guard` names first. Without either, nothing is sent when there
-    is nothing to write."""
+    statement; with `versions`, answer the versions of its table's rows written, and with
+    `expected` (a row's id and its two version numbers) lock those rows first, report them,
+    and write nothing unless each is at its version. Without either, nothing is sent when
+    there is nothing to write."""
     shaped: list[Part] = []
-    args: list[Any] = [list(guard)] if guard else []
+    args: list[Any] = [list(column) for column in zip(*expected, strict=True)] if expected else []
     for table, kind, rows in parts:
         if rows:
             names = tuple(rows[0])
             singles, columns = arrays(table, names, rows)
             shaped.append((table, kind, names, singles))
             args.extend(columns)
-    if not (shaped or guard):
+    if not (shaped or expected):
         return []
-    sql = combined_sql(tuple(shaped), versions, bool(guard))
+    sql = combined_sql(tuple(shaped), versions, bool(expected))
     if versions is None:
         await conn.execute(sql, *args)
         return []

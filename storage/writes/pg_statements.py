@@ -183,11 +183,14 @@ UNCLAIM = (
 
 # an account row's version (storage/writes/committed_accounts.py): what a batch's write answers
 # for each account it writes, and, when it applied on remembered accounts, for each of those,
-# locked in id order before anything is written
+# locked in id order before anything is written, with whether each is at the version remembered
 _VERSION = "{t}id AS id, {t}xmin::text::bigint AS xid, {t}seq AS seq"
 ACCOUNT_VERSIONS = Versions(
     "accounts",
     _VERSION.format(t="accounts."),
     f"SELECT {_VERSION.format(t='')} FROM accounts WHERE id = ANY($1::text[]) "
     "ORDER BY id FOR UPDATE",
+    "SELECT count(*) = cardinality($1::text[]) AS ok FROM guard g "
+    "JOIN unnest($1::text[], $2::bigint[], $3::bigint[]) AS e(id, xid, seq) "
+    "ON g.id = e.id AND g.xid = e.xid AND g.seq = e.seq",
 )

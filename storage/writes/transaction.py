@@ -75,9 +75,10 @@ async def run_batch(
     are applied and what is left is the database's: the write and the commit, with the accounts
     the transaction locked (also those of the holds and jobs it named); `connections`, a
     lane's, where the transaction runs (storage/writes/begun.py). With `remembered`, a batch
-    whose accounts are all there applies on them without the locking read, its write checks
-    them, and one found stale runs again with the read (storage/writes/committed_accounts.py);
-    every account a batch writes is remembered as committed. Raises what puts the transaction
+    whose accounts and holds are all there applies on them without the locking read, its write
+    checks the accounts, and one found stale runs again with the read
+    (storage/writes/committed_accounts.py); every account a batch writes is remembered as
+    committed, with the holds it read or wrote. Raises what puts the transaction
     itself in doubt; every other error is its operation's own, in the outcome."""
     metrics.WRITE_BATCH_SIZE.observe(len(ops))
     stamped = TRANSACTION_TIME.set(now)
@@ -90,7 +91,7 @@ async def run_batch(
                 assert remembered is not None
                 remembered.stale += 1
                 metrics.WRITE_BATCHES_REMEMBERED.labels("stale").inc()
-                remembered.forget(stale.account_ids)
+                remembered.changed_elsewhere(stale.account_ids)
         return await _run(db, ops, now, applied, connections, remembered, None)
     finally:
         TRANSACTION_TIME.reset(stamped)

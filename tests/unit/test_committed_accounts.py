@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from core.account import Account
 from core.model import Hold
-from storage.writes.committed_accounts import CommittedAccounts
+from storage.writes.committed_accounts import CHANGED_ELSEWHERE_S, CommittedAccounts
 
 AT = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -82,16 +82,21 @@ def test_a_commit_that_locked_the_account_leaves_the_holds_it_did_not_read_behin
     assert remembered.hold_owner("h") == "a"
 
 
-def test_a_forgotten_account_never_continues_its_lineage() -> None:
-    remembered = CommittedAccounts()
+def test_an_account_changed_elsewhere_is_left_out_for_a_while_and_ends_its_lineage() -> None:
+    now = [100.0]
+    remembered = CommittedAccounts(clock=lambda: now[0])
     remembered.remember(account("a"), (1, 1), None)
     remembered.remember_hold(hold("h", "a"))
     stale = remembered.all_of(["a"])
     assert stale is not None
-    remembered.forget(["a", "unknown"])
+    remembered.changed_elsewhere(["a", "unknown"])
     assert remembered.all_of(["a"]) is None and len(remembered) == 0
-    remembered.remember(account("a"), (2, 2), stale["a"])  # no longer the one remembered
-    now = remembered.all_of(["a"])
-    assert now is not None and remembered.holds(["h"], now) is None
+    remembered.remember(account("a"), (2, 2), stale["a"])  # changed elsewhere: not for now
+    assert remembered.all_of(["a"]) is None
+    now[0] += CHANGED_ELSEWHERE_S + 1
+    remembered.remember(account("a"), (3, 3), stale["a"])  # no longer the one remembered
+    found = remembered.all_of(["a"])
+    assert found is not None and found["a"].version == (3, 3)
+    assert remembered.holds(["h"], found) is None
     remembered.clear()
     assert len(remembered) == 0 and remembered.hold_owner("h") is None
