@@ -78,6 +78,9 @@ class CommittedAccounts:
         self._holds: OrderedDict[str, tuple[Hold, int]] = OrderedDict()  # with its lineage
         self._lineages = itertools.count(1)
         self._elsewhere: OrderedDict[str, float] = OrderedDict()  # until when, monotonic
+        # idempotency keys this process's batches claimed: a request that repeats one would
+        # only fail a write that claims it as new, so its batch takes the usual claim
+        self._keys: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.hits = 0  # batches that skipped their locking read, for tests and benchmarks
         self.stale = 0  # of those, the ones a changed row sent back to the locking read
 
@@ -148,6 +151,17 @@ class CommittedAccounts:
         while len(known) > self._most_holds:
             known.popitem(last=False)
 
+    def claimed(self, key_ids: Iterable[tuple[str, str]]) -> None:
+        keys = self._keys
+        for key_id in key_ids:
+            keys[key_id] = None
+            keys.move_to_end(key_id)
+        while len(keys) > self._most_holds:
+            keys.popitem(last=False)
+
+    def knows_key(self, key_id: tuple[str, str]) -> bool:
+        return key_id in self._keys
+
     def changed_elsewhere(self, account_ids: Iterable[str]) -> None:
         """Forget these accounts, found changed by another writer, and do not remember them
         for CHANGED_ELSEWHERE_S. Their holds go with them: a lineage is never continued once
@@ -166,3 +180,4 @@ class CommittedAccounts:
         self._known.clear()
         self._holds.clear()
         self._elsewhere.clear()
+        self._keys.clear()

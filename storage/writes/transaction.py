@@ -120,6 +120,8 @@ def _remembered_for(
         touches = op.touches
         if touches.jobs or not (touches.accounts or touches.holds):
             return None
+        if op.key is not None and remembered.knows_key(op.key.id):
+            return None  # a repeat: its key is claimed, and the usual claim replays it
         account_ids.update(touches.accounts)
         hold_ids.update(touches.holds)
     for hold_id in hold_ids:
@@ -173,6 +175,7 @@ async def _run(
         for hold in batch.holds.values():  # read or written with an account written
             if hold.account_id in written:
                 remembered.remember_hold(hold)
+        remembered.claimed(responses)
         if known is not None:
             remembered.hits += 1
             metrics.WRITE_BATCHES_REMEMBERED.labels("committed").inc()

@@ -242,14 +242,20 @@ def _refusal(exc: Exception) -> tuple[int, Any] | None:
 async def test_keys_are_claimed_with_the_write_and_a_repeat_replays_its_answer(
     instances: list[BatchWriter], service: CreditService, pg_url: str
 ) -> None:
-    writer = instances[0]
+    writer, other = instances
     await grant(writer, service, "keyed", 100)
     keys = [IdempotencyKey("scope", f"k{i}", "fp") for i in range(8)]
     first = await asyncio.gather(*(charge_keyed(writer, service, "keyed", k) for k in keys))
     assert remembered(writer).hits >= 1 and remembered(writer).stale == 0
     assert not any(r.replayed for r in first)
-    again = await charge_keyed(writer, service, "keyed", keys[3])  # claimed: the write fails
+    hits = remembered(writer).hits
+    again = await charge_keyed(writer, service, "keyed", keys[3])  # claimed here: the usual way
     assert again.replayed and again.body == first[3].body
+    assert (remembered(writer).hits, remembered(writer).stale) == (hits, 0)
+    elsewhere = IdempotencyKey("scope", "elsewhere", "fp")
+    answered = await charge_keyed(other, service, "keyed", elsewhere)
+    repeat = await charge_keyed(writer, service, "keyed", elsewhere)  # claimed as new: fails
+    assert repeat.replayed and repeat.body == answered.body
     assert remembered(writer).stale == 1
     with pytest.raises(IdempotencyKeyReused):
         await charge_keyed(writer, service, "keyed", IdempotencyKey("scope", "k0", "other"))
@@ -260,7 +266,7 @@ async def test_keys_are_claimed_with_the_write_and_a_repeat_replays_its_answer(
         answers = (
             await uow.conn.execute(sa.text("SELECT count(*) FROM idempotency_answers"))
         ).scalar_one()
-    assert (claims, answers) == (8, 8)
+    assert (claims, answers) == (9, 9)
     assert await audit_mismatches(pg_url) == []
 
 
