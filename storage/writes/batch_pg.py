@@ -240,10 +240,10 @@ class PgBatchSession:
                 (planned.table, "insert", planned.inserts),
                 (planned.table, "update", planned.updates),
             ]
-        # an upsert: a key claimed in this transaction has no answer but one its claim's deletion
-        # left behind (by hand, or by a sweeper of the version before 0010), which it replaces
         if self._claim_with_write:
             parts.append((idempotency_keys, "insert", self._claims_of_answers(now)))
+        # an upsert: a key claimed in this transaction has no answer but one its claim's deletion
+        # left behind (by hand, or by a sweeper of the version before 0010), which it replaces
         parts.append((idempotency_answers, "upsert", self._answers))
         expected = self._expected
         try:
