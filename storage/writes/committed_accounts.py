@@ -21,6 +21,7 @@ have ended any other hold in between. Every map here is bounded; the least recen
 from __future__ import annotations
 
 import itertools
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -37,8 +38,11 @@ MAX_HOLDS = 8192
 
 # how long an account found changed by another writer is not remembered: one that several
 # instances write would otherwise fail a batch's checked write time and again, where the
-# locking read costs one round trip
+# locking read costs one round trip. Each time it is found so again the pause doubles (up to
+# 2 ** MOST_DOUBLINGS times), spread by up to half again so accounts found together do not
+# all come back at once
 CHANGED_ELSEWHERE_S = 60.0
+MOST_DOUBLINGS = 5
 
 # a row's version: its xmin (the transaction that wrote it) and its event sequence; the second
 # tells apart two versions whose xmin could coincide (a failover to a standby that never saw
@@ -77,7 +81,8 @@ class CommittedAccounts:
         self._known: OrderedDict[str, Committed] = OrderedDict()
         self._holds: OrderedDict[str, tuple[Hold, int]] = OrderedDict()  # with its lineage
         self._lineages = itertools.count(1)
-        self._elsewhere: OrderedDict[str, float] = OrderedDict()  # until when, monotonic
+        # until when (monotonic) an account is not remembered, and how often it was found so
+        self._elsewhere: OrderedDict[str, tuple[float, int]] = OrderedDict()
         # idempotency keys this process's batches claimed: a request that repeats one would
         # only fail a write that claims it as new, so its batch takes the usual claim
         self._keys: OrderedDict[tuple[str, str], None] = OrderedDict()
@@ -126,10 +131,9 @@ class CommittedAccounts:
         skipped the locking read (its write found the row at that version), carries the
         lineage and its holds on."""
         account_id = account.account_id
-        if account_id in self._elsewhere:
-            if self._elsewhere[account_id] > self._clock():
-                return
-            del self._elsewhere[account_id]
+        paused = self._elsewhere.get(account_id)
+        if paused is not None and paused[0] > self._clock():
+            return
         known = self._known
         if applied_on is not None and known.get(account_id) is applied_on:
             lineage = applied_on.lineage
@@ -164,13 +168,16 @@ class CommittedAccounts:
 
     def changed_elsewhere(self, account_ids: Iterable[str]) -> None:
         """Forget these accounts, found changed by another writer, and do not remember them
-        for CHANGED_ELSEWHERE_S. Their holds go with them: a lineage is never continued once
-        its account is gone."""
-        until = self._clock() + CHANGED_ELSEWHERE_S
+        for a while (CHANGED_ELSEWHERE_S). Their holds go with them: a lineage is never
+        continued once its account is gone."""
+        now = self._clock()
         elsewhere = self._elsewhere
         for account_id in account_ids:
             self._known.pop(account_id, None)
-            elsewhere[account_id] = until
+            before = elsewhere.get(account_id)
+            times = 0 if before is None else min(before[1] + 1, MOST_DOUBLINGS)
+            pause = CHANGED_ELSEWHERE_S * 2**times * random.uniform(1.0, 1.5)
+            elsewhere[account_id] = (now + pause, times)
             elsewhere.move_to_end(account_id)
         while len(elsewhere) > self._most:
             elsewhere.popitem(last=False)

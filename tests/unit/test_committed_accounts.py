@@ -93,10 +93,25 @@ def test_an_account_changed_elsewhere_is_left_out_for_a_while_and_ends_its_linea
     assert remembered.all_of(["a"]) is None and len(remembered) == 0
     remembered.remember(account("a"), (2, 2), stale["a"])  # changed elsewhere: not for now
     assert remembered.all_of(["a"]) is None
-    now[0] += CHANGED_ELSEWHERE_S + 1
+    now[0] += CHANGED_ELSEWHERE_S * 1.5 + 1
     remembered.remember(account("a"), (3, 3), stale["a"])  # no longer the one remembered
     found = remembered.all_of(["a"])
     assert found is not None and found["a"].version == (3, 3)
     assert remembered.holds(["h"], found) is None
     remembered.clear()
     assert len(remembered) == 0 and remembered.hold_owner("h") is None
+
+
+def test_an_account_found_changed_elsewhere_again_is_left_out_twice_as_long() -> None:
+    now = [0.0]
+    remembered = CommittedAccounts(clock=lambda: now[0])
+    remembered.changed_elsewhere(["a"])
+    now[0] += CHANGED_ELSEWHERE_S * 1.5 + 1
+    remembered.remember(account("a"), (1, 1), None)
+    remembered.changed_elsewhere(["a"])  # found so a second time: two minutes at least
+    now[0] += CHANGED_ELSEWHERE_S * 1.5 + 1
+    remembered.remember(account("a"), (2, 2), None)
+    assert remembered.all_of(["a"]) is None
+    now[0] += CHANGED_ELSEWHERE_S * 1.5
+    remembered.remember(account("a"), (3, 3), None)
+    assert remembered.all_of(["a"]) is not None
