@@ -9,7 +9,8 @@ changes an account's live grants or holds rewrites the account's row in the same
 (storage/writes/pg_statements.py, `_locked`), so an unchanged row version vouches for the grants
 and holds read with it. A row another writer changed since (another instance, an operator's SQL)
 fails the check: nothing is written, the batch rolls back and runs again through the locking
-read, and the account is not remembered for a while (CHANGED_ELSEWHERE_S).
+read, and the account is forgotten (and, found so again soon after, not remembered for a while:
+RECURS_WITHIN_S).
 
 A hold stays vouched for across commits of its account only while each of them is known to
 have started from the state remembered: a batch that applied on the remembered account (its
@@ -36,11 +37,14 @@ MAX_ACCOUNTS = 4096
 # second, which are the ones captured or released soonest
 MAX_HOLDS = 8192
 
-# how long an account found changed by another writer is not remembered: one that several
-# instances write would otherwise fail a batch's checked write time and again, where the
-# locking read costs one round trip. Each time it is found so again the pause doubles (up to
-# 2 ** MOST_DOUBLINGS times), spread by up to half again so accounts found together do not
-# all come back at once
+# an account found changed by another writer is forgotten; found so again within
+# RECURS_WITHIN_S, it is not remembered for a while: one that several instances write would
+# otherwise fail a batch's checked write time and again, where the locking read costs one
+# round trip. The pause starts at CHANGED_ELSEWHERE_S and doubles each time it recurs (up to
+# 2 ** MOST_DOUBLINGS times), spread by up to half again so accounts found together do not all
+# come back at once. A write now and then from elsewhere (an operator, a per-operation path)
+# costs one batch's second try, and no pause.
+RECURS_WITHIN_S = 600.0
 CHANGED_ELSEWHERE_S = 60.0
 MOST_DOUBLINGS = 5
 
@@ -81,8 +85,9 @@ class CommittedAccounts:
         self._known: OrderedDict[str, Committed] = OrderedDict()
         self._holds: OrderedDict[str, tuple[Hold, int]] = OrderedDict()  # with its lineage
         self._lineages = itertools.count(1)
-        # until when (monotonic) an account is not remembered, and how often it was found so
-        self._elsewhere: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        # when (monotonic) an account was last found changed elsewhere, how many times in a row
+        # since, and until when it is not remembered
+        self._elsewhere: OrderedDict[str, tuple[float, int, float]] = OrderedDict()
         # idempotency keys this process's batches claimed: a request that repeats one would
         # only fail a write that claims it as new, so its batch takes the usual claim
         self._keys: OrderedDict[tuple[str, str], None] = OrderedDict()
@@ -131,8 +136,8 @@ class CommittedAccounts:
         skipped the locking read (its write found the row at that version), carries the
         lineage and its holds on."""
         account_id = account.account_id
-        paused = self._elsewhere.get(account_id)
-        if paused is not None and paused[0] > self._clock():
+        found = self._elsewhere.get(account_id)
+        if found is not None and found[2] > self._clock():
             return
         known = self._known
         if applied_on is not None and known.get(account_id) is applied_on:
@@ -167,17 +172,19 @@ class CommittedAccounts:
         return key_id in self._keys
 
     def changed_elsewhere(self, account_ids: Iterable[str]) -> None:
-        """Forget these accounts, found changed by another writer, and do not remember them
-        for a while (CHANGED_ELSEWHERE_S). Their holds go with them: a lineage is never
-        continued once its account is gone."""
+        """Forget these accounts, found changed by another writer; one found so before, not
+        long ago, is not remembered for a while (RECURS_WITHIN_S). Their holds go with them: a
+        lineage is never continued once its account is gone."""
         now = self._clock()
         elsewhere = self._elsewhere
         for account_id in account_ids:
             self._known.pop(account_id, None)
             before = elsewhere.get(account_id)
-            times = 0 if before is None else min(before[1] + 1, MOST_DOUBLINGS)
-            pause = CHANGED_ELSEWHERE_S * 2**times * random.uniform(1.0, 1.5)
-            elsewhere[account_id] = (now + pause, times)
+            times, until = 0, now
+            if before is not None and now - before[0] < RECURS_WITHIN_S:
+                times = min(before[1] + 1, MOST_DOUBLINGS + 1)
+                until = now + CHANGED_ELSEWHERE_S * 2 ** (times - 1) * random.uniform(1.0, 1.5)
+            elsewhere[account_id] = (now, times, until)
             elsewhere.move_to_end(account_id)
         while len(elsewhere) > self._most:
             elsewhere.popitem(last=False)

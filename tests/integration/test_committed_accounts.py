@@ -108,9 +108,14 @@ async def test_credits_spent_by_another_instance_are_not_spent_again(
     assert remembered(here).stale == 1, "expected the remembered account to be found stale"
     assert await balance_and_held(here.db, "spent") == (60, 60)
     hits = remembered(here).hits
-    await grant(here, service, "spent", 5)  # changed elsewhere: locks, and is not remembered
+    await grant(here, service, "spent", 5)  # forgotten: locks, and is remembered again
     await grant(here, service, "spent", 5)
-    assert (remembered(here).hits, remembered(here).stale, len(remembered(here))) == (hits, 1, 0)
+    assert (remembered(here).hits, remembered(here).stale) == (hits + 1, 1)
+    await grant(there, service, "spent", 5)  # changed elsewhere again, soon after
+    await grant(here, service, "spent", 5)
+    await grant(here, service, "spent", 5)  # not remembered for a while: both lock
+    assert (remembered(here).hits, remembered(here).stale) == (hits + 1, 2)
+    assert len(remembered(here)) == 0
     assert await audit_mismatches(pg_url) == []
 
 

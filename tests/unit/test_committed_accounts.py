@@ -8,7 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 from core.account import Account
 from core.model import Hold
-from storage.writes.committed_accounts import CHANGED_ELSEWHERE_S, CommittedAccounts
+from storage.writes.committed_accounts import (
+    CHANGED_ELSEWHERE_S,
+    RECURS_WITHIN_S,
+    CommittedAccounts,
+)
 
 AT = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -91,7 +95,11 @@ def test_an_account_changed_elsewhere_is_left_out_for_a_while_and_ends_its_linea
     assert stale is not None
     remembered.changed_elsewhere(["a", "unknown"])
     assert remembered.all_of(["a"]) is None and len(remembered) == 0
-    remembered.remember(account("a"), (2, 2), stale["a"])  # changed elsewhere: not for now
+    remembered.remember(account("a"), (2, 2), stale["a"])  # once: remembered again at once
+    assert remembered.all_of(["a"]) is not None
+    now[0] += 10
+    remembered.changed_elsewhere(["a"])
+    remembered.remember(account("a"), (3, 3), stale["a"])  # again soon after: not for now
     assert remembered.all_of(["a"]) is None
     now[0] += CHANGED_ELSEWHERE_S * 1.5 + 1
     remembered.remember(account("a"), (3, 3), stale["a"])  # no longer the one remembered
@@ -106,12 +114,17 @@ def test_an_account_found_changed_elsewhere_again_is_left_out_twice_as_long() ->
     now = [0.0]
     remembered = CommittedAccounts(clock=lambda: now[0])
     remembered.changed_elsewhere(["a"])
+    remembered.changed_elsewhere(["a"])  # again: a minute at least
     now[0] += CHANGED_ELSEWHERE_S * 1.5 + 1
     remembered.remember(account("a"), (1, 1), None)
-    remembered.changed_elsewhere(["a"])  # found so a second time: two minutes at least
+    remembered.changed_elsewhere(["a"])  # a third time: two minutes at least
     now[0] += CHANGED_ELSEWHERE_S * 1.5 + 1
     remembered.remember(account("a"), (2, 2), None)
     assert remembered.all_of(["a"]) is None
     now[0] += CHANGED_ELSEWHERE_S * 1.5
     remembered.remember(account("a"), (3, 3), None)
+    assert remembered.all_of(["a"]) is not None
+    now[0] += RECURS_WITHIN_S
+    remembered.changed_elsewhere(["a"])  # long after: forgotten, no pause
+    remembered.remember(account("a"), (4, 4), None)
     assert remembered.all_of(["a"]) is not None
