@@ -106,16 +106,28 @@ async def run(args: argparse.Namespace, hot: bool, say: Progress) -> Result:
     started = time.monotonic()
     async with bench_database(args.pg_admin, args.database_url) as dsn:
         pg_version, _ = await service_versions(dsn, None)
-        ids = account_ids(f"b{name}", accounts)
-        await seed_accounts(dsn, ids)
-        say(f"{name}: seeded {accounts} account(s)")
+        # each side its own accounts, seeded alike: one side's writes never become another's
+        # (the writer remembers the accounts it committed; another side's writes between two
+        # phases would make every remembered account stale, which no deployment does)
+        own: dict[str, list[str]] = {}
+
+        async def seeded(side: str) -> list[str]:
+            own[side] = account_ids(f"b{name}{len(own)}", accounts)
+            await seed_accounts(dsn, own[side])
+            return own[side]
+
+        ids = await seeded("creditstream")
         sides: dict[str, CeilingSide | EngineSide] = {
             "creditstream": EngineSide(dsn, args.lanes, ids),
-            "per-operation": TransactionPerOperation(dsn, 1, ids),
-            "batched": await BatchedCeiling(dsn, args.lanes, ids, args.batch_size).open(),
+            "per-operation": TransactionPerOperation(dsn, 1, await seeded("per-operation")),
+            "batched": await BatchedCeiling(
+                dsn, args.lanes, await seeded("batched"), args.batch_size
+            ).open(),
         }
         for pool in pools:
-            sides[f"one-statement/{pool}"] = await CeilingSide(dsn, pool, ids).open()
+            label = f"one-statement/{pool}"
+            sides[label] = await CeilingSide(dsn, pool, await seeded(label)).open()
+        say(f"{name}: seeded {accounts} account(s) for each of {len(own)} sides")
         phases: dict[str, dict[str, Any]] = {}
 
         async def phase(label: str, side: str, workload: str, callers: int) -> dict[str, Any]:
