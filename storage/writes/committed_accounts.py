@@ -36,6 +36,8 @@ MAX_ACCOUNTS = 4096
 # holds remembered (~1 KiB each): those opened in the last few seconds at a few thousand a
 # second, which are the ones captured or released soonest
 MAX_HOLDS = 8192
+# idempotency keys remembered as claimed here (a request's repeat comes within seconds, mostly)
+MAX_KEYS = 8192
 
 # an account found changed by another writer is forgotten; found so again within
 # RECURS_WITHIN_S, it is not remembered for a while: one that several instances write would
@@ -165,7 +167,7 @@ class CommittedAccounts:
         for key_id in key_ids:
             keys[key_id] = None
             keys.move_to_end(key_id)
-        while len(keys) > self._most_holds:
+        while len(keys) > MAX_KEYS:
             keys.popitem(last=False)
 
     def knows_key(self, key_id: tuple[str, str]) -> bool:
