@@ -9,7 +9,7 @@ batch and per row; here each is a fixed text that asyncpg prepares once per conn
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -37,6 +37,7 @@ from storage.writes.idempotency import (
     StoredResponse,
     stored_response,
 )
+from storage.writes.pg_records import locked_and_read, take_grants
 from storage.writes.pg_statements import (
     ACCOUNT_VERSIONS,
     CLAIM,
@@ -97,7 +98,7 @@ class PgBatchSession:
                 found, await self.conn.fetch(LIVE_GRANTS_AND_HOLDS, list(found), list(hold_ids))
             )
         elif found:
-            _take_grants(found, await self.conn.fetch(LIVE_GRANTS, list(found)))
+            take_grants(found, await self.conn.fetch(LIVE_GRANTS, list(found)))
         return list(found.values())
 
     async def _lock_owners_with_grants_and_holds(
@@ -106,7 +107,7 @@ class PgBatchSession:
         records = await self.conn.fetch(
             LOCK_OWNERS_WITH_GRANTS_AND_HOLDS, list(account_ids), list(hold_ids)
         )
-        found, read = await _locked_and_read(
+        found, read = await locked_and_read(
             records,
             pg_records.account_after_grant_and_hold,
             UNCHANGED_AFTER_HOLD,
@@ -117,13 +118,13 @@ class PgBatchSession:
 
     async def _accounts_with_grants(self, records: Iterable[asyncpg.Record]) -> list[Account]:
         """The accounts and grants of LOCK_ACCOUNTS_WITH_GRANTS's rows (or CLAIM_AND_LOCK's)."""
-        found, live = await _locked_and_read(
+        found, live = await locked_and_read(
             records,
             pg_records.account_after_grant,
             UNCHANGED,
             lambda ids: self.conn.fetch(LIVE_GRANTS, ids),
         )
-        _take_grants(found, live)
+        take_grants(found, live)
         return list(found.values())
 
     def _take_grants_and_holds(
@@ -284,35 +285,3 @@ class PgBatchSession:
             }
             for scope, key in answered
         ]
-
-
-async def _locked_and_read(
-    records: Iterable[asyncpg.Record],
-    account_of: Callable[[asyncpg.Record], Account],
-    unchanged_at: int,
-    read_again: Callable[[list[str]], Awaitable[list[asyncpg.Record]]],
-) -> tuple[dict[str, Account], list[asyncpg.Record]]:
-    """A locking statement's rows (pg_statements._locked) as the accounts it locked and the rows
-    it read with them; those rows read again, under the lock, when any account's locked version
-    is not its snapshot's (the lock waited for a commit that may have changed them)."""
-    found: dict[str, Account] = {}
-    read: list[asyncpg.Record] = []
-    current = True
-    for record in records:
-        unchanged = record[unchanged_at]
-        if unchanged is None:  # not an account's row
-            read.append(record)
-            continue
-        account = account_of(record)
-        found[account.account_id] = account
-        current = current and unchanged
-    if not current:
-        read = await read_again(list(found))
-    return found, read
-
-
-def _take_grants(found: dict[str, Account], records: Iterable[asyncpg.Record]) -> None:
-    """Rows with a grant's columns first: each grant to its account."""
-    for record in records:
-        grant = pg_records.grant(record)
-        found[grant.account_id].grants.append(grant)

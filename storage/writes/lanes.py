@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from storage.writes.batch import Touches
 from storage.writes.begun import BegunConnections
@@ -154,3 +155,20 @@ class Flight:
 def landed(flights: list[Flight], flight: Flight, _: object) -> None:
     """A done-callback of a flight's task: it is no longer in flight."""
     flights.remove(flight)
+
+
+async def first_of(wait: Awaitable[Any], tasks: set[asyncio.Task[None]]) -> None:
+    """Until `wait` is done or one of `tasks` is."""
+    waiting = asyncio.ensure_future(wait)
+    try:
+        await asyncio.wait([waiting, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+
+
+async def set_within(event: asyncio.Event, seconds: float) -> bool:
+    try:
+        await asyncio.wait_for(event.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True

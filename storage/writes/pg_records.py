@@ -2,11 +2,13 @@
 each went through a namespace of attributes first, built and dropped per row.
 
 Positions come from the tables' column order, the order the batch's SELECTs list them in
-(storage/writes/pg_statements.py), so a new column needs no second list here.
+(storage/writes/pg_statements.py), so a new column needs no second list here. A locking
+statement's rows, accounts among the rows read with them, are sorted out here too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterable
 from operator import itemgetter
 from typing import Any
 
@@ -83,3 +85,35 @@ def hold_after_grant(record: asyncpg.Record) -> Hold:
         price=dict(row.pop("price") or {}),
         **row,
     )
+
+
+async def locked_and_read(
+    records: Iterable[asyncpg.Record],
+    account_of: Callable[[asyncpg.Record], Account],
+    unchanged_at: int,
+    read_again: Callable[[list[str]], Awaitable[list[asyncpg.Record]]],
+) -> tuple[dict[str, Account], list[asyncpg.Record]]:
+    """A locking statement's rows (pg_statements._locked) as the accounts it locked and the rows
+    it read with them; those rows read again, under the lock, when any account's locked version
+    is not its snapshot's (the lock waited for a commit that may have changed them)."""
+    found: dict[str, Account] = {}
+    read: list[asyncpg.Record] = []
+    current = True
+    for record in records:
+        unchanged = record[unchanged_at]
+        if unchanged is None:  # not an account's row
+            read.append(record)
+            continue
+        account = account_of(record)
+        found[account.account_id] = account
+        current = current and unchanged
+    if not current:
+        read = await read_again(list(found))
+    return found, read
+
+
+def take_grants(found: dict[str, Account], records: Iterable[asyncpg.Record]) -> None:
+    """Rows with a grant's columns first: each grant to its account."""
+    for record in records:
+        found_grant = grant(record)
+        found[found_grant.account_id].grants.append(found_grant)

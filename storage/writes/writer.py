@@ -34,7 +34,7 @@ from storage.writes.begun import LINGER_S, BegunConnections
 from storage.writes.committed_accounts import CommittedAccounts
 from storage.writes.hold_owners import HoldOwners
 from storage.writes.idempotency import IdempotencyKey, KeyedResult
-from storage.writes.lanes import Flight, Lane, landed
+from storage.writes.lanes import Flight, Lane, first_of, landed, set_within
 from storage.writes.operation import OperationUnitOfWork
 from storage.writes.transaction import Operation, Outcome, Refusal, run_batch
 
@@ -150,12 +150,12 @@ class BatchWriter:
             while True:
                 if not lane.queue:
                     if flying:  # woken by work arriving or by a batch landing, whichever first
-                        await _first_of(lane.ready.wait(), flying)
+                        await first_of(lane.ready.wait(), flying)
                         continue
                     if lane.connections is not None and lane.connections.kept:
                         # idle: what is kept with a transaction begun goes back unless work
                         # comes soon
-                        if not await _set_within(lane.ready, LINGER_S):
+                        if not await set_within(lane.ready, LINGER_S):
                             await lane.connections.release()
                         continue
                 await lane.ready.wait()
@@ -177,7 +177,7 @@ class BatchWriter:
                 task.add_done_callback(flying.discard)
                 task.add_done_callback(functools.partial(landed, flights, flight))
                 # the next batch starts once this one waits on the database (or is done)
-                await _first_of(flight.applied.wait(), {task})
+                await first_of(flight.applied.wait(), {task})
         finally:
             for task in flying:
                 task.cancel()
@@ -267,23 +267,6 @@ class BatchWriter:
                 op.future.set_exception(error)
         for op in reversed(outcome.deferred):  # first in line for their lane's next batch
             self._lane_for(op).put([op], first=True)
-
-
-async def _first_of(wait: Awaitable[Any], tasks: set[asyncio.Task[None]]) -> None:
-    """Until `wait` is done or one of `tasks` is."""
-    waiting = asyncio.ensure_future(wait)
-    try:
-        await asyncio.wait([waiting, *tasks], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiting.cancel()
-
-
-async def _set_within(event: asyncio.Event, seconds: float) -> bool:
-    try:
-        await asyncio.wait_for(event.wait(), seconds)
-    except TimeoutError:
-        return False
-    return True
 
 
 def _retryable(error: BaseException) -> bool:
