@@ -60,18 +60,20 @@ class BatchSession(BatchReads, Protocol):
 
 @asynccontextmanager
 async def batch_session(
-    db: Database, connections: BegunConnections | None = None
+    db: Database, connections: BegunConnections | None = None, one_statement: bool = False
 ) -> AsyncIterator[BatchSession]:
     """One write transaction; commits when the block ends without an exception. On PostgreSQL
     it runs on `connections` (a lane's: it may start on a connection whose transaction is
-    already begun); without them, on connections of its own, given back at its end."""
+    already begun); without them, on connections of its own, given back at its end.
+    `one_statement`: the block sends one statement, which then runs as its own transaction
+    (not behind a transaction pooler, where only a transaction keeps its server connection)."""
     if db.dialect != "postgresql":
         async with db.transaction() as uow:
             yield SqlBatchSession(uow.conn)
         return
     lane = connections or BegunConnections(db)
     try:
-        async with lane.transaction() as driver:
+        async with lane.transaction(one_statement and not db.pooler) as driver:
             yield PgBatchSession(driver)
     finally:
         if connections is None:

@@ -7,7 +7,13 @@ lane under load and for a lone caller's next request alike. A transaction begun 
 has taken no snapshot, lock or transaction id, so it holds nothing back (vacuum included). The
 lane gives its kept connections back, their empty transaction rolled back, once it has been idle
 (nothing waiting, no batch of its own in flight) for `LINGER_S` (storage/writes/writer.py). A
-connection never goes back to the pool inside a transaction."""
+connection never goes back to the pool inside a transaction.
+
+A batch whose whole transaction is one statement (on remembered accounts, its write is the only
+one it sends: storage/writes/committed_accounts.py) needs no BEGIN or COMMIT at all: on a kept
+connection with no transaction open, the statement runs as its own, committed before its answer
+comes back: one round trip per batch. Its connection is kept with no transaction begun, for the
+next such batch; a batch of several statements on it sends its BEGIN first."""
 
 from __future__ import annotations
 
@@ -47,9 +53,10 @@ class BegunConnections:
         return len(self._kept)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+    async def transaction(self, one_statement: bool = False) -> AsyncIterator[asyncpg.Connection]:
         """One write transaction on a kept connection, or on a new one; commits when the block
-        ends without an exception. Errors leave as `Database.driver()` raises them."""
+        ends without an exception. `one_statement`: the block sends one statement, which may
+        run as its own transaction. Errors leave as `Database.driver()` raises them."""
         async with unavailable_on_connection_errors():
             driver: asyncpg.Connection | None = None
             if self._kept:
@@ -62,13 +69,18 @@ class BegunConnections:
                 async with driver_errors(conn):
                     if driver is None:
                         driver = await driver_of(conn)
+                    begun = driver.is_in_transaction()
+                    if not (begun or one_statement):
                         await driver.execute("BEGIN")
+                        begun = True
                     try:
                         yield driver
                     except BaseException:
                         await _roll_back(conn, driver)
                         raise
-                    await driver.execute("COMMIT; BEGIN")
+                    if begun:
+                        # the next batch on remembered accounts is most likely one statement too
+                        await driver.execute("COMMIT" if one_statement else "COMMIT; BEGIN")
                     self._kept.append((conn, driver))
                     kept = True
             finally:

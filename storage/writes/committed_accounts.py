@@ -8,8 +8,9 @@ the locking read would) and writes nothing unless each row is still the version 
 changes an account's live grants or holds rewrites the account's row in the same commit
 (storage/writes/pg_statements.py, `_locked`), so an unchanged row version vouches for the grants
 and holds read with it. A row another writer changed since (another instance, an operator's SQL)
-fails the check: nothing is written, the batch rolls back and runs again through the locking
-read, and the account is forgotten (and, found so again soon after, not remembered for a while:
+fails the check: nothing is written (the write, the batch's only statement, commits nothing or
+is rolled back with its transaction), the batch runs again through the locking read, and the
+account is forgotten (and, found so again soon after, not remembered for a while:
 RECURS_WITHIN_S).
 
 A hold stays vouched for across commits of its account only while each of them is known to
@@ -58,8 +59,8 @@ Version = tuple[int, int]
 
 class StaleAccounts(Exception):
     """A batch applied on remembered accounts found one of their rows changed since (or a key
-    it claimed with its write taken meanwhile): it is rolled back, to run again with the
-    locking read."""
+    it claimed with its write taken meanwhile): its write wrote nothing, and it runs again with
+    the locking read."""
 
     def __init__(self, account_ids: list[str]) -> None:
         super().__init__(f"the remembered state of {account_ids} is stale")

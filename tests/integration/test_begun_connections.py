@@ -1,6 +1,8 @@
 """A write lane's connections kept with their next transaction begun (storage/writes/begun.py):
 batches under load start on them, they hold no snapshot, they go back to the pool rolled back
-once the lane is idle, and a failure never hands the pool a connection inside a transaction."""
+once the lane is idle, and a failure never hands the pool a connection inside a transaction. A
+batch of one statement (on remembered accounts) commits by itself and leaves its connection
+with no transaction begun; one of several statements on such a connection begins first."""
 
 from __future__ import annotations
 
@@ -156,6 +158,78 @@ async def test_a_kept_connection_holds_no_snapshot_and_is_given_back_rolled_back
     await connections.release()
     assert connections.kept == 0 and _checked_out(pg_db) == 0
     assert (await _session(pg_db, pid))["state"] == "idle"
+
+
+async def test_one_statement_commits_by_itself_and_several_on_its_connection_begin_first(
+    pg_db: Database,
+) -> None:
+    await _probe_table(pg_db)
+    connections = BegunConnections(pg_db)
+    async with connections.transaction(one_statement=True) as driver:
+        assert not driver.is_in_transaction()
+        await driver.execute("INSERT INTO probe VALUES (1)")
+        pid = driver.get_server_pid()
+    assert await _probe_rows(pg_db) == 1
+    assert connections.kept == 1
+    assert (await _session(pg_db, pid))["state"] == "idle", "kept with nothing begun"
+
+    with pytest.raises(sa.exc.DBAPIError):  # several statements: all or nothing
+        async with connections.transaction() as driver:
+            assert driver.get_server_pid() == pid and driver.is_in_transaction()
+            await driver.execute("INSERT INTO probe VALUES (2)")
+            await driver.execute("INSERT INTO probe VALUES ('not a number')")
+    assert await _probe_rows(pg_db) == 1
+
+    async with connections.transaction() as driver:
+        await driver.execute("INSERT INTO probe VALUES (3)")
+        pid = driver.get_server_pid()
+    assert (await _session(pg_db, pid))["state"] == "idle in transaction"  # begun for the next
+    async with connections.transaction(one_statement=True) as driver:
+        assert driver.is_in_transaction()  # the begun one: it commits with the statement
+        await driver.execute("INSERT INTO probe VALUES (4)")
+    assert await _probe_rows(pg_db) == 3
+    assert (await _session(pg_db, pid))["state"] == "idle"
+    await connections.release()
+    assert connections.kept == 0 and _checked_out(pg_db) == 0
+
+
+async def test_a_batch_on_remembered_accounts_commits_as_its_one_statement(
+    pg_db: Database, clock: MutableClock, service: CreditService
+) -> None:
+    writer = BatchWriter(pg_db, clock.now, _nowhere, lanes=1)
+    connections, remembered = writer.lanes[0].connections, writer.remembered
+    assert connections is not None and remembered is not None
+    touches = Touches(accounts=("acct-one",))
+    try:
+        await writer.run(lambda uow: service.grant(uow, "acct-one", 10, "p"), touches)
+        assert [s["state"] for s in await _sessions(pg_db)] == ["idle in transaction"]
+        for amount in (3, 4):
+            await writer.run(
+                functools.partial(service.hold, account_id="acct-one", amount=amount), touches
+            )
+            assert [s["state"] for s in await _sessions(pg_db)] == ["idle"], "nothing begun"
+        assert remembered.hits == 2 and connections.reused == 2
+        # changed elsewhere: the write, gated on the account's version, commits nothing, and
+        # the batch runs again, locked, in a transaction begun for it
+        outside = await asyncpg.connect(_dsn(pg_db))
+        try:
+            await outside.execute("UPDATE accounts SET seq = seq WHERE id = 'acct-one'")
+        finally:
+            await outside.close()
+        await writer.run(lambda uow: service.hold(uow, "acct-one", 2), touches)
+        assert remembered.stale == 1
+        async with pg_db.read(snapshot=False) as uow:
+            held, opened = (
+                await uow.conn.execute(
+                    sa.text(
+                        "SELECT (SELECT held FROM accounts WHERE id = 'acct-one'), "
+                        "(SELECT count(*) FROM holds WHERE account_id = 'acct-one')"
+                    )
+                )
+            ).one()
+        assert (held, opened) == (9, 3)
+    finally:
+        await writer.aclose()
 
 
 @pytest.mark.parametrize("failure", ["raised", "refused by the database"])
