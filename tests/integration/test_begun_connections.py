@@ -232,6 +232,24 @@ async def test_a_batch_on_remembered_accounts_commits_as_its_one_statement(
         await writer.aclose()
 
 
+async def test_behind_a_transaction_pooler_a_batch_keeps_its_transaction(
+    pg_url: str, pg_db: Database, clock: MutableClock, service: CreditService
+) -> None:
+    """Outside a transaction a pooler may give each protocol message another server connection
+    (asyncpg prepares, then binds): there every batch keeps its BEGIN and COMMIT."""
+    pooled = Database.from_url(f"{pg_url}?pooler=pgbouncer", pool_size=2)
+    writer = BatchWriter(pooled, clock.now, _nowhere, lanes=1)
+    touches = Touches(accounts=("acct-pooled",))
+    try:
+        await writer.run(lambda uow: service.grant(uow, "acct-pooled", 10, "p"), touches)
+        await writer.run(lambda uow: service.hold(uow, "acct-pooled", 3), touches)
+        assert writer.remembered is not None and writer.remembered.hits == 1
+        assert [s["state"] for s in await _sessions(pg_db)] == ["idle in transaction"]
+    finally:
+        await writer.aclose()
+        await pooled.dispose()
+
+
 @pytest.mark.parametrize("failure", ["raised", "refused by the database"])
 async def test_a_failed_transaction_is_rolled_back_and_its_connection_not_kept(
     pg_db: Database, failure: str
