@@ -133,15 +133,19 @@ async def test_the_connect_goes_to_the_checked_address() -> None:
 
 async def test_a_public_first_answer_never_leads_to_a_private_connect(receiver: Receiver) -> None:
     """A name that answers a public address to the check and 127.0.0.1 afterwards: the
-    connect goes to the public address (unreachable here), never to the receiver."""
+    connect goes to the public address, never to the receiver. Whether anything answers there
+    depends on the machine's network (unreachable on most; a sandbox's proxy may answer every
+    address), so either outcome of the request is taken; where it went is what is checked."""
     resolver = SteeredResolver(["93.184.215.14"], ["127.0.0.1"])
     egress = await _egress(resolver, webhook_timeout_s=1.0)
     try:
-        with pytest.raises(Failed):
+        try:
             async with egress.open(
                 "POST", f"http://rebind.test:{receiver.port}/hook", egress.webhooks, content=b"{}"
             ):
                 pass
+        except Failed:
+            pass  # nothing answers that address from here
         assert resolver.asked == ["rebind.test"]
         assert {address for address, _ in egress.backend.tried} == {"93.184.215.14"}
         assert receiver.received == []
