@@ -65,8 +65,9 @@ async def batch_session(
     """One write transaction; commits when the block ends without an exception. On PostgreSQL
     it runs on `connections` (a lane's: it may start on a connection whose transaction is
     already begun); without them, on connections of its own, given back at its end.
-    `one_statement`: the block sends one statement, which then runs as its own transaction
-    (not behind a transaction pooler, where only a transaction keeps its server connection)."""
+    `one_statement`: the block writes with one statement, which then runs as its own
+    transaction (not behind a transaction pooler, where only a transaction keeps its server
+    connection)."""
     if db.dialect != "postgresql":
         async with db.transaction() as uow:
             yield SqlBatchSession(uow.conn)

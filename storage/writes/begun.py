@@ -9,11 +9,13 @@ lane gives its kept connections back, their empty transaction rolled back, once 
 (nothing waiting, no batch of its own in flight) for `LINGER_S` (storage/writes/writer.py). A
 connection never goes back to the pool inside a transaction.
 
-A batch whose whole transaction is one statement (on remembered accounts, its write is the only
-one it sends: storage/writes/committed_accounts.py) needs no BEGIN or COMMIT at all: on a kept
-connection with no transaction open, the statement runs as its own, committed before its answer
-comes back: one round trip per batch. Its connection is kept with no transaction begun, for the
-next such batch; a batch of several statements on it sends its BEGIN first."""
+A batch that writes with one statement (on remembered accounts its write is all it sends, but for
+the plain reads an operation may ask first, a refund's lines: storage/writes/committed_accounts.py)
+needs no BEGIN or COMMIT at all: on a kept connection with no transaction open, the write runs as
+its own transaction, committed before its answer comes back: one round trip per batch. A read
+before it sees the latest commits, as it would inside a READ COMMITTED transaction that has not
+locked anything yet. Its connection is kept with no transaction begun, for the next such batch; a
+batch of several statements on it sends its BEGIN first."""
 
 from __future__ import annotations
 
@@ -55,8 +57,8 @@ class BegunConnections:
     @asynccontextmanager
     async def transaction(self, one_statement: bool = False) -> AsyncIterator[asyncpg.Connection]:
         """One write transaction on a kept connection, or on a new one; commits when the block
-        ends without an exception. `one_statement`: the block sends one statement, which may
-        run as its own transaction. Errors leave as `Database.driver()` raises them."""
+        ends without an exception. `one_statement`: the block writes with one statement, which
+        may run as its own transaction. Errors leave as `Database.driver()` raises them."""
         async with unavailable_on_connection_errors():
             driver: asyncpg.Connection | None = None
             if self._kept:

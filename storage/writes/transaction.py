@@ -146,8 +146,8 @@ async def _run(
     known: Remembered | None,
 ) -> Outcome:
     outcome = Outcome()
-    # on remembered accounts the write is the batch's only statement (no claim, no locking
-    # read, no unclaim): it commits by itself, one round trip (storage/writes/begun.py)
+    # on remembered accounts the write is the batch's only statement that writes (no claim, no
+    # locking read, no unclaim): it commits by itself, one round trip (storage/writes/begun.py)
     async with batch_session(db, connections, one_statement=known is not None) as session:
         batch = Batch(session)
         runnable = await _claim(session, ops, now, outcome, in_write=known is not None)
