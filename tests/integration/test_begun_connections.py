@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 import sqlalchemy as sa
 
+from core.errors import RefundExceedsSpend
 from core.events import Event
 from core.service import CreditService
 from storage.connection_errors import DatabaseUnavailable
@@ -228,6 +229,44 @@ async def test_a_batch_on_remembered_accounts_commits_as_its_one_statement(
                 )
             ).one()
         assert (held, opened) == (9, 3)
+    finally:
+        await writer.aclose()
+
+
+async def test_a_refund_on_remembered_accounts_reads_its_charge_then_writes_once(
+    pg_db: Database, clock: MutableClock, service: CreditService
+) -> None:
+    """A refund reads its charge's lines before its write: on remembered accounts that read runs
+    on its own, and the write still commits once, by itself."""
+    writer = BatchWriter(pg_db, clock.now, _nowhere, lanes=1)
+    remembered = writer.remembered
+    assert remembered is not None
+    touches = Touches(accounts=("acct-refund",))
+
+    async def balance() -> int:
+        async with pg_db.read(snapshot=False) as uow:
+            return int(
+                (
+                    await uow.conn.execute(
+                        sa.text("SELECT balance FROM accounts WHERE id = 'acct-refund'")
+                    )
+                ).scalar_one()
+            )
+
+    try:
+        await writer.run(lambda uow: service.grant(uow, "acct-refund", 10, "p"), touches)
+        charge, _ = await writer.run(
+            lambda uow: service.charge(uow, "acct-refund", 6, "generation"), touches
+        )
+        before, hits = await balance(), remembered.hits
+        await writer.run(lambda uow: service.refund(uow, charge["charge_id"], "charge", 4), touches)
+        assert remembered.hits == hits + 1
+        assert {s["state"] for s in await _sessions(pg_db)} == {"idle"}, "nothing begun"
+        with pytest.raises(RefundExceedsSpend):  # 2 of the 6 are left to refund
+            await writer.run(
+                lambda uow: service.refund(uow, charge["charge_id"], "charge", 3), touches
+            )
+        assert await balance() == before + 4
     finally:
         await writer.aclose()
 
