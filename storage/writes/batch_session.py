@@ -65,16 +65,15 @@ async def batch_session(
     """One write transaction; commits when the block ends without an exception. On PostgreSQL
     it runs on `connections` (a lane's: it may start on a connection whose transaction is
     already begun); without them, on connections of its own, given back at its end.
-    `one_statement`: the block writes with one statement, which then runs as its own
-    transaction (not behind a transaction pooler, where only a transaction keeps its server
-    connection)."""
+    `one_statement`: the block writes with one statement, which may run as its own
+    transaction (storage/writes/begun.py)."""
     if db.dialect != "postgresql":
         async with db.transaction() as uow:
             yield SqlBatchSession(uow.conn)
         return
     lane = connections or BegunConnections(db)
     try:
-        async with lane.transaction(one_statement and not db.pooler) as driver:
+        async with lane.transaction(one_statement) as driver:
             yield PgBatchSession(driver)
     finally:
         if connections is None:

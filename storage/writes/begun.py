@@ -58,7 +58,10 @@ class BegunConnections:
     async def transaction(self, one_statement: bool = False) -> AsyncIterator[asyncpg.Connection]:
         """One write transaction on a kept connection, or on a new one; commits when the block
         ends without an exception. `one_statement`: the block writes with one statement, which
-        may run as its own transaction. Errors leave as `Database.driver()` raises them."""
+        then runs as its own transaction, unless behind a transaction pooler (outside a
+        transaction it may hand asyncpg's prepare and execute to two server connections).
+        Errors leave as `Database.driver()` raises them."""
+        one_statement = one_statement and not self._db.pooler
         async with unavailable_on_connection_errors():
             driver: asyncpg.Connection | None = None
             if self._kept:

@@ -153,8 +153,8 @@ class BatchWriter:
                         await first_of(lane.ready.wait(), flying)
                         continue
                     if lane.connections is not None and lane.connections.kept:
-                        # idle: what is kept with a transaction begun goes back unless work
-                        # comes soon
+                        # idle: what is kept (a transaction begun on it, or none after a
+                        # batch of one statement) goes back unless work comes soon
                         if not await set_within(lane.ready, LINGER_S):
                             await lane.connections.release()
                         continue
