@@ -31,15 +31,26 @@ class Lane:
             self.queue.extend(ops)
         self.ready.set()
 
-    def share(self, alone: bool, most: int) -> int:
-        """How many the next batch takes: all that waits, unless no other batch is in flight
-        and a second may start — then half, so that the two can overlap (a burst or a closed
-        loop of callers would otherwise stay one batch taking turns with the database). Half
-        only when a second batch could take at least half of the rest while the first flies:
-        what names the first half's accounts (one hot account's burst) would only wait for it,
-        in a batch of half the size."""
-        if not alone:
+    def share(self, most: int, depth: int, in_flight: int) -> int:
+        """How many the next batch takes, when `depth` batches may fly at once and those in
+        flight hold `in_flight` operations.
+
+        Beside batches in flight: its even share of all that waits or flies, at most. Callers
+        in a closed loop come back in the groups their batches answered, so a batch that took
+        all that waits beside a small one in flight would keep the two lopsided for good (one
+        of 60 beside one of 4, which lands first and then waits to answer after the big one):
+        the lane back to one batch at a time taking turns with the database. What is left waits
+        for the next slot, in line.
+
+        Alone: all that waits, unless a second batch may start — then half, so that the two
+        can overlap (a burst or a closed loop of callers would otherwise stay one batch taking
+        turns with the database). Half only when a second batch could take at least half of
+        the rest while the first flies: what names the first half's accounts (one hot
+        account's burst) would only wait for it, in a batch of half the size."""
+        if depth <= 1:
             return most
+        if in_flight:
+            return min(most, max(1, -(-(len(self.queue) + in_flight) // depth)))
         half = min(most, max(1, (len(self.queue) + 1) // 2))
         rest = min(most, len(self.queue)) - half
         if rest <= 0:
@@ -141,6 +152,7 @@ class Flight:
     before: asyncio.Future[None] | None
     accounts: frozenset[str]
     connections: BegunConnections | None = None  # its lane's
+    size: int = 0  # its operations
     applied: asyncio.Event = field(default_factory=asyncio.Event)
     answered: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()

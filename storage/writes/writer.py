@@ -161,7 +161,8 @@ class BatchWriter:
                 await lane.ready.wait()
                 await slots.acquire()
                 busy = frozenset().union(*(f.accounts for f in flights)) if flights else None
-                ops = lane.take(lane.share(not flying and self.depth > 1, self.max_batch), busy)
+                in_flight = sum(f.size for f in flights)
+                ops = lane.take(lane.share(self.max_batch, self.depth, in_flight), busy)
                 if not ops:
                     slots.release()
                     if lane.queue and flying:  # all that waits names the batch in flight
@@ -169,7 +170,9 @@ class BatchWriter:
                     continue
                 self._in_flight += 1  # counted from the take: aclose waits for what left the queue
                 accounts = frozenset(a for op in ops for a in op.touches.accounts)
-                flight = Flight(last.answered if last else None, accounts, lane.connections)
+                flight = Flight(
+                    last.answered if last else None, accounts, lane.connections, len(ops)
+                )
                 last = flight
                 flights.append(flight)
                 task = asyncio.create_task(self._fly(ops, flight, slots))

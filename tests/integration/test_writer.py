@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 import sqlalchemy as sa
 
@@ -638,3 +639,67 @@ async def _balances(db: Database, accounts: list[str]) -> dict[str, int]:
             assert account is not None
             found[account_id] = account.balance
     return found
+
+
+@pytest.mark.postgres
+async def test_a_batch_beside_a_small_one_in_flight_takes_its_even_share(
+    pg_url: str, clock: MutableClock
+) -> None:
+    """Callers in a closed loop come back in the groups their batches answered. A batch of one
+    held up in its write, and 60 operations waiting: the next batch takes 31 (its half of the
+    61 that wait or fly), not all 60, and the last 29 go once a slot is free; a lone big batch
+    beside a small one would keep the two lopsided, one at a time with the database."""
+    from storage.migrate import upgrade_async
+
+    await upgrade_async(pg_url)
+    db = Database.from_url(pg_url, pool_size=4)
+    sizes: list[int] = []
+
+    async def publish(events: list[Event]) -> None:
+        sizes.append(len(events))  # a hold publishes one event; one call per batch
+
+    service = CreditService(clock, __import__("asgi").load_catalogue(None))
+    writer = BatchWriter(db, clock.now, publish)
+    slow, others = "acct-s", [f"acct-e{i:02d}" for i in range(60)]
+
+    def hold(account_id: str) -> Any:
+        return writer.run(
+            functools.partial(service.hold, account_id=account_id, amount=1),
+            Touches(accounts=(account_id,)),
+        )
+
+    outside = await asyncpg.connect(pg_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        for account_id in [slow, *others]:
+            await writer.run(
+                functools.partial(service.grant, account_id=account_id, amount=5, reason="p"),
+                Touches(accounts=(account_id,)),
+            )
+        await asyncio.gather(*(hold(a) for a in [slow, *others]))  # all remembered now
+        hits = writer.remembered.hits if writer.remembered is not None else 0
+        sizes.clear()
+        # the slow account's row locked elsewhere: its batch applies (no locking read on a
+        # remembered account), then waits in its write
+        locker = outside.transaction()
+        await locker.start()
+        await outside.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", slow)
+        first = asyncio.ensure_future(hold(slow))
+        for _ in range(100):
+            waiting = await outside.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.01)
+        assert waiting, "the slow batch should wait for the row lock in its write"
+        rest = asyncio.gather(*(hold(a) for a in others))
+        await asyncio.sleep(0.2)  # the second batch writes, then waits to answer after the first
+        await locker.rollback()
+        await first
+        await rest
+    finally:
+        await outside.close()
+        await writer.aclose()
+        await db.dispose()
+    assert writer.remembered is not None and writer.remembered.hits > hits
+    assert sizes == [1, 31, 29], f"batch sizes {sizes}"

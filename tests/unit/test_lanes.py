@@ -39,33 +39,48 @@ async def test_with_nothing_in_flight_it_takes_in_arrival_order() -> None:
 async def test_alone_it_takes_half_when_a_second_batch_could_take_the_rest() -> None:
     lane = Lane()
     lane.put([_op((f"a{i}",)) for i in range(10)])
-    assert lane.share(alone=True, most=256) == 5
-    assert lane.share(alone=False, most=256) == 256, "beside a batch in flight: all it may"
+    assert lane.share(most=256, depth=2, in_flight=0) == 5
+    assert lane.share(most=256, depth=1, in_flight=0) == 256, "no second batch: all it may"
+
+
+async def test_beside_a_batch_in_flight_it_takes_its_even_share_of_all_that_circulates() -> None:
+    """A closed loop of callers comes back in the groups its batches answered: a small batch
+    in flight and many waiting must not become one batch of all of them beside it, or the two
+    stay lopsided and take turns with the database."""
+    lane = Lane()
+    lane.put([_op((f"a{i}",)) for i in range(60)])
+    assert lane.share(most=256, depth=2, in_flight=4) == 32
+    assert lane.share(most=20, depth=2, in_flight=4) == 20, "never past the batch's cap"
+    assert lane.share(most=256, depth=3, in_flight=4) == 22, "a share of each slot"
+    # a big batch in flight and a few waiting: all of those
+    lane = Lane()
+    lane.put([_op((f"a{i}",)) for i in range(4)])
+    assert lane.share(most=256, depth=2, in_flight=60) >= 4
 
 
 async def test_alone_it_takes_all_when_the_rest_would_wait_for_the_first_half() -> None:
     # one hot account: a second batch could take none of the rest while the first flies
     lane = Lane()
     lane.put([_op(("hot",)) for _ in range(10)])
-    assert lane.share(alone=True, most=256) == 256
-    assert lane.share(alone=True, most=8) == 8, "never past the batch's cap"
+    assert lane.share(most=256, depth=2, in_flight=0) == 256
+    assert lane.share(most=8, depth=2, in_flight=0) == 8, "never past the batch's cap"
     # mostly names what the first half names (by account or through a hold passed over)
     lane = Lane()
     first = [_op(("a",), ("h1",)), _op(("b",)), _op(("c",))]
     rest = [_op(holds=("h1",)), _op(("b",)), _op(("free",))]
     lane.put(first + rest)
-    assert lane.share(alone=True, most=256) == 256
+    assert lane.share(most=256, depth=2, in_flight=0) == 256
     # half of the rest free: halves
     lane = Lane()
     lane.put([_op(("a",)), _op(("b",)), _op(("c",)), _op(("a",)), _op(("x",)), _op(("y",))])
-    assert lane.share(alone=True, most=256) == 3
+    assert lane.share(most=256, depth=2, in_flight=0) == 3
 
 
 async def test_alone_an_operation_that_said_nothing_ends_what_a_second_batch_could_take() -> None:
     lane = Lane()
     unsaid = Operation(_action, NOTHING, asyncio.get_running_loop().create_future())
     lane.put([_op(("a",)), _op(("b",)), unsaid, _op(("c",))])
-    assert lane.share(alone=True, most=256) == 256
+    assert lane.share(most=256, depth=2, in_flight=0) == 256
 
 
 async def test_an_operation_on_an_account_in_flight_is_passed_over_and_stays_first() -> None:
