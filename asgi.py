@@ -59,6 +59,21 @@ STATIC_DIR = Path(realtime.__file__).resolve().parent / "static"  # the browser 
 API_ROUTES = V1_ROUTES + SEED_ROUTES  # the whole HTTP API, one table for routing and the document
 
 
+# The young generation's threshold in a served process (the interpreter's default is 700). A
+# write batch in flight keeps a few thousand young objects alive until it answers, so at 700 the
+# collector ran ~290 young collections a second under a write load, each walking that batch, and
+# with them a full collection every ~0.4 s: ~11 % of the server's CPU (docs/PERFORMANCE.md).
+# Above what a batch keeps alive, a young collection runs only when garbage or long-lived objects
+# really pile up: ~3 a second, ~2 ms each. What cyclic garbage can wait for its collection grows
+# by this many objects, a few MB at most.
+YOUNG_THRESHOLD = 10_000
+
+
+def _young_collections_after(allocations: int) -> None:
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(allocations, middle, old)
+
+
 def load_catalogue(path: str | None) -> Catalogue:
     """The price catalogue, validated now so a bad file stops the start, not a request."""
     text = (
@@ -131,6 +146,7 @@ def create_app(
                 # freezes again as streams turn over)
                 gc.collect()
                 gc.freeze()
+                _young_collections_after(YOUNG_THRESHOLD)
             yield
 
     routes = (
