@@ -11,6 +11,7 @@ another process) is named by its id alone, as before. Bounded: the oldest go fir
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import replace
 
@@ -23,7 +24,11 @@ REMEMBERED = 32_768
 class HoldOwners:
     def __init__(self, most: int = REMEMBERED) -> None:
         self.most = most
-        self._owners: dict[str, str] = {}  # in the order learnt: the first is the oldest
+        # in the order learnt, the first the oldest. An OrderedDict, not a dict: a dict's first
+        # key, once many have been deleted from its front, is found by walking past each deleted
+        # slot (until the dict is next resized), so dropping the oldest cost ~9 µs per hold when
+        # full; OrderedDict.popitem(last=False) is O(1)
+        self._owners: OrderedDict[str, str] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._owners)
@@ -34,7 +39,7 @@ class HoldOwners:
         for hold_id, account_id in owners:
             known[hold_id] = account_id
         while len(known) > self.most:
-            del known[next(iter(known))]
+            known.popitem(last=False)
 
     def complete(self, touches: Touches) -> Touches:
         """`touches` naming also the accounts of the holds it names, where they are known."""
