@@ -134,6 +134,42 @@ class H11Protocol(_HeaderDeadline, _H11Protocol):
         return bool(self.conn.their_state is h11.IDLE)
 
 
+class _WritesPerTurn:
+    """A connection's transport as its request cycles see it: what they write in one turn of
+    the event loop goes out in one write. uvicorn writes a response's head and its body apart,
+    two send() calls and two packets where one does; held, the head goes with the body. What is
+    held goes out when the response completes (`flush`, from the protocol), before a close, or
+    at the end of the turn at the latest (an interim `100 Continue`, a streamed body's head)."""
+
+    __slots__ = ("_transport", "_loop", "_held")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport, self._loop = transport, loop
+        self._held: list[bytes] | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._held is None:
+            self._held = [data]
+            self._loop.call_soon(self.flush)
+        else:
+            self._held.append(data)
+
+    def flush(self) -> None:
+        held, self._held = self._held, None
+        if held and not self._transport.is_closing():
+            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 try:
     import httptools  # noqa: F401 - only whether it is installed
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _HttpToolsProtocol
@@ -146,6 +182,11 @@ else:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._reading_headers = True
+            self._writes: _WritesPerTurn | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            self._writes = _WritesPerTurn(self.transport, self.loop)
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
@@ -168,7 +209,17 @@ else:
         def on_headers_complete(self) -> None:
             self._reading_headers = False
             self._disarm()
+            before = self.cycle
             super().on_headers_complete()
+            if self.cycle is not before and self._writes is not None:
+                # the request's new cycle (a WebSocket upgrade makes none): its head and body
+                # in one write
+                self.cycle.transport = self._writes  # type: ignore[assignment]
+
+        def on_response_complete(self) -> None:
+            if self._writes is not None:
+                self._writes.flush()
+            super().on_response_complete()
 
         def _awaiting_headers(self) -> bool:
             return self._reading_headers

@@ -33,7 +33,7 @@ from bench.http_holds_report import add_rows
 from bench.measure import contention_note, machine_info, service_versions
 from bench.profiles import profile_summary
 from bench.results import Progress, Result
-from bench.servers import BENCH_SECRET, VARIANTS, UvicornServer, stop_servers
+from bench.servers import BENCH_SECRET, DEPLOYED_HTTP, VARIANTS, UvicornServer, stop_servers
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,6 +65,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="CREDITSTREAM_WRITE_CONNECTIONS of the server (default: its own)",
     )
+    for side, default, who in (
+        ("creditstream", "deployed", "creditstream's phases"),
+        ("echo", "stock", "the echo's phases"),
+    ):
+        parser.add_argument(
+            f"--{side}-http",
+            choices=("deployed", "stock"),
+            default=default,
+            help=f"uvicorn's HTTP protocol in {who}: as `creditstream serve` runs it "
+            f"(api/serving.py) or as uvicorn ships it (default {default})",
+        )
     options.add_db_pool(parser, 10, "the server, for its reads")
     parser.add_argument(
         "--profile-server",
@@ -95,6 +106,7 @@ async def run(args: argparse.Namespace, say: Progress) -> Result:
         "db_pool": args.db_pool,
         "workers": args.workers,
         "write_connections": args.write_connections,
+        "http_protocols": {"creditstream": args.creditstream_http, "echo": args.echo_http},
         "endpoint": "POST /v1/holds with a fresh Idempotency-Key",
     }
     title = (
@@ -137,6 +149,9 @@ async def run(args: argparse.Namespace, say: Progress) -> Result:
                         if args.profile_server and not extra
                         else None
                     )
+                    protocol = (
+                        args.echo_http if phase.startswith("echo") else args.creditstream_http
+                    )
                     server = UvicornServer(
                         app,
                         server_env,
@@ -145,6 +160,7 @@ async def run(args: argparse.Namespace, say: Progress) -> Result:
                         f"http-{phase}-{variant}",
                         extra_args=extra,
                         profile_path=profile,
+                        http=DEPLOYED_HTTP[variant] if protocol == "deployed" else None,
                     )
                     await server.start()
                     try:

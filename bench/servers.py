@@ -22,6 +22,12 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "asyncio": ("asyncio", "h11"),
     "uvloop": ("uvloop", "httptools"),
 }
+# uvicorn's HTTP protocol per variant as `creditstream serve` runs it (api/serving.py: a header
+# deadline, and a response's head and body in one write) and as uvicorn ships it
+DEPLOYED_HTTP: dict[str, str] = {
+    "asyncio": "api.serving:H11Protocol",
+    "uvloop": "api.serving:HttpToolsProtocol",
+}
 # uvicorn's WebSocket protocols: creditstream's own (as `creditstream serve` and the image run
 # it) first, then uvicorn's
 DEPLOYED_WS = "api.ws_protocol:WebSocketProtocol"
@@ -66,8 +72,10 @@ class UvicornServer:
         extra_args: Sequence[str] = (),
         ws: str = DEPLOYED_WS,
         profile_path: str | None = None,
+        http: str | None = None,
     ) -> None:
         self.app, self.variant, self.name, self.ws = app, variant, name, ws
+        self.http = http or VARIANTS[variant][1]  # the variant's stock protocol unless given
         self.profile_path = profile_path  # run under cProfile, stats written at shutdown
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -87,7 +95,7 @@ class UvicornServer:
         return self.process.pid
 
     def command(self) -> list[str]:
-        loop, http = VARIANTS[self.variant]
+        loop, http = VARIANTS[self.variant][0], self.http
         runner = (
             ["-m", "bench.profiled", self.profile_path] if self.profile_path else ["-m", "uvicorn"]
         )
