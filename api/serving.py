@@ -71,31 +71,50 @@ class _HeaderDeadline(asyncio.Protocol):
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self._stop()
         super().connection_lost(exc)
 
     def _init_deadline(self) -> None:
         self._header_timeout_s = header_timeout_s()
         self._max_header_bytes = max_header_bytes()
-        self._deadline: asyncio.TimerHandle | None = None
+        # when the headers awaited are late (the loop's time; None while none are awaited), and
+        # the connection's one timer, due at or before then. A request's headers only move the
+        # deadline; the timer, set once, checks it when it fires and sets itself again for a
+        # later one, so a keep-alive request costs no timer of its own (under uvloop, a timer
+        # set and cancelled per request cost more than the rest of this protocol)
+        self._due: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0
 
     def _arm(self) -> None:
-        if self._deadline is None:
+        if self._due is None:
             self._header_bytes = 0
-            self._deadline = self.loop.call_later(self._header_timeout_s, self._expired)
+            self._due = self.loop.time() + self._header_timeout_s
+            if self._timer is None:
+                self._timer = self.loop.call_at(self._due, self._expired)
 
     def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._due = None  # the timer, when it fires, finds nothing due
+
+    def _stop(self) -> None:
+        self._due = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _ours(self) -> bool:
         """False once the connection is closing or was handed over (a WebSocket upgrade)."""
         return not self.transport.is_closing() and self.transport.get_protocol() is self
 
     def _expired(self) -> None:
-        self._deadline = None
+        self._timer = None
+        due = self._due
+        if due is None:
+            return
+        if self.loop.time() < due:  # a later request's headers are awaited: wait for them
+            self._timer = self.loop.call_at(due, self._expired)
+            return
+        self._due = None
         if self._ours() and self._awaiting_headers():
             self._refuse(408)
 
@@ -105,7 +124,7 @@ class _HeaderDeadline(asyncio.Protocol):
             self._refuse(431)
 
     def _refuse(self, status: int) -> None:
-        self._disarm()
+        self._stop()
         if not self._response_in_flight():
             body = _BODIES[status]
             self.transport.write(_RESPONSES[status] % (len(body), body))
@@ -123,7 +142,7 @@ class H11Protocol(_HeaderDeadline, _H11Protocol):
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         if not self._ours():
-            self._disarm()
+            self._stop()
         elif self._awaiting_headers():  # a request has begun and its headers are incomplete
             self._arm()
             self._count(len(data))
@@ -132,42 +151,6 @@ class H11Protocol(_HeaderDeadline, _H11Protocol):
 
     def _awaiting_headers(self) -> bool:
         return bool(self.conn.their_state is h11.IDLE)
-
-
-class _WritesPerTurn:
-    """A connection's transport as its request cycles see it: what they write in one turn of
-    the event loop goes out in one write. uvicorn writes a response's head and its body apart,
-    two send() calls and two packets where one does; held, the head goes with the body. What is
-    held goes out when the response completes (`flush`, from the protocol), before a close, or
-    at the end of the turn at the latest (an interim `100 Continue`, a streamed body's head)."""
-
-    __slots__ = ("_transport", "_loop", "_held")
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self._transport, self._loop = transport, loop
-        self._held: list[bytes] | None = None
-
-    def write(self, data: bytes) -> None:
-        if self._held is None:
-            self._held = [data]
-            self._loop.call_soon(self.flush)
-        else:
-            self._held.append(data)
-
-    def flush(self) -> None:
-        held, self._held = self._held, None
-        if held and not self._transport.is_closing():
-            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
-
-    def close(self) -> None:
-        self.flush()
-        self._transport.close()
-
-    def is_closing(self) -> bool:
-        return self._transport.is_closing()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
 
 
 try:
@@ -182,16 +165,11 @@ else:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._reading_headers = True
-            self._writes: _WritesPerTurn | None = None
-
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            super().connection_made(transport)
-            self._writes = _WritesPerTurn(self.transport, self.loop)
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
             if not self._ours():
-                self._disarm()
+                self._stop()  # closing, or handed over: its timer must not keep it
                 if self.transport.get_protocol() is not self:
                     # handed over to a WebSocket: this protocol hears nothing more, and its
                     # parser (whose callbacks are its bound methods) held it in a reference
@@ -209,17 +187,7 @@ else:
         def on_headers_complete(self) -> None:
             self._reading_headers = False
             self._disarm()
-            before = self.cycle
             super().on_headers_complete()
-            if self.cycle is not before and self._writes is not None:
-                # the request's new cycle (a WebSocket upgrade makes none): its head and body
-                # in one write
-                self.cycle.transport = self._writes  # type: ignore[assignment]
-
-        def on_response_complete(self) -> None:
-            if self._writes is not None:
-                self._writes.flush()
-            super().on_response_complete()
 
         def _awaiting_headers(self) -> bool:
             return self._reading_headers

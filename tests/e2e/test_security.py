@@ -599,6 +599,46 @@ def test_silent_and_slow_header_connections_are_cut_off(
         assert sock.recv(64).startswith(b"HTTP/1.1 431")
 
 
+def test_a_keep_alive_requests_headers_get_their_own_deadline(
+    served: Callable[..., tuple[LiveServer, str]],
+) -> None:
+    """The deadline runs from each request's first byte: a second request on a kept-alive
+    connection, begun 0.7 s after the connection opened and sent a byte at a time, is cut off
+    about a second after it began — neither at the first request's deadline nor never."""
+    server, _ = served(CREDITSTREAM_HEADER_TIMEOUT_S="1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=8) as sock:
+        opened = time.monotonic()
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(4096)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        length = int(
+            next(
+                line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+            ).split(b":")[1]
+        )
+        while len(body) < length:
+            body += sock.recv(4096)
+        time.sleep(max(0.0, 0.7 - (time.monotonic() - opened)))
+        began = time.monotonic()
+        received = b""
+        try:
+            for byte in b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: yes, very\r\n":
+                sock.sendall(bytes([byte]))
+                time.sleep(0.1)
+                if time.monotonic() - began > 4:
+                    break
+            while chunk := sock.recv(4096):
+                received += chunk
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # cut off while still sending (its 408 may be lost with the reset)
+        cut_after = time.monotonic() - began
+    assert not received or received.startswith(b"HTTP/1.1 408"), received
+    assert 0.8 < cut_after < 2.5, cut_after
+
+
 async def test_websockets_outlive_the_header_deadline(
     served: Callable[..., tuple[LiveServer, str]],
 ) -> None:
