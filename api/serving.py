@@ -83,21 +83,32 @@ class _HeaderDeadline(asyncio.Protocol):
         # later one, so a keep-alive request costs no timer of its own (under uvloop, a timer
         # set and cancelled per request cost more than the rest of this protocol)
         self._due: float | None = None
+        # when an idle keep-alive connection is closed, where the protocol folds uvicorn's
+        # keep-alive timer into this one (HttpToolsProtocol); None while a request is under way
+        self._idle_until: float | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._header_bytes = 0
 
     def _arm(self) -> None:
         if self._due is None:
             self._header_bytes = 0
             self._due = self.loop.time() + self._header_timeout_s
-            if self._timer is None:
-                self._timer = self.loop.call_at(self._due, self._expired)
+            self._wake_by(self._due)
 
     def _disarm(self) -> None:
         self._due = None  # the timer, when it fires, finds nothing due
 
+    def _wake_by(self, when: float) -> None:
+        """The timer fires at `when` at the latest (set anew only when it is due later)."""
+        if self._timer is not None:
+            if self._timer_at <= when:
+                return
+            self._timer.cancel()
+        self._timer, self._timer_at = self.loop.call_at(when, self._expired), when
+
     def _stop(self) -> None:
-        self._due = None
+        self._due = self._idle_until = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -108,15 +119,23 @@ class _HeaderDeadline(asyncio.Protocol):
 
     def _expired(self) -> None:
         self._timer = None
-        due = self._due
-        if due is None:
+        now, due, idle = self.loop.time(), self._due, self._idle_until
+        if due is not None and now >= due:
+            self._due = None
+            if self._ours() and self._awaiting_headers():
+                self._refuse(408)
+                return
+        elif idle is not None and now >= idle:
+            self._idle_until = None
+            self._idle_too_long()
             return
-        if self.loop.time() < due:  # a later request's headers are awaited: wait for them
-            self._timer = self.loop.call_at(due, self._expired)
-            return
-        self._due = None
-        if self._ours() and self._awaiting_headers():
-            self._refuse(408)
+        # a later request's headers, or an idle time that began later: wait for them
+        later = [t for t in (self._due, self._idle_until) if t is not None]
+        if later:
+            self._wake_by(min(later))
+
+    def _idle_too_long(self) -> None:
+        """What the protocol does with a keep-alive connection idle past its timeout."""
 
     def _count(self, size: int) -> None:
         self._header_bytes += size
@@ -188,6 +207,32 @@ else:
             self._reading_headers = False
             self._disarm()
             super().on_headers_complete()
+
+        # uvicorn sets a keep-alive timer after each response and cancels it when the next
+        # request's bytes arrive; here the connection's one timer also closes it once idle
+        # past `timeout_keep_alive` (the same wait, for no timer per request)
+
+        def on_response_complete(self) -> None:
+            # uvicorn's, but for its keep-alive timer
+            self.server_state.total_requests += 1
+            if self.transport.is_closing():
+                return
+            self._unset_keepalive_if_required()
+            self.flow.resume_reading()
+            if self.pipeline:
+                cycle, app = self.pipeline.pop()
+                self._start_asgi_task(cycle, app)
+            else:
+                self._idle_until = self.loop.time() + self.timeout_keep_alive
+                self._wake_by(self._idle_until)
+
+        def _unset_keepalive_if_required(self) -> None:
+            self._idle_until = None  # bytes arrived (or the connection ended): not idle
+            super()._unset_keepalive_if_required()
+
+        def _idle_too_long(self) -> None:
+            if self.transport.get_protocol() is self:
+                self.timeout_keep_alive_handler()
 
         def _awaiting_headers(self) -> bool:
             return self._reading_headers
