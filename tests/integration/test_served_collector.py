@@ -33,20 +33,15 @@ async def _started(settings: Settings, freeze_after_start: bool) -> None:
 
 
 @pytest.mark.usefixtures("collector_restored")
-async def test_the_served_app_collects_young_objects_less_often(
-    settings_for: Callable[..., Settings], tmp_path: Path
+@pytest.mark.parametrize(
+    ("served", "young"), [(True, YOUNG_THRESHOLD), (False, 700)], ids=["served", "in-a-test"]
+)
+async def test_only_the_served_app_collects_young_objects_less_often(
+    settings_for: Callable[..., Settings], tmp_path: Path, served: bool, young: int
 ) -> None:
     gc.set_threshold(700, 10, 10)
-    await _started(settings_for(f"sqlite+aiosqlite:///{tmp_path}/a.db"), freeze_after_start=True)
-    assert gc.get_threshold() == (YOUNG_THRESHOLD, 10, 10), "older generations as they were"
-    assert gc.get_freeze_count() > 0
+    gc.unfreeze()
+    await _started(settings_for(f"sqlite+aiosqlite:///{tmp_path}/a.db"), freeze_after_start=served)
+    assert gc.get_threshold() == (young, 10, 10), "the older generations as they were"
+    assert (gc.get_freeze_count() > 0) is served
     assert YOUNG_THRESHOLD > 700
-
-
-@pytest.mark.usefixtures("collector_restored")
-async def test_an_app_built_in_a_test_process_leaves_the_collector_alone(
-    settings_for: Callable[..., Settings], tmp_path: Path
-) -> None:
-    gc.set_threshold(700, 10, 10)
-    await _started(settings_for(f"sqlite+aiosqlite:///{tmp_path}/b.db"), freeze_after_start=False)
-    assert gc.get_threshold() == (700, 10, 10)
