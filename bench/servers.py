@@ -23,7 +23,7 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "uvloop": ("uvloop", "httptools"),
 }
 # uvicorn's HTTP protocol per variant as `creditstream serve` runs it (api/serving.py: a header
-# deadline, and a response's head and body in one write) and as uvicorn ships it
+# deadline, with the keep-alive wait, on one timer per connection); VARIANTS has uvicorn's own
 DEPLOYED_HTTP: dict[str, str] = {
     "asyncio": "api.serving:H11Protocol",
     "uvloop": "api.serving:HttpToolsProtocol",
