@@ -191,7 +191,8 @@ async def run(args: argparse.Namespace, say: Progress) -> Result:
         add_rows(result, runs[variant], "+".join(VARIANTS[variant]), args.workers)
     result.notes.append(
         "ceiling: a bare Starlette JSON echo on the same uvicorn flags and load "
-        "(no database); goals: ≥ 0.25× the echo, hot ≥ 0.8× uniform, the gain of "
+        f"(no database; HTTP protocol: the echo {args.echo_http}, creditstream "
+        f"{args.creditstream_http}, deployed = api/serving.py's); goals: ≥ 0.25× the echo, hot ≥ 0.8× uniform, the gain of "
         f"{args.workers} workers over one (req/s ÷ req/s) ≥ 0.9× the echo's own gain"
     )
     if args.profile_server:
