@@ -133,6 +133,8 @@ def test_http(tmp_path: Path, pg_url: str) -> None:
     latency = row(result, "latency p99")
     assert latency["creditstream"] > 0 and latency["ceiling"] > 0
     assert result["details"]["audit"]["mismatches"] == 0
+    # creditstream as `creditstream serve` runs it, the echo on uvicorn's own protocol
+    assert result["params"]["http_protocols"] == {"creditstream": "deployed", "echo": "stock"}
 
 
 @pytest.mark.postgres
