@@ -69,11 +69,6 @@ API_ROUTES = V1_ROUTES + SEED_ROUTES  # the whole HTTP API, one table for routin
 YOUNG_THRESHOLD = 10_000
 
 
-def _young_collections_after(allocations: int) -> None:
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(allocations, middle, old)
-
-
 def load_catalogue(path: str | None) -> Catalogue:
     """The price catalogue, validated now so a bad file stops the start, not a request."""
     text = (
@@ -146,7 +141,7 @@ def create_app(
                 # freezes again as streams turn over)
                 gc.collect()
                 gc.freeze()
-                _young_collections_after(YOUNG_THRESHOLD)
+                gc.set_threshold(YOUNG_THRESHOLD, *gc.get_threshold()[1:])
             yield
 
     routes = (

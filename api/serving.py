@@ -87,7 +87,6 @@ class _HeaderDeadline(asyncio.Protocol):
         # keep-alive timer into this one (HttpToolsProtocol); None while a request is under way
         self._idle_until: float | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
         self._header_bytes = 0
 
     def _arm(self) -> None:
@@ -102,10 +101,10 @@ class _HeaderDeadline(asyncio.Protocol):
     def _wake_by(self, when: float) -> None:
         """The timer fires at `when` at the latest (set anew only when it is due later)."""
         if self._timer is not None:
-            if self._timer_at <= when:
+            if self._timer.when() <= when:
                 return
             self._timer.cancel()
-        self._timer, self._timer_at = self.loop.call_at(when, self._expired), when
+        self._timer = self.loop.call_at(when, self._expired)
 
     def _stop(self) -> None:
         self._due = self._idle_until = None
